@@ -1,0 +1,207 @@
+"""Experiment configuration: pydantic models of the experiment YAML, dotted overrides, saving.
+
+The YAML holds data only (``yaml.safe_load``, registry names, never Python calls). It is validated once;
+unknown keys are errors that name the key.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import CmkdError
+
+Kind = Literal["vector", "sequence", "image", "signal", "text"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModalitySpec(_Strict):
+    """One input modality: its array kind and what acquiring it costs in deployment (W, $, ...)."""
+
+    kind: Kind
+    cost: float = Field(1.0, ge=0)
+
+
+class TargetSpec(_Strict):
+    """One prediction target."""
+
+    kind: Literal["classification", "regression"]
+
+
+class DataConfig(_Strict):
+    """Where the data live and what each npz key means."""
+
+    path: str | None = None
+    modalities: dict[str, ModalitySpec]
+    targets: dict[str, TargetSpec]
+    split: str | None = "split"
+    class_names: list[str] | None = None
+    val_fraction: float = Field(0.15, gt=0, lt=0.5)
+    test_fraction: float = Field(0.2, gt=0, lt=0.5)
+    text_vocab: int = Field(4096, ge=64)
+    text_len: int = Field(64, ge=4)
+
+    @field_validator("targets")
+    @classmethod
+    def _one_target(cls, v: dict[str, TargetSpec]) -> dict[str, TargetSpec]:
+        if not v:
+            raise ValueError("at least one target is needed")
+        return v
+
+
+class ModelConfig(_Strict):
+    """Architecture and training settings of one model (teacher or student)."""
+
+    modalities: list[str] = Field(min_length=1)
+    width: int = Field(64, ge=4, le=4096)
+    heads: int = Field(4, ge=1)
+    depth: int = Field(1, ge=1, le=8)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    epochs: int = Field(60, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    patience: int = Field(12, ge=1)
+    grad_clip: float = Field(1.0, gt=0)
+    warmup_epochs: int = Field(2, ge=0)
+    modality_dropout: float = Field(0.0, ge=0, lt=1)
+
+
+class DistillConfig(_Strict):
+    """Distillation loss settings. Weights are per loss term (see ``cmkd.losses.LOSSES``)."""
+
+    temperature: float = Field(4.0, gt=0)
+    weights: dict[str, float] = Field(
+        default_factory=lambda: {"task": 1.0, "kd": 1.0, "feature": 0.5, "relation": 0.5}
+    )
+    feature_mode: Literal["cosine", "mse"] = "cosine"
+    relation_mode: Literal["sp", "rkd"] = "sp"
+    contrastive_temperature: float = Field(0.1, gt=0)
+
+    @field_validator("weights")
+    @classmethod
+    def _known_terms(cls, v: dict[str, float]) -> dict[str, float]:
+        from .losses import LOSSES
+
+        bad = sorted(set(v) - set(LOSSES))
+        if bad:
+            raise ValueError(f"unknown loss term {bad[0]!r}; valid: {', '.join(sorted(LOSSES))}")
+        return v
+
+
+class ExportConfig(_Strict):
+    """Edge export settings."""
+
+    enabled: bool = True
+    int8: bool = True
+    latency_runs: int = Field(200, ge=5)
+
+
+class ExperimentConfig(_Strict):
+    """The whole experiment, as in the YAML file."""
+
+    name: str = "experiment"
+    seed: int = 0
+    recipe: str | None = None
+    device: Literal["auto", "cpu", "cuda"] = "cpu"
+    data: DataConfig
+    teacher: ModelConfig
+    student: ModelConfig
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a raw config dict.
+
+    Args:
+        raw: the config as plain data.
+        overrides: strings like ``student.epochs=5`` or ``distill.weights.kd=2``.
+
+    Returns:
+        A new dict with the overrides applied.
+
+    Raises:
+        CmkdError: when an override is malformed or names a key the schema does not know.
+    """
+    out = copy.deepcopy(raw)
+    for item in overrides or []:
+        if "=" not in item:
+            raise CmkdError(f"--set {item!r}: expected KEY=VALUE, e.g. --set student.epochs=5")
+        key, value = item.split("=", 1)
+        parts = [p for p in key.strip().split(".") if p]
+        if not parts:
+            raise CmkdError(f"--set {item!r}: empty key")
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            parsed = value
+        node = out
+        for i, p in enumerate(parts[:-1]):
+            if not isinstance(node.get(p, {}), dict):
+                raise CmkdError(f"--set {key}: {'.'.join(parts[: i + 1])} is not a section")
+            node = node.setdefault(p, {})
+        node[parts[-1]] = parsed
+    return out
+
+
+def validate(raw: dict[str, Any], source: str = "config") -> ExperimentConfig:
+    """Validate a raw config dict; a problem becomes a one-line CmkdError naming the key."""
+    if not isinstance(raw, dict):
+        raise CmkdError(f"{source}: the top level must be a mapping of keys to values")
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"])
+        if err["type"] == "extra_forbidden":
+            raise CmkdError(f"{source}: unknown key '{loc}'") from None
+        if err["type"] == "missing":
+            raise CmkdError(f"{source}: missing required key '{loc}'") from None
+        raise CmkdError(f"{source}: '{loc}': {err['msg']}") from None
+
+
+def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a YAML file with ``yaml.safe_load``; errors become CmkdError."""
+    p = Path(path)
+    if not p.is_file():
+        raise CmkdError(f"config file not found: {p}")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CmkdError(f"{p}: not valid YAML ({first})") from None
+    if not isinstance(raw, dict):
+        raise CmkdError(f"{p}: the top level must be a mapping of keys to values")
+    return raw
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Load, override and validate an experiment YAML. A relative ``data.path`` is made relative to the YAML.
+
+    Args:
+        path: the YAML file.
+        overrides: ``key=value`` strings.
+
+    Returns:
+        The validated config.
+    """
+    p = Path(path)
+    raw = apply_overrides(load_yaml(p), overrides)
+    cfg = validate(raw, source=str(p))
+    if cfg.data.path and not Path(cfg.data.path).is_absolute():
+        cfg.data.path = str((p.parent / cfg.data.path).resolve())
+    return cfg
+
+
+def dump_config(cfg: ExperimentConfig) -> str:
+    """The resolved config as YAML text (saved next to every output)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,310 @@
+"""Data: the arrays of a dataset, their validation, train-only statistics, splits and batches.
+
+A dataset is a plain ``dict[str, np.ndarray]`` (the contents of a user's ``.npz``): one key per modality,
+optional ``<modality>__present`` masks, one key per target and an optional ``split`` key (0 train, 1 val,
+2 test). NaN marks a missing value. A batch is
+``{"inputs": {name: Tensor}, "present": {name: BoolTensor[B]}, "targets": {name: Tensor}}``.
+"""
+
+from __future__ import annotations
+
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import DataConfig
+from .errors import CmkdError
+
+NDIM = {"vector": 2, "sequence": 3, "image": 4, "signal": 3, "text": 1}
+SHAPE_HINT = {"vector": "(N, F)", "sequence": "(N, T, F)", "image": "(N, C, H, W)", "signal": "(N, C, L)",
+              "text": "(N,) strings"}
+# axis that holds the features/channels, after the sample axis is dropped
+FEATURE_AXIS = {"vector": 0, "sequence": 1, "image": 0, "signal": 0}
+
+
+def load_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """Load an ``.npz`` safely (no pickles) into a dict of arrays.
+
+    Raises:
+        CmkdError: when the file is missing, corrupt, or holds object (pickled) arrays.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise CmkdError(f"data file not found: {p}")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except ValueError as e:
+        if "pickle" in str(e).lower():
+            raise CmkdError(f"{p}: holds object arrays; store text as a unicode array (np.str_), "
+                            "not Python objects") from None
+        raise CmkdError(f"{p}: not a readable .npz file ({e})") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as e:
+        raise CmkdError(f"{p}: not a readable .npz file ({type(e).__name__})") from None
+
+
+def tokenize(texts: np.ndarray, vocab: int = 4096, max_len: int = 64) -> np.ndarray:
+    """Hash words to token ids (stable across runs and machines; 0 is padding).
+
+    Args:
+        texts: (N,) strings.
+        vocab: number of token ids.
+        max_len: tokens kept per text.
+
+    Returns:
+        (N, max_len) int64 ids.
+    """
+    out = np.zeros((len(texts), max_len), dtype=np.int64)
+    for i, t in enumerate(texts):
+        words = str(t).lower().replace("\n", " ").split()[:max_len]
+        for j, w in enumerate(words):
+            out[i, j] = 1 + zlib.crc32(w.strip(".,;:()[]\"'").encode()) % (vocab - 1)
+    return out
+
+
+@dataclass
+class MultimodalData:
+    """Validated arrays ready for training.
+
+    Attributes:
+        inputs: modality -> float32 raw values with NaN (text: int64 token ids).
+        present: modality -> bool (N,).
+        targets: target -> int64 class index (N,) or float32 (N, K) raw values.
+        split: int (N,) 0 train, 1 val, 2 test.
+        kinds: modality -> kind.
+        target_kinds: target -> "classification" | "regression".
+        classes: classification target -> original label values, index = class id.
+        source: where the data came from (a path or "synthetic").
+    """
+
+    inputs: dict[str, np.ndarray]
+    present: dict[str, np.ndarray]
+    targets: dict[str, np.ndarray]
+    split: np.ndarray
+    kinds: dict[str, str]
+    target_kinds: dict[str, str]
+    classes: dict[str, np.ndarray] = field(default_factory=dict)
+    source: str = "synthetic"
+
+    @property
+    def n(self) -> int:
+        return len(self.split)
+
+    def indices(self, part: int) -> np.ndarray:
+        """Sample indices of split part 0 (train), 1 (val) or 2 (test)."""
+        return np.flatnonzero(self.split == part)
+
+    def all_present(self, modalities: list[str], idx: np.ndarray) -> np.ndarray:
+        """The subset of ``idx`` whose samples have every one of ``modalities``."""
+        keep = np.ones(len(idx), dtype=bool)
+        for m in modalities:
+            keep &= self.present[m][idx]
+        return idx[keep]
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Per-sample shape of every modality."""
+        return {m: tuple(a.shape[1:]) for m, a in self.inputs.items()}
+
+    def n_outputs(self) -> dict[str, int]:
+        """Classes per classification target, outputs per regression target."""
+        return {t: (len(self.classes[t]) if k == "classification" else self.targets[t].shape[1])
+                for t, k in self.target_kinds.items()}
+
+
+def _split(y: np.ndarray | None, n: int, cfg: DataConfig, seed: int) -> np.ndarray:
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(n)
+    strat = y if y is not None and np.min(np.unique(y, return_counts=True)[1]) >= 3 else None
+    rest, test = train_test_split(idx, test_size=cfg.test_fraction, random_state=seed, stratify=strat)
+    strat_rest = strat[rest] if strat is not None else None
+    train, val = train_test_split(rest, test_size=cfg.val_fraction / (1 - cfg.test_fraction),
+                                  random_state=seed, stratify=strat_rest)
+    split = np.zeros(n, dtype=np.int64)
+    split[val], split[test] = 1, 2
+    return split
+
+
+def build_data(arrays: dict[str, np.ndarray], cfg: DataConfig, seed: int = 0, source: str = "synthetic",
+               modalities: list[str] | None = None) -> MultimodalData:
+    """Check the arrays against the config and build a :class:`MultimodalData`.
+
+    Every problem raises a one-line CmkdError that names the key and the source.
+
+    Args:
+        arrays: the dataset dict (npz contents).
+        cfg: the ``data`` section of the config.
+        seed: seeds the stratified split when the data has none.
+        source: a path or "synthetic", used in messages and metrics.
+        modalities: the modalities actually used (default: all in cfg).
+    """
+    src = source
+    mods = modalities or list(cfg.modalities)
+    n = None
+    inputs: dict[str, np.ndarray] = {}
+    present: dict[str, np.ndarray] = {}
+    for m in mods:
+        if m not in cfg.modalities:
+            raise CmkdError(f"config: modality '{m}' is used by teacher/student but not declared in "
+                            f"data.modalities ({', '.join(cfg.modalities)})")
+        kind = cfg.modalities[m].kind
+        if m not in arrays:
+            raise CmkdError(f"{src}: modality '{m}' not found; keys present: {', '.join(sorted(arrays))}")
+        a = arrays[m]
+        if a.ndim != NDIM[kind]:
+            raise CmkdError(f"{src}: '{m}' has shape {a.shape}, but kind '{kind}' needs {SHAPE_HINT[kind]}")
+        if n is None:
+            n = len(a)
+        elif len(a) != n:
+            raise CmkdError(f"{src}: '{m}' has {len(a)} samples, other keys have {n}")
+        if kind == "text":
+            if a.dtype.kind not in "US":
+                raise CmkdError(f"{src}: text modality '{m}' must be an array of strings, got {a.dtype}")
+            inputs[m] = tokenize(a, cfg.text_vocab, cfg.text_len)
+            pres = np.array([len(str(t).strip()) > 0 for t in a])
+        else:
+            if a.dtype.kind not in "fiub":
+                raise CmkdError(f"{src}: '{m}' must be numeric, got dtype {a.dtype}")
+            a = a.astype(np.float32)
+            if np.isinf(a).any():
+                raise CmkdError(f"{src}: '{m}' contains infinite values; use NaN for missing values")
+            if a.size == 0 or a[0].size == 0:
+                raise CmkdError(f"{src}: '{m}' is empty (shape {a.shape})")
+            inputs[m] = a
+            pres = ~np.isnan(a.reshape(len(a), -1)).all(axis=1)
+        pk = f"{m}__present"
+        if pk in arrays:
+            p = arrays[pk]
+            if p.shape != (n,):
+                raise CmkdError(f"{src}: '{pk}' has shape {p.shape}, expected ({n},)")
+            pres = pres & p.astype(bool)
+        present[m] = pres
+    assert n is not None
+    targets: dict[str, np.ndarray] = {}
+    classes: dict[str, np.ndarray] = {}
+    for t, spec in cfg.targets.items():
+        if t not in arrays:
+            raise CmkdError(f"{src}: target '{t}' not found; keys present: {', '.join(sorted(arrays))}")
+        y = arrays[t]
+        if len(y) != n:
+            raise CmkdError(f"{src}: target '{t}' has {len(y)} samples, the modalities have {n}")
+        if spec.kind == "classification":
+            if y.ndim != 1:
+                raise CmkdError(f"{src}: classification target '{t}' must have shape (N,), got {y.shape}")
+            if y.dtype.kind == "f":
+                if np.isnan(y).any():
+                    raise CmkdError(f"{src}: classification target '{t}' has NaN labels")
+                if not np.all(y == np.round(y)):
+                    raise CmkdError(f"{src}: classification target '{t}' holds non-integer values; "
+                                    "did you mean kind: regression?")
+            targets[t] = y
+        else:
+            if y.dtype.kind not in "fiu" or y.ndim not in (1, 2):
+                raise CmkdError(f"{src}: regression target '{t}' must be numeric (N,) or (N, K), got "
+                                f"{y.dtype} {y.shape}")
+            y = y.astype(np.float32).reshape(n, -1)
+            if np.isnan(y).all(axis=0).any():
+                raise CmkdError(f"{src}: regression target '{t}' has a column that is all NaN")
+            targets[t] = y
+    # split
+    if cfg.split and cfg.split in arrays:
+        split = arrays[cfg.split]
+        if split.shape != (n,):
+            raise CmkdError(f"{src}: split key '{cfg.split}' has shape {split.shape}, expected ({n},)")
+        if not np.isin(split, [0, 1, 2]).all():
+            raise CmkdError(f"{src}: split key '{cfg.split}' must hold only 0 (train), 1 (val), 2 (test)")
+        split = split.astype(np.int64).copy()
+        if (split == 1).sum() == 0 and (split == 0).sum() >= 10:  # carve a validation split from train
+            rng = np.random.default_rng(seed)
+            tr = np.flatnonzero(split == 0)
+            split[rng.choice(tr, size=max(1, int(len(tr) * cfg.val_fraction)), replace=False)] = 1
+    else:
+        first = next(iter(cfg.targets))
+        strat = targets[first] if cfg.targets[first].kind == "classification" else None
+        if n < 10:
+            raise CmkdError(f"{src}: only {n} samples; at least 10 are needed")
+        split = _split(strat, n, cfg, seed)
+    for part, name in ((0, "train"), (2, "test")):
+        if (split == part).sum() == 0:
+            raise CmkdError(f"{src}: the {name} split is empty (key '{cfg.split}')")
+    train = split == 0
+    for t, spec in cfg.targets.items():
+        if spec.kind != "classification":
+            continue
+        y = targets[t]
+        cls = np.unique(y[train])
+        if len(cls) < 2:
+            raise CmkdError(f"{src}: target '{t}' has only one class ({cls.tolist()}) in the training split")
+        unseen = np.setdiff1d(np.unique(y), cls)
+        if len(unseen):
+            raise CmkdError(f"{src}: target '{t}' has labels absent from training: {unseen.tolist()[:5]}")
+        classes[t] = cls
+        targets[t] = np.searchsorted(cls, y).astype(np.int64)
+    # NaN-only modalities / columns, judged on the training samples that have the modality
+    for m, a in inputs.items():
+        kind = cfg.modalities[m].kind
+        tr = np.flatnonzero(train & present[m])
+        if len(tr) == 0:
+            raise CmkdError(f"{src}: modality '{m}' is absent (or all NaN) in every training sample")
+        if kind == "text":
+            continue
+        ax = FEATURE_AXIS[kind] + 1
+        other = tuple(i for i in range(a.ndim) if i != ax)
+        dead = np.isnan(a[tr]).all(axis=other)
+        if dead.any():
+            raise CmkdError(f"{src}: modality '{m}' has feature/channel {int(np.flatnonzero(dead)[0])} that is "
+                            "NaN in every training sample; drop it")
+    return MultimodalData(inputs, present, targets, split, {m: cfg.modalities[m].kind for m in mods},
+                          {t: s.kind for t, s in cfg.targets.items()}, classes, source)
+
+
+def fit_stats(data: MultimodalData, idx: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+    """Standardisation statistics from the given (training) samples only.
+
+    Returns:
+        ``{"inputs": {modality: (mean, std) broadcastable to one sample}, "targets": {name: (mean, std)}}``
+        flattened as ``{"in:<m>": {"mean", "std"}, "tg:<t>": {...}}``.
+    """
+    stats: dict[str, dict[str, np.ndarray]] = {}
+    for m, a in data.inputs.items():
+        kind = data.kinds[m]
+        if kind == "text":
+            continue
+        sub = a[idx[data.present[m][idx]]]
+        ax = FEATURE_AXIS[kind] + 1
+        other = tuple(i for i in range(sub.ndim) if i != ax)
+        with np.errstate(all="ignore"):
+            mean = np.nanmean(sub, axis=other, keepdims=True)[0]
+            std = np.nanstd(sub, axis=other, keepdims=True)[0]
+        mean = np.nan_to_num(mean)
+        std = np.where(np.isfinite(std) & (std > 1e-6), std, 1.0)
+        stats[f"in:{m}"] = {"mean": mean.astype(np.float32), "std": std.astype(np.float32)}
+    for t, kind in data.target_kinds.items():
+        if kind == "regression":
+            y = data.targets[t][idx]
+            mean = np.nanmean(y, axis=0)
+            std = np.nanstd(y, axis=0)
+            stats[f"tg:{t}"] = {"mean": mean.astype(np.float32),
+                                "std": np.where(std > 1e-8, std, 1.0).astype(np.float32)}
+    return stats
+
+
+def make_batch(data: MultimodalData, idx: np.ndarray, modalities: list[str],
+               target_stats: dict[str, dict[str, np.ndarray]] | None = None,
+               device: torch.device | str = "cpu") -> dict[str, dict[str, torch.Tensor]]:
+    """A batch dict for samples ``idx``; regression targets standardised with ``target_stats``."""
+    inputs, present, targets = {}, {}, {}
+    for m in modalities:
+        inputs[m] = torch.from_numpy(data.inputs[m][idx]).to(device)
+        present[m] = torch.from_numpy(data.present[m][idx]).to(device)
+    for t, kind in data.target_kinds.items():
+        y = data.targets[t][idx]
+        if kind == "regression" and target_stats is not None:
+            s = target_stats[f"tg:{t}"]
+            y = (y - s["mean"]) / s["std"]
+        targets[t] = torch.from_numpy(np.ascontiguousarray(y)).to(device)
+    return {"inputs": inputs, "present": present, "targets": targets}

@@ -1,0 +1,100 @@
+"""Evaluation: batched prediction, task metrics (scikit-learn), parameter counts and latency."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error, mean_squared_error, r2_score
+
+from .data import MultimodalData, make_batch
+from .models import MultimodalNet
+
+HIGHER_IS_BETTER = {"accuracy": True, "macro_f1": True, "rmse": False, "mae": False, "r2": True}
+
+
+@torch.no_grad()
+def predict(model: MultimodalNet, data: MultimodalData, idx: np.ndarray, batch_size: int = 1024,
+            device: torch.device | str = "cpu") -> dict[str, np.ndarray]:
+    """Run ``model`` on samples ``idx``.
+
+    Returns:
+        ``features`` (n, D) and, per target ``t``, ``t/logits`` or ``t/mean``, ``t/logvar``, ``t/value``.
+    """
+    model.eval()
+    mods = list(model.encoders)
+    chunks: dict[str, list[np.ndarray]] = {}
+    for s in range(0, len(idx), batch_size):
+        b = make_batch(data, idx[s:s + batch_size], mods, device=device)
+        out = model(b["inputs"], b["present"])
+        flat = {"features": out["features"]}
+        for t in model.target_kinds:
+            flat.update({f"{t}/{k}": v for k, v in out[t].items()})
+        for k, v in flat.items():
+            chunks.setdefault(k, []).append(v.float().cpu().numpy())
+    return {k: np.concatenate(v) for k, v in chunks.items()}
+
+
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """Accuracy and macro F1."""
+    return {"accuracy": float(accuracy_score(y_true, y_pred)),
+            "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0))}
+
+
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """RMSE, MAE and R^2 over observed (non-NaN) values, averaged over output columns."""
+    y_true, y_pred = y_true.reshape(len(y_true), -1), y_pred.reshape(len(y_pred), -1)
+    rm, ma, r2 = [], [], []
+    for k in range(y_true.shape[1]):
+        obs = ~np.isnan(y_true[:, k])
+        if obs.sum() == 0:
+            continue
+        rm.append(np.sqrt(mean_squared_error(y_true[obs, k], y_pred[obs, k])))
+        ma.append(mean_absolute_error(y_true[obs, k], y_pred[obs, k]))
+        r2.append(r2_score(y_true[obs, k], y_pred[obs, k]) if obs.sum() > 1 else float("nan"))
+    return {"rmse": float(np.mean(rm)), "mae": float(np.mean(ma)), "r2": float(np.mean(r2))}
+
+
+def task_metrics(data: MultimodalData, idx: np.ndarray, preds: dict[str, np.ndarray]) -> dict[str, float]:
+    """Metrics of every target; the first target's metrics unprefixed, others as ``<target>/<metric>``."""
+    out: dict[str, float] = {}
+    for i, (t, kind) in enumerate(data.target_kinds.items()):
+        y = data.targets[t][idx]
+        if kind == "classification":
+            m = classification_metrics(y, preds[f"{t}/logits"].argmax(axis=1))
+        else:
+            m = regression_metrics(y, preds[f"{t}/value"])
+        out.update(m if i == 0 else {f"{t}/{k}": v for k, v in m.items()})
+    return out
+
+
+def primary_metric(data: MultimodalData) -> str:
+    """``accuracy`` for a classification first target, else ``rmse``."""
+    first = next(iter(data.target_kinds.values()))
+    return "accuracy" if first == "classification" else "rmse"
+
+
+def example_inputs(data: MultimodalData, modalities: list[str], n: int = 1) -> dict[str, torch.Tensor]:
+    """The first ``n`` test samples' inputs, as tensors (for latency and export)."""
+    idx = data.indices(2)[:n]
+    return {m: torch.from_numpy(data.inputs[m][idx]) for m in modalities}
+
+
+@torch.no_grad()
+def torch_latency_ms(model: MultimodalNet, inputs: dict[str, torch.Tensor], runs: int = 200) -> float:
+    """Median batch-1 latency on one CPU thread, in milliseconds."""
+    model = model.cpu().eval()
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for _ in range(10):
+            model(inputs)
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            model(inputs)
+            times.append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(prev)
+    return float(np.median(times) * 1e3)

@@ -1,0 +1,126 @@
+"""Edge export: ONNX (torch.export / dynamo), ONNX Runtime dynamic INT8 quantisation, parity and latency."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .errors import CmkdError
+from .models import MultimodalNet
+
+
+class OnnxWrapper(nn.Module):
+    """Positional tensors in (one per modality, in ``names`` order), one output per target:
+    class logits or regression values in raw units."""
+
+    def __init__(self, net: MultimodalNet) -> None:
+        super().__init__()
+        self.net = net
+        self.names = list(net.encoders)
+
+    def forward(self, *xs: Tensor) -> tuple[Tensor, ...]:
+        out = self.net(dict(zip(self.names, xs)))
+        return tuple(out[t]["logits"] if k == "classification" else out[t]["value"]
+                     for t, k in self.net.target_kinds.items())
+
+
+def _atomic_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
+def export_onnx(net: MultimodalNet, example: dict[str, Tensor], path: str | Path) -> Path:
+    """Export ``net`` to ONNX (opset 18, dynamic batch), written atomically.
+
+    Args:
+        net: a trained model (moved to CPU, eval mode).
+        example: one modality -> tensor dict with at least 2 samples.
+        path: the ``.onnx`` file.
+    """
+    path = Path(path)
+    net = net.cpu().eval()
+    wrapper = OnnxWrapper(net).eval()
+    args = tuple(example[m][:2] if len(example[m]) >= 2 else example[m].repeat(2, *([1] * (example[m].dim() - 1)))
+                 for m in wrapper.names)
+    batch = torch.export.Dim("batch", min=1, max=1_000_000)
+    dyn = tuple({0: batch} for _ in args)
+    tmp = _atomic_path(path)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            logging.getLogger("torch").setLevel(logging.ERROR)
+            torch.onnx.export(wrapper, args, str(tmp), dynamo=True, external_data=False, opset_version=18,
+                              dynamic_shapes=(dyn,), input_names=wrapper.names,
+                              output_names=list(net.target_kinds), verbose=False)
+        os.replace(tmp, path)
+    except Exception as e:  # noqa: BLE001
+        raise CmkdError(f"ONNX export failed: {str(e).splitlines()[0][:200]}") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def quantize_int8(onnx_path: str | Path, out_path: str | Path) -> Path:
+    """Dynamic INT8 quantisation of weights (MatMul/Gemm) with ONNX Runtime, written atomically."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out_path = Path(out_path)
+    tmp = _atomic_path(out_path)
+    try:
+        quantize_dynamic(str(onnx_path), str(tmp), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul",
+                                                                                                        "Gemm"])
+        os.replace(tmp, out_path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return out_path
+
+
+def ort_session(path: str | Path, threads: int = 1):  # noqa: ANN201 - onnxruntime type
+    """An ONNX Runtime CPU session with ``threads`` intra-op threads."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001
+        raise CmkdError(f"{path}: not a loadable ONNX model ({str(e).splitlines()[0][:160]})") from None
+
+
+def ort_run(sess, inputs: dict[str, np.ndarray], batch_size: int = 4096) -> list[np.ndarray]:  # noqa: ANN001
+    """Run a session on a dict of arrays in chunks; returns one array per output."""
+    n = len(next(iter(inputs.values())))
+    outs: list[list[np.ndarray]] = []
+    for s in range(0, n, batch_size):
+        feed = {k: np.ascontiguousarray(v[s:s + batch_size]) for k, v in inputs.items()}
+        res = sess.run(None, feed)
+        if not outs:
+            outs = [[] for _ in res]
+        for i, r in enumerate(res):
+            outs[i].append(r)
+    return [np.concatenate(o) for o in outs]
+
+
+def ort_latency_ms(sess, inputs: dict[str, np.ndarray], runs: int = 200) -> float:  # noqa: ANN001
+    """Median batch-1 latency of a one-thread session, in milliseconds."""
+    feed = {k: np.ascontiguousarray(v[:1]) for k, v in inputs.items()}
+    for _ in range(10):
+        sess.run(None, feed)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        sess.run(None, feed)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times) * 1e3)

@@ -1,0 +1,199 @@
+"""Loss terms as pure functions ``term(student_out, teacher_out, batch, **settings) -> Tensor``.
+
+``student_out`` and ``teacher_out`` are :class:`cmkd.models.MultimodalNet` output dicts: ``features`` (B, D) and,
+per target, ``{"logits"}`` or ``{"mean", "logvar"}``. ``batch["targets"]`` holds class ids or standardised
+regression targets (NaN = missing). :class:`CompositeLoss` weights the terms and returns the total and every
+part, so each can be logged. The terms are usable in a user's own training loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .errors import CmkdError
+
+LossTerm = Callable[..., Tensor]
+LOSSES: dict[str, LossTerm] = {}
+
+
+def register_loss(name: str) -> Callable[[LossTerm], LossTerm]:
+    """Decorator adding a loss term to the registry."""
+
+    def deco(fn: LossTerm) -> LossTerm:
+        LOSSES[name] = fn
+        return fn
+
+    return deco
+
+
+def _target_names(out: dict) -> list[str]:
+    return [k for k, v in out.items() if isinstance(v, dict)]
+
+
+@register_loss("task")
+def task_loss(student_out: dict, teacher_out: dict | None, batch: dict, *,
+              class_weights: dict[str, Tensor] | None = None) -> Tensor:
+    """Supervised loss, summed over targets.
+
+    Classification: cross-entropy ``-log softmax(z)_y``. Regression: Gaussian negative log-likelihood
+    ``0.5 * (log s^2 + (y - mu)^2 / s^2)`` (Nix & Weigend, 1994) averaged over observed (non-NaN) targets.
+    """
+    total = student_out["features"].new_zeros(())
+    for t in _target_names(student_out):
+        y = batch["targets"][t]
+        o = student_out[t]
+        if "logits" in o:
+            w = class_weights.get(t) if class_weights else None
+            total = total + F.cross_entropy(o["logits"], y, weight=w)
+        else:
+            obs = ~torch.isnan(y)
+            if obs.any():
+                diff2 = (torch.where(obs, y, o["mean"]) - o["mean"]) ** 2
+                nll = 0.5 * (o["logvar"] + diff2 * torch.exp(-o["logvar"]))
+                total = total + nll[obs].mean()
+    return total
+
+
+@register_loss("kd")
+def kd_loss(student_out: dict, teacher_out: dict, batch: dict, *, temperature: float = 4.0) -> Tensor:
+    """Hinton et al. (2015) soft targets: ``T^2 * KL(softmax(z_t / T) || softmax(z_s / T))``, batch mean.
+
+    For regression, the student's mean is pulled to the teacher's mean: ``mean((mu_s - mu_t)^2)``.
+    """
+    total = student_out["features"].new_zeros(())
+    for t in _target_names(student_out):
+        s, te = student_out[t], teacher_out[t]
+        if "logits" in s:
+            log_ps = F.log_softmax(s["logits"] / temperature, dim=1)
+            log_pt = F.log_softmax(te["logits"] / temperature, dim=1)
+            kl = (log_pt.exp() * (log_pt - log_ps)).sum(dim=1).mean()
+            total = total + kl * temperature**2
+        else:
+            total = total + F.mse_loss(s["mean"], te["mean"])
+    return total
+
+
+@register_loss("feature")
+def feature_loss(student_out: dict, teacher_out: dict, batch: dict, *,
+                 projection: nn.Module | None = None, mode: str = "cosine") -> Tensor:
+    """FitNets-style hint (Romero et al., 2015) on the fused features after a learned projection ``W f_s``.
+
+    ``cosine``: ``mean(1 - cos(W f_s, f_t))``; ``mse``: ``mean((W f_s - f_t)^2)``.
+    """
+    fs = student_out["features"]
+    if projection is not None:
+        fs = projection(fs)
+    ft = teacher_out["features"]
+    if mode == "cosine":
+        return (1 - F.cosine_similarity(fs, ft, dim=1)).mean()
+    if mode == "mse":
+        return F.mse_loss(fs, ft)
+    raise CmkdError(f"unknown feature loss mode '{mode}'; valid: cosine, mse")
+
+
+def similarity_preserving(fs: Tensor, ft: Tensor) -> Tensor:
+    """Tung & Mori (2019): ``||norm_rows(F_s F_s^T) - norm_rows(F_t F_t^T)||_F^2 / B^2``."""
+    gs = F.normalize(fs @ fs.t(), p=2, dim=1)
+    gt = F.normalize(ft @ ft.t(), p=2, dim=1)
+    return ((gs - gt) ** 2).sum() / fs.shape[0] ** 2
+
+
+def rkd(fs: Tensor, ft: Tensor, w_dist: float = 1.0, w_angle: float = 2.0) -> Tensor:
+    """Park et al. (2019) relational KD: distance term (pairwise distances divided by their mean, smooth-L1)
+    plus angle term (cosines of angles in every triplet, smooth-L1), weighted 1:2 as in the paper (25:50)."""
+
+    def dist(x: Tensor) -> Tensor:
+        d = torch.cdist(x, x)
+        return d / d[d > 0].mean().clamp_min(1e-8)
+
+    def angle(x: Tensor) -> Tensor:
+        e = F.normalize(x.unsqueeze(0) - x.unsqueeze(1), p=2, dim=2)  # (B, B, D): e[j, i] = unit(x_i - x_j)
+        return torch.bmm(e, e.transpose(1, 2)).reshape(-1)
+
+    return w_dist * F.smooth_l1_loss(dist(fs), dist(ft)) + w_angle * F.smooth_l1_loss(angle(fs), angle(ft))
+
+
+@register_loss("relation")
+def relation_loss(student_out: dict, teacher_out: dict, batch: dict, *, mode: str = "sp") -> Tensor:
+    """Structure of the batch: ``sp`` similarity-preserving or ``rkd`` relational (distance + angle)."""
+    fs, ft = student_out["features"], teacher_out["features"]
+    if fs.shape[0] < 2:
+        return fs.new_zeros(())
+    if mode == "sp":
+        return similarity_preserving(fs, ft)
+    if mode == "rkd":
+        return rkd(fs, ft)
+    raise CmkdError(f"unknown relation loss mode '{mode}'; valid: sp, rkd")
+
+
+@register_loss("contrastive")
+def contrastive_loss(student_out: dict, teacher_out: dict, batch: dict, *,
+                     projection: nn.Module | None = None, temperature: float = 0.1) -> Tensor:
+    """InfoNCE (van den Oord et al., 2018; CRD, Tian et al., 2020) with in-batch negatives:
+    ``CE(sim(W f_s, f_t) / tau, diag)``, sim = cosine similarity of every student-teacher pair."""
+    fs = student_out["features"]
+    if projection is not None:
+        fs = projection(fs)
+    zs, zt = F.normalize(fs, dim=1), F.normalize(teacher_out["features"], dim=1)
+    logits = zs @ zt.t() / temperature  # (B, B)
+    return F.cross_entropy(logits, torch.arange(len(zs), device=zs.device))
+
+
+def _rows(out: dict, keep: Tensor) -> dict:
+    return {k: (_rows(v, keep) if isinstance(v, dict) else v[keep]) for k, v in out.items()}
+
+
+class CompositeLoss(nn.Module):
+    """Weighted sum of loss terms; returns ``{"loss": total, <term>: value, ...}``.
+
+    The distillation terms need ``teacher_out``; without it (or with weight 0) only ``task`` is used. Rows where
+    ``batch["kd_mask"]`` is False (the teacher saw none of its modalities) are left out of teacher terms.
+
+    Args:
+        weights: term name -> weight.
+        student_width: student feature width.
+        teacher_width: teacher feature width (a learned projection maps student to teacher width).
+        temperature: kd temperature.
+        feature_mode: ``cosine`` or ``mse``.
+        relation_mode: ``sp`` or ``rkd``.
+        contrastive_temperature: InfoNCE temperature.
+    """
+
+    def __init__(self, weights: dict[str, float], student_width: int = 64, teacher_width: int | None = None,
+                 temperature: float = 4.0, feature_mode: str = "cosine", relation_mode: str = "sp",
+                 contrastive_temperature: float = 0.1) -> None:
+        super().__init__()
+        bad = sorted(set(weights) - set(LOSSES))
+        if bad:
+            raise CmkdError(f"unknown loss term '{bad[0]}'; valid: {', '.join(sorted(LOSSES))}")
+        self.weights = {k: float(v) for k, v in weights.items() if v}
+        tw = teacher_width or student_width
+        self.projection = nn.Linear(student_width, tw)
+        self.contrastive_projection = nn.Linear(student_width, tw)
+        self.settings = {"kd": {"temperature": temperature},
+                         "feature": {"projection": self.projection, "mode": feature_mode},
+                         "relation": {"mode": relation_mode},
+                         "contrastive": {"projection": self.contrastive_projection,
+                                         "temperature": contrastive_temperature}}
+
+    def forward(self, student_out: dict, teacher_out: dict | None, batch: dict) -> dict[str, Tensor]:
+        parts: dict[str, Tensor] = {}
+        total = student_out["features"].new_zeros(())
+        keep = batch.get("kd_mask")
+        s_t, t_t = student_out, teacher_out
+        if teacher_out is not None and keep is not None and not bool(keep.all()):
+            s_t, t_t = _rows(student_out, keep), _rows(teacher_out, keep)
+        for name, w in self.weights.items():
+            if name == "task":
+                val = task_loss(student_out, teacher_out, batch, **self.settings.get(name, {}))
+            elif teacher_out is None or s_t["features"].shape[0] == 0:
+                continue
+            else:
+                val = LOSSES[name](s_t, t_t, batch, **self.settings.get(name, {}))
+            parts[name] = val.detach()
+            total = total + w * val
+        return {"loss": total, **parts}

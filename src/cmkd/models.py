@@ -1,0 +1,259 @@
+"""Models: one encoder per modality kind (a registry), cross-modal attention fusion, task heads.
+
+One :class:`MultimodalNet` serves as teacher and as student. It takes RAW inputs (NaN for missing values) and
+holds the training-set standardisation as buffers, so an exported model needs no preprocessing beyond
+tokenising text. Missing values become zeros plus an explicit mask channel; a wholly absent modality is masked
+out of attention with a key-padding mask.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from .errors import CmkdError
+
+ENCODERS: dict[str, type[nn.Module]] = {}
+
+
+def register_encoder(kind: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Class decorator adding an encoder to the registry under ``kind``."""
+
+    def deco(cls: type[nn.Module]) -> type[nn.Module]:
+        ENCODERS[kind] = cls
+        return cls
+
+    return deco
+
+
+def create_encoder(kind: str, shape: tuple[int, ...], width: int, dropout: float = 0.1, **kw: int) -> nn.Module:
+    """Build the encoder registered for ``kind``; an unknown kind lists the valid ones."""
+    if kind not in ENCODERS:
+        raise CmkdError(f"unknown modality kind '{kind}'; valid: {', '.join(sorted(ENCODERS))}")
+    return ENCODERS[kind](shape, width, dropout, **kw)
+
+
+class _Numeric(nn.Module):
+    """Shared part of numeric encoders: standardise, then values-with-zeros plus a mask channel."""
+
+    def __init__(self, shape: tuple[int, ...], stat_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(stat_shape))
+        self.register_buffer("std", torch.ones(stat_shape))
+
+    def prepare(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        x = (x - self.mean) / self.std
+        mask = ~torch.isnan(x)
+        return torch.where(mask, x, torch.zeros_like(x)), mask.to(x.dtype)
+
+
+@register_encoder("vector")
+class VectorEncoder(_Numeric):
+    """(B, F) -> (B, D): an MLP over values and their observed-mask."""
+
+    def __init__(self, shape: tuple[int, ...], width: int, dropout: float = 0.1) -> None:
+        super().__init__(shape, (shape[0],))
+        f = shape[0]
+        self.net = nn.Sequential(nn.Linear(2 * f, 2 * width), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(2 * width, width), nn.LayerNorm(width))
+
+    def forward(self, x: Tensor) -> Tensor:
+        v, m = self.prepare(x)
+        return self.net(torch.cat([v, m], dim=1))
+
+
+@register_encoder("sequence")
+class SequenceEncoder(_Numeric):
+    """(B, T, F) -> (B, D): temporal convolutions over values + mask, masked mean and max pooling."""
+
+    def __init__(self, shape: tuple[int, ...], width: int, dropout: float = 0.1) -> None:
+        super().__init__(shape, (1, shape[1]))
+        f = shape[1]
+        self.conv = nn.Sequential(nn.Conv1d(2 * f, width, 5, padding=2), nn.GELU(),
+                                  nn.Conv1d(width, width, 5, padding=2), nn.GELU())
+        self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * width, width), nn.LayerNorm(width))
+
+    def forward(self, x: Tensor) -> Tensor:
+        v, m = self.prepare(x)  # (B, T, F)
+        h = self.conv(torch.cat([v, m], dim=2).transpose(1, 2))  # (B, D, T)
+        return self.out(torch.cat([h.mean(dim=2), h.amax(dim=2)], dim=1))
+
+
+@register_encoder("image")
+class ImageEncoder(_Numeric):
+    """(B, C, H, W) -> (B, D): a small CNN; pools globally and keeps the centre pixel (per-pixel tasks)."""
+
+    def __init__(self, shape: tuple[int, ...], width: int, dropout: float = 0.1) -> None:
+        super().__init__(shape, (shape[0], 1, 1))
+        c = shape[0]
+        self.conv = nn.Sequential(nn.Conv2d(2 * c, width, 3, padding=1), nn.GELU(),
+                                  nn.Conv2d(width, width, 3, padding=1), nn.GELU())
+        self.centre = (shape[1] // 2, shape[2] // 2)
+        self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * width, width), nn.LayerNorm(width))
+
+    def forward(self, x: Tensor) -> Tensor:
+        v, m = self.prepare(x)
+        h = self.conv(torch.cat([v, m], dim=1))  # (B, D, H, W)
+        return self.out(torch.cat([h.mean(dim=(2, 3)), h[:, :, self.centre[0], self.centre[1]]], dim=1))
+
+
+@register_encoder("signal")
+class SignalEncoder(_Numeric):
+    """(B, C, L) -> (B, D): strided 1-D convolutions for waveforms, global mean and max pooling."""
+
+    def __init__(self, shape: tuple[int, ...], width: int, dropout: float = 0.1) -> None:
+        super().__init__(shape, (shape[0], 1))
+        c = shape[0]
+        self.conv = nn.Sequential(nn.Conv1d(2 * c, width, 7, stride=2, padding=3), nn.GELU(),
+                                  nn.Conv1d(width, width, 7, stride=2, padding=3), nn.GELU(),
+                                  nn.Conv1d(width, width, 5, stride=2, padding=2), nn.GELU())
+        self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * width, width), nn.LayerNorm(width))
+
+    def forward(self, x: Tensor) -> Tensor:
+        v, m = self.prepare(x)
+        h = self.conv(torch.cat([v, m], dim=1))  # (B, D, L')
+        return self.out(torch.cat([h.mean(dim=2), h.amax(dim=2)], dim=1))
+
+
+@register_encoder("text")
+class TextEncoder(nn.Module):
+    """(B, L) int64 hashed token ids (0 = padding) -> (B, D): embeddings, a convolution, masked mean pooling."""
+
+    def __init__(self, shape: tuple[int, ...], width: int, dropout: float = 0.1, vocab: int = 4096) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(vocab, width, padding_idx=0)
+        self.conv = nn.Conv1d(width, width, 3, padding=1)
+        self.out = nn.Sequential(nn.GELU(), nn.Dropout(dropout), nn.Linear(width, width), nn.LayerNorm(width))
+
+    def forward(self, x: Tensor) -> Tensor:
+        keep = (x > 0).to(torch.float32).unsqueeze(1)  # (B, 1, L)
+        h = self.conv(self.emb(x).transpose(1, 2)) * keep  # (B, D, L)
+        return self.out(h.sum(dim=2) / keep.sum(dim=2).clamp_min(1.0))
+
+
+class FusionBlock(nn.Module):
+    """Pre-norm multi-head self-attention over modality tokens with a key-padding mask, then an MLP."""
+
+    def __init__(self, width: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        if width % heads:
+            raise CmkdError(f"model width {width} must be divisible by heads {heads}")
+        self.heads = heads
+        self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+        self.mlp = nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(2 * width, width))
+
+    def forward(self, x: Tensor, pad: Tensor) -> Tensor:
+        b, t, d = x.shape  # pad: (B, T) True where the token is absent
+        q, k, v = self.qkv(self.norm1(x)).reshape(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        att = (q @ k.transpose(-2, -1)) / math.sqrt(d // self.heads)  # (B, H, T, T)
+        att = att.masked_fill(pad[:, None, None, :], -1e4).softmax(dim=-1)
+        x = x + self.proj((att @ v).transpose(1, 2).reshape(b, t, d))
+        return x + self.mlp(self.norm2(x))
+
+
+class MultimodalNet(nn.Module):
+    """Per-modality encoders -> cross-modal attention fusion -> one head per target.
+
+    Args:
+        modalities: name -> {"kind": str, "shape": per-sample shape}.
+        targets: name -> {"kind": "classification" | "regression", "n_out": classes or outputs}.
+        width: token and feature width D.
+        heads: attention heads.
+        depth: fusion blocks.
+        dropout: dropout rate.
+        modality_dropout: probability, in training, of dropping each present modality of a sample
+            (at least one is always kept).
+        text_vocab: token ids for text encoders.
+    """
+
+    def __init__(self, modalities: dict[str, dict], targets: dict[str, dict], width: int = 64, heads: int = 4,
+                 depth: int = 1, dropout: float = 0.1, modality_dropout: float = 0.0,
+                 text_vocab: int = 4096) -> None:
+        super().__init__()
+        self.hparams = {"modalities": {k: {"kind": v["kind"], "shape": list(v["shape"])} for k, v in
+                                       modalities.items()},
+                        "targets": {k: dict(v) for k, v in targets.items()}, "width": width, "heads": heads,
+                        "depth": depth, "dropout": dropout, "modality_dropout": modality_dropout,
+                        "text_vocab": text_vocab}
+        self.names = list(modalities)
+        self.width = width
+        self.modality_dropout = modality_dropout
+        self.encoders = nn.ModuleDict({
+            m: create_encoder(s["kind"], tuple(s["shape"]), width, dropout,
+                              **({"vocab": text_vocab} if s["kind"] == "text" else {}))
+            for m, s in modalities.items()})
+        self.mod_emb = nn.Parameter(torch.zeros(len(self.names), width))
+        self.cls = nn.Parameter(torch.zeros(1, 1, width))
+        nn.init.normal_(self.mod_emb, std=0.02)
+        nn.init.normal_(self.cls, std=0.02)
+        self.blocks = nn.ModuleList([FusionBlock(width, heads, dropout) for _ in range(depth)])
+        self.norm = nn.LayerNorm(width)
+        self.target_kinds = {t: s["kind"] for t, s in targets.items()}
+        self.heads = nn.ModuleDict({
+            t: nn.Linear(width, s["n_out"] if s["kind"] == "classification" else 2 * s["n_out"])
+            for t, s in targets.items()})
+        for t, s in targets.items():  # regression targets are predicted in train-standardised units
+            if s["kind"] == "regression":
+                self.register_buffer(f"tmean_{t}", torch.zeros(s["n_out"]))
+                self.register_buffer(f"tstd_{t}", torch.ones(s["n_out"]))
+
+    def set_stats(self, stats: dict[str, dict]) -> None:
+        """Load standardisation statistics (from :func:`cmkd.data.fit_stats`) into the buffers."""
+        for m, enc in self.encoders.items():
+            s = stats.get(f"in:{m}")
+            if s is not None and isinstance(enc, _Numeric):
+                enc.mean.copy_(torch.as_tensor(s["mean"]).reshape(enc.mean.shape))
+                enc.std.copy_(torch.as_tensor(s["std"]).reshape(enc.std.shape))
+        for t, kind in self.target_kinds.items():
+            if kind == "regression":
+                getattr(self, f"tmean_{t}").copy_(torch.as_tensor(stats[f"tg:{t}"]["mean"]))
+                getattr(self, f"tstd_{t}").copy_(torch.as_tensor(stats[f"tg:{t}"]["std"]))
+
+    def forward_features(self, inputs: dict[str, Tensor], present: dict[str, Tensor] | None = None
+                         ) -> dict[str, Tensor]:
+        """Encode and fuse. Returns ``features`` (B, D) and ``tokens`` (B, M, D)."""
+        toks = torch.stack([self.encoders[m](inputs[m]) for m in self.names], dim=1) + self.mod_emb  # (B, M, D)
+        b = toks.shape[0]
+        if present is None:
+            absent = torch.zeros(b, len(self.names), dtype=torch.bool, device=toks.device)
+        else:
+            absent = torch.stack([~present[m].to(torch.bool) for m in self.names], dim=1)  # (B, M)
+        if self.training and self.modality_dropout > 0 and len(self.names) > 1:
+            drop = torch.rand(absent.shape, device=absent.device) < self.modality_dropout
+            keep_any = (~(absent | drop)).any(dim=1, keepdim=True)
+            absent = torch.where(keep_any, absent | drop, absent)
+        toks = toks * (~absent).unsqueeze(-1).to(toks.dtype)
+        x = torch.cat([self.cls.expand(b, -1, -1), toks], dim=1)  # (B, 1+M, D)
+        pad = torch.cat([torch.zeros(b, 1, dtype=torch.bool, device=x.device), absent], dim=1)
+        for blk in self.blocks:
+            x = blk(x, pad)
+        return {"features": self.norm(x[:, 0]), "tokens": x[:, 1:]}
+
+    def forward_head(self, features: Tensor) -> dict[str, dict[str, Tensor]]:
+        """Per target: ``{"logits"}`` or ``{"mean", "logvar", "value"}`` (value in raw units)."""
+        out: dict[str, dict[str, Tensor]] = {}
+        for t, head in self.heads.items():
+            h = head(features)
+            if self.target_kinds[t] == "classification":
+                out[t] = {"logits": h}
+            else:
+                mean, logvar = h.chunk(2, dim=1)
+                value = mean * getattr(self, f"tstd_{t}") + getattr(self, f"tmean_{t}")
+                out[t] = {"mean": mean, "logvar": logvar.clamp(-10, 10), "value": value}
+        return out
+
+    def forward(self, inputs: dict[str, Tensor], present: dict[str, Tensor] | None = None) -> dict:
+        """Features, tokens and every head's outputs in one dict."""
+        f = self.forward_features(inputs, present)
+        return {**f, **self.forward_head(f["features"])}
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

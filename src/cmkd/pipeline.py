@@ -1,0 +1,299 @@
+"""``run(config)``: teacher -> baseline student -> distilled student -> test evaluation -> ONNX/INT8 export
+-> metrics.json, report.html and the resolved config in the output folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import ExperimentConfig, apply_overrides, dump_config, load_yaml, validate
+from .data import MultimodalData, build_data, fit_stats, load_npz
+from .errors import CmkdError
+from .evaluate import example_inputs, predict, primary_metric, task_metrics, torch_latency_ms
+from .losses import CompositeLoss
+from .models import MultimodalNet, count_params
+from .train import atomic_save, fit, safe_load, set_seed
+
+MODEL_FORMAT = "cmkd-model-1"
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write text to a temporary file beside ``path``, then rename over it."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def resolve(target: str, overrides: list[str] | None = None, quick: bool = False
+            ) -> tuple[ExperimentConfig, dict[str, np.ndarray], str, bool]:
+    """Turn a recipe name or YAML path plus overrides into (config, arrays, source, synthetic)."""
+    from .recipes import RECIPES, get_recipe
+
+    if target in RECIPES:
+        rec = get_recipe(target)
+        raw = apply_overrides(rec.default_config(quick=quick), overrides)
+        raw["recipe"] = target
+        cfg = validate(raw, source=f"recipe {target}")
+        arrays = rec.load(cfg.model_dump(mode="json"), quick=quick)
+        source = "synthetic" if rec.SYNTHETIC else str(cfg.data.path)
+        return cfg, arrays, source, bool(rec.SYNTHETIC)
+    p = Path(target)
+    if p.suffix.lower() not in (".yaml", ".yml") and not p.exists():
+        raise CmkdError(f"'{target}' is neither a recipe ({', '.join(sorted(RECIPES))}) nor a YAML file")
+    raw = apply_overrides(load_yaml(p), overrides)
+    cfg = validate(raw, source=str(p))
+    if not cfg.data.path:
+        raise CmkdError(f"{p}: data.path is required (the .npz file, relative to the YAML)")
+    dp = Path(cfg.data.path)
+    if not dp.is_absolute():
+        dp = (p.parent / dp).resolve()
+    cfg.data.path = str(dp)
+    if quick:
+        for m in (cfg.teacher, cfg.student):
+            m.epochs = min(m.epochs, 5)
+        cfg.export.latency_runs = min(cfg.export.latency_runs, 30)
+    return cfg, load_npz(dp), str(dp), False
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise CmkdError("device 'cuda' requested but CUDA is not available; use --device auto or cpu")
+    return torch.device(name)
+
+
+def build_model(data: MultimodalData, modalities: list[str], mcfg: Any, cfg: ExperimentConfig) -> MultimodalNet:
+    """A MultimodalNet for ``modalities`` sized by a teacher/student config section."""
+    shapes = data.shapes()
+    outs = data.n_outputs()
+    return MultimodalNet({m: {"kind": data.kinds[m], "shape": shapes[m]} for m in modalities},
+                         {t: {"kind": k, "n_out": outs[t]} for t, k in data.target_kinds.items()},
+                         width=mcfg.width, heads=mcfg.heads, depth=mcfg.depth, dropout=mcfg.dropout,
+                         modality_dropout=mcfg.modality_dropout, text_vocab=cfg.data.text_vocab)
+
+
+def save_model(model: MultimodalNet, path: Path, cfg: ExperimentConfig, data: MultimodalData, role: str) -> None:
+    """Save weights plus plain metadata (loadable with ``weights_only=True``)."""
+    atomic_save({"format": MODEL_FORMAT, "role": role, "hparams": model.hparams,
+                 "state_dict": model.state_dict(), "config": dump_config(cfg),
+                 "classes": {t: c.tolist() for t, c in data.classes.items()},
+                 "class_names": cfg.data.class_names}, path)
+
+
+def load_model(path: str | Path) -> tuple[MultimodalNet, dict]:
+    """Load a model saved by :func:`save_model`; a corrupt or foreign file is a CmkdError."""
+    ck = safe_load(path)
+    if ck.get("format") != MODEL_FORMAT:
+        raise CmkdError(f"{path}: not a cmkd model file (format {ck.get('format')!r})")
+    try:
+        hp = ck["hparams"]
+        model = MultimodalNet(hp["modalities"], hp["targets"], width=hp["width"], heads=hp["heads"],
+                              depth=hp["depth"], dropout=hp["dropout"], modality_dropout=hp["modality_dropout"],
+                              text_vocab=hp["text_vocab"])
+        model.load_state_dict(ck["state_dict"])
+    except (KeyError, TypeError, RuntimeError, ValueError) as e:
+        raise CmkdError(f"{path}: damaged cmkd model file ({str(e).splitlines()[0][:120]})") from None
+    return model.eval(), ck
+
+
+def _cache(preds: dict[str, np.ndarray], targets: list[str]) -> dict:
+    out: dict = {"features": torch.from_numpy(preds["features"])}
+    for t in targets:
+        out[t] = {k.split("/", 1)[1]: torch.from_numpy(v) for k, v in preds.items() if k.startswith(f"{t}/")}
+    return out
+
+
+def _check_out(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise CmkdError(f"output folder {out} is not writable ({e.strerror})") from None
+
+
+def run(config: str | ExperimentConfig, out: str | Path = "runs/out", *, overrides: list[str] | None = None,
+        quick: bool = False, resume: bool = False, quiet: bool = False, device: str | None = None,
+        arrays: dict[str, np.ndarray] | None = None) -> dict:
+    """Run the whole experiment and write its outputs.
+
+    Args:
+        config: a recipe name, a YAML path, or an :class:`ExperimentConfig` (then ``arrays`` holds the data).
+        out: the output folder.
+        overrides: ``key=value`` config overrides.
+        quick: a short run (few epochs) for smoke tests.
+        resume: continue interrupted training from the checkpoints in ``out/.ckpt``.
+        quiet: no progress bars or summary table.
+        device: overrides ``config.device`` (``auto``, ``cpu``, ``cuda``).
+        arrays: the dataset when ``config`` is an ExperimentConfig.
+
+    Returns:
+        The metrics dict (also written to ``out/metrics.json``).
+    """
+    if isinstance(config, ExperimentConfig):
+        if arrays is None:
+            if not config.data.path:
+                raise CmkdError("run(): pass arrays= or set data.path")
+            arrays = load_npz(config.data.path)
+        cfg, source, synthetic = config, str(config.data.path or "arrays"), False
+    else:
+        cfg, arrays, source, synthetic = resolve(config, overrides, quick)
+    if device:
+        cfg.device = device  # type: ignore[assignment]
+    dev = resolve_device(cfg.device)
+    out = Path(out)
+    _check_out(out)
+    ck_dir = out / ".ckpt"
+    if not resume and ck_dir.exists():
+        shutil.rmtree(ck_dir)
+    ck_dir.mkdir(exist_ok=True)
+    atomic_write_text(out / "config.yaml", dump_config(cfg))
+
+    tmods, smods = list(cfg.teacher.modalities), list(cfg.student.modalities)
+    for role, mods in (("teacher", tmods), ("student", smods)):
+        if len(set(mods)) != len(mods):
+            raise CmkdError(f"config: {role}.modalities lists a modality twice")
+    data = build_data(arrays, cfg.data, cfg.seed, source, modalities=list(dict.fromkeys(tmods + smods)))
+    train, val, test = data.indices(0), data.indices(1), data.indices(2)
+    if len(val) == 0:
+        raise CmkdError(f"{source}: the validation split is empty and too few training samples to carve one")
+    stats = fit_stats(data, train)
+    t_train, t_val, t_test = (data.all_present(tmods, i) for i in (train, val, test))
+    if len(t_train) == 0 or len(t_val) == 0:
+        raise CmkdError(f"{source}: no training/validation sample has all teacher modalities {tmods}")
+    metric = primary_metric(data)
+    targets = list(data.target_kinds)
+    histories: dict[str, list[dict]] = {}
+    models: dict[str, MultimodalNet] = {}
+
+    # 1. teacher on its own modalities, trained with the task loss
+    set_seed(cfg.seed)
+    teacher = build_model(data, tmods, cfg.teacher, cfg)
+    teacher.set_stats(stats)
+    histories["teacher"] = fit(teacher, data, t_train, t_val, cfg.teacher, CompositeLoss({"task": 1.0}),
+                               seed=cfg.seed, target_stats=stats, ckpt_path=ck_dir / "teacher.pt",
+                               resume=resume, quiet=quiet, desc="teacher", device=dev)
+    models["teacher"] = teacher
+    teacher_all = predict(teacher, data, np.arange(data.n), device=dev)
+    cache = _cache(teacher_all, targets)
+    kd_mask = np.zeros(data.n, dtype=bool)
+    for m in tmods:
+        kd_mask |= data.present[m]
+
+    # 2. baseline student (task loss only) and 3. distilled student, from the same initialisation
+    w = dict(cfg.distill.weights)
+    for role, loss in (("student_baseline", CompositeLoss({"task": w.get("task", 1.0) or 1.0})),
+                       ("student", CompositeLoss(w, cfg.student.width, cfg.teacher.width,
+                                                 cfg.distill.temperature, cfg.distill.feature_mode,
+                                                 cfg.distill.relation_mode, cfg.distill.contrastive_temperature))):
+        set_seed(cfg.seed + 1)
+        model = build_model(data, smods, cfg.student, cfg)
+        model.set_stats(stats)
+        set_seed(cfg.seed + 2)
+        histories[role] = fit(model, data, train, val, cfg.student, loss, seed=cfg.seed + 1, target_stats=stats,
+                              teacher_cache=cache if role == "student" else None, kd_mask=kd_mask,
+                              ckpt_path=ck_dir / f"{role}.pt", resume=resume, quiet=quiet, desc=role, device=dev)
+        models[role] = model
+
+    # evaluation on the test split: the teacher where it has all its modalities, students everywhere
+    metrics_models: dict[str, dict] = {}
+    predictions: dict[str, dict] = {}
+    costs = {m: cfg.data.modalities[m].cost for m in data.kinds}
+    first = targets[0]
+    for role, model in models.items():
+        idx = t_test if role == "teacher" else test
+        mods = list(model.encoders)
+        p = predict(model, data, idx, device=dev) if len(idx) else {}
+        mm = task_metrics(data, idx, p) if len(idx) else {}
+        model.cpu()
+        metrics_models[role] = {
+            "modalities": mods, "params": count_params(model), "metrics": mm,
+            "latency_ms": torch_latency_ms(model, example_inputs(data, mods), cfg.export.latency_runs),
+            "n_test": int(len(idx)), "cost": float(sum(costs[m] for m in mods))}
+        if len(idx):
+            kind = data.target_kinds[first]
+            y_pred = p[f"{first}/logits"].argmax(1) if kind == "classification" else p[f"{first}/value"]
+            predictions[role] = {"kind": kind, "y_true": data.targets[first][idx], "y_pred": y_pred,
+                                 "class_names": cfg.data.class_names}
+        save_model(model, out / f"{role}.pt", cfg, data, role)
+
+    metrics: dict[str, Any] = {
+        "name": cfg.name, "recipe": cfg.recipe, "seed": cfg.seed, "primary_metric": metric,
+        "synthetic": synthetic,
+        "data": {"source": source, "n_train": int(len(train)), "n_val": int(len(val)), "n_test": int(len(test)),
+                 "n_test_teacher": int(len(t_test))},
+        "costs": costs, "models": metrics_models, "distill": cfg.distill.model_dump(mode="json"),
+    }
+    if cfg.export.enabled:
+        from .pipeline_export import export_student
+
+        metrics["export"] = export_student(models["student"], data, test, out, cfg)
+    if cfg.recipe:
+        from .recipes import get_recipe
+
+        rec = get_recipe(cfg.recipe)
+        if hasattr(rec, "references"):
+            metrics["references"] = rec.references(data, smods, cfg.seed)
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=_json_default))
+    from .report import write_report
+
+    write_report(out / "report.html", metrics, histories, predictions)
+    atomic_write_text(out / "histories.json", json.dumps(histories, indent=1, default=_json_default))
+    shutil.rmtree(ck_dir, ignore_errors=True)
+    if not quiet:
+        print_summary(metrics, out)
+    return metrics
+
+
+def _json_default(o: object) -> object:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(type(o).__name__)
+
+
+def print_summary(metrics: dict, out: Path | None = None) -> None:
+    """The three models side by side on the terminal."""
+    from rich.console import Console
+    from rich.table import Table
+
+    pm = metrics["primary_metric"]
+    title = f"{metrics['name']} ({'synthetic data' if metrics.get('synthetic') else metrics['data']['source']})"
+    tab = Table(title=title)
+    names = sorted({k for m in metrics["models"].values() for k in m["metrics"]})
+    for col in ["model", "modalities", "params", *names, "latency ms", "cost"]:
+        tab.add_column(col, justify="left" if col in ("model", "modalities") else "right")
+    for role, m in metrics["models"].items():
+        tab.add_row(role, "+".join(m["modalities"]), f"{m['params']:,}",
+                    *[f"{m['metrics'][k]:.4f}" if k in m["metrics"] else "-" for k in names],
+                    f"{m['latency_ms']:.2f}", f"{m.get('cost', 0):g}")
+    ex = metrics.get("export")
+    if ex:
+        tab.add_row("student INT8 (onnx)", "+".join(metrics["models"]["student"]["modalities"]), "-",
+                    *[f"{ex['int8_metrics'][k]:.4f}" if k in ex["int8_metrics"] else "-" for k in names],
+                    f"{ex['int8_latency_ms']:.2f}", "")
+    for name, ref in (metrics.get("references") or {}).items():
+        tab.add_row(f"{name} (reference)", "+".join(metrics["models"]["student"]["modalities"]), "-",
+                    *[f"{ref[k]:.4f}" if k in ref else "-" for k in names], "-", "")
+    con = Console(file=sys.stdout)
+    con.print(tab)
+    if out is not None:
+        con.print(f"primary metric: {pm}. Outputs in {out}/ (metrics.json, report.html, student.onnx)")

@@ -1,0 +1,358 @@
+"""Self-contained HTML report of a cmkd run.
+
+Every figure is drawn with matplotlib's Agg renderer (``matplotlib.figure.Figure`` without pyplot, so the
+caller's backend and pyplot state are never touched) and embedded as a base64 PNG. The page has no external
+CSS, JS, fonts or images: it can be mailed or archived as one file.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+_CORE = ("teacher", "student_baseline", "student")
+_CURVE_KEYS = {"epoch", "train_loss", "val_loss", "val_metric", "lr"}
+_KNOWN_TOP = {"name", "recipe", "seed", "primary_metric", "data", "models", "export", "references",
+              "synthetic", "costs"}
+_CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1150px;color:#222;padding:0 1em}
+h1{margin-bottom:.2em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+th:first-child,td:first-child{text-align:left}th{background:#f3f3f3}tr.primary td{font-weight:bold}
+.badge{display:inline-block;background:#c62828;color:#fff;font-weight:bold;padding:.2em .7em;
+border-radius:4px}
+.meta span{margin-right:1.5em}.figs{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}
+img{max-width:100%}img.small{max-width:calc(33.3% - .7em)}
+pre{background:#f6f6f6;padding:.8em;overflow:auto;font-size:.85em}.note{color:#666}"""
+
+
+def _esc(value: Any) -> str:
+    """HTML-escape ``str(value)``, quotes included."""
+    return html.escape(str(value), quote=True)
+
+
+def _is_num(value: Any) -> bool:
+    """True for real numbers (bools excluded)."""
+    real = isinstance(value, (int, float, np.integer, np.floating))
+    return real and not isinstance(value, (bool, np.bool_))
+
+
+def _fmt(value: Any) -> str:
+    """Format a table cell: thousands separators for ints, 4 significant digits for floats."""
+    if value is None:
+        return "–"
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return f"{int(value):,}"
+    if _is_num(value):
+        return "nan" if not np.isfinite(value) else f"{float(value):.4g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+def _short(value: float) -> str:
+    """Compact bar label: 120k, 1.2M, 0.036."""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+def _flat(metrics: dict | None, prefix: str = "") -> dict[str, Any]:
+    """Flatten nested metric dicts to ``{"a.b": scalar}``; arrays are left out of tables."""
+    out: dict[str, Any] = {}
+    for key, value in (metrics or {}).items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        elif _is_num(value) or value is None or isinstance(value, str):
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _table(header: list[str], rows: list[list[Any]], primary_row: str | None = None) -> str:
+    """Render an escaped HTML table; the row whose first cell equals ``primary_row`` is bold."""
+    head = "".join(f"<th>{_esc(h)}</th>" for h in header)
+    body = []
+    for row in rows:
+        cls = ' class="primary"' if primary_row is not None and row[0] == primary_row else ""
+        body.append(f"<tr{cls}>" + "".join(f"<td>{_esc(_fmt(c))}</td>" for c in row) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _img(fig: Figure, alt: str, small: bool = False) -> str:
+    """Encode ``fig`` as an inline base64 PNG ``<img>`` (``small``: three per row) and release the figure."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    fig.clear()
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    cls = ' class="small"' if small else ""
+    return f'<img src="data:image/png;base64,{data}"{cls} alt="{_esc(alt)}">'
+
+
+def _order(names: Any) -> list[str]:
+    """Core models first (teacher, baseline, student), then the rest in their given order."""
+    names = list(names)
+    return [n for n in _CORE if n in names] + [n for n in names if n not in _CORE]
+
+
+def _colour(name: str, names: list[str]) -> str:
+    """A colour per model that stays the same in every figure (grey C7 is kept for the ONNX bars)."""
+    if name in _CORE:
+        return f"C{_CORE.index(name)}"
+    others = [n for n in names if n not in _CORE]
+    return f"C{(3, 4, 5, 6, 8, 9)[others.index(name) % 6]}"
+
+
+def _summary(metrics: dict) -> str:
+    """Side-by-side table of every model: modalities, params, metrics, latency and modality cost."""
+    models = metrics.get("models", {})
+    names = _order(models)
+    flat = {n: _flat(models[n].get("metrics")) for n in names}
+    keys = list(dict.fromkeys(k for n in names for k in flat[n]))
+    rows: list[list[Any]] = [["modalities"] + [models[n].get("modalities") for n in names]]
+    costs = metrics.get("costs")
+    if isinstance(costs, dict) and costs:
+        rows.append(["modality cost (sum)"] + [
+            sum(float(costs.get(m, 0.0)) for m in models[n].get("modalities") or []) for n in names])
+    rows.append(["params"] + [models[n].get("params") for n in names])
+    rows += [[k] + [flat[n].get(k) for n in names] for k in keys]
+    rows.append(["latency_ms (batch 1)"] + [models[n].get("latency_ms") for n in names])
+    return _table(["", *names], rows, primary_row=metrics.get("primary_metric"))
+
+
+def _references(metrics: dict) -> str:
+    """Table of classical reference models (``metrics["references"]``), if any."""
+    refs = metrics.get("references")
+    if not isinstance(refs, dict) or not refs:
+        return ""
+    flat = {n: _flat(r.get("metrics", r) if isinstance(r, dict) else {}) for n, r in refs.items()}
+    keys = list(dict.fromkeys(k for f in flat.values() for k in f))
+    rows = [[n] + [flat[n].get(k) for k in keys] for n in refs]
+    return "<h2>Reference models</h2>" + _table(["model", *keys], rows)
+
+
+def _series(history: list[dict], key: str) -> tuple[list[float], list[float]]:
+    """(epochs, values) of ``key`` over the epochs where it is a finite number."""
+    xs, ys = [], []
+    for i, row in enumerate(history):
+        value = row.get(key)
+        if _is_num(value) and np.isfinite(value):
+            xs.append(float(row.get("epoch", i + 1)))
+            ys.append(float(value))
+    return xs, ys
+
+
+def _curves(histories: dict[str, list[dict]], primary: str) -> str:
+    """Loss and validation-metric curves per model plus the distilled student's loss parts."""
+    names = _order(n for n, h in histories.items() if h)
+    if not names:
+        return "<p class='note'>No training history.</p>"
+    parts = sorted({k for row in histories.get("student", []) for k, v in row.items()
+                    if k not in _CURVE_KEYS and _is_num(v)})
+    fig = Figure(figsize=(4.6 * (3 if parts else 2), 3.4))
+    axes = fig.subplots(1, 3 if parts else 2)
+    for name in names:
+        for key, style in (("train_loss", "-"), ("val_loss", "--")):
+            xs, ys = _series(histories[name], key)
+            if xs:
+                axes[0].plot(xs, ys, style, marker="o" if len(xs) < 3 else None, color=_colour(name, names),
+                             label=f"{name} {key.split('_')[0]}")
+        xs, ys = _series(histories[name], "val_metric")
+        if xs:
+            axes[1].plot(xs, ys, "-o", ms=2.5, color=_colour(name, names), label=name)
+    axes[0].set(title="loss (solid train, dashed val)", xlabel="epoch", ylabel="loss")
+    axes[1].set(title=f"validation {primary}", xlabel="epoch", ylabel=primary)
+    if parts:
+        for key in parts:
+            xs, ys = _series(histories["student"], key)
+            axes[2].plot(xs, ys, "--" if key.startswith("val") else "-", marker="o" if len(xs) < 3 else None,
+                         label=key)
+        axes[2].set(title="distilled student: loss parts", xlabel="epoch", ylabel="loss")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _img(fig, "training curves")
+
+
+def _confusion(name: str, pred: dict) -> str:
+    """Row-normalised confusion matrix of one classifier."""
+    y_true = np.asarray(pred["y_true"]).astype(int).ravel()
+    y_pred = np.asarray(pred["y_pred"]).astype(int).ravel()
+    names = pred.get("class_names")
+    labels = np.arange(len(names)) if names else np.union1d(y_true, y_pred)
+    names = [str(c) for c in (names if names else labels)]
+    index = {int(c): i for i, c in enumerate(labels)}
+    cm = np.zeros((len(labels), len(labels)))
+    for t, p in zip(y_true, y_pred, strict=True):
+        if t in index and p in index:
+            cm[index[t], index[p]] += 1
+    cm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)  # rows sum to 1
+    n = len(labels)
+    size = min(max(3.0, 0.28 * n + 1.2), 14)  # ~3 small matrices fit side by side
+    fig = Figure(figsize=(size + 0.7, size))
+    ax = fig.subplots()
+    im = ax.imshow(cm, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    font = 8 if n <= 15 else 6
+    tilt = n > 4
+    ax.set_xticks(range(n), names, rotation=45 if tilt else 0, ha="right" if tilt else "center",
+                  fontsize=font)
+    ax.set_yticks(range(n), names, fontsize=font)
+    if n <= 12:
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, f"{cm[i, j]:.2f}", ha="center", va="center", fontsize=6 if n > 6 else 8,
+                        color="white" if cm[i, j] > 0.5 else "black")
+    acc = float(np.mean(y_true == y_pred)) if len(y_true) else float("nan")
+    ax.set(xlabel="predicted", ylabel="true")
+    ax.set_title(f"{name}\naccuracy {acc:.3f}, n={len(y_true)}", fontsize=10)
+    fig.tight_layout()
+    return _img(fig, f"confusion matrix {name}", small=n <= 12)
+
+
+def _scatter(name: str, pred: dict) -> str:
+    """Predicted-versus-true scatter of one regressor (one colour per output column)."""
+    y_true = np.asarray(pred["y_true"], dtype=float).reshape(len(pred["y_true"]), -1)  # (N, K)
+    y_pred = np.asarray(pred["y_pred"], dtype=float).reshape(y_true.shape)
+    idx = np.arange(len(y_true))
+    if len(idx) > 5000:  # keep the PNG small
+        idx = np.sort(np.random.default_rng(0).choice(idx, 5000, replace=False))
+    fig = Figure(figsize=(3.8, 3.6))
+    ax = fig.subplots()
+    for k in range(y_true.shape[1]):
+        ax.scatter(y_true[idx, k], y_pred[idx, k], s=6, alpha=0.5,
+                   label=f"output {k}" if y_true.shape[1] > 1 else None)
+    finite = np.isfinite(y_true) & np.isfinite(y_pred)
+    if finite.any():
+        lo = min(y_true[finite].min(), y_pred[finite].min())
+        hi = max(y_true[finite].max(), y_pred[finite].max())
+        ax.plot([lo, hi], [lo, hi], "k--", lw=1)
+    if y_true.shape[1] > 1:
+        ax.legend(fontsize=7)
+    ax.set(xlabel="true", ylabel="predicted", title=name)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _img(fig, f"predicted versus true {name}", small=True)
+
+
+def _predictions(predictions: dict[str, dict]) -> str:
+    """Confusion matrices or scatter plots for every model with test predictions."""
+    figs = []
+    for name in _order(predictions):
+        pred = predictions[name]
+        if len(pred.get("y_true", [])) == 0:
+            continue
+        figs.append(_confusion(name, pred) if pred.get("kind") == "classification" else _scatter(name, pred))
+    return f"<div class='figs'>{''.join(figs)}</div>" if figs else "<p class='note'>No test predictions.</p>"
+
+
+def _size_latency(metrics: dict) -> str:
+    """Bar charts of parameter count, FP32/INT8 size and latency (PyTorch, ONNX FP32, ONNX INT8)."""
+    models = metrics.get("models", {})
+    names = _order(models)
+    export = metrics.get("export") or {}
+    fig = Figure(figsize=(14, 3.8))
+    axes = fig.subplots(1, 3)
+    bars = [(n, models[n].get("params") or 0, _colour(n, names)) for n in names]
+    size = [(f"{n} fp32", 4 * (models[n].get("params") or 0) / 1e6, _colour(n, names)) for n in names]
+    if _is_num(export.get("int8_bytes")):
+        size.append(("student int8 onnx", export["int8_bytes"] / 1e6, "C7"))
+    lat = [(f"{n} torch", models[n].get("latency_ms") or 0, _colour(n, names)) for n in names]
+    for key, label in (("onnx_latency_ms", "student onnx fp32"), ("int8_latency_ms", "student onnx int8")):
+        if _is_num(export.get(key)):
+            lat.append((label, export[key], "C7"))
+    specs = ((bars, "parameters", "count"), (size, "model size (params x 4 B; INT8 file)", "MB"),
+             (lat, "latency, batch 1", "ms"))
+    for ax, (items, title, unit) in zip(axes, specs, strict=True):
+        labels, values, colours = zip(*items, strict=True) if items else ((), (), ())
+        rects = ax.bar(range(len(values)), values, color=colours)
+        ax.bar_label(rects, labels=[_short(v) for v in values], fontsize=7)
+        ax.set_xticks(range(len(labels)), labels, rotation=25, ha="right", fontsize=8)
+        ax.set(title=title, ylabel=unit)
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return _img(fig, "size and latency")
+
+
+def _export(metrics: dict) -> str:
+    """Export section: files, parity, size, latency and the INT8 model's metrics next to the FP32 student."""
+    export = metrics.get("export")
+    if not isinstance(export, dict) or not export:
+        return "<p class='note'>No export.</p>"
+    keys = ("onnx", "int8", "max_abs_diff", "int8_bytes", "onnx_latency_ms", "int8_latency_ms")
+    out = _table(["", "value"], [[k, export.get(k)] for k in keys if k in export])
+    student = _flat((metrics.get("models", {}).get("student") or {}).get("metrics"))
+    int8 = _flat(export.get("int8_metrics"))
+    keys2 = list(dict.fromkeys([*student, *int8]))
+    if int8:
+        out += _table(["metric", "student (PyTorch)", "student INT8 (ONNX Runtime)"],
+                      [[k, student.get(k), int8.get(k)] for k in keys2], metrics.get("primary_metric"))
+    return out
+
+
+def _header(metrics: dict) -> str:
+    """Title line, run metadata and the synthetic-data badge."""
+    data = metrics.get("data") or {}
+    synthetic = bool(metrics.get("synthetic")) or data.get("source") == "synthetic"
+    badge = ' <span class="badge">SYNTHETIC DATA</span>' if synthetic else ""
+    meta = [("recipe", metrics.get("recipe")), ("seed", metrics.get("seed")), ("data", data.get("source")),
+            ("train / val / test", " / ".join(_fmt(data.get(k)) for k in ("n_train", "n_val", "n_test"))),
+            ("primary metric", metrics.get("primary_metric"))]
+    spans = "".join(f"<span><b>{_esc(k)}:</b> {_esc(_fmt(v))}</span>" for k, v in meta)
+    return f"<h1>{_esc(metrics.get('name', 'cmkd run'))}{badge}</h1><p class='meta'>{spans}</p>"
+
+
+def write_report(path: str | Path, metrics: dict, histories: dict[str, list[dict]],
+                 predictions: dict[str, dict]) -> Path:
+    """Write a self-contained ``report.html`` for one run.
+
+    Args:
+        path: Output file; its parent directory is created if needed. Written atomically.
+        metrics: The run's metrics.json dict (see DESIGN.md). Unknown top-level sections added by recipes
+            are shown as JSON at the end.
+        histories: Per model name, a list of per-epoch dicts (``epoch``, ``train_loss``, ``val_loss``,
+            ``val_metric``, ``lr`` and loss parts such as ``train_kd``). Missing keys are skipped.
+        predictions: Per model name, ``{"kind": "classification", "y_true", "y_pred", "class_names"}`` or
+            ``{"kind": "regression", "y_true", "y_pred"}`` on the test split.
+
+    Returns:
+        The path of the written report.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    primary = str(metrics.get("primary_metric", "metric"))
+    extra = {k: v for k, v in metrics.items() if k not in _KNOWN_TOP}
+    sections = [
+        _header(metrics),
+        "<h2>Summary</h2>", _summary(metrics), _references(metrics),
+        "<h2>Training curves</h2>", _curves(histories or {}, primary),
+        "<h2>Test predictions</h2>", _predictions(predictions or {}),
+        "<h2>Size and latency</h2>", _size_latency(metrics),
+        "<h2>Export (ONNX)</h2>", _export(metrics),
+    ]
+    if extra:
+        sections += ["<h2>Recipe sections</h2>",
+                     f"<pre>{_esc(json.dumps(extra, indent=2, default=str))}</pre>"]
+    title = _esc(metrics.get("name", "cmkd"))
+    page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{title} · cmkd report</title>"
+            f"<style>{_CSS}</style></head><body>{''.join(sections)}</body></html>\n")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600 files; a report is meant to be shared
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(page)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

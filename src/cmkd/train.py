@@ -1,0 +1,178 @@
+"""Training: AdamW, warm-up + cosine schedule, early stopping, gradient clipping, progress bar, atomic
+checkpoints every epoch and exact resume."""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import ModelConfig
+from .data import MultimodalData, make_batch
+from .errors import CmkdError
+from .evaluate import HIGHER_IS_BETTER, predict, task_metrics
+from .losses import CompositeLoss
+from .models import MultimodalNet
+
+
+def set_seed(seed: int) -> None:
+    """Seed torch and numpy and ask torch for deterministic kernels."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def atomic_save(obj: object, path: str | Path) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename: never a half-written file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def safe_load(path: str | Path) -> dict:
+    """Load a checkpoint with ``weights_only=True``; a corrupt or malicious file is a CmkdError."""
+    p = Path(path)
+    if not p.is_file():
+        raise CmkdError(f"checkpoint not found: {p}")
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure to unpickle is a bad file
+        first = (str(e).splitlines() or [type(e).__name__])[0][:160]
+        raise CmkdError(f"{p}: not a valid cmkd checkpoint ({first})") from None
+    if not isinstance(obj, dict):
+        raise CmkdError(f"{p}: not a valid cmkd checkpoint (unexpected content)")
+    return obj
+
+
+def _lr_factor(epoch: int, warmup: int, total: int) -> float:
+    if epoch < warmup:
+        return (epoch + 1) / (warmup + 1)
+    progress = (epoch - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _progress(quiet: bool):  # noqa: ANN202 - rich types are optional detail
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
+                    disable=quiet or not sys.stderr.isatty(), transient=False)
+
+
+def fit(model: MultimodalNet, data: MultimodalData, train_idx: np.ndarray, val_idx: np.ndarray,
+        cfg: ModelConfig, loss_fn: CompositeLoss, *, seed: int, target_stats: dict,
+        teacher_cache: dict | None = None, kd_mask: np.ndarray | None = None,
+        ckpt_path: str | Path | None = None, resume: bool = False, quiet: bool = False,
+        desc: str = "train", device: torch.device | str = "cpu") -> list[dict]:
+    """Train ``model`` in place and restore its best validation state.
+
+    Args:
+        model: the network.
+        data: the dataset.
+        train_idx: training sample indices.
+        val_idx: validation sample indices (early stopping on the primary metric).
+        cfg: epochs, batch size, learning rate, weight decay, patience, clipping.
+        loss_fn: a CompositeLoss (its projections are trained too).
+        seed: seeds batch order (per epoch, so a resumed run sees the same batches).
+        target_stats: regression target standardisation.
+        teacher_cache: teacher outputs for every sample (tensors with N rows, nested by target), or None.
+        kd_mask: (N,) bool, samples where the teacher saw at least one of its modalities.
+        ckpt_path: where to write the per-epoch checkpoint (atomically).
+        resume: continue from ``ckpt_path`` when it exists.
+        quiet: no progress bar.
+        desc: progress bar label.
+        device: torch device.
+
+    Returns:
+        The history: one dict per epoch (train loss and parts, val loss, val metric, lr).
+    """
+    mods = list(model.encoders)
+    params = list(model.parameters()) + list(loss_fn.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: _lr_factor(e, cfg.warmup_epochs, cfg.epochs))
+    first = next(iter(data.target_kinds))
+    metric = "accuracy" if data.target_kinds[first] == "classification" else "rmse"
+    sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
+    history: list[dict] = []
+    best_score, best_state, bad, start = -math.inf, None, 0, 0
+    if resume and ckpt_path and Path(ckpt_path).exists():
+        ck = safe_load(ckpt_path)
+        try:
+            model.load_state_dict(ck["model"])
+            loss_fn.load_state_dict(ck["loss"])
+            opt.load_state_dict(ck["opt"])
+            sched.load_state_dict(ck["sched"])
+            torch.set_rng_state(ck["rng"])
+            history, best_score, best_state = ck["history"], ck["best_score"], ck["best_state"]
+            bad, start = ck["bad"], ck["epoch"]
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise CmkdError(f"{ckpt_path}: cannot resume from this checkpoint ({str(e)[:120]})") from None
+        if ck.get("done"):
+            model.load_state_dict(best_state)
+            return history
+    rng_epochs = cfg.epochs
+    model.to(device)
+    with _progress(quiet) as prog:
+        task = prog.add_task(desc, total=rng_epochs, completed=start, info="")
+        for epoch in range(start, cfg.epochs):
+            model.train()
+            g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+            order = train_idx[torch.randperm(len(train_idx), generator=g).numpy()]
+            sums: dict[str, float] = {}
+            nb = 0
+            for s in range(0, len(order), cfg.batch_size):
+                idx = order[s:s + cfg.batch_size]
+                batch = make_batch(data, idx, mods, target_stats, device)
+                t_out = None
+                if teacher_cache is not None:
+                    ti = torch.from_numpy(idx)
+                    t_out = {k: ({kk: vv[ti].to(device) for kk, vv in v.items()} if isinstance(v, dict)
+                                 else v[ti].to(device)) for k, v in teacher_cache.items()}
+                    if kd_mask is not None:
+                        batch["kd_mask"] = torch.from_numpy(kd_mask[idx]).to(device)
+                out = model(batch["inputs"], batch["present"])
+                parts = loss_fn(out, t_out, batch)
+                if not torch.isfinite(parts["loss"]):
+                    raise CmkdError(f"{desc}: the loss became {parts['loss'].item()} at epoch {epoch + 1}; "
+                                    "lower the learning rate (--set <model>.lr=...) or check the data")
+                opt.zero_grad(set_to_none=True)
+                parts["loss"].backward()
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                opt.step()
+                for k, v in parts.items():
+                    sums[k] = sums.get(k, 0.0) + float(v.detach())
+                nb += 1
+            lr = opt.param_groups[0]["lr"]
+            sched.step()
+            preds = predict(model, data, val_idx, device=device)
+            val = task_metrics(data, val_idx, preds)
+            row = {"epoch": epoch + 1, "lr": lr, **{f"train_{k}": v / nb for k, v in sums.items()},
+                   "val_metric": val[metric]}
+            history.append(row)
+            score = sign * val[metric]
+            if score > best_score:
+                best_score, best_state, bad = score, copy.deepcopy(model.state_dict()), 0
+            else:
+                bad += 1
+            done = bad >= cfg.patience or epoch + 1 == cfg.epochs
+            if ckpt_path:
+                atomic_save({"model": model.state_dict(), "loss": loss_fn.state_dict(),
+                             "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": torch.get_rng_state(),
+                             "history": history, "best_score": best_score, "best_state": best_state,
+                             "bad": bad, "epoch": epoch + 1, "done": done}, ckpt_path)
+            prog.update(task, advance=1, info=f"loss {row['train_loss']:.3f}  val {metric} {val[metric]:.3f}")
+            if done:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return history
