@@ -207,7 +207,8 @@ def main() -> None:
     try:
         app()
     except CmkdError as e:
-        typer.echo(f"error: {e}", err=True)
+        msg = " ".join(str(e).splitlines()) or type(e).__name__  # always one line
+        typer.echo(f"error: {msg}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import CmkdError
 
@@ -85,6 +85,7 @@ class DistillConfig(_Strict):
     feature_mode: Literal["cosine", "mse"] = "cosine"
     relation_mode: Literal["sp", "rkd"] = "sp"
     contrastive_temperature: float = Field(0.1, gt=0)
+    mixup: float = Field(0.0, ge=0)  # Beta(a, a) mixing of training pairs for extra teacher terms; 0 = off
 
     @field_validator("weights")
     @classmethod
@@ -112,11 +113,24 @@ class ExperimentConfig(_Strict):
     seed: int = 0
     recipe: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "cpu"
+    threads: int = Field(1, ge=1, le=256)  # CPU threads for torch; 1 is fastest for small edge models
     data: DataConfig
     teacher: ModelConfig
     student: ModelConfig
     distill: DistillConfig = Field(default_factory=DistillConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+
+    @model_validator(mode="after")
+    def _declared_modalities(self) -> ExperimentConfig:
+        for role in ("teacher", "student"):
+            mods = getattr(self, role).modalities
+            for m in mods:
+                if m not in self.data.modalities:
+                    raise ValueError(f"'{role}.modalities': modality '{m}' is not declared in "
+                                     f"data.modalities ({', '.join(self.data.modalities)})")
+            if len(set(mods)) != len(mods):
+                raise ValueError(f"'{role}.modalities' lists a modality twice")
+        return self
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
@@ -166,7 +180,8 @@ def validate(raw: dict[str, Any], source: str = "config") -> ExperimentConfig:
             raise CmkdError(f"{source}: unknown key '{loc}'") from None
         if err["type"] == "missing":
             raise CmkdError(f"{source}: missing required key '{loc}'") from None
-        raise CmkdError(f"{source}: '{loc}': {err['msg']}") from None
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        raise CmkdError(f"{source}: '{loc}': {msg}" if loc else f"{source}: {msg}") from None
 
 
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:

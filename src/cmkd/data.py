@@ -35,16 +35,23 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
     p = Path(path)
     if not p.is_file():
         raise CmkdError(f"data file not found: {p}")
+    # np.load would unpickle (refused) or memory-map anything that is not a zip; check the format first
+    if not zipfile.is_zipfile(p):
+        raise CmkdError(f"{p}: not a readable .npz file (not a zip archive; write it with numpy.savez)")
     try:
         with np.load(p, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+            arrays = {k: z[k] for k in z.files}
     except ValueError as e:
         if "pickle" in str(e).lower():
             raise CmkdError(f"{p}: holds object arrays; store text as a unicode array (np.str_), "
                             "not Python objects") from None
-        raise CmkdError(f"{p}: not a readable .npz file ({e})") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as e:
+        raise CmkdError(f"{p}: not a readable .npz file ({str(e).splitlines()[0][:120]})") from None
+    except (OSError, zipfile.BadZipFile, zlib.error, EOFError, KeyError) as e:
         raise CmkdError(f"{p}: not a readable .npz file ({type(e).__name__})") from None
+    for k, v in arrays.items():
+        if not isinstance(v, np.ndarray):
+            raise CmkdError(f"{p}: member '{k}' is not a .npy array; write the file with numpy.savez")
+    return arrays
 
 
 def tokenize(texts: np.ndarray, vocab: int = 4096, max_len: int = 64) -> np.ndarray:

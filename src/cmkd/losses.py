@@ -51,10 +51,9 @@ def task_loss(student_out: dict, teacher_out: dict | None, batch: dict, *,
             total = total + F.cross_entropy(o["logits"], y, weight=w)
         else:
             obs = ~torch.isnan(y)
-            if obs.any():
-                diff2 = (torch.where(obs, y, o["mean"]) - o["mean"]) ** 2
-                nll = 0.5 * (o["logvar"] + diff2 * torch.exp(-o["logvar"]))
-                total = total + nll[obs].mean()
+            diff2 = (torch.where(obs, y, o["mean"]) - o["mean"]) ** 2
+            nll = 0.5 * (o["logvar"] + diff2 * torch.exp(-o["logvar"]))
+            total = total + (nll * obs).sum() / obs.sum().clamp_min(1)  # stays differentiable if all missing
     return total
 
 
@@ -180,7 +179,9 @@ class CompositeLoss(nn.Module):
                          "contrastive": {"projection": self.contrastive_projection,
                                          "temperature": contrastive_temperature}}
 
-    def forward(self, student_out: dict, teacher_out: dict | None, batch: dict) -> dict[str, Tensor]:
+    def forward(self, student_out: dict, teacher_out: dict | None, batch: dict,
+                exclude: tuple[str, ...] = ()) -> dict[str, Tensor]:
+        """Total and parts; terms named in ``exclude`` are skipped."""
         parts: dict[str, Tensor] = {}
         total = student_out["features"].new_zeros(())
         keep = batch.get("kd_mask")
@@ -188,6 +189,8 @@ class CompositeLoss(nn.Module):
         if teacher_out is not None and keep is not None and not bool(keep.all()):
             s_t, t_t = _rows(student_out, keep), _rows(teacher_out, keep)
         for name, w in self.weights.items():
+            if name in exclude:
+                continue
             if name == "task":
                 val = task_loss(student_out, teacher_out, batch, **self.settings.get(name, {}))
             elif teacher_out is None or s_t["features"].shape[0] == 0:

@@ -6,7 +6,10 @@ from __future__ import annotations
 import copy
 import math
 import os
+import pickle
+import re
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -45,10 +48,16 @@ def safe_load(path: str | Path) -> dict:
     if not p.is_file():
         raise CmkdError(f"checkpoint not found: {p}")
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any failure to unpickle is a bad file
+        with warnings.catch_warnings():  # e.g. "unexpected pickle protocol": the error below says enough
+            warnings.simplefilter("ignore")
+            obj = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # the weights-only unpickler refused an object: never run it
+        m = re.search(r"GLOBAL ([\w.]+)", str(e))
+        what = f"it asks to import {m.group(1)}" if m else "it holds more than tensors and plain data"
+        raise CmkdError(f"{p}: not a valid cmkd checkpoint (refused to load: {what})") from None
+    except Exception as e:  # noqa: BLE001 - any other failure to read is a corrupt or truncated file
         first = (str(e).splitlines() or [type(e).__name__])[0][:160]
-        raise CmkdError(f"{p}: not a valid cmkd checkpoint ({first})") from None
+        raise CmkdError(f"{p}: not a valid cmkd checkpoint (corrupt or truncated: {first})") from None
     if not isinstance(obj, dict):
         raise CmkdError(f"{p}: not a valid cmkd checkpoint (unexpected content)")
     return obj
@@ -69,11 +78,33 @@ def _progress(quiet: bool):  # noqa: ANN202 - rich types are optional detail
                     disable=quiet or not sys.stderr.isatty(), transient=False)
 
 
+def _mix(batch: dict, teacher_mods: list[str], alpha: float, device: torch.device | str) -> dict:
+    """Mix every sample with a random partner of the same batch: x' = lam x + (1 - lam) x[perm]."""
+    b = len(next(iter(batch["present"].values())))
+    perm = torch.randperm(b)
+    lam = torch.distributions.Beta(alpha, alpha).sample((b,)).to(device)
+    inputs, present = {}, {}
+    for m in {*batch["inputs"], *teacher_mods} & set(batch["inputs"]):
+        x = batch["inputs"][m]
+        if x.dtype.is_floating_point:
+            w = lam.reshape(-1, *([1] * (x.dim() - 1)))
+            inputs[m] = w * x + (1 - w) * x[perm]
+            present[m] = batch["present"][m] & batch["present"][m][perm]
+        else:  # token ids cannot be interpolated: keep the dominant sample's text
+            inputs[m] = torch.where((lam >= 0.5).reshape(-1, 1), x, x[perm])
+            present[m] = batch["present"][m]
+    out = {"inputs": inputs, "present": present, "targets": batch["targets"]}
+    if "kd_mask" in batch:
+        out["kd_mask"] = batch["kd_mask"] & batch["kd_mask"][perm]
+    return out
+
+
 def fit(model: MultimodalNet, data: MultimodalData, train_idx: np.ndarray, val_idx: np.ndarray,
         cfg: ModelConfig, loss_fn: CompositeLoss, *, seed: int, target_stats: dict,
         teacher_cache: dict | None = None, kd_mask: np.ndarray | None = None,
         ckpt_path: str | Path | None = None, resume: bool = False, quiet: bool = False,
-        desc: str = "train", device: torch.device | str = "cpu") -> list[dict]:
+        desc: str = "train", device: torch.device | str = "cpu", teacher: MultimodalNet | None = None,
+        mixup: float = 0.0) -> list[dict]:
     """Train ``model`` in place and restore its best validation state.
 
     Args:
@@ -92,11 +123,17 @@ def fit(model: MultimodalNet, data: MultimodalData, train_idx: np.ndarray, val_i
         quiet: no progress bar.
         desc: progress bar label.
         device: torch device.
+        teacher: the teacher model, needed for ``mixup``.
+        mixup: when > 0, each batch is also mixed with a shuffled copy of itself (weights ~ Beta(a, a)); the
+            teacher, which sees its own modalities mixed the same way, supervises the student on the mixed
+            samples with every teacher term (the task term stays on the clean batch). This transfers the
+            teacher's function between training samples, where labels say nothing.
 
     Returns:
         The history: one dict per epoch (train loss and parts, val loss, val metric, lr).
     """
     mods = list(model.encoders)
+    batch_mods = list(dict.fromkeys(mods + (list(teacher.encoders) if teacher is not None and mixup > 0 else [])))
     params = list(model.parameters()) + list(loss_fn.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: _lr_factor(e, cfg.warmup_epochs, cfg.epochs))
@@ -132,7 +169,7 @@ def fit(model: MultimodalNet, data: MultimodalData, train_idx: np.ndarray, val_i
             nb = 0
             for s in range(0, len(order), cfg.batch_size):
                 idx = order[s:s + cfg.batch_size]
-                batch = make_batch(data, idx, mods, target_stats, device)
+                batch = make_batch(data, idx, batch_mods, target_stats, device)
                 t_out = None
                 if teacher_cache is not None:
                     ti = torch.from_numpy(idx)
@@ -142,6 +179,12 @@ def fit(model: MultimodalNet, data: MultimodalData, train_idx: np.ndarray, val_i
                         batch["kd_mask"] = torch.from_numpy(kd_mask[idx]).to(device)
                 out = model(batch["inputs"], batch["present"])
                 parts = loss_fn(out, t_out, batch)
+                if mixup > 0 and teacher is not None:
+                    mixed = _mix(batch, list(teacher.encoders), mixup, device)
+                    with torch.no_grad():
+                        t_mix = teacher(mixed["inputs"], mixed["present"])
+                    extra = loss_fn(model(mixed["inputs"], mixed["present"]), t_mix, mixed, exclude=("task",))
+                    parts = {k: parts.get(k, 0) + extra.get(k, 0) for k in {*parts, *extra}}
                 if not torch.isfinite(parts["loss"]):
                     raise CmkdError(f"{desc}: the loss became {parts['loss'].item()} at epoch {epoch + 1}; "
                                     "lower the learning rate (--set <model>.lr=...) or check the data")

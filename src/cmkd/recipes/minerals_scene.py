@@ -97,11 +97,11 @@ def _dust_spectrum(wavelengths: np.ndarray) -> np.ndarray:
 def _site_params(seed: int, site: int) -> dict[str, float | np.ndarray]:
     """Acquisition and geology parameters of a site; site 0 is the reference site."""
     if site == 0:
-        return {"prior": _PRIOR, "zenith": 40.0, "gain": 1.0, "dust": 0.15}
+        return {"prior": _PRIOR, "zenith": 40.0, "gain": 1.0, "dust": 0.10}
     rng = np.random.default_rng([seed, site, 7])
     prior = _PRIOR * rng.lognormal(0.0, 0.5, _PRIOR.size)
     return {"prior": prior / prior.sum(), "zenith": rng.uniform(25, 60), "gain": rng.uniform(0.7, 1.3),
-            "dust": 0.15 + rng.uniform(0.05, 0.2)}
+            "dust": 0.10 + rng.uniform(0.05, 0.2)}
 
 
 def _mineral_map(rng: np.random.Generator, size: int, prior: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -173,7 +173,7 @@ def generate(seed: int = 0, size: int = 96, patch: int = 5, n_bands: int = 128, 
     d = rng.uniform(0.6, 1.4, (size, size, n_cls, 1))
     em = (a[..., None] + s[..., None] * x) * np.exp(-d * absorb)
     refl = np.einsum("hwk,hwkb->hwb", frac, em)  # (H, W, B)
-    dust = np.clip(sp["dust"] + 0.15 * _field(rng, (size, size), 10.0), 0.0, 0.6)[..., None]
+    dust = np.clip(sp["dust"] + 0.08 * _field(rng, (size, size), 10.0), 0.0, 0.5)[..., None]
     refl = (1 - dust) * refl + dust * _dust_spectrum(wl)
     resid = 1.0 + 0.05 * _field(rng, (size, size), 6.0)[..., None]  # imperfect topographic correction
     hsi = refl * resid + rng.normal(0.0, 0.006, refl.shape)
@@ -193,7 +193,7 @@ def generate(seed: int = 0, size: int = 96, patch: int = 5, n_bands: int = 128, 
     gy, gx = np.gradient(elev)
     zen, azi = np.deg2rad(sp["zenith"]), rng.uniform(0, 2 * np.pi)
     shade = (np.cos(zen) - np.sin(zen) * (gx * np.cos(azi) + gy * np.sin(azi))) / np.sqrt(1 + gx**2 + gy**2)
-    illum = sp["gain"] * np.exp(0.25 * _field(rng, (size, size), 12.0)) * np.clip(shade, 0.05, None)
+    illum = sp["gain"] * np.exp(0.15 * _field(rng, (size, size), 12.0)) * np.clip(shade, 0.05, None)
     rgb = rgb * illum / np.cos(zen) + rng.normal(0.0, 0.01, rgb.shape)
 
     # samples: interior pixels whose patch stays inside one split's stripes

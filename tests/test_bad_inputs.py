@@ -1,0 +1,313 @@
+"""User mistakes through the real CLI: exit code 2, one ``error:`` line naming the key or file, no traceback.
+
+Every case runs ``python -m cmkd.cli ...`` as a subprocess. The cases fail before any training, so they are
+run concurrently by one module-scoped fixture; only one tiny real run is made (for the no-overwrite check).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from helpers import make_arrays, make_config, write_case
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess:
+    """Run ``python -m cmkd.cli ARGS`` and capture its output."""
+    return subprocess.run([sys.executable, "-m", "cmkd.cli", *map(str, args)], cwd=cwd, env=ENV,
+                          capture_output=True, text=True, timeout=300)
+
+
+def _exp(d: Path, arrays: Callable[[dict], None] | None = None,
+         config: Callable[[dict], None] | None = None) -> Path:
+    """Write the tiny synthetic case into ``d`` after applying in-place edits to its arrays and config."""
+    a, c = make_arrays(), make_config(epochs=1)
+    if arrays:
+        arrays(a)
+    if config:
+        config(c)
+    return write_case(d, a, c)
+
+
+# ---- the cases: each builds its files in a folder, returns (CLI arguments, words the error must name) ----
+
+Case = Callable[[Path], tuple[list, list[str]]]
+CASES: dict[str, Case] = {}
+
+
+def case(fn: Case) -> Case:
+    CASES[fn.__name__] = fn
+    return fn
+
+
+def run_args(p: Path, *extra: str) -> list:
+    return ["run", p, "--out", p.parent / "out", "--quiet", *extra]
+
+
+@case
+def missing_npz(d: Path):
+    return run_args(_exp(d, config=lambda c: c["data"].update(path="nothere.npz"))), ["nothere.npz"]
+
+
+@case
+def missing_yaml(d: Path):
+    d.mkdir(parents=True)
+    return run_args(d / "nothere.yaml"), ["nothere.yaml"]
+
+
+@case
+def invalid_yaml(d: Path):
+    p = _exp(d)
+    p.write_text("name: [unclosed\nseed: 0\n")
+    return run_args(p), ["exp.yaml", "YAML"]
+
+
+@case
+def unknown_key_top(d: Path):
+    return run_args(_exp(d, config=lambda c: c.update(colour="red"))), ["exp.yaml", "'colour'"]
+
+
+@case
+def unknown_key_nested(d: Path):
+    return run_args(_exp(d, config=lambda c: c["student"].update(foo=1))), ["exp.yaml", "student.foo"]
+
+
+@case
+def wrong_shape_for_kind(d: Path):
+    def flat(a: dict) -> None:
+        a["img"] = a["img"].reshape(len(a["img"]), -1)  # image given 2-D
+
+    return run_args(_exp(d, arrays=flat)), ["data.npz", "'img'", "image"]
+
+
+@case
+def modality_absent_from_npz(d: Path):
+    return run_args(_exp(d, arrays=lambda a: a.pop("img"))), ["data.npz", "'img'"]
+
+
+@case
+def modality_not_declared(d: Path):
+    return (run_args(_exp(d, config=lambda c: c["data"]["modalities"].pop("img"))),
+            ["exp.yaml", "'img'", "data.modalities"])
+
+
+@case
+def nan_only_modality(d: Path):
+    return run_args(_exp(d, arrays=lambda a: a["img"].fill(np.nan))), ["data.npz", "'img'"]
+
+
+@case
+def nan_only_feature_column(d: Path):
+    def dead(a: dict) -> None:
+        a["vec"][:, 3] = np.nan
+
+    return run_args(_exp(d, arrays=dead)), ["data.npz", "'vec'", "3"]
+
+
+@case
+def one_class_in_training(d: Path):
+    def one(a: dict) -> None:
+        a["y"][a["split"] == 0] = 0
+
+    return run_args(_exp(d, arrays=one)), ["data.npz", "'y'", "one class"]
+
+
+@case
+def label_in_test_absent_from_training(d: Path):
+    def unseen(a: dict) -> None:
+        a["y"][np.flatnonzero(a["split"] == 2)[:2]] = 9
+
+    return run_args(_exp(d, arrays=unseen)), ["data.npz", "'y'", "9"]
+
+
+@case
+def empty_test_split(d: Path):
+    def no_test(a: dict) -> None:
+        a["split"][a["split"] == 2] = 1
+
+    return run_args(_exp(d, arrays=no_test)), ["data.npz", "test split"]
+
+
+@case
+def corrupt_npz(d: Path):
+    p = _exp(d)
+    (d / "data.npz").write_bytes(np.random.default_rng(0).bytes(4096))
+    return run_args(p), ["data.npz"]
+
+
+@case
+def npz_with_object_arrays(d: Path):
+    def objects(a: dict) -> None:
+        a["txt"] = np.array([{"words": str(t)} for t in a["txt"]], dtype=object)  # pickled on save
+
+    return run_args(_exp(d, arrays=objects)), ["data.npz", "object"]
+
+
+@case
+def set_unknown_key(d: Path):
+    return run_args(_exp(d), "--set", "student.nosuch=1"), ["student.nosuch"]
+
+
+@case
+def set_without_equals(d: Path):
+    return run_args(_exp(d), "--set", "student.epochs"), ["--set", "student.epochs"]
+
+
+@case
+def unknown_recipe(d: Path):
+    d.mkdir(parents=True)
+    return ["run", "nosuchrecipe", "--out", d / "out", "--quiet"], ["nosuchrecipe"]
+
+
+@case
+def out_not_writable(d: Path):
+    p = _exp(d)
+    (d / "afile").write_text("a regular file where a folder is needed\n")
+    return ["run", p, "--out", d / "afile" / "sub", "--quiet"], ["afile"]
+
+
+# ---- bad checkpoints given to predict / evaluate / export ----
+
+MARKER = "PWNED"
+
+
+class Evil:
+    """Unpickling this runs a shell command that creates a marker file (the attack to refuse)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # noqa: ANN204
+        return os.system, (f"touch '{self.marker}'",)
+
+
+def _checkpoint(d: Path, how: str) -> Path:
+    """A model folder whose student.pt is truncated or malicious, plus a dummy student.onnx and good data."""
+    import torch
+
+    model = d / "model"
+    model.mkdir(parents=True)
+    (model / "student.onnx").write_bytes(b"dummy, never read: student.pt is read first")
+    np.savez(d / "data.npz", **make_arrays(n=40))
+    ck = model / "student.pt"
+    if how == "truncated":
+        torch.save({"format": "cmkd-model-1", "state_dict": {"w": torch.randn(64, 64)}}, ck)
+        ck.write_bytes(ck.read_bytes()[: ck.stat().st_size // 2])
+    elif how == "malicious":  # torch's own zip format, pickle inside
+        torch.save({"format": "cmkd-model-1", "payload": Evil(d / MARKER)}, ck)
+    else:  # a bare pickle
+        ck.write_bytes(pickle.dumps({"format": "cmkd-model-1", "payload": Evil(d / MARKER)}))
+    return model
+
+
+def _ckpt_case(command: str, how: str) -> Case:
+    def build(d: Path):
+        model = _checkpoint(d, how)
+        extra = {"predict": ["--input", d / "data.npz", "--output", d / "preds.json"],
+                 "evaluate": ["--data", d / "data.npz"], "export": []}[command]
+        return [command, "--model", model, *extra], ["student.pt"]
+
+    build.__name__ = f"{how}_checkpoint_{command}"
+    return build
+
+
+for _cmd, _how in [("predict", "truncated"), ("evaluate", "truncated"), ("export", "truncated"),
+                   ("predict", "malicious"), ("evaluate", "malicious"), ("export", "pickle")]:
+    case(_ckpt_case(_cmd, _how))
+
+
+# ---- one tiny real run, then failing runs into the same folder ----
+
+def _snapshot(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+
+def good_then_failing(d: Path) -> dict:
+    """A good tiny run into OUT, then a config mistake and a data mistake into the same OUT."""
+    p = _exp(d / "good")
+    out = d / "good" / "OUT"
+    good = cli("run", p, "--out", out, "--quick", "--quiet", "--set", "export.latency_runs=5", cwd=d)
+    before = _snapshot(out) if out.is_dir() else {}
+    bad_cfg = _exp(d / "bad_config", config=lambda c: c["teacher"].update(nosuch=1))
+
+    def unseen(a: dict) -> None:
+        a["y"][np.flatnonzero(a["split"] == 2)[:2]] = 9
+
+    bad_data = _exp(d / "bad_data", arrays=unseen)
+    failed = [cli("run", y, "--out", out, "--quick", "--quiet", cwd=d) for y in (bad_cfg, bad_data)]
+    return {"good": good, "out": out, "before": before, "failed": failed, "after": _snapshot(out),
+            "entries": sorted(p.name for p in out.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Build every case and run them all concurrently (the good run first: it takes longest)."""
+    root = tmp_path_factory.mktemp("bad_inputs")
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        chain = pool.submit(good_then_failing, root / "overwrite")
+        futures = {}
+        for name, build in CASES.items():
+            args, names = build(root / name)
+            futures[name] = (pool.submit(cli, *args, cwd=root / name), names)
+        results = {name: (f.result(), names) for name, (f, names) in futures.items()}
+        results["__chain__"] = chain.result()
+    results["__root__"] = root
+    return results
+
+
+def test_enough_cases() -> None:
+    assert len(CASES) >= 14
+
+
+def assert_user_error(proc: subprocess.CompletedProcess, names: list[str]) -> None:
+    """Exit code 2; stderr is exactly one non-empty ``error: ...`` line naming every word in ``names``."""
+    err = proc.stderr
+    assert "Traceback" not in err + proc.stdout, err
+    assert proc.returncode == 2, f"exit code {proc.returncode}; stderr:\n{err}"
+    lines = err.splitlines()
+    assert len(lines) == 1 and err == lines[0] + "\n", f"stderr is not exactly one line:\n{err}"
+    line = lines[0]
+    assert line.startswith("error: ") and line[len("error: "):].strip(), line
+    for word in names:
+        assert word in line, f"{word!r} not named in: {line}"
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input(outcomes: dict, name: str) -> None:
+    assert_user_error(*outcomes[name])
+
+
+def test_malicious_checkpoint_never_runs_code(outcomes: dict) -> None:
+    root = outcomes["__root__"]
+    ran = [p for p in root.rglob(MARKER)]
+    assert not ran, f"unpickling a checkpoint ran code: {ran}"
+    # the refusal must come from the loader, not from a missing file
+    for name in CASES:
+        if "checkpoint" in name:
+            assert "not a valid cmkd checkpoint" in outcomes[name][0].stderr, outcomes[name][0].stderr
+
+
+def test_failed_run_keeps_earlier_outputs(outcomes: dict) -> None:
+    res = outcomes["__chain__"]
+    assert res["good"].returncode == 0, res["good"].stderr
+    assert "metrics.json" in res["before"]
+    assert_user_error(res["failed"][0], ["teacher.nosuch"])
+    assert_user_error(res["failed"][1], ["data.npz", "'y'"])
+    assert res["after"]["metrics.json"] == res["before"]["metrics.json"]
+    changed = sorted(k for k in res["before"] if res["after"].get(k) != res["before"][k])
+    assert not changed, f"a failed run rewrote earlier outputs: {changed}"
+    hidden = [e for e in res["entries"] if e.startswith(".")]
+    assert not hidden, f"temporary files left in {res['out']}: {hidden}"
+    # the earlier run is still usable: its metrics parse and name the three models
+    metrics = yaml.safe_load(res["after"]["metrics.json"])
+    assert set(metrics["models"]) == {"teacher", "student_baseline", "student"}

@@ -1,0 +1,104 @@
+"""End to end on tiny SYNTHETIC data: every modality kind as the student's, the metrics.json contract, the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+from helpers import make_arrays, make_config, write_case
+
+import cmkd
+
+SCHEMA = Path(__file__).resolve().parents[2] / "shared" / "metrics.schema.json"
+FAST = ["--set", "export.latency_runs=5"]
+
+
+def _schema() -> dict | None:
+    return json.loads(SCHEMA.read_text()) if SCHEMA.is_file() else None
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cmkd.cli", *args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("student", ["vec", "seq", "img", "sig", "txt"])
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_byod_every_kind(tmp_path: Path, student: str, task: str) -> None:
+    """A user's own npz + YAML with any modality kind as the student runs end to end."""
+    y = write_case(tmp_path, task=task, student=student, teacher=["vec", "seq", "img", "sig", "txt"], epochs=2)
+    m = cmkd.run(str(y), tmp_path / "out", quiet=True, overrides=FAST)
+    out = tmp_path / "out"
+    for f in ("metrics.json", "report.html", "config.yaml", "teacher.pt", "student.pt", "student_baseline.pt",
+              "student.onnx", "student.int8.onnx"):
+        assert (out / f).is_file(), f
+    saved = json.loads((out / "metrics.json").read_text())
+    if _schema():
+        jsonschema.validate(saved, _schema())
+    assert saved["models"]["student"]["modalities"] == [student]
+    assert saved["primary_metric"] == ("accuracy" if task == "classification" else "rmse")
+    assert saved["export"]["max_abs_diff"] <= 1e-4
+    for role in ("teacher", "student_baseline", "student"):
+        assert np.isfinite(list(m["models"][role]["metrics"].values())).all()
+    assert not list(out.glob(".*tmp*")), "temporary files left behind"
+
+
+def test_student_scored_on_all_test_samples_teacher_on_complete_ones(tmp_path: Path) -> None:
+    """Test samples without the teacher's modality are kept: students are scored on them, the teacher is not."""
+    arr = make_arrays(n=200)
+    absent = (arr["split"] == 2) & (np.arange(200) % 2 == 0)
+    arr["vec__present"] = ~absent
+    arr["vec"][absent] = np.nan
+    y = write_case(tmp_path, arrays=arr, config=make_config(epochs=1))
+    m = cmkd.run(str(y), tmp_path / "out", quiet=True, overrides=FAST)
+    n_test = int((arr["split"] == 2).sum())
+    assert m["data"]["n_test"] == n_test
+    assert m["models"]["student"]["n_test"] == n_test
+    assert m["models"]["teacher"]["n_test"] == n_test - int(absent.sum())
+
+
+def test_cli_run_predict_evaluate_export(tmp_path: Path) -> None:
+    """One fast pass through the CLI: run, predict with the ONNX student, evaluate, re-export, list."""
+    y = write_case(tmp_path, config=make_config(epochs=1))
+    r = cli("run", str(y), "--out", str(tmp_path / "out"), "--quick", *FAST)
+    assert r.returncode == 0, r.stderr
+    assert "student" in r.stdout and "accuracy" in r.stdout  # the summary table
+    arr = make_arrays()
+    np.savez(tmp_path / "new.npz", img=arr["img"][:7])  # only the student's modality
+    r = cli("predict", "--model", str(tmp_path / "out"), "--input", str(tmp_path / "new.npz"),
+            "--output", str(tmp_path / "preds.json"))
+    assert r.returncode == 0, r.stderr
+    preds = json.loads((tmp_path / "preds.json").read_text())
+    assert preds["n"] == 7 and len(preds["targets"]["y"]["label"]) == 7
+    assert np.allclose(np.sum(preds["targets"]["y"]["probabilities"], axis=1), 1, atol=1e-3)
+    r = cli("evaluate", "--model", str(tmp_path / "out"), "--data", str(tmp_path / "data.npz"), "--split", "test")
+    assert r.returncode == 0, r.stderr
+    ev = json.loads(r.stdout)
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert ev["metrics"]["accuracy"] == pytest.approx(metrics["models"]["student"]["metrics"]["accuracy"])
+    r = cli("export", "--model", str(tmp_path / "out"))
+    assert r.returncode == 0 and "max |onnx - torch|" in r.stdout, r.stderr
+    r = cli("list")
+    assert r.returncode == 0 and "minerals" in r.stdout and "houston" in r.stdout
+
+
+def test_set_override_and_resolved_config(tmp_path: Path) -> None:
+    """--set overrides reach the run and the resolved config is saved next to the outputs."""
+    y = write_case(tmp_path, config=make_config(epochs=1))
+    cmkd.run(str(y), tmp_path / "out", quiet=True, overrides=[*FAST, "student.width=8", "distill.temperature=2.5"])
+    cfg = cmkd.load_config(tmp_path / "out" / "config.yaml")
+    assert cfg.student.width == 8 and cfg.distill.temperature == 2.5
+    model, meta = cmkd.load_model(tmp_path / "out" / "student.pt")
+    assert model.width == 8 and "temperature: 2.5" in meta["config"]
+
+
+def test_recipes_quick(tmp_path: Path) -> None:
+    """The minerals recipe runs in quick mode and is labelled synthetic."""
+    m = cmkd.run("minerals", tmp_path / "m", quick=True, quiet=True,
+                 overrides=["teacher.epochs=1", "student.epochs=1", *FAST])
+    assert m["synthetic"] is True and m["data"]["source"] == "synthetic"
+    assert "SYNTHETIC" in (tmp_path / "m" / "report.html").read_text()
