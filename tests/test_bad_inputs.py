@@ -6,6 +6,7 @@ run concurrently by one module-scoped fixture; only one tiny real run is made (f
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import subprocess
@@ -16,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from helpers import make_arrays, make_config, write_case
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -289,7 +289,7 @@ def test_bad_input(outcomes: dict, name: str) -> None:
 
 def test_malicious_checkpoint_never_runs_code(outcomes: dict) -> None:
     root = outcomes["__root__"]
-    ran = [p for p in root.rglob(MARKER)]
+    ran = list(root.rglob(MARKER))
     assert not ran, f"unpickling a checkpoint ran code: {ran}"
     # the refusal must come from the loader, not from a missing file
     for name in CASES:
@@ -309,5 +309,5 @@ def test_failed_run_keeps_earlier_outputs(outcomes: dict) -> None:
     hidden = [e for e in res["entries"] if e.startswith(".")]
     assert not hidden, f"temporary files left in {res['out']}: {hidden}"
     # the earlier run is still usable: its metrics parse and name the three models
-    metrics = yaml.safe_load(res["after"]["metrics.json"])
+    metrics = json.loads(res["after"]["metrics.json"])
     assert set(metrics["models"]) == {"teacher", "student_baseline", "student"}

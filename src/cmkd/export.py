@@ -75,11 +75,15 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path) -> Path:
 
     out_path = Path(out_path)
     tmp = _atomic_path(out_path)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # silence onnxruntime's "consider pre-processing" hint
     try:
         quantize_dynamic(str(onnx_path), str(tmp), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul",
                                                                                                         "Gemm"])
         os.replace(tmp, out_path)
     finally:
+        root.setLevel(level)
         if tmp.exists():
             tmp.unlink()
     return out_path

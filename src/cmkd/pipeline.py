@@ -32,6 +32,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -159,18 +160,7 @@ def run(config: str | ExperimentConfig, out: str | Path = "runs/out", *, overrid
         cfg.device = device  # type: ignore[assignment]
     dev = resolve_device(cfg.device)
     torch.set_num_threads(cfg.threads)
-    out = Path(out)
-    _check_out(out)
-    ck_dir = out / ".ckpt"
-    if not resume and ck_dir.exists():
-        shutil.rmtree(ck_dir)
-    ck_dir.mkdir(exist_ok=True)
-    atomic_write_text(out / "config.yaml", dump_config(cfg))
-
     tmods, smods = list(cfg.teacher.modalities), list(cfg.student.modalities)
-    for role, mods in (("teacher", tmods), ("student", smods)):
-        if len(set(mods)) != len(mods):
-            raise CmkdError(f"config: {role}.modalities lists a modality twice")
     data = build_data(arrays, cfg.data, cfg.seed, source, modalities=list(dict.fromkeys(tmods + smods)))
     train, val, test = data.indices(0), data.indices(1), data.indices(2)
     if len(val) == 0:
@@ -179,6 +169,14 @@ def run(config: str | ExperimentConfig, out: str | Path = "runs/out", *, overrid
     t_train, t_val, t_test = (data.all_present(tmods, i) for i in (train, val, test))
     if len(t_train) == 0 or len(t_val) == 0:
         raise CmkdError(f"{source}: no training/validation sample has all teacher modalities {tmods}")
+    # the inputs are valid: only now touch the output folder
+    out = Path(out)
+    _check_out(out)
+    ck_dir = out / ".ckpt"
+    if not resume and ck_dir.exists():
+        shutil.rmtree(ck_dir)
+    ck_dir.mkdir(exist_ok=True)
+    atomic_write_text(out / "config.yaml", dump_config(cfg))
     metric = primary_metric(data)
     targets = list(data.target_kinds)
     histories: dict[str, list[dict]] = {}

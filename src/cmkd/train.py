@@ -99,6 +99,30 @@ def _mix(batch: dict, teacher_mods: list[str], alpha: float, device: torch.devic
     return out
 
 
+def _jitter(inputs: dict[str, torch.Tensor], model: MultimodalNet, sigma: float) -> dict[str, torch.Tensor]:
+    """Gaussian input-noise augmentation: ``x + sigma * std * eps`` for the model's numeric modalities.
+
+    Noise is scaled by each feature's training standard deviation (the encoder's ``std`` buffer), so ``sigma``
+    is in standardised units; missing values (NaN) stay missing and non-numeric inputs are left as they are.
+
+    Args:
+        inputs: modality -> raw batch tensor.
+        model: the network being trained (its encoders hold the standardisation).
+        sigma: noise standard deviation in standardised units; 0 returns ``inputs`` unchanged.
+
+    Returns:
+        A new inputs dict.
+    """
+    if sigma <= 0:
+        return inputs
+    out = dict(inputs)
+    for m, enc in model.encoders.items():
+        x, std = inputs.get(m), getattr(enc, "std", None)
+        if x is not None and std is not None and x.dtype.is_floating_point:
+            out[m] = x + sigma * std * torch.randn_like(x)
+    return out
+
+
 def fit(model: MultimodalNet, data: MultimodalData, train_idx: np.ndarray, val_idx: np.ndarray,
         cfg: ModelConfig, loss_fn: CompositeLoss, *, seed: int, target_stats: dict,
         teacher_cache: dict | None = None, kd_mask: np.ndarray | None = None,
@@ -128,6 +152,9 @@ def fit(model: MultimodalNet, data: MultimodalData, train_idx: np.ndarray, val_i
             teacher, which sees its own modalities mixed the same way, supervises the student on the mixed
             samples with every teacher term (the task term stays on the clean batch). This transfers the
             teacher's function between training samples, where labels say nothing.
+
+    ``cfg.input_noise`` > 0 adds Gaussian noise to the model's numeric inputs in training (see :func:`_jitter`);
+    teacher outputs stay those of the clean inputs.
 
     Returns:
         The history: one dict per epoch (train loss and parts, val loss, val metric, lr).
@@ -177,13 +204,14 @@ def fit(model: MultimodalNet, data: MultimodalData, train_idx: np.ndarray, val_i
                                  else v[ti].to(device)) for k, v in teacher_cache.items()}
                     if kd_mask is not None:
                         batch["kd_mask"] = torch.from_numpy(kd_mask[idx]).to(device)
-                out = model(batch["inputs"], batch["present"])
+                out = model(_jitter(batch["inputs"], model, cfg.input_noise), batch["present"])
                 parts = loss_fn(out, t_out, batch)
                 if mixup > 0 and teacher is not None:
                     mixed = _mix(batch, list(teacher.encoders), mixup, device)
                     with torch.no_grad():
                         t_mix = teacher(mixed["inputs"], mixed["present"])
-                    extra = loss_fn(model(mixed["inputs"], mixed["present"]), t_mix, mixed, exclude=("task",))
+                    s_mix = model(_jitter(mixed["inputs"], model, cfg.input_noise), mixed["present"])
+                    extra = loss_fn(s_mix, t_mix, mixed, exclude=("task",))
                     parts = {k: parts.get(k, 0) + extra.get(k, 0) for k in {*parts, *extra}}
                 if not torch.isfinite(parts["loss"]):
                     raise CmkdError(f"{desc}: the loss became {parts['loss'].item()} at epoch {epoch + 1}; "
