@@ -15,7 +15,8 @@ from helpers import make_arrays, make_config, write_case
 import cmkd
 
 SCHEMA = Path(__file__).resolve().parents[2] / "shared" / "metrics.schema.json"
-FAST = ["--set", "export.latency_runs=5"]
+FAST = ["export.latency_runs=5"]  # API overrides
+FAST_CLI = ["--set", "export.latency_runs=5"]
 
 
 def _schema() -> dict | None:
@@ -64,7 +65,7 @@ def test_student_scored_on_all_test_samples_teacher_on_complete_ones(tmp_path: P
 def test_cli_run_predict_evaluate_export(tmp_path: Path) -> None:
     """One fast pass through the CLI: run, predict with the ONNX student, evaluate, re-export, list."""
     y = write_case(tmp_path, config=make_config(epochs=1))
-    r = cli("run", str(y), "--out", str(tmp_path / "out"), "--quick", *FAST)
+    r = cli("run", str(y), "--out", str(tmp_path / "out"), "--quick", *FAST_CLI)
     assert r.returncode == 0, r.stderr
     assert "student" in r.stdout and "accuracy" in r.stdout  # the summary table
     arr = make_arrays()

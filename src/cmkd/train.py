@@ -177,6 +177,8 @@ def fit(model: MultimodalNet, data: MultimodalData, train_idx: np.ndarray, val_i
             opt.load_state_dict(ck["opt"])
             sched.load_state_dict(ck["sched"])
             torch.set_rng_state(ck["rng"])
+            if torch.cuda.is_available() and ck.get("cuda_rng"):
+                torch.cuda.set_rng_state_all(ck["cuda_rng"])
             history, best_score, best_state = ck["history"], ck["best_score"], ck["best_state"]
             bad, start = ck["bad"], ck["epoch"]
         except (KeyError, RuntimeError, ValueError) as e:
@@ -239,6 +241,7 @@ def fit(model: MultimodalNet, data: MultimodalData, train_idx: np.ndarray, val_i
             if ckpt_path:
                 atomic_save({"model": model.state_dict(), "loss": loss_fn.state_dict(),
                              "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": torch.get_rng_state(),
+                             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
                              "history": history, "best_score": best_score, "best_state": best_state,
                              "bad": bad, "epoch": epoch + 1, "done": done}, ckpt_path)
             prog.update(task, advance=1, info=f"loss {row['train_loss']:.3f}  val {metric} {val[metric]:.3f}")

@@ -1,10 +1,14 @@
 """Recipe ``houston``: REAL data, the IEEE GRSS 2013 Data Fusion Contest (University of Houston campus).
 
-Teacher: CASI hyperspectral (144 bands) + LiDAR features (21), trained on the official training pixels (2,832;
-a stratified validation split is taken from them). Students: LiDAR only, scored on the official 12,197 test
-pixels, which have no hyperspectral data (``hsi__present`` is False there). The teacher is scored on the
-held-out training pixels that have both modalities... no: the teacher needs HSI, which the official test pixels
-lack, so it is scored on the validation pixels only (reported as such in metrics.json: ``n_test_teacher``).
+Teacher: CASI hyperspectral (144 bands) + LiDAR features (21), trained on the official training pixels (2,832).
+Students: LiDAR only, scored on the official 12,197 test pixels, which have no hyperspectral data
+(``hsi__present`` is False there). The teacher needs HSI, so it is scored on the validation pixels
+(``n_test_teacher`` in metrics.json is 0 and ``scored_on`` is ``val``).
+
+Validation is spatially disjoint from training (whole blocks of each class held out, from ``sample_coords.csv``):
+the official test pixels lie elsewhere in the scene, and a random pixel split scores ~0.98 for every model, so
+it cannot tell settings apart or stop training at the right time; the spatial split scores LiDAR-only models
+near their test accuracy.
 
 Data folder: ``../shared/data/houston2013_mdlrs_subset`` relative to the project, or ``$CMKD_DATA`` (a folder
 holding ``houston2013_mdlrs_subset`` or the subset folder itself), or ``--set data.path=FOLDER``.
@@ -44,7 +48,13 @@ def default_folder() -> Path:
 
 
 def default_config(quick: bool = False) -> dict:
-    """Teacher HSI+LiDAR, student LiDAR; widths and epochs chosen on the validation split."""
+    """Teacher HSI+LiDAR, student LiDAR; settings chosen on the spatially disjoint validation split.
+
+    The teacher is trained with ``modality_dropout`` 0.3 (HSI or LiDAR dropped for 30% of samples in training),
+    so it also learns to classify from LiDAR alone and its soft targets and features carry knowledge a
+    LiDAR-only student can follow; it scored the best spatial validation accuracy of the settings tried.
+    Gaussian input noise (``student.input_noise``) and ``distill.mixup`` lowered it and are off.
+    """
     ep_t, ep_s = (8, 8) if quick else (150, 200)
     return {
         "name": "houston2013", "seed": 0,
@@ -53,7 +63,7 @@ def default_config(quick: bool = False) -> dict:
                  "targets": {"label": {"kind": "classification"}}, "split": "split",
                  "class_names": CLASS_NAMES},
         "teacher": {"modalities": ["hsi", "lidar"], "width": 128, "epochs": ep_t, "lr": 2e-3, "batch_size": 64,
-                    "patience": 40, "dropout": 0.2},
+                    "patience": 40, "dropout": 0.2, "modality_dropout": 0.3},
         "student": {"modalities": ["lidar"], "width": 128, "epochs": ep_s, "lr": 2e-3, "batch_size": 64,
                     "patience": 50, "dropout": 0.2},
         "distill": {"temperature": 4.0, "weights": {"task": 1.0, "kd": 1.0, "feature": 0.5, "relation": 0.5}},
