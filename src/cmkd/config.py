@@ -121,6 +121,7 @@ class ExperimentConfig(_Strict):
     student: ModelConfig
     distill: DistillConfig = Field(default_factory=DistillConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    options: dict[str, Any] = Field(default_factory=dict)  # recipe-specific settings (see each recipe's docs)
 
     @model_validator(mode="after")
     def _declared_modalities(self) -> ExperimentConfig:

@@ -19,6 +19,7 @@ import torch
 from .config import DataConfig
 from .errors import CmkdError
 
+UNLABELLED = -1  # class id of an unlabelled sample (NaN or -1 on disk): used by teacher terms, not by the task
 NDIM = {"vector": 2, "sequence": 3, "image": 4, "signal": 3, "text": 1}
 SHAPE_HINT = {"vector": "(N, F)", "sequence": "(N, T, F)", "image": "(N, C, H, W)", "signal": "(N, C, L)",
               "text": "(N,) strings"}
@@ -112,6 +113,14 @@ class MultimodalData:
             keep &= self.present[m][idx]
         return idx[keep]
 
+    def labelled(self, idx: np.ndarray) -> np.ndarray:
+        """The subset of ``idx`` with at least one target value (a class id or a non-NaN regression value)."""
+        keep = np.zeros(len(idx), dtype=bool)
+        for t, kind in self.target_kinds.items():
+            y = self.targets[t][idx]
+            keep |= (y != UNLABELLED) if kind == "classification" else ~np.isnan(y).all(axis=1)
+        return idx[keep]
+
     def shapes(self) -> dict[str, tuple[int, ...]]:
         """Per-sample shape of every modality."""
         return {m: tuple(a.shape[1:]) for m, a in self.inputs.items()}
@@ -202,10 +211,11 @@ def build_data(arrays: dict[str, np.ndarray], cfg: DataConfig, seed: int = 0, so
         if spec.kind == "classification":
             if y.ndim != 1:
                 raise CmkdError(f"{src}: classification target '{t}' must have shape (N,), got {y.shape}")
+            if y.dtype.kind not in "fiub":
+                raise CmkdError(f"{src}: classification target '{t}' must hold integer class ids, got {y.dtype}")
             if y.dtype.kind == "f":
-                if np.isnan(y).any():
-                    raise CmkdError(f"{src}: classification target '{t}' has NaN labels")
-                if not np.all(y == np.round(y)):
+                lab = ~np.isnan(y)
+                if not np.all(y[lab] == np.round(y[lab])):
                     raise CmkdError(f"{src}: classification target '{t}' holds non-integer values; "
                                     "did you mean kind: regression?")
             targets[t] = y
@@ -243,14 +253,17 @@ def build_data(arrays: dict[str, np.ndarray], cfg: DataConfig, seed: int = 0, so
         if spec.kind != "classification":
             continue
         y = targets[t]
-        cls = np.unique(y[train])
+        lab = (~np.isnan(y) if y.dtype.kind == "f" else np.ones(n, bool)) & (y != UNLABELLED)
+        y = np.where(lab, y, 0).astype(np.int64)
+        cls = np.unique(y[train & lab])
         if len(cls) < 2:
-            raise CmkdError(f"{src}: target '{t}' has only one class ({cls.tolist()}) in the training split")
-        unseen = np.setdiff1d(np.unique(y), cls)
+            raise CmkdError(f"{src}: target '{t}' has fewer than two classes ({cls.tolist()}) among the labelled "
+                            "training samples")
+        unseen = np.setdiff1d(np.unique(y[lab]), cls)
         if len(unseen):
             raise CmkdError(f"{src}: target '{t}' has labels absent from training: {unseen.tolist()[:5]}")
         classes[t] = cls
-        targets[t] = np.searchsorted(cls, y).astype(np.int64)
+        targets[t] = np.where(lab, np.searchsorted(cls, y), UNLABELLED).astype(np.int64)
     # NaN-only modalities / columns, judged on the training samples that have the modality
     for m, a in inputs.items():
         kind = cfg.modalities[m].kind

@@ -62,7 +62,8 @@ def task_metrics(data: MultimodalData, idx: np.ndarray, preds: dict[str, np.ndar
     for i, (t, kind) in enumerate(data.target_kinds.items()):
         y = data.targets[t][idx]
         if kind == "classification":
-            m = classification_metrics(y, preds[f"{t}/logits"].argmax(axis=1))
+            lab = y >= 0
+            m = classification_metrics(y[lab], preds[f"{t}/logits"][lab].argmax(axis=1))
         else:
             m = regression_metrics(y, preds[f"{t}/value"])
         out.update(m if i == 0 else {f"{t}/{k}": v for k, v in m.items()})

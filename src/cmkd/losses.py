@@ -39,7 +39,8 @@ def task_loss(student_out: dict, teacher_out: dict | None, batch: dict, *,
               class_weights: dict[str, Tensor] | None = None) -> Tensor:
     """Supervised loss, summed over targets.
 
-    Classification: cross-entropy ``-log softmax(z)_y``. Regression: Gaussian negative log-likelihood
+    Classification: cross-entropy ``-log softmax(z)_y`` over labelled samples (class id -1 = unlabelled).
+    Regression: Gaussian negative log-likelihood
     ``0.5 * (log s^2 + (y - mu)^2 / s^2)`` (Nix & Weigend, 1994) averaged over observed (non-NaN) targets.
     """
     total = student_out["features"].new_zeros(())
@@ -48,7 +49,10 @@ def task_loss(student_out: dict, teacher_out: dict | None, batch: dict, *,
         o = student_out[t]
         if "logits" in o:
             w = class_weights.get(t) if class_weights else None
-            total = total + F.cross_entropy(o["logits"], y, weight=w)
+            lab = y >= 0  # -1 marks an unlabelled sample
+            ce = F.cross_entropy(o["logits"], y.clamp_min(0), weight=w, reduction="none")
+            wy = (w[y.clamp_min(0)] if w is not None else torch.ones_like(ce)) * lab
+            total = total + (ce * lab).sum() / wy.sum().clamp_min(1e-8)
         else:
             obs = ~torch.isnan(y)
             diff2 = (torch.where(obs, y, o["mean"]) - o["mean"]) ** 2

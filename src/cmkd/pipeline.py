@@ -162,10 +162,14 @@ def run(config: str | ExperimentConfig, out: str | Path = "runs/out", *, overrid
     torch.set_num_threads(cfg.threads)
     tmods, smods = list(cfg.teacher.modalities), list(cfg.student.modalities)
     data = build_data(arrays, cfg.data, cfg.seed, source, modalities=list(dict.fromkeys(tmods + smods)))
-    train, val, test = data.indices(0), data.indices(1), data.indices(2)
+    # unlabelled training samples (class -1 / NaN targets) serve only the distilled student's teacher terms
+    train_all = data.indices(0)
+    train, val, test = data.labelled(train_all), data.labelled(data.indices(1)), data.labelled(data.indices(2))
+    if len(test) == 0:
+        raise CmkdError(f"{source}: the test split has no labelled sample")
     if len(val) == 0:
         raise CmkdError(f"{source}: the validation split is empty and too few training samples to carve one")
-    stats = fit_stats(data, train)
+    stats = fit_stats(data, train_all)
     t_train, t_val, t_test = (data.all_present(tmods, i) for i in (train, val, test))
     if len(t_train) == 0 or len(t_val) == 0:
         raise CmkdError(f"{source}: no training/validation sample has all teacher modalities {tmods}")
@@ -206,7 +210,9 @@ def run(config: str | ExperimentConfig, out: str | Path = "runs/out", *, overrid
         model = build_model(data, smods, cfg.student, cfg)
         model.set_stats(stats)
         set_seed(cfg.seed + 2)
-        histories[role] = fit(model, data, train, val, cfg.student, loss, seed=cfg.seed + 1, target_stats=stats,
+        distil = role == "student" and any(v for k, v in w.items() if k != "task")
+        histories[role] = fit(model, data, train_all if distil else train, val, cfg.student, loss,
+                              seed=cfg.seed + 1, target_stats=stats,
                               teacher_cache=cache if role == "student" else None, kd_mask=kd_mask,
                               ckpt_path=ck_dir / f"{role}.pt", resume=resume, quiet=quiet, desc=role, device=dev,
                               teacher=teacher if role == "student" else None,
@@ -242,7 +248,8 @@ def run(config: str | ExperimentConfig, out: str | Path = "runs/out", *, overrid
     metrics: dict[str, Any] = {
         "name": cfg.name, "recipe": cfg.recipe, "seed": cfg.seed, "primary_metric": metric,
         "synthetic": synthetic,
-        "data": {"source": source, "n_train": int(len(train)), "n_val": int(len(val)), "n_test": int(len(test)),
+        "data": {"source": source, "n_train": int(len(train)), "n_train_unlabelled": int(len(train_all) - len(train)),
+                 "n_val": int(len(val)), "n_test": int(len(test)),
                  "n_test_teacher": int(len(t_test))},
         "costs": costs, "models": metrics_models, "distill": cfg.distill.model_dump(mode="json"),
     }

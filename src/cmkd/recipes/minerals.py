@@ -4,12 +4,21 @@ A rover or survey drone can power an RGB camera, not a hyperspectral imager (10-
 sees hyperspectral reflectance + LiDAR elevation/roughness patches + RGB; the student sees RGB patches only.
 The scene generator and its physical parameters are in :mod:`cmkd.recipes.minerals_scene`. All data here are
 synthetic, and labelled so in metrics.json and the report.
+
+Labels are sparse, as in a real survey: ground-truth sampling (field spectroscopy, cores, XRD) labels only a
+fraction of the training area's pixels (``options.label_fraction``, default 0.1), while the instruments image
+all of it. The teacher and the baseline student learn from the labelled pixels; the distilled student also
+learns from the teacher's outputs on the unlabelled ones. Validation and test pixels are all labelled.
+Set ``--set options.label_fraction=1`` for fully labelled training.
+
+Options (``--set options.KEY=VALUE``): ``label_fraction`` (0-1], ``size`` (scene side in pixels; 96, quick 64).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ..errors import CmkdError
 from .minerals_scene import CLASS_NAMES, generate
 
 DESCRIPTION = "Mineral survey: HSI+LiDAR+RGB teacher -> RGB-only student (planetary geology, carbon sequestration)"
@@ -31,11 +40,24 @@ def default_config(quick: bool = False) -> dict:
                     "lr": 3e-3, "patience": 10},
         "distill": {"temperature": 4.0, "weights": {"task": 1.0, "kd": 1.0, "feature": 0.5, "relation": 0.5}},
         "export": {"latency_runs": 50 if quick else 200},
+        "options": {"label_fraction": 0.1},
     }
 
 
 def load(config: dict, quick: bool = False) -> dict[str, np.ndarray]:
-    """Generate the scene for ``config["seed"]`` (a smaller one with ``quick``)."""
-    size = 64 if quick else 96
-    arrays = generate(seed=int(config["seed"]), size=size)
-    return {k: v for k, v in arrays.items() if k in ("hsi", "lidar", "rgb", "mineral", "split")}
+    """Generate the scene for ``config["seed"]`` (a smaller one with ``quick``) and hide the labels of the
+    training pixels outside the ground-truth sample (class id -1)."""
+    opts = config.get("options") or {}
+    frac = float(opts.get("label_fraction", 0.1))
+    if not 0 < frac <= 1:
+        raise CmkdError(f"options.label_fraction must be in (0, 1], got {frac}")
+    size = int(opts.get("size", 64 if quick else 96))
+    if size < 16:
+        raise CmkdError(f"options.size must be at least 16 pixels, got {size}")
+    seed = int(config["seed"])
+    arrays = generate(seed=seed, size=size)
+    out = {k: v for k, v in arrays.items() if k in ("hsi", "lidar", "rgb", "mineral", "split")}
+    rng = np.random.default_rng(seed + 7919)
+    hidden = (out["split"] == 0) & (rng.random(len(out["split"])) >= frac)
+    out["mineral"] = np.where(hidden, -1, out["mineral"])
+    return out
