@@ -257,8 +257,8 @@ def build_data(arrays: dict[str, np.ndarray], cfg: DataConfig, seed: int = 0, so
         y = np.where(lab, y, 0).astype(np.int64)
         cls = np.unique(y[train & lab])
         if len(cls) < 2:
-            raise CmkdError(f"{src}: target '{t}' has fewer than two classes ({cls.tolist()}) among the labelled "
-                            "training samples")
+            raise CmkdError(f"{src}: target '{t}' has only one class ({cls.tolist()}) among the labelled "
+                            "training samples; at least two are needed")
         unseen = np.setdiff1d(np.unique(y[lab]), cls)
         if len(unseen):
             raise CmkdError(f"{src}: target '{t}' has labels absent from training: {unseen.tolist()[:5]}")
