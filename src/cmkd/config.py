@@ -73,6 +73,7 @@ class ModelConfig(_Strict):
     grad_clip: float = Field(1.0, gt=0)
     warmup_epochs: int = Field(2, ge=0)
     modality_dropout: float = Field(0.0, ge=0, lt=1)
+    refit: bool = False  # students: after early stopping, retrain on train + val for the best epoch count
     # std of Gaussian noise added in training to numeric inputs, in units of each feature's training std; 0 = off
     input_noise: float = Field(0.0, ge=0)
 

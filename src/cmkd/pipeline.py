@@ -17,7 +17,7 @@ import torch
 from .config import ExperimentConfig, apply_overrides, dump_config, load_yaml, validate
 from .data import MultimodalData, build_data, fit_stats, load_npz
 from .errors import CmkdError
-from .evaluate import example_inputs, predict, primary_metric, task_metrics, torch_latency_ms
+from .evaluate import HIGHER_IS_BETTER, example_inputs, predict, primary_metric, task_metrics, torch_latency_ms
 from .losses import CompositeLoss
 from .models import MultimodalNet, count_params
 from .train import atomic_save, fit, safe_load, set_seed
@@ -182,6 +182,7 @@ def run(config: str | ExperimentConfig, out: str | Path = "runs/out", *, overrid
     ck_dir.mkdir(exist_ok=True)
     atomic_write_text(out / "config.yaml", dump_config(cfg))
     metric = primary_metric(data)
+    sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
     targets = list(data.target_kinds)
     histories: dict[str, list[dict]] = {}
     models: dict[str, MultimodalNet] = {}
@@ -202,21 +203,35 @@ def run(config: str | ExperimentConfig, out: str | Path = "runs/out", *, overrid
 
     # 2. baseline student (task loss only) and 3. distilled student, from the same initialisation
     w = dict(cfg.distill.weights)
-    for role, loss in (("student_baseline", CompositeLoss({"task": w.get("task", 1.0) or 1.0})),
-                       ("student", CompositeLoss(w, cfg.student.width, cfg.teacher.width,
-                                                 cfg.distill.temperature, cfg.distill.feature_mode,
-                                                 cfg.distill.relation_mode, cfg.distill.contrastive_temperature))):
-        set_seed(cfg.seed + 1)
-        model = build_model(data, smods, cfg.student, cfg)
-        model.set_stats(stats)
-        set_seed(cfg.seed + 2)
+
+    def make_loss(role: str) -> CompositeLoss:
+        if role == "student_baseline":
+            return CompositeLoss({"task": w.get("task", 1.0) or 1.0})
+        d = cfg.distill
+        return CompositeLoss(w, cfg.student.width, cfg.teacher.width, d.temperature, d.feature_mode,
+                             d.relation_mode, d.contrastive_temperature)
+
+    for role in ("student_baseline", "student"):
         distil = role == "student" and any(v for k, v in w.items() if k != "task")
-        histories[role] = fit(model, data, train_all if distil else train, val, cfg.student, loss,
-                              seed=cfg.seed + 1, target_stats=stats,
-                              teacher_cache=cache if role == "student" else None, kd_mask=kd_mask,
-                              ckpt_path=ck_dir / f"{role}.pt", resume=resume, quiet=quiet, desc=role, device=dev,
-                              teacher=teacher if role == "student" else None,
-                              mixup=cfg.distill.mixup if role == "student" else 0.0)
+        fit_idx = train_all if distil else train
+        # with refit: choose the epoch count on validation, then retrain on train + val for that many epochs
+        stages = [(role, cfg.student, fit_idx, True)]
+        if cfg.student.refit:
+            stages.append((f"{role}_refit", None, np.concatenate([fit_idx, val]), False))
+        for stage, mcfg, idx, select in stages:
+            if mcfg is None:
+                best = int(np.argmax([sign * r["val_metric"] for r in histories[role]])) + 1
+                mcfg = cfg.student.model_copy(update={"epochs": best, "patience": best + 1})
+            set_seed(cfg.seed + 1)
+            model = build_model(data, smods, cfg.student, cfg)
+            model.set_stats(stats)
+            set_seed(cfg.seed + 2)
+            hist = fit(model, data, idx, val, mcfg, make_loss(role), seed=cfg.seed + 1, target_stats=stats,
+                       teacher_cache=cache if distil else None, kd_mask=kd_mask,
+                       ckpt_path=ck_dir / f"{stage}.pt", resume=resume, quiet=quiet, desc=stage, device=dev,
+                       teacher=teacher if distil else None, mixup=cfg.distill.mixup if distil else 0.0,
+                       select_best=select)
+            histories[stage] = hist
         models[role] = model
 
     # evaluation on the test split: the teacher where it has all its modalities, students everywhere

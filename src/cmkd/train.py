@@ -128,7 +128,7 @@ def fit(model: MultimodalNet, data: MultimodalData, train_idx: np.ndarray, val_i
         teacher_cache: dict | None = None, kd_mask: np.ndarray | None = None,
         ckpt_path: str | Path | None = None, resume: bool = False, quiet: bool = False,
         desc: str = "train", device: torch.device | str = "cpu", teacher: MultimodalNet | None = None,
-        mixup: float = 0.0) -> list[dict]:
+        mixup: float = 0.0, select_best: bool = True) -> list[dict]:
     """Train ``model`` in place and restore its best validation state.
 
     Args:
@@ -152,6 +152,8 @@ def fit(model: MultimodalNet, data: MultimodalData, train_idx: np.ndarray, val_i
             teacher, which sees its own modalities mixed the same way, supervises the student on the mixed
             samples with every teacher term (the task term stays on the clean batch). This transfers the
             teacher's function between training samples, where labels say nothing.
+        select_best: restore the best validation state at the end (else keep the last epoch's state, for a
+            refit whose validation samples are part of its training set).
 
     ``cfg.input_noise`` > 0 adds Gaussian noise to the model's numeric inputs in training (see :func:`_jitter`);
     teacher outputs stay those of the clean inputs.
@@ -184,7 +186,8 @@ def fit(model: MultimodalNet, data: MultimodalData, train_idx: np.ndarray, val_i
         except (KeyError, RuntimeError, ValueError) as e:
             raise CmkdError(f"{ckpt_path}: cannot resume from this checkpoint ({str(e)[:120]})") from None
         if ck.get("done"):
-            model.load_state_dict(best_state)
+            if select_best:
+                model.load_state_dict(best_state)
             return history
     rng_epochs = cfg.epochs
     model.to(device)
@@ -247,6 +250,6 @@ def fit(model: MultimodalNet, data: MultimodalData, train_idx: np.ndarray, val_i
             prog.update(task, advance=1, info=f"loss {row['train_loss']:.3f}  val {metric} {val[metric]:.3f}")
             if done:
                 break
-    if best_state is not None:
+    if best_state is not None and select_best:
         model.load_state_dict(best_state)
     return history
