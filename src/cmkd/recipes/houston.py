@@ -8,7 +8,8 @@ Students: LiDAR only, scored on the official 12,197 test pixels, which have no h
 Validation is spatially disjoint from training (whole blocks of each class held out, from ``sample_coords.csv``):
 the official test pixels lie elsewhere in the scene, and a random pixel split scores ~0.98 for every model, so
 it cannot tell settings apart or stop training at the right time; the spatial split scores LiDAR-only models
-near their test accuracy.
+near their test accuracy. Students are then refit (``student.refit``) on training + validation pixels for the
+epoch count chosen on validation, so no labelled pixel is wasted (the tree references also use all of them).
 
 Data folder: ``../shared/data/houston2013_mdlrs_subset`` relative to the project, or ``$CMKD_DATA`` (a folder
 holding ``houston2013_mdlrs_subset`` or the subset folder itself), or ``--set data.path=FOLDER``.
@@ -65,7 +66,7 @@ def default_config(quick: bool = False) -> dict:
         "teacher": {"modalities": ["hsi", "lidar"], "width": 128, "epochs": ep_t, "lr": 2e-3, "batch_size": 64,
                     "patience": 40, "dropout": 0.2, "modality_dropout": 0.3},
         "student": {"modalities": ["lidar"], "width": 128, "epochs": ep_s, "lr": 2e-3, "batch_size": 64,
-                    "patience": 50, "dropout": 0.2},
+                    "patience": 50, "dropout": 0.2, "refit": True},
         "distill": {"temperature": 4.0, "weights": {"task": 1.0, "kd": 1.0, "feature": 0.5, "relation": 0.5}},
         "export": {"latency_runs": 50 if quick else 200},
     }
