@@ -1,35 +1,39 @@
 """Synthetic survey scene for planetary geology and carbon-sequestration sites.
 
-A scene is a ``size x size`` grid of 1 m pixels. Every quantity below is a fixed physical assumption, chosen
-once for plausibility and not tuned for any model:
+A scene is a ``size x size`` grid of 1 m pixels. The physical assumptions (fixed, not fitted to any model;
+the noise/mixing levels were set once so that HSI is clearly but not perfectly separable):
 
 * **Minerals** (:data:`CLASS_NAMES`): per class a Gaussian random field (smoothing sigma 4 px) plus a bias;
-  the argmax gives patchy, spatially coherent regions. Biases are calibrated so that area fractions match
-  :data:`_PRIOR` (wollastonite and carbonate ~4 %). Carbonate shares part of its field with serpentine,
-  since carbonation of serpentinised peridotite is what a sequestration survey looks for.
-* **Endmembers**: reflectance over 400-2500 nm = linear continuum (albedo, slope) times
-  ``exp(-sum depth * gaussian(centre, width))`` absorptions: olivine Fe2+ 850/1050/1250 nm; pyroxene
-  950 & 2000 nm; serpentine OH 1390, Mg-OH 2110/2320 nm; carbonate CO3 1870/1990/2340 nm; clay H2O/OH
-  1400/1900, Al-OH 2200 nm; wollastonite bright, weak 1400/2300 nm; basalt dark and flat; regolith red
-  slope with a Fe3+ 900 nm band. Per pixel and endmember: albedo x lognormal(0, 0.12), band depths x
-  U(0.7, 1.3), slope +/- N(0, 0.03).
-* **Mixing**: the dominant class covers U(0.55, 0.9) of the pixel; of the rest 60 % is the class with the
-  second-highest field (usually the neighbouring region) and 40 % a Dirichlet(0.5) draw over all classes.
-* **Dust**: a smooth cover fraction (sigma 10 px, mean 0.15, clipped to [0, 0.6]) mixes every spectrum
-  toward a red ferric dust spectrum; it lies on the ground, so HSI sees it too.
-* **HSI**: surface-reflectance product (illumination-corrected) with N(0, 0.006) noise per band.
+  the argmax is the mapped unit (the label). Biases are calibrated so area fractions match ``_PRIOR``
+  (wollastonite and carbonate ~4 %). Carbonate shares part of its field with serpentine, since
+  carbonation of serpentinised peridotite is what a sequestration survey looks for.
+* **Endmembers** (``_ENDMEMBERS``): reflectance over 400-2500 nm = linear continuum (albedo, slope) times
+  ``exp(-sum depth * gaussian(centre, width))``: olivine Fe2+ 850/1050/1250 nm; pyroxene 950 & 2000 nm;
+  serpentine OH 1390, Mg-OH 2110/2320 nm; carbonate CO3 1870/1990/2340 nm; clay H2O/OH 1400/1900, Al-OH
+  2200 nm; wollastonite bright, weak 1400/2300 nm; basalt dark, weak pyroxene bands; regolith red slope,
+  Fe3+ 400 nm edge and 900 nm band. Visible Fe bands (430-680 nm) give olive/green/tan/red colours; the
+  white minerals (wollastonite, carbonate) differ mainly in the SWIR. Per pixel and endmember: albedo x
+  lognormal(0, 0.2), band depths x U(0.6, 1.4), band centres + N(0, 15 nm), slope + N(0, 0.03).
+* **Mixing** (areal, linear): a share ``pure ~ U(0.55, 0.9)`` belongs to the mapped unit, minus a
+  sub-pixel share ``pure * 0.5 * exp(-margin / 0.4)`` of the neighbouring unit (``margin``: logit gap to
+  the runner-up field, ~0 at unit boundaries, where labels become ambiguous); the rest ``1 - pure`` is a
+  Dirichlet(0.5) draw over all endmembers.
+* **Dust**: smooth cover fraction (sigma 10 px, mean 0.10, std 0.08, clipped to [0, 0.5]) mixing every
+  spectrum toward a red ferric dust spectrum; it lies on the ground, so HSI sees it too.
+* **HSI**: reflectance product x (1 + 0.05 smooth field) (imperfect topographic correction) + N(0, 0.006).
 * **LiDAR**: terrain = smooth field (sigma 15 px, std 6 m) + class offsets (basalt flows +1.5 m, clay
-  basins -1 m, ...; smoothed sigma 2 px) + class roughness (white noise, std 0.05-0.35 m, smoothed
-  sigma 0.7 px) + N(0, 0.03 m) ranging noise. Channels: normalised elevation (minus a sigma 12 px
-  trend) and roughness (3x3 local std of elevation).
+  basins -1 m, ...; smoothed sigma 2 px) + class roughness (smoothed white noise scaled by 0.05-0.35 m)
+  + N(0, 0.03 m) ranging noise. Channels: normalised elevation (minus a sigma 12 px trend) and roughness
+  (3x3 local std of elevation).
 * **RGB**: spectra integrated over Gaussian responses at 650/550/450 nm (sigma 40 nm), times a smooth
-  illumination factor (exp of a field with std 0.25) and Lambertian slope shading (sun zenith 40 deg), plus
-  N(0, 0.01) noise.
+  illumination factor (exp of a field with std 0.15) and Lambertian slope shading (sun zenith 40 deg,
+  random azimuth), plus N(0, 0.01) noise.
 * **Sites**: ``site > 0`` draws a new scene with a shifted mineral mix (priors x lognormal(0, 0.5)), sun
   zenith U(25, 60) deg, illumination gain U(0.7, 1.3) and dust mean raised by U(0.05, 0.2).
 
-Samples are interior pixels; ``split`` uses vertical stripes (8 of them: 5 train, 1 val, 2 contiguous
-test) and drops pixels whose patch would reach across a stripe of another split.
+Samples are interior pixels; ``split`` uses vertical bands (train, val and one contiguous test band, in a
+cyclic offset chosen so every class appears in train) and drops pixels whose patch would reach into a band
+of another split, so no train patch overlaps a val/test patch.
 """
 
 from __future__ import annotations
@@ -44,9 +48,9 @@ CLASS_NAMES: list[str] = [
 _PRIOR = np.array([0.14, 0.13, 0.14, 0.20, 0.04, 0.04, 0.11, 0.20])
 # name -> (albedo at 400 nm, slope per 2100 nm, [(centre nm, width sigma nm, depth)])
 _ENDMEMBERS: dict[str, tuple[float, float, list[tuple[float, float, float]]]] = {
-    "olivine": (0.22, 0.10, [(450, 70, 0.50), (850, 150, 0.30), (1050, 150, 0.50), (1250, 120, 0.30)]),
-    "pyroxene": (0.16, 0.06, [(450, 60, 0.30), (950, 90, 0.35), (2000, 200, 0.30)]),
-    "serpentine": (0.32, 0.15, [(450, 60, 0.50), (650, 80, 0.35), (1390, 25, 0.20), (2110, 30, 0.06),
+    "olivine": (0.22, 0.10, [(450, 70, 0.50), (850, 200, 0.40), (1050, 150, 0.50), (1250, 120, 0.30)]),
+    "pyroxene": (0.13, 0.06, [(450, 60, 0.15), (950, 90, 0.35), (2000, 200, 0.30)]),
+    "serpentine": (0.32, 0.15, [(450, 60, 0.50), (680, 60, 0.40), (1390, 25, 0.20), (2110, 30, 0.06),
                                 (2320, 35, 0.25)]),
     "basalt": (0.07, 0.02, [(1000, 150, 0.10), (2000, 200, 0.06)]),
     "wollastonite": (0.60, 0.05, [(1400, 30, 0.04), (2300, 40, 0.04)]),
@@ -94,11 +98,11 @@ def _dust_spectrum(wavelengths: np.ndarray) -> np.ndarray:
     return 0.08 + 0.30 / (1.0 + np.exp(-(wavelengths - 600.0) / 60.0))
 
 
-def _site_params(seed: int, site: int) -> dict[str, float | np.ndarray]:
+def _site_params(site: int) -> dict[str, float | np.ndarray]:
     """Acquisition and geology parameters of a site; site 0 is the reference site."""
     if site == 0:
         return {"prior": _PRIOR, "zenith": 40.0, "gain": 1.0, "dust": 0.10}
-    rng = np.random.default_rng([seed, site, 7])
+    rng = np.random.default_rng([site, 7])  # a site's conditions do not depend on the scene seed
     prior = _PRIOR * rng.lognormal(0.0, 0.5, _PRIOR.size)
     return {"prior": prior / prior.sum(), "zenith": rng.uniform(25, 60), "gain": rng.uniform(0.7, 1.3),
             "dust": 0.10 + rng.uniform(0.05, 0.2)}
@@ -119,16 +123,25 @@ def _mineral_map(rng: np.random.Generator, size: int, prior: np.ndarray) -> tupl
     return order[0], order[1], margin
 
 
+def _usable_columns(col_split: np.ndarray, half: int) -> np.ndarray:
+    """Centre columns whose patch (width 2 * half + 1) stays inside one split."""
+    win = sliding_window_view(col_split, 2 * half + 1)  # (W - 2h, patch)
+    return np.flatnonzero((win == win[:, :1]).all(1)) + half
+
+
 def _split_columns(labels: np.ndarray, half: int, rng: np.random.Generator) -> np.ndarray:
-    """Assign each column to a split (stripes: 5 train, 1 val, 2 contiguous test), all classes in train."""
+    """Assign each column to a split: cyclic bands of 58 % train, 17 % val, 25 % contiguous test (about
+    60/15/25 after guard columns), at one of 7 offsets (those keeping test in one piece) that puts every
+    class in train (then as many classes as possible in val and test)."""
     size = labels.shape[1]
-    base = np.array([0, 0, 0, 1, 2, 2, 0, 0])
-    stripe = np.minimum(np.arange(size) * 8 // size, 7)
+    inner = labels[half:size - half]
     best, best_score = None, -1
-    for shift in rng.permutation(8):
-        col_split = np.roll(base, shift)[stripe]
-        score = sum(np.unique(labels[half:-half, half:-half][:, col_split[half:-half] == s]).size
-                    * (100 if s == 0 else 1) for s in range(3))
+    for shift in rng.permutation(7):
+        pos = ((np.arange(size) + shift * size // 8) % size) / size  # (W,) in [0, 1)
+        col_split = np.digitize(pos, [0.58, 0.75])
+        cols = _usable_columns(col_split, half)
+        score = sum(np.unique(inner[:, cols[col_split[cols] == s]]).size * (100 if s == 0 else 1)
+                    for s in range(3))
         if score > best_score:
             best, best_score = col_split, score
     return best
@@ -154,17 +167,17 @@ def generate(seed: int = 0, size: int = 96, patch: int = 5, n_bands: int = 128, 
     if patch % 2 != 1 or patch > size // 8:
         raise ValueError(f"patch must be odd and at most size // 8, got patch={patch}, size={size}")
     rng = np.random.default_rng([seed, site])
-    sp = _site_params(seed, site)
+    sp = _site_params(site)
     n_cls, half = len(CLASS_NAMES), patch // 2
     wl = np.linspace(400.0, 2500.0, n_bands)  # (B,)
     labels, second, margin = _mineral_map(rng, size, sp["prior"])  # (H, W)
 
     # endmember fractions per pixel: (H, W, K)
-    dom = 0.5 + (rng.uniform(0.55, 0.9, (size, size)) - 0.5) * np.tanh(margin / 0.5)
-    dom = dom[..., None]
+    pure = rng.uniform(0.55, 0.9, (size, size, 1))  # mapped unit + boundary neighbour
+    edge = pure * 0.5 * np.exp(-margin / 0.4)[..., None]  # sub-pixel share of the neighbouring unit
     eye = np.eye(n_cls)
-    frac = dom * eye[labels] + (1 - dom) * (0.6 * eye[second] + 0.4 * rng.dirichlet(np.full(n_cls, 0.5),
-                                                                                      (size, size)))
+    frac = (pure - edge) * eye[labels] + edge * eye[second] \
+        + (1 - pure) * rng.dirichlet(np.full(n_cls, 0.5), (size, size))
     # per-pixel endmember variability: (H, W, K, B)
     albedo, slope, absorb = endmember_spectra(wl, rng.normal(0.0, 15.0, (size, size, n_cls)))
     x = (wl - 400.0) / 2100.0
@@ -198,8 +211,7 @@ def generate(seed: int = 0, size: int = 96, patch: int = 5, n_bands: int = 128, 
 
     # samples: interior pixels whose patch stays inside one split's stripes
     col_split = _split_columns(labels, half, rng)
-    win = sliding_window_view(col_split, patch)  # (W - 2h, patch)
-    ok_col = np.flatnonzero((win == win[:, :1]).all(1)) + half
+    ok_col = _usable_columns(col_split, half)
     rows = np.arange(half, size - half)
     rr, cc = (g.ravel() for g in np.meshgrid(rows, ok_col, indexing="ij"))
     out = {
