@@ -314,7 +314,7 @@ def print_summary(metrics: dict, out: Path | None = None) -> None:
                     f"{m['latency_ms']:.2f}", f"{m.get('cost', 0):g}")
     ex = metrics.get("export")
     if ex:
-        tab.add_row("student INT8 (onnx)", "+".join(metrics["models"]["student"]["modalities"]), "-",
+        tab.add_row("student int8", "+".join(metrics["models"]["student"]["modalities"]), "-",
                     *[f"{ex['int8_metrics'][k]:.4f}" if k in ex["int8_metrics"] else "-" for k in names],
                     f"{ex['int8_latency_ms']:.2f}", "")
     for name, ref in (metrics.get("references") or {}).items():
