@@ -123,6 +123,9 @@ def _summary(metrics: dict) -> str:
         rows.append(["modality cost (sum)"] + [
             sum(float(costs.get(m, 0.0)) for m in models[n].get("modalities") or []) for n in names])
     rows.append(["params"] + [models[n].get("params") for n in names])
+    if any("scored_on" in models[n] for n in names):  # the teacher may be scored on validation samples
+        rows.append(["scored on (samples)"] + [f"{models[n].get('scored_on', 'test')} ({models[n].get('n_test', '?')})"
+                                               for n in names])
     rows += [[k] + [flat[n].get(k) for n in names] for k in keys]
     rows.append(["latency_ms (batch 1)"] + [models[n].get("latency_ms") for n in names])
     return _table(["", *names], rows, primary_row=metrics.get("primary_metric"))
