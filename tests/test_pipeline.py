@@ -103,3 +103,16 @@ def test_recipes_quick(tmp_path: Path) -> None:
                  overrides=["teacher.epochs=1", "student.epochs=1", *FAST])
     assert m["synthetic"] is True and m["data"]["source"] == "synthetic"
     assert "SYNTHETIC" in (tmp_path / "m" / "report.html").read_text()
+
+
+def test_unlabelled_training_samples(tmp_path: Path) -> None:
+    """Class id -1 marks unlabelled samples: the task ignores them, the distilled student learns on them."""
+    arr = make_arrays(n=200)
+    hidden = (arr["split"] == 0) & (np.arange(200) % 3 > 0)
+    arr["y"] = np.where(hidden, -1, arr["y"])
+    y = write_case(tmp_path, arrays=arr, config=make_config(epochs=1))
+    m = cmkd.run(str(y), tmp_path / "out", quiet=True, overrides=FAST)
+    assert m["data"]["n_train"] == int(((arr["split"] == 0) & ~hidden).sum())
+    assert m["data"]["n_train_unlabelled"] == int(hidden.sum())
+    _, meta = cmkd.load_model(tmp_path / "out" / "student.pt")
+    assert meta["classes"]["y"] == [0, 1, 2]  # -1 is not a class
