@@ -52,8 +52,8 @@ def load(config: dict, quick: bool = False) -> dict[str, np.ndarray]:
     if not 0 < frac <= 1:
         raise CmkdError(f"options.label_fraction must be in (0, 1], got {frac}")
     size = int(opts.get("size", 64 if quick else 96))
-    if size < 16:
-        raise CmkdError(f"options.size must be at least 16 pixels, got {size}")
+    if size < 40:
+        raise CmkdError(f"options.size must be at least 40 pixels (8 patches), got {size}")
     seed = int(config["seed"])
     arrays = generate(seed=seed, size=size)
     out = {k: v for k, v in arrays.items() if k in ("hsi", "lidar", "rgb", "mineral", "split")}
