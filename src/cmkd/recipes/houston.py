@@ -67,7 +67,9 @@ def default_config(quick: bool = False) -> dict:
                     "patience": 40, "dropout": 0.2, "modality_dropout": 0.3},
         "student": {"modalities": ["lidar"], "width": 128, "epochs": ep_s, "lr": 2e-3, "batch_size": 64,
                     "patience": 50, "dropout": 0.2, "refit": True},
-        "distill": {"temperature": 4.0, "weights": {"task": 1.0, "kd": 1.0, "feature": 0.5, "relation": 0.5}},
+        # chosen on the spatial validation split, mean of seeds 0-2: task+kd at T=2 (0.785) over the task alone
+        # (0.769), kd+feature+relation at T=4 (0.762), kd+rkd (0.759) and kd+mse feature (0.757)
+        "distill": {"temperature": 2.0, "weights": {"task": 1.0, "kd": 1.0}},
         "export": {"latency_runs": 50 if quick else 200},
     }
 
