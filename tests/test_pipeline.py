@@ -81,6 +81,9 @@ def test_cli_run_predict_evaluate_export(tmp_path: Path) -> None:
     ev = json.loads(r.stdout)
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert ev["metrics"]["accuracy"] == pytest.approx(metrics["models"]["student"]["metrics"]["accuracy"])
+    r = cli("evaluate", "--model", str(tmp_path / "out"), "--data", str(tmp_path / "data.npz"), "--role", "teacher")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["n"] == len(arr["y"])  # --split all: every labelled sample
     r = cli("export", "--model", str(tmp_path / "out"))
     assert r.returncode == 0 and "max |onnx - torch|" in r.stdout, r.stderr
     r = cli("list")

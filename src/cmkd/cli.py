@@ -66,7 +66,7 @@ def _student_inputs(meta: dict, arrays: dict[str, np.ndarray], src: str) -> dict
     feed = {}
     for m, spec in meta["hparams"]["modalities"].items():
         if m not in arrays:
-            raise CmkdError(f"{src}: modality '{m}' needed by the student not found; keys: {', '.join(arrays)}")
+            raise CmkdError(f"{src}: modality '{m}' needed by the model not found; keys: {', '.join(arrays)}")
         a = arrays[m]
         if spec["kind"] == "text":
             if a.ndim != 1 or a.dtype.kind not in "US":
@@ -74,7 +74,7 @@ def _student_inputs(meta: dict, arrays: dict[str, np.ndarray], src: str) -> dict
             a = tokenize(a, cfg["data"]["text_vocab"], cfg["data"]["text_len"])
         else:
             if tuple(a.shape[1:]) != tuple(spec["shape"]) or a.dtype.kind not in "fiub":
-                raise CmkdError(f"{src}: '{m}' has per-sample shape {tuple(a.shape[1:])} ({a.dtype}), the student "
+                raise CmkdError(f"{src}: '{m}' has per-sample shape {tuple(a.shape[1:])} ({a.dtype}), the model "
                                 f"expects {tuple(spec['shape'])} numbers")
             a = a.astype(np.float32)
         feed[m] = a
@@ -152,7 +152,7 @@ def export(model: Annotated[Path, typer.Option("--model", "-m", help="Output fol
 
 @app.command()
 def evaluate(model: Annotated[Path, typer.Option("--model", "-m", help="Output folder of `cmkd run`.")],
-             data: Annotated[Path, typer.Option("--data", "-d", help=".npz with the student's modalities and the "
+             data: Annotated[Path, typer.Option("--data", "-d", help=".npz with the model's modalities and the "
                                                                     "targets (labels as in training).")],
              role: Annotated[str, typer.Option(help="Which model: student, student_baseline or teacher.")] = "student",
              split: Annotated[str, typer.Option(help="'all' samples, or 'test' (split == 2 when the npz has "
@@ -160,8 +160,7 @@ def evaluate(model: Annotated[Path, typer.Option("--model", "-m", help="Output f
     """Score a saved model on labelled data and print its metrics as JSON."""
     import yaml
 
-    from .config import validate
-    from .data import build_data, load_npz
+    from .data import UNLABELLED, MultimodalData, load_npz
     from .evaluate import predict as predict_torch
     from .evaluate import task_metrics
     from .pipeline import load_model
@@ -169,37 +168,41 @@ def evaluate(model: Annotated[Path, typer.Option("--model", "-m", help="Output f
     d = _model_dir(model)
     if role not in ("student", "student_baseline", "teacher"):
         raise CmkdError(f"--role {role!r}: valid: student, student_baseline, teacher")
+    if split not in ("all", "test"):
+        raise CmkdError(f"--split {split!r}: valid: all, test")
     net, meta = load_model(d / f"{role}.pt")
-    cfg = validate(yaml.safe_load(meta["config"]), source=str(d / f"{role}.pt"))
     arrays = load_npz(data)
-    mods = list(net.encoders)
-    if split == "all" or cfg.data.split not in arrays:
-        arrays = {**arrays, "__eval_split": np.full(len(arrays[mods[0]]) if mods[0] in arrays else 0, 2)}
-        cfg.data.split = "__eval_split"
-    # labels must map to the training classes
-    for t, classes in meta["classes"].items():
-        if t in arrays:
-            unknown = np.setdiff1d(np.unique(arrays[t]), classes)
+    inputs = _student_inputs(meta, arrays, str(data))  # checks the model's modalities and shapes
+    n = len(next(iter(inputs.values())))
+    present = {}
+    for m, a in inputs.items():
+        p = ~np.isnan(a.reshape(n, -1)).all(axis=1) if a.dtype.kind == "f" else (a > 0).any(axis=1)
+        present[m] = p & arrays[f"{m}__present"].astype(bool) if f"{m}__present" in arrays else p
+    targets, kinds = {}, {}
+    for t, spec in meta["hparams"]["targets"].items():
+        if t not in arrays or len(arrays[t]) != n:
+            raise CmkdError(f"{data}: target '{t}' missing or of the wrong length (need {n} values)")
+        kinds[t] = spec["kind"]
+        y = arrays[t]
+        if spec["kind"] == "classification":
+            classes = np.asarray(meta["classes"][t])
+            lab = (~np.isnan(y) if y.dtype.kind == "f" else np.ones(n, bool)) & (y != UNLABELLED)
+            unknown = np.setdiff1d(np.unique(y[lab]), classes)
             if len(unknown):
                 raise CmkdError(f"{data}: target '{t}' has labels unknown to the model: {unknown.tolist()[:5]}")
-    ds = build_data_eval(build_data, arrays, cfg, mods, str(data))
-    for t, classes in meta["classes"].items():
-        ds.classes[t] = np.asarray(classes)
-        ds.targets[t] = np.searchsorted(ds.classes[t], arrays[t]).astype(np.int64)
-    idx = ds.indices(2)
+            targets[t] = np.where(lab, np.searchsorted(classes, np.where(lab, y, classes[0])), UNLABELLED)
+        else:
+            targets[t] = y.astype(np.float32).reshape(n, -1)
+    key = yaml.safe_load(meta["config"])["data"].get("split") or "split"
+    part = np.full(n, 2) if split == "all" or key not in arrays else np.asarray(arrays[key])
+    ds = MultimodalData(inputs, present, targets, part, {m: s["kind"] for m, s in
+                                                         meta["hparams"]["modalities"].items()},
+                        kinds, {t: np.asarray(c) for t, c in meta["classes"].items()}, str(data))
+    idx = ds.labelled(ds.indices(2))
+    if len(idx) == 0:
+        raise CmkdError(f"{data}: no labelled sample to evaluate")
     typer.echo(json.dumps({"model": role, "n": int(len(idx)),
                            "metrics": task_metrics(ds, idx, predict_torch(net, ds, idx))}, indent=2))
-
-
-def build_data_eval(build, arrays: dict, cfg, mods: list[str], src: str):  # noqa: ANN001, ANN201
-    """build_data without the training-split checks that do not apply to evaluation data."""
-    arrays = dict(arrays)
-    split = arrays[cfg.data.split]
-    # give build_data a token training sample so its checks pass; metrics use only the test part
-    arrays[cfg.data.split] = np.where(np.arange(len(split)) == 0, 0, split)
-    ds = build(arrays, cfg.data, cfg.seed, src, modalities=mods)
-    ds.split = split
-    return ds
 
 
 def main() -> None:
