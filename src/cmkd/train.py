@@ -189,10 +189,9 @@ def fit(model: MultimodalNet, data: MultimodalData, train_idx: np.ndarray, val_i
             if select_best:
                 model.load_state_dict(best_state)
             return history
-    rng_epochs = cfg.epochs
     model.to(device)
     with _progress(quiet) as prog:
-        task = prog.add_task(desc, total=rng_epochs, completed=start, info="")
+        task = prog.add_task(desc, total=cfg.epochs, completed=start, info="")
         for epoch in range(start, cfg.epochs):
             model.train()
             g = torch.Generator().manual_seed(seed * 100_003 + epoch)
