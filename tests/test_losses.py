@@ -442,17 +442,21 @@ def _generic_outputs(kind: str) -> tuple[dict, dict, dict, list[Tensor]]:
     b, d = 3, 4
     sf = torch.randn(b, d, generator=g, requires_grad=True)
     tf = torch.randn(b, d, generator=g)
+    imp = torch.randn(b, 2, 2, generator=g, requires_grad=True)  # a reconstructed (T=2, F=2) modality
+    truth = torch.randn(b, 2, 2, generator=g)
+    truth[0, 1, 1] = float("nan")
     if kind == "classification":
         sl = torch.randn(b, 3, generator=g, requires_grad=True)
-        s, te = {"features": sf, "y": {"logits": sl}}, {"features": tf, "y": {"logits": torch.randn(b, 3)}}
-        return s, te, {"targets": {"y": torch.tensor([0, 2, 1])}}, [sf, sl]
+        s = {"features": sf, "y": {"logits": sl}, "imputed": {"seq": imp}}
+        te = {"features": tf, "y": {"logits": torch.randn(b, 3)}}
+        return s, te, {"targets": {"y": torch.tensor([0, 2, 1])}, "impute_truth": {"seq": truth}}, [sf, sl, imp]
     sm = torch.randn(b, 2, generator=g, requires_grad=True)
     sv = torch.randn(b, 2, generator=g, requires_grad=True)
-    s = {"features": sf, "y": {"mean": sm, "logvar": sv}}
+    s = {"features": sf, "y": {"mean": sm, "logvar": sv}, "imputed": {"seq": imp}}
     te = {"features": tf, "y": {"mean": torch.randn(b, 2, generator=g), "logvar": torch.zeros(b, 2)}}
     y = torch.randn(b, 2, generator=g)
     y[1, 0] = float("nan")
-    return s, te, {"targets": {"y": y}}, [sf, sm, sv]
+    return s, te, {"targets": {"y": y}, "impute_truth": {"seq": truth}}, [sf, sm, sv, imp]
 
 
 @pytest.mark.parametrize("kind", ["classification", "regression"])
@@ -467,3 +471,35 @@ def test_every_term_returns_finite_differentiable_scalar(name, kind):
     grads = [p.grad for p in leaves if p.grad is not None]
     assert grads, f"{name}: no gradient reached the student outputs"
     assert all(torch.isfinite(gr).all() for gr in grads)
+
+
+def test_impute_hand_value():
+    # reconstructions [[1, 2], [3, 4]] against truth [[1, NaN], [5, 2]]: known errors 0, 2, 2 -> mean 8/3
+    x_hat = torch.tensor([[[1.0, 2.0], [3.0, 4.0]]], requires_grad=True)
+    truth = torch.tensor([[[1.0, float("nan")], [5.0, 2.0]]])
+    s = {"features": torch.zeros(1, 2), "imputed": {"seq": x_hat}}
+    val = LOSSES["impute"](s, None, {"impute_truth": {"seq": truth}})
+    assert val.item() == pytest.approx(8 / 3)
+    val.backward()
+    assert x_hat.grad[0, 0, 1] == 0  # an unknown value gets no gradient
+
+
+def test_impute_without_truth_is_zero():
+    s = {"features": torch.zeros(2, 2), "imputed": {"seq": torch.ones(2, 3, 1)}}
+    assert LOSSES["impute"](s, None, {}).item() == 0.0
+
+
+def test_adaptive_weights_hand_value():
+    # regression, unit variance: per-sample NLL = 0.5 * d^2 -> 0.5 * [1, 4] = [0.5, 2]
+    # availabilities [1, 0] -> task weights [1.5, 0.5]: (0.75 + 1) / 2 = 0.875
+    # kd: d^2 to the teacher [4, 1], weights 1.5 - a = [0.5, 1.5]: (2 + 1.5) / 2 = 1.75
+    mean = torch.tensor([[0.0], [0.0]])
+    s = {"features": torch.zeros(2, 2), "y": {"mean": mean, "logvar": torch.zeros(2, 1)}}
+    te = {"features": torch.zeros(2, 2), "y": {"mean": torch.tensor([[2.0], [1.0]]), "logvar": torch.zeros(2, 1)}}
+    batch = {"targets": {"y": torch.tensor([[1.0], [2.0]])}, "availability": torch.tensor([1.0, 0.0])}
+    parts = CompositeLoss({"task": 1.0, "kd": 1.0}, 2, adaptive=True)(s, te, batch)
+    assert parts["task"].item() == pytest.approx(0.875)
+    assert parts["kd"].item() == pytest.approx(1.75)
+    assert parts["loss"].item() == pytest.approx(0.875 + 1.75)
+    plain = CompositeLoss({"task": 1.0, "kd": 1.0}, 2)(s, te, batch)  # without the option: unweighted
+    assert plain["task"].item() == pytest.approx(1.25) and plain["kd"].item() == pytest.approx(2.5)

@@ -83,6 +83,35 @@ def _student_inputs(meta: dict, arrays: dict[str, np.ndarray], src: str) -> dict
     return feed
 
 
+def _intervals(meta: dict, feed: dict[str, np.ndarray], outs: list[np.ndarray]) -> dict[str, dict]:
+    """Per regression target: the head's std and, when the run calibrated it, the conformal interval."""
+    import yaml
+
+    from .uncertainty import ConformalRegressor, availability_groups
+
+    targets = meta["hparams"]["targets"]
+    reg = [t for t, spec in targets.items() if spec["kind"] == "regression"]
+    cfg = yaml.safe_load(meta["config"])
+    edges = tuple((cfg.get("uncertainty") or {}).get("availability_edges") or ())
+    seen = sum((~np.isnan(a.reshape(len(a), -1))).sum(1) for a in feed.values() if a.dtype.kind == "f")
+    size = sum(int(np.prod(a.shape[1:])) for a in feed.values() if a.dtype.kind == "f")
+    groups = availability_groups(seen / max(size, 1), edges) if edges and size else None
+    res: dict[str, dict] = {}
+    for j, t in enumerate(reg):
+        value, std = outs[list(targets).index(t)], outs[len(targets) + j]
+        entry = {"value": value.tolist(), "std": std.tolist()}
+        states = (meta.get("conformal") or {}).get(t)
+        if states:
+            mu, sd = value.reshape(len(value), -1), std.reshape(len(std), -1)
+            lo, hi = np.empty_like(mu), np.empty_like(mu)
+            for k, st in enumerate(states):
+                lo[:, k], hi[:, k] = ConformalRegressor.from_state(st).interval(mu[:, k], sd[:, k], groups)
+            entry.update({"lower": lo.reshape(value.shape).tolist(), "upper": hi.reshape(value.shape).tolist(),
+                          "interval": f"{round(100 * (1 - states[0]['alpha']))}% split-conformal"})
+        res[t] = entry
+    return res
+
+
 @app.command()
 def predict(model: Annotated[Path, typer.Option("--model", "-m", help="Output folder of `cmkd run`.")],
             input: Annotated[Path, typer.Option("--input", "-i", help=".npz with the student's modalities.")],
@@ -117,6 +146,7 @@ def predict(model: Annotated[Path, typer.Option("--model", "-m", help="Output fo
             result["targets"][t] = entry
         else:
             result["targets"][t] = {"value": o.tolist()}
+    result["targets"].update(_intervals(meta, feed, outs))
     atomic_write_text(output, json.dumps(result))
     typer.echo(f"wrote {result['n']} predictions to {output}")
 

@@ -89,6 +89,10 @@ class DistillConfig(_Strict):
     relation_mode: Literal["sp", "rkd"] = "sp"
     contrastive_temperature: float = Field(0.1, gt=0)
     mixup: float = Field(0.0, ge=0)  # Beta(a, a) mixing of training pairs for extra teacher terms; 0 = off
+    # availability-adaptive weights: task term x (0.5 + a), teacher terms x (1.5 - a), a = observed share
+    adaptive_weights: bool = False
+    # cross-modal imputation for the `impute` term: student modality -> data key of its complete version
+    impute: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("weights")
     @classmethod
@@ -109,6 +113,15 @@ class ExportConfig(_Strict):
     latency_runs: int = Field(200, ge=5)
 
 
+class UncertaintyConfig(_Strict):
+    """Split-conformal calibration of regression heads (on split 3 when the data has one, else on val)."""
+
+    enabled: bool = True
+    alpha: float = Field(0.1, gt=0, lt=1)  # 0.1 -> 90% intervals
+    # Mondrian calibration per band of the student's observed share (edges in [0, 1]); [] = one pooled quantile
+    availability_edges: list[float] = Field(default_factory=lambda: [0.15, 0.3, 0.5, 0.75, 0.95])
+
+
 class ExperimentConfig(_Strict):
     """The whole experiment, as in the YAML file."""
 
@@ -122,6 +135,7 @@ class ExperimentConfig(_Strict):
     student: ModelConfig
     distill: DistillConfig = Field(default_factory=DistillConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    uncertainty: UncertaintyConfig = Field(default_factory=UncertaintyConfig)
     options: dict[str, Any] = Field(default_factory=dict)  # recipe-specific settings (see each recipe's docs)
 
     @model_validator(mode="after")
@@ -134,6 +148,12 @@ class ExperimentConfig(_Strict):
                                      f"data.modalities ({', '.join(self.data.modalities)})")
             if len(set(mods)) != len(mods):
                 raise ValueError(f"'{role}.modalities' lists a modality twice")
+        for m, src in self.distill.impute.items():
+            if m not in self.student.modalities:
+                raise ValueError(f"'distill.impute': '{m}' is not a student modality "
+                                 f"({', '.join(self.student.modalities)})")
+            if src not in self.data.modalities:
+                raise ValueError(f"'distill.impute': source '{src}' is not declared in data.modalities")
         return self
 
 

@@ -2,7 +2,7 @@
 
 A dataset is a plain ``dict[str, np.ndarray]`` (the contents of a user's ``.npz``): one key per modality,
 optional ``<modality>__present`` masks, one key per target and an optional ``split`` key (0 train, 1 val,
-2 test). NaN marks a missing value. A batch is
+2 test, 3 calibration for conformal intervals). NaN marks a missing value. A batch is
 ``{"inputs": {name: Tensor}, "present": {name: BoolTensor[B]}, "targets": {name: Tensor}}``.
 """
 
@@ -82,7 +82,7 @@ class MultimodalData:
         inputs: modality -> float32 raw values with NaN (text: int64 token ids).
         present: modality -> bool (N,).
         targets: target -> int64 class index (N,) or float32 (N, K) raw values.
-        split: int (N,) 0 train, 1 val, 2 test.
+        split: int (N,) 0 train, 1 val, 2 test, 3 calibration (optional: conformal calibration).
         kinds: modality -> kind.
         target_kinds: target -> "classification" | "regression".
         classes: classification target -> original label values, index = class id.
@@ -103,7 +103,7 @@ class MultimodalData:
         return len(self.split)
 
     def indices(self, part: int) -> np.ndarray:
-        """Sample indices of split part 0 (train), 1 (val) or 2 (test)."""
+        """Sample indices of split part 0 (train), 1 (val), 2 (test) or 3 (calibration)."""
         return np.flatnonzero(self.split == part)
 
     def all_present(self, modalities: list[str], idx: np.ndarray) -> np.ndarray:
@@ -232,8 +232,9 @@ def build_data(arrays: dict[str, np.ndarray], cfg: DataConfig, seed: int = 0, so
         split = arrays[cfg.split]
         if split.shape != (n,):
             raise CmkdError(f"{src}: split key '{cfg.split}' has shape {split.shape}, expected ({n},)")
-        if not np.isin(split, [0, 1, 2]).all():
-            raise CmkdError(f"{src}: split key '{cfg.split}' must hold only 0 (train), 1 (val), 2 (test)")
+        if not np.isin(split, [0, 1, 2, 3]).all():
+            raise CmkdError(f"{src}: split key '{cfg.split}' must hold only 0 (train), 1 (val), 2 (test), "
+                            "3 (calibration)")
         split = split.astype(np.int64).copy()
         if (split == 1).sum() == 0 and (split == 0).sum() >= 10:  # carve a validation split from train
             rng = np.random.default_rng(seed)
@@ -311,6 +312,24 @@ def fit_stats(data: MultimodalData, idx: np.ndarray) -> dict[str, dict[str, np.n
             stats[f"tg:{t}"] = {"mean": mean.astype(np.float32),
                                 "std": np.where(std > 1e-8, std, 1.0).astype(np.float32)}
     return stats
+
+
+def availability(data: MultimodalData, idx: np.ndarray, modalities: list[str]) -> np.ndarray:
+    """(n,) share of observed (non-NaN) input values over the present numeric ``modalities`` of each sample;
+    an absent modality counts as wholly missing, text counts as observed."""
+    seen = np.zeros(len(idx))
+    total = np.zeros(len(idx))
+    for m in modalities:
+        x = data.inputs[m][idx]
+        size = int(np.prod(x.shape[1:])) if x.ndim > 1 else 1
+        pres = data.present[m][idx]
+        if data.kinds[m] == "text":
+            obs = np.full(len(idx), float(size))
+        else:
+            obs = (~np.isnan(x.reshape(len(idx), -1))).sum(axis=1).astype(float)
+        seen += np.where(pres, obs, 0.0)
+        total += size
+    return seen / np.maximum(total, 1)
 
 
 def make_batch(data: MultimodalData, idx: np.ndarray, modalities: list[str],

@@ -20,7 +20,8 @@ def predict(model: MultimodalNet, data: MultimodalData, idx: np.ndarray, batch_s
     """Run ``model`` on samples ``idx``.
 
     Returns:
-        ``features`` (n, D) and, per target ``t``, ``t/logits`` or ``t/mean``, ``t/logvar``, ``t/value``.
+        ``features`` (n, D) and, per target ``t``, ``t/logits`` or ``t/mean``, ``t/logvar``, ``t/value``,
+        ``t/std`` (raw units); ``imputed/<modality>`` (standardised units) for a model that imputes.
     """
     model.eval()
     mods = list(model.encoders)
@@ -29,8 +30,12 @@ def predict(model: MultimodalNet, data: MultimodalData, idx: np.ndarray, batch_s
         b = make_batch(data, idx[s:s + batch_size], mods, device=device)
         out = model(b["inputs"], b["present"])
         flat = {"features": out["features"]}
-        for t in model.target_kinds:
+        for t, kind in model.target_kinds.items():
             flat.update({f"{t}/{k}": v for k, v in out[t].items()})
+            if kind == "regression":  # the Gaussian head's standard deviation in raw units
+                flat[f"{t}/std"] = torch.exp(0.5 * out[t]["logvar"]) * getattr(model, f"tstd_{t}")
+        for m, v in (out.get("imputed") or {}).items():
+            flat[f"imputed/{m}"] = v
         for k, v in flat.items():
             chunks.setdefault(k, []).append(v.float().cpu().numpy())
     return {k: np.concatenate(v) for k, v in chunks.items()}
@@ -67,6 +72,41 @@ def task_metrics(data: MultimodalData, idx: np.ndarray, preds: dict[str, np.ndar
         else:
             m = regression_metrics(y, preds[f"{t}/value"])
         out.update(m if i == 0 else {f"{t}/{k}": v for k, v in m.items()})
+    return out
+
+
+def imputation_metrics(data: MultimodalData, idx: np.ndarray, preds: dict[str, np.ndarray],
+                       sources: dict[str, str], model: MultimodalNet) -> dict[str, float]:
+    """RMSE of imputed values where the input was missing but the complete record is known.
+
+    ``imputation_rmse`` is in standardised units (averaged over every such value of every imputed modality);
+    ``imputation_rmse/<modality>/<feature index>`` in the feature's raw units.
+    """
+    out: dict[str, float] = {}
+    se, count = 0.0, 0
+    for m, rec in ((k[len("imputed/"):], v) for k, v in preds.items() if k.startswith("imputed/")):
+        src = sources.get(m)
+        if src is None or src not in data.inputs:
+            continue
+        enc = model.encoders[m]
+        mean, std = enc.mean.cpu().numpy(), enc.std.cpu().numpy()
+        truth, seen = data.inputs[src][idx], data.inputs[m][idx]
+        gap = np.isnan(seen) & ~np.isnan(truth) & data.present[m][idx].reshape(-1, *([1] * (seen.ndim - 1)))
+        if not gap.any():
+            continue
+        z_err = np.where(gap, rec - (truth - mean) / std, 0.0)
+        se += float((z_err ** 2).sum())
+        count += int(gap.sum())
+        raw_err = z_err * std
+        feat_axis = seen.ndim - 1 if data.kinds[m] == "sequence" else 1
+        other = tuple(i for i in range(seen.ndim) if i != feat_axis)
+        n_f = (gap.sum(axis=other))
+        rmse_f = np.sqrt((raw_err ** 2).sum(axis=other) / np.maximum(n_f, 1))
+        for f in range(len(rmse_f)):
+            if n_f[f]:
+                out[f"imputation_rmse/{m}/{f}"] = float(rmse_f[f])
+    if count:
+        out = {"imputation_rmse": float(np.sqrt(se / count)), **out}
     return out
 
 

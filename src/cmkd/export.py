@@ -18,9 +18,15 @@ from .errors import CmkdError
 from .models import MultimodalNet
 
 
+def output_names(net: MultimodalNet) -> list[str]:
+    """ONNX outputs: one per target (class logits or regression values in raw units), then ``<target>_std``
+    (the Gaussian head's standard deviation in raw units) per regression target."""
+    kinds = net.target_kinds
+    return [*kinds, *[f"{t}_std" for t, k in kinds.items() if k == "regression"]]
+
+
 class OnnxWrapper(nn.Module):
-    """Positional tensors in (one per modality, in ``names`` order), one output per target:
-    class logits or regression values in raw units."""
+    """Positional tensors in (one per modality, in ``names`` order); outputs as in :func:`output_names`."""
 
     def __init__(self, net: MultimodalNet) -> None:
         super().__init__()
@@ -29,8 +35,11 @@ class OnnxWrapper(nn.Module):
 
     def forward(self, *xs: Tensor) -> tuple[Tensor, ...]:
         out = self.net(dict(zip(self.names, xs)))
-        return tuple(out[t]["logits"] if k == "classification" else out[t]["value"]
-                     for t, k in self.net.target_kinds.items())
+        kinds = self.net.target_kinds
+        main = [out[t]["logits"] if k == "classification" else out[t]["value"] for t, k in kinds.items()]
+        std = [torch.exp(0.5 * out[t]["logvar"]) * getattr(self.net, f"tstd_{t}")
+               for t, k in kinds.items() if k == "regression"]
+        return tuple(main + std)
 
 
 def _atomic_path(path: Path) -> Path:
@@ -59,7 +68,7 @@ def export_onnx(net: MultimodalNet, example: dict[str, Tensor], path: str | Path
             logging.getLogger("torch").setLevel(logging.ERROR)
             torch.onnx.export(wrapper, args, str(tmp), dynamo=True, external_data=False, opset_version=18,
                               dynamic_shapes=(dyn,), input_names=wrapper.names,
-                              output_names=list(net.target_kinds), verbose=False)
+                              output_names=output_names(net), verbose=False)
         os.replace(tmp, path)
     except Exception as e:  # noqa: BLE001
         raise CmkdError(f"ONNX export failed: {str(e).splitlines()[0][:200]}") from None

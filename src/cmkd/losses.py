@@ -31,17 +31,25 @@ def register_loss(name: str) -> Callable[[LossTerm], LossTerm]:
 
 
 def _target_names(out: dict) -> list[str]:
-    return [k for k, v in out.items() if isinstance(v, dict)]
+    return [k for k, v in out.items() if isinstance(v, dict) and ("logits" in v or "mean" in v)]
+
+
+def _weighted_mean(values: Tensor, weight: Tensor | None, count: Tensor) -> Tensor:
+    """``sum(w_i * v_i) / count``: per-sample weights scale a term's size without renormalising it away."""
+    if weight is not None:
+        values = values * weight.reshape(-1, *([1] * (values.dim() - 1)))
+    return values.sum() / count.clamp_min(1)
 
 
 @register_loss("task")
 def task_loss(student_out: dict, teacher_out: dict | None, batch: dict, *,
-              class_weights: dict[str, Tensor] | None = None) -> Tensor:
+              class_weights: dict[str, Tensor] | None = None, sample_weight: Tensor | None = None) -> Tensor:
     """Supervised loss, summed over targets.
 
     Classification: cross-entropy ``-log softmax(z)_y`` over labelled samples (class id -1 = unlabelled).
     Regression: Gaussian negative log-likelihood
     ``0.5 * (log s^2 + (y - mu)^2 / s^2)`` (Nix & Weigend, 1994) averaged over observed (non-NaN) targets.
+    ``sample_weight`` (B,) multiplies each sample's loss (availability-adaptive weighting).
     """
     total = student_out["features"].new_zeros(())
     for t in _target_names(student_out):
@@ -52,20 +60,24 @@ def task_loss(student_out: dict, teacher_out: dict | None, batch: dict, *,
             lab = y >= 0  # -1 marks an unlabelled sample
             ce = F.cross_entropy(o["logits"], y.clamp_min(0), weight=w, reduction="none")
             wy = (w[y.clamp_min(0)] if w is not None else torch.ones_like(ce)) * lab
+            ce = ce * sample_weight if sample_weight is not None else ce
             total = total + (ce * lab).sum() / wy.sum().clamp_min(1e-8)
         else:
             obs = ~torch.isnan(y)
             diff2 = (torch.where(obs, y, o["mean"]) - o["mean"]) ** 2
             nll = 0.5 * (o["logvar"] + diff2 * torch.exp(-o["logvar"]))
-            total = total + (nll * obs).sum() / obs.sum().clamp_min(1)  # stays differentiable if all missing
+            # stays differentiable if every target is missing
+            total = total + _weighted_mean(nll * obs, sample_weight, obs.sum())
     return total
 
 
 @register_loss("kd")
-def kd_loss(student_out: dict, teacher_out: dict, batch: dict, *, temperature: float = 4.0) -> Tensor:
+def kd_loss(student_out: dict, teacher_out: dict, batch: dict, *, temperature: float = 4.0,
+            sample_weight: Tensor | None = None) -> Tensor:
     """Hinton et al. (2015) soft targets: ``T^2 * KL(softmax(z_t / T) || softmax(z_s / T))``, batch mean.
 
     For regression, the student's mean is pulled to the teacher's mean: ``mean((mu_s - mu_t)^2)``.
+    ``sample_weight`` (B,) multiplies each sample's term.
     """
     total = student_out["features"].new_zeros(())
     for t in _target_names(student_out):
@@ -73,10 +85,11 @@ def kd_loss(student_out: dict, teacher_out: dict, batch: dict, *, temperature: f
         if "logits" in s:
             log_ps = F.log_softmax(s["logits"] / temperature, dim=1)
             log_pt = F.log_softmax(te["logits"] / temperature, dim=1)
-            kl = (log_pt.exp() * (log_pt - log_ps)).sum(dim=1).mean()
-            total = total + kl * temperature**2
+            kl = (log_pt.exp() * (log_pt - log_ps)).sum(dim=1)
+            total = total + _weighted_mean(kl, sample_weight, kl.new_tensor(kl.numel())) * temperature**2
         else:
-            total = total + F.mse_loss(s["mean"], te["mean"])
+            d2 = (s["mean"] - te["mean"]) ** 2
+            total = total + _weighted_mean(d2, sample_weight, d2.new_tensor(d2.numel()))
     return total
 
 
@@ -146,6 +159,26 @@ def contrastive_loss(student_out: dict, teacher_out: dict, batch: dict, *,
     return F.cross_entropy(logits, torch.arange(len(zs), device=zs.device))
 
 
+@register_loss("impute")
+def impute_loss(student_out: dict, teacher_out: dict | None, batch: dict) -> Tensor:
+    """Cross-modal imputation: ``mean((x_hat - x)^2)`` over every known value of the complete record, in the
+    modality's standardised units. ``student_out["imputed"]`` holds the reconstructions and
+    ``batch["impute_truth"]`` the complete values (NaN where unknown); the sparse modality's gaps are filled
+    from everything the student sees (other channels, other modalities), supervised by privileged data that
+    exists only while training (the teacher's complete sensors). Without either, the term is 0.
+    """
+    rec, truth = student_out.get("imputed") or {}, batch.get("impute_truth") or {}
+    total = student_out["features"].new_zeros(())
+    for m, x_hat in rec.items():
+        if m not in truth:
+            continue
+        x = truth[m]
+        known = ~torch.isnan(x)
+        d2 = (torch.where(known, x, x_hat) - x_hat) ** 2
+        total = total + (d2 * known).sum() / known.sum().clamp_min(1)
+    return total
+
+
 def _rows(out: dict, keep: Tensor) -> dict:
     return {k: (_rows(v, keep) if isinstance(v, dict) else v[keep]) for k, v in out.items()}
 
@@ -164,16 +197,26 @@ class CompositeLoss(nn.Module):
         feature_mode: ``cosine`` or ``mse``.
         relation_mode: ``sp`` or ``rkd``.
         contrastive_temperature: InfoNCE temperature.
+        adaptive: availability-adaptive weights. With ``batch["availability"]`` (B,) in [0, 1] (the share of
+            the student's input values that are observed), the task term of each sample is scaled by
+            ``0.5 + a`` and the teacher terms by ``1.5 - a``: where the student sees most of its data the labels
+            lead; where it is nearly blind it leans on the teacher, who saw complete data.
+        impute_sources: student modality -> the data key of its complete version, for the ``impute`` term.
     """
+
+    TEACHER_FREE = ("task", "impute")  # terms computed without teacher outputs
 
     def __init__(self, weights: dict[str, float], student_width: int = 64, teacher_width: int | None = None,
                  temperature: float = 4.0, feature_mode: str = "cosine", relation_mode: str = "sp",
-                 contrastive_temperature: float = 0.1) -> None:
+                 contrastive_temperature: float = 0.1, adaptive: bool = False,
+                 impute_sources: dict[str, str] | None = None) -> None:
         super().__init__()
         bad = sorted(set(weights) - set(LOSSES))
         if bad:
             raise CmkdError(f"unknown loss term '{bad[0]}'; valid: {', '.join(sorted(LOSSES))}")
         self.weights = {k: float(v) for k, v in weights.items() if v}
+        self.adaptive = adaptive
+        self.impute_sources = dict(impute_sources or {}) if "impute" in self.weights else {}
         tw = teacher_width or student_width
         self.projection = nn.Linear(student_width, tw)
         self.contrastive_projection = nn.Linear(student_width, tw)
@@ -190,17 +233,30 @@ class CompositeLoss(nn.Module):
         total = student_out["features"].new_zeros(())
         keep = batch.get("kd_mask")
         s_t, t_t = student_out, teacher_out
+        avail = batch.get("availability") if self.adaptive else None
         if teacher_out is not None and keep is not None and not bool(keep.all()):
             s_t, t_t = _rows(student_out, keep), _rows(teacher_out, keep)
+            avail_t = avail[keep] if avail is not None else None
+        else:
+            avail_t = avail
         for name, w in self.weights.items():
             if name in exclude:
                 continue
-            if name == "task":
-                val = task_loss(student_out, teacher_out, batch, **self.settings.get(name, {}))
+            kw = dict(self.settings.get(name, {}))
+            scale = 1.0
+            if name in self.TEACHER_FREE:
+                if name == "task" and avail is not None:
+                    kw["sample_weight"] = 0.5 + avail
+                val = LOSSES[name](student_out, teacher_out, batch, **kw)
             elif teacher_out is None or s_t["features"].shape[0] == 0:
                 continue
             else:
-                val = LOSSES[name](s_t, t_t, batch, **self.settings.get(name, {}))
+                if avail_t is not None:
+                    if name == "kd":
+                        kw["sample_weight"] = 1.5 - avail_t
+                    else:
+                        scale = float((1.5 - avail_t).mean())
+                val = LOSSES[name](s_t, t_t, batch, **kw) * scale
             parts[name] = val.detach()
             total = total + w * val
         return {"loss": total, **parts}

@@ -67,19 +67,46 @@ class VectorEncoder(_Numeric):
 
 @register_encoder("sequence")
 class SequenceEncoder(_Numeric):
-    """(B, T, F) -> (B, D): temporal convolutions over values + mask, masked mean and max pooling."""
+    """(B, T, F) -> (B, D): mask-aware temporal convolutions for sparse series.
+
+    Per time step and feature the convolutions see the standardised value (0 where missing), the observed-mask
+    and the time since that feature was last observed, ``log1p(dt) / log1p(T)`` (Che et al., 2018, GRU-D): a
+    reading 2 h old and one 40 h old are different evidence. Pooling: masked-free mean and max over time plus a
+    learned position-weighted sum (it can favour the latest or the central step).
+    """
 
     def __init__(self, shape: tuple[int, ...], width: int, dropout: float = 0.1) -> None:
         super().__init__(shape, (1, shape[1]))
-        f = shape[1]
-        self.conv = nn.Sequential(nn.Conv1d(2 * f, width, 5, padding=2), nn.GELU(),
+        t, f = shape[0], shape[1]
+        self.conv = nn.Sequential(nn.Conv1d(3 * f, width, 5, padding=2), nn.GELU(),
                                   nn.Conv1d(width, width, 5, padding=2), nn.GELU())
-        self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * width, width), nn.LayerNorm(width))
+        self.pos = nn.Parameter(torch.zeros(t))  # position weights of the learned pooling
+        steps = torch.arange(t, dtype=torch.float32)
+        self.register_buffer("steps", steps, persistent=False)
+        self.log_t = math.log1p(t)
+        self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(3 * width, width), nn.LayerNorm(width))
+
+    def time_since(self, m: Tensor) -> Tensor:
+        """(B, T, F) observed-mask -> (B, T, F) steps since the last observation (counted from step -1).
+
+        A running maximum of the observed steps' indices, by log2(T) shift-and-max passes (exportable to ONNX,
+        which has no cumulative maximum).
+        """
+        s = self.steps[None, :, None]
+        last = torch.where(m > 0, s.expand_as(m), torch.full_like(m, -1.0))  # (B, T, F)
+        k, t = 1, m.shape[1]
+        while k < t:
+            shifted = torch.cat([torch.full_like(last[:, :k], -1.0), last[:, :-k]], dim=1)
+            last = torch.maximum(last, shifted)
+            k *= 2
+        return s - last
 
     def forward(self, x: Tensor) -> Tensor:
         v, m = self.prepare(x)  # (B, T, F)
-        h = self.conv(torch.cat([v, m], dim=2).transpose(1, 2))  # (B, D, T)
-        return self.out(torch.cat([h.mean(dim=2), h.amax(dim=2)], dim=1))
+        dt = torch.log1p(self.time_since(m)) / self.log_t
+        h = self.conv(torch.cat([v, m, dt], dim=2).transpose(1, 2))  # (B, D, T)
+        pooled = (h * self.pos.softmax(dim=0)).sum(dim=2)
+        return self.out(torch.cat([h.mean(dim=2), h.amax(dim=2), pooled], dim=1))
 
 
 @register_encoder("image")
@@ -170,17 +197,25 @@ class MultimodalNet(nn.Module):
         modality_dropout: probability, in training, of dropping each present modality of a sample
             (at least one is always kept).
         text_vocab: token ids for text encoders.
+        impute: numeric modalities to reconstruct from the fused features (cross-modal imputation): the output
+            gains ``imputed`` {modality: (B, *shape)} in the modality's standardised units, trained by the
+            ``impute`` loss term against complete values (e.g. the full sensor record a teacher sees).
     """
 
     def __init__(self, modalities: dict[str, dict], targets: dict[str, dict], width: int = 64, heads: int = 4,
                  depth: int = 1, dropout: float = 0.1, modality_dropout: float = 0.0,
-                 text_vocab: int = 4096) -> None:
+                 text_vocab: int = 4096, impute: list[str] | None = None) -> None:
         super().__init__()
+        impute = list(impute or [])
+        bad = [m for m in impute if m not in modalities or modalities[m]["kind"] == "text"]
+        if bad:
+            raise CmkdError(f"cannot impute '{bad[0]}': not a numeric modality of this model "
+                            f"({', '.join(modalities)})")
         self.hparams = {"modalities": {k: {"kind": v["kind"], "shape": list(v["shape"])} for k, v in
                                        modalities.items()},
                         "targets": {k: dict(v) for k, v in targets.items()}, "width": width, "heads": heads,
                         "depth": depth, "dropout": dropout, "modality_dropout": modality_dropout,
-                        "text_vocab": text_vocab}
+                        "text_vocab": text_vocab, "impute": impute}
         self.names = list(modalities)
         self.width = width
         self.modality_dropout = modality_dropout
@@ -198,6 +233,7 @@ class MultimodalNet(nn.Module):
         self.heads = nn.ModuleDict({
             t: nn.Linear(width, s["n_out"] if s["kind"] == "classification" else 2 * s["n_out"])
             for t, s in targets.items()})
+        self.imputers = nn.ModuleDict({m: nn.Linear(width, math.prod(modalities[m]["shape"])) for m in impute})
         for t, s in targets.items():  # regression targets are predicted in train-standardised units
             if s["kind"] == "regression":
                 self.register_buffer(f"tmean_{t}", torch.zeros(s["n_out"]))
@@ -251,7 +287,17 @@ class MultimodalNet(nn.Module):
     def forward(self, inputs: dict[str, Tensor], present: dict[str, Tensor] | None = None) -> dict:
         """Features, tokens and every head's outputs in one dict."""
         f = self.forward_features(inputs, present)
-        return {**f, **self.forward_head(f["features"])}
+        out = {**f, **self.forward_head(f["features"])}
+        if len(self.imputers):
+            shapes = self.hparams["modalities"]
+            out["imputed"] = {m: lin(f["features"]).reshape(-1, *shapes[m]["shape"])
+                              for m, lin in self.imputers.items()}
+        return out
+
+    def standardise(self, modality: str, x: Tensor) -> Tensor:
+        """Raw values of ``modality`` (or of a complete version of it) in the encoder's standardised units."""
+        enc = self.encoders[modality]
+        return (x - enc.mean) / enc.std
 
 
 def count_params(model: nn.Module) -> int:

@@ -15,12 +15,21 @@ import numpy as np
 import torch
 
 from .config import ExperimentConfig, apply_overrides, dump_config, load_yaml, validate
-from .data import MultimodalData, build_data, fit_stats, load_npz
+from .data import MultimodalData, availability, build_data, fit_stats, load_npz
 from .errors import CmkdError
-from .evaluate import HIGHER_IS_BETTER, example_inputs, predict, primary_metric, task_metrics, torch_latency_ms
+from .evaluate import (
+    HIGHER_IS_BETTER,
+    example_inputs,
+    imputation_metrics,
+    predict,
+    primary_metric,
+    task_metrics,
+    torch_latency_ms,
+)
 from .losses import CompositeLoss
 from .models import MultimodalNet, count_params
 from .train import atomic_save, fit, safe_load, set_seed
+from .uncertainty import availability_groups, calibrate_target, coverage_width, intervals
 
 MODEL_FORMAT = "cmkd-model-1"
 
@@ -79,22 +88,26 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_model(data: MultimodalData, modalities: list[str], mcfg: Any, cfg: ExperimentConfig) -> MultimodalNet:
-    """A MultimodalNet for ``modalities`` sized by a teacher/student config section."""
+def build_model(data: MultimodalData, modalities: list[str], mcfg: Any, cfg: ExperimentConfig,
+                impute: list[str] | None = None) -> MultimodalNet:
+    """A MultimodalNet for ``modalities`` sized by a teacher/student config section (``impute``: modalities
+    it reconstructs, see :class:`cmkd.models.MultimodalNet`)."""
     shapes = data.shapes()
     outs = data.n_outputs()
     return MultimodalNet({m: {"kind": data.kinds[m], "shape": shapes[m]} for m in modalities},
                          {t: {"kind": k, "n_out": outs[t]} for t, k in data.target_kinds.items()},
                          width=mcfg.width, heads=mcfg.heads, depth=mcfg.depth, dropout=mcfg.dropout,
-                         modality_dropout=mcfg.modality_dropout, text_vocab=cfg.data.text_vocab)
+                         modality_dropout=mcfg.modality_dropout, text_vocab=cfg.data.text_vocab, impute=impute)
 
 
-def save_model(model: MultimodalNet, path: Path, cfg: ExperimentConfig, data: MultimodalData, role: str) -> None:
-    """Save weights plus plain metadata (loadable with ``weights_only=True``)."""
+def save_model(model: MultimodalNet, path: Path, cfg: ExperimentConfig, data: MultimodalData, role: str,
+               conformal: dict | None = None) -> None:
+    """Save weights plus plain metadata (loadable with ``weights_only=True``); ``conformal``: target -> list of
+    per-column calibration states (see :class:`cmkd.uncertainty.ConformalRegressor`)."""
     atomic_save({"format": MODEL_FORMAT, "role": role, "hparams": model.hparams,
                  "state_dict": model.state_dict(), "config": dump_config(cfg),
                  "classes": {t: c.tolist() for t, c in data.classes.items()},
-                 "class_names": cfg.data.class_names}, path)
+                 "class_names": cfg.data.class_names, "conformal": conformal or {}}, path)
 
 
 def load_model(path: str | Path) -> tuple[MultimodalNet, dict]:
@@ -106,11 +119,42 @@ def load_model(path: str | Path) -> tuple[MultimodalNet, dict]:
         hp = ck["hparams"]
         model = MultimodalNet(hp["modalities"], hp["targets"], width=hp["width"], heads=hp["heads"],
                               depth=hp["depth"], dropout=hp["dropout"], modality_dropout=hp["modality_dropout"],
-                              text_vocab=hp["text_vocab"])
+                              text_vocab=hp["text_vocab"], impute=hp.get("impute"))
         model.load_state_dict(ck["state_dict"])
     except (KeyError, TypeError, RuntimeError, ValueError) as e:
         raise CmkdError(f"{path}: damaged cmkd model file ({str(e).splitlines()[0][:120]})") from None
     return model.eval(), ck
+
+
+def uncertainty_groups(data: MultimodalData, idx: np.ndarray, modalities: list[str], edges: list[float]
+                       ) -> np.ndarray | None:
+    """Availability band of each sample (Mondrian calibration groups), or None without edges."""
+    return availability_groups(availability(data, idx, modalities), tuple(edges)) if edges else None
+
+
+def calibrate(model: MultimodalNet, data: MultimodalData, cal: np.ndarray, cfg: ExperimentConfig,
+              device: torch.device | str = "cpu") -> dict:
+    """Split-conformal calibrators of every regression target on the calibration samples ``cal``."""
+    mods = list(model.encoders)
+    p = predict(model, data, cal, device=device)
+    groups = uncertainty_groups(data, cal, mods, cfg.uncertainty.availability_edges)
+    return {t: calibrate_target(p[f"{t}/value"], p[f"{t}/std"], data.targets[t][cal], groups, cfg.uncertainty.alpha)
+            for t, k in data.target_kinds.items() if k == "regression"}
+
+
+def interval_metrics(model: MultimodalNet, data: MultimodalData, idx: np.ndarray, preds: dict, conformal: dict,
+                     cfg: ExperimentConfig) -> dict[str, float]:
+    """Coverage and mean width of the calibrated intervals on ``idx`` (first target unprefixed)."""
+    pct = round(100 * (1 - cfg.uncertainty.alpha))
+    groups = uncertainty_groups(data, idx, list(model.encoders), cfg.uncertainty.availability_edges)
+    out: dict[str, float] = {}
+    first = next(iter(data.target_kinds))
+    for t, cal in conformal.items():
+        lo, hi = intervals(cal, preds[f"{t}/value"], preds[f"{t}/std"], groups)
+        cw = coverage_width(data.targets[t][idx], lo, hi)
+        pre = "" if t == first else f"{t}/"
+        out[f"{pre}coverage_{pct}"], out[f"{pre}width_{pct}"] = cw["coverage"], cw["width"]
+    return out
 
 
 def _cache(preds: dict[str, np.ndarray], targets: list[str]) -> dict:
@@ -209,7 +253,8 @@ def run(config: str | ExperimentConfig, out: str | Path = "runs/out", *, overrid
             return CompositeLoss({"task": w.get("task", 1.0) or 1.0})
         d = cfg.distill
         return CompositeLoss(w, cfg.student.width, cfg.teacher.width, d.temperature, d.feature_mode,
-                             d.relation_mode, d.contrastive_temperature)
+                             d.relation_mode, d.contrastive_temperature, adaptive=d.adaptive_weights,
+                             impute_sources=d.impute)
 
     for role in ("student_baseline", "student"):
         distil = role == "student" and any(v for k, v in w.items() if k != "task")
@@ -223,7 +268,8 @@ def run(config: str | ExperimentConfig, out: str | Path = "runs/out", *, overrid
                 best = int(np.argmax([sign * r["val_metric"] for r in histories[role]])) + 1
                 mcfg = cfg.student.model_copy(update={"epochs": best, "patience": best + 1})
             set_seed(cfg.seed + 1)
-            model = build_model(data, smods, cfg.student, cfg)
+            imp = list(cfg.distill.impute) if distil and w.get("impute") else None
+            model = build_model(data, smods, cfg.student, cfg, impute=imp)
             model.set_stats(stats)
             set_seed(cfg.seed + 2)
             hist = fit(model, data, idx, val, mcfg, make_loss(role), seed=cfg.seed + 1, target_stats=stats,
@@ -242,11 +288,23 @@ def run(config: str | ExperimentConfig, out: str | Path = "runs/out", *, overrid
     # the teacher needs all its modalities; where no test sample has them (e.g. Houston's official test pixels
     # lack HSI) it is scored on the validation samples instead, and metrics.json says so
     teacher_split = "test" if len(t_test) else "val"
+    # conformal calibration of regression heads: split 3 when the data has one, else the validation split
+    cal_all = data.labelled(data.indices(3))
+    cal_split = "calibration" if len(cal_all) else "val"
+    cal_all = cal_all if len(cal_all) else val
+    use_conformal = cfg.uncertainty.enabled and "regression" in data.target_kinds.values()
+    conformal: dict[str, dict] = {}
     for role, model in models.items():
         idx = (t_test if len(t_test) else t_val) if role == "teacher" else test
         mods = list(model.encoders)
         p = predict(model, data, idx, device=dev) if len(idx) else {}
         mm = task_metrics(data, idx, p) if len(idx) else {}
+        cal = data.all_present(mods, cal_all) if role == "teacher" else cal_all
+        if use_conformal and len(cal) >= 2 and len(idx):
+            conformal[role] = calibrate(model, data, cal, cfg, dev)
+            mm.update(interval_metrics(model, data, idx, p, conformal[role], cfg))
+        if model.imputers and len(idx):
+            mm.update(imputation_metrics(data, idx, p, cfg.distill.impute, model))
         model.cpu()
         metrics_models[role] = {
             "modalities": mods, "params": count_params(model), "metrics": mm,
@@ -258,7 +316,8 @@ def run(config: str | ExperimentConfig, out: str | Path = "runs/out", *, overrid
             y_pred = p[f"{first}/logits"].argmax(1) if kind == "classification" else p[f"{first}/value"]
             predictions[role] = {"kind": kind, "y_true": data.targets[first][idx], "y_pred": y_pred,
                                  "class_names": cfg.data.class_names}
-        save_model(model, out / f"{role}.pt", cfg, data, role)
+        save_model(model, out / f"{role}.pt", cfg, data, role,
+                   {t: [c.state() for c in cs] for t, cs in conformal.get(role, {}).items()})
 
     metrics: dict[str, Any] = {
         "name": cfg.name, "recipe": cfg.recipe, "seed": cfg.seed, "primary_metric": metric,
@@ -268,6 +327,12 @@ def run(config: str | ExperimentConfig, out: str | Path = "runs/out", *, overrid
                  "n_test_teacher": int(len(t_test))},
         "costs": costs, "models": metrics_models, "distill": cfg.distill.model_dump(mode="json"),
     }
+    if conformal:
+        metrics["uncertainty"] = {"method": "split-conformal, normalised by the Gaussian head's sigma, Mondrian "
+                                  "per availability band", "alpha": cfg.uncertainty.alpha,
+                                  "calibrated_on": cal_split, "n_calibration": int(len(cal_all)),
+                                  "availability_edges": cfg.uncertainty.availability_edges}
+    extra_html: list[str] = []
     if cfg.export.enabled:
         from .pipeline_export import export_student
 
@@ -278,10 +343,17 @@ def run(config: str | ExperimentConfig, out: str | Path = "runs/out", *, overrid
         rec = get_recipe(cfg.recipe)
         if hasattr(rec, "references"):
             metrics["references"] = rec.references(data, smods, cfg.seed)
+        if hasattr(rec, "analyse"):  # recipe-specific analysis: sweeps, decisions, extra figures
+            ctx = {"models": models, "data": data, "cfg": cfg, "out": out, "device": dev, "test": test,
+                   "val": val, "calibration": cal_all, "conformal": conformal, "metrics": metrics,
+                   "quiet": quiet}
+            extra = rec.analyse(ctx) or {}
+            metrics.update(extra.get("metrics", {}))
+            extra_html.extend(extra.get("html", []))
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=_json_default))
     from .report import write_report
 
-    write_report(out / "report.html", metrics, histories, predictions)
+    write_report(out / "report.html", metrics, histories, predictions, extra_html)
     atomic_write_text(out / "histories.json", json.dumps(histories, indent=1, default=_json_default))
     shutil.rmtree(ck_dir, ignore_errors=True)
     if not quiet:

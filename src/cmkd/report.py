@@ -97,6 +97,21 @@ def _img(fig: Figure, alt: str, small: bool = False) -> str:
     return f'<img src="data:image/png;base64,{data}"{cls} alt="{_esc(alt)}">'
 
 
+def figure_html(fig: Figure, alt: str, small: bool = False) -> str:
+    """Public: a matplotlib figure as an inline PNG ``<img>`` (for recipe report sections)."""
+    return _img(fig, alt, small)
+
+
+def table_html(header: list[str], rows: list[list[Any]]) -> str:
+    """Public: an HTML table, numbers formatted compactly (for recipe report sections)."""
+    return _table(header, rows)
+
+
+def escape(value: Any) -> str:
+    """Public: HTML-escape text."""
+    return _esc(value)
+
+
 def _order(names: Any) -> list[str]:
     """Core models first (teacher, baseline, student), then the rest in their given order."""
     names = list(names)
@@ -316,7 +331,7 @@ def _header(metrics: dict) -> str:
 
 
 def write_report(path: str | Path, metrics: dict, histories: dict[str, list[dict]],
-                 predictions: dict[str, dict]) -> Path:
+                 predictions: dict[str, dict], extra_html: list[str] | None = None) -> Path:
     """Write a self-contained ``report.html`` for one run.
 
     Args:
@@ -327,6 +342,8 @@ def write_report(path: str | Path, metrics: dict, histories: dict[str, list[dict
             ``val_metric``, ``lr`` and loss parts such as ``train_kd``). Missing keys are skipped.
         predictions: Per model name, ``{"kind": "classification", "y_true", "y_pred", "class_names"}`` or
             ``{"kind": "regression", "y_true", "y_pred"}`` on the test split.
+        extra_html: recipe sections (HTML fragments, e.g. built with :func:`figure_html` and
+            :func:`table_html`), placed after the export section.
 
     Returns:
         The path of the written report.
@@ -342,6 +359,7 @@ def write_report(path: str | Path, metrics: dict, histories: dict[str, list[dict
         "<h2>Test predictions</h2>", _predictions(predictions or {}),
         "<h2>Size and latency</h2>", _size_latency(metrics),
         "<h2>Export (ONNX)</h2>", _export(metrics),
+        *(extra_html or []),
     ]
     if extra:
         sections += ["<h2>Recipe sections</h2>",

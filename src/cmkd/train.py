@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .config import ModelConfig
-from .data import MultimodalData, make_batch
+from .data import MultimodalData, availability, make_batch
 from .errors import CmkdError
 from .evaluate import HIGHER_IS_BETTER, predict, task_metrics
 from .losses import CompositeLoss
@@ -162,7 +162,9 @@ def fit(model: MultimodalNet, data: MultimodalData, train_idx: np.ndarray, val_i
         The history: one dict per epoch (train loss and parts, val loss, val metric, lr).
     """
     mods = list(model.encoders)
-    batch_mods = list(dict.fromkeys(mods + (list(teacher.encoders) if teacher is not None and mixup > 0 else [])))
+    sources = dict(loss_fn.impute_sources)  # student modality -> its complete version (impute term)
+    batch_mods = list(dict.fromkeys(mods + (list(teacher.encoders) if teacher is not None and mixup > 0 else [])
+                                    + list(sources.values())))
     params = list(model.parameters()) + list(loss_fn.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: _lr_factor(e, cfg.warmup_epochs, cfg.epochs))
@@ -201,6 +203,11 @@ def fit(model: MultimodalNet, data: MultimodalData, train_idx: np.ndarray, val_i
             for s in range(0, len(order), cfg.batch_size):
                 idx = order[s:s + cfg.batch_size]
                 batch = make_batch(data, idx, batch_mods, target_stats, device)
+                if loss_fn.adaptive:
+                    batch["availability"] = torch.from_numpy(availability(data, idx, mods)).float().to(device)
+                if sources:
+                    batch["impute_truth"] = {m: model.standardise(m, batch["inputs"][src])
+                                             for m, src in sources.items()}
                 t_out = None
                 if teacher_cache is not None:
                     ti = torch.from_numpy(idx)
