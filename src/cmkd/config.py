@@ -89,6 +89,8 @@ class DistillConfig(_Strict):
     relation_mode: Literal["sp", "rkd"] = "sp"
     contrastive_temperature: float = Field(0.1, gt=0)
     mixup: float = Field(0.0, ge=0)  # Beta(a, a) mixing of training pairs for extra teacher terms; 0 = off
+    # beta-NLL for regression task terms of every model (teacher included): 0 = plain Gaussian NLL
+    nll_beta: float = Field(0.5, ge=0, le=1)
     # availability-adaptive weights: task term x (0.5 + a), teacher terms x (1.5 - a), a = observed share
     adaptive_weights: bool = False
     # cross-modal imputation for the `impute` term: student modality -> data key of its complete version

@@ -43,12 +43,15 @@ def _weighted_mean(values: Tensor, weight: Tensor | None, count: Tensor) -> Tens
 
 @register_loss("task")
 def task_loss(student_out: dict, teacher_out: dict | None, batch: dict, *,
-              class_weights: dict[str, Tensor] | None = None, sample_weight: Tensor | None = None) -> Tensor:
+              class_weights: dict[str, Tensor] | None = None, sample_weight: Tensor | None = None,
+              nll_beta: float = 0.0) -> Tensor:
     """Supervised loss, summed over targets.
 
     Classification: cross-entropy ``-log softmax(z)_y`` over labelled samples (class id -1 = unlabelled).
     Regression: Gaussian negative log-likelihood
     ``0.5 * (log s^2 + (y - mu)^2 / s^2)`` (Nix & Weigend, 1994) averaged over observed (non-NaN) targets.
+    With ``nll_beta`` > 0 each term is multiplied by ``stopgrad(s^2)^beta`` (beta-NLL, Seitzer et al., 2022): plain
+    NLL lets a model fit hard samples less by calling them uncertain; beta = 0.5 restores their pull on the mean.
     ``sample_weight`` (B,) multiplies each sample's loss (availability-adaptive weighting).
     """
     total = student_out["features"].new_zeros(())
@@ -66,6 +69,8 @@ def task_loss(student_out: dict, teacher_out: dict | None, batch: dict, *,
             obs = ~torch.isnan(y)
             diff2 = (torch.where(obs, y, o["mean"]) - o["mean"]) ** 2
             nll = 0.5 * (o["logvar"] + diff2 * torch.exp(-o["logvar"]))
+            if nll_beta:
+                nll = nll * torch.exp(nll_beta * o["logvar"].detach())
             # stays differentiable if every target is missing
             total = total + _weighted_mean(nll * obs, sample_weight, obs.sum())
     return total
@@ -202,6 +207,7 @@ class CompositeLoss(nn.Module):
             ``0.5 + a`` and the teacher terms by ``1.5 - a``: where the student sees most of its data the labels
             lead; where it is nearly blind it leans on the teacher, who saw complete data.
         impute_sources: student modality -> the data key of its complete version, for the ``impute`` term.
+        nll_beta: beta of the regression task term (beta-NLL; 0 = plain Gaussian NLL).
     """
 
     TEACHER_FREE = ("task", "impute")  # terms computed without teacher outputs
@@ -209,7 +215,7 @@ class CompositeLoss(nn.Module):
     def __init__(self, weights: dict[str, float], student_width: int = 64, teacher_width: int | None = None,
                  temperature: float = 4.0, feature_mode: str = "cosine", relation_mode: str = "sp",
                  contrastive_temperature: float = 0.1, adaptive: bool = False,
-                 impute_sources: dict[str, str] | None = None) -> None:
+                 impute_sources: dict[str, str] | None = None, nll_beta: float = 0.0) -> None:
         super().__init__()
         bad = sorted(set(weights) - set(LOSSES))
         if bad:
@@ -220,7 +226,7 @@ class CompositeLoss(nn.Module):
         tw = teacher_width or student_width
         self.projection = nn.Linear(student_width, tw)
         self.contrastive_projection = nn.Linear(student_width, tw)
-        self.settings = {"kd": {"temperature": temperature},
+        self.settings = {"task": {"nll_beta": nll_beta}, "kd": {"temperature": temperature},
                          "feature": {"projection": self.projection, "mode": feature_mode},
                          "relation": {"mode": relation_mode},
                          "contrastive": {"projection": self.contrastive_projection,

@@ -235,7 +235,8 @@ def run(config: str | ExperimentConfig, out: str | Path = "runs/out", *, overrid
     set_seed(cfg.seed)
     teacher = build_model(data, tmods, cfg.teacher, cfg)
     teacher.set_stats(stats)
-    histories["teacher"] = fit(teacher, data, t_train, t_val, cfg.teacher, CompositeLoss({"task": 1.0}),
+    histories["teacher"] = fit(teacher, data, t_train, t_val, cfg.teacher,
+                               CompositeLoss({"task": 1.0}, nll_beta=cfg.distill.nll_beta),
                                seed=cfg.seed, target_stats=stats, ckpt_path=ck_dir / "teacher.pt",
                                resume=resume, quiet=quiet, desc="teacher", device=dev)
     models["teacher"] = teacher
@@ -250,11 +251,11 @@ def run(config: str | ExperimentConfig, out: str | Path = "runs/out", *, overrid
 
     def make_loss(role: str) -> CompositeLoss:
         if role == "student_baseline":
-            return CompositeLoss({"task": w.get("task", 1.0) or 1.0})
+            return CompositeLoss({"task": w.get("task", 1.0) or 1.0}, nll_beta=cfg.distill.nll_beta)
         d = cfg.distill
         return CompositeLoss(w, cfg.student.width, cfg.teacher.width, d.temperature, d.feature_mode,
                              d.relation_mode, d.contrastive_temperature, adaptive=d.adaptive_weights,
-                             impute_sources=d.impute)
+                             impute_sources=d.impute, nll_beta=d.nll_beta)
 
     for role in ("student_baseline", "student"):
         distil = role == "student" and any(v for k, v in w.items() if k != "task")
