@@ -40,7 +40,10 @@ def _lay_outages(n: int, rate: float, rng: np.random.Generator, start_p: np.ndar
     count = 0
     while count < want:
         # draw a batch of starts at once (fast), lay them in order until the budget is spent
-        starts = rng.choice(n, size=64, p=start_p) if start_p is not None else rng.integers(0, n, size=64)
+        # outages start where readings still arrive (a start inside an outage would add nothing)
+        w = (start_p if start_p is not None else np.ones(n)) * ~miss
+        w = w / w.sum() if w.sum() > 0 else (~miss) / (~miss).sum()
+        starts = rng.choice(n, size=64, p=w)
         for s in starts:
             length = int(rng.geometric(1.0 / max(ml[s], 1.0)))
             seg = np.arange(s, min(n, s + length))
@@ -56,8 +59,12 @@ def _lay_outages(n: int, rate: float, rng: np.random.Generator, start_p: np.ndar
 
 
 def random_mask(n: int, rate: float, rng: np.random.Generator) -> np.ndarray:
-    """Readings missing completely at random: (n,) bool, True = missing."""
-    return _lay_outages(n, rate, rng, None, 1.0)
+    """Readings missing completely at random: (n,) bool, True = missing (exactly ``round(rate * n)``)."""
+    if not 0.0 <= rate <= 1.0:
+        raise CmkdError(f"missing rate must be in [0, 1], got {rate}")
+    miss = np.zeros(n, dtype=bool)
+    miss[rng.choice(n, size=int(round(rate * n)), replace=False)] = True
+    return miss
 
 
 def bursty_mask(n: int, rate: float, rng: np.random.Generator, mean_len: float = 24.0) -> np.ndarray:
