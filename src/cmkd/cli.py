@@ -114,17 +114,37 @@ def _intervals(meta: dict, feed: dict[str, np.ndarray], outs: list[np.ndarray]) 
 
 @app.command()
 def predict(model: Annotated[Path, typer.Option("--model", "-m", help="Output folder of `cmkd run`.")],
-            input: Annotated[Path, typer.Option("--input", "-i", help=".npz with the student's modalities.")],
+            input: Annotated[Path, typer.Option("--input", "-i", help=(
+                ".npz with the student's modalities; for coastal models also a CSV of sensor readings with gaps "
+                "(columns time, station, and the sensor channels)"))],
             output: Annotated[Path, typer.Option("--output", help="Where to write the predictions JSON.")] = Path(
                 "preds.json"),
             int8: Annotated[bool, typer.Option(help="Use the INT8 model instead of FP32.")] = False) -> None:
-    """Predict with the exported student (ONNX Runtime); needs only the student's modalities."""
+    """Predict with the exported student (ONNX Runtime); needs only the student's modalities.
+
+    Regression targets come with the head's std and, when the run calibrated them, split-conformal intervals.
+    A CSV input (coastal models) gives per-station forecasts, intervals and resilience recommendations.
+    """
+    import yaml
+
     from .data import load_npz
     from .export import ort_run, ort_session
     from .pipeline import atomic_write_text
     from .train import safe_load
 
     d = _model_dir(model)
+    if input.suffix.lower() == ".csv":  # sensor readings with gaps: the coastal forecast tool
+        meta = safe_load(d / "student.pt")
+        recipe = (yaml.safe_load(meta.get("config") or "") or {}).get("recipe")
+        if recipe != "coastal":
+            raise CmkdError(f"CSV input is for models of the coastal recipe; {d} was trained by "
+                            f"{recipe or 'a YAML experiment'}: pass an .npz")
+        from .recipes.coastal.forecast import forecast_csv
+
+        result = forecast_csv(d, input)
+        atomic_write_text(output, json.dumps(result, indent=1))
+        typer.echo(f"wrote {len(result['forecasts'])} station forecast(s) with recommendations to {output}")
+        return
     onnx = d / ("student.int8.onnx" if int8 else "student.onnx")
     if not onnx.is_file():
         raise CmkdError(f"{onnx} not found; run `cmkd export --model {d}` first")

@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 _CORE = ("teacher", "student_baseline", "student")
 _CURVE_KEYS = {"epoch", "train_loss", "val_loss", "val_metric", "lr"}
 _KNOWN_TOP = {"name", "recipe", "seed", "primary_metric", "data", "models", "export", "references",
-              "synthetic", "costs"}
+              "synthetic", "costs", "uncertainty"}
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1150px;color:#222;padding:0 1em}
 h1{margin-bottom:.2em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
@@ -110,6 +110,16 @@ def table_html(header: list[str], rows: list[list[Any]]) -> str:
 def escape(value: Any) -> str:
     """Public: HTML-escape text."""
     return _esc(value)
+
+
+def _uncertainty(metrics: dict) -> str:
+    """How the intervals in the summary (``coverage_*``, ``width_*``) were calibrated."""
+    u = metrics.get("uncertainty")
+    if not isinstance(u, dict):
+        return ""
+    return (f"<p>Intervals: {_esc(u.get('method'))}; alpha {_esc(u.get('alpha'))}, calibrated on the "
+            f"{_esc(u.get('calibrated_on'))} split ({_esc(u.get('n_calibration'))} samples), availability band "
+            f"edges {_esc(u.get('availability_edges'))}. Coverage is measured on the test samples.</p>")
 
 
 def _order(names: Any) -> list[str]:
@@ -354,7 +364,7 @@ def write_report(path: str | Path, metrics: dict, histories: dict[str, list[dict
     extra = {k: v for k, v in metrics.items() if k not in _KNOWN_TOP}
     sections = [
         _header(metrics),
-        "<h2>Summary</h2>", _summary(metrics), _references(metrics),
+        "<h2>Summary</h2>", _summary(metrics), _references(metrics), _uncertainty(metrics),
         "<h2>Training curves</h2>", _curves(histories or {}, primary),
         "<h2>Test predictions</h2>", _predictions(predictions or {}),
         "<h2>Size and latency</h2>", _size_latency(metrics),

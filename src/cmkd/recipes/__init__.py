@@ -11,6 +11,8 @@ from ..errors import CmkdError
 RECIPES: dict[str, str] = {
     "minerals": "cmkd.recipes.minerals",
     "houston": "cmkd.recipes.houston",
+    "coastal": "cmkd.recipes.coastal.recipe",
+    "coastal-real": "cmkd.recipes.coastal.real",
 }
 
 

@@ -1,0 +1,148 @@
+"""Forecasts from a CSV of gauge-station readings with gaps: ``cmkd predict --model DIR --input readings.csv``.
+
+The CSV has a ``time`` column (ISO timestamps, hourly; any rows may be missing), an optional ``station``
+column (integer id, default 0) and one column per sensor channel named as in
+:data:`cmkd.recipes.coastal.scene.CHANNELS` (empty cells = missing readings). For every station the forecast is
+issued at its last timestamp from the preceding 48 hours, with the distilled student (no satellite pass is
+assumed; the model was trained to work without one), its calibrated 90% intervals and the resilience
+recommendations of :mod:`cmkd.recipes.coastal.decisions` for the run's assets.
+
+The synthetic recipe's hour 0 is :data:`EPOCH` (timestamps are converted to hours since then, to evaluate the
+station's harmonic tide, saved by the run in ``coastal_tides.json``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import CmkdError
+from . import decisions
+from .harmonic import HarmonicModel
+
+EPOCH = np.datetime64("2025-01-01T00:00")
+
+
+def save_tides(models: dict[int, HarmonicModel], assets: list[dict], path: Path) -> None:
+    """Write per-station harmonic models and the assets as JSON (atomically)."""
+    from ...pipeline import atomic_write_text
+
+    doc = {"epoch": str(EPOCH), "assets": assets, "stations": {
+        str(s): {"constituents": list(m.constituents), "speeds": m.speeds.tolist(), "mean": m.mean,
+                 "trend": m.trend, "t0": m.t0, "coef": m.coef.tolist(), "n_obs": m.n_obs,
+                 "rms_residual": m.rms_residual} for s, m in models.items()}}
+    atomic_write_text(path, json.dumps(doc, indent=1))
+
+
+def load_tides(path: Path) -> tuple[dict[int, HarmonicModel], list[dict]]:
+    """Read :func:`save_tides` output."""
+    if not path.is_file():
+        raise CmkdError(f"{path} not found: forecasts from CSV need a model folder written by `cmkd run coastal`")
+    try:
+        doc = json.loads(path.read_text())
+        models = {int(s): HarmonicModel(tuple(v["constituents"]), np.asarray(v["speeds"], float), float(v["mean"]),
+                                        float(v["trend"]), float(v["t0"]), np.asarray(v["coef"], float),
+                                        int(v["n_obs"]), float(v["rms_residual"]))
+                  for s, v in doc["stations"].items()}
+    except (ValueError, KeyError, TypeError) as e:
+        raise CmkdError(f"{path}: damaged tide file ({e})") from None
+    return models, doc.get("assets", [])
+
+
+def read_csv(path: Path, channels: tuple[str, ...]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Per station: (hours since EPOCH on a regular hourly grid, (T, C) readings with NaN gaps)."""
+    import pandas as pd
+
+    if not path.is_file():
+        raise CmkdError(f"input CSV not found: {path}")
+    try:
+        df = pd.read_csv(path)
+    except Exception as e:  # noqa: BLE001 - any parser failure is a malformed file
+        raise CmkdError(f"{path}: not a readable CSV ({str(e).splitlines()[0][:120]})") from None
+    need = ["time", *channels]
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise CmkdError(f"{path}: missing column(s) {', '.join(missing)}; needs time, optional station, and "
+                        f"{', '.join(channels)}")
+    t = pd.to_datetime(df["time"], errors="coerce")
+    if t.isna().any():
+        bad = int(np.flatnonzero(t.isna().to_numpy())[0])
+        raise CmkdError(f"{path}: unparseable timestamp {df['time'].iloc[bad]!r} on data row {bad + 1}")
+    try:
+        values = df[list(channels)].apply(pd.to_numeric, errors="raise").to_numpy(dtype=float)
+    except (ValueError, TypeError) as e:
+        raise CmkdError(f"{path}: non-numeric sensor value ({str(e)[:100]})") from None
+    if np.isnan(values).all():
+        raise CmkdError(f"{path}: every sensor reading is empty (all NaN); nothing to forecast from")
+    station = df["station"].to_numpy() if "station" in df.columns else np.zeros(len(df), dtype=int)
+    hours = ((t.to_numpy().astype("datetime64[m]") - EPOCH) / np.timedelta64(60, "m")).astype(float)
+    out = {}
+    for s in np.unique(station):
+        sel = station == s
+        h = np.round(hours[sel]).astype(np.int64)
+        grid = np.arange(h.min(), h.max() + 1)
+        vals = np.full((len(grid), len(channels)), np.nan)
+        vals[h - h.min()] = values[sel]
+        out[int(s)] = (grid.astype(float), vals)
+    return out
+
+
+def forecast_csv(model_dir: Path, csv: Path) -> dict:
+    """Forecasts, intervals and recommendations for every station in ``csv`` (see the module docstring)."""
+    import torch
+    import yaml
+
+    from ...pipeline import load_model
+    from ...uncertainty import ConformalRegressor, availability_groups
+    from .recipe import HORIZONS, WINDOW
+    from .scene import BANDS, CHANNELS
+
+    model, meta = load_model(model_dir / "student.pt")
+    tides, assets = load_tides(model_dir / "coastal_tides.json")
+    series = read_csv(csv, CHANNELS)
+    shapes = meta["hparams"]["modalities"]
+    out: dict = {"synthetic_model": True, "model": str(model_dir / "student.pt"), "interval": "90% split-conformal",
+                 "forecasts": [], "recommendations": []}
+    for s, (hours, vals) in series.items():
+        if s not in tides:
+            raise CmkdError(f"{csv}: station {s} is unknown to this model (stations {sorted(tides)})")
+        win = np.full((WINDOW, len(CHANNELS)), np.nan)
+        take = vals[-WINDOW:]
+        win[WINDOW - len(take):] = take
+        t_now = hours[-1]
+        inputs = {"sensors": torch.tensor(win[None], dtype=torch.float32),
+                  "satellite": torch.full((1, len(BANDS), *shapes["satellite"]["shape"][1:]), float("nan")),
+                  "tide": torch.tensor(tides[s].predict(t_now + np.array([0.0, *HORIZONS]))[None],
+                                       dtype=torch.float32)}
+        present = {"sensors": torch.tensor([True]), "satellite": torch.tensor([False]), "tide": torch.tensor([True])}
+        with torch.no_grad():
+            o = model({k: v for k, v in inputs.items() if k in shapes}, present)
+        tide = inputs["tide"][0, 1:].numpy().astype(float)
+        mu = o["surge"]["value"][0].numpy().astype(float)  # departure from the tide table
+        sd = (torch.exp(0.5 * o["surge"]["logvar"]) * model.tstd_surge)[0].numpy().astype(float)
+        avail = float(np.mean(~np.isnan(win)))  # the satellite is absent
+        size_s, size_t = win.size, 3
+        size_img = int(np.prod(shapes["satellite"]["shape"]))
+        share = (avail * size_s + size_t) / (size_s + size_t + size_img)
+        edges = tuple(((yaml.safe_load(meta["config"]) or {}).get("uncertainty") or {}).get("availability_edges")
+                      or ())
+        groups = availability_groups(np.array([share]), edges) if edges else None
+        states = (meta.get("conformal") or {}).get("surge")
+        if states:
+            lo = np.array([ConformalRegressor.from_state(st).interval(mu[k:k + 1], sd[k:k + 1], groups)[0][0]
+                           for k, st in enumerate(states)])
+            hi = 2 * mu - lo
+        else:
+            lo, hi = mu - 1.645 * sd, mu + 1.645 * sd
+        mu, lo, hi = mu + tide, lo + tide, hi + tide
+        prob = torch.softmax(o["flood"]["logits"], dim=1)[0, 1].item() if "flood" in o else None
+        issued = str(EPOCH + np.timedelta64(int(t_now), "h"))
+        out["forecasts"].append({
+            "station": s, "issued_at": issued, "readings_available_share": round(avail, 4),
+            "horizons_h": list(HORIZONS), "level_m": mu.round(4).tolist(),
+            "interval_90_m": [[round(a, 4), round(b, 4)] for a, b in zip(lo, hi)],
+            "flood_probability_24h": None if prob is None else round(prob, 4)})
+        out["recommendations"] += decisions.recommend(s, t_now, mu, lo, hi, HORIZONS, assets)
+    return out
