@@ -92,9 +92,12 @@ def _intervals(meta: dict, feed: dict[str, np.ndarray], outs: list[np.ndarray]) 
     targets = meta["hparams"]["targets"]
     reg = [t for t, spec in targets.items() if spec["kind"] == "regression"]
     cfg = yaml.safe_load(meta["config"])
-    edges = tuple((cfg.get("uncertainty") or {}).get("availability_edges") or ())
-    seen = sum((~np.isnan(a.reshape(len(a), -1))).sum(1) for a in feed.values() if a.dtype.kind == "f")
-    size = sum(int(np.prod(a.shape[1:])) for a in feed.values() if a.dtype.kind == "f")
+    unc = cfg.get("uncertainty") or {}
+    edges = tuple(unc.get("availability_edges") or ())
+    numeric = {m: a for m, a in feed.items() if a.dtype.kind == "f"}
+    chosen = [m for m in unc.get("availability_modalities") or [] if m in numeric] or list(numeric)
+    seen = sum((~np.isnan(numeric[m].reshape(len(numeric[m]), -1))).sum(1) for m in chosen)
+    size = sum(int(np.prod(numeric[m].shape[1:])) for m in chosen)
     groups = availability_groups(seen / max(size, 1), edges) if edges and size else None
     res: dict[str, dict] = {}
     for j, t in enumerate(reg):

@@ -122,6 +122,8 @@ class UncertaintyConfig(_Strict):
     alpha: float = Field(0.1, gt=0, lt=1)  # 0.1 -> 90% intervals
     # Mondrian calibration per band of the student's observed share (edges in [0, 1]); [] = one pooled quantile
     availability_edges: list[float] = Field(default_factory=lambda: [0.15, 0.3, 0.5, 0.75, 0.95])
+    # modalities whose observed share defines the bands (e.g. the sparse sensors); null = all of the model's
+    availability_modalities: list[str] | None = None
 
 
 class ExperimentConfig(_Strict):

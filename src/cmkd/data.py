@@ -198,6 +198,10 @@ def build_data(arrays: dict[str, np.ndarray], cfg: DataConfig, seed: int = 0, so
             if p.shape != (n,):
                 raise CmkdError(f"{src}: '{pk}' has shape {p.shape}, expected ({n},)")
             pres = pres & p.astype(bool)
+        if not pres.all():  # an absent modality holds no values: exported models (no flags) see the same thing
+            x = inputs[m].copy()
+            x[~pres] = 0 if kind == "text" else np.nan
+            inputs[m] = x
         present[m] = pres
     assert n is not None
     targets: dict[str, np.ndarray] = {}

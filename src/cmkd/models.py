@@ -251,15 +251,22 @@ class MultimodalNet(nn.Module):
                 getattr(self, f"tmean_{t}").copy_(torch.as_tensor(stats[f"tg:{t}"]["mean"]))
                 getattr(self, f"tstd_{t}").copy_(torch.as_tensor(stats[f"tg:{t}"]["std"]))
 
+    @staticmethod
+    def _empty(x: Tensor) -> Tensor:
+        """(B,) True where a sample's modality holds no value (all NaN; all padding for token ids)."""
+        flat = x.reshape(x.shape[0], -1)
+        return torch.isnan(flat).all(dim=1) if flat.dtype.is_floating_point else (flat == 0).all(dim=1)
+
     def forward_features(self, inputs: dict[str, Tensor], present: dict[str, Tensor] | None = None
                          ) -> dict[str, Tensor]:
         """Encode and fuse. Returns ``features`` (B, D) and ``tokens`` (B, M, D)."""
         toks = torch.stack([self.encoders[m](inputs[m]) for m in self.names], dim=1) + self.mod_emb  # (B, M, D)
         b = toks.shape[0]
-        if present is None:
-            absent = torch.zeros(b, len(self.names), dtype=torch.bool, device=toks.device)
-        else:
-            absent = torch.stack([~present[m].to(torch.bool) for m in self.names], dim=1)  # (B, M)
+        # a modality with no value at all (every entry NaN, or no token) is absent, flagged or not: the exported
+        # model, which gets no presence flags, then behaves exactly like this one
+        absent = torch.stack([self._empty(inputs[m]) for m in self.names], dim=1)  # (B, M)
+        if present is not None:
+            absent = absent | torch.stack([~present[m].to(torch.bool) for m in self.names], dim=1)
         if self.training and self.modality_dropout > 0 and len(self.names) > 1:
             drop = torch.rand(absent.shape, device=absent.device) < self.modality_dropout
             keep_any = (~(absent | drop)).any(dim=1, keepdim=True)

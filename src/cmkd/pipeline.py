@@ -126,10 +126,15 @@ def load_model(path: str | Path) -> tuple[MultimodalNet, dict]:
     return model.eval(), ck
 
 
-def uncertainty_groups(data: MultimodalData, idx: np.ndarray, modalities: list[str], edges: list[float]
+def uncertainty_groups(data: MultimodalData, idx: np.ndarray, modalities: list[str], cfg: ExperimentConfig
                        ) -> np.ndarray | None:
-    """Availability band of each sample (Mondrian calibration groups), or None without edges."""
-    return availability_groups(availability(data, idx, modalities), tuple(edges)) if edges else None
+    """Availability band of each sample (Mondrian calibration groups), or None without edges. The share is over
+    ``uncertainty.availability_modalities`` that the model has, else over all of ``modalities``."""
+    u = cfg.uncertainty
+    if not u.availability_edges:
+        return None
+    mods = [m for m in (u.availability_modalities or []) if m in modalities] or modalities
+    return availability_groups(availability(data, idx, mods), tuple(u.availability_edges))
 
 
 def calibrate(model: MultimodalNet, data: MultimodalData, cal: np.ndarray, cfg: ExperimentConfig,
@@ -137,7 +142,7 @@ def calibrate(model: MultimodalNet, data: MultimodalData, cal: np.ndarray, cfg: 
     """Split-conformal calibrators of every regression target on the calibration samples ``cal``."""
     mods = list(model.encoders)
     p = predict(model, data, cal, device=device)
-    groups = uncertainty_groups(data, cal, mods, cfg.uncertainty.availability_edges)
+    groups = uncertainty_groups(data, cal, mods, cfg)
     return {t: calibrate_target(p[f"{t}/value"], p[f"{t}/std"], data.targets[t][cal], groups, cfg.uncertainty.alpha)
             for t, k in data.target_kinds.items() if k == "regression"}
 
@@ -146,7 +151,7 @@ def interval_metrics(model: MultimodalNet, data: MultimodalData, idx: np.ndarray
                      cfg: ExperimentConfig) -> dict[str, float]:
     """Coverage and mean width of the calibrated intervals on ``idx`` (first target unprefixed)."""
     pct = round(100 * (1 - cfg.uncertainty.alpha))
-    groups = uncertainty_groups(data, idx, list(model.encoders), cfg.uncertainty.availability_edges)
+    groups = uncertainty_groups(data, idx, list(model.encoders), cfg)
     out: dict[str, float] = {}
     first = next(iter(data.target_kinds))
     for t, cal in conformal.items():

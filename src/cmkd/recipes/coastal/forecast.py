@@ -122,13 +122,10 @@ def forecast_csv(model_dir: Path, csv: Path) -> dict:
         tide = inputs["tide"][0, 1:].numpy().astype(float)
         mu = o["surge"]["value"][0].numpy().astype(float)  # departure from the tide table
         sd = (torch.exp(0.5 * o["surge"]["logvar"]) * model.tstd_surge)[0].numpy().astype(float)
-        avail = float(np.mean(~np.isnan(win)))  # the satellite is absent
-        size_s, size_t = win.size, 3
-        size_img = int(np.prod(shapes["satellite"]["shape"]))
-        share = (avail * size_s + size_t) / (size_s + size_t + size_img)
+        avail = float(np.mean(~np.isnan(win)))  # the bands are of the sensors' observed share (recipe config)
         edges = tuple(((yaml.safe_load(meta["config"]) or {}).get("uncertainty") or {}).get("availability_edges")
                       or ())
-        groups = availability_groups(np.array([share]), edges) if edges else None
+        groups = availability_groups(np.array([avail]), edges) if edges else None
         states = (meta.get("conformal") or {}).get("surge")
         if states:
             lo = np.array([ConformalRegressor.from_state(st).interval(mu[k:k + 1], sd[k:k + 1], groups)[0][0]

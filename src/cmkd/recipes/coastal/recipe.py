@@ -32,8 +32,9 @@ across parts. The harmonic tide of the ``tide`` input is fitted on the available
 
 Options (``--set options.KEY=VALUE``): ``stations`` (6; quick 3), ``days`` (730; quick 120), ``stride`` (6 h),
 ``block_days`` (30; quick 5), ``test_pattern`` (``mixed`` | random | bursty | storm) and ``test_missing`` (rate,
-with a single pattern), ``sweep`` (true), ``assets`` (list of {name, kind: road|pump_station|sea_wall, station,
-elevation_m}; default: three per station relative to its flood threshold, see
+with a single pattern), ``sweep`` (true), ``calibrate_sweep`` (true: the calibration samples are repeated under
+every sweep condition), ``assets`` (list of {name, kind: road|pump_station|sea_wall, station, elevation_m};
+default: three per station relative to its flood threshold, see
 :func:`cmkd.recipes.coastal.decisions.default_assets`).
 """
 
@@ -79,6 +80,8 @@ def default_config(quick: bool = False) -> dict:
         "distill": {"temperature": 2.0, "weights": {"task": 1.0, "kd": 1.0, "feature": 0.5, "impute": 0.5},
                     "adaptive_weights": True, "impute": {"sensors": "sensors_full"}},
         "export": {"latency_runs": 30 if quick else 200},
+        "uncertainty": {"availability_modalities": ["sensors"],
+                        "availability_edges": [0.05, 0.15, 0.3, 0.5, 0.7, 0.9]},
         "options": {"stations": 3 if quick else 6, "days": 120 if quick else 730, "stride": 6,
                     "block_days": 5 if quick else 30,
                     "test_pattern": "mixed", "sweep": True},
@@ -183,38 +186,55 @@ def flood_thresholds(scene: CoastalScene, block_days: int = 30) -> dict[int, flo
     return {s: float(np.quantile(scene.level[s, fit], 0.99)) for s in range(scene.level.shape[0])}
 
 
+def _arrays(scene: CoastalScene, masks: np.ndarray, station: np.ndarray, hour: np.ndarray, split: np.ndarray,
+            block_days: int) -> dict[str, np.ndarray]:
+    """The samples (station, hour) with the sensor failures ``masks`` (S, T, C) applied."""
+    observed = np.where(masks, np.nan, scene.sensors)
+    tide = tide_inputs(scene, observed[:, :, 0], hour_split(scene.level.shape[1], block_days) != 2, station, hour)
+    level = np.stack([scene.level[station, hour + h] for h in HORIZONS], axis=1).astype(np.float32)
+    img, present = _satellite(scene, station, hour)
+    thr = flood_thresholds(scene, block_days)
+    fut = scene.level[station[:, None], hour[:, None] + np.arange(1, max(HORIZONS) + 1)[None, :]]
+    flood = (fut.max(axis=1) > np.array([thr[s] for s in station])).astype(np.int64)
+    return {"sensors": _windows(observed, station, hour), "sensors_full": _windows(scene.sensors, station, hour),
+            "satellite": img, "satellite__present": present, "tide": tide, "level": level,
+            "surge": (level - tide[:, 1:]).astype(np.float32), "flood": flood, "split": split,
+            "station": station, "hour": hour}
+
+
+def sweep_conditions() -> list[tuple[str, float]]:
+    """(pattern, missing rate) of the sparsity sweep; 0% missing is one condition (``none``)."""
+    return [("none", 0.0)] + [(p, r) for p in PATTERNS for r in LEVELS if r > 0]
+
+
 def build(config: dict, quick: bool = False, masks: np.ndarray | None = None) -> tuple[dict, CoastalScene]:
-    """Arrays per the data contract and the scene they came from (``masks``: (S, T, C) failures to apply;
-    default: the mixed training failures, and ``options.test_pattern`` on the test period)."""
+    """Arrays per the data contract and the scene they came from.
+
+    ``masks`` (S, T, C): failures to apply to every sample. Default: the mixed failures (and
+    ``options.test_pattern`` on the test hours); then the calibration samples are also repeated once per sweep
+    condition (:func:`sweep_conditions`) with that condition's failures, appended after the other samples, so
+    the conformal calibration meets every pattern and sparsity level that deployment (and the sweep) will.
+    """
     o = _opts(config, quick)
     seed = int(config["seed"])
     scene = _scene(seed, int(o["stations"]), int(o["days"]))
     bd = int(o["block_days"])
     rng = np.random.default_rng(seed + 104_729)
-    if masks is None:
-        masks = _mixed_masks(scene, rng)
-        if o["test_pattern"] != "mixed":
-            rate = float(o.get("test_missing", 0.8))
-            is_test = hour_split(scene.level.shape[1], bd) == 2
-            masks[:, is_test] = pattern_masks(scene, o["test_pattern"], rate, rng, bd)[:, is_test]
-    observed = np.where(masks, np.nan, scene.sensors)
     station, hour, split = _samples(scene, int(o["stride"]), bd)
-    tide = tide_inputs(scene, observed[:, :, 0], hour_split(scene.level.shape[1], bd) != 2, station, hour)
-    level = np.stack([scene.level[station, hour + h] for h in HORIZONS], axis=1).astype(np.float32)
-    img, present = _satellite(scene, station, hour)
-    thr = flood_thresholds(scene, bd)
-    fut = scene.level[station[:, None], hour[:, None] + np.arange(1, max(HORIZONS) + 1)[None, :]]
-    flood = (fut.max(axis=1) > np.array([thr[s] for s in station])).astype(np.int64)
-    arrays = {
-        "sensors": _windows(observed, station, hour),
-        "sensors_full": _windows(scene.sensors, station, hour),
-        "satellite": img, "satellite__present": present,
-        "tide": tide,
-        "level": level,
-        "surge": (level - tide[:, 1:]).astype(np.float32),
-        "flood": flood, "split": split, "station": station, "hour": hour,
-    }
-    return arrays, scene
+    if masks is not None:
+        return _arrays(scene, masks, station, hour, split, bd), scene
+    masks = _mixed_masks(scene, rng)
+    if o["test_pattern"] != "mixed":
+        rate = float(o.get("test_missing", 0.8))
+        is_test = hour_split(scene.level.shape[1], bd) == 2
+        masks[:, is_test] = pattern_masks(scene, o["test_pattern"], rate, rng, bd)[:, is_test]
+    parts = [_arrays(scene, masks, station, hour, split, bd)]
+    cal = split == 3
+    if o.get("calibrate_sweep", True):
+        for pattern, rate in sweep_conditions():
+            m = pattern_masks(scene, pattern if rate > 0 else "random", rate, rng, bd)
+            parts.append(_arrays(scene, m, station[cal], hour[cal], split[cal], bd))
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, scene
 
 
 def load(config: dict, quick: bool = False) -> dict[str, np.ndarray]:
@@ -268,13 +288,15 @@ def analyse(ctx: dict) -> dict:
         return row
 
     if o.get("sweep", True):
-        runs = [("none", 0.0)] + [(p, r) for p in PATTERNS for r in LEVELS if r > 0]  # 0% is one case
-        for pattern, rate in runs:
+        for pattern, rate in sweep_conditions():
             masks = pattern_masks(scene, pattern if rate > 0 else "random", rate, rng, int(o["block_days"]))
-            arr, _ = build(raw, masks=masks)
+            arr, _ = build(raw, masks=masks)  # the base samples: a prefix of the run's samples
             d = copy.copy(data)
-            d.inputs = {**data.inputs, "sensors": arr["sensors"], "tide": arr["tide"]}
-            d.targets = {**data.targets, "surge": arr["surge"]}
+            d.inputs, d.targets = dict(data.inputs), dict(data.targets)
+            n0 = len(arr["split"])
+            for key, store in (("sensors", d.inputs), ("tide", d.inputs), ("surge", d.targets)):
+                store[key] = store[key].copy()
+                store[key][:n0] = arr[key]
             res["sweep"].append(score(d, pattern, rate))
     tmask = data.all_present(list(models["teacher"].encoders), test)
     pt = predict(models["teacher"], data, tmask, device=dev)
@@ -288,7 +310,7 @@ def analyse(ctx: dict) -> dict:
     from ...pipeline import uncertainty_groups
     from ...uncertainty import intervals
 
-    groups = uncertainty_groups(data, test, list(student.encoders), cfg.uncertainty.availability_edges)
+    groups = uncertainty_groups(data, test, list(student.encoders), cfg)
     cal = ctx["conformal"].get("student", {}).get("surge")
     tide_t = data.inputs["tide"][test][:, 1:]
     mu = tide_t + p["surge/value"]
