@@ -387,11 +387,11 @@ def _html(res: dict, recs: list[dict], figure_html, table_html, escape) -> str: 
                 axes[0].plot(x, [r[role] for r in rows], styles[pat], color=col, marker="o", ms=3,
                              label=f"{role} ({pat})")
             if "student_coverage_90" in full:
-                axes[1].plot(x, [r["student_coverage_90"] for r in rows], styles[pat], marker="o", ms=3,
-                             label=f"student ({pat})")
+                axes[1].plot(x, [r["student_coverage_90"] for r in rows], styles[pat], color="C0", marker="o",
+                             ms=3, label=f"student ({pat})")
         axes[0].set(xlabel="sensor readings missing (%)", ylabel="RMSE (m), mean of +6 h and +24 h",
                     title="Forecast error vs sparsity")
-        axes[0].legend(fontsize=6, ncol=2)
+        axes[0].legend(fontsize=6, ncol=2, title="colour: model; line: failure pattern", title_fontsize=6)
         axes[1].axhspan(0.87, 0.93, color="0.9")
         axes[1].axhline(0.9, color="k", lw=0.8)
         axes[1].set(xlabel="sensor readings missing (%)", ylabel="coverage of 90% intervals", ylim=(0.7, 1.0),
