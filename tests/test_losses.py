@@ -503,3 +503,32 @@ def test_adaptive_weights_hand_value():
     assert parts["loss"].item() == pytest.approx(0.875 + 1.75)
     plain = CompositeLoss({"task": 1.0, "kd": 1.0}, 2)(s, te, batch)  # without the option: unweighted
     assert plain["task"].item() == pytest.approx(1.25) and plain["kd"].item() == pytest.approx(2.5)
+
+
+@pytest.mark.parametrize("kind,half", [("constant", 4.0), ("linear", 2.5), ("cosine", 2.5)])
+def test_temperature_schedule(kind: str, half: float) -> None:
+    loss = CompositeLoss({"task": 1.0, "kd": 1.0}, 2, temperature=4.0, temperature_schedule=kind,
+                         temperature_end=1.0)
+    assert loss.set_progress(0.0) == pytest.approx(4.0)
+    assert loss.set_progress(0.5) == pytest.approx(half)
+    assert loss.set_progress(1.0) == pytest.approx(4.0 if kind == "constant" else 1.0)
+    assert loss.set_progress(0.25) == pytest.approx({"constant": 4.0, "linear": 3.25,
+                                                     "cosine": 4.0 - 3.0 * (1 - math.cos(math.pi / 4)) / 2}[kind])
+    with pytest.raises(CmkdError, match="temperature schedule"):
+        CompositeLoss({"kd": 1.0}, 2, temperature_schedule="step")
+
+
+def test_class_balanced_task_and_kd_hand_value() -> None:
+    # two samples, classes 0 and 1 with weights [1, 3]; uniform student logits -> CE = log 2 per sample
+    w = {"y": torch.tensor([1.0, 3.0])}
+    s = {"features": torch.zeros(2, 2), "y": {"logits": torch.zeros(2, 2)}}
+    # teacher: sample 0 predicts class 1 with p = 0.8 (weight 3), sample 1 class 0 with p = 0.8 (weight 1)
+    z = math.log(4.0)
+    te = {"features": torch.zeros(2, 2), "y": {"logits": torch.tensor([[0.0, z], [z, 0.0]])}}
+    batch = {"targets": {"y": torch.tensor([0, 1])}}
+    parts = CompositeLoss({"task": 1.0, "kd": 1.0}, 2, temperature=1.0, class_weights=w)(s, te, batch)
+    # task: weighted CE sum / weight sum = (1 + 3) log 2 / 4 = log 2
+    assert parts["task"].item() == pytest.approx(math.log(2))
+    # kd at T = 1: KL(p_t || uniform) = sum p log(2p) for p = (0.2, 0.8), the same for both samples
+    kl = 0.2 * math.log(0.4) + 0.8 * math.log(1.6)
+    assert parts["kd"].item() == pytest.approx((3 * kl + 1 * kl) / 2)

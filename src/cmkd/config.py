@@ -82,6 +82,12 @@ class DistillConfig(_Strict):
     """Distillation loss settings. Weights are per loss term (see ``cmkd.losses.LOSSES``)."""
 
     temperature: float = Field(4.0, gt=0)
+    # kd temperature annealed over training from `temperature` to `temperature_end` (constant: no schedule)
+    temperature_schedule: Literal["constant", "linear", "cosine"] = "constant"
+    temperature_end: float = Field(1.0, gt=0)
+    # class-balanced distillation: rare classes weigh more in the task and kd terms (effective number of samples,
+    # Cui et al., 2019, with this beta; 0 = off)
+    class_balance: float = Field(0.0, ge=0, lt=1)
     weights: dict[str, float] = Field(
         default_factory=lambda: {"task": 1.0, "kd": 1.0, "feature": 0.5, "relation": 0.5}
     )

@@ -8,6 +8,7 @@ part, so each can be logged. The terms are usable in a user's own training loop.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -208,6 +209,12 @@ class CompositeLoss(nn.Module):
             lead; where it is nearly blind it leans on the teacher, who saw complete data.
         impute_sources: student modality -> the data key of its complete version, for the ``impute`` term.
         nll_beta: beta of the regression task term (beta-NLL; 0 = plain Gaussian NLL).
+        temperature_schedule: ``constant``, or ``linear`` / ``cosine`` annealing of the kd temperature from
+            ``temperature`` to ``temperature_end`` as :meth:`set_progress` goes from 0 to 1 (soft, dark-knowledge
+            targets early; sharp, nearly hard targets late).
+        temperature_end: the temperature at the end of training.
+        class_weights: target -> (C,) class weights (class-balanced distillation): the task term weighs each
+            labelled sample by its class, and the kd term each sample by the teacher's predicted class.
     """
 
     TEACHER_FREE = ("task", "impute")  # terms computed without teacher outputs
@@ -215,7 +222,9 @@ class CompositeLoss(nn.Module):
     def __init__(self, weights: dict[str, float], student_width: int = 64, teacher_width: int | None = None,
                  temperature: float = 4.0, feature_mode: str = "cosine", relation_mode: str = "sp",
                  contrastive_temperature: float = 0.1, adaptive: bool = False,
-                 impute_sources: dict[str, str] | None = None, nll_beta: float = 0.0) -> None:
+                 impute_sources: dict[str, str] | None = None, nll_beta: float = 0.0,
+                 temperature_schedule: str = "constant", temperature_end: float = 1.0,
+                 class_weights: dict[str, Tensor] | None = None) -> None:
         super().__init__()
         bad = sorted(set(weights) - set(LOSSES))
         if bad:
@@ -226,11 +235,32 @@ class CompositeLoss(nn.Module):
         tw = teacher_width or student_width
         self.projection = nn.Linear(student_width, tw)
         self.contrastive_projection = nn.Linear(student_width, tw)
-        self.settings = {"task": {"nll_beta": nll_beta}, "kd": {"temperature": temperature},
+        if temperature_schedule not in ("constant", "linear", "cosine"):
+            raise CmkdError(f"unknown temperature schedule '{temperature_schedule}'; valid: constant, linear, cosine")
+        self.schedule = (temperature_schedule, float(temperature), float(temperature_end))
+        self.class_weights = class_weights or {}
+        task_settings: dict = {"nll_beta": nll_beta}
+        if self.class_weights:
+            task_settings["class_weights"] = self.class_weights
+        self.settings = {"task": task_settings, "kd": {"temperature": temperature},
                          "feature": {"projection": self.projection, "mode": feature_mode},
                          "relation": {"mode": relation_mode},
                          "contrastive": {"projection": self.contrastive_projection,
                                          "temperature": contrastive_temperature}}
+
+    def set_progress(self, progress: float) -> float:
+        """Move the kd temperature along its schedule (``progress`` in [0, 1]); returns the temperature."""
+        kind, t0, t1 = self.schedule
+        p = min(1.0, max(0.0, progress))
+        f = 0.0 if kind == "constant" else p if kind == "linear" else 0.5 * (1 - math.cos(math.pi * p))
+        self.settings["kd"]["temperature"] = t0 + (t1 - t0) * f
+        return self.settings["kd"]["temperature"]
+
+    def _kd_class_weight(self, teacher_out: dict) -> Tensor | None:
+        """(B,) weight of each sample's kd term: the class weight of the teacher's predicted class."""
+        ws = [w[teacher_out[t]["logits"].argmax(dim=1)] for t, w in self.class_weights.items()
+              if t in teacher_out and "logits" in teacher_out[t]]
+        return torch.stack(ws).mean(dim=0) if ws else None
 
     def forward(self, student_out: dict, teacher_out: dict | None, batch: dict,
                 exclude: tuple[str, ...] = ()) -> dict[str, Tensor]:
@@ -262,6 +292,10 @@ class CompositeLoss(nn.Module):
                         kw["sample_weight"] = 1.5 - avail_t
                     else:
                         scale = float((1.5 - avail_t).mean())
+                if name == "kd" and self.class_weights:
+                    cw = self._kd_class_weight(t_t)
+                    if cw is not None:
+                        kw["sample_weight"] = cw * kw["sample_weight"] if "sample_weight" in kw else cw
                 val = LOSSES[name](s_t, t_t, batch, **kw) * scale
             parts[name] = val.detach()
             total = total + w * val

@@ -162,6 +162,24 @@ def interval_metrics(model: MultimodalNet, data: MultimodalData, idx: np.ndarray
     return out
 
 
+def class_balance_weights(data: MultimodalData, idx: np.ndarray, beta: float, device: torch.device | str = "cpu"
+                          ) -> dict[str, torch.Tensor] | None:
+    """Per classification target, class weights ``(1 - beta) / (1 - beta^n_c)`` (Cui et al., 2019) from the
+    labelled samples ``idx``, scaled to mean 1 over the samples; None when ``beta`` is 0."""
+    if not beta:
+        return None
+    out = {}
+    for t, kind in data.target_kinds.items():
+        if kind != "classification":
+            continue
+        y = data.targets[t][idx]
+        counts = np.bincount(y[y >= 0], minlength=len(data.classes[t])).astype(float)
+        w = (1 - beta) / (1 - beta ** np.maximum(counts, 1))
+        w = w / (w[y[y >= 0]].mean())
+        out[t] = torch.tensor(w, dtype=torch.float32, device=device)
+    return out or None
+
+
 def _cache(preds: dict[str, np.ndarray], targets: list[str]) -> dict:
     out: dict = {"features": torch.from_numpy(preds["features"])}
     for t in targets:
@@ -260,7 +278,9 @@ def run(config: str | ExperimentConfig, out: str | Path = "runs/out", *, overrid
         d = cfg.distill
         return CompositeLoss(w, cfg.student.width, cfg.teacher.width, d.temperature, d.feature_mode,
                              d.relation_mode, d.contrastive_temperature, adaptive=d.adaptive_weights,
-                             impute_sources=d.impute, nll_beta=d.nll_beta)
+                             impute_sources=d.impute, nll_beta=d.nll_beta,
+                             temperature_schedule=d.temperature_schedule, temperature_end=d.temperature_end,
+                             class_weights=class_balance_weights(data, train, d.class_balance, dev))
 
     for role in ("student_baseline", "student"):
         distil = role == "student" and any(v for k, v in w.items() if k != "task")

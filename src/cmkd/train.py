@@ -196,6 +196,7 @@ def fit(model: MultimodalNet, data: MultimodalData, train_idx: np.ndarray, val_i
         task = prog.add_task(desc, total=cfg.epochs, completed=start, info="")
         for epoch in range(start, cfg.epochs):
             model.train()
+            loss_fn.set_progress(epoch / max(1, cfg.epochs - 1))  # annealed kd temperature, if scheduled
             g = torch.Generator().manual_seed(seed * 100_003 + epoch)
             order = train_idx[torch.randperm(len(train_idx), generator=g).numpy()]
             sums: dict[str, float] = {}
