@@ -55,6 +55,15 @@ def default_config(quick: bool = False) -> dict:
     so it also learns to classify from LiDAR alone and its soft targets and features carry knowledge a
     LiDAR-only student can follow; it scored the best spatial validation accuracy of the settings tried.
     Gaussian input noise (``student.input_noise``) and ``distill.mixup`` lowered it and are off.
+
+    A later sweep of the student (spatial validation accuracy of the distilled student, best epoch, mean of
+    seeds 0-2, teacher fixed; the current settings scored 0.773 in that sweep) found nothing clearly better, so
+    the settings are unchanged: ``student.dropout`` 0.1 (0.777), ``student.lr`` 1e-3 (0.776), T=1 (0.773),
+    ``student.weight_decay`` 1e-2 (0.772), log(x + 0.01) inputs (0.769), ``distill.weights.kd`` 2 (0.760),
+    ``student.batch_size`` 32 (0.763), ``student.width`` 256 (0.760), T=4 (0.755), a quantile transform of the
+    LiDAR features to normal scores (0.753) or to uniform (0.723). The gains are smaller than the run-to-run
+    spread (the same settings scored 0.785 through ``cmkd run``), and the per-seed differences change sign;
+    the best of them, dropout 0.1, scored 0.763 on validation through ``cmkd run`` (0.785 with 0.2).
     """
     ep_t, ep_s = (8, 8) if quick else (150, 200)
     return {
