@@ -1,4 +1,4 @@
-"""The ``cmkd`` command line: run, list, predict, export, evaluate.
+"""The ``cmkd`` command line: run, list, predict, export, evaluate, adapt, data.
 
 User mistakes print one line (``error: ...``) on stderr and exit with code 2; never a traceback.
 """
@@ -56,33 +56,6 @@ def _model_dir(model: Path) -> Path:
     return model
 
 
-def _student_inputs(meta: dict, arrays: dict[str, np.ndarray], src: str) -> dict[str, np.ndarray]:
-    """Check an input npz against the student's modalities and shapes; tokenise text."""
-    import yaml
-
-    from .data import tokenize
-
-    cfg = yaml.safe_load(meta["config"])
-    feed = {}
-    for m, spec in meta["hparams"]["modalities"].items():
-        if m not in arrays:
-            raise CmkdError(f"{src}: modality '{m}' needed by the model not found; keys: {', '.join(arrays)}")
-        a = arrays[m]
-        if spec["kind"] == "text":
-            if a.ndim != 1 or a.dtype.kind not in "US":
-                raise CmkdError(f"{src}: text modality '{m}' must be a (N,) array of strings")
-            a = tokenize(a, cfg["data"]["text_vocab"], cfg["data"]["text_len"])
-        else:
-            if tuple(a.shape[1:]) != tuple(spec["shape"]) or a.dtype.kind not in "fiub":
-                raise CmkdError(f"{src}: '{m}' has per-sample shape {tuple(a.shape[1:])} ({a.dtype}), the model "
-                                f"expects {tuple(spec['shape'])} numbers")
-            a = a.astype(np.float32)
-        feed[m] = a
-    if len({len(v) for v in feed.values()}) > 1:
-        raise CmkdError(f"{src}: the student's modalities have different sample counts")
-    return feed
-
-
 def _intervals(meta: dict, feed: dict[str, np.ndarray], outs: list[np.ndarray]) -> dict[str, dict]:
     """Per regression target: the head's std and, when the run calibrated it, the conformal interval."""
     import yaml
@@ -130,6 +103,7 @@ def predict(model: Annotated[Path, typer.Option("--model", "-m", help="Output fo
     """
     import yaml
 
+    from .continual import model_inputs
     from .data import load_npz
     from .export import ort_run, ort_session
     from .pipeline import atomic_write_text
@@ -152,7 +126,7 @@ def predict(model: Annotated[Path, typer.Option("--model", "-m", help="Output fo
     if not onnx.is_file():
         raise CmkdError(f"{onnx} not found; run `cmkd export --model {d}` first")
     meta = safe_load(d / "student.pt")
-    feed = _student_inputs(meta, load_npz(input), str(input))
+    feed = model_inputs(meta, load_npz(input), str(input))
     outs = ort_run(ort_session(onnx, threads=0), feed)
     result: dict = {"model": str(onnx), "n": len(next(iter(feed.values()))), "targets": {}}
     class_names = meta.get("class_names")
@@ -211,9 +185,8 @@ def evaluate(model: Annotated[Path, typer.Option("--model", "-m", help="Output f
              split: Annotated[str, typer.Option(help="'all' samples, or 'test' (split == 2 when the npz has "
                                                      "a split key).")] = "all") -> None:
     """Score a saved model on labelled data and print its metrics as JSON."""
-    import yaml
-
-    from .data import UNLABELLED, MultimodalData, load_npz
+    from .continual import model_dataset
+    from .data import load_npz
     from .evaluate import predict as predict_torch
     from .evaluate import task_metrics
     from .pipeline import load_model
@@ -224,38 +197,69 @@ def evaluate(model: Annotated[Path, typer.Option("--model", "-m", help="Output f
     if split not in ("all", "test"):
         raise CmkdError(f"--split {split!r}: valid: all, test")
     net, meta = load_model(d / f"{role}.pt")
-    arrays = load_npz(data)
-    inputs = _student_inputs(meta, arrays, str(data))  # checks the model's modalities and shapes
-    n = len(next(iter(inputs.values())))
-    present = {}
-    for m, a in inputs.items():
-        p = ~np.isnan(a.reshape(n, -1)).all(axis=1) if a.dtype.kind == "f" else (a > 0).any(axis=1)
-        present[m] = p & arrays[f"{m}__present"].astype(bool) if f"{m}__present" in arrays else p
-    targets, kinds = {}, {}
-    for t, spec in meta["hparams"]["targets"].items():
-        if t not in arrays or len(arrays[t]) != n:
-            raise CmkdError(f"{data}: target '{t}' missing or of the wrong length (need {n} values)")
-        kinds[t] = spec["kind"]
-        y = arrays[t]
-        if spec["kind"] == "classification":
-            classes = np.asarray(meta["classes"][t])
-            lab = (~np.isnan(y) if y.dtype.kind == "f" else np.ones(n, bool)) & (y != UNLABELLED)
-            unknown = np.setdiff1d(np.unique(y[lab]), classes)
-            if len(unknown):
-                raise CmkdError(f"{data}: target '{t}' has labels unknown to the model: {unknown.tolist()[:5]}")
-            targets[t] = np.where(lab, np.searchsorted(classes, np.where(lab, y, classes[0])), UNLABELLED)
-        else:
-            targets[t] = y.astype(np.float32).reshape(n, -1)
-    key = yaml.safe_load(meta["config"])["data"].get("split") or "split"
-    part = np.full(n, 2) if split == "all" or key not in arrays else np.asarray(arrays[key])
-    ds = MultimodalData(inputs, present, targets, part, {m: s["kind"] for m, s in
-                                                         meta["hparams"]["modalities"].items()},
-                        kinds, {t: np.asarray(c) for t, c in meta["classes"].items()}, str(data))
+    ds = model_dataset(meta, load_npz(data), str(data), "all" if split == "all" else "keep")
     idx = ds.labelled(ds.indices(2))
     if len(idx) == 0:
         raise CmkdError(f"{data}: no labelled sample to evaluate")
     typer.echo(json.dumps({"model": role, "n": int(len(idx)),
                            "metrics": task_metrics(ds, idx, predict_torch(net, ds, idx))}, indent=2))
+
+
+@app.command()
+def adapt(model: Annotated[Path, typer.Option("--model", "-m", help="Output folder of `cmkd run`.")],
+          data: Annotated[Path, typer.Option("--data", "-d", help=".npz from the new site: the student's modalities "
+                                                                 "and labelled targets (optional split key: shots "
+                                                                 "from split 0, scoring on split 2).")],
+          shots: Annotated[int, typer.Option(help="Labelled examples per class used for fine-tuning.")] = 10,
+          ewc: Annotated[float, typer.Option(help="EWC strength against forgetting the original site; 0 = off.")
+                         ] = 0.0,
+          epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = 50,
+          lr: Annotated[float, typer.Option(help="Fine-tuning learning rate.")] = 1e-3,
+          seed: Annotated[int, typer.Option(help="Seeds the choice of shots and the fine-tuning.")] = 0,
+          out: Annotated[Path | None, typer.Option("--out", "-o", help="Where to write student_adapted.pt and "
+                                                                       "adapt.json (default: MODEL/adapt).")] = None
+          ) -> None:
+    """Few-shot adaptation of the student to a new site, optionally with EWC; scores both sites before and after.
+
+    The original site's data are rebuilt from the run's config (a recipe regenerates them; a YAML run rereads its
+    npz): its test split gives the original-site score and its training split the EWC Fisher information.
+    """
+    from .continual import adapt as adapt_model
+    from .continual import model_dataset, save_adapted
+    from .data import load_npz
+    from .pipeline import atomic_write_text, load_model, original_dataset
+
+    d = _model_dir(model)
+    net, meta = load_model(d / "student.pt")
+    new = model_dataset(meta, load_npz(data), str(data), "keep")
+    original = original_dataset(meta)
+    adapted, report = adapt_model(net, new, shots, original, ewc, epochs, lr, seed)
+    dest = out or d / "adapt"
+    dest.mkdir(parents=True, exist_ok=True)
+    save_adapted(adapted, meta, report, dest / "student_adapted.pt")
+    atomic_write_text(dest / "adapt.json", json.dumps(report, indent=1))
+    pm = next(iter(report["before"]["new_site"]))
+    for site in ("new_site", "original_site"):
+        if site in report["before"]:
+            typer.echo(f"{site}: {pm} {report['before'][site][pm]:.4f} -> {report['after'][site][pm]:.4f}")
+    typer.echo(f"wrote {dest / 'student_adapted.pt'} and {dest / 'adapt.json'}")
+
+
+@app.command("data")
+def data_cmd(recipe: Annotated[str, typer.Argument(help="A recipe name (see `cmkd list`).")],
+             out: Annotated[Path, typer.Option("--out", "-o", help="The .npz to write.")],
+             overrides: SetOpt = None) -> None:
+    """Write a recipe's arrays as an .npz (the bring-your-own-data format): a template for your own data, or
+    data for `cmkd adapt` / `cmkd evaluate` (e.g. a new synthetic site: --set options.site=1)."""
+    from .pipeline import resolve
+
+    _, arrays, _, synthetic = resolve(recipe, overrides)
+    if out.suffix != ".npz":
+        raise CmkdError(f"--out {out}: the file name must end in .npz")
+    tmp = out.with_name(f".{out.name}.tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(out)
+    typer.echo(f"wrote {out} ({len(next(iter(arrays.values())))} samples{', SYNTHETIC' if synthetic else ''})")
 
 
 def main() -> None:

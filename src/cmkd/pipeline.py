@@ -126,6 +126,27 @@ def load_model(path: str | Path) -> tuple[MultimodalNet, dict]:
     return model.eval(), ck
 
 
+def original_dataset(meta: dict) -> MultimodalData | None:
+    """Rebuild the dataset a saved model was trained on from its config (None when it cannot be found)."""
+    import yaml
+
+    raw = yaml.safe_load(meta.get("config") or "") or {}
+    try:
+        cfg = validate(raw, source="the model's config")
+        if cfg.recipe:
+            from .recipes import get_recipe
+
+            arrays = get_recipe(cfg.recipe).load(cfg.model_dump(mode="json"))
+        elif cfg.data.path and Path(cfg.data.path).is_file():
+            arrays = load_npz(cfg.data.path)
+        else:
+            return None
+        mods = list(meta["hparams"]["modalities"])
+        return build_data(arrays, cfg.data, cfg.seed, str(cfg.data.path or cfg.recipe), modalities=mods)
+    except CmkdError:
+        return None
+
+
 def uncertainty_groups(data: MultimodalData, idx: np.ndarray, modalities: list[str], cfg: ExperimentConfig
                        ) -> np.ndarray | None:
     """Availability band of each sample (Mondrian calibration groups), or None without edges. The share is over

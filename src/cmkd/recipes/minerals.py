@@ -11,7 +11,9 @@ all of it. The teacher and the baseline student learn from the labelled pixels; 
 learns from the teacher's outputs on the unlabelled ones. Validation and test pixels are all labelled.
 Set ``--set options.label_fraction=1`` for fully labelled training.
 
-Options (``--set options.KEY=VALUE``): ``label_fraction`` (0-1], ``size`` (scene side in pixels; 96, quick 64).
+Options (``--set options.KEY=VALUE``): ``label_fraction`` (0-1], ``size`` (scene side in pixels; 96, quick 64),
+``site`` (0 = the reference site; a positive id draws a new site with shifted mineral mix, illumination and dust:
+``cmkd data minerals --set options.site=1 --set options.label_fraction=1 --out site1.npz`` then ``cmkd adapt``).
 """
 
 from __future__ import annotations
@@ -55,7 +57,10 @@ def load(config: dict, quick: bool = False) -> dict[str, np.ndarray]:
     if size < 40:
         raise CmkdError(f"options.size must be at least 40 pixels (8 patches), got {size}")
     seed = int(config["seed"])
-    arrays = generate(seed=seed, size=size)
+    site = int(opts.get("site", 0))
+    if site < 0:
+        raise CmkdError(f"options.site must be 0 (the reference site) or a positive new-site id, got {site}")
+    arrays = generate(seed=seed, size=size, site=site)
     out = {k: v for k, v in arrays.items() if k in ("hsi", "lidar", "rgb", "mineral", "split")}
     rng = np.random.default_rng(seed + 7919)
     hidden = (out["split"] == 0) & (rng.random(len(out["split"])) >= frac)
