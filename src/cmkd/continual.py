@@ -175,7 +175,7 @@ def finetune(model: MultimodalNet, data: MultimodalData, idx: np.ndarray, epochs
             (loss + p).backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
-            tot, pen = tot + float(loss), pen + float(p)
+            tot, pen = tot + float(loss.detach()), pen + float(p.detach())
         hist.append({"epoch": epoch + 1, "task": tot, "ewc": pen})
     model.eval()
     return hist
