@@ -1,4 +1,4 @@
-"""The ``cmkd`` command line: run, list, predict, export, evaluate, adapt, data.
+"""The ``cmkd`` command line: run, list, predict, export, evaluate, adapt, tune, data.
 
 User mistakes print one line (``error: ...``) on stderr and exit with code 2; never a traceback.
 """
@@ -243,6 +243,35 @@ def adapt(model: Annotated[Path, typer.Option("--model", "-m", help="Output fold
         if site in report["before"]:
             typer.echo(f"{site}: {pm} {report['before'][site][pm]:.4f} -> {report['after'][site][pm]:.4f}")
     typer.echo(f"wrote {dest / 'student_adapted.pt'} and {dest / 'adapt.json'}")
+
+
+@app.command("tune")
+def tune_cmd(target: Annotated[str, typer.Argument(help="A recipe name or an experiment YAML file.")],
+             trials: Annotated[int, typer.Option(help="Evaluations, the defaults included.")] = 20,
+             sampler: Annotated[str, typer.Option(help="tpe (Optuna) or de (SciPy differential evolution).")] = "tpe",
+             out: Annotated[Path, typer.Option("--out", "-o", help="Folder for trials.json and best.yaml.")] = Path(
+                 "runs/tune"),
+             quick: Annotated[bool, typer.Option(help="Short trainings (smoke test).")] = False,
+             overrides: SetOpt = None,
+             quiet: Annotated[bool, typer.Option(help="No progress output.")] = False) -> None:
+    """Search kd temperature, loss weights, learning rate and width for the distilled student on the validation
+    split; writes every trial to trials.json and the best config to best.yaml, ready for `cmkd run best.yaml`."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .pipeline import resolve
+    from .tune import tune
+
+    cfg, arrays, _, _ = resolve(target, overrides, quick)
+    res = tune(cfg, arrays, trials, sampler, out, quiet=quiet)
+    tab = Table(title=f"cmkd tune ({sampler}, {len(res['trials'])} trials; {res['metric']} on validation)")
+    for col in ("trial", res["metric"], "settings"):
+        tab.add_column(col)
+    for r in res["trials"]:
+        tab.add_row(str(r["trial"]), f"{r[res['metric']]:.4f}", str(r["params"]))
+    Console().print(tab)
+    typer.echo(f"defaults {res['default']:.4f} -> best {res['best']:.4f} ({res['best_params']}); "
+               f"wrote {out / 'trials.json'} and {out / 'best.yaml'}")
 
 
 @app.command("data")

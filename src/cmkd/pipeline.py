@@ -66,6 +66,12 @@ def resolve(target: str, overrides: list[str] | None = None, quick: bool = False
         raise CmkdError(f"'{target}' is neither a recipe ({', '.join(sorted(RECIPES))}) nor a YAML file")
     raw = apply_overrides(load_yaml(p), overrides)
     cfg = validate(raw, source=str(p))
+    if cfg.recipe and not cfg.data.path:  # a recipe's config saved as YAML (e.g. by `cmkd tune`)
+        from .recipes import get_recipe
+
+        rec = get_recipe(cfg.recipe)
+        arrays = rec.load(cfg.model_dump(mode="json"), quick=quick)
+        return cfg, arrays, "synthetic" if rec.SYNTHETIC else str(p), bool(rec.SYNTHETIC)
     if not cfg.data.path:
         raise CmkdError(f"{p}: data.path is required (the .npz file, relative to the YAML)")
     dp = Path(cfg.data.path)

@@ -1,0 +1,179 @@
+"""Hyperparameter search for the distilled student: ``cmkd tune CONFIG --trials N [--sampler tpe|de]``.
+
+The teacher does not depend on the searched settings, so it is trained once; every trial trains the distilled
+student with the trial's distillation temperature, loss weights, learning rate and width, and scores it on the
+VALIDATION split (its best epoch's primary metric; the test split is never looked at). The first trial is the
+config as given, so the table always shows what the search gained over the defaults.
+
+Samplers: ``tpe`` (Optuna's tree-structured Parzen estimator, Bergstra et al., 2011) or ``de`` (SciPy's
+differential evolution, Storn & Price, 1997, on the same box, run for about ``trials`` evaluations).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import ExperimentConfig, dump_config, validate
+from .errors import CmkdError
+
+# name -> (low, high, log scale); width is searched as an index into WIDTHS
+SPACE: dict[str, tuple[float, float, bool]] = {
+    "distill.temperature": (1.0, 8.0, True),
+    "distill.weights.kd": (0.0, 3.0, False),
+    "distill.weights.feature": (0.0, 1.0, False),
+    "distill.weights.relation": (0.0, 1.0, False),
+    "student.lr": (3e-4, 1e-2, True),
+    "student.width": (0.0, 2.999, False),
+}
+WIDTHS = (32, 64, 128)
+
+
+def _apply(raw: dict, params: dict[str, float]) -> dict:
+    """The raw config with a trial's parameters set."""
+    import copy
+
+    out = copy.deepcopy(raw)
+    for key, v in params.items():
+        node = out
+        *path, last = key.split(".")
+        for p in path:
+            node = node.setdefault(p, {})
+        node[last] = WIDTHS[int(v)] if key == "student.width" else float(v)
+    return out
+
+
+class _Objective:
+    """Trains the teacher once; each call trains a distilled student and returns its validation metric."""
+
+    def __init__(self, cfg: ExperimentConfig, arrays: dict[str, np.ndarray], quiet: bool = True) -> None:
+        import torch
+
+        from .data import build_data, fit_stats
+        from .evaluate import HIGHER_IS_BETTER, predict, primary_metric
+        from .losses import CompositeLoss
+        from .pipeline import _cache, build_model
+        from .train import fit, set_seed
+
+        torch.set_num_threads(cfg.threads)
+        self.cfg, self.quiet = cfg, quiet
+        tm, sm = list(cfg.teacher.modalities), list(cfg.student.modalities)
+        self.data = build_data(arrays, cfg.data, cfg.seed, "tune", modalities=list(dict.fromkeys(tm + sm)))
+        d = self.data
+        self.train_all = d.indices(0)
+        self.train, self.val = d.labelled(self.train_all), d.labelled(d.indices(1))
+        if len(self.val) == 0:
+            raise CmkdError("tuning needs a validation split with labelled samples")
+        self.stats = fit_stats(d, self.train_all)
+        t_train, t_val = d.all_present(tm, self.train), d.all_present(tm, self.val)
+        set_seed(cfg.seed)
+        teacher = build_model(d, tm, cfg.teacher, cfg)
+        teacher.set_stats(self.stats)
+        fit(teacher, d, t_train, t_val, cfg.teacher, CompositeLoss({"task": 1.0}, nll_beta=cfg.distill.nll_beta),
+            seed=cfg.seed, target_stats=self.stats, quiet=quiet, desc="teacher (once)")
+        self.cache = _cache(predict(teacher, d, np.arange(d.n)), list(d.target_kinds))
+        self.kd_mask = np.zeros(d.n, dtype=bool)
+        for m in tm:
+            self.kd_mask |= d.present[m]
+        self.metric = primary_metric(d)
+        self.sign = 1.0 if HIGHER_IS_BETTER[self.metric] else -1.0
+
+    def __call__(self, cfg: ExperimentConfig) -> float:
+        from .losses import CompositeLoss
+        from .pipeline import build_model, class_balance_weights
+        from .train import fit, set_seed
+
+        d, w = cfg.distill, dict(cfg.distill.weights)
+        set_seed(cfg.seed + 1)
+        imp = list(d.impute) if w.get("impute") else None
+        model = build_model(self.data, list(cfg.student.modalities), cfg.student, cfg, impute=imp)
+        model.set_stats(self.stats)
+        loss = CompositeLoss(w, cfg.student.width, cfg.teacher.width, d.temperature, d.feature_mode,
+                             d.relation_mode, d.contrastive_temperature, adaptive=d.adaptive_weights,
+                             impute_sources=d.impute, nll_beta=d.nll_beta,
+                             temperature_schedule=d.temperature_schedule, temperature_end=d.temperature_end,
+                             class_weights=class_balance_weights(self.data, self.train, d.class_balance))
+        set_seed(cfg.seed + 2)
+        hist = fit(model, self.data, self.train_all, self.val, cfg.student, loss, seed=cfg.seed + 1,
+                   target_stats=self.stats, teacher_cache=self.cache, kd_mask=self.kd_mask, quiet=self.quiet,
+                   desc="student trial")
+        vals = [r["val_metric"] for r in hist]
+        return float(max(vals) if self.sign > 0 else min(vals))
+
+
+def tune(cfg: ExperimentConfig, arrays: dict[str, np.ndarray], trials: int, sampler: str = "tpe",
+         out: Path | None = None, quiet: bool = True) -> dict[str, Any]:
+    """Search the student's distillation settings; returns the trials, the best config and the gain.
+
+    Args:
+        cfg: the experiment (its values are trial 0).
+        arrays: its data.
+        trials: evaluations (about this many for ``de``).
+        sampler: ``tpe`` or ``de``.
+        out: folder for ``trials.json`` and ``best.yaml`` (written atomically); None writes nothing.
+        quiet: no progress bars.
+    """
+    if trials < 2:
+        raise CmkdError(f"--trials must be at least 2 (the defaults and one more), got {trials}")
+    if sampler not in ("tpe", "de"):
+        raise CmkdError(f"--sampler {sampler!r}: valid: tpe, de")
+    raw = cfg.model_dump(mode="json")
+    objective = _Objective(cfg, arrays, quiet)
+    sign = objective.sign
+    rows: list[dict] = []
+
+    def evaluate(params: dict[str, float]) -> float:
+        trial_cfg = validate(_apply(raw, params), source="tuning trial") if params else cfg
+        value = objective(trial_cfg)
+        shown = {k: (WIDTHS[int(v)] if k == "student.width" else round(float(v), 5)) for k, v in params.items()}
+        rows.append({"trial": len(rows), "params": shown or "defaults", "val_" + objective.metric: value})
+        if not quiet:
+            print(f"trial {len(rows) - 1}: {objective.metric} {value:.4f} {shown or '(defaults)'}", flush=True)
+        return value
+
+    default_value = evaluate({})
+    if sampler == "tpe":
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(direction="maximize" if sign > 0 else "minimize",
+                                    sampler=optuna.samplers.TPESampler(seed=cfg.seed))
+
+        def opt_obj(trial: Any) -> float:
+            params = {k: trial.suggest_float(k, lo, hi, log=log) for k, (lo, hi, log) in SPACE.items()}
+            return evaluate(params)
+
+        study.optimize(opt_obj, n_trials=trials - 1)
+    else:
+        from scipy.optimize import differential_evolution
+
+        keys = list(SPACE)
+        bounds = [(math.log(lo), math.log(hi)) if log else (lo, hi) for lo, hi, log in SPACE.values()]
+
+        def de_obj(x: np.ndarray) -> float:
+            if len(rows) >= trials:
+                return -sign * float(rows[0]["val_" + objective.metric])  # budget spent
+            params = {k: (math.exp(v) if SPACE[k][2] else v) for k, v in zip(keys, x)}
+            return -sign * evaluate(params)
+
+        pop = max(1, (trials - 1) // (2 * len(keys)))  # scipy's population is popsize x dimensions
+        differential_evolution(de_obj, bounds, popsize=pop, maxiter=max(1, (trials - 1) // (pop * len(keys)) - 1),
+                               seed=cfg.seed, polish=False, init="latinhypercube", tol=0)
+    key = "val_" + objective.metric
+    best = max(rows, key=lambda r: sign * r[key])
+    params = {} if best["params"] == "defaults" else best["params"]
+    best_raw = _apply(raw, {k: (WIDTHS.index(v) if k == "student.width" else v) for k, v in params.items()})
+    best_cfg = validate(best_raw, source="best trial")
+    result = {"sampler": sampler, "metric": key, "trials": rows, "default": default_value, "best": best[key],
+              "gain": sign * (best[key] - default_value), "best_params": params or "defaults"}
+    if out is not None:
+        from .pipeline import atomic_write_text
+
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "trials.json", json.dumps(result, indent=1))
+        atomic_write_text(out / "best.yaml", dump_config(best_cfg))
+    return result
