@@ -106,6 +106,29 @@ def test_recipes_quick(tmp_path: Path) -> None:
                  overrides=["teacher.epochs=1", "student.epochs=1", *FAST])
     assert m["synthetic"] is True and m["data"]["source"] == "synthetic"
     assert "SYNTHETIC" in (tmp_path / "m" / "report.html").read_text()
+    # survey outputs: deployment table and carbonation estimate against the generator's true uptake
+    sv = json.loads((tmp_path / "m" / "survey.json").read_text())
+    assert sv["synthetic"] is True and [r["model"] for r in sv["deployment"]][:3] == [
+        "teacher", "student_baseline", "student"]
+    assert sv["deployment"][2]["power_reduction"] == pytest.approx(1 - 1.5 / 24.5)
+    for role in ("teacher", "student"):
+        c = sv["carbonation"][role]
+        assert c["true_t"] > 0 and c["interval_90_t"][0] <= c["estimate_t"] <= c["interval_90_t"][1]
+        assert 0 <= c["pixel_interval_coverage"] <= 1
+    assert "carbonation estimate" in (tmp_path / "m" / "report.html").read_text()
+
+
+def test_carbonation_arithmetic() -> None:
+    from cmkd.recipes.minerals_survey import carbonation
+
+    probs = np.array([[1.0, 0.0], [0.5, 0.5]])
+    fractions = np.array([[1.0, 0.0], [0.0, 1.0]])
+    r = carbonation(probs, fractions, np.array([1.0, 0.0]), 2.0)
+    # estimates 2 and 1 (total 3), truth 2 and 0 (total 2); sd 0 and 2 * 0.5 = 1
+    assert r["estimate_t"] == pytest.approx(3.0) and r["true_t"] == pytest.approx(2.0)
+    assert r["interval_90_t"] == pytest.approx([3 - 1.6449, 3 + 1.6449])
+    assert r["interval_covers_truth"] is True and r["relative_error"] == pytest.approx(0.5)
+    assert r["pixel_interval_coverage"] == pytest.approx(1.0)
 
 
 def test_unlabelled_training_samples(tmp_path: Path) -> None:

@@ -11,6 +11,11 @@ all of it. The teacher and the baseline student learn from the labelled pixels; 
 learns from the teacher's outputs on the unlabelled ones. Validation and test pixels are all labelled.
 Set ``--set options.label_fraction=1`` for fully labelled training.
 
+Every run also writes ``survey.json`` and a report section: a deployment table (accuracy, sensor power, latency,
+size, accuracy preservation) and an ILLUSTRATIVE carbonation estimate with its interval against the generator's
+true uptake (:mod:`cmkd.recipes.minerals_survey`; ``options.carbonation``, ``options.pixel_area_m2``,
+``options.capacity_t_per_m2``).
+
 Options (``--set options.KEY=VALUE``): ``label_fraction`` (0-1], ``size`` (scene side in pixels; 96, quick 64),
 ``site`` (0 = the reference site; a positive id draws a new site with shifted mineral mix, illumination and dust:
 ``cmkd data minerals --set options.site=1 --set options.label_fraction=1 --out site1.npz`` then ``cmkd adapt``).
@@ -66,3 +71,10 @@ def load(config: dict, quick: bool = False) -> dict[str, np.ndarray]:
     hidden = (out["split"] == 0) & (rng.random(len(out["split"])) >= frac)
     out["mineral"] = np.where(hidden, -1, out["mineral"])
     return out
+
+
+def analyse(ctx: dict) -> dict:
+    """Carbonation estimate and deployment table (see :mod:`cmkd.recipes.minerals_survey`)."""
+    from .minerals_survey import analyse as survey
+
+    return survey(ctx)
