@@ -13,6 +13,8 @@ import pytest
 from helpers import make_arrays, make_config, write_case
 
 import cmkd
+from cmkd.config import validate
+from cmkd.errors import CmkdError
 
 SCHEMA = Path(__file__).resolve().parents[2] / "shared" / "metrics.schema.json"
 FAST = ["export.latency_runs=5"]  # API overrides
@@ -142,3 +144,17 @@ def test_unlabelled_training_samples(tmp_path: Path) -> None:
     assert m["data"]["n_train_unlabelled"] == int(hidden.sum())
     _, meta = cmkd.load_model(tmp_path / "out" / "student.pt")
     assert meta["classes"]["y"] == [0, 1, 2]  # -1 is not a class
+
+
+def test_progressive_chain(tmp_path: Path) -> None:
+    """teacher -> assistant_1 (a middle modality set) -> student_progressive, beside the direct student."""
+    cfg = make_config(student="img", teacher=["vec", "img", "seq"], epochs=2)
+    cfg["distill"] = {"chain": [["vec", "img"]]}
+    m = cmkd.run(validate(cfg), tmp_path / "out", arrays=make_arrays(), quiet=True, overrides=None)
+    assert {"assistant_1", "student_progressive"} <= set(m["models"])
+    assert m["models"]["assistant_1"]["modalities"] == ["vec", "img"]
+    assert m["models"]["student_progressive"]["modalities"] == ["img"]
+    assert (tmp_path / "out" / "student_progressive.pt").is_file()
+    cfg["distill"] = {"chain": [["vec", "nope"]]}
+    with pytest.raises(CmkdError, match="chain"):
+        validate(cfg)

@@ -97,6 +97,9 @@ class DistillConfig(_Strict):
     mixup: float = Field(0.0, ge=0)  # Beta(a, a) mixing of training pairs for extra teacher terms; 0 = off
     # beta-NLL for regression task terms of every model (teacher included): 0 = plain Gaussian NLL
     nll_beta: float = Field(0.5, ge=0, le=1)
+    # progressive distillation: modality sets of intermediate "assistant" models, from the teacher's side to the
+    # student's, e.g. [[msi, rgb]]: teacher -> assistant_1 -> student_progressive (compared with the direct student)
+    chain: list[list[str]] = Field(default_factory=list)
     # availability-adaptive weights: task term x (0.5 + a), teacher terms x (1.5 - a), a = observed share
     adaptive_weights: bool = False
     # cross-modal imputation for the `impute` term: student modality -> data key of its complete version
@@ -158,6 +161,11 @@ class ExperimentConfig(_Strict):
                                      f"data.modalities ({', '.join(self.data.modalities)})")
             if len(set(mods)) != len(mods):
                 raise ValueError(f"'{role}.modalities' lists a modality twice")
+        for i, mods in enumerate(self.distill.chain):
+            bad = [m for m in mods if m not in self.data.modalities]
+            if bad or not mods:
+                raise ValueError(f"'distill.chain[{i}]': modality '{bad[0] if bad else '(none)'}' is not declared in "
+                                 f"data.modalities ({', '.join(self.data.modalities)})")
         for m, src in self.distill.impute.items():
             if m not in self.student.modalities:
                 raise ValueError(f"'distill.impute': '{m}' is not a student modality "

@@ -255,7 +255,9 @@ def run(config: str | ExperimentConfig, out: str | Path = "runs/out", *, overrid
     dev = resolve_device(cfg.device)
     torch.set_num_threads(cfg.threads)
     tmods, smods = list(cfg.teacher.modalities), list(cfg.student.modalities)
-    data = build_data(arrays, cfg.data, cfg.seed, source, modalities=list(dict.fromkeys(tmods + smods)))
+    chain_mods = [m for mods in cfg.distill.chain for m in mods]
+    data = build_data(arrays, cfg.data, cfg.seed, source,
+                      modalities=list(dict.fromkeys(tmods + smods + chain_mods + list(cfg.distill.impute.values()))))
     # unlabelled training samples (class -1 / NaN targets) serve only the distilled student's teacher terms
     train_all = data.indices(0)
     train, val, test = data.labelled(train_all), data.labelled(data.indices(1)), data.labelled(data.indices(2))
@@ -299,18 +301,19 @@ def run(config: str | ExperimentConfig, out: str | Path = "runs/out", *, overrid
     # 2. baseline student (task loss only) and 3. distilled student, from the same initialisation
     w = dict(cfg.distill.weights)
 
-    def make_loss(role: str) -> CompositeLoss:
+    def make_loss(role: str, teacher_width: int) -> CompositeLoss:
         if role == "student_baseline":
             return CompositeLoss({"task": w.get("task", 1.0) or 1.0}, nll_beta=cfg.distill.nll_beta)
         d = cfg.distill
-        return CompositeLoss(w, cfg.student.width, cfg.teacher.width, d.temperature, d.feature_mode,
+        return CompositeLoss(w, cfg.student.width, teacher_width, d.temperature, d.feature_mode,
                              d.relation_mode, d.contrastive_temperature, adaptive=d.adaptive_weights,
                              impute_sources=d.impute, nll_beta=d.nll_beta,
                              temperature_schedule=d.temperature_schedule, temperature_end=d.temperature_end,
                              class_weights=class_balance_weights(data, train, d.class_balance, dev))
 
-    for role in ("student_baseline", "student"):
-        distil = role == "student" and any(v for k, v in w.items() if k != "task")
+    def train_student(role: str, mods: list[str], distil: bool, t_model: MultimodalNet, t_cache: dict,
+                      t_mask: np.ndarray) -> MultimodalNet:
+        """Train one student-sized model (optionally distilled from ``t_model``) and keep it in ``models``."""
         fit_idx = train_all if distil else train
         # with refit: choose the epoch count on validation, then retrain on train + val for that many epochs
         stages = [(role, cfg.student, fit_idx, True)]
@@ -321,17 +324,30 @@ def run(config: str | ExperimentConfig, out: str | Path = "runs/out", *, overrid
                 best = int(np.argmax([sign * r["val_metric"] for r in histories[role]])) + 1
                 mcfg = cfg.student.model_copy(update={"epochs": best, "patience": best + 1})
             set_seed(cfg.seed + 1)
-            imp = list(cfg.distill.impute) if distil and w.get("impute") else None
-            model = build_model(data, smods, cfg.student, cfg, impute=imp)
+            imp = [m for m in cfg.distill.impute if m in mods] if distil and w.get("impute") else None
+            model = build_model(data, mods, cfg.student, cfg, impute=imp or None)
             model.set_stats(stats)
             set_seed(cfg.seed + 2)
-            hist = fit(model, data, idx, val, mcfg, make_loss(role), seed=cfg.seed + 1, target_stats=stats,
-                       teacher_cache=cache if distil else None, kd_mask=kd_mask,
-                       ckpt_path=ck_dir / f"{stage}.pt", resume=resume, quiet=quiet, desc=stage, device=dev,
-                       teacher=teacher if distil else None, mixup=cfg.distill.mixup if distil else 0.0,
-                       select_best=select)
+            hist = fit(model, data, idx, val, mcfg, make_loss(role if distil else "student_baseline", t_model.width),
+                       seed=cfg.seed + 1, target_stats=stats, teacher_cache=t_cache if distil else None,
+                       kd_mask=t_mask, ckpt_path=ck_dir / f"{stage}.pt", resume=resume, quiet=quiet, desc=stage,
+                       device=dev, teacher=t_model if distil else None,
+                       mixup=cfg.distill.mixup if distil else 0.0, select_best=select)
             histories[stage] = hist
         models[role] = model
+        return model
+
+    for role in ("student_baseline", "student"):
+        train_student(role, smods, role == "student" and any(v for k, v in w.items() if k != "task"), teacher,
+                      cache, kd_mask)
+    # progressive distillation: teacher -> assistant_1 -> ... -> student_progressive (Mirzadeh et al., 2020)
+    prev, prev_cache, prev_mask = teacher, cache, kd_mask
+    for i, mods in enumerate(cfg.distill.chain):
+        prev = train_student(f"assistant_{i + 1}", list(mods), True, prev, prev_cache, prev_mask)
+        prev_cache = _cache(predict(prev, data, np.arange(data.n), device=dev), targets)
+        prev_mask = np.any([data.present[m] for m in mods], axis=0)
+    if cfg.distill.chain:
+        train_student("student_progressive", smods, True, prev, prev_cache, prev_mask)
 
     # evaluation on the test split: the teacher where it has all its modalities, students everywhere
     metrics_models: dict[str, dict] = {}
@@ -340,7 +356,6 @@ def run(config: str | ExperimentConfig, out: str | Path = "runs/out", *, overrid
     first = targets[0]
     # the teacher needs all its modalities; where no test sample has them (e.g. Houston's official test pixels
     # lack HSI) it is scored on the validation samples instead, and metrics.json says so
-    teacher_split = "test" if len(t_test) else "val"
     # conformal calibration of regression heads: split 3 when the data has one, else the validation split
     cal_all = data.labelled(data.indices(3))
     cal_split = "calibration" if len(cal_all) else "val"
@@ -348,8 +363,12 @@ def run(config: str | ExperimentConfig, out: str | Path = "runs/out", *, overrid
     use_conformal = cfg.uncertainty.enabled and "regression" in data.target_kinds.values()
     conformal: dict[str, dict] = {}
     for role, model in models.items():
-        idx = (t_test if len(t_test) else t_val) if role == "teacher" else test
         mods = list(model.encoders)
+        if role == "teacher" or role.startswith("assistant_"):  # scored where they have all their modalities
+            r_test, r_val = data.all_present(mods, test), data.all_present(mods, val)
+            idx = r_test if len(r_test) else r_val
+        else:
+            idx = test
         p = predict(model, data, idx, device=dev) if len(idx) else {}
         mm = task_metrics(data, idx, p) if len(idx) else {}
         cal = data.all_present(mods, cal_all) if role == "teacher" else cal_all
@@ -363,7 +382,8 @@ def run(config: str | ExperimentConfig, out: str | Path = "runs/out", *, overrid
             "modalities": mods, "params": count_params(model), "metrics": mm,
             "latency_ms": torch_latency_ms(model, example_inputs(data, mods), cfg.export.latency_runs),
             "n_test": int(len(idx)), "cost": float(sum(costs[m] for m in mods)),
-            "scored_on": teacher_split if role == "teacher" else "test"}
+            "scored_on": "test" if role not in ("teacher",) and not role.startswith("assistant_") or (
+                len(idx) and np.isin(idx, test).all()) else "val"}
         if len(idx):
             kind = data.target_kinds[first]
             y_pred = p[f"{first}/logits"].argmax(1) if kind == "classification" else p[f"{first}/value"]

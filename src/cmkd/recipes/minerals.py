@@ -38,14 +38,16 @@ def default_config(quick: bool = False) -> dict:
         "name": "minerals-synthetic", "seed": 0,
         "data": {"path": None,
                  "modalities": {"hsi": {"kind": "vector", "cost": 15.0}, "lidar": {"kind": "image", "cost": 8.0},
-                                "rgb": {"kind": "image", "cost": 1.5}},
+                                "rgb": {"kind": "image", "cost": 1.5}, "msi": {"kind": "vector", "cost": 4.0}},
                  "targets": {"mineral": {"kind": "classification"}}, "split": "split",
                  "class_names": CLASS_NAMES},
         "teacher": {"modalities": ["hsi", "lidar", "rgb"], "width": 64, "epochs": 4 if quick else 30,
                     "batch_size": 128, "lr": 3e-3, "patience": 8},
         "student": {"modalities": ["rgb"], "width": 32, "epochs": 4 if quick else 40, "batch_size": 128,
                     "lr": 3e-3, "patience": 10},
-        "distill": {"temperature": 4.0, "weights": {"task": 1.0, "kd": 1.0, "feature": 0.5, "relation": 0.5}},
+        # progressive distillation (teacher -> msi+rgb assistant -> rgb student) is compared with the direct one
+        "distill": {"temperature": 4.0, "weights": {"task": 1.0, "kd": 1.0, "feature": 0.5, "relation": 0.5},
+                    "chain": [["msi", "rgb"]]},
         "export": {"latency_runs": 50 if quick else 200},
         "options": {"label_fraction": 0.1},
     }
@@ -66,7 +68,7 @@ def load(config: dict, quick: bool = False) -> dict[str, np.ndarray]:
     if site < 0:
         raise CmkdError(f"options.site must be 0 (the reference site) or a positive new-site id, got {site}")
     arrays = generate(seed=seed, size=size, site=site)
-    out = {k: v for k, v in arrays.items() if k in ("hsi", "lidar", "rgb", "mineral", "split")}
+    out = {k: v for k, v in arrays.items() if k in ("hsi", "lidar", "rgb", "msi", "mineral", "split")}
     rng = np.random.default_rng(seed + 7919)
     hidden = (out["split"] == 0) & (rng.random(len(out["split"])) >= frac)
     out["mineral"] = np.where(hidden, -1, out["mineral"])

@@ -30,6 +30,11 @@ distillation results:
 * **RGB**: spectra integrated over Gaussian responses at 650/550/450 nm (sigma 40 nm), times a smooth
   illumination factor (exp of a field with std 0.15) and Lambertian slope shading (sun zenith 40 deg,
   random azimuth), plus N(0, 0.01) noise.
+* **MSI**: a Sentinel-2-like multispectral camera: the HSI scene's reflectance (dust and topographic
+  residual included) integrated over Gaussian band responses at the MSI centres and widths (FWHM) of
+  :data:`MSI_BANDS` (B2-B8A, B11, B12; ESA Sentinel-2 spectral response summary), plus N(0, 0.008) noise from its
+  own random stream (the other arrays do not change when it is added). It is the middle step of progressive
+  distillation: richer than RGB, far cheaper than the imaging spectrometer.
 * **Sites**: ``site > 0`` draws a new scene with a shifted mineral mix (priors x lognormal(0, 0.5)), sun
   zenith U(25, 60) deg, illumination gain U(0.7, 1.3) and dust mean raised by U(0.05, 0.2).
 
@@ -149,6 +154,11 @@ def _split_columns(labels: np.ndarray, half: int, rng: np.random.Generator) -> n
     return best
 
 
+# Sentinel-2 MSI bands used by the "msi" modality: (centre nm, FWHM nm) of B2, B3, B4, B5, B6, B7, B8, B8A, B11, B12
+MSI_BANDS = ((490.0, 65.0), (560.0, 35.0), (665.0, 30.0), (705.0, 15.0), (740.0, 15.0), (783.0, 20.0),
+             (842.0, 115.0), (865.0, 20.0), (1610.0, 90.0), (2190.0, 180.0))
+
+
 def generate(seed: int = 0, size: int = 96, patch: int = 5, n_bands: int = 128, site: int = 0,
              return_fractions: bool = False) -> dict[str, np.ndarray]:
     """Generate one synthetic mineral survey scene as per-pixel samples.
@@ -163,7 +173,7 @@ def generate(seed: int = 0, size: int = 96, patch: int = 5, n_bands: int = 128, 
 
     Returns:
         Arrays dict: "hsi" (N, n_bands) float32, "lidar" (N, 2, patch, patch) float32, "rgb"
-        (N, 3, patch, patch) float32, "mineral" (N,) int64, "coord_row" / "coord_col" (N,) int64,
+        (N, 3, patch, patch) float32, "msi" (N, 10) float32, "mineral" (N,) int64, "coord_row" / "coord_col" (N,) int64,
         "split" (N,) int8 and optionally "fractions" (N, 8) float32.
     """
     if patch % 2 != 1 or patch > size // 8:
@@ -227,6 +237,11 @@ def generate(seed: int = 0, size: int = 96, patch: int = 5, n_bands: int = 128, 
         "coord_col": cc.astype(np.int64),
         "split": col_split[cc].astype(np.int8),
     }
+    centres, fwhm = np.array(MSI_BANDS).T
+    msi_resp = np.exp(-0.5 * ((wl[None] - centres[:, None]) / (fwhm[:, None] / 2.3548)) ** 2)  # (10, B)
+    msi_refl = np.einsum("hwb,cb->hwc", refl * resid, msi_resp / msi_resp.sum(1, keepdims=True))
+    msi_noise = np.random.default_rng([seed, site, 11]).normal(0.0, 0.008, msi_refl.shape)
+    out["msi"] = (msi_refl + msi_noise)[rr, cc].astype(np.float32)
     if return_fractions:
         out["fractions"] = frac[rr, cc].astype(np.float32)
     return out
