@@ -1,0 +1,136 @@
+"""The minerals survey workflow on SYNTHETIC scenes, over several seeds: direct vs progressive distillation,
+class-balanced vs plain distillation (recall of the rarest classes), few-shot site adaptation with and without
+EWC, carbonation error and interval coverage, and `cmkd tune` (validation gain over the defaults).
+
+Usage:
+    python benchmarks/minerals_workflow.py [--seeds 0 1 2] [--tune-trials 20] [--out runs/minerals-workflow]
+
+Writes ``benchmarks/minerals_workflow.json`` (every figure per seed) and ``benchmarks/minerals_workflow.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+import cmkd
+from cmkd.continual import adapt, model_dataset
+from cmkd.evaluate import predict
+from cmkd.pipeline import load_model, original_dataset, resolve
+from cmkd.tune import tune
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def ms(values: list[float], digits: int = 3) -> str:
+    """mean +- std as text."""
+    a = np.asarray(values, dtype=float)
+    return f"{a.mean():.{digits}f} ± {a.std(ddof=1) if len(a) > 1 else 0.0:.{digits}f}"
+
+
+def rare_recall(run: Path, role: str) -> dict:
+    """Test recall of the two classes rarest in the training labels."""
+    model, meta = load_model(run / f"{role}.pt")
+    data = original_dataset(meta)
+    y_tr = data.targets["mineral"][data.labelled(data.indices(0))]
+    counts = np.bincount(y_tr, minlength=len(data.classes["mineral"]))
+    rare = np.argsort(counts)[:2]
+    te = data.labelled(data.indices(2))
+    pred = predict(model, data, te)["mineral/logits"].argmax(1)
+    y = data.targets["mineral"][te]
+    names = meta["class_names"]
+    return {names[c]: float(np.mean(pred[y == c] == c)) if (y == c).any() else float("nan") for c in rare}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--tune-trials", type=int, default=20)
+    ap.add_argument("--out", default=str(ROOT / "runs" / "minerals-workflow"))
+    args = ap.parse_args()
+    out = Path(args.out)
+    rows = []
+    for seed in args.seeds:
+        t0 = time.time()
+        r: dict = {"seed": seed}
+        plain = cmkd.run("minerals", out / f"plain-{seed}", overrides=[f"seed={seed}", "export.enabled=false"],
+                         quiet=True)
+        acc = {k: v["metrics"]["accuracy"] for k, v in plain["models"].items()}
+        r["accuracy"] = acc
+        r["carbonation"] = {k: {kk: v[kk] for kk in ("relative_error", "interval_covers_truth",
+                                                     "pixel_interval_coverage")}
+                            for k, v in plain["survey"]["carbonation"].items()}
+        cb = cmkd.run("minerals", out / f"balanced-{seed}",
+                      overrides=[f"seed={seed}", "export.enabled=false", "distill.class_balance=0.999",
+                                 "distill.chain=[]"], quiet=True)
+        r["balanced_accuracy"] = cb["models"]["student"]["metrics"]["accuracy"]
+        r["rare_recall_plain"] = rare_recall(out / f"plain-{seed}", "student")
+        r["rare_recall_balanced"] = rare_recall(out / f"balanced-{seed}", "student")
+        # few-shot adaptation to site 1 (labelled), 10 shots per class, with and without EWC
+        _, site, _, _ = resolve("minerals", [f"seed={seed}", "options.site=1", "options.label_fraction=1"])
+        net, meta = load_model(out / f"plain-{seed}" / "student.pt")
+        new = model_dataset(meta, site, "site1", "keep")
+        orig = original_dataset(meta)
+        r["adapt"] = {}
+        for lam in (0.0, 10.0, 100.0):
+            _, rep = adapt(net, new, 10, orig, lam, epochs=50, lr=1e-3, seed=seed)
+            r["adapt"][str(lam)] = {k: {s: v[s]["accuracy"] for s in v} for k, v in
+                                    (("before", rep["before"]), ("after", rep["after"]))}
+        r["wall_s"] = time.time() - t0
+        rows.append(r)
+        print(json.dumps(r), flush=True)
+    cfg, arrays, _, _ = resolve("minerals", [f"seed={args.seeds[0]}", "distill.chain=[]"])
+    tuned = tune(cfg, arrays, args.tune_trials, "tpe", out / "tune", quiet=True)
+    tuned_de = tune(cfg, arrays, args.tune_trials, "de", out / "tune-de", quiet=True)
+    res = {"runs": rows, "tune_tpe": {k: tuned[k] for k in ("default", "best", "gain", "best_params")},
+           "tune_de": {k: tuned_de[k] for k in ("default", "best", "gain", "best_params")}}
+    (ROOT / "benchmarks" / "minerals_workflow.json").write_text(json.dumps(res, indent=1))
+    md = report(res)
+    (ROOT / "benchmarks" / "minerals_workflow.md").write_text(md + "\n")
+    print(md)
+
+
+def report(res: dict) -> str:
+    """Markdown summary (mean ± std over seeds)."""
+    runs = res["runs"]
+    acc = {k: [r["accuracy"][k] for r in runs] for k in runs[0]["accuracy"]}
+    t = acc["teacher"]
+    lines = ["| quantity | mean ± std over seeds |", "|---|---|"]
+    for k, v in acc.items():
+        lines.append(f"| accuracy: {k} | {ms(v)} |")
+    lines.append(f"| direct student / teacher (accuracy preservation) | "
+                 f"{ms([s / tt for s, tt in zip(acc['student'], t)])} |")
+    if "student_progressive" in acc:
+        lines.append(f"| progressive - direct student (accuracy) | "
+                     f"{ms([p - s for p, s in zip(acc['student_progressive'], acc['student'])])} |")
+    lines.append(f"| class-balanced student accuracy | {ms([r['balanced_accuracy'] for r in runs])} |")
+    plain = [np.nanmean(list(r["rare_recall_plain"].values())) for r in runs]
+    bal = [np.nanmean(list(r["rare_recall_balanced"].values())) for r in runs]
+    lines.append(f"| recall of the 2 rarest classes: plain / class-balanced | {ms(plain)} / {ms(bal)} |")
+    for lam in runs[0]["adapt"]:
+        a = [r["adapt"][lam] for r in runs]
+        lost = [x["before"]["original_site"] - x["before"]["new_site"] for x in a]
+        gained = [x["after"]["new_site"] - x["before"]["new_site"] for x in a]
+        drop = [x["before"]["original_site"] - x["after"]["original_site"] for x in a]
+        lines.append(f"| adapt 10 shots, EWC {lam}: new-site accuracy before -> after | "
+                     f"{ms([x['before']['new_site'] for x in a])} -> {ms([x['after']['new_site'] for x in a])} |")
+        lines.append(f"| adapt 10 shots, EWC {lam}: share of the lost accuracy recovered; original-site drop | "
+                     f"{ms([g / lo for g, lo in zip(gained, lost)])}; {ms(drop)} |")
+    for role in ("teacher", "student"):
+        err = [r["carbonation"][role]["relative_error"] for r in runs]
+        cov = [float(r["carbonation"][role]["interval_covers_truth"]) for r in runs]
+        lines.append(f"| carbonation ({role}): relative error of the total; interval covers truth | "
+                     f"{ms(err)}; {sum(cov):.0f} of {len(cov)} |")
+    for name in ("tune_tpe", "tune_de"):
+        tr = res[name]
+        lines.append(f"| cmkd tune ({name[5:]}), validation accuracy: defaults -> best | "
+                     f"{tr['default']:.3f} -> {tr['best']:.3f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
