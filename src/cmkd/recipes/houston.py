@@ -17,7 +17,6 @@ holding ``houston2013_mdlrs_subset`` or the subset folder itself), or ``--set da
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -36,16 +35,9 @@ FILES = ["HSI_TrSet.mat", "LiDAR_TrSet.mat", "LiDAR_TeSet.mat", "TrLabel.mat", "
 
 def default_folder() -> Path:
     """``$CMKD_DATA`` if set, else ``shared/data`` beside the project (or the working directory)."""
-    env = os.environ.get("CMKD_DATA")
-    if env:
-        p = Path(env)
-        return p / FOLDER if (p / FOLDER).is_dir() else p
-    here = Path(__file__).resolve()
-    for base in [Path.cwd(), *here.parents]:
-        cand = base.parent / "shared" / "data" / FOLDER
-        if cand.is_dir():
-            return cand
-    return Path.cwd().parent / "shared" / "data" / FOLDER
+    from . import shared_data_folder
+
+    return shared_data_folder(FOLDER)
 
 
 def default_config(quick: bool = False) -> dict:
