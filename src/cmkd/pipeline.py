@@ -382,8 +382,7 @@ def run(config: str | ExperimentConfig, out: str | Path = "runs/out", *, overrid
             "modalities": mods, "params": count_params(model), "metrics": mm,
             "latency_ms": torch_latency_ms(model, example_inputs(data, mods), cfg.export.latency_runs),
             "n_test": int(len(idx)), "cost": float(sum(costs[m] for m in mods)),
-            "scored_on": "test" if role not in ("teacher",) and not role.startswith("assistant_") or (
-                len(idx) and np.isin(idx, test).all()) else "val"}
+            "scored_on": "test" if np.isin(idx, test).all() else "val"}
         if len(idx):
             kind = data.target_kinds[first]
             y_pred = p[f"{first}/logits"].argmax(1) if kind == "classification" else p[f"{first}/value"]
