@@ -532,3 +532,18 @@ def test_class_balanced_task_and_kd_hand_value() -> None:
     # kd at T = 1: KL(p_t || uniform) = sum p log(2p) for p = (0.2, 0.8), the same for both samples
     kl = 0.2 * math.log(0.4) + 0.8 * math.log(1.6)
     assert parts["kd"].item() == pytest.approx((3 * kl + 1 * kl) / 2)
+
+
+def test_learned_weights_hand_value_and_gradient() -> None:
+    # at s = 0 the total equals the fixed-weight total; d/ds [exp(-s) w L + s] = 1 - w L at s = 0
+    s = {"features": torch.zeros(2, 2), "y": {"logits": torch.zeros(2, 2)}}
+    te = {"features": torch.zeros(2, 2), "y": {"logits": torch.zeros(2, 2)}}
+    batch = {"targets": {"y": torch.tensor([0, 1])}}
+    loss = CompositeLoss({"task": 2.0, "kd": 1.0}, 2, temperature=1.0, learned_weights=True)
+    parts = loss(s, te, batch)
+    assert parts["loss"].item() == pytest.approx(2.0 * math.log(2))  # kd is 0 between identical outputs
+    assert parts["weight_task"].item() == pytest.approx(2.0)
+    parts["loss"].backward()
+    assert loss.log_vars["task"].grad.item() == pytest.approx(1 - 2.0 * math.log(2))
+    assert loss.log_vars["kd"].grad.item() == pytest.approx(1.0)
+    assert len(list(CompositeLoss({"task": 1.0}, 2).parameters())) == 4  # projections only when not learned

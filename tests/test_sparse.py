@@ -160,3 +160,13 @@ def test_class_balance_and_temperature_schedule_in_a_run(tmp_path: Path) -> None
     counts = np.bincount(data.targets["y"][data.indices(0)], minlength=3)
     assert w[int(np.argmin(counts))] > w[int(np.argmax(counts))]  # the rare class weighs more
     assert class_balance_weights(data, data.indices(0), 0.0) is None
+
+
+def test_learned_loss_weights_in_a_run(tmp_path: Path) -> None:
+    cfg = make_config(student="vec", teacher=["vec", "img"], epochs=2)
+    cfg["distill"] = {"weights": {"task": 1.0, "kd": 1.0, "relation": 0.5}, "learned_weights": True}
+    m = cmkd.run(validate(cfg), tmp_path / "out", arrays=make_arrays(), quiet=True)
+    hist = json.loads((tmp_path / "out" / "histories.json").read_text())
+    assert {"train_weight_task", "train_weight_kd", "train_weight_relation"} <= set(hist["student"][-1])
+    assert hist["student"][-1]["train_weight_kd"] != 1.0  # the weights moved
+    assert 0 <= m["models"]["student"]["metrics"]["accuracy"] <= 1

@@ -100,6 +100,8 @@ class DistillConfig(_Strict):
     # progressive distillation: modality sets of intermediate "assistant" models, from the teacher's side to the
     # student's, e.g. [[msi, rgb]]: teacher -> assistant_1 -> student_progressive (compared with the direct student)
     chain: list[list[str]] = Field(default_factory=list)
+    # learn the loss-term weights by homoscedastic uncertainty (Kendall et al., 2018) instead of keeping them fixed
+    learned_weights: bool = False
     # availability-adaptive weights: task term x (0.5 + a), teacher terms x (1.5 - a), a = observed share
     adaptive_weights: bool = False
     # cross-modal imputation for the `impute` term: student modality -> data key of its complete version

@@ -215,6 +215,9 @@ class CompositeLoss(nn.Module):
         temperature_end: the temperature at the end of training.
         class_weights: target -> (C,) class weights (class-balanced distillation): the task term weighs each
             labelled sample by its class, and the kd term each sample by the teacher's predicted class.
+        learned_weights: learn each term's weight by homoscedastic uncertainty (Kendall et al., 2018): the total
+            is ``sum_k exp(-s_k) w_k L_k + s_k`` with a trained log-variance ``s_k`` per term (starting at 0, so
+            training starts from the fixed weights); the effective weights are logged as ``weight_<term>``.
     """
 
     TEACHER_FREE = ("task", "impute")  # terms computed without teacher outputs
@@ -224,7 +227,7 @@ class CompositeLoss(nn.Module):
                  contrastive_temperature: float = 0.1, adaptive: bool = False,
                  impute_sources: dict[str, str] | None = None, nll_beta: float = 0.0,
                  temperature_schedule: str = "constant", temperature_end: float = 1.0,
-                 class_weights: dict[str, Tensor] | None = None) -> None:
+                 class_weights: dict[str, Tensor] | None = None, learned_weights: bool = False) -> None:
         super().__init__()
         bad = sorted(set(weights) - set(LOSSES))
         if bad:
@@ -235,6 +238,9 @@ class CompositeLoss(nn.Module):
         tw = teacher_width or student_width
         self.projection = nn.Linear(student_width, tw)
         self.contrastive_projection = nn.Linear(student_width, tw)
+        # homoscedastic-uncertainty weighting (Kendall, Gal & Cipolla, 2018): one learned log-variance per term
+        self.log_vars = nn.ParameterDict({k: nn.Parameter(torch.zeros(())) for k in self.weights}) \
+            if learned_weights else None
         if temperature_schedule not in ("constant", "linear", "cosine"):
             raise CmkdError(f"unknown temperature schedule '{temperature_schedule}'; valid: constant, linear, cosine")
         self.schedule = (temperature_schedule, float(temperature), float(temperature_end))
@@ -298,5 +304,10 @@ class CompositeLoss(nn.Module):
                         kw["sample_weight"] = cw * kw["sample_weight"] if "sample_weight" in kw else cw
                 val = LOSSES[name](s_t, t_t, batch, **kw) * scale
             parts[name] = val.detach()
-            total = total + w * val
+            if self.log_vars is not None:  # learned weighting: exp(-s) * w * L + s
+                s_k = self.log_vars[name].clamp(-5.0, 5.0)  # bounded: an NLL term can be negative
+                total = total + torch.exp(-s_k) * w * val + s_k
+                parts[f"weight_{name}"] = torch.exp(-s_k).detach() * w
+            else:
+                total = total + w * val
         return {"loss": total, **parts}

@@ -96,6 +96,7 @@ class _Objective:
                              d.relation_mode, d.contrastive_temperature, adaptive=d.adaptive_weights,
                              impute_sources=d.impute, nll_beta=d.nll_beta,
                              temperature_schedule=d.temperature_schedule, temperature_end=d.temperature_end,
+                             learned_weights=d.learned_weights,
                              class_weights=class_balance_weights(self.data, self.train, d.class_balance))
         set_seed(cfg.seed + 2)
         hist = fit(model, self.data, self.train_all, self.val, cfg.student, loss, seed=cfg.seed + 1,
