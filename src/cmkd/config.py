@@ -60,7 +60,7 @@ class DataConfig(_Strict):
 class ModelConfig(_Strict):
     """Architecture and training settings of one model (teacher or student)."""
 
-    modalities: list[str] = Field(min_length=1)
+    modalities: list[str] = Field(default_factory=list)  # required, except for `teacher` when `teachers` is set
     width: int = Field(64, ge=4, le=4096)
     heads: int = Field(4, ge=1)
     depth: int = Field(1, ge=1, le=8)
@@ -76,6 +76,16 @@ class ModelConfig(_Strict):
     refit: bool = False  # students: after early stopping, retrain on train + val for the best epoch count
     # std of Gaussian noise added in training to numeric inputs, in units of each feature's training std; 0 = off
     input_noise: float = Field(0.0, ge=0)
+
+
+class TeacherSpec(ModelConfig):
+    """One member of a multi-teacher ensemble (``teachers:``): its modalities, the targets it is trained on
+    (default: all), its kd temperature (default: ``distill.temperature``) and its weight in the ensemble; the
+    other settings default to the ``teacher:`` section's."""
+
+    targets: list[str] | None = None
+    temperature: float | None = Field(None, gt=0)
+    weight: float = Field(1.0, gt=0)
 
 
 class DistillConfig(_Strict):
@@ -148,21 +158,52 @@ class ExperimentConfig(_Strict):
     data: DataConfig
     teacher: ModelConfig
     student: ModelConfig
+    # multi-teacher distillation: name -> a teacher on its own modalities (and targets); see TeacherSpec
+    teachers: dict[str, TeacherSpec] = Field(default_factory=dict)
     distill: DistillConfig = Field(default_factory=DistillConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     uncertainty: UncertaintyConfig = Field(default_factory=UncertaintyConfig)
     options: dict[str, Any] = Field(default_factory=dict)  # recipe-specific settings (see each recipe's docs)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _teacher_defaults(cls, raw: Any) -> Any:
+        """Members of ``teachers`` inherit unset settings from ``teacher``; ``teacher.modalities`` defaults to the
+        union of theirs."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("teachers"), dict) or not raw["teachers"]:
+            return raw
+        raw = dict(raw)
+        base = dict(raw.get("teacher") or {})
+        members = {}
+        for name, spec in raw["teachers"].items():
+            members[name] = {**{k: v for k, v in base.items() if k != "modalities"}, **spec} \
+                if isinstance(spec, dict) else spec
+        raw["teachers"] = members
+        if not base.get("modalities"):
+            mods = [m for s in members.values() if isinstance(s, dict) for m in s.get("modalities") or []]
+            base["modalities"] = list(dict.fromkeys(mods))
+        raw["teacher"] = base
+        return raw
+
     @model_validator(mode="after")
     def _declared_modalities(self) -> ExperimentConfig:
-        for role in ("teacher", "student"):
-            mods = getattr(self, role).modalities
+        roles = {"teacher": self.teacher, "student": self.student,
+                 **{f"teachers.{k}": v for k, v in self.teachers.items()}}
+        for role, mcfg in roles.items():
+            mods = mcfg.modalities
+            if not mods:
+                raise ValueError(f"'{role}.modalities' needs at least one modality")
             for m in mods:
                 if m not in self.data.modalities:
                     raise ValueError(f"'{role}.modalities': modality '{m}' is not declared in "
                                      f"data.modalities ({', '.join(self.data.modalities)})")
             if len(set(mods)) != len(mods):
                 raise ValueError(f"'{role}.modalities' lists a modality twice")
+        for name, spec in self.teachers.items():
+            bad = [t for t in spec.targets or [] if t not in self.data.targets]
+            if bad or spec.targets == []:
+                raise ValueError(f"'teachers.{name}.targets': target '{bad[0] if bad else '(none)'}' is not declared "
+                                 f"in data.targets ({', '.join(self.data.targets)})")
         for i, mods in enumerate(self.distill.chain):
             bad = [m for m in mods if m not in self.data.modalities]
             if bad or not mods:

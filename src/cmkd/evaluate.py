@@ -65,6 +65,8 @@ def task_metrics(data: MultimodalData, idx: np.ndarray, preds: dict[str, np.ndar
     """Metrics of every target; the first target's metrics unprefixed, others as ``<target>/<metric>``."""
     out: dict[str, float] = {}
     for i, (t, kind) in enumerate(data.target_kinds.items()):
+        if f"{t}/logits" not in preds and f"{t}/value" not in preds:  # a model without this target's head
+            continue
         y = data.targets[t][idx]
         if kind == "classification":
             lab = y >= 0
@@ -73,6 +75,14 @@ def task_metrics(data: MultimodalData, idx: np.ndarray, preds: dict[str, np.ndar
             m = regression_metrics(y, preds[f"{t}/value"])
         out.update(m if i == 0 else {f"{t}/{k}": v for k, v in m.items()})
     return out
+
+
+def selection_metric(model: MultimodalNet, data: MultimodalData) -> tuple[str, bool]:
+    """The metrics.json key that early stopping watches for ``model`` (accuracy or rmse of the first of its
+    targets, prefixed ``<target>/`` unless that is the data's first target) and whether higher is better."""
+    t = next(iter(model.target_kinds))
+    name = "accuracy" if model.target_kinds[t] == "classification" else "rmse"
+    return (name if t == next(iter(data.target_kinds)) else f"{t}/{name}"), HIGHER_IS_BETTER[name]
 
 
 def imputation_metrics(data: MultimodalData, idx: np.ndarray, preds: dict[str, np.ndarray],

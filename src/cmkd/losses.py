@@ -83,14 +83,19 @@ def kd_loss(student_out: dict, teacher_out: dict, batch: dict, *, temperature: f
     """Hinton et al. (2015) soft targets: ``T^2 * KL(softmax(z_t / T) || softmax(z_s / T))``, batch mean.
 
     For regression, the student's mean is pulled to the teacher's mean: ``mean((mu_s - mu_t)^2)``.
+    A teacher output with ``soft_logp`` (log-probabilities, e.g. of a multi-teacher ensemble whose members have
+    their own temperatures) is used as the soft target instead of ``log_softmax(z_t / T)``.
     ``sample_weight`` (B,) multiplies each sample's term.
     """
     total = student_out["features"].new_zeros(())
     for t in _target_names(student_out):
+        if t not in teacher_out:  # a target no teacher predicts: labels only
+            continue
         s, te = student_out[t], teacher_out[t]
         if "logits" in s:
             log_ps = F.log_softmax(s["logits"] / temperature, dim=1)
-            log_pt = F.log_softmax(te["logits"] / temperature, dim=1)
+            # a multi-teacher ensemble gives its soft target directly (each member at its own temperature)
+            log_pt = te["soft_logp"] if "soft_logp" in te else F.log_softmax(te["logits"] / temperature, dim=1)
             kl = (log_pt.exp() * (log_pt - log_ps)).sum(dim=1)
             total = total + _weighted_mean(kl, sample_weight, kl.new_tensor(kl.numel())) * temperature**2
         else:

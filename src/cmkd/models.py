@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import CmkdError
@@ -310,3 +311,103 @@ class MultimodalNet(nn.Module):
 def count_params(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+class EnsembleTeacher(nn.Module):
+    """Several teachers, each on its own modalities and targets, acting as one (multi-teacher distillation).
+
+    Per sample, a member counts only when it has every one of its modalities (else its prediction is left out;
+    where no member of a target has them, all of that target's members count). Per target, over its members:
+
+    - classification: ``logits = log(sum_k w_k softmax(z_k))`` (the weighted mean of their probabilities), and
+      ``soft_logp = log(sum_k w_k softmax(z_k / T_k))``, the kd soft target with each member's temperature;
+    - regression: the weighted mean of the members' means, with the mixture's variance
+      ``sum_k w_k (s_k^2 + mu_k^2) - mu^2`` as ``logvar`` (standardised units; members share the target
+      statistics).
+
+    ``features`` are the members' L2-normalised features, each scaled by ``sqrt(w_k / sum w)``, concatenated
+    (zeros for a member without its modalities): cosine, similarity-preserving and contrastive terms against them
+    weigh every member by its ``w``. The module mimics :class:`MultimodalNet` where the pipeline needs it
+    (``encoders``, ``target_kinds``, ``width``, ``tstd_<target>``).
+
+    Args:
+        members: name -> a trained MultimodalNet.
+        temperatures: name -> kd temperature of that member.
+        weights: name -> ensemble weight (positive).
+    """
+
+    def __init__(self, members: dict[str, MultimodalNet], temperatures: dict[str, float],
+                 weights: dict[str, float]) -> None:
+        super().__init__()
+        self.members = nn.ModuleDict(members)
+        self.temperatures = {k: float(temperatures[k]) for k in members}
+        self.member_weights = {k: float(weights[k]) for k in members}
+        self.hparams = {"ensemble": {k: m.hparams for k, m in members.items()},
+                        "temperatures": self.temperatures, "weights": self.member_weights}
+        self.target_kinds: dict[str, str] = {}
+        for m in members.values():
+            for t, kind in m.target_kinds.items():
+                self.target_kinds.setdefault(t, kind)
+                if kind == "regression" and not hasattr(self, f"tstd_{t}"):
+                    self.register_buffer(f"tmean_{t}", getattr(m, f"tmean_{t}").clone())
+                    self.register_buffer(f"tstd_{t}", getattr(m, f"tstd_{t}").clone())
+        self.width = sum(m.width for m in members.values())
+        self.imputers: dict[str, nn.Module] = {}
+
+    @property
+    def encoders(self) -> dict[str, nn.Module]:
+        """Modality -> encoder, over every member (the first member's encoder of a shared modality)."""
+        out: dict[str, nn.Module] = {}
+        for m in self.members.values():
+            for name, enc in m.encoders.items():
+                out.setdefault(name, enc)
+        return out
+
+    def set_stats(self, stats: dict[str, dict]) -> None:
+        """Load standardisation statistics into every member and the ensemble's target buffers."""
+        for m in self.members.values():
+            m.set_stats(stats)
+        for t, kind in self.target_kinds.items():
+            if kind == "regression":
+                getattr(self, f"tmean_{t}").copy_(torch.as_tensor(stats[f"tg:{t}"]["mean"]))
+                getattr(self, f"tstd_{t}").copy_(torch.as_tensor(stats[f"tg:{t}"]["std"]))
+
+    def forward(self, inputs: dict[str, Tensor], present: dict[str, Tensor] | None = None) -> dict:
+        """Combined features and per-target outputs (see the class docs); ``members`` holds each member's."""
+        outs, avail = {}, {}
+        b = next(iter(inputs.values())).shape[0]
+        for name, net in self.members.items():
+            sub_in = {m: inputs[m] for m in net.encoders}
+            sub_pr = {m: present[m] for m in net.encoders} if present is not None else None
+            outs[name] = net(sub_in, sub_pr)
+            ok = torch.ones(b, dtype=torch.bool, device=outs[name]["features"].device)
+            for m in net.encoders:
+                ok = ok & ~MultimodalNet._empty(inputs[m])
+                if present is not None:
+                    ok = ok & present[m].to(torch.bool)
+            avail[name] = ok
+        total_w = sum(self.member_weights.values())
+        feats = [F.normalize(outs[k]["features"], dim=1) * math.sqrt(self.member_weights[k] / total_w)
+                 * avail[k].unsqueeze(1).to(outs[k]["features"].dtype) for k in self.members]
+        result: dict = {"features": torch.cat(feats, dim=1)}
+        for t, kind in self.target_kinds.items():
+            names = [k for k, net in self.members.items() if t in net.target_kinds]
+            w = torch.stack([avail[k].float() * self.member_weights[k] for k in names], dim=1)  # (B, K)
+            none = w.sum(dim=1, keepdim=True) == 0
+            w = torch.where(none, torch.tensor([self.member_weights[k] for k in names], device=w.device), w)
+            w = w / w.sum(dim=1, keepdim=True)
+            if kind == "classification":
+                probs = torch.stack([outs[k][t]["logits"].softmax(dim=1) for k in names], dim=1)  # (B, K, C)
+                soft = torch.stack([(outs[k][t]["logits"] / self.temperatures[k]).softmax(dim=1) for k in names],
+                                   dim=1)
+                result[t] = {"logits": torch.log((w.unsqueeze(2) * probs).sum(dim=1).clamp_min(1e-12)),
+                             "soft_logp": torch.log((w.unsqueeze(2) * soft).sum(dim=1).clamp_min(1e-12))}
+            else:
+                mu = torch.stack([outs[k][t]["mean"] for k in names], dim=1)  # (B, K, n)
+                var = torch.stack([outs[k][t]["logvar"].exp() for k in names], dim=1)
+                ww = w.unsqueeze(2)
+                mean = (ww * mu).sum(dim=1)
+                mix_var = ((ww * (var + mu**2)).sum(dim=1) - mean**2).clamp_min(1e-8)
+                value = mean * getattr(self, f"tstd_{t}") + getattr(self, f"tmean_{t}")
+                result[t] = {"mean": mean, "logvar": torch.log(mix_var).clamp(-10, 10), "value": value}
+        return result

@@ -27,7 +27,7 @@ from .evaluate import (
     torch_latency_ms,
 )
 from .losses import CompositeLoss
-from .models import MultimodalNet, count_params
+from .models import EnsembleTeacher, MultimodalNet, count_params
 from .train import atomic_save, fit, safe_load, set_seed
 from .uncertainty import availability_groups, calibrate_target, coverage_width, intervals
 
@@ -95,13 +95,14 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_model(data: MultimodalData, modalities: list[str], mcfg: Any, cfg: ExperimentConfig,
-                impute: list[str] | None = None) -> MultimodalNet:
+                impute: list[str] | None = None, targets: list[str] | None = None) -> MultimodalNet:
     """A MultimodalNet for ``modalities`` sized by a teacher/student config section (``impute``: modalities
-    it reconstructs, see :class:`cmkd.models.MultimodalNet`)."""
+    it reconstructs, see :class:`cmkd.models.MultimodalNet`; ``targets``: the heads, default all targets)."""
     shapes = data.shapes()
     outs = data.n_outputs()
     return MultimodalNet({m: {"kind": data.kinds[m], "shape": shapes[m]} for m in modalities},
-                         {t: {"kind": k, "n_out": outs[t]} for t, k in data.target_kinds.items()},
+                         {t: {"kind": k, "n_out": outs[t]} for t, k in data.target_kinds.items()
+                          if targets is None or t in targets},
                          width=mcfg.width, heads=mcfg.heads, depth=mcfg.depth, dropout=mcfg.dropout,
                          modality_dropout=mcfg.modality_dropout, text_vocab=cfg.data.text_vocab, impute=impute)
 
@@ -116,16 +117,25 @@ def save_model(model: MultimodalNet, path: Path, cfg: ExperimentConfig, data: Mu
                  "class_names": cfg.data.class_names, "conformal": conformal or {}}, path)
 
 
+def _net(hp: dict) -> MultimodalNet:
+    return MultimodalNet(hp["modalities"], hp["targets"], width=hp["width"], heads=hp["heads"], depth=hp["depth"],
+                         dropout=hp["dropout"], modality_dropout=hp["modality_dropout"],
+                         text_vocab=hp["text_vocab"], impute=hp.get("impute"))
+
+
 def load_model(path: str | Path) -> tuple[MultimodalNet, dict]:
-    """Load a model saved by :func:`save_model`; a corrupt or foreign file is a CmkdError."""
+    """Load a model saved by :func:`save_model` (a multi-teacher ensemble too); a corrupt or foreign file is a
+    CmkdError."""
     ck = safe_load(path)
     if ck.get("format") != MODEL_FORMAT:
         raise CmkdError(f"{path}: not a cmkd model file (format {ck.get('format')!r})")
     try:
         hp = ck["hparams"]
-        model = MultimodalNet(hp["modalities"], hp["targets"], width=hp["width"], heads=hp["heads"],
-                              depth=hp["depth"], dropout=hp["dropout"], modality_dropout=hp["modality_dropout"],
-                              text_vocab=hp["text_vocab"], impute=hp.get("impute"))
+        if "ensemble" in hp:
+            model = EnsembleTeacher({k: _net(h) for k, h in hp["ensemble"].items()}, hp["temperatures"],
+                                    hp["weights"])
+        else:
+            model = _net(hp)
         model.load_state_dict(ck["state_dict"])
     except (KeyError, TypeError, RuntimeError, ValueError) as e:
         raise CmkdError(f"{path}: damaged cmkd model file ({str(e).splitlines()[0][:120]})") from None
@@ -171,7 +181,7 @@ def calibrate(model: MultimodalNet, data: MultimodalData, cal: np.ndarray, cfg: 
     p = predict(model, data, cal, device=device)
     groups = uncertainty_groups(data, cal, mods, cfg)
     return {t: calibrate_target(p[f"{t}/value"], p[f"{t}/std"], data.targets[t][cal], groups, cfg.uncertainty.alpha)
-            for t, k in data.target_kinds.items() if k == "regression"}
+            for t, k in model.target_kinds.items() if k == "regression"}
 
 
 def interval_metrics(model: MultimodalNet, data: MultimodalData, idx: np.ndarray, preds: dict, conformal: dict,
@@ -210,7 +220,9 @@ def class_balance_weights(data: MultimodalData, idx: np.ndarray, beta: float, de
 def _cache(preds: dict[str, np.ndarray], targets: list[str]) -> dict:
     out: dict = {"features": torch.from_numpy(preds["features"])}
     for t in targets:
-        out[t] = {k.split("/", 1)[1]: torch.from_numpy(v) for k, v in preds.items() if k.startswith(f"{t}/")}
+        part = {k.split("/", 1)[1]: torch.from_numpy(v) for k, v in preds.items() if k.startswith(f"{t}/")}
+        if part:  # a target no teacher predicts has no entry
+            out[t] = part
     return out
 
 
@@ -267,8 +279,10 @@ def run(config: str | ExperimentConfig, out: str | Path = "runs/out", *, overrid
         raise CmkdError(f"{source}: the validation split is empty and too few training samples to carve one")
     stats = fit_stats(data, train_all)
     t_train, t_val, t_test = (data.all_present(tmods, i) for i in (train, val, test))
-    if len(t_train) == 0 or len(t_val) == 0:
-        raise CmkdError(f"{source}: no training/validation sample has all teacher modalities {tmods}")
+    for name, spec in (cfg.teachers.items() if cfg.teachers else [("teacher", cfg.teacher)]):
+        if len(data.all_present(spec.modalities, train)) == 0 or len(data.all_present(spec.modalities, val)) == 0:
+            raise CmkdError(f"{source}: no training/validation sample has all modalities {spec.modalities} of "
+                            f"{'teacher' if name == 'teacher' else 'teachers.' + name}")
     # the inputs are valid: only now touch the output folder
     out = Path(out)
     _check_out(out)
@@ -283,15 +297,30 @@ def run(config: str | ExperimentConfig, out: str | Path = "runs/out", *, overrid
     histories: dict[str, list[dict]] = {}
     models: dict[str, MultimodalNet] = {}
 
-    # 1. teacher on its own modalities, trained with the task loss
-    set_seed(cfg.seed)
-    teacher = build_model(data, tmods, cfg.teacher, cfg)
-    teacher.set_stats(stats)
-    histories["teacher"] = fit(teacher, data, t_train, t_val, cfg.teacher,
-                               CompositeLoss({"task": 1.0}, nll_beta=cfg.distill.nll_beta),
-                               seed=cfg.seed, target_stats=stats, ckpt_path=ck_dir / "teacher.pt",
-                               resume=resume, quiet=quiet, desc="teacher", device=dev)
-    models["teacher"] = teacher
+    # 1. teacher on its own modalities, trained with the task loss; with `teachers`, one per entry on its
+    # modalities and targets, combined into an ensemble that the students learn from
+    members: dict[str, MultimodalNet] = {}
+    for i, (name, spec) in enumerate(cfg.teachers.items() if cfg.teachers else [("teacher", cfg.teacher)]):
+        role = name if name == "teacher" else f"teacher_{name}"
+        mods = list(spec.modalities)
+        set_seed(cfg.seed + 1000 * i)
+        net = build_model(data, mods, spec, cfg, targets=getattr(spec, "targets", None))
+        net.set_stats(stats)
+        histories[role] = fit(net, data, data.all_present(mods, train), data.all_present(mods, val), spec,
+                              CompositeLoss({"task": 1.0}, nll_beta=cfg.distill.nll_beta),
+                              seed=cfg.seed + 1000 * i, target_stats=stats, ckpt_path=ck_dir / f"{role}.pt",
+                              resume=resume, quiet=quiet, desc=role, device=dev)
+        members[role] = net
+    if cfg.teachers:
+        teacher: MultimodalNet = EnsembleTeacher(  # type: ignore[assignment]
+            {k: members[f"teacher_{k}"] for k in cfg.teachers},
+            {k: s.temperature or cfg.distill.temperature for k, s in cfg.teachers.items()},
+            {k: s.weight for k, s in cfg.teachers.items()})
+        models["teacher"] = teacher
+        models.update(members)
+    else:
+        teacher = members["teacher"]
+        models["teacher"] = teacher
     teacher_all = predict(teacher, data, np.arange(data.n), device=dev)
     cache = _cache(teacher_all, targets)
     kd_mask = np.zeros(data.n, dtype=bool)
@@ -365,14 +394,14 @@ def run(config: str | ExperimentConfig, out: str | Path = "runs/out", *, overrid
     conformal: dict[str, dict] = {}
     for role, model in models.items():
         mods = list(model.encoders)
-        if role == "teacher" or role.startswith("assistant_"):  # scored where they have all their modalities
+        if role.startswith(("teacher", "assistant_")):  # scored where they have all their modalities
             r_test, r_val = data.all_present(mods, test), data.all_present(mods, val)
             idx = r_test if len(r_test) else r_val
         else:
             idx = test
         p = predict(model, data, idx, device=dev) if len(idx) else {}
         mm = task_metrics(data, idx, p) if len(idx) else {}
-        cal = data.all_present(mods, cal_all) if role == "teacher" else cal_all
+        cal = data.all_present(mods, cal_all) if role.startswith("teacher") else cal_all
         if use_conformal and len(cal) >= 2 and len(idx):
             conformal[role] = calibrate(model, data, cal, cfg, dev)
             mm.update(interval_metrics(model, data, idx, p, conformal[role], cfg))
@@ -384,7 +413,7 @@ def run(config: str | ExperimentConfig, out: str | Path = "runs/out", *, overrid
             "latency_ms": torch_latency_ms(model, example_inputs(data, mods), cfg.export.latency_runs),
             "n_test": int(len(idx)), "cost": float(sum(costs[m] for m in mods)),
             "scored_on": "test" if np.isin(idx, test).all() else "val"}
-        if len(idx):
+        if len(idx) and (f"{first}/logits" in p or f"{first}/value" in p):
             kind = data.target_kinds[first]
             y_pred = p[f"{first}/logits"].argmax(1) if kind == "classification" else p[f"{first}/value"]
             predictions[role] = {"kind": kind, "y_true": data.targets[first][idx], "y_pred": y_pred,

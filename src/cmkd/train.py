@@ -18,7 +18,7 @@ import torch
 from .config import ModelConfig
 from .data import MultimodalData, availability, make_batch
 from .errors import CmkdError
-from .evaluate import HIGHER_IS_BETTER, predict, task_metrics
+from .evaluate import predict, selection_metric, task_metrics
 from .losses import CompositeLoss
 from .models import MultimodalNet
 
@@ -168,9 +168,8 @@ def fit(model: MultimodalNet, data: MultimodalData, train_idx: np.ndarray, val_i
     params = list(model.parameters()) + list(loss_fn.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: _lr_factor(e, cfg.warmup_epochs, cfg.epochs))
-    first = next(iter(data.target_kinds))
-    metric = "accuracy" if data.target_kinds[first] == "classification" else "rmse"
-    sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
+    metric, higher = selection_metric(model, data)
+    sign = 1.0 if higher else -1.0
     history: list[dict] = []
     best_score, best_state, bad, start = -math.inf, None, 0, 0
     if resume and ckpt_path and Path(ckpt_path).exists():

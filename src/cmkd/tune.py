@@ -59,6 +59,8 @@ class _Objective:
         from .pipeline import _cache, build_model
         from .train import fit, set_seed
 
+        if cfg.teachers:
+            raise CmkdError("cmkd tune does not support multi-teacher configs (teachers:) yet; tune with one teacher")
         torch.set_num_threads(cfg.threads)
         self.cfg, self.quiet = cfg, quiet
         tm, sm = list(cfg.teacher.modalities), list(cfg.student.modalities)
