@@ -134,6 +134,8 @@ class ExportConfig(_Strict):
     enabled: bool = True
     int8: bool = True
     latency_runs: int = Field(200, ge=5)
+    # global L1 magnitude pruning of the student's weights before export (share of weights zeroed; 0 = off)
+    prune: float = Field(0.0, ge=0, lt=1)
 
 
 class UncertaintyConfig(_Strict):

@@ -42,6 +42,25 @@ class OnnxWrapper(nn.Module):
         return tuple(main + std)
 
 
+def prune_magnitude(net: nn.Module, amount: float) -> float:
+    """Global L1 unstructured pruning of every Linear/Conv weight of ``net`` in place, made permanent.
+
+    The ``amount`` share of those weights with the smallest magnitudes (over all layers together) become zero
+    (``torch.nn.utils.prune.global_unstructured``). Returns the resulting share of zeros in those weights.
+    """
+    from torch.nn.utils import prune
+
+    params = [(m, "weight") for m in net.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
+    if not params:
+        return 0.0
+    if amount > 0:
+        prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=float(amount))
+        for m, name in params:
+            prune.remove(m, name)
+    zeros = sum(int((m.weight == 0).sum()) for m, _ in params)
+    return zeros / sum(m.weight.numel() for m, _ in params)
+
+
 def _atomic_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp{os.getpid()}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -9,14 +10,21 @@ import numpy as np
 from .config import ExperimentConfig
 from .data import MultimodalData
 from .evaluate import example_inputs, predict, task_metrics
-from .export import export_onnx, ort_latency_ms, ort_run, ort_session, quantize_int8
+from .export import export_onnx, ort_latency_ms, ort_run, ort_session, prune_magnitude, quantize_int8
 from .models import MultimodalNet
 
 
 def export_student(student: MultimodalNet, data: MultimodalData, test: np.ndarray, out: Path,
                    cfg: ExperimentConfig) -> dict:
-    """Export the student to ``student.onnx`` and ``student.int8.onnx`` and measure them on the test split."""
+    """Export the student to ``student.onnx`` and ``student.int8.onnx`` and measure them on the test split.
+
+    With ``export.prune`` > 0 a copy of the student is magnitude-pruned first (the exported files and their
+    metrics are the pruned model's; ``sparsity`` is the share of zero Linear/Conv weights)."""
     mods = list(student.encoders)
+    sparsity = None
+    if cfg.export.prune > 0:
+        student = copy.deepcopy(student).cpu().eval()
+        sparsity = prune_magnitude(student, cfg.export.prune)
     export_onnx(student, example_inputs(data, mods, 2), out / "student.onnx")
     feed = {m: data.inputs[m][test] for m in mods}
     fp32 = ort_session(out / "student.onnx")
@@ -29,6 +37,8 @@ def export_student(student: MultimodalNet, data: MultimodalData, test: np.ndarra
     res = {"onnx": "student.onnx", "max_abs_diff": max(diffs),
            "onnx_latency_ms": ort_latency_ms(fp32, feed, cfg.export.latency_runs),
            "onnx_bytes": (out / "student.onnx").stat().st_size}
+    if sparsity is not None:
+        res.update({"prune": cfg.export.prune, "sparsity": sparsity, "pruned_metrics": task_metrics(data, test, ref)})
     if cfg.export.int8:
         quantize_int8(out / "student.onnx", out / "student.int8.onnx")
         q = ort_session(out / "student.int8.onnx")

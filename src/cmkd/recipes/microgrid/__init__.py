@@ -1,0 +1,1 @@
+"""Recipe ``microgrid`` (SYNTHETIC): simulator, perfect-foresight oracle, controllers; see :mod:`.recipe`."""
