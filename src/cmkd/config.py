@@ -136,6 +136,8 @@ class ExportConfig(_Strict):
     latency_runs: int = Field(200, ge=5)
     # global L1 magnitude pruning of the student's weights before export (share of weights zeroed; 0 = off)
     prune: float = Field(0.0, ge=0, lt=1)
+    # epochs of fine-tuning the pruned student with its own training loss, pruned weights held at zero (0 = none)
+    prune_epochs: int = Field(0, ge=0)
 
 
 class UncertaintyConfig(_Strict):

@@ -8,6 +8,7 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -42,11 +43,14 @@ class OnnxWrapper(nn.Module):
         return tuple(main + std)
 
 
-def prune_magnitude(net: nn.Module, amount: float) -> float:
+def prune_magnitude(net: nn.Module, amount: float, finetune: Callable[[nn.Module], object] | None = None
+                    ) -> float:
     """Global L1 unstructured pruning of every Linear/Conv weight of ``net`` in place, made permanent.
 
     The ``amount`` share of those weights with the smallest magnitudes (over all layers together) become zero
-    (``torch.nn.utils.prune.global_unstructured``). Returns the resulting share of zeros in those weights.
+    (``torch.nn.utils.prune.global_unstructured``). ``finetune(net)``, when given, trains the pruned net while the
+    masks hold the pruned weights at zero, before they are made permanent. Returns the resulting share of zeros in
+    those weights.
     """
     from torch.nn.utils import prune
 
@@ -55,6 +59,8 @@ def prune_magnitude(net: nn.Module, amount: float) -> float:
         return 0.0
     if amount > 0:
         prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=float(amount))
+        if finetune is not None:
+            finetune(net)
         for m, name in params:
             prune.remove(m, name)
     zeros = sum(int((m.weight == 0).sum()) for m, _ in params)

@@ -438,7 +438,21 @@ def run(config: str | ExperimentConfig, out: str | Path = "runs/out", *, overrid
     if cfg.export.enabled:
         from .pipeline_export import export_student
 
-        metrics["export"] = export_student(models["student"], data, test, out, cfg)
+        def finetune(net: MultimodalNet) -> None:  # the pruned student, retrained briefly with its own loss
+            ep = cfg.export.prune_epochs
+            distil = any(v for k, v in w.items() if k != "task")
+            mcfg = cfg.student.model_copy(update={"epochs": ep, "patience": ep + 1, "warmup_epochs": 0})
+            set_seed(cfg.seed + 3)
+            histories["student_pruned"] = fit(
+                net, data, train_all if distil else train, val, mcfg,
+                make_loss("student" if distil else "student_baseline", teacher.width), seed=cfg.seed + 3,
+                target_stats=stats, teacher_cache=cache if distil else None, kd_mask=kd_mask,
+                ckpt_path=ck_dir / "student_pruned.pt", quiet=quiet, desc="student_pruned", device=dev,
+                teacher=teacher if distil else None)
+            net.cpu()
+
+        metrics["export"] = export_student(models["student"], data, test, out, cfg,
+                                           finetune if cfg.export.prune_epochs else None)
     if cfg.recipe:
         from .recipes import get_recipe
 

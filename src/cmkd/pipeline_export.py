@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -15,16 +16,17 @@ from .models import MultimodalNet
 
 
 def export_student(student: MultimodalNet, data: MultimodalData, test: np.ndarray, out: Path,
-                   cfg: ExperimentConfig) -> dict:
+                   cfg: ExperimentConfig, finetune: Callable[[MultimodalNet], object] | None = None) -> dict:
     """Export the student to ``student.onnx`` and ``student.int8.onnx`` and measure them on the test split.
 
     With ``export.prune`` > 0 a copy of the student is magnitude-pruned first (the exported files and their
-    metrics are the pruned model's; ``sparsity`` is the share of zero Linear/Conv weights)."""
+    metrics are the pruned model's; ``sparsity`` is the share of zero Linear/Conv weights); ``finetune(net)``
+    then retrains it with the pruned weights held at zero (:func:`cmkd.export.prune_magnitude`)."""
     mods = list(student.encoders)
     sparsity = None
     if cfg.export.prune > 0:
         student = copy.deepcopy(student).cpu().eval()
-        sparsity = prune_magnitude(student, cfg.export.prune)
+        sparsity = prune_magnitude(student, cfg.export.prune, finetune)
     export_onnx(student, example_inputs(data, mods, 2), out / "student.onnx")
     feed = {m: data.inputs[m][test] for m in mods}
     fp32 = ort_session(out / "student.onnx")

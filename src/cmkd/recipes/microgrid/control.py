@@ -124,11 +124,17 @@ def run_loop(w: Weather, policy: Policy, n: int, energy0: float, plant: Plant = 
 
 def totals(recs: list[dict], energy0: float, st: State, wear0: float = 0.0, plant: Plant = PLANT
            ) -> dict[str, float]:
-    """Grid import (kWh), cost ($), CO2 (kg), crop proxy (growth-hours per day and share of the requirement),
-    final SOC and pump wear of a run."""
+    """Grid import (kWh; ``grid_import_adj_kwh`` also charges the battery energy used up over the run, so runs that
+    end at different SOC compare fairly), cost ($), CO2 (kg), crop proxy (growth-hours per day and share of the
+    requirement), curtailed PV, final SOC and pump wear of a run."""
     days = len(recs) / STEPS_PER_DAY
     crop = float(sum(r["growth"] for r in recs))
-    return {"grid_import_kwh": float(sum(r["import_kwh"] for r in recs)),
+    imp = float(sum(r["import_kwh"] for r in recs))
+    # stored energy spent (or saved) over the run, valued as grid energy: restoring it would take 1/eta per kWh
+    # (a surplus would save eta per kWh later)
+    de = energy0 - st.energy_kwh
+    adj = imp + (de / plant.eta if de > 0 else de * plant.eta)
+    return {"grid_import_kwh": imp, "grid_import_adj_kwh": adj,
             "cost_usd": float(sum(r["cost"] for r in recs)), "co2_kg": float(sum(r["co2_kg"] for r in recs)),
             "crop_per_day": crop / days, "crop_vs_requirement": crop / days / plant.crop_req,
             "curtailed_kwh": float(sum(r["curtail_kw"] for r in recs) * DT_H),

@@ -14,8 +14,9 @@ carbon break ties between equally self-sufficient plans), subject to:
   (epigraphs of the proxy's minima, exact at the optimum or conservative);
 - pumps: every calendar day ``sum dt speed >= 24 flow_req``, speed in 0.2..1.
 
-Small penalties (1e-3 per kWh of battery throughput, 1e-3 per kelvin-hour of HVAC and temperature deviation)
-remove degenerate plans. The plan is open loop; since the simulator is deterministic given the weather, executing
+Small penalties (1e-3 per kWh of battery throughput, 1e-3 per kelvin-hour of HVAC and temperature deviation,
+``SMOOTH`` per kW of step-to-step change of the battery and LED power) remove degenerate plans and make them
+smooth, hence learnable. The plan is open loop; since the simulator is deterministic given the weather, executing
 it with :func:`cmkd.recipes.microgrid.sim.step` reproduces it exactly (the tests check this).
 """
 
@@ -29,7 +30,9 @@ from ...errors import CmkdError
 from .sim import DT_H, PLANT, STEPS_PER_DAY, Plant, Weather
 
 # variables per step, in this order
-VARS = ("c", "d", "e", "imp", "cur", "pump", "led", "valve", "temp", "heat", "cool", "tp", "tm", "gl", "gc")
+VARS = ("c", "d", "e", "imp", "cur", "pump", "led", "valve", "temp", "heat", "cool", "tp", "tm", "gl", "gc", "db",
+        "dl")
+SMOOTH = 5e-3  # penalty per kW of change of the battery power or of the LED power between steps
 
 
 def solve(w: Weather, start: int, n: int, energy0: float, crop_done: float = 0.0, flow_done: float = 0.0,
@@ -62,7 +65,7 @@ def solve(w: Weather, start: int, n: int, energy0: float, crop_done: float = 0.0
     spec = {"c": (0, plant.battery_kw), "d": (0, plant.battery_kw), "e": (lo_e, hi_e), "imp": (0, np.inf),
             "cur": (0, np.inf), "pump": (0.2, 1), "led": (0, 1), "valve": (0, 1), "temp": (15, 30),
             "heat": (0, np.inf), "cool": (0, np.inf), "tp": (0, np.inf), "tm": (0, np.inf), "gl": (0, 1),
-            "gc": (0, 1)}
+            "gc": (0, 1), "db": (0, np.inf), "dl": (0, np.inf)}
     for v, (lo, hi) in spec.items():
         bounds[idx(v)] = (lo, hi)
     cost = np.zeros(n * k)
@@ -71,6 +74,8 @@ def solve(w: Weather, start: int, n: int, energy0: float, crop_done: float = 0.0
         cost[idx(v)] = 1e-3 * DT_H
     for v in ("heat", "cool", "tp", "tm"):
         cost[idx(v)] = 1e-3 * DT_H
+    cost[idx("db")] = SMOOTH
+    cost[idx("dl")] = SMOOTH
 
     rows, cols, vals, rhs = [], [], [], []
     r = 0
@@ -106,6 +111,15 @@ def solve(w: Weather, start: int, n: int, energy0: float, crop_done: float = 0.0
     add([(idx("gl"), 1.0), (idx("led"), -1.0)], dl)  # g_l <= daylight + led
     add([(idx("gc"), 1.0), (idx("valve"), -1.0)], np.zeros(n))
     add([(idx("gc"), 1.0), (idx("gl"), -1.0)], np.zeros(n))
+    # |change| epigraphs: +-(x_t - x_{t-1}) <= dx_t for the battery power c - d and the LED power
+    for sign in (1.0, -1.0):
+        for terms, dv in (([("c", 1.0), ("d", -1.0)], "db"), ([("led", plant.led_kw)], "dl")):
+            r0 = r
+            add([(idx(v), sign * coef) for v, coef in terms] + [(idx(dv), -1.0)], np.zeros(n))
+            for v, coef in terms:
+                rows.append(r0 + np.arange(1, n))
+                cols.append(idx(v)[:-1])
+                vals.append(np.full(n - 1, -sign * coef))
     # daily crop and flow requirements (calendar days of the window)
     day = (start + t) // STEPS_PER_DAY
     ub_rows = []
