@@ -138,6 +138,9 @@ class ExportConfig(_Strict):
     prune: float = Field(0.0, ge=0, lt=1)
     # epochs of fine-tuning the pruned student with its own training loss, pruned weights held at zero (0 = none)
     prune_epochs: int = Field(0, ge=0)
+    # INT8: per-channel weight scales; 7-bit weights (avoids the u8s8 saturation of x86 CPUs without VNNI)
+    int8_per_channel: bool = False
+    int8_reduce_range: bool = False
 
 
 class UncertaintyConfig(_Strict):

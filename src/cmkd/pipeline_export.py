@@ -42,7 +42,8 @@ def export_student(student: MultimodalNet, data: MultimodalData, test: np.ndarra
     if sparsity is not None:
         res.update({"prune": cfg.export.prune, "sparsity": sparsity, "pruned_metrics": task_metrics(data, test, ref)})
     if cfg.export.int8:
-        quantize_int8(out / "student.onnx", out / "student.int8.onnx")
+        quantize_int8(out / "student.onnx", out / "student.int8.onnx", cfg.export.int8_per_channel,
+                      cfg.export.int8_reduce_range)
         q = ort_session(out / "student.int8.onnx")
         qout = ort_run(q, feed)
         preds = {}

@@ -34,8 +34,8 @@ Usage::
     cmkd run microgrid --quick --out /tmp/mg            # a smoke test
     cmkd run microgrid --set options.eval_days=1 --set export.prune=0.5
 
-Options (``--set options.KEY=VALUE``): ``train_windows`` (8; quick 2), ``val_windows`` (2; quick 1),
-``test_windows`` (2; quick 1), ``window_days`` (3; quick 1), ``stride`` (2; quick 6), ``eval_days`` (3; quick 1).
+Options (``--set options.KEY=VALUE``): ``train_windows`` (16; quick 2), ``val_windows`` (2; quick 1),
+``test_windows`` (2; quick 1), ``window_days`` (3; quick 1), ``stride`` (4; quick 6), ``eval_days`` (3; quick 1).
 """
 
 from __future__ import annotations
@@ -89,10 +89,11 @@ def default_config(quick: bool = False) -> dict:
         "student": {"modalities": ["sky", "audio", "history", "state"], "width": 32, "heads": 4, "epochs": ep,
                     "batch_size": 128, "lr": 3e-3, "patience": 5, "modality_dropout": 0.2},
         "distill": {"temperature": 2.0, "weights": {"task": 1.0, "kd": 1.0, "feature": 0.5, "relation": 0.5}},
-        "export": {"latency_runs": 30 if quick else 200, "prune": 0.4, "prune_epochs": 1 if quick else 4},
+        "export": {"latency_runs": 30 if quick else 200, "prune": 0.4, "prune_epochs": 1 if quick else 4,
+                   "int8_per_channel": True, "int8_reduce_range": True},
         "uncertainty": {"availability_edges": []},
-        "options": {"train_windows": 2 if quick else 8, "val_windows": 1 if quick else 2,
-                    "test_windows": 1 if quick else 2, "window_days": 1 if quick else 3, "stride": 6 if quick else 2,
+        "options": {"train_windows": 2 if quick else 16, "val_windows": 1 if quick else 2,
+                    "test_windows": 1 if quick else 2, "window_days": 1 if quick else 3, "stride": 6 if quick else 4,
                     "eval_days": 1 if quick else 3},
     }
 
