@@ -42,25 +42,15 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
+import torch
 
 from ...errors import CmkdError
-from .control import (
-    FORESIGHT,
-    FORESIGHT_FEATURES,
-    HIST_FEATURES,
-    HISTORY,
-    STATE_FEATURES,
-    STREAMS,
-    Observer,
-    onnx_policy,
-    plan_policy,
-    rule_based,
-    run_loop,
-)
+from .control import STREAMS, Observer, onnx_policy, plan_policy, rule_based, run_loop
 from .oracle import solve
-from .sim import ACTIONS, AUDIO_LEN, DT_H, IMG, PLANT, STEPS_PER_DAY, State, step, weather
+from .sim import ACTIONS, DT_H, PLANT, STEPS_PER_DAY, State, Weather, step, weather
 
 DESCRIPTION = "Farm microgrid edge controller: sky/audio/history/optimiser teachers -> real-time student"
 SYNTHETIC = True
@@ -114,13 +104,13 @@ def window_seed(seed: int, part: str, i: int) -> int:
     return int(seed) * SEED_STRIDE + PART_OFFSET[part] + i
 
 
-def rollout(w, start: int, n: int, energy0: float, crop_done: float, flow_done: float, stride: int
-            ) -> dict[str, np.ndarray]:  # noqa: ANN001 - Weather
+def rollout(w: Weather, start: int, n: int, energy0: float, crop_done: float, flow_done: float, stride: int
+            ) -> dict[str, np.ndarray]:
     """Solve the oracle from a state and replay its plan; observations and targets every ``stride`` steps."""
     plan = solve(w, start, n, energy0, crop_done, flow_done)
     obs_maker = Observer(w)
     st = State(energy_kwh=energy0, crop_today=crop_done, flow_today=flow_done,
-               wear=w.wear0, prev_speed=float(np.clip(0.5, 0.2, 1.0)))
+               wear=w.wear0, prev_speed=0.5)
     socs = np.empty(n + 1)
     socs[0] = energy0 / PLANT.battery_kwh
     rows: dict[str, list] = {k: [] for k in ("sky", "audio", "history", "state", "foresight", "actions",
@@ -192,7 +182,8 @@ def load(config: dict, quick: bool = False) -> dict[str, np.ndarray]:
 # analysis: closed loop on held-out weather
 
 
-def closed_loop(config: dict, int8_path, torch_model=None, quick: bool = False) -> dict:  # noqa: ANN001
+def closed_loop(config: dict, int8_path: str | Path, torch_model: torch.nn.Module | None = None,
+                quick: bool = False) -> dict:
     """Closed-loop runs over ``options.eval_days`` of held-out weather for every controller.
 
     Args:
@@ -203,8 +194,6 @@ def closed_loop(config: dict, int8_path, torch_model=None, quick: bool = False) 
     Returns:
         ``controllers`` name -> totals, ``series`` name -> per-step arrays, ``acceptance``, ``control_step_ms``.
     """
-    import torch
-
     from ...export import ort_session
 
     o = _opts(config, quick)
@@ -325,6 +314,3 @@ def _html(res: dict, figure_html, table_html, escape) -> str:  # noqa: ANN001
     plt.close(fig)
     return "".join(parts)
 
-
-__all__ = ["AUDIO_LEN", "FORESIGHT", "FORESIGHT_FEATURES", "HISTORY", "HIST_FEATURES", "IMG", "STATE_FEATURES",
-           "analyse", "build", "closed_loop", "default_config", "load", "rollout", "window_seed"]
