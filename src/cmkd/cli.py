@@ -291,6 +291,51 @@ def data_cmd(recipe: Annotated[str, typer.Argument(help="A recipe name (see `cmk
     typer.echo(f"wrote {out} ({len(next(iter(arrays.values())))} samples{', SYNTHETIC' if synthetic else ''})")
 
 
+habitat_app = typer.Typer(no_args_is_help=True, help="The habitat recipe's design tool (SYNTHETIC-trained model, "
+                                                      "ILLUSTRATIVE rules, not legal advice).")
+app.add_typer(habitat_app, name="habitat")
+
+
+@habitat_app.command("design")
+def habitat_design(
+        model: Annotated[Path, typer.Option("--model", "-m", help="Output folder of `cmkd run habitat`.")],
+        acoustic: Annotated[Path, typer.Option(help="Sonar survey: .npy with one ping of 512 samples.")],
+        legal: Annotated[Path, typer.Option(help="The legal brief in force at the site: .txt or .pdf.")],
+        sensor: Annotated[Path, typer.Option(help="Ocean sensor CSV with columns temperature_c, oxygen_mg_l, "
+                                                  "current_m_s, pressure_dbar (hourly; the last 48 rows are used).")],
+        structural: Annotated[Path, typer.Option(help="Design spec JSON: the design parameters and distance_nm "
+                                                      "(see `cmkd habitat example`).")],
+        output: Annotated[Path, typer.Option("--output", "-o", help="Where to write design.json.")] = Path(
+            "design.json"),
+        rules: Annotated[Path | None, typer.Option(help="A rule-set YAML (default: the shipped illustrative "
+                                                        "rules).")] = None,
+        jurisdiction: Annotated[list[str] | None, typer.Option(help="Check only these jurisdictions "
+                                                                    "(repeatable).")] = None) -> None:
+    """Predict hull thickness, waste capacity, emergency buoyancy and compliance per jurisdiction for a proposed
+    habitat; list violations (rule id, text, why), resolved conflicts and a concrete change per violation."""
+    from .pipeline import atomic_write_text
+    from .recipes.habitat.design import design
+
+    res = design(_model_dir(model), acoustic, legal, sensor, structural, rules, jurisdiction or None)
+    atomic_write_text(output, json.dumps(res, indent=1))
+    comp = ", ".join(f"{j}: {v['rule_engine']}" for j, v in res["compliance"].items())
+    typer.echo(f"hull {res['hull_thickness_mm']:.1f} mm, waste {res['waste_capacity_m3']:.2f} m3, buoyancy "
+               f"{res['emergency_buoyancy_kn']:.1f} kN; {comp}; {len(res['violations'])} violation(s), "
+               f"{len(res['recommendations'])} recommendation(s); wrote {output}")
+
+
+@habitat_app.command("example")
+def habitat_example(out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the example inputs.")] = Path(
+                        "habitat-example"),
+                    seed: Annotated[int, typer.Option(help="Seed of the SYNTHETIC site.")] = 0) -> None:
+    """Write one SYNTHETIC site's inputs for `cmkd habitat design`: survey.npy, rules.txt, rules.pdf, ocean.csv,
+    spec.json."""
+    from .recipes.habitat.design import example
+
+    paths = example(out, seed)
+    typer.echo("wrote " + ", ".join(str(p) for p in paths))
+
+
 def main() -> None:
     """Entry point: run the app, turning user mistakes into one-line errors with exit code 2."""
     try:

@@ -480,6 +480,8 @@ def print_summary(metrics: dict, out: Path | None = None) -> None:
     title = f"{metrics['name']} ({'synthetic data' if metrics.get('synthetic') else metrics['data']['source']})"
     tab = Table(title=title)
     names = sorted({k for m in metrics["models"].values() for k in m["metrics"]})
+    if len(names) > 8:  # many targets: the primary target's metrics here, the rest in metrics.json
+        names = [k for k in names if "/" not in k]
     for col in ["model", "modalities", "params", *names, "latency ms", "cost"]:
         tab.add_column(col, justify="left" if col in ("model", "modalities") else "right")
     for role, m in metrics["models"].items():
@@ -497,4 +499,6 @@ def print_summary(metrics: dict, out: Path | None = None) -> None:
     con = Console(file=sys.stdout)
     con.print(tab)
     if out is not None:
-        con.print(f"primary metric: {pm}. Outputs in {out}/ (metrics.json, report.html, student.onnx)")
+        more = " (every target's metrics are in metrics.json)" if len(metrics.get("models", {}).get("student", {})
+                                                                     .get("metrics", {})) > len(names) else ""
+        con.print(f"primary metric: {pm}{more}. Outputs in {out}/ (metrics.json, report.html, student.onnx)")
