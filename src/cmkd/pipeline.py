@@ -338,7 +338,7 @@ def run(config: str | ExperimentConfig, out: str | Path = "runs/out", *, overrid
                              d.relation_mode, d.contrastive_temperature, adaptive=d.adaptive_weights,
                              impute_sources=d.impute, nll_beta=d.nll_beta,
                              temperature_schedule=d.temperature_schedule, temperature_end=d.temperature_end,
-                             learned_weights=d.learned_weights,
+                             learned_weights=d.learned_weights, kd_confidence=d.kd_confidence,
                              class_weights=class_balance_weights(data, train, d.class_balance, dev))
 
     def train_student(role: str, mods: list[str], distil: bool, t_model: MultimodalNet, t_cache: dict,

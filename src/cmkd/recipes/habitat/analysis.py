@@ -66,6 +66,8 @@ def analyse(ctx: dict) -> dict:
     ex = metrics.get("export") or {}
     speed = {"teacher_ensemble_ms": lat["teacher"], "student_ms": lat["student"],
              "speedup_torch": lat["teacher"] / lat["student"]}
+    if ex.get("onnx_latency_ms"):
+        speed.update({"student_onnx_ms": ex["onnx_latency_ms"], "speedup_onnx": lat["teacher"] / ex["onnx_latency_ms"]})
     if ex.get("int8_latency_ms"):
         speed.update({"student_int8_ms": ex["int8_latency_ms"], "speedup_int8": lat["teacher"] / ex["int8_latency_ms"]})
     checks = check_recommendations(test, rules)
