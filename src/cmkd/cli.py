@@ -1,4 +1,4 @@
-"""The ``cmkd`` command line: run, list, predict, export, evaluate, adapt, tune, data.
+"""The ``cmkd`` command line: run, list, predict, export, evaluate, adapt, tune, select, data, habitat.
 
 User mistakes print one line (``error: ...``) on stderr and exit with code 2; never a traceback.
 """
@@ -272,6 +272,43 @@ def tune_cmd(target: Annotated[str, typer.Argument(help="A recipe name or an exp
     Console().print(tab)
     typer.echo(f"defaults {res['default']:.4f} -> best {res['best']:.4f} ({res['best_params']}); "
                f"wrote {out / 'trials.json'} and {out / 'best.yaml'}")
+
+
+@app.command("select")
+def select_cmd(target: Annotated[str, typer.Argument(help="A recipe name or an experiment YAML file.")],
+               budget: Annotated[float, typer.Option(help="The most the deployed sensors may cost (same unit as the "
+                                                          "modalities' cost: W, $, ...).")],
+               candidates: Annotated[str | None, typer.Option(help="Comma-separated modalities to choose from "
+                                                                   "(default: every declared modality).")] = None,
+               out: Annotated[Path, typer.Option("--out", "-o", help="Folder for select.json and pareto.png.")] = Path(
+                   "runs/select"),
+               quick: Annotated[bool, typer.Option(help="Short trainings (smoke test).")] = False,
+               overrides: SetOpt = None,
+               quiet: Annotated[bool, typer.Option(help="No progress output.")] = False) -> None:
+    """Sensor selection: train a distilled student on every subset of the candidate modalities (greedy beyond 6),
+    print the Pareto front of sensor cost against the validation metric, plot it, and name the best subset
+    within the budget."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .pipeline import resolve
+    from .select import select
+
+    cfg, arrays, _, _ = resolve(target, overrides, quick)
+    cands = [c.strip() for c in candidates.split(",") if c.strip()] if candidates is not None else None
+    res = select(cfg, arrays, budget, cands, out, quiet=quiet)
+    key, m = f"val_{res['metric']}", res["metric"]
+    tab = Table(title=f"cmkd select: Pareto front of cost vs validation {m} ({res['search']}, "
+                      f"{len(res['subsets'])} subsets)")
+    for col in ("modalities", "cost", f"val {m}", f"test {m}", "within budget"):
+        tab.add_column(col)
+    for r in res["pareto_front"]:
+        tab.add_row("+".join(r["modalities"]), f"{r['cost']:g}", f"{r[key]:.4f}",
+                    f"{r.get('test_' + m, float('nan')):.4f}", "yes" if r["cost"] <= budget else "no")
+    Console().print(tab)
+    b = res["best_within_budget"]
+    typer.echo(f"best within budget {budget:g}: {'+'.join(b['modalities'])} (cost {b['cost']:g}, val {m} "
+               f"{b[key]:.4f}); wrote {out / 'select.json'} and {out / 'pareto.png'}")
 
 
 @app.command("data")
