@@ -251,9 +251,25 @@ def run(config: str | ExperimentConfig, out: str | Path = "runs/out", *, overrid
         device: overrides ``config.device`` (``auto``, ``cpu``, ``cuda``).
         arrays: the dataset when ``config`` is an ExperimentConfig.
 
+    Under ``torchrun`` with several processes, training is data-parallel (:mod:`cmkd.distributed`); rank 0
+    evaluates and writes every output, the other ranks return an empty dict.
+
     Returns:
         The metrics dict (also written to ``out/metrics.json``).
     """
+    from .distributed import cleanup
+
+    try:
+        return _run(config, out, overrides=overrides, quick=quick, resume=resume, quiet=quiet, device=device,
+                    arrays=arrays)
+    finally:
+        cleanup()
+
+
+def _run(config: str | ExperimentConfig, out: str | Path, *, overrides: list[str] | None, quick: bool,
+         resume: bool, quiet: bool, device: str | None, arrays: dict[str, np.ndarray] | None) -> dict:
+    from .distributed import is_main, setup
+
     if isinstance(config, ExperimentConfig):
         if arrays is None:
             if not config.data.path:
@@ -264,7 +280,8 @@ def run(config: str | ExperimentConfig, out: str | Path = "runs/out", *, overrid
         cfg, arrays, source, synthetic = resolve(config, overrides, quick)
     if device:
         cfg.device = device  # type: ignore[assignment]
-    dev = resolve_device(cfg.device)
+    dev = setup(cfg.device) or resolve_device(cfg.device)
+    main = is_main()
     torch.set_num_threads(cfg.threads)
     tmods, smods = list(cfg.teacher.modalities), list(cfg.student.modalities)
     chain_mods = [m for mods in cfg.distill.chain for m in mods]
@@ -285,12 +302,13 @@ def run(config: str | ExperimentConfig, out: str | Path = "runs/out", *, overrid
                             f"{'teacher' if name == 'teacher' else 'teachers.' + name}")
     # the inputs are valid: only now touch the output folder
     out = Path(out)
-    _check_out(out)
     ck_dir = out / ".ckpt"
-    if not resume and ck_dir.exists():
-        shutil.rmtree(ck_dir)
-    ck_dir.mkdir(exist_ok=True)
-    atomic_write_text(out / "config.yaml", dump_config(cfg))
+    if main:
+        _check_out(out)
+        if not resume and ck_dir.exists():
+            shutil.rmtree(ck_dir)
+        ck_dir.mkdir(exist_ok=True)
+        atomic_write_text(out / "config.yaml", dump_config(cfg))
     metric = primary_metric(data)
     sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
     targets = list(data.target_kinds)
@@ -379,6 +397,8 @@ def run(config: str | ExperimentConfig, out: str | Path = "runs/out", *, overrid
     if cfg.distill.chain:
         train_student("student_progressive", smods, True, prev, prev_cache, prev_mask)
 
+    if not main:  # data-parallel workers: training done, rank 0 evaluates and writes
+        return {}
     # evaluation on the test split: the teacher where it has all its modalities, students everywhere
     metrics_models: dict[str, dict] = {}
     predictions: dict[str, dict] = {}
