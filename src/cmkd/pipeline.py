@@ -78,11 +78,17 @@ def resolve(target: str, overrides: list[str] | None = None, quick: bool = False
     if not dp.is_absolute():
         dp = (p.parent / dp).resolve()
     cfg.data.path = str(dp)
+    if dp.is_dir():  # a sharded, larger-than-memory dataset
+        from .shards import load_shards
+
+        arrays = load_shards(dp)
+    else:
+        arrays = load_npz(dp)
     if quick:
         for m in (cfg.teacher, cfg.student):
             m.epochs = min(m.epochs, 5)
         cfg.export.latency_runs = min(cfg.export.latency_runs, 30)
-    return cfg, load_npz(dp), str(dp), False
+    return cfg, arrays, str(dp), False
 
 
 def resolve_device(name: str) -> torch.device:
