@@ -84,7 +84,7 @@ class ShardedArray:
             out[self.absent[idx]] = np.nan
         return out[0] if scalar else out
 
-    def chunks(self, rows: np.ndarray | None = None, size: int = 8192) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def chunks(self, rows: np.ndarray | None = None, size: int = 2048) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(indices, values) for ``rows`` (default all), ``size`` rows at a time."""
         rows = np.arange(len(self)) if rows is None else np.asarray(rows)
         for s in range(0, len(rows), size):
