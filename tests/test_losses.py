@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from cmkd.errors import CmkdError
-from cmkd.losses import LOSSES, CompositeLoss, rkd, similarity_preserving
+from cmkd.losses import LOSSES, CompositeLoss, kd_loss, rkd, similarity_preserving
 
 D64 = torch.float64
 LN2, LN3 = math.log(2.0), math.log(3.0)
@@ -547,3 +547,13 @@ def test_learned_weights_hand_value_and_gradient() -> None:
     assert loss.log_vars["task"].grad.item() == pytest.approx(1 - 2.0 * math.log(2))
     assert loss.log_vars["kd"].grad.item() == pytest.approx(1.0)
     assert len(list(CompositeLoss({"task": 1.0}, 2).parameters())) == 4  # projections only when not learned
+
+
+def test_kd_regression_confidence_weights_by_teacher_precision():
+    s = {"features": torch.zeros(2, 2), "r": {"mean": torch.tensor([[1.0], [3.0]]), "logvar": torch.zeros(2, 1)}}
+    t = {"features": torch.zeros(2, 2), "r": {"mean": torch.tensor([[0.0], [0.0]]),
+                                              "logvar": torch.log(torch.tensor([[1.0], [4.0]]))}}
+    # precisions 1 and 1/4, mean 5/8: weights 8/5 and 2/5; mean of (1 * 8/5, 9 * 2/5) = (1.6 + 3.6) / 2
+    got = kd_loss(s, t, {}, confidence=True)
+    assert math.isclose(float(got), 2.6, rel_tol=1e-6)
+    assert math.isclose(float(kd_loss(s, t, {})), 5.0, rel_tol=1e-6)

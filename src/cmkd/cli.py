@@ -1,4 +1,4 @@
-"""The ``cmkd`` command line: run, list, predict, export, evaluate, adapt, tune, data.
+"""The ``cmkd`` command line: run, list, predict, export, evaluate, adapt, tune, select, data, habitat.
 
 User mistakes print one line (``error: ...``) on stderr and exit with code 2; never a traceback.
 """
@@ -274,6 +274,43 @@ def tune_cmd(target: Annotated[str, typer.Argument(help="A recipe name or an exp
                f"wrote {out / 'trials.json'} and {out / 'best.yaml'}")
 
 
+@app.command("select")
+def select_cmd(target: Annotated[str, typer.Argument(help="A recipe name or an experiment YAML file.")],
+               budget: Annotated[float, typer.Option(help="The most the deployed sensors may cost (same unit as the "
+                                                          "modalities' cost: W, $, ...).")],
+               candidates: Annotated[str | None, typer.Option(help="Comma-separated modalities to choose from "
+                                                                   "(default: every declared modality).")] = None,
+               out: Annotated[Path, typer.Option("--out", "-o", help="Folder for select.json and pareto.png.")] = Path(
+                   "runs/select"),
+               quick: Annotated[bool, typer.Option(help="Short trainings (smoke test).")] = False,
+               overrides: SetOpt = None,
+               quiet: Annotated[bool, typer.Option(help="No progress output.")] = False) -> None:
+    """Sensor selection: train a distilled student on every subset of the candidate modalities (greedy beyond 6),
+    print the Pareto front of sensor cost against the validation metric, plot it, and name the best subset
+    within the budget."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .pipeline import resolve
+    from .select import select
+
+    cfg, arrays, _, _ = resolve(target, overrides, quick)
+    cands = [c.strip() for c in candidates.split(",") if c.strip()] if candidates is not None else None
+    res = select(cfg, arrays, budget, cands, out, quiet=quiet)
+    key, m = f"val_{res['metric']}", res["metric"]
+    tab = Table(title=f"cmkd select: Pareto front of cost vs validation {m} ({res['search']}, "
+                      f"{len(res['subsets'])} subsets)")
+    for col in ("modalities", "cost", f"val {m}", f"test {m}", "within budget"):
+        tab.add_column(col)
+    for r in res["pareto_front"]:
+        tab.add_row("+".join(r["modalities"]), f"{r['cost']:g}", f"{r[key]:.4f}",
+                    f"{r.get('test_' + m, float('nan')):.4f}", "yes" if r["cost"] <= budget else "no")
+    Console().print(tab)
+    b = res["best_within_budget"]
+    typer.echo(f"best within budget {budget:g}: {'+'.join(b['modalities'])} (cost {b['cost']:g}, val {m} "
+               f"{b[key]:.4f}); wrote {out / 'select.json'} and {out / 'pareto.png'}")
+
+
 @app.command("data")
 def data_cmd(recipe: Annotated[str, typer.Argument(help="A recipe name (see `cmkd list`).")],
              out: Annotated[Path, typer.Option("--out", "-o", help="The .npz to write.")],
@@ -289,6 +326,51 @@ def data_cmd(recipe: Annotated[str, typer.Argument(help="A recipe name (see `cmk
     np.savez_compressed(tmp, **arrays)
     tmp.replace(out)
     typer.echo(f"wrote {out} ({len(next(iter(arrays.values())))} samples{', SYNTHETIC' if synthetic else ''})")
+
+
+habitat_app = typer.Typer(no_args_is_help=True, help="The habitat recipe's design tool (SYNTHETIC-trained model, "
+                                                      "ILLUSTRATIVE rules, not legal advice).")
+app.add_typer(habitat_app, name="habitat")
+
+
+@habitat_app.command("design")
+def habitat_design(
+        model: Annotated[Path, typer.Option("--model", "-m", help="Output folder of `cmkd run habitat`.")],
+        acoustic: Annotated[Path, typer.Option(help="Sonar survey: .npy with one ping of 512 samples.")],
+        legal: Annotated[Path, typer.Option(help="The legal brief in force at the site: .txt or .pdf.")],
+        sensor: Annotated[Path, typer.Option(help="Ocean sensor CSV with columns temperature_c, oxygen_mg_l, "
+                                                  "current_m_s, pressure_dbar (hourly; the last 48 rows are used).")],
+        structural: Annotated[Path, typer.Option(help="Design spec JSON: the design parameters and distance_nm "
+                                                      "(see `cmkd habitat example`).")],
+        output: Annotated[Path, typer.Option("--output", "-o", help="Where to write design.json.")] = Path(
+            "design.json"),
+        rules: Annotated[Path | None, typer.Option(help="A rule-set YAML (default: the shipped illustrative "
+                                                        "rules).")] = None,
+        jurisdiction: Annotated[list[str] | None, typer.Option(help="Check only these jurisdictions "
+                                                                    "(repeatable).")] = None) -> None:
+    """Predict hull thickness, waste capacity, emergency buoyancy and compliance per jurisdiction for a proposed
+    habitat; list violations (rule id, text, why), resolved conflicts and a concrete change per violation."""
+    from .pipeline import atomic_write_text
+    from .recipes.habitat.design import design
+
+    res = design(_model_dir(model), acoustic, legal, sensor, structural, rules, jurisdiction or None)
+    atomic_write_text(output, json.dumps(res, indent=1))
+    comp = ", ".join(f"{j}: {v['rule_engine']}" for j, v in res["compliance"].items())
+    typer.echo(f"hull {res['hull_thickness_mm']:.1f} mm, waste {res['waste_capacity_m3']:.2f} m3, buoyancy "
+               f"{res['emergency_buoyancy_kn']:.1f} kN; {comp}; {len(res['violations'])} violation(s), "
+               f"{len(res['recommendations'])} recommendation(s); wrote {output}")
+
+
+@habitat_app.command("example")
+def habitat_example(out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the example inputs.")] = Path(
+                        "habitat-example"),
+                    seed: Annotated[int, typer.Option(help="Seed of the SYNTHETIC site.")] = 0) -> None:
+    """Write one SYNTHETIC site's inputs for `cmkd habitat design`: survey.npy, rules.txt, rules.pdf, ocean.csv,
+    spec.json."""
+    from .recipes.habitat.design import example
+
+    paths = example(out, seed)
+    typer.echo("wrote " + ", ".join(str(p) for p in paths))
 
 
 def main() -> None:

@@ -112,6 +112,8 @@ class DistillConfig(_Strict):
     chain: list[list[str]] = Field(default_factory=list)
     # learn the loss-term weights by homoscedastic uncertainty (Kendall et al., 2018) instead of keeping them fixed
     learned_weights: bool = False
+    # regression kd weighted by the teacher's precision (relative to the batch): follow the teacher where it is sure
+    kd_confidence: bool = False
     # availability-adaptive weights: task term x (0.5 + a), teacher terms x (1.5 - a), a = observed share
     adaptive_weights: bool = False
     # cross-modal imputation for the `impute` term: student modality -> data key of its complete version

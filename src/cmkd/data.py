@@ -18,6 +18,7 @@ import torch
 
 from .config import DataConfig
 from .errors import CmkdError
+from .shards import ShardedArray
 
 UNLABELLED = -1  # class id of an unlabelled sample (NaN or -1 on disk): used by teacher terms, not by the task
 NDIM = {"vector": 2, "sequence": 3, "image": 4, "signal": 3, "text": 1}
@@ -182,6 +183,17 @@ def build_data(arrays: dict[str, np.ndarray], cfg: DataConfig, seed: int = 0, so
                 raise CmkdError(f"{src}: text modality '{m}' must be an array of strings, got {a.dtype}")
             inputs[m] = tokenize(a, cfg.text_vocab, cfg.text_len)
             pres = np.array([len(str(t).strip()) > 0 for t in a])
+        elif isinstance(a, ShardedArray):  # on disk: checked chunk by chunk, gathered batch by batch
+            if a.raw_dtype.kind not in "fiub":
+                raise CmkdError(f"{src}: '{m}' must be numeric, got dtype {a.raw_dtype}")
+            if a.size == 0:
+                raise CmkdError(f"{src}: '{m}' is empty (shape {a.shape})")
+            pres = np.zeros(len(a), dtype=bool)
+            for rows, x in a.chunks():
+                if np.isinf(x).any():
+                    raise CmkdError(f"{src}: '{m}' contains infinite values; use NaN for missing values")
+                pres[rows] = ~np.isnan(x.reshape(len(x), -1)).all(axis=1)
+            inputs[m] = a
         else:
             if a.dtype.kind not in "fiub":
                 raise CmkdError(f"{src}: '{m}' must be numeric, got dtype {a.dtype}")
@@ -198,7 +210,9 @@ def build_data(arrays: dict[str, np.ndarray], cfg: DataConfig, seed: int = 0, so
             if p.shape != (n,):
                 raise CmkdError(f"{src}: '{pk}' has shape {p.shape}, expected ({n},)")
             pres = pres & p.astype(bool)
-        if not pres.all():  # an absent modality holds no values: exported models (no flags) see the same thing
+        if not pres.all() and isinstance(inputs[m], ShardedArray):
+            inputs[m].absent = ~pres  # its rows come back all NaN
+        elif not pres.all():  # an absent modality holds no values: exported models (no flags) see the same thing
             x = inputs[m].copy()
             x[~pres] = 0 if kind == "text" else np.nan
             inputs[m] = x
@@ -279,7 +293,12 @@ def build_data(arrays: dict[str, np.ndarray], cfg: DataConfig, seed: int = 0, so
             continue
         ax = FEATURE_AXIS[kind] + 1
         other = tuple(i for i in range(a.ndim) if i != ax)
-        dead = np.isnan(a[tr]).all(axis=other)
+        if isinstance(a, ShardedArray):
+            dead = np.ones(a.shape[ax], dtype=bool)
+            for _, x in a.chunks(tr):
+                dead &= np.isnan(x).all(axis=other)
+        else:
+            dead = np.isnan(a[tr]).all(axis=other)
         if dead.any():
             raise CmkdError(f"{src}: modality '{m}' has feature/channel {int(np.flatnonzero(dead)[0])} that is "
                             "NaN in every training sample; drop it")
@@ -299,12 +318,16 @@ def fit_stats(data: MultimodalData, idx: np.ndarray) -> dict[str, dict[str, np.n
         kind = data.kinds[m]
         if kind == "text":
             continue
-        sub = a[idx[data.present[m][idx]]]
+        rows = idx[data.present[m][idx]]
         ax = FEATURE_AXIS[kind] + 1
-        other = tuple(i for i in range(sub.ndim) if i != ax)
-        with np.errstate(all="ignore"):
-            mean = np.nanmean(sub, axis=other, keepdims=True)[0]
-            std = np.nanstd(sub, axis=other, keepdims=True)[0]
+        other = tuple(i for i in range(a.ndim) if i != ax)
+        if isinstance(a, ShardedArray):
+            mean, std = _streamed_stats(a, rows, other)
+        else:
+            sub = a[rows]
+            with np.errstate(all="ignore"):
+                mean = np.nanmean(sub, axis=other, keepdims=True)[0]
+                std = np.nanstd(sub, axis=other, keepdims=True)[0]
         mean = np.nan_to_num(mean)
         std = np.where(np.isfinite(std) & (std > 1e-6), std, 1.0)
         stats[f"in:{m}"] = {"mean": mean.astype(np.float32), "std": std.astype(np.float32)}
@@ -316,6 +339,24 @@ def fit_stats(data: MultimodalData, idx: np.ndarray) -> dict[str, dict[str, np.n
             stats[f"tg:{t}"] = {"mean": mean.astype(np.float32),
                                 "std": np.where(std > 1e-8, std, 1.0).astype(np.float32)}
     return stats
+
+
+def _streamed_stats(a: ShardedArray, rows: np.ndarray, other: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """NaN-ignoring mean and std per feature of a sharded array's ``rows``, in one pass of float64 sums."""
+    total = sq = count = None
+    for _, x in a.chunks(rows):
+        x = x.astype(np.float64)
+        ok = ~np.isnan(x)
+        x = np.where(ok, x, 0.0)
+        parts = (x.sum(axis=other, keepdims=True), (x * x).sum(axis=other, keepdims=True),
+                 ok.sum(axis=other, keepdims=True))
+        total, sq, count = parts if total is None else (total + parts[0], sq + parts[1], count + parts[2])
+    if total is None:
+        raise CmkdError(f"modality '{a.name}' has no training sample to fit its standardisation")
+    with np.errstate(all="ignore"):
+        mean = total / count
+        std = np.sqrt(np.maximum(sq / count - mean**2, 0.0))
+    return mean[0], std[0]
 
 
 def availability(data: MultimodalData, idx: np.ndarray, modalities: list[str]) -> np.ndarray:

@@ -79,12 +79,15 @@ def task_loss(student_out: dict, teacher_out: dict | None, batch: dict, *,
 
 @register_loss("kd")
 def kd_loss(student_out: dict, teacher_out: dict, batch: dict, *, temperature: float = 4.0,
-            sample_weight: Tensor | None = None) -> Tensor:
+            sample_weight: Tensor | None = None, confidence: bool = False) -> Tensor:
     """Hinton et al. (2015) soft targets: ``T^2 * KL(softmax(z_t / T) || softmax(z_s / T))``, batch mean.
 
     For regression, the student's mean is pulled to the teacher's mean: ``mean((mu_s - mu_t)^2)``.
     A teacher output with ``soft_logp`` (log-probabilities, e.g. of a multi-teacher ensemble whose members have
     their own temperatures) is used as the soft target instead of ``log_softmax(z_t / T)``.
+    With ``confidence``, each regression term is weighted by the teacher's precision relative to the batch,
+    ``w = exp(-logvar_t) / mean(exp(-logvar_t))``: the student follows the teacher where it is sure and the labels
+    where it is not (useful with weak or partial teachers, e.g. single-modality members of an ensemble).
     ``sample_weight`` (B,) multiplies each sample's term.
     """
     total = student_out["features"].new_zeros(())
@@ -100,6 +103,9 @@ def kd_loss(student_out: dict, teacher_out: dict, batch: dict, *, temperature: f
             total = total + _weighted_mean(kl, sample_weight, kl.new_tensor(kl.numel())) * temperature**2
         else:
             d2 = (s["mean"] - te["mean"]) ** 2
+            if confidence and "logvar" in te:
+                prec = torch.exp(-te["logvar"].detach())
+                d2 = d2 * prec / prec.mean(dim=0, keepdim=True).clamp_min(1e-8)
             total = total + _weighted_mean(d2, sample_weight, d2.new_tensor(d2.numel()))
     return total
 
@@ -223,6 +229,7 @@ class CompositeLoss(nn.Module):
         learned_weights: learn each term's weight by homoscedastic uncertainty (Kendall et al., 2018): the total
             is ``sum_k exp(-s_k) w_k L_k + s_k`` with a trained log-variance ``s_k`` per term (starting at 0, so
             training starts from the fixed weights); the effective weights are logged as ``weight_<term>``.
+        kd_confidence: weight the regression kd term by the teacher's relative precision (see :func:`kd_loss`).
     """
 
     TEACHER_FREE = ("task", "impute")  # terms computed without teacher outputs
@@ -232,7 +239,8 @@ class CompositeLoss(nn.Module):
                  contrastive_temperature: float = 0.1, adaptive: bool = False,
                  impute_sources: dict[str, str] | None = None, nll_beta: float = 0.0,
                  temperature_schedule: str = "constant", temperature_end: float = 1.0,
-                 class_weights: dict[str, Tensor] | None = None, learned_weights: bool = False) -> None:
+                 class_weights: dict[str, Tensor] | None = None, learned_weights: bool = False,
+                 kd_confidence: bool = False) -> None:
         super().__init__()
         bad = sorted(set(weights) - set(LOSSES))
         if bad:
@@ -253,7 +261,7 @@ class CompositeLoss(nn.Module):
         task_settings: dict = {"nll_beta": nll_beta}
         if self.class_weights:
             task_settings["class_weights"] = self.class_weights
-        self.settings = {"task": task_settings, "kd": {"temperature": temperature},
+        self.settings = {"task": task_settings, "kd": {"temperature": temperature, "confidence": kd_confidence},
                          "feature": {"projection": self.projection, "mode": feature_mode},
                          "relation": {"mode": relation_mode},
                          "contrastive": {"projection": self.contrastive_projection,

@@ -78,11 +78,17 @@ def resolve(target: str, overrides: list[str] | None = None, quick: bool = False
     if not dp.is_absolute():
         dp = (p.parent / dp).resolve()
     cfg.data.path = str(dp)
+    if dp.is_dir():  # a sharded, larger-than-memory dataset
+        from .shards import load_shards
+
+        arrays = load_shards(dp)
+    else:
+        arrays = load_npz(dp)
     if quick:
         for m in (cfg.teacher, cfg.student):
             m.epochs = min(m.epochs, 5)
         cfg.export.latency_runs = min(cfg.export.latency_runs, 30)
-    return cfg, load_npz(dp), str(dp), False
+    return cfg, arrays, str(dp), False
 
 
 def resolve_device(name: str) -> torch.device:
@@ -251,9 +257,25 @@ def run(config: str | ExperimentConfig, out: str | Path = "runs/out", *, overrid
         device: overrides ``config.device`` (``auto``, ``cpu``, ``cuda``).
         arrays: the dataset when ``config`` is an ExperimentConfig.
 
+    Under ``torchrun`` with several processes, training is data-parallel (:mod:`cmkd.distributed`); rank 0
+    evaluates and writes every output, the other ranks return an empty dict.
+
     Returns:
         The metrics dict (also written to ``out/metrics.json``).
     """
+    from .distributed import cleanup
+
+    try:
+        return _run(config, out, overrides=overrides, quick=quick, resume=resume, quiet=quiet, device=device,
+                    arrays=arrays)
+    finally:
+        cleanup()
+
+
+def _run(config: str | ExperimentConfig, out: str | Path, *, overrides: list[str] | None, quick: bool,
+         resume: bool, quiet: bool, device: str | None, arrays: dict[str, np.ndarray] | None) -> dict:
+    from .distributed import is_main, setup
+
     if isinstance(config, ExperimentConfig):
         if arrays is None:
             if not config.data.path:
@@ -264,7 +286,8 @@ def run(config: str | ExperimentConfig, out: str | Path = "runs/out", *, overrid
         cfg, arrays, source, synthetic = resolve(config, overrides, quick)
     if device:
         cfg.device = device  # type: ignore[assignment]
-    dev = resolve_device(cfg.device)
+    dev = setup(cfg.device) or resolve_device(cfg.device)
+    main = is_main()
     torch.set_num_threads(cfg.threads)
     tmods, smods = list(cfg.teacher.modalities), list(cfg.student.modalities)
     chain_mods = [m for mods in cfg.distill.chain for m in mods]
@@ -285,12 +308,13 @@ def run(config: str | ExperimentConfig, out: str | Path = "runs/out", *, overrid
                             f"{'teacher' if name == 'teacher' else 'teachers.' + name}")
     # the inputs are valid: only now touch the output folder
     out = Path(out)
-    _check_out(out)
     ck_dir = out / ".ckpt"
-    if not resume and ck_dir.exists():
-        shutil.rmtree(ck_dir)
-    ck_dir.mkdir(exist_ok=True)
-    atomic_write_text(out / "config.yaml", dump_config(cfg))
+    if main:
+        _check_out(out)
+        if not resume and ck_dir.exists():
+            shutil.rmtree(ck_dir)
+        ck_dir.mkdir(exist_ok=True)
+        atomic_write_text(out / "config.yaml", dump_config(cfg))
     metric = primary_metric(data)
     sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
     targets = list(data.target_kinds)
@@ -338,7 +362,7 @@ def run(config: str | ExperimentConfig, out: str | Path = "runs/out", *, overrid
                              d.relation_mode, d.contrastive_temperature, adaptive=d.adaptive_weights,
                              impute_sources=d.impute, nll_beta=d.nll_beta,
                              temperature_schedule=d.temperature_schedule, temperature_end=d.temperature_end,
-                             learned_weights=d.learned_weights,
+                             learned_weights=d.learned_weights, kd_confidence=d.kd_confidence,
                              class_weights=class_balance_weights(data, train, d.class_balance, dev))
 
     def train_student(role: str, mods: list[str], distil: bool, t_model: MultimodalNet, t_cache: dict,
@@ -379,6 +403,8 @@ def run(config: str | ExperimentConfig, out: str | Path = "runs/out", *, overrid
     if cfg.distill.chain:
         train_student("student_progressive", smods, True, prev, prev_cache, prev_mask)
 
+    if not main:  # data-parallel workers: training done, rank 0 evaluates and writes
+        return {}
     # evaluation on the test split: the teacher where it has all its modalities, students everywhere
     metrics_models: dict[str, dict] = {}
     predictions: dict[str, dict] = {}
@@ -494,6 +520,8 @@ def print_summary(metrics: dict, out: Path | None = None) -> None:
     title = f"{metrics['name']} ({'synthetic data' if metrics.get('synthetic') else metrics['data']['source']})"
     tab = Table(title=title)
     names = sorted({k for m in metrics["models"].values() for k in m["metrics"]})
+    if len(names) > 8:  # many targets: the primary target's metrics here, the rest in metrics.json
+        names = [k for k in names if "/" not in k]
     for col in ["model", "modalities", "params", *names, "latency ms", "cost"]:
         tab.add_column(col, justify="left" if col in ("model", "modalities") else "right")
     for role, m in metrics["models"].items():
@@ -511,4 +539,6 @@ def print_summary(metrics: dict, out: Path | None = None) -> None:
     con = Console(file=sys.stdout)
     con.print(tab)
     if out is not None:
-        con.print(f"primary metric: {pm}. Outputs in {out}/ (metrics.json, report.html, student.onnx)")
+        more = " (every target's metrics are in metrics.json)" if len(metrics.get("models", {}).get("student", {})
+                                                                     .get("metrics", {})) > len(names) else ""
+        con.print(f"primary metric: {pm}{more}. Outputs in {out}/ (metrics.json, report.html, student.onnx)")

@@ -123,6 +123,31 @@ def _jitter(inputs: dict[str, torch.Tensor], model: MultimodalNet, sigma: float)
     return out
 
 
+class _Step(torch.nn.Module):
+    """One training step's forward (student, loss, optional mixup) as one module, so that DistributedDataParallel
+    synchronises the gradients of the model and of the loss's own parameters (projections, learned weights)."""
+
+    def __init__(self, model: MultimodalNet, loss_fn: CompositeLoss, teacher: MultimodalNet | None, mixup: float,
+                 noise: float) -> None:
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+        self.teacher = [teacher]  # a list: the frozen teacher is not a submodule (never wrapped or synchronised)
+        self.mixup, self.noise = mixup, noise
+
+    def forward(self, batch: dict, t_out: dict | None, device: torch.device | str) -> dict:
+        model, loss_fn, teacher = self.model, self.loss_fn, self.teacher[0]
+        out = model(_jitter(batch["inputs"], model, self.noise), batch["present"])
+        parts = loss_fn(out, t_out, batch)
+        if self.mixup > 0 and teacher is not None:
+            mixed = _mix(batch, list(teacher.encoders), self.mixup, device)
+            with torch.no_grad():
+                t_mix = teacher(mixed["inputs"], mixed["present"])
+            s_mix = model(_jitter(mixed["inputs"], model, self.noise), mixed["present"])
+            extra = loss_fn(s_mix, t_mix, mixed, exclude=("task",))
+            parts = {k: parts.get(k, 0) + extra.get(k, 0) for k in {*parts, *extra}}
+        return parts
+
+
 def fit(model: MultimodalNet, data: MultimodalData, train_idx: np.ndarray, val_idx: np.ndarray,
         cfg: ModelConfig, loss_fn: CompositeLoss, *, seed: int, target_stats: dict,
         teacher_cache: dict | None = None, kd_mask: np.ndarray | None = None,
@@ -154,6 +179,9 @@ def fit(model: MultimodalNet, data: MultimodalData, train_idx: np.ndarray, val_i
             teacher's function between training samples, where labels say nothing.
         select_best: restore the best validation state at the end (else keep the last epoch's state, for a
             refit whose validation samples are part of its training set).
+
+    Under ``torchrun`` (see :mod:`cmkd.distributed`) the model and loss are wrapped in DistributedDataParallel,
+    each rank takes its share of every global batch, and only rank 0 writes checkpoints.
 
     ``cfg.input_noise`` > 0 adds Gaussian noise to the model's numeric inputs in training (see :func:`_jitter`);
     teacher outputs stay those of the clean inputs.
@@ -191,7 +219,17 @@ def fit(model: MultimodalNet, data: MultimodalData, train_idx: np.ndarray, val_i
                 model.load_state_dict(best_state)
             return history
     model.to(device)
-    with _progress(quiet) as prog:
+    loss_fn.to(device)
+    from .distributed import rank, shard, world_size
+
+    n_ranks, me = world_size(), rank()
+    step: torch.nn.Module = _Step(model, loss_fn, teacher, mixup, cfg.input_noise)
+    if n_ranks > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [torch.device(device).index] if torch.device(device).type == "cuda" else None
+        step = DistributedDataParallel(step, device_ids=ids, find_unused_parameters=True)
+    with _progress(quiet or me > 0) as prog:
         task = prog.add_task(desc, total=cfg.epochs, completed=start, info="")
         for epoch in range(start, cfg.epochs):
             model.train()
@@ -202,6 +240,8 @@ def fit(model: MultimodalNet, data: MultimodalData, train_idx: np.ndarray, val_i
             nb = 0
             for s in range(0, len(order), cfg.batch_size):
                 idx = order[s:s + cfg.batch_size]
+                if n_ranks > 1:
+                    idx = shard(idx, n_ranks, me)
                 batch = make_batch(data, idx, batch_mods, target_stats, device)
                 if loss_fn.adaptive:
                     batch["availability"] = torch.from_numpy(availability(data, idx, mods)).float().to(device)
@@ -215,15 +255,7 @@ def fit(model: MultimodalNet, data: MultimodalData, train_idx: np.ndarray, val_i
                                  else v[ti].to(device)) for k, v in teacher_cache.items()}
                     if kd_mask is not None:
                         batch["kd_mask"] = torch.from_numpy(kd_mask[idx]).to(device)
-                out = model(_jitter(batch["inputs"], model, cfg.input_noise), batch["present"])
-                parts = loss_fn(out, t_out, batch)
-                if mixup > 0 and teacher is not None:
-                    mixed = _mix(batch, list(teacher.encoders), mixup, device)
-                    with torch.no_grad():
-                        t_mix = teacher(mixed["inputs"], mixed["present"])
-                    s_mix = model(_jitter(mixed["inputs"], model, cfg.input_noise), mixed["present"])
-                    extra = loss_fn(s_mix, t_mix, mixed, exclude=("task",))
-                    parts = {k: parts.get(k, 0) + extra.get(k, 0) for k in {*parts, *extra}}
+                parts = step(batch, t_out, device)
                 if not torch.isfinite(parts["loss"]):
                     raise CmkdError(f"{desc}: the loss became {parts['loss'].item()} at epoch {epoch + 1}; "
                                     "lower the learning rate (--set <model>.lr=...) or check the data")
@@ -247,7 +279,7 @@ def fit(model: MultimodalNet, data: MultimodalData, train_idx: np.ndarray, val_i
             else:
                 bad += 1
             done = bad >= cfg.patience or epoch + 1 == cfg.epochs
-            if ckpt_path:
+            if ckpt_path and me == 0:
                 atomic_save({"model": model.state_dict(), "loss": loss_fn.state_dict(),
                              "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": torch.get_rng_state(),
                              "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],

@@ -50,7 +50,8 @@ def _apply(raw: dict, params: dict[str, float]) -> dict:
 class _Objective:
     """Trains the teacher once; each call trains a distilled student and returns its validation metric."""
 
-    def __init__(self, cfg: ExperimentConfig, arrays: dict[str, np.ndarray], quiet: bool = True) -> None:
+    def __init__(self, cfg: ExperimentConfig, arrays: dict[str, np.ndarray], quiet: bool = True,
+                 extra_modalities: list[str] | None = None) -> None:
         import torch
 
         from .data import build_data, fit_stats
@@ -64,7 +65,8 @@ class _Objective:
         torch.set_num_threads(cfg.threads)
         self.cfg, self.quiet = cfg, quiet
         tm, sm = list(cfg.teacher.modalities), list(cfg.student.modalities)
-        self.data = build_data(arrays, cfg.data, cfg.seed, "tune", modalities=list(dict.fromkeys(tm + sm)))
+        self.data = build_data(arrays, cfg.data, cfg.seed, "tune",
+                               modalities=list(dict.fromkeys(tm + sm + list(extra_modalities or []))))
         d = self.data
         self.train_all = d.indices(0)
         self.train, self.val = d.labelled(self.train_all), d.labelled(d.indices(1))
@@ -85,6 +87,10 @@ class _Objective:
         self.sign = 1.0 if HIGHER_IS_BETTER[self.metric] else -1.0
 
     def __call__(self, cfg: ExperimentConfig) -> float:
+        return self.train_student(cfg)[1]
+
+    def train_student(self, cfg: ExperimentConfig) -> tuple[Any, float]:
+        """Train the distilled student of ``cfg``; returns it and its best validation metric."""
         from .losses import CompositeLoss
         from .pipeline import build_model, class_balance_weights
         from .train import fit, set_seed
@@ -105,7 +111,7 @@ class _Objective:
                    target_stats=self.stats, teacher_cache=self.cache, kd_mask=self.kd_mask, quiet=self.quiet,
                    desc="student trial")
         vals = [r["val_metric"] for r in hist]
-        return float(max(vals) if self.sign > 0 else min(vals))
+        return model, float(max(vals) if self.sign > 0 else min(vals))
 
 
 def tune(cfg: ExperimentConfig, arrays: dict[str, np.ndarray], trials: int, sampler: str = "tpe",

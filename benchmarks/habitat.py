@@ -1,0 +1,125 @@
+"""Habitat recipe benchmark (SYNTHETIC data, ILLUSTRATIVE rules): compliance accuracy of the teacher ensemble, its
+members, the baseline and the distilled student; latency (student vs ensemble); the rule engine's recommendation
+re-check; and continual learning on a new region with and without EWC. Several seeds.
+
+Usage:
+    python benchmarks/habitat.py [--seeds 0 1 2] [--shots 20] [--out runs/habitat-bench]
+
+Writes ``benchmarks/habitat.json`` and ``benchmarks/habitat.md`` (mean ± std over the seeds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+import cmkd
+from cmkd.continual import adapt, model_dataset
+from cmkd.pipeline import load_model, original_dataset, resolve
+
+ROOT = Path(__file__).resolve().parents[1]
+JUR = ("national", "unclos", "isa", "environment")
+
+
+def ms(values: list[float], digits: int = 3) -> str:
+    """mean ± std (sample std) as text."""
+    a = np.asarray(values, dtype=float)
+    return f"{a.mean():.{digits}f} ± {a.std(ddof=1) if len(a) > 1 else 0.0:.{digits}f}"
+
+
+def compliance_mean(metrics: dict) -> float:
+    """Mean accuracy over the four compliance targets in a task_metrics dict."""
+    return float(np.mean([metrics["accuracy"], *[metrics[f"compliance_{j}/accuracy"] for j in JUR[1:]]]))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--shots", type=int, default=20)
+    ap.add_argument("--out", default=str(ROOT / "runs" / "habitat-bench"))
+    args = ap.parse_args()
+    out = Path(args.out)
+    rows = []
+    for seed in args.seeds:
+        t0 = time.time()
+        m = cmkd.run("habitat", out / f"seed-{seed}", overrides=[f"seed={seed}"], quiet=True)
+        h = m["habitat"]
+        r: dict = {"seed": seed, "compliance": h["compliance_accuracy"], "speed": h["speed"],
+                   "recommendation_check": h["recommendation_check"],
+                   "regression": {role: {t: m["models"][role]["metrics"].get(f"{t}/r2") for t in
+                                         ("hull_thickness", "waste_capacity", "emergency_buoyancy")}
+                                  for role in ("teacher", "student_baseline", "student")},
+                   "seabed": {role: m["models"][role]["metrics"].get("seabed/accuracy")
+                              for role in ("teacher", "student_baseline", "student")}}
+        # continual learning: the student fine-tuned on a few labelled designs of the new region (region 1)
+        _, region1, _, _ = resolve("habitat", [f"seed={seed}", "options.region=1"])
+        net, meta = load_model(out / f"seed-{seed}" / "student.pt")
+        new = model_dataset(meta, region1, "region1", "keep")
+        orig = original_dataset(meta)
+        r["adapt"] = {}
+        for lam in (0.0, 100.0, 1000.0):
+            _, rep = adapt(net, new, args.shots, orig, lam, epochs=50, lr=1e-3, seed=seed)
+            r["adapt"][str(lam)] = {k: {s: compliance_mean(v[s]) for s in v} for k, v in
+                                    (("before", rep["before"]), ("after", rep["after"]))}
+            r["adapt"][str(lam)]["n_shots"] = rep["n_shots"]
+        r["wall_s"] = time.time() - t0
+        rows.append(r)
+        print(json.dumps(r), flush=True)
+    res = {"runs": rows, "shots_per_class": args.shots}
+    (ROOT / "benchmarks" / "habitat.json").write_text(json.dumps(res, indent=1))
+    md = report(res)
+    (ROOT / "benchmarks" / "habitat.md").write_text(md + "\n")
+    print(md)
+
+
+def report(res: dict) -> str:
+    """Markdown tables (mean ± std over seeds)."""
+    runs = res["runs"]
+    n = len(runs)
+    lines = [f"Habitat (SYNTHETIC sites, ILLUSTRATIVE rules), mean ± std over {n} seeds, test split.", "",
+             "| model | " + " | ".join(JUR) + " | mean compliance accuracy | latency ms |",
+             "|---|" + "---|" * (len(JUR) + 2)]
+    for role in runs[0]["compliance"]:
+        c = [r["compliance"][role] for r in runs]
+        lat = [r["speed"]["teacher_ensemble_ms"] if role == "teacher" else np.nan for r in runs]
+        lat_s = ms(lat, 2) if role == "teacher" else (ms([r["speed"]["student_ms"] for r in runs], 2)
+                                                      if role == "student" else "-")
+        lines.append(f"| {role} | " + " | ".join(ms([x[j] for x in c]) for j in JUR)
+                     + f" | {ms([x['mean'] for x in c])} | {lat_s} |")
+    sp = [r["speed"]["speedup_torch"] for r in runs]
+    sp8 = [r["speed"].get("speedup_int8", np.nan) for r in runs]
+    gap = [r["compliance"]["student"]["mean"] - r["compliance"]["teacher"]["mean"] for r in runs]
+    rc = [r["recommendation_check"] for r in runs]
+    lines += ["", "| quantity | value |", "|---|---|",
+              f"| student speed-up over the teacher ensemble, PyTorch both, batch 1, one thread | {ms(sp, 1)}x |",
+              f"| student FP32 ONNX (the design tool's model) speed-up over the ensemble (PyTorch) | "
+              f"{ms([r['speed'].get('speedup_onnx', np.nan) for r in runs], 1)}x |",
+              f"| student INT8 ONNX speed-up over the ensemble (PyTorch) | {ms(sp8, 1)}x |",
+              f"| student - ensemble, mean compliance accuracy | {ms(gap)} |",
+              f"| single recommendations that clear their violation when applied and re-checked | "
+              f"{sum(x['recommendations_clearing_their_violation'] for x in rc)} of "
+              f"{sum(x['recommendations_checked'] for x in rc)} |",
+              f"| test designs fully repaired by the iterated recommendations | "
+              f"{sum(x['designs_fully_repaired'] for x in rc)} of {sum(x['designs_with_violations'] for x in rc)} |"]
+    for role in ("teacher", "student_baseline", "student"):
+        reg = [r["regression"][role] for r in runs]
+        lines.append(f"| {role}: R² hull / waste / buoyancy; seabed accuracy | "
+                     + " / ".join(ms([x[t] for x in reg]) for t in ("hull_thickness", "waste_capacity",
+                                                                      "emergency_buoyancy"))
+                     + f"; {ms([r['seabed'][role] for r in runs])} |")
+    for lam in runs[0]["adapt"]:
+        a = [r["adapt"][lam] for r in runs]
+        drop = [x["before"]["original_site"] - x["after"]["original_site"] for x in a]
+        lines.append(f"| new region, {res['shots_per_class']} shots/class ({a[0]['n_shots']} designs), EWC {lam}: "
+                     f"new-region compliance before -> after; original-region drop (forgetting) | "
+                     f"{ms([x['before']['new_site'] for x in a])} -> {ms([x['after']['new_site'] for x in a])}; "
+                     f"{ms(drop)} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""Paste the result tables written by the other benchmark scripts into README.md, between the
+``<!-- more:start -->`` and ``<!-- more:end -->`` markers, so every number there comes from a script.
+
+Usage:
+    python benchmarks/readme_sections.py
+
+Sections (each only when its .md exists): habitat.md (benchmarks/habitat.py), microgrid.md
+(benchmarks/microgrid.py), recycling.md (benchmarks/recycling.py), select.md (benchmarks/select.py),
+ddp.md (benchmarks/ddp.py), sharded.md (benchmarks/sharded.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+START, END = "<!-- more:start -->", "<!-- more:end -->"
+SECTIONS = [("habitat", "Habitat design (`python benchmarks/habitat.py`)"),
+            ("microgrid", "Microgrid controller (`python benchmarks/microgrid.py`)"),
+            ("recycling", "Recycling sorter (`python benchmarks/recycling.py`)"),
+            ("select", "Sensor selection (`python benchmarks/select.py`)"),
+            ("ddp", "Distributed training (`python benchmarks/ddp.py`)"),
+            ("sharded", "Larger-than-memory data (`python benchmarks/sharded.py`)")]
+
+
+def main() -> None:
+    parts = []
+    for name, title in SECTIONS:
+        md = ROOT / "benchmarks" / f"{name}.md"
+        if md.is_file():
+            parts.append(f"### {title}\n\n{md.read_text().strip()}")
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    if START not in text or END not in text:
+        raise SystemExit(f"README.md lacks the {START} / {END} markers")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(head + START + "\n" + "\n\n".join(parts) + "\n" + END + tail)
+    print(f"README.md: {len(parts)} section(s) written")
+
+
+if __name__ == "__main__":
+    main()

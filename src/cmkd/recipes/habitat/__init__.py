@@ -1,0 +1,1 @@
+"""Recipe ``habitat``: SYNTHETIC deep-sea habitat design under several (ILLUSTRATIVE) jurisdictions."""
