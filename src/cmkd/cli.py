@@ -34,7 +34,9 @@ def run(target: Annotated[str, typer.Argument(help="A recipe name (see `cmkd lis
     """Teacher -> baseline student -> distilled student -> test metrics -> ONNX/INT8 -> report.
 
     Writes OUT/metrics.json, OUT/report.html, OUT/config.yaml, OUT/teacher.pt, OUT/student.pt,
-    OUT/student.onnx and OUT/student.int8.onnx.
+    OUT/student.onnx and OUT/student.int8.onnx. A YAML's data.path may be an .npz or a directory of .npy shards
+    (larger than memory). Launched by torchrun (`torchrun --nproc_per_node=N -m cmkd.cli run ...`) the training is
+    data-parallel and rank 0 writes the outputs.
     """
     from .pipeline import run as run_pipeline
 
