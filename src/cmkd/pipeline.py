@@ -103,7 +103,8 @@ def build_model(data: MultimodalData, modalities: list[str], mcfg: Any, cfg: Exp
     return MultimodalNet({m: {"kind": data.kinds[m], "shape": shapes[m]} for m in modalities},
                          {t: {"kind": k, "n_out": outs[t]} for t, k in data.target_kinds.items()},
                          width=mcfg.width, heads=mcfg.heads, depth=mcfg.depth, dropout=mcfg.dropout,
-                         modality_dropout=mcfg.modality_dropout, text_vocab=cfg.data.text_vocab, impute=impute)
+                         modality_dropout=mcfg.modality_dropout, text_vocab=cfg.data.text_vocab, impute=impute,
+                         encoders=mcfg.encoders)
 
 
 def save_model(model: MultimodalNet, path: Path, cfg: ExperimentConfig, data: MultimodalData, role: str,
@@ -125,7 +126,7 @@ def load_model(path: str | Path) -> tuple[MultimodalNet, dict]:
         hp = ck["hparams"]
         model = MultimodalNet(hp["modalities"], hp["targets"], width=hp["width"], heads=hp["heads"],
                               depth=hp["depth"], dropout=hp["dropout"], modality_dropout=hp["modality_dropout"],
-                              text_vocab=hp["text_vocab"], impute=hp.get("impute"))
+                              text_vocab=hp["text_vocab"], impute=hp.get("impute"), encoders=hp.get("encoders"))
         model.load_state_dict(ck["state_dict"])
     except (KeyError, TypeError, RuntimeError, ValueError) as e:
         raise CmkdError(f"{path}: damaged cmkd model file ({str(e).splitlines()[0][:120]})") from None
