@@ -15,6 +15,7 @@ RECIPES: dict[str, str] = {
     "houston": "cmkd.recipes.houston",
     "coastal": "cmkd.recipes.coastal.recipe",
     "coastal-real": "cmkd.recipes.coastal.real",
+    "recycling": "cmkd.recipes.recycling.recipe",
 }
 
 
