@@ -23,12 +23,12 @@ material, its probability, quality, degradation and route.
 
 Split: a seeded stratified 60% train / 15% validation / 25% test of the items (validation and test items are all
 labelled). Labels are scarce, as on a real sorting line: lab analysis (or a grader) labels only
-``options.label_fraction`` (default 0.4) of the training items, while the pilot line's sensors see all of them.
+``options.label_fraction`` (default 0.6) of the training items, while the pilot line's sensors see all of them.
 The teacher and the baseline student learn from the labelled items; the distilled student also learns from the
 teacher's outputs on the unlabelled ones. ``--set options.label_fraction=1`` labels every training item.
 
 Options (``--set options.KEY=VALUE``): ``n_items`` (3000; quick 600), ``size`` (image side, 16), ``bands`` (64),
-``frames`` (36), ``label_fraction`` (0.4), ``acquisition_s`` (sensor time per item, 0.2 s), ``compute_w`` (the
+``frames`` (36), ``label_fraction`` (0.6), ``acquisition_s`` (sensor time per item, 0.2 s), ``compute_w`` (the
 robot's processor while inferring, 5 W), ``png_dir`` (with ``cmkd data``: write the test items as PNGs there),
 ``png_count`` (48), ``policy`` (overrides of :data:`cmkd.recipes.recycling.policy.DEFAULT_POLICY`, e.g.
 ``--set options.policy.q_reuse=0.8``). Sensor power per modality is ``data.modalities.<m>.cost`` in W
@@ -69,7 +69,7 @@ def default_config(quick: bool = False) -> dict:
         "export": {"latency_runs": 30 if quick else 200},
         "uncertainty": {"availability_edges": []},
         "options": {"n_items": 600 if quick else 3000, "size": 16, "bands": 64, "frames": 36,
-                    "label_fraction": 0.4, "acquisition_s": 0.2, "compute_w": 5.0, "png_count": 48},
+                    "label_fraction": 0.6, "acquisition_s": 0.2, "compute_w": 5.0, "png_count": 48},
     }
 
 

@@ -13,14 +13,17 @@ Every item has a material (:data:`MATERIALS`), a degradation state (:data:`DEGRA
   ``C = rho c d`` (density x specific heat x thickness) and absorptance ``a``; metals conduct the heat into the
   whole item (a large effective ``C``). The IR camera sees ``eps T + (1 - eps) T_amb`` (reflected ambient): metals,
   with emissivity 0.05-0.3, look cold; glass and paper (eps ~0.92-0.95) show their real temperature.
-- **spectral** (B reflectances, 1000-2500 nm, default 64 bands): a base reflectance level and slope with
+- **spectral** (B bands, 1000-2500 nm, default 64): a reflectance spectrum, a base level and slope with
   Gaussian absorption bands at the literature positions of each material's overtones and combination bands:
   polyolefins' C-H 2nd overtone ~1210 nm and 1st overtone ~1730/1760 nm and combination ~2310/2350 nm
   (PP's CH3 at ~1195/1705 nm), PET's aromatic C-H ~1660 nm and ester features ~1130/2130 nm, PVC's C-H shifted by
   chlorine to ~1716 nm and ~1190/2280 nm, PS's aromatic ~1145/1680/2170 nm, cellulose ~1490/2100 nm (paper,
-  cardboard, cotton), water ~1450/1940 nm (moisture, wet dirt); metals flat and high, glass nearly flat and low.
+  cardboard, cotton; cardboard adds lignin ~1680 nm), textile blends of cotton and polyester with some polyamide or
+  wool N-H ~2050 nm, water ~1450/1940 nm (moisture, wet dirt); metals flat and high, glass nearly flat and low.
   UV-weathering adds a broad carbonyl/hydroxyl feature near 1920 nm and lowers the blue end of the visible
-  (yellowing); dirt mixes in a dark, wet soil spectrum. Band depths and positions jitter per item.
+  (yellowing); dirt mixes in a dark, wet soil spectrum. Band depths and positions jitter per item. The modality
+  holds what an NIR sorter's spectrometer reports: absorbance ``-log10 R`` after a standard normal variate
+  (:func:`snv_absorbance`), which removes level changes from probe distance and illumination.
 
 Quality depends on the degradation state and on the visible dirt and damage; it is what a grader would give.
 """
@@ -102,7 +105,7 @@ class Items:
 
     visual: np.ndarray  # (N, 3, S, S) float32 RGB in [0, 1]
     thermal: np.ndarray  # (N, T, 1) float32 apparent temperature, K
-    spectral: np.ndarray  # (N, B) float32 reflectance
+    spectral: np.ndarray  # (N, B) float32 SNV absorbance (see :func:`snv_absorbance`)
     material: np.ndarray  # (N,) int64 index into MATERIALS
     degradation: np.ndarray  # (N,) int64 index into DEGRADATION
     quality: np.ndarray  # (N,) float32 in [0, 1]
@@ -139,6 +142,13 @@ def spectrum(material: str, wl: np.ndarray, rng: np.random.Generator, dirt: floa
     r = (1 - dirt) * r + dirt * soil
     r = r * rng.uniform(0.95, 1.05)  # distance / illumination of the probe spot
     return np.clip(r + rng.normal(0, noise, wl.shape), 0.0, 1.0)
+
+
+def snv_absorbance(reflectance: np.ndarray) -> np.ndarray:
+    """What the spectrometer reports, as NIR sorters do: absorbance ``-log10 R`` with a standard normal variate
+    (per-spectrum centring and scaling), which removes the level changes of probe distance and illumination."""
+    a = -np.log10(np.clip(reflectance, 1e-3, None))
+    return (a - a.mean()) / max(float(a.std()), 1e-6)
 
 
 def thermal_curve(material: str, frames: int, rng: np.random.Generator, dirt: float = 0.0,
@@ -199,7 +209,7 @@ def image(material: str, degradation: str, s: int, rng: np.random.Generator, dir
     pal = PALETTE[material]
     (rgb, alpha) = pal[rng.choice(len(pal), p=[p for _, p in pal])][0]
     rgb = np.clip(np.array(rgb) + rng.normal(0, 0.05, 3), 0, 1)
-    belt = 0.22 + 0.03 * rng.normal(size=(3, s, s))
+    belt = 0.22 + 0.012 * rng.normal(size=(1, s, s)) + 0.006 * rng.normal(size=(3, s, s))
     mask = _shape_mask(shape, s, rng, degradation == "damaged")
     yy, xx = np.mgrid[0:s, 0:s] / (s - 1)
     item = np.ones((3, s, s)) * rgb[:, None, None]
@@ -246,7 +256,7 @@ def image(material: str, degradation: str, s: int, rng: np.random.Generator, dir
                        img)
     # lighting: brightness and a gradient across the belt
     g = rng.uniform(0.8, 1.2) * (1 + rng.uniform(-0.15, 0.15) * (xx - 0.5) + rng.uniform(-0.15, 0.15) * (yy - 0.5))
-    img = img * g[None] + rng.normal(0, 0.02, img.shape)
+    img = img * g[None] + rng.normal(0, 0.01, img.shape)
     return np.clip(img, 0.0, 1.0)
 
 
@@ -276,6 +286,6 @@ def generate(n: int = 4000, seed: int = 0, size: int = 16, bands: int = 64, fram
         weathering = rng.uniform(0.5, 1.0) if d == "weathered" else 0.0
         vis[i] = image(m, d, size, rng, float(dirt[i]))
         th[i, :, 0] = thermal_curve(m, frames, rng, float(dirt[i]))
-        spec[i] = spectrum(m, wl, rng, float(dirt[i]), moisture, weathering)
+        spec[i] = snv_absorbance(spectrum(m, wl, rng, float(dirt[i]), moisture, weathering))
         qual[i] = np.clip(QUALITY_MEAN[d] - 0.3 * dirt[i] + rng.normal(0, 0.06), 0.0, 1.0)
     return Items(vis, th, spec, mat.astype(np.int64), deg.astype(np.int64), qual, dirt, wl)
