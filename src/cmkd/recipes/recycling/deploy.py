@@ -136,9 +136,9 @@ def _html(section: dict, policy: Policy) -> str:
         ax.bar(np.arange(len(routes)) + (k - (len(roles) - 1) / 2) * w, vals, w, label=role)
     ax.set_xticks(range(len(routes)), [r.replace("recycle:", "") for r in routes], rotation=45, ha="right",
                   fontsize=8)
-    ax.set_ylim(min(0.5, float(np.nanmin([v for s in sorting.values() for v in s["purity"].values()])) - 0.02), 1.0)
+    ax.set_ylim(min(0.5, float(np.nanmin([v for s in sorting.values() for v in s["purity"].values()])) - 0.02), 1.15)
     ax.set_ylabel("purity (test)")
-    ax.legend(fontsize=7, ncol=len(roles))
+    ax.legend(fontsize=7, ncol=len(roles), loc="upper center")
     ax.set_title("purity of each route (synthetic items)", fontsize=10)
     fig.tight_layout()
     parts = [
