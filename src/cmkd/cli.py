@@ -94,7 +94,7 @@ def _intervals(meta: dict, feed: dict[str, np.ndarray], outs: list[np.ndarray]) 
 def predict(model: Annotated[Path, typer.Option("--model", "-m", help="Output folder of `cmkd run`.")],
             input: Annotated[Path, typer.Option("--input", "-i", help=(
                 ".npz with the student's modalities; for coastal models also a CSV of sensor readings with gaps "
-                "(columns time, station, and the sensor channels)"))],
+                "(columns time, station, and the sensor channels); for recycling models a folder of item PNGs"))],
             output: Annotated[Path, typer.Option("--output", help="Where to write the predictions JSON.")] = Path(
                 "preds.json"),
             int8: Annotated[bool, typer.Option(help="Use the INT8 model instead of FP32.")] = False) -> None:
@@ -102,6 +102,7 @@ def predict(model: Annotated[Path, typer.Option("--model", "-m", help="Output fo
 
     Regression targets come with the head's std and, when the run calibrated them, split-conformal intervals.
     A CSV input (coastal models) gives per-station forecasts, intervals and resilience recommendations.
+    A folder of PNGs (recycling models) gives one sorting route per image.
     """
     import yaml
 
@@ -112,6 +113,13 @@ def predict(model: Annotated[Path, typer.Option("--model", "-m", help="Output fo
     from .train import safe_load
 
     d = _model_dir(model)
+    if input.is_dir():  # a folder of item images: the recycling sorting tool
+        from .recipes.recycling.deploy import predict_folder
+
+        result = predict_folder(d, input, int8)
+        atomic_write_text(output, json.dumps(result, indent=1))
+        typer.echo(f"wrote {result['n']} route(s) to {output}")
+        return
     if input.suffix.lower() == ".csv":  # sensor readings with gaps: the coastal forecast tool
         meta = safe_load(d / "student.pt")
         recipe = (yaml.safe_load(meta.get("config") or "") or {}).get("recipe")

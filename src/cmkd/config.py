@@ -76,6 +76,19 @@ class ModelConfig(_Strict):
     refit: bool = False  # students: after early stopping, retrain on train + val for the best epoch count
     # std of Gaussian noise added in training to numeric inputs, in units of each feature's training std; 0 = off
     input_noise: float = Field(0.0, ge=0)
+    # modality kind -> encoder name where the kind's default encoder is not wanted, e.g. {image: mobilenet}
+    encoders: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("encoders")
+    @classmethod
+    def _known_encoders(cls, v: dict[str, str]) -> dict[str, str]:
+        from .models import ALTERNATIVES
+
+        for kind, name in v.items():
+            if name != kind and kind not in ALTERNATIVES.get(name, ()):
+                valid = sorted([kind] + [n for n, ks in ALTERNATIVES.items() if kind in ks])
+                raise ValueError(f"encoder {name!r} for kind {kind!r} is unknown; valid: {', '.join(valid)}")
+        return v
 
 
 class TeacherSpec(ModelConfig):

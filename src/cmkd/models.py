@@ -30,11 +30,22 @@ def register_encoder(kind: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
     return deco
 
 
-def create_encoder(kind: str, shape: tuple[int, ...], width: int, dropout: float = 0.1, **kw: int) -> nn.Module:
-    """Build the encoder registered for ``kind``; an unknown kind lists the valid ones."""
-    if kind not in ENCODERS:
-        raise CmkdError(f"unknown modality kind '{kind}'; valid: {', '.join(sorted(ENCODERS))}")
-    return ENCODERS[kind](shape, width, dropout, **kw)
+# alternative encoders, chosen per model with ``ModelConfig.encoders`` (modality kind -> name): name -> the kinds
+# it accepts. The default encoder of a kind is the one registered under the kind's own name.
+ALTERNATIVES: dict[str, tuple[str, ...]] = {"mobilenet": ("image",)}
+
+
+def create_encoder(kind: str, shape: tuple[int, ...], width: int, dropout: float = 0.1, name: str | None = None,
+                   **kw: int) -> nn.Module:
+    """Build the encoder ``name`` (default: the one registered for ``kind``); an unknown name lists the valid ones.
+    """
+    name = name or kind
+    if name not in ENCODERS:
+        raise CmkdError(f"unknown encoder '{name}'; valid: {', '.join(sorted(ENCODERS))}")
+    if name != kind and kind not in ALTERNATIVES.get(name, ()):
+        raise CmkdError(f"encoder '{name}' does not take modality kind '{kind}' (it takes "
+                        f"{', '.join(ALTERNATIVES.get(name, (name,)))})")
+    return ENCODERS[name](shape, width, dropout, **kw)
 
 
 class _Numeric(nn.Module):
@@ -128,6 +139,53 @@ class ImageEncoder(_Numeric):
         return self.out(torch.cat([h.mean(dim=(2, 3)), h[:, :, self.centre[0], self.centre[1]]], dim=1))
 
 
+class InvertedResidual(nn.Module):
+    """MobileNetV2 block (Sandler et al., 2018): 1x1 expansion, 3x3 depthwise, linear 1x1 projection; a residual
+    connection when the shape is kept."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, expand: int = 4) -> None:
+        super().__init__()
+        hid = c_in * expand
+        self.res = stride == 1 and c_in == c_out
+        self.net = nn.Sequential(
+            nn.Conv2d(c_in, hid, 1, bias=False), nn.BatchNorm2d(hid), nn.ReLU6(),
+            nn.Conv2d(hid, hid, 3, stride=stride, padding=1, groups=hid, bias=False), nn.BatchNorm2d(hid),
+            nn.ReLU6(),
+            nn.Conv2d(hid, c_out, 1, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.net(x)
+        return x + y if self.res else y
+
+
+@register_encoder("mobilenet")
+class MobileNetEncoder(_Numeric):
+    """(B, C, H, W) -> (B, D): a small MobileNetV2-like image encoder for edge students.
+
+    A 3x3 stem, then inverted residual blocks with depthwise-separable convolutions (two of them halve the
+    resolution while it is at least 8 pixels), a 1x1 convolution to the width D, global average pooling.
+    Select it per model with ``encoders: {image: mobilenet}``.
+    """
+
+    def __init__(self, shape: tuple[int, ...], width: int, dropout: float = 0.1) -> None:
+        super().__init__(shape, (shape[0], 1, 1))
+        c, h = shape[0], min(shape[1], shape[2])
+        s1, s2 = (2 if h >= 8 else 1), (2 if h >= 16 else 1)
+        ch = max(8, width // 2)
+        self.conv = nn.Sequential(
+            nn.Conv2d(2 * c, ch, 3, padding=1, bias=False), nn.BatchNorm2d(ch), nn.ReLU6(),
+            InvertedResidual(ch, ch, 1, expand=2), InvertedResidual(ch, width, s1),
+            InvertedResidual(width, width, 1), InvertedResidual(width, width, s2),
+            InvertedResidual(width, width, 1),
+            nn.Conv2d(width, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU6())
+        self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, width), nn.LayerNorm(width))
+
+    def forward(self, x: Tensor) -> Tensor:
+        v, m = self.prepare(x)
+        h = self.conv(torch.cat([v, m], dim=1))  # (B, D, H', W')
+        return self.out(h.mean(dim=(2, 3)))
+
+
 @register_encoder("signal")
 class SignalEncoder(_Numeric):
     """(B, C, L) -> (B, D): strided 1-D convolutions for waveforms, global mean and max pooling."""
@@ -201,12 +259,16 @@ class MultimodalNet(nn.Module):
         impute: numeric modalities to reconstruct from the fused features (cross-modal imputation): the output
             gains ``imputed`` {modality: (B, *shape)} in the modality's standardised units, trained by the
             ``impute`` loss term against complete values (e.g. the full sensor record a teacher sees).
+        encoders: modality kind -> encoder name for kinds that should not use their default encoder, e.g.
+            ``{"image": "mobilenet"}``.
     """
 
     def __init__(self, modalities: dict[str, dict], targets: dict[str, dict], width: int = 64, heads: int = 4,
                  depth: int = 1, dropout: float = 0.1, modality_dropout: float = 0.0,
-                 text_vocab: int = 4096, impute: list[str] | None = None) -> None:
+                 text_vocab: int = 4096, impute: list[str] | None = None,
+                 encoders: dict[str, str] | None = None) -> None:
         super().__init__()
+        encoders = dict(encoders or {})
         impute = list(impute or [])
         bad = [m for m in impute if m not in modalities or modalities[m]["kind"] == "text"]
         if bad:
@@ -216,12 +278,12 @@ class MultimodalNet(nn.Module):
                                        modalities.items()},
                         "targets": {k: dict(v) for k, v in targets.items()}, "width": width, "heads": heads,
                         "depth": depth, "dropout": dropout, "modality_dropout": modality_dropout,
-                        "text_vocab": text_vocab, "impute": impute}
+                        "text_vocab": text_vocab, "impute": impute, "encoders": encoders}
         self.names = list(modalities)
         self.width = width
         self.modality_dropout = modality_dropout
         self.encoders = nn.ModuleDict({
-            m: create_encoder(s["kind"], tuple(s["shape"]), width, dropout,
+            m: create_encoder(s["kind"], tuple(s["shape"]), width, dropout, name=encoders.get(s["kind"]),
                               **({"vocab": text_vocab} if s["kind"] == "text" else {}))
             for m, s in modalities.items()})
         self.mod_emb = nn.Parameter(torch.zeros(len(self.names), width))

@@ -110,7 +110,8 @@ def build_model(data: MultimodalData, modalities: list[str], mcfg: Any, cfg: Exp
                          {t: {"kind": k, "n_out": outs[t]} for t, k in data.target_kinds.items()
                           if targets is None or t in targets},
                          width=mcfg.width, heads=mcfg.heads, depth=mcfg.depth, dropout=mcfg.dropout,
-                         modality_dropout=mcfg.modality_dropout, text_vocab=cfg.data.text_vocab, impute=impute)
+                         modality_dropout=mcfg.modality_dropout, text_vocab=cfg.data.text_vocab, impute=impute,
+                         encoders=mcfg.encoders)
 
 
 def save_model(model: MultimodalNet, path: Path, cfg: ExperimentConfig, data: MultimodalData, role: str,
@@ -126,7 +127,7 @@ def save_model(model: MultimodalNet, path: Path, cfg: ExperimentConfig, data: Mu
 def _net(hp: dict) -> MultimodalNet:
     return MultimodalNet(hp["modalities"], hp["targets"], width=hp["width"], heads=hp["heads"], depth=hp["depth"],
                          dropout=hp["dropout"], modality_dropout=hp["modality_dropout"],
-                         text_vocab=hp["text_vocab"], impute=hp.get("impute"))
+                         text_vocab=hp["text_vocab"], impute=hp.get("impute"), encoders=hp.get("encoders"))
 
 
 def load_model(path: str | Path) -> tuple[MultimodalNet, dict]:

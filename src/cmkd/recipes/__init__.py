@@ -17,6 +17,7 @@ RECIPES: dict[str, str] = {
     "coastal-real": "cmkd.recipes.coastal.real",
     "habitat": "cmkd.recipes.habitat.recipe",
     "microgrid": "cmkd.recipes.microgrid.recipe",
+    "recycling": "cmkd.recipes.recycling.recipe",
 }
 
 
