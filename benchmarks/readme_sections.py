@@ -5,7 +5,7 @@ Usage:
     python benchmarks/readme_sections.py
 
 Sections (each only when its .md exists): habitat.md (benchmarks/habitat.py), microgrid.md
-(benchmarks/microgrid.py), recycling.md (benchmarks/recycling.py), select.md (benchmarks/select.py),
+(benchmarks/microgrid.py), recycling.md (benchmarks/recycling.py), sensor_select.md (benchmarks/sensor_select.py),
 ddp.md (benchmarks/ddp.py), sharded.md (benchmarks/sharded.py).
 """
 
@@ -18,7 +18,7 @@ START, END = "<!-- more:start -->", "<!-- more:end -->"
 SECTIONS = [("habitat", "Habitat design (`python benchmarks/habitat.py`)"),
             ("microgrid", "Microgrid controller (`python benchmarks/microgrid.py`)"),
             ("recycling", "Recycling sorter (`python benchmarks/recycling.py`)"),
-            ("select", "Sensor selection (`python benchmarks/select.py`)"),
+            ("select", "Sensor selection (`python benchmarks/sensor_select.py`)"),
             ("ddp", "Distributed training (`python benchmarks/ddp.py`)"),
             ("sharded", "Larger-than-memory data (`python benchmarks/sharded.py`)")]
 

@@ -3,9 +3,9 @@ camera 1.5 W, multispectral 4 W, LiDAR 8 W, hyperspectral 15 W) with a 6 W budge
 subsets trains a distilled student).
 
 Usage:
-    python benchmarks/select.py [--budget 6] [--seed 0] [--out runs/select-bench]
+    python benchmarks/sensor_select.py [--budget 6] [--seed 0] [--out runs/select-bench]
 
-Writes ``benchmarks/select.json``, ``benchmarks/select.md`` and ``benchmarks/select_pareto.png``.
+Writes ``benchmarks/sensor_select.json``, ``benchmarks/sensor_select.md`` and ``benchmarks/sensor_select.png``.
 """
 
 from __future__ import annotations
@@ -32,12 +32,12 @@ def main() -> None:
     t0 = time.time()
     res = select(cfg, arrays, args.budget, None, Path(args.out), quiet=True)
     res["wall_s"] = time.time() - t0
-    (ROOT / "benchmarks" / "select.json").write_text(json.dumps(res, indent=1))
-    shutil.copy(Path(args.out) / "pareto.png", ROOT / "benchmarks" / "select_pareto.png")
+    (ROOT / "benchmarks" / "sensor_select.json").write_text(json.dumps(res, indent=1))
+    shutil.copy(Path(args.out) / "pareto.png", ROOT / "benchmarks" / "sensor_select.png")
     m = res["metric"]
     lines = [f"`cmkd select minerals --budget {args.budget:g}` (SYNTHETIC, seed {args.seed}, {len(res['subsets'])} "
              f"subsets, {res['search']}, {res['wall_s'] / 60:.0f} min). Pareto front of sensor power (W) against "
-             f"validation {m} (test {m} for reference); figure: `benchmarks/select_pareto.png`.", "",
+             f"validation {m} (test {m} for reference); figure: `benchmarks/sensor_select.png`.", "",
              f"| modalities | power W | validation {m} | test {m} | within budget |", "|---|---|---|---|---|"]
     for r in res["pareto_front"]:
         lines.append(f"| {'+'.join(r['modalities'])} | {r['cost']:g} | {r['val_' + m]:.3f} | "
@@ -45,7 +45,7 @@ def main() -> None:
     b = res["best_within_budget"]
     lines += ["", f"Best within {args.budget:g} W: {'+'.join(b['modalities'])} ({b['cost']:g} W, validation "
               f"{m} {b['val_' + m]:.3f}, test {b['test_' + m]:.3f})."]
-    (ROOT / "benchmarks" / "select.md").write_text("\n".join(lines) + "\n")
+    (ROOT / "benchmarks" / "sensor_select.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
