@@ -18,7 +18,7 @@ START, END = "<!-- more:start -->", "<!-- more:end -->"
 SECTIONS = [("habitat", "Habitat design (`python benchmarks/habitat.py`)"),
             ("microgrid", "Microgrid controller (`python benchmarks/microgrid.py`)"),
             ("recycling", "Recycling sorter (`python benchmarks/recycling.py`)"),
-            ("select", "Sensor selection (`python benchmarks/sensor_select.py`)"),
+            ("sensor_select", "Sensor selection (`python benchmarks/sensor_select.py`)"),
             ("ddp", "Distributed training (`python benchmarks/ddp.py`)"),
             ("sharded", "Larger-than-memory data (`python benchmarks/sharded.py`)")]
 
