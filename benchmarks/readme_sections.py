@@ -27,8 +27,10 @@ def main() -> None:
     parts = []
     for name, title in SECTIONS:
         md = ROOT / "benchmarks" / f"{name}.md"
-        if md.is_file():
-            parts.append(f"### {title}\n\n{md.read_text().strip()}")
+        if md.is_file():  # headings inside a benchmark's .md become level-4 headings under its section
+            body = "\n".join(f"#### {ln.lstrip('#').strip()}" if ln.startswith("#") else ln
+                             for ln in md.read_text().strip().splitlines())
+            parts.append(f"### {title}\n\n{body}")
     readme = ROOT / "README.md"
     text = readme.read_text()
     if START not in text or END not in text:
