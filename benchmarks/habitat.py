@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from run_benchmarks import ms  # noqa: E402 - mean ± sample std as text (benchmarks/ is on sys.path)
 
 import cmkd
 from cmkd.continual import adapt, model_dataset
@@ -23,12 +24,6 @@ from cmkd.pipeline import load_model, original_dataset, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 JUR = ("national", "unclos", "isa", "environment")
-
-
-def ms(values: list[float], digits: int = 3) -> str:
-    """mean ± std (sample std) as text."""
-    a = np.asarray(values, dtype=float)
-    return f"{a.mean():.{digits}f} ± {a.std(ddof=1) if len(a) > 1 else 0.0:.{digits}f}"
 
 
 def compliance_mean(metrics: dict) -> float:

@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
+from run_benchmarks import ms as _ms  # noqa: E402 - benchmarks/ is on sys.path
 
 import cmkd
 
@@ -22,9 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def ms(values: list[float], digits: int = 4) -> str:
-    """mean +- std as text."""
-    a = np.asarray(values, dtype=float)
-    return f"{a.mean():.{digits}f} ± {a.std(ddof=1) if len(a) > 1 else 0.0:.{digits}f}"
+    """mean ± sample std as text, 4 digits by default."""
+    return _ms(values, digits)
 
 
 def main() -> None:

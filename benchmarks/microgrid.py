@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from run_benchmarks import ms as _ms  # noqa: E402 - benchmarks/ is on sys.path
 
 import cmkd
 from cmkd.pipeline import atomic_write_text
@@ -25,9 +26,8 @@ STUDENTS = ("student", "student_no_sky", "student_no_audio", "student_no_history
 
 
 def ms(values: list[float], digits: int = 1) -> str:
-    """mean ± sample std as text."""
-    a = np.asarray(values, dtype=float)
-    return f"{a.mean():.{digits}f} ± {a.std(ddof=1) if len(a) > 1 else 0.0:.{digits}f}"
+    """mean ± sample std as text, 1 digits by default."""
+    return _ms(values, digits)
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from run_benchmarks import ms  # noqa: E402 - mean ± sample std as text (benchmarks/ is on sys.path)
 
 import cmkd
 from cmkd.pipeline import atomic_write_text
@@ -24,12 +25,6 @@ from cmkd.recipes.recycling.scene import MATERIALS
 
 ROOT = Path(__file__).resolve().parents[1]
 ROLES = ("teacher", "student_baseline", "student", "student_int8")
-
-
-def ms(values: list[float], digits: int = 3) -> str:
-    """mean ± std (sample std) as text."""
-    a = np.asarray(values, dtype=float)
-    return f"{a.mean():.{digits}f} ± {a.std(ddof=1) if len(a) > 1 else 0.0:.{digits}f}"
 
 
 def one(seed: int, out: Path) -> dict:
