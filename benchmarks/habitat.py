@@ -89,7 +89,11 @@ def report(res: dict) -> str:
     sp8 = [r["speed"].get("speedup_int8", np.nan) for r in runs]
     gap = [r["compliance"]["student"]["mean"] - r["compliance"]["teacher"]["mean"] for r in runs]
     rc = [r["recommendation_check"] for r in runs]
+    spo = [r["speed"].get("speedup_onnx_both", np.nan) for r in runs]
     lines += ["", "| quantity | value |", "|---|---|",
+              f"| student speed-up over the teacher ensemble, both exported to ONNX (ONNX Runtime), batch 1, one "
+              f"thread | {ms(spo, 1)}x ({ms([r['speed'].get('ensemble_onnx_ms', np.nan) for r in runs], 2)} ms vs "
+              f"{ms([r['speed'].get('student_onnx_ms', np.nan) for r in runs], 2)} ms) |",
               f"| student speed-up over the teacher ensemble, PyTorch both, batch 1, one thread | {ms(sp, 1)}x |",
               f"| student FP32 ONNX (the design tool's model) speed-up over the ensemble (PyTorch) | "
               f"{ms([r['speed'].get('speedup_onnx', np.nan) for r in runs], 1)}x |",

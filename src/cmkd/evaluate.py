@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -149,3 +150,33 @@ def torch_latency_ms(model: MultimodalNet, inputs: dict[str, torch.Tensor], runs
     finally:
         torch.set_num_threads(prev)
     return float(np.median(times) * 1e3)
+
+
+def paired_latency_ms(calls: dict[str, Callable[[], object]], runs: int = 200, warmup: int = 10,
+                      threads: int = 1, block: int = 10) -> dict[str, dict[str, float]]:
+    """Latency in ms of each zero-argument call, timed in round-robin blocks of ``block`` calls.
+
+    Returns ``{name: {"median": ..., "min": ...}}``. For speed-up ratios on a shared machine: a burst of load
+    from other processes then falls on every call alike instead of on whichever model happened to be timed at the
+    time; within a block a call runs with its own weights in cache, as when it is served alone. Under load a long
+    call is preempted more often than a short one, which inflates its median; the minimum (the best of the runs,
+    as Python's ``timeit`` advises) is the robust figure for a ratio then. Torch runs with ``threads`` threads.
+    """
+    prev = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    times: dict[str, list[float]] = {k: [] for k in calls}
+    try:
+        with torch.inference_mode():
+            for f in calls.values():
+                for _ in range(warmup):
+                    f()
+            for _ in range(max(1, -(-runs // block))):
+                for k, f in calls.items():
+                    f()  # the first call of a block warms the cache
+                    for _ in range(block):
+                        t0 = time.perf_counter()
+                        f()
+                        times[k].append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(prev)
+    return {k: {"median": float(np.median(v) * 1e3), "min": float(np.min(v) * 1e3)} for k, v in times.items()}
