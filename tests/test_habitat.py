@@ -133,7 +133,11 @@ def test_quick_run_metrics(quick_run: Path) -> None:
     assert m["models"]["teacher_sonar"]["modalities"] == ["acoustic"]
     h = m["habitat"]
     assert set(h["compliance_accuracy"]["student"]) == {"national", "unclos", "isa", "environment", "mean"}
-    assert h["speed"]["speedup_torch"] > 0 and h["speed"]["teacher_ensemble_ms"] > 0
+    sp = h["speed"]
+    assert sp["speedup_torch"] > 0 and sp["teacher_ensemble_ms"] > 0
+    # the ensemble is exported to ONNX for the like-for-like timing: it must be the same model
+    assert sp["ensemble_onnx_max_abs_diff"] < 1e-2 and sp["speedup_onnx_both"] > 0
+    assert sp["student_onnx_min_ms"] <= sp["student_onnx_ms"]
     rc = h["recommendation_check"]
     assert rc["recommendations_clearing_their_violation"] == rc["recommendations_checked"] > 0
     assert (quick_run / "habitat.json").is_file()
@@ -178,3 +182,14 @@ def test_design_tool_bad_inputs(quick_run: Path, tmp_path: Path) -> None:
         r = cli("habitat", "design", "--model", quick_run, *args, cwd=tmp_path)
         assert r.returncode == 2, (name, r.stderr)
         assert msg in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, name
+
+
+def test_paired_latency_orders_calls() -> None:
+    import time
+
+    from cmkd.evaluate import paired_latency_ms
+
+    lat = paired_latency_ms({"fast": lambda: None, "slow": lambda: time.sleep(0.002)}, runs=20, warmup=1, block=5)
+    assert set(lat) == {"fast", "slow"}
+    assert lat["slow"]["min"] >= 2.0 > lat["fast"]["median"]
+    assert all(v["min"] <= v["median"] for v in lat.values())
