@@ -240,7 +240,9 @@ def adapt(model: Annotated[Path, typer.Option("--model", "-m", help="Output fold
           train: Annotated[str, typer.Option(help="Parameters to fine-tune: all, fusion (encoders frozen) or head."
                                              )] = "all",
           augment: Annotated[bool, typer.Option("--augment/--no-augment",
-                                                help="Random flips / quarter turns of the image shots.")
+                                                help="Random flips / quarter turns of the image shots (chosen on the "
+                                                     "minerals recipe, whose patches have no preferred orientation; "
+                                                     "use --no-augment where orientation matters).")
                              ] = AUGMENT_DEFAULT,
           pseudo: Annotated[int, typer.Option(help="Self-training: then also fine-tune on this many most confident "
                                                    "unlabelled new-site samples per predicted class; 0 = off.")] = 0,

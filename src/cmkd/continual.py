@@ -314,7 +314,8 @@ def adapt(model: MultimodalNet, new: MultimodalData, shots: int, original: Multi
         pseudo: self-training: after fine-tuning on the shots, label this many most confident unlabelled samples
             of the new site's shot pool per predicted class with the adapted model and fine-tune again on shots +
             pseudo-labels; 0 = off.
-        augment: random flips / quarter turns of image shots while fine-tuning.
+        augment: random flips / quarter turns of image shots while fine-tuning (images without a preferred
+            orientation, like the minerals patches; turn it off where orientation carries information).
         score_part: the split part both sites are scored on: 2 (test) by default; 1 (validation) for choosing
             settings.
 
