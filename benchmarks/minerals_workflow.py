@@ -1,6 +1,8 @@
 """The minerals survey workflow on SYNTHETIC scenes, over several seeds: direct vs progressive distillation,
-class-balanced vs plain distillation (recall of the rarest classes), few-shot site adaptation with and without
-EWC, carbonation error and interval coverage, and `cmkd tune` (validation gain over the defaults).
+class-balanced vs plain distillation (recall of the rarest classes), few-shot site adaptation (plain fine-tuning,
+and with the new site's label-free input restandardisation + augmentation, with and without EWC; the original site
+is scored with its own statistics), carbonation error and interval coverage (independent-pixel interval and the
+interval calibrated on validation pixels), and `cmkd tune` (validation gain over the defaults).
 
 Usage:
     python benchmarks/minerals_workflow.py [--seeds 0 1 2] [--tune-trials 20] [--out runs/minerals-workflow]
@@ -25,6 +27,7 @@ from cmkd.pipeline import load_model, original_dataset, resolve
 from cmkd.tune import tune
 
 ROOT = Path(__file__).resolve().parents[1]
+EWC_LAMBDAS = (0.0, 1.0, 10.0, 100.0)
 
 
 def rare_recall(run: Path, role: str) -> dict:
@@ -56,8 +59,10 @@ def main() -> None:
                          quiet=True)
         acc = {k: v["metrics"]["accuracy"] for k, v in plain["models"].items()}
         r["accuracy"] = acc
-        r["carbonation"] = {k: {kk: v[kk] for kk in ("relative_error", "interval_covers_truth",
-                                                     "pixel_interval_coverage")}
+        r["carbonation"] = {k: {**{kk: v[kk] for kk in ("relative_error", "interval_covers_truth",
+                                                        "pixel_interval_coverage", "interval_90_t", "true_t")},
+                                "uncalibrated": {kk: v.get("uncalibrated", v)[kk] for kk in
+                                                 ("relative_error", "interval_covers_truth", "interval_90_t")}}
                             for k, v in plain["survey"]["carbonation"].items()}
         cb = cmkd.run("minerals", out / f"balanced-{seed}",
                       overrides=[f"seed={seed}", "export.enabled=false", "distill.class_balance=0.999",
@@ -71,10 +76,13 @@ def main() -> None:
         new = model_dataset(meta, site, "site1", "keep")
         orig = original_dataset(meta)
         r["adapt"] = {}
-        for lam in (0.0, 10.0, 100.0):
-            _, rep = adapt(net, new, 10, orig, lam, epochs=50, lr=1e-3, seed=seed)
-            r["adapt"][str(lam)] = {k: {s: v[s]["accuracy"] for s in v} for k, v in
-                                    (("before", rep["before"]), ("after", rep["after"]))}
+        settings = [("plain fine-tuning, EWC 0", 0.0, False, False)] + [
+            (f"restandardised + augmented, EWC {lam:g}", lam, True, True) for lam in EWC_LAMBDAS]
+        for label, lam, rs, aug in settings:
+            _, rep = adapt(net, new, 10, orig, lam, epochs=50, lr=1e-3, seed=seed, restandardise=rs, augment=aug)
+            r["adapt"][label] = {k: {s: v[s]["accuracy"] for s in v} for k, v in
+                                 (("before", rep["before"]), ("after", rep["after"]),
+                                  ("restandardised_only", rep.get("restandardised_only", {})))}
         r["wall_s"] = time.time() - t0
         rows.append(r)
         print(json.dumps(r), flush=True)
@@ -106,20 +114,33 @@ def report(res: dict) -> str:
     plain = [np.nanmean(list(r["rare_recall_plain"].values())) for r in runs]
     bal = [np.nanmean(list(r["rare_recall_balanced"].values())) for r in runs]
     lines.append(f"| recall of the 2 rarest classes: plain / class-balanced | {ms(plain)} / {ms(bal)} |")
-    for lam in runs[0]["adapt"]:
-        a = [r["adapt"][lam] for r in runs]
+    for lab in runs[0]["adapt"]:
+        a = [r["adapt"][lab] for r in runs]
         lost = [x["before"]["original_site"] - x["before"]["new_site"] for x in a]
         gained = [x["after"]["new_site"] - x["before"]["new_site"] for x in a]
         drop = [x["before"]["original_site"] - x["after"]["original_site"] for x in a]
-        lines.append(f"| adapt 10 shots, EWC {lam}: new-site accuracy before -> after | "
+        lines.append(f"| adapt 10 shots, {lab}: new-site accuracy before -> after | "
                      f"{ms([x['before']['new_site'] for x in a])} -> {ms([x['after']['new_site'] for x in a])} |")
-        lines.append(f"| adapt 10 shots, EWC {lam}: share of the lost accuracy recovered; original-site drop | "
+        lines.append(f"| adapt 10 shots, {lab}: share of the lost accuracy recovered; original-site drop | "
                      f"{ms([g / lo for g, lo in zip(gained, lost)])}; {ms(drop)} |")
+    rs_only = [next((x["restandardised_only"] for x in r["adapt"].values() if x.get("restandardised_only")), None)
+               for r in runs]
+    if all(rs_only):
+        lines.append(f"| restandardisation alone (no fine-tuning): new-site accuracy | "
+                     f"{ms([x['new_site'] for x in rs_only])} |")
     for role in ("teacher", "student"):
-        err = [r["carbonation"][role]["relative_error"] for r in runs]
-        cov = [float(r["carbonation"][role]["interval_covers_truth"]) for r in runs]
-        lines.append(f"| carbonation ({role}): relative error of the total; interval covers truth | "
-                     f"{ms(err)}; {sum(cov):.0f} of {len(cov)} |")
+        c = [r["carbonation"][role] for r in runs]
+        unc = [x.get("uncalibrated", x) for x in c]
+        err = [x["relative_error"] for x in c]
+        cov = [float(x["interval_covers_truth"]) for x in c]
+        width = [(x["interval_90_t"][1] - x["interval_90_t"][0]) / 2 / x["true_t"] for x in c if "true_t" in x]
+        lines.append(f"| carbonation ({role}): relative error of the total; mean abs | "
+                     f"{ms(err)}; {np.mean(np.abs(err)):.3f} |")
+        lines.append(f"| carbonation ({role}): independent-pixel interval covers truth | "
+                     f"{sum(float(x['interval_covers_truth']) for x in unc):.0f} of {len(unc)} |")
+        if width:
+            lines.append(f"| carbonation ({role}): calibrated 90% interval covers truth; half-width / true total | "
+                         f"{sum(cov):.0f} of {len(cov)}; {ms(width)} |")
     for name in ("tune_tpe", "tune_de"):
         tr = res[name]
         lines.append(f"| cmkd tune ({name[5:]}), validation accuracy: defaults -> best | "

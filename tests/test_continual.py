@@ -95,3 +95,82 @@ def test_cli_data_writes_a_recipe_npz(tmp_path: Path) -> None:
         assert len(z["rgb"]) == len(z["mineral"]) > 100
     r = cli("data", "minerals", "--out", str(tmp_path / "x.txt"))
     assert r.returncode == 2 and ".npz" in r.stderr
+
+
+def test_restandardise_fits_new_site_and_keeps_original(trained: Path) -> None:
+    """Restandardisation loads the new site's label-free statistics; the original site keeps (and is scored with)
+    its own, and the input model is untouched."""
+    from cmkd.continual import adapt, input_stats
+
+    model, meta = load_model(trained / "run" / "student.pt")
+    original = original_dataset(meta)
+    arrays = dict(np.load(trained / "site.npz"))
+    arrays["y"] = np.where(np.arange(len(arrays["y"])) % 2 == 0, -1, arrays["y"])  # half unlabelled: still used
+    new = model_dataset(meta, arrays, "site.npz", "keep")
+    orig_stats = input_stats(model)
+    adapted, rep = adapt(model, new, 5, original, epochs=0, restandardise=True)
+    vec = arrays["vec"]
+    assert np.allclose(adapted.encoders["vec"].mean.numpy(), vec.mean(0), atol=1e-4)
+    assert np.allclose(adapted.encoders["vec"].std.numpy(), vec.std(0), atol=1e-4)
+    assert np.allclose(model.encoders["vec"].mean.numpy(), orig_stats["in:vec"]["mean"])  # input model unchanged
+    assert np.allclose(rep["stats"]["original_site"]["in:vec"]["mean"], orig_stats["in:vec"]["mean"].ravel())
+    # no fine-tuning: the original site, scored with its own statistics, scores exactly as before
+    assert rep["after"]["original_site"] == rep["before"]["original_site"]
+    assert rep["after"]["new_site"] == rep["restandardised_only"]["new_site"]
+    # restandardisation undoes the site's affine shift: the new site scores at least as well as before
+    assert rep["restandardised_only"]["new_site"]["accuracy"] >= rep["before"]["new_site"]["accuracy"]
+    _, plain = adapt(model, new, 5, original, epochs=0, restandardise=False)
+    assert "stats" not in plain and plain["after"]["new_site"] == plain["before"]["new_site"]
+
+
+def test_using_stats_restores(trained: Path) -> None:
+    from cmkd.continual import input_stats, site_stats, using_stats
+
+    model, meta = load_model(trained / "run" / "student.pt")
+    new = model_dataset(meta, dict(np.load(trained / "site.npz")), "site.npz", "keep")
+    before = input_stats(model)["in:vec"]["mean"].copy()
+    fitted = site_stats(model, new)
+    with using_stats(model, fitted):
+        assert not np.allclose(model.encoders["vec"].mean.numpy(), before)
+    assert np.allclose(model.encoders["vec"].mean.numpy(), before)
+
+
+def test_pseudo_labels_and_augmentation(trained: Path) -> None:
+    from cmkd.continual import _dihedral, pseudo_label
+
+    model, meta = load_model(trained / "run" / "student.pt")
+    arrays = dict(np.load(trained / "site.npz"))
+    arrays["y"] = np.full(len(arrays["y"]), -1)  # no labels: pseudo-labels never read them
+    data = model_dataset(meta, arrays, "site.npz", "keep")
+    pool = np.arange(0, data.n, 2)
+    data2, extra = pseudo_label(model, data, pool, 4)
+    assert set(extra) <= set(pool) and np.bincount(data2.targets["y"][extra]).max() <= 4
+    assert (data2.targets["y"][extra] >= 0).all() and (data.targets["y"] == -1).all()
+    x = torch.arange(2 * 3 * 5 * 5, dtype=torch.float32).reshape(2, 3, 5, 5)
+    y = _dihedral(x)
+    assert y.shape == x.shape and torch.equal(y.reshape(2, -1).sort(1).values, x.reshape(2, -1).sort(1).values)
+    assert torch.equal(y[:, :, 2, 2], x[:, :, 2, 2])  # the centre pixel stays the centre
+
+
+def test_cli_adapt_options(trained: Path, tmp_path: Path) -> None:
+    import inspect
+
+    from cmkd import cli as cli_mod
+    from cmkd.continual import adapt
+
+    sig = inspect.signature(adapt).parameters  # the library and the CLI share the defaults chosen on validation
+    assert sig["restandardise"].default is cli_mod.RESTANDARDISE_DEFAULT
+    assert sig["augment"].default is cli_mod.AUGMENT_DEFAULT
+    out = tmp_path / "a"
+    r = cli("adapt", "--model", str(trained / "run"), "--data", str(trained / "site.npz"), "--shots", "4",
+            "--epochs", "2", "--no-restandardise", "--train", "fusion", "--augment", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((out / "adapt.json").read_text())
+    assert rep["restandardise"] is False and rep["train"] == "fusion" and rep["augment"] is True
+    r = cli("adapt", "--model", str(trained / "run"), "--data", str(trained / "site.npz"), "--epochs", "1",
+            "--out", str(out))
+    rep = json.loads((out / "adapt.json").read_text())
+    assert rep["restandardise"] is cli_mod.RESTANDARDISE_DEFAULT and rep["augment"] is cli_mod.AUGMENT_DEFAULT
+    for bad, word in ((["--train", "encoder"], "--train"), (["--pseudo", "-1"], "--pseudo")):
+        r = cli("adapt", "--model", str(trained / "run"), "--data", str(trained / "site.npz"), *bad)
+        assert r.returncode == 2 and word in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

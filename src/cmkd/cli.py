@@ -215,6 +215,12 @@ def evaluate(model: Annotated[Path, typer.Option("--model", "-m", help="Output f
                            "metrics": task_metrics(ds, idx, predict_torch(net, ds, idx))}, indent=2))
 
 
+# defaults of `cmkd adapt`, chosen on the VALIDATION splits of the minerals recipe (benchmarks/minerals_workflow.md);
+# the same as those of cmkd.continual.adapt (a test checks it)
+RESTANDARDISE_DEFAULT = True
+AUGMENT_DEFAULT = True
+
+
 @app.command()
 def adapt(model: Annotated[Path, typer.Option("--model", "-m", help="Output folder of `cmkd run`.")],
           data: Annotated[Path, typer.Option("--data", "-d", help=".npz from the new site: the student's modalities "
@@ -226,13 +232,29 @@ def adapt(model: Annotated[Path, typer.Option("--model", "-m", help="Output fold
           epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = 50,
           lr: Annotated[float, typer.Option(help="Fine-tuning learning rate.")] = 1e-3,
           seed: Annotated[int, typer.Option(help="Seeds the choice of shots and the fine-tuning.")] = 0,
+          restandardise: Annotated[bool, typer.Option(
+              "--restandardise/--no-restandardise",
+              help="Re-fit the input standardisation on ALL of the new site's samples, without labels, before "
+                   "fine-tuning (AdaBN-like); the original site keeps and is scored with its own statistics.")
+          ] = RESTANDARDISE_DEFAULT,
+          train: Annotated[str, typer.Option(help="Parameters to fine-tune: all, fusion (encoders frozen) or head."
+                                             )] = "all",
+          augment: Annotated[bool, typer.Option("--augment/--no-augment",
+                                                help="Random flips / quarter turns of the image shots (chosen on the "
+                                                     "minerals recipe, whose patches have no preferred orientation; "
+                                                     "use --no-augment where orientation matters).")
+                             ] = AUGMENT_DEFAULT,
+          pseudo: Annotated[int, typer.Option(help="Self-training: then also fine-tune on this many most confident "
+                                                   "unlabelled new-site samples per predicted class; 0 = off.")] = 0,
           out: Annotated[Path | None, typer.Option("--out", "-o", help="Where to write student_adapted.pt and "
                                                                        "adapt.json (default: MODEL/adapt).")] = None
           ) -> None:
     """Few-shot adaptation of the student to a new site, optionally with EWC; scores both sites before and after.
 
     The original site's data are rebuilt from the run's config (a recipe regenerates them; a YAML run rereads its
-    npz): its test split gives the original-site score and its training split the EWC Fisher information.
+    npz): its test split gives the original-site score and its training split the EWC Fisher information. With
+    --restandardise the adapted model holds the new site's input statistics; adapt.json keeps both sites' (the
+    original site is scored with its own).
     """
     from .continual import adapt as adapt_model
     from .continual import model_dataset, save_adapted
@@ -243,7 +265,8 @@ def adapt(model: Annotated[Path, typer.Option("--model", "-m", help="Output fold
     net, meta = load_model(d / "student.pt")
     new = model_dataset(meta, load_npz(data), str(data), "keep")
     original = original_dataset(meta)
-    adapted, report = adapt_model(net, new, shots, original, ewc, epochs, lr, seed)
+    adapted, report = adapt_model(net, new, shots, original, ewc, epochs, lr, seed, restandardise=restandardise,
+                                  train=train, pseudo=pseudo, augment=augment)
     dest = out or d / "adapt"
     dest.mkdir(parents=True, exist_ok=True)
     save_adapted(adapted, meta, report, dest / "student_adapted.pt")

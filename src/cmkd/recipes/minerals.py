@@ -18,7 +18,9 @@ true uptake (:mod:`cmkd.recipes.minerals_survey`; ``options.carbonation``, ``opt
 
 Options (``--set options.KEY=VALUE``): ``label_fraction`` (0-1], ``size`` (scene side in pixels; 96, quick 64),
 ``site`` (0 = the reference site; a positive id draws a new site with shifted mineral mix, illumination and dust:
-``cmkd data minerals --set options.site=1 --set options.label_fraction=1 --out site1.npz`` then ``cmkd adapt``).
+``cmkd data minerals --set options.site=1 --set options.label_fraction=1 --out site1.npz`` then ``cmkd adapt``, which
+by default re-fits the student's input standardisation on the new site's samples without labels and keeps the
+original site's for the original site: per-site, label-free standardisation).
 """
 
 from __future__ import annotations
