@@ -73,7 +73,9 @@ def main() -> None:
         orig = original_dataset(meta)
         r["adapt"] = {}
         for lam in (0.0, 100.0, 1000.0):
-            _, rep = adapt(net, new, args.shots, orig, lam, epochs=50, lr=1e-3, seed=seed)
+            # plain fine-tuning (+ EWC): no input restandardisation, no image augmentation (no images here)
+            _, rep = adapt(net, new, args.shots, orig, lam, epochs=50, lr=1e-3, seed=seed, restandardise=False,
+                           augment=False)
             r["adapt"][str(lam)] = {k: {s: compliance_mean(v[s]) for s in v} for k, v in
                                     (("before", rep["before"]), ("after", rep["after"]))}
             r["adapt"][str(lam)]["n_shots"] = rep["n_shots"]
@@ -140,7 +142,8 @@ def report(res: dict) -> str:
     for lam in runs[0]["adapt"]:
         a = [r["adapt"][lam] for r in runs]
         drop = [x["before"]["original_site"] - x["after"]["original_site"] for x in a]
-        lines.append(f"| new region, {res['shots_per_class']} shots/class ({a[0]['n_shots']} designs), EWC {lam}: "
+        lines.append(f"| new region, {res['shots_per_class']} shots/class ({a[0]['n_shots']} designs), plain fine-tuning, "
+                     f"EWC {lam}: "
                      f"new-region compliance before -> after; original-region drop (forgetting) | "
                      f"{ms([x['before']['new_site'] for x in a])} -> {ms([x['after']['new_site'] for x in a])}; "
                      f"{ms(drop)} |")
