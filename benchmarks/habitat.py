@@ -142,8 +142,8 @@ def report(res: dict) -> str:
     for lam in runs[0]["adapt"]:
         a = [r["adapt"][lam] for r in runs]
         drop = [x["before"]["original_site"] - x["after"]["original_site"] for x in a]
-        lines.append(f"| new region, {res['shots_per_class']} shots/class ({a[0]['n_shots']} designs), plain fine-tuning, "
-                     f"EWC {lam}: "
+        lines.append(f"| new region, {res['shots_per_class']} shots/class ({a[0]['n_shots']} designs), "
+                     f"plain fine-tuning, EWC {lam}: "
                      f"new-region compliance before -> after; original-region drop (forgetting) | "
                      f"{ms([x['before']['new_site'] for x in a])} -> {ms([x['after']['new_site'] for x in a])}; "
                      f"{ms(drop)} |")
