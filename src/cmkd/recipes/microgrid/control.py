@@ -14,6 +14,7 @@ from .sim import (
     Plant,
     State,
     Weather,
+    clip_actions,
     pump_audio,
     sky_image,
     step,
@@ -140,6 +141,22 @@ def totals(recs: list[dict], energy0: float, st: State, wear0: float = 0.0, plan
             "curtailed_kwh": float(sum(r["curtail_kw"] for r in recs) * DT_H),
             "final_soc": st.soc(plant), "initial_soc": energy0 / plant.battery_kwh,
             "pump_wear_h": float(st.wear - wear0) * plant.life_h}
+
+
+def inverter_limits(policy: Policy, w: Weather, plant: Plant = PLANT) -> Policy:
+    """``policy`` behind a hybrid inverter's zero-export and no-grid-charging limits (a standard firmware mode):
+    the battery command is clipped to ``[-max(load - PV, 0), max(PV - load, 0)]``, with the load that the other
+    four actions draw at this step as the inverter's meter sees it. Discharging beyond the net load could only be
+    curtailed (the farm cannot export) and charging beyond the PV surplus is bought from the grid; the oracle's
+    plans do neither."""
+    def act(obs: dict[str, np.ndarray], st: State, t: int) -> np.ndarray:
+        a = clip_actions(policy(obs, st, t))
+        load = (w.base_load[t] + plant.led_kw * a[2] + float(plant.pump_power(a[1], w.cav[t]))
+                + plant.hvac_kw_per_k * abs(a[3] - w.t_out[t]) + plant.co2_kw * a[4])
+        net = load - float(plant.pv_kw(w.irradiance[t]))
+        a[0] = min(max(a[0], -max(net, 0.0)), max(-net, 0.0))
+        return a
+    return act
 
 
 def plan_policy(actions: np.ndarray) -> Policy:
