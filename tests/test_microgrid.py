@@ -16,7 +16,14 @@ from torch import nn
 import cmkd
 from cmkd.errors import CmkdError
 from cmkd.export import prune_magnitude
-from cmkd.recipes.microgrid.control import Observer, inverter_limits, plan_policy, rule_based, run_loop
+from cmkd.recipes.microgrid.control import (
+    Observer,
+    inverter_limits,
+    plan_policy,
+    rule_based,
+    run_loop,
+    stop_when_met,
+)
 from cmkd.recipes.microgrid.oracle import solve
 from cmkd.recipes.microgrid.recipe import aggregate, build, dagger_window, default_config, feasible_progress
 from cmkd.recipes.microgrid.sim import DT_H, PLANT, State, Weather, pump_audio, step, weather
@@ -150,6 +157,17 @@ def test_inverter_limits_stop_discharging_into_curtailment_and_charging_from_the
         _, rec = step(State(30.0), a, w, 0)
         assert rec["import_kw"] * rec["curtail_kw"] == 0 and (a[0] <= 0 or rec["import_kw"] == 0)
         assert (a[0] >= 0 or rec["curtail_kw"] == 0)
+
+
+def test_stop_when_met_switches_growth_and_pumps_off_once_the_days_requirements_are_met() -> None:
+    w = _flat(4, np.full(4, 0.2), t_out=33.0)
+    pol = stop_when_met(lambda o, s, t: np.array([2.0, 1.0, 1.0, 24.0, 1.0]), w)
+    behind = pol({}, State(30.0, crop_today=PLANT.crop_req - 0.1, flow_today=0.0), 0)
+    assert np.allclose(behind, [2.0, 1.0, 1.0, 24.0, 1.0])  # unchanged while a requirement is open
+    met = pol({}, State(30.0, crop_today=PLANT.crop_req, flow_today=24 * PLANT.flow_req), 0)
+    assert np.allclose(met, [2.0, 0.2, 0.0, 30.0, 0.0])  # setpoint: the outdoor 33 C within 15..30
+    crop_only = pol({}, State(30.0, crop_today=PLANT.crop_req + 1, flow_today=1.0), 0)
+    assert crop_only[1] == 1.0 and crop_only[2] == 0.0
 
 
 def test_dagger_labels_the_states_the_policy_visits_with_the_oracles_actions() -> None:

@@ -9,6 +9,8 @@ import numpy as np
 
 from .sim import (
     DT_H,
+    HIGH,
+    LOW,
     PLANT,
     STEPS_PER_DAY,
     Plant,
@@ -155,6 +157,21 @@ def inverter_limits(policy: Policy, w: Weather, plant: Plant = PLANT) -> Policy:
                 + plant.hvac_kw_per_k * abs(a[3] - w.t_out[t]) + plant.co2_kw * a[4])
         net = load - float(plant.pv_kw(w.irradiance[t]))
         a[0] = min(max(a[0], -max(net, 0.0)), max(-net, 0.0))
+        return a
+    return act
+
+
+def stop_when_met(policy: Policy, w: Weather, plant: Plant = PLANT) -> Policy:
+    """``policy`` with the day's requirements as hard stops: once today's crop growth reaches ``crop_req`` the LEDs
+    and the CO2 valve go off and the HVAC setpoint follows the outdoor temperature (within 15-30 C), since more
+    growth earns nothing today; once today's pump flow reaches the circulation requirement the pumps run at their
+    minimum speed. The oracle's plans stop there too (it meets each requirement exactly)."""
+    def act(obs: dict[str, np.ndarray], st: State, t: int) -> np.ndarray:
+        a = clip_actions(policy(obs, st, t))
+        if st.crop_today >= plant.crop_req:
+            a[2], a[4], a[3] = 0.0, 0.0, float(np.clip(w.t_out[t], LOW[3], HIGH[3]))
+        if st.flow_today >= 24 * plant.flow_req:
+            a[1] = LOW[1]
         return a
     return act
 

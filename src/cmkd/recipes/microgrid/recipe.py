@@ -33,7 +33,11 @@ and retrains the distilled student on the union (the baseline student keeps the 
 Inverter limits (``options.inverter_limits``, on by default): the student's controller runs behind a hybrid
 inverter's zero-export and no-grid-charging limits (:func:`cmkd.recipes.microgrid.control.inverter_limits`): the
 battery command is clipped to the net load the other actions leave, so the battery never discharges into
-curtailment nor charges from the grid. The rule-based controller and the oracle run unchanged.
+curtailment nor charges from the grid. Requirement stops (``options.stop_when_met``, on by default): once today's
+crop requirement is met the student's LEDs and CO2 valve go off and its HVAC setpoint follows the outdoor
+temperature, and once today's flow requirement is met its pumps run at minimum speed
+(:func:`cmkd.recipes.microgrid.control.stop_when_met`; the oracle stops there too). Both wrap the network in the
+closed loop (and in the DAgger rollouts); the rule-based controller and the oracle run unchanged.
 
 :func:`analyse` runs the closed loop over ``options.eval_days`` (3 = 72 h) of held-out weather from midnight at
 50% SOC for the rule-based controller (:func:`cmkd.recipes.microgrid.control.rule_based`), the student (the
@@ -50,7 +54,7 @@ Usage::
 Options (``--set options.KEY=VALUE``): ``train_windows`` (16; quick 2), ``val_windows`` (2; quick 1),
 ``test_windows`` (2; quick 1), ``window_days`` (3; quick 1), ``stride`` (4; quick 6), ``eval_days`` (3; quick 1),
 ``dagger_rounds`` (1; quick 0), ``dagger_windows`` (8; quick 1), ``dagger_every`` (48 steps),
-``inverter_limits`` (true).
+``inverter_limits`` (true), ``stop_when_met`` (true).
 """
 
 from __future__ import annotations
@@ -64,7 +68,17 @@ import numpy as np
 import torch
 
 from ...errors import CmkdError
-from .control import STREAMS, Observer, Policy, inverter_limits, onnx_policy, plan_policy, rule_based, run_loop
+from .control import (
+    STREAMS,
+    Observer,
+    Policy,
+    inverter_limits,
+    onnx_policy,
+    plan_policy,
+    rule_based,
+    run_loop,
+    stop_when_met,
+)
 from .oracle import solve
 from .sim import ACTIONS, DT_H, PLANT, STEPS_PER_DAY, State, Weather, step, weather
 
@@ -102,7 +116,7 @@ def default_config(quick: bool = False) -> dict:
                     "test_windows": 1 if quick else 2, "window_days": 1 if quick else 3, "stride": 6 if quick else 4,
                     "eval_days": 1 if quick else 3, "dagger_rounds": 0 if quick else 1,
                     "dagger_windows": 1 if quick else 8, "dagger_every": 48,
-                    "inverter_limits": True},
+                    "inverter_limits": True, "stop_when_met": True},
     }
 
 
@@ -113,8 +127,9 @@ def _opts(config: dict, quick: bool) -> dict:
             raise CmkdError(f"options.{k} must be a positive integer (got {o[k]!r})")
     if not isinstance(o["dagger_rounds"], int) or o["dagger_rounds"] < 0:
         raise CmkdError(f"options.dagger_rounds must be a non-negative integer (got {o['dagger_rounds']!r})")
-    if not isinstance(o["inverter_limits"], bool):
-        raise CmkdError(f"options.inverter_limits must be true or false (got {o['inverter_limits']!r})")
+    for k in ("inverter_limits", "stop_when_met"):
+        if not isinstance(o[k], bool):
+            raise CmkdError(f"options.{k} must be true or false (got {o[k]!r})")
     for k in ("window_days", "eval_days"):
         if not isinstance(o[k], (int, float)) or not 0.25 <= o[k] <= 30:
             raise CmkdError(f"options.{k} must be a number of days between 0.25 and 30 (got {o[k]!r})")
@@ -235,6 +250,14 @@ def dagger_window(w: Weather, policy: Policy, start: int, n: int, energy0: float
     return {k: np.asarray(v) for k, v in rows.items()}
 
 
+def deployed_controller(policy: Policy, w: Weather, options: dict) -> Policy:
+    """The student's controller as deployed: the network's actions with ``options.stop_when_met`` (the day's
+    requirements as hard stops), behind ``options.inverter_limits``."""
+    if options["stop_when_met"]:
+        policy = stop_when_met(policy, w)
+    return inverter_limits(policy, w) if options["inverter_limits"] else policy
+
+
 def aggregate(config: dict, student: torch.nn.Module, round_: int, quick: bool = False
               ) -> dict[str, np.ndarray] | None:
     """DAgger round ``round_`` (``options.dagger_rounds`` in all; None after the last): the trained student runs in
@@ -252,7 +275,7 @@ def aggregate(config: dict, student: torch.nn.Module, round_: int, quick: bool =
     parts = []
     for i in range(min(int(o["dagger_windows"]), int(o["train_windows"]))):
         w = weather(window_seed(seed, "train", i), o["window_days"] + 1.6)  # the same weather as build()
-        policy = inverter_limits(net_policy, w) if o["inverter_limits"] else net_policy
+        policy = deployed_controller(net_policy, w, o)
         start = int(rng.integers(0, STEPS_PER_DAY))
         crop, flow = progress(start, rng)
         arr = dagger_window(w, policy, start, n, float(rng.uniform(0.15, 0.9)) * PLANT.battery_kwh, crop, flow,
@@ -333,8 +356,8 @@ def closed_loop(config: dict, int8_path: str | Path, torch_model: torch.nn.Modul
     runs: dict[str, dict] = {}
     runs["rule_based"] = run_loop(w, lambda obs, st, t: rule_based(obs, st, t, w), n, e0)
     t0 = time.perf_counter()
-    def deployed(policy: Policy) -> Policy:  # the student's controller: the network (behind the inverter)
-        return inverter_limits(policy, w) if o["inverter_limits"] else policy
+    def deployed(policy: Policy) -> Policy:
+        return deployed_controller(policy, w, o)
 
     runs["student"] = run_loop(w, deployed(onnx_policy(sess, names)), n, e0)
     step_ms = (time.perf_counter() - t0) / n * 1e3
