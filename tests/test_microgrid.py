@@ -16,14 +16,21 @@ from torch import nn
 import cmkd
 from cmkd.errors import CmkdError
 from cmkd.export import prune_magnitude
-from cmkd.recipes.microgrid.control import Observer, plan_policy, rule_based, run_loop
+from cmkd.recipes.microgrid.control import (
+    Observer,
+    inverter_limits,
+    plan_policy,
+    rule_based,
+    run_loop,
+    stop_when_met,
+)
 from cmkd.recipes.microgrid.oracle import solve
-from cmkd.recipes.microgrid.recipe import build, default_config
+from cmkd.recipes.microgrid.recipe import aggregate, build, dagger_window, default_config, feasible_progress
 from cmkd.recipes.microgrid.sim import DT_H, PLANT, State, Weather, pump_audio, step, weather
 
 SCHEMA = Path(__file__).resolve().parents[2] / "shared" / "metrics.schema.json"
 FAST = ["teacher.epochs=1", "student.epochs=1", "export.latency_runs=5", "options.train_windows=1",
-        "options.window_days=0.5", "options.eval_days=0.5", "options.stride=8"]
+        "options.window_days=0.5", "options.eval_days=0.5", "options.stride=8", "options.dagger_rounds=1"]
 
 
 def _flat(n: int, price: np.ndarray, irradiance: float = 0.0, t_out: float = 20.0, base: float = 3.0) -> Weather:
@@ -138,6 +145,62 @@ def test_bad_options_are_one_line_errors() -> None:
         build(cfg, quick=True)
 
 
+def test_inverter_limits_stop_discharging_into_curtailment_and_charging_from_the_grid() -> None:
+    # load: base 3 + pump 0.75 (speed 0.5) + HVAC 0 (setpoint = outdoor 20) + LED 10 x 0.2 = 5.75 kW
+    # PV at 300 W/m2: 45 x 0.9 x 0.3 = 12.15 kW
+    for irr, cmd, want in ((0.0, -10.0, -5.75), (0.0, 4.0, 0.0), (300.0, 10.0, 12.15 - 5.75), (300.0, -3.0, 0.0),
+                           (300.0, 5.0, 5.0), (0.0, -2.0, -2.0)):
+        w = _flat(4, np.full(4, 0.2), irradiance=irr)
+        pol = inverter_limits(lambda o, s, t, c=cmd: np.array([c, 0.5, 0.2, 20.0, 0.0]), w)
+        a = pol({}, State(30.0), 0)
+        assert a[0] == pytest.approx(want)
+        _, rec = step(State(30.0), a, w, 0)
+        assert rec["import_kw"] * rec["curtail_kw"] == 0 and (a[0] <= 0 or rec["import_kw"] == 0)
+        assert (a[0] >= 0 or rec["curtail_kw"] == 0)
+
+
+def test_stop_when_met_switches_growth_and_pumps_off_once_the_days_requirements_are_met() -> None:
+    w = _flat(4, np.full(4, 0.2), t_out=33.0)
+    pol = stop_when_met(lambda o, s, t: np.array([2.0, 1.0, 1.0, 24.0, 1.0]), w)
+    behind = pol({}, State(30.0, crop_today=PLANT.crop_req - 0.1, flow_today=0.0), 0)
+    assert np.allclose(behind, [2.0, 1.0, 1.0, 24.0, 1.0])  # unchanged while a requirement is open
+    met = pol({}, State(30.0, crop_today=PLANT.crop_req, flow_today=24 * PLANT.flow_req), 0)
+    assert np.allclose(met, [2.0, 0.2, 0.0, 30.0, 0.0])  # setpoint: the outdoor 33 C within 15..30
+    crop_only = pol({}, State(30.0, crop_today=PLANT.crop_req + 1, flow_today=1.0), 0)
+    assert crop_only[1] == 1.0 and crop_only[2] == 0.0
+
+
+def test_dagger_labels_the_states_the_policy_visits_with_the_oracles_actions() -> None:
+    w = weather(11, 1.6)
+    e0, every, n = 30.0, 24, 72
+
+    def policy(o: dict, s: State, t: int) -> np.ndarray:  # a poor controller: drains the battery, no light
+        return np.array([-10.0, 0.5, 0.0, 22.0, 0.0])
+
+    arr = dagger_window(w, policy, 0, n, e0, 0.0, 0.0, every, stride=6)
+    assert len(arr["actions"]) == 3 * (every // 6) and {"sky", "audio", "history", "state", "foresight",
+                                                         "forecast", "rul"} <= set(arr)
+    ref = run_loop(w, policy, n, e0)  # the states the policy itself visits
+    for k, t in enumerate((0, 24, 48)):
+        soc_t = e0 / PLANT.battery_kwh if t == 0 else ref["series"]["soc"][t - 1]
+        first = arr["state"][k * (every // 6)]
+        assert first[0] == pytest.approx(soc_t, abs=1e-5)  # the sample is the policy's own state ...
+        st = State(soc_t * PLANT.battery_kwh)
+        # the progress handed to the LP: raised to what the rest of the (6 h, pro rata) window can still reach
+        crop, flow = feasible_progress(t, n, float(first[4] * PLANT.crop_req), float(first[5] * 24 * PLANT.flow_req))
+        assert crop >= PLANT.crop_req * 0.25 - 1.2 * (n - t) * DT_H - 1e-9
+        # the window's LP (to its end, final energy >= e0 where reachable at full charging power) from that state
+        reach = st.energy_kwh + 0.98 * PLANT.eta * PLANT.battery_kw * DT_H * (n - t)
+        label = solve(w, t, n - t, st.energy_kwh, crop, flow,
+                      energy_end=min(e0, reach))["actions"][0]
+        assert np.allclose(arr["actions"][k * (every // 6)], label, atol=1e-4)  # ... labelled by the oracle
+    assert ref["series"]["soc"][47] < e0 / PLANT.battery_kwh - 0.1  # and it drifted off the oracle's path
+    # aggregate(): one round by default at full settings, none in quick mode; None after the last round
+    cfg = default_config(quick=True)
+    assert aggregate(cfg, nn.Linear(1, 1), 0) is None
+    assert default_config()["options"]["dagger_rounds"] >= 1
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("microgrid") / "run"
@@ -165,6 +228,8 @@ def test_tiny_run_writes_closed_loop_results_and_edge_figures(tiny_run: Path) ->
     for name in ("student", "student_no_sky", "student_no_audio", "student_no_history"):
         assert {"reduction_vs_rule_pct", "gap_to_oracle_pct", "beats_rule"} <= set(acc[name])
     assert mg["edge"]["int8_latency_ms"] > 0 and mg["edge"]["control_step_ms"] > 0
+    # one DAgger round: samples labelled at the student's states were added to the training split
+    assert len(m["data"]["n_train_aggregated"]) == 1 and m["data"]["n_train_aggregated"][0] > 0
     # the oracle never imports more than the rule-based controller on the same weather
     assert mg["controllers"]["oracle"]["grid_import_kwh"] <= mg["controllers"]["rule_based"]["grid_import_kwh"]
     cl = json.loads((tiny_run / "closed_loop.json").read_text())

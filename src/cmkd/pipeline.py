@@ -395,6 +395,37 @@ def _run(config: str | ExperimentConfig, out: str | Path, *, overrides: list[str
     for role in ("student_baseline", "student"):
         train_student(role, smods, role == "student" and any(v for k, v in w.items() if k != "task"), teacher,
                       cache, kd_mask)
+    # dataset aggregation (e.g. DAgger, Ross et al. 2011): a recipe with ``aggregate(config, student, round)``
+    # returns extra training samples labelled at the states its trained student visits (None: no more rounds);
+    # they are appended to the training split and the distilled student is retrained on the union. The
+    # validation and test samples keep their indices; the baseline student keeps the original data.
+    rec_mod = None
+    if cfg.recipe:
+        from .recipes import get_recipe
+
+        rec_mod = get_recipe(cfg.recipe)
+    aggregated: list[int] = []
+    while rec_mod is not None and hasattr(rec_mod, "aggregate"):
+        extra = rec_mod.aggregate(cfg.model_dump(mode="json"), models["student"], len(aggregated))
+        if not extra:
+            break
+        missing = sorted(set(arrays) - set(extra))
+        if missing:
+            raise CmkdError(f"recipe {cfg.recipe}: aggregate() returned no {', '.join(missing)}")
+        if not cfg.data.split or cfg.data.split not in arrays:
+            raise CmkdError(f"recipe {cfg.recipe}: aggregate() needs the data's own split key (data.split)")
+        m_new = len(next(iter(extra.values())))
+        arrays = {k: np.concatenate([v, np.asarray(extra[k]).astype(v.dtype)]) for k, v in arrays.items()}
+        arrays[cfg.data.split][-m_new:] = 0  # aggregated samples only ever train
+        data = build_data(arrays, cfg.data, cfg.seed, source, modalities=list(data.kinds))
+        train_all = data.indices(0)
+        train = data.labelled(train_all)
+        cache = _cache(predict(teacher, data, np.arange(data.n), device=dev), targets)
+        kd_mask = np.zeros(data.n, dtype=bool)
+        for m in tmods:
+            kd_mask |= data.present[m]
+        aggregated.append(m_new)
+        train_student("student", smods, any(v for k, v in w.items() if k != "task"), teacher, cache, kd_mask)
     # progressive distillation: teacher -> assistant_1 -> ... -> student_progressive (Mirzadeh et al., 2020)
     prev, prev_cache, prev_mask = teacher, cache, kd_mask
     for i, mods in enumerate(cfg.distill.chain):
@@ -456,6 +487,8 @@ def _run(config: str | ExperimentConfig, out: str | Path, *, overrides: list[str
                  "n_test_teacher": int(len(t_test))},
         "costs": costs, "models": metrics_models, "distill": cfg.distill.model_dump(mode="json"),
     }
+    if aggregated:  # samples added per aggregation round (already counted in n_train)
+        metrics["data"]["n_train_aggregated"] = aggregated
     if conformal:
         metrics["uncertainty"] = {"method": "split-conformal, normalised by the Gaussian head's sigma, Mondrian "
                                   "per availability band", "alpha": cfg.uncertainty.alpha,

@@ -9,11 +9,14 @@ import numpy as np
 
 from .sim import (
     DT_H,
+    HIGH,
+    LOW,
     PLANT,
     STEPS_PER_DAY,
     Plant,
     State,
     Weather,
+    clip_actions,
     pump_audio,
     sky_image,
     step,
@@ -140,6 +143,37 @@ def totals(recs: list[dict], energy0: float, st: State, wear0: float = 0.0, plan
             "curtailed_kwh": float(sum(r["curtail_kw"] for r in recs) * DT_H),
             "final_soc": st.soc(plant), "initial_soc": energy0 / plant.battery_kwh,
             "pump_wear_h": float(st.wear - wear0) * plant.life_h}
+
+
+def inverter_limits(policy: Policy, w: Weather, plant: Plant = PLANT) -> Policy:
+    """``policy`` behind a hybrid inverter's zero-export and no-grid-charging limits (a standard firmware mode):
+    the battery command is clipped to ``[-max(load - PV, 0), max(PV - load, 0)]``, with the load that the other
+    four actions draw at this step as the inverter's meter sees it. Discharging beyond the net load could only be
+    curtailed (the farm cannot export) and charging beyond the PV surplus is bought from the grid; the oracle's
+    plans do neither."""
+    def act(obs: dict[str, np.ndarray], st: State, t: int) -> np.ndarray:
+        a = clip_actions(policy(obs, st, t))
+        load = (w.base_load[t] + plant.led_kw * a[2] + float(plant.pump_power(a[1], w.cav[t]))
+                + plant.hvac_kw_per_k * abs(a[3] - w.t_out[t]) + plant.co2_kw * a[4])
+        net = load - float(plant.pv_kw(w.irradiance[t]))
+        a[0] = min(max(a[0], -max(net, 0.0)), max(-net, 0.0))
+        return a
+    return act
+
+
+def stop_when_met(policy: Policy, w: Weather, plant: Plant = PLANT) -> Policy:
+    """``policy`` with the day's requirements as hard stops: once today's crop growth reaches ``crop_req`` the LEDs
+    and the CO2 valve go off and the HVAC setpoint follows the outdoor temperature (within 15-30 C), since more
+    growth earns nothing today; once today's pump flow reaches the circulation requirement the pumps run at their
+    minimum speed. The oracle's plans stop there too (it meets each requirement exactly)."""
+    def act(obs: dict[str, np.ndarray], st: State, t: int) -> np.ndarray:
+        a = clip_actions(policy(obs, st, t))
+        if st.crop_today >= plant.crop_req:
+            a[2], a[4], a[3] = 0.0, 0.0, float(np.clip(w.t_out[t], LOW[3], HIGH[3]))
+        if st.flow_today >= 24 * plant.flow_req:
+            a[1] = LOW[1]
+        return a
+    return act
 
 
 def plan_policy(actions: np.ndarray) -> Policy:

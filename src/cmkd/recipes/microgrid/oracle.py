@@ -36,7 +36,7 @@ SMOOTH = 5e-3  # penalty per kW of change of the battery power or of the LED pow
 
 
 def solve(w: Weather, start: int, n: int, energy0: float, crop_done: float = 0.0, flow_done: float = 0.0,
-          plant: Plant = PLANT) -> dict[str, np.ndarray]:
+          plant: Plant = PLANT, energy_end: float | None = None) -> dict[str, np.ndarray]:
     """Optimal plan for steps ``start .. start + n - 1`` of ``w`` from battery energy ``energy0`` (kWh).
 
     Args:
@@ -44,6 +44,7 @@ def solve(w: Weather, start: int, n: int, energy0: float, crop_done: float = 0.0
         start: first step (any time of day; ``crop_done``/``flow_done``: growth and flow already achieved that day).
         n: number of steps.
         energy0: the battery energy at ``start``.
+        energy_end: the least battery energy at the end (default ``energy0``: no end-of-window discharge).
 
     Returns:
         ``actions`` (n, 5) and per step ``import_kw``, ``energy_kwh`` (after the step), ``growth``; ``objective``.
@@ -140,7 +141,7 @@ def solve(w: Weather, start: int, n: int, energy0: float, crop_done: float = 0.0
         ub_rows += [(crop_row, -crop_need), (flow_row, -flow_need)]
     term = np.zeros(n * k)
     term[idx("e")[-1]] = -1.0
-    ub_rows.append((term, -energy0))
+    ub_rows.append((term, -(energy0 if energy_end is None else float(np.clip(energy_end, lo_e, hi_e)))))
     a_ub = sparse.vstack([sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
                                             shape=(r, n * k)),
                           sparse.csr_matrix(np.array([row for row, _ in ub_rows]))]).tocsr()

@@ -22,6 +22,23 @@ time of day, battery SOC and progress towards the day's crop and flow requiremen
 off the oracle's own trajectory), replayed through the simulator; one sample every ``options.stride`` steps.
 Windows are split by weather seed into train / val / test; all seeds differ from the held-out evaluation weather.
 
+DAgger (Ross et al. 2011; ``options.dagger_rounds``, 1 by default): imitation from the oracle's own trajectories
+never shows the student the states its own mistakes lead to. After the distilled student is trained, it runs in
+closed loop on the TRAINING weather (the first ``options.dagger_windows`` training windows, from a fresh random
+start); every ``options.dagger_every`` steps the window's oracle LP is re-solved from the state the student
+reached, and the oracle's actions from that state (and its recovery for the next ``dagger_every`` steps) become
+new training samples (:func:`aggregate`, :func:`dagger_window`). The pipeline appends them to the training split
+and retrains the distilled student on the union (the baseline student keeps the original data).
+
+Inverter limits (``options.inverter_limits``, on by default): the student's controller runs behind a hybrid
+inverter's zero-export and no-grid-charging limits (:func:`cmkd.recipes.microgrid.control.inverter_limits`): the
+battery command is clipped to the net load the other actions leave, so the battery never discharges into
+curtailment nor charges from the grid. Requirement stops (``options.stop_when_met``, on by default): once today's
+crop requirement is met the student's LEDs and CO2 valve go off and its HVAC setpoint follows the outdoor
+temperature, and once today's flow requirement is met its pumps run at minimum speed
+(:func:`cmkd.recipes.microgrid.control.stop_when_met`; the oracle stops there too). Both wrap the network in the
+closed loop (and in the DAgger rollouts); the rule-based controller and the oracle run unchanged.
+
 :func:`analyse` runs the closed loop over ``options.eval_days`` (3 = 72 h) of held-out weather from midnight at
 50% SOC for the rule-based controller (:func:`cmkd.recipes.microgrid.control.rule_based`), the student (the
 magnitude-pruned INT8 ONNX file, one batch-1 inference per 5-minute step), the student with each stream (sky,
@@ -30,25 +47,38 @@ energy cost ($), CO2 (kg), crop proxy, writes ``OUT/closed_loop.json`` and adds 
 
 Usage::
 
-    cmkd run microgrid --out runs/microgrid            # about 4 minutes on one core
+    cmkd run microgrid --out runs/microgrid            # about 6 minutes on one core
     cmkd run microgrid --quick --out /tmp/mg            # a smoke test
     cmkd run microgrid --set options.eval_days=1 --set export.prune=0.5
 
 Options (``--set options.KEY=VALUE``): ``train_windows`` (16; quick 2), ``val_windows`` (2; quick 1),
-``test_windows`` (2; quick 1), ``window_days`` (3; quick 1), ``stride`` (4; quick 6), ``eval_days`` (3; quick 1).
+``test_windows`` (2; quick 1), ``window_days`` (3; quick 1), ``stride`` (4; quick 6), ``eval_days`` (3; quick 1),
+``dagger_rounds`` (1; quick 0), ``dagger_windows`` (8; quick 1), ``dagger_every`` (48 steps),
+``inverter_limits`` (true), ``stop_when_met`` (true).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ...errors import CmkdError
-from .control import STREAMS, Observer, onnx_policy, plan_policy, rule_based, run_loop
+from .control import (
+    STREAMS,
+    Observer,
+    Policy,
+    inverter_limits,
+    onnx_policy,
+    plan_policy,
+    rule_based,
+    run_loop,
+    stop_when_met,
+)
 from .oracle import solve
 from .sim import ACTIONS, DT_H, PLANT, STEPS_PER_DAY, State, Weather, step, weather
 
@@ -84,15 +114,22 @@ def default_config(quick: bool = False) -> dict:
         "uncertainty": {"availability_edges": []},
         "options": {"train_windows": 2 if quick else 16, "val_windows": 1 if quick else 2,
                     "test_windows": 1 if quick else 2, "window_days": 1 if quick else 3, "stride": 6 if quick else 4,
-                    "eval_days": 1 if quick else 3},
+                    "eval_days": 1 if quick else 3, "dagger_rounds": 0 if quick else 1,
+                    "dagger_windows": 1 if quick else 8, "dagger_every": 48,
+                    "inverter_limits": True, "stop_when_met": True},
     }
 
 
 def _opts(config: dict, quick: bool) -> dict:
     o = {**default_config(quick)["options"], **(config.get("options") or {})}
-    for k in ("train_windows", "val_windows", "test_windows", "stride"):
+    for k in ("train_windows", "val_windows", "test_windows", "stride", "dagger_windows", "dagger_every"):
         if not isinstance(o[k], int) or o[k] < 1:
             raise CmkdError(f"options.{k} must be a positive integer (got {o[k]!r})")
+    if not isinstance(o["dagger_rounds"], int) or o["dagger_rounds"] < 0:
+        raise CmkdError(f"options.dagger_rounds must be a non-negative integer (got {o['dagger_rounds']!r})")
+    for k in ("inverter_limits", "stop_when_met"):
+        if not isinstance(o[k], bool):
+            raise CmkdError(f"options.{k} must be true or false (got {o[k]!r})")
     for k in ("window_days", "eval_days"):
         if not isinstance(o[k], (int, float)) or not 0.25 <= o[k] <= 30:
             raise CmkdError(f"options.{k} must be a number of days between 0.25 and 30 (got {o[k]!r})")
@@ -134,6 +171,119 @@ def rollout(w: Weather, start: int, n: int, energy0: float, crop_done: float, fl
     out["forecast"] = np.stack([w.price[nxt].mean(1), w.base_load[nxt].mean(1),
                                 socs[np.minimum(ti + 12, n)]], axis=1)
     return out
+
+
+def torch_policy(net: torch.nn.Module) -> Policy:
+    """A policy from a torch student: one batch-1 forward pass per step (CPU, eval mode)."""
+    net = net.cpu().eval()
+
+    @torch.no_grad()
+    def act(obs: dict[str, np.ndarray], st: State, t: int) -> np.ndarray:
+        x = {m: torch.from_numpy(obs[m][None].astype(np.float32)) for m in net.encoders}
+        return net(x)["actions"]["value"][0].numpy().astype(float)
+
+    return act
+
+
+def feasible_progress(t: int, end: int, crop_done: float, flow_done: float) -> tuple[float, float]:
+    """Today's crop and flow progress at step ``t`` for an oracle LP that ends at step ``end``, raised where needed
+    so that the rest of the day within the LP (its requirement pro rata when ``end`` cuts the day, as
+    :func:`cmkd.recipes.microgrid.oracle.solve` counts it) can still be met at 1.2 growth-hours and 0.95
+    speed-hours per hour: the LP from a state that has fallen too far behind would be infeasible; its plan from
+    the raised progress catches up as fast as the plant allows, which is the right action from the real state
+    too."""
+    day0 = (t // STEPS_PER_DAY) * STEPS_PER_DAY
+    day_end = min(end, day0 + STEPS_PER_DAY)
+    share = min((day_end - day0) / STEPS_PER_DAY, 1.0)
+    hours = (day_end - t) * DT_H
+    return (max(crop_done, PLANT.crop_req * share - 1.2 * hours),
+            max(flow_done, 24 * PLANT.flow_req * share - 0.95 * hours))
+
+
+def dagger_window(w: Weather, policy: Policy, start: int, n: int, energy0: float, crop_done: float,
+                  flow_done: float, every: int, stride: int) -> dict[str, np.ndarray]:
+    """One DAgger rollout: ``policy`` runs in closed loop for ``n`` steps from ``start``; every ``every`` steps the
+    oracle LP of the window (the one :func:`build` solves from its start: up to the window's end, final energy at
+    least ``energy0``) is re-solved from the state the policy reached, and its plan is replayed from that state
+    for ``every`` steps, keeping the observations (the same history as the policy's run) and the oracle's
+    actions and other targets every ``stride`` steps.
+
+    The first sample of each segment is the state the policy visited, labelled with the oracle's action there
+    (Ross et al. 2011); the rest follow the oracle's recovery from it. Where the policy left the battery too low
+    to reach the final energy even charging at full power, the target is lowered to what it can reach; the crop
+    and flow progress handed to the LP are raised likewise (:func:`feasible_progress`)."""
+    obs_maker = Observer(w)
+    st = State(energy_kwh=energy0, crop_today=crop_done, flow_today=flow_done, wear=w.wear0, prev_speed=0.5)
+    keys = ("sky", "audio", "history", "state", "foresight", "actions", "irradiance", "cavitation", "rul",
+            "forecast")
+    rows: dict[str, list] = {k: [] for k in keys}
+    for i in range(n):
+        t = start + i
+        obs = obs_maker.observe(st, t)
+        if i % every == 0:
+            h = start + n - t
+            crop_lp, flow_lp = feasible_progress(t, start + n, st.crop_today, st.flow_today)
+            reach = st.energy_kwh + 0.98 * PLANT.eta * PLANT.battery_kw * DT_H * h
+            plan = solve(w, t, h, st.energy_kwh, crop_lp, flow_lp, energy_end=min(energy0, reach))
+            branch = Observer(w)
+            branch.hist = obs_maker.hist.copy()
+            bst = replace(st)
+            socs = [bst.soc()]
+            samples = []
+            for j in range(min(every + 12, h, w.n - t - 13)):
+                bobs = obs if j == 0 else branch.observe(bst, t + j)
+                if j < every and j % stride == 0:
+                    samples.append((j, bobs, plan["actions"][j], (1 - bst.wear) * PLANT.life_h / 1000))
+                bst, _ = step(bst, plan["actions"][j], w, t + j)
+                socs.append(bst.soc())
+            for j, bobs, a, rul in samples:
+                for k in ("sky", "audio", "history", "state", "foresight"):
+                    rows[k].append(bobs[k])
+                nxt = t + j + np.arange(1, 13)
+                rows["actions"].append(a)
+                rows["irradiance"].append(w.irradiance[t + j])
+                rows["cavitation"].append(int(w.cav[t + j]))
+                rows["rul"].append(rul)
+                rows["forecast"].append([w.price[nxt].mean(), w.base_load[nxt].mean(),
+                                         socs[min(j + 12, len(socs) - 1)]])
+        st, _ = step(st, policy(obs, st, t), w, t)
+    return {k: np.asarray(v) for k, v in rows.items()}
+
+
+def deployed_controller(policy: Policy, w: Weather, options: dict) -> Policy:
+    """The student's controller as deployed: the network's actions with ``options.stop_when_met`` (the day's
+    requirements as hard stops), behind ``options.inverter_limits``."""
+    if options["stop_when_met"]:
+        policy = stop_when_met(policy, w)
+    return inverter_limits(policy, w) if options["inverter_limits"] else policy
+
+
+def aggregate(config: dict, student: torch.nn.Module, round_: int, quick: bool = False
+              ) -> dict[str, np.ndarray] | None:
+    """DAgger round ``round_`` (``options.dagger_rounds`` in all; None after the last): the trained student runs in
+    closed loop on the TRAINING weather (the first ``options.dagger_windows`` training windows, from a fresh
+    random time of day, SOC and crop/flow progress per round), and the states it visits are labelled by the
+    oracle (:func:`dagger_window`). The pipeline appends the samples to the training split and retrains the
+    student on the union. The held-out evaluation weather is never touched."""
+    o = _opts(config, quick)
+    if round_ >= int(o["dagger_rounds"]):
+        return None
+    seed = int(config["seed"])
+    rng = np.random.default_rng((seed, 31, round_))
+    n = int(round(o["window_days"] * STEPS_PER_DAY))
+    net_policy = torch_policy(student)
+    parts = []
+    for i in range(min(int(o["dagger_windows"]), int(o["train_windows"]))):
+        w = weather(window_seed(seed, "train", i), o["window_days"] + 1.6)  # the same weather as build()
+        policy = deployed_controller(net_policy, w, o)
+        start = int(rng.integers(0, STEPS_PER_DAY))
+        crop, flow = progress(start, rng)
+        arr = dagger_window(w, policy, start, n, float(rng.uniform(0.15, 0.9)) * PLANT.battery_kwh, crop, flow,
+                            int(o["dagger_every"]), int(o["stride"]))
+        arr["split"] = np.zeros(len(arr["actions"]), dtype=np.int64)
+        arr["window"] = np.full(len(arr["actions"]), window_seed(seed, "train", i))
+        parts.append(arr)
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def progress(start: int, rng: np.random.Generator) -> tuple[float, float]:
@@ -206,19 +356,15 @@ def closed_loop(config: dict, int8_path: str | Path, torch_model: torch.nn.Modul
     runs: dict[str, dict] = {}
     runs["rule_based"] = run_loop(w, lambda obs, st, t: rule_based(obs, st, t, w), n, e0)
     t0 = time.perf_counter()
-    runs["student"] = run_loop(w, onnx_policy(sess, names), n, e0)
+    def deployed(policy: Policy) -> Policy:
+        return deployed_controller(policy, w, o)
+
+    runs["student"] = run_loop(w, deployed(onnx_policy(sess, names)), n, e0)
     step_ms = (time.perf_counter() - t0) / n * 1e3
     for s in STREAMS:
-        runs[f"student_no_{s}"] = run_loop(w, onnx_policy(sess, names), n, e0, drop=s)
+        runs[f"student_no_{s}"] = run_loop(w, deployed(onnx_policy(sess, names)), n, e0, drop=s)
     if torch_model is not None:
-        net = torch_model.cpu().eval()
-
-        @torch.no_grad()
-        def torch_policy(obs: dict, st: State, t: int) -> np.ndarray:
-            x = {m: torch.from_numpy(obs[m][None].astype(np.float32)) for m in net.encoders}
-            return net(x)["actions"]["value"][0].numpy().astype(float)
-
-        runs["student_torch_unpruned"] = run_loop(w, torch_policy, n, e0)
+        runs["student_torch_unpruned"] = run_loop(w, deployed(torch_policy(torch_model)), n, e0)
     plan = solve(w, 0, n, e0)
     runs["oracle"] = run_loop(w, plan_policy(plan["actions"]), n, e0)
     tot = {k: v["totals"] for k, v in runs.items()}
