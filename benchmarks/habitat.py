@@ -104,7 +104,10 @@ def report(res: dict) -> str:
     """Markdown tables (mean ± std over seeds)."""
     runs = res["runs"]
     n = len(runs)
-    lines = [f"Habitat (SYNTHETIC sites, ILLUSTRATIVE rules), mean ± std over {n} seeds, test split.", "",
+    timing = ("Latency: medians per design (batch 1, one thread), the ensemble and the student timed in round-robin "
+              "blocks" + (", re-timed on an otherwise idle machine (`--speed-only`)" if res.get("speed_retimed")
+                          else "") + "; speed-ups are ratios of the best runs (robust to other load).")
+    lines = [f"Habitat (SYNTHETIC sites, ILLUSTRATIVE rules), mean ± std over {n} seeds, test split. {timing}", "",
              "| model | " + " | ".join(JUR) + " | mean compliance accuracy | latency ms |",
              "|---|" + "---|" * (len(JUR) + 2)]
     for role in runs[0]["compliance"]:
