@@ -118,3 +118,16 @@ def test_tiny_run_with_three_teachers(tmp_path: Path) -> None:
     assert "train_contrastive" in hist["student"][0]
     net, _ = load_model(tmp_path / "out" / "teacher.pt")
     assert isinstance(net, EnsembleTeacher) and set(net.members) == {"sig", "txt", "vec"}
+
+
+def test_tune_trains_the_ensemble_once_and_searches_the_student(tmp_path: Path) -> None:
+    from cmkd.tune import tune
+
+    cfg = _config(vec={"modalities": ["vec"], "temperature": 2.0}, sig={"modalities": ["sig"]})
+    cfg["distill"] = {"kd_confidence": True, "weights": {"task": 1.0, "kd": 1.0, "feature": 0.5}}
+    cfg["student"] = {**cfg.get("student", {}), "epochs": 2}
+    res = tune(validate(cfg), make_arrays(n=200), trials=2, out=tmp_path / "t")
+    assert len(res["trials"]) == 2 and res["trials"][0]["params"] == "defaults"
+    assert all(np.isfinite(t["val_accuracy"]) for t in res["trials"])
+    best = (tmp_path / "t" / "best.yaml").read_text()
+    assert "teachers:" in best and "kd_confidence: true" in best

@@ -224,6 +224,35 @@ def class_balance_weights(data: MultimodalData, idx: np.ndarray, beta: float, de
     return out or None
 
 
+def train_teachers(cfg: ExperimentConfig, data: MultimodalData, train: np.ndarray, val: np.ndarray, stats: dict,
+                   histories: dict[str, list[dict]], *, ck_dir: Path | None = None, resume: bool = False,
+                   quiet: bool = True, device: torch.device | str = "cpu"
+                   ) -> tuple[MultimodalNet, dict[str, MultimodalNet]]:
+    """Train the teacher on its modalities with the task loss; with ``teachers:``, one member per entry on its
+    modalities and targets, combined into an :class:`EnsembleTeacher`. Returns the teacher the students learn
+    from and the members by role (``teacher_<name>``; just ``teacher`` without ``teachers:``); each training
+    history goes into ``histories``."""
+    members: dict[str, MultimodalNet] = {}
+    for i, (name, spec) in enumerate(cfg.teachers.items() if cfg.teachers else [("teacher", cfg.teacher)]):
+        role = name if name == "teacher" else f"teacher_{name}"
+        mods = list(spec.modalities)
+        set_seed(cfg.seed + 1000 * i)
+        net = build_model(data, mods, spec, cfg, targets=getattr(spec, "targets", None))
+        net.set_stats(stats)
+        histories[role] = fit(net, data, data.all_present(mods, train), data.all_present(mods, val), spec,
+                              CompositeLoss({"task": 1.0}, nll_beta=cfg.distill.nll_beta),
+                              seed=cfg.seed + 1000 * i, target_stats=stats,
+                              ckpt_path=ck_dir / f"{role}.pt" if ck_dir is not None else None,
+                              resume=resume, quiet=quiet, desc=role, device=device)
+        members[role] = net
+    if not cfg.teachers:
+        return members["teacher"], members
+    ensemble = EnsembleTeacher({k: members[f"teacher_{k}"] for k in cfg.teachers},
+                               {k: s.temperature or cfg.distill.temperature for k, s in cfg.teachers.items()},
+                               {k: s.weight for k, s in cfg.teachers.items()})
+    return ensemble, members  # type: ignore[return-value]
+
+
 def _cache(preds: dict[str, np.ndarray], targets: list[str]) -> dict:
     out: dict = {"features": torch.from_numpy(preds["features"])}
     for t in targets:
@@ -324,28 +353,11 @@ def _run(config: str | ExperimentConfig, out: str | Path, *, overrides: list[str
 
     # 1. teacher on its own modalities, trained with the task loss; with `teachers`, one per entry on its
     # modalities and targets, combined into an ensemble that the students learn from
-    members: dict[str, MultimodalNet] = {}
-    for i, (name, spec) in enumerate(cfg.teachers.items() if cfg.teachers else [("teacher", cfg.teacher)]):
-        role = name if name == "teacher" else f"teacher_{name}"
-        mods = list(spec.modalities)
-        set_seed(cfg.seed + 1000 * i)
-        net = build_model(data, mods, spec, cfg, targets=getattr(spec, "targets", None))
-        net.set_stats(stats)
-        histories[role] = fit(net, data, data.all_present(mods, train), data.all_present(mods, val), spec,
-                              CompositeLoss({"task": 1.0}, nll_beta=cfg.distill.nll_beta),
-                              seed=cfg.seed + 1000 * i, target_stats=stats, ckpt_path=ck_dir / f"{role}.pt",
-                              resume=resume, quiet=quiet, desc=role, device=dev)
-        members[role] = net
+    teacher, members = train_teachers(cfg, data, train, val, stats, histories, ck_dir=ck_dir, resume=resume,
+                                      quiet=quiet, device=dev)
+    models["teacher"] = teacher
     if cfg.teachers:
-        teacher: MultimodalNet = EnsembleTeacher(  # type: ignore[assignment]
-            {k: members[f"teacher_{k}"] for k in cfg.teachers},
-            {k: s.temperature or cfg.distill.temperature for k, s in cfg.teachers.items()},
-            {k: s.weight for k, s in cfg.teachers.items()})
-        models["teacher"] = teacher
         models.update(members)
-    else:
-        teacher = members["teacher"]
-        models["teacher"] = teacher
     teacher_all = predict(teacher, data, np.arange(data.n), device=dev)
     cache = _cache(teacher_all, targets)
     kd_mask = np.zeros(data.n, dtype=bool)

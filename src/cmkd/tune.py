@@ -1,6 +1,7 @@
 """Hyperparameter search for the distilled student: ``cmkd tune CONFIG --trials N [--sampler tpe|de]``.
 
-The teacher does not depend on the searched settings, so it is trained once; every trial trains the distilled
+The teacher does not depend on the searched settings, so it is trained once (with ``teachers:``, every member,
+combined into the ensemble exactly as ``cmkd run`` does); every trial trains the distilled
 student with the trial's distillation temperature, loss weights, learning rate and width, and scores it on the
 VALIDATION split (its best epoch's primary metric; the test split is never looked at). The first trial is the
 config as given, so the table always shows what the search gained over the defaults.
@@ -56,12 +57,8 @@ class _Objective:
 
         from .data import build_data, fit_stats
         from .evaluate import HIGHER_IS_BETTER, predict, primary_metric
-        from .losses import CompositeLoss
-        from .pipeline import _cache, build_model
-        from .train import fit, set_seed
+        from .pipeline import _cache, train_teachers
 
-        if cfg.teachers:
-            raise CmkdError("cmkd tune does not support multi-teacher configs (teachers:) yet; tune with one teacher")
         torch.set_num_threads(cfg.threads)
         self.cfg, self.quiet = cfg, quiet
         tm, sm = list(cfg.teacher.modalities), list(cfg.student.modalities)
@@ -73,12 +70,9 @@ class _Objective:
         if len(self.val) == 0:
             raise CmkdError("tuning needs a validation split with labelled samples")
         self.stats = fit_stats(d, self.train_all)
-        t_train, t_val = d.all_present(tm, self.train), d.all_present(tm, self.val)
-        set_seed(cfg.seed)
-        teacher = build_model(d, tm, cfg.teacher, cfg)
-        teacher.set_stats(self.stats)
-        fit(teacher, d, t_train, t_val, cfg.teacher, CompositeLoss({"task": 1.0}, nll_beta=cfg.distill.nll_beta),
-            seed=cfg.seed, target_stats=self.stats, quiet=quiet, desc="teacher (once)")
+        # the teacher (or, with ``teachers:``, the ensemble of its members) is trained once, as ``cmkd run`` does
+        teacher, _ = train_teachers(cfg, d, self.train, self.val, self.stats, {}, quiet=quiet)
+        self.teacher_width = teacher.width
         self.cache = _cache(predict(teacher, d, np.arange(d.n)), list(d.target_kinds))
         self.kd_mask = np.zeros(d.n, dtype=bool)
         for m in tm:
@@ -100,11 +94,11 @@ class _Objective:
         imp = list(d.impute) if w.get("impute") else None
         model = build_model(self.data, list(cfg.student.modalities), cfg.student, cfg, impute=imp)
         model.set_stats(self.stats)
-        loss = CompositeLoss(w, cfg.student.width, cfg.teacher.width, d.temperature, d.feature_mode,
+        loss = CompositeLoss(w, cfg.student.width, self.teacher_width, d.temperature, d.feature_mode,
                              d.relation_mode, d.contrastive_temperature, adaptive=d.adaptive_weights,
                              impute_sources=d.impute, nll_beta=d.nll_beta,
                              temperature_schedule=d.temperature_schedule, temperature_end=d.temperature_end,
-                             learned_weights=d.learned_weights,
+                             learned_weights=d.learned_weights, kd_confidence=d.kd_confidence,
                              class_weights=class_balance_weights(self.data, self.train, d.class_balance))
         set_seed(cfg.seed + 2)
         hist = fit(model, self.data, self.train_all, self.val, cfg.student, loss, seed=cfg.seed + 1,
