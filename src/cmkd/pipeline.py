@@ -253,6 +253,11 @@ def train_teachers(cfg: ExperimentConfig, data: MultimodalData, train: np.ndarra
     return ensemble, members  # type: ignore[return-value]
 
 
+def teacher_seen(data: MultimodalData, modalities: list[str]) -> np.ndarray:
+    """(N,) bool: the samples where the teacher saw at least one of its modalities (where kd terms apply)."""
+    return np.any([data.present[m] for m in modalities], axis=0) if modalities else np.zeros(data.n, dtype=bool)
+
+
 def _cache(preds: dict[str, np.ndarray], targets: list[str]) -> dict:
     out: dict = {"features": torch.from_numpy(preds["features"])}
     for t in targets:
@@ -360,9 +365,7 @@ def _run(config: str | ExperimentConfig, out: str | Path, *, overrides: list[str
         models.update(members)
     teacher_all = predict(teacher, data, np.arange(data.n), device=dev)
     cache = _cache(teacher_all, targets)
-    kd_mask = np.zeros(data.n, dtype=bool)
-    for m in tmods:
-        kd_mask |= data.present[m]
+    kd_mask = teacher_seen(data, tmods)
 
     # 2. baseline student (task loss only) and 3. distilled student, from the same initialisation
     w = dict(cfg.distill.weights)
@@ -433,9 +436,7 @@ def _run(config: str | ExperimentConfig, out: str | Path, *, overrides: list[str
         train_all = data.indices(0)
         train = data.labelled(train_all)
         cache = _cache(predict(teacher, data, np.arange(data.n), device=dev), targets)
-        kd_mask = np.zeros(data.n, dtype=bool)
-        for m in tmods:
-            kd_mask |= data.present[m]
+        kd_mask = teacher_seen(data, tmods)
         aggregated.append(m_new)
         train_student("student", smods, any(v for k, v in w.items() if k != "task"), teacher, cache, kd_mask)
     # progressive distillation: teacher -> assistant_1 -> ... -> student_progressive (Mirzadeh et al., 2020)
@@ -443,7 +444,7 @@ def _run(config: str | ExperimentConfig, out: str | Path, *, overrides: list[str
     for i, mods in enumerate(cfg.distill.chain):
         prev = train_student(f"assistant_{i + 1}", list(mods), True, prev, prev_cache, prev_mask)
         prev_cache = _cache(predict(prev, data, np.arange(data.n), device=dev), targets)
-        prev_mask = np.any([data.present[m] for m in mods], axis=0)
+        prev_mask = teacher_seen(data, list(mods))
     if cfg.distill.chain:
         train_student("student_progressive", smods, True, prev, prev_cache, prev_mask)
 

@@ -57,7 +57,7 @@ class _Objective:
 
         from .data import build_data, fit_stats
         from .evaluate import HIGHER_IS_BETTER, predict, primary_metric
-        from .pipeline import _cache, train_teachers
+        from .pipeline import _cache, teacher_seen, train_teachers
 
         torch.set_num_threads(cfg.threads)
         self.cfg, self.quiet = cfg, quiet
@@ -74,9 +74,7 @@ class _Objective:
         teacher, _ = train_teachers(cfg, d, self.train, self.val, self.stats, {}, quiet=quiet)
         self.teacher_width = teacher.width
         self.cache = _cache(predict(teacher, d, np.arange(d.n)), list(d.target_kinds))
-        self.kd_mask = np.zeros(d.n, dtype=bool)
-        for m in tm:
-            self.kd_mask |= d.present[m]
+        self.kd_mask = teacher_seen(d, tm)
         self.metric = primary_metric(d)
         self.sign = 1.0 if HIGHER_IS_BETTER[self.metric] else -1.0
 
