@@ -83,3 +83,12 @@ def test_calibration_bad_inputs() -> None:
         calibrated_carbonation(p, f, np.ones(2), 1.0, p, f, np.arange(30), method="isotonic")
     with pytest.raises(CmkdError, match="calibration pixels"):
         calibrated_carbonation(p, f, np.ones(2), 1.0, p[:0], f[:0], np.zeros(0, int))
+
+
+def test_bad_survey_options_stop_the_run_before_training() -> None:
+    from cmkd.recipes.minerals import load
+
+    for opts, msg in (({"carbonation_calibration": "foo"}, "carbonation_calibration"),
+                      ({"carbonation": {"quartz": 0.1}}, "unknown mineral")):
+        with pytest.raises(CmkdError, match=msg):
+            load({"seed": 0, "options": opts}, quick=True)

@@ -58,7 +58,10 @@ def default_config(quick: bool = False) -> dict:
 def load(config: dict, quick: bool = False) -> dict[str, np.ndarray]:
     """Generate the scene for ``config["seed"]`` (a smaller one with ``quick``) and hide the labels of the
     training pixels outside the ground-truth sample (class id -1)."""
+    from .minerals_survey import survey_options
+
     opts = config.get("options") or {}
+    survey_options(opts)  # carbonation table and calibration method: fail before training, not after
     frac = float(opts.get("label_fraction", 0.1))
     if not 0 < frac <= 1:
         raise CmkdError(f"options.label_fraction must be in (0, 1], got {frac}")

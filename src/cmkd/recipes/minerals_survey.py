@@ -136,6 +136,22 @@ def calibrated_carbonation(probs: np.ndarray, fractions: np.ndarray, coef: np.nd
             "calibration_blocks": int(len(ids)), "_est": est, "_truth": truth}
 
 
+def survey_options(opts: dict) -> tuple[dict[str, float], str]:
+    """The carbonation coefficient table and calibration method of a run's ``options``, checked (the recipe's
+    ``load`` calls this too, so a bad value stops the run before any training)."""
+    from ..errors import CmkdError
+
+    table = {**COEFFICIENTS, **(opts.get("carbonation") or {})}
+    unknown = sorted(set(table) - set(CLASS_NAMES))
+    if unknown:
+        raise CmkdError(f"options.carbonation: unknown mineral(s) {unknown}; valid: {', '.join(CLASS_NAMES)}")
+    method = str(opts.get("carbonation_calibration", "none"))
+    if method not in CALIBRATION_METHODS:
+        raise CmkdError(f"options.carbonation_calibration must be one of {', '.join(CALIBRATION_METHODS)}, "
+                        f"got '{method}'")
+    return table, method
+
+
 def analyse(ctx: dict) -> dict:
     """Carbonation estimates of the teacher and the students on the test pixels, and the deployment table."""
     from ..errors import CmkdError
@@ -143,10 +159,7 @@ def analyse(ctx: dict) -> dict:
 
     cfg, data, models, test, out = ctx["cfg"], ctx["data"], ctx["models"], ctx["test"], ctx["out"]
     opts = cfg.options or {}
-    table = {**COEFFICIENTS, **(opts.get("carbonation") or {})}
-    unknown = sorted(set(table) - set(CLASS_NAMES))
-    if unknown:
-        raise CmkdError(f"options.carbonation: unknown mineral(s) {unknown}; valid: {', '.join(CLASS_NAMES)}")
+    table, method = survey_options(opts)
     coef = np.array([float(table[c]) for c in CLASS_NAMES])
     scale = float(opts.get("pixel_area_m2", 100.0)) * float(opts.get("capacity_t_per_m2", 0.01))
     scene = None
@@ -158,10 +171,6 @@ def analyse(ctx: dict) -> dict:
         return {"metrics": {}, "html": []}
     fractions = scene["fractions"][test]
     truth = scale * (fractions @ coef)
-    method = str(opts.get("carbonation_calibration", "none"))
-    if method not in CALIBRATION_METHODS:
-        raise CmkdError(f"options.carbonation_calibration must be one of {', '.join(CALIBRATION_METHODS)}, "
-                        f"got '{method}'")
     val = data.indices(1)
     carb, maps = {}, {}
     for role, model in models.items():
