@@ -347,15 +347,15 @@ def adapt(model: MultimodalNet, new: MultimodalData, shots: int, original: Multi
     orig_stats = input_stats(model)
     new_stats = site_stats(model, new) if restandardise else None
 
-    def scores(m: MultimodalNet, new_site_stats: dict | None) -> dict:
-        with using_stats(m, new_site_stats):
-            out = {"new_site": task_metrics(new, rest, predict(m, new, rest))}
+    def scores(m: MultimodalNet) -> dict:
+        """The new site with the model's current statistics; the original site with its own."""
+        out = {"new_site": task_metrics(new, rest, predict(m, new, rest))}
         if len(orig_test):
             with using_stats(m, orig_stats):
                 out["original_site"] = task_metrics(original, orig_test, predict(m, original, orig_test))
         return out
 
-    before = scores(model, None)
+    before = scores(model)
     adapted = copy.deepcopy(model)
     ewc = None
     if ewc_lambda > 0:
@@ -366,7 +366,7 @@ def adapt(model: MultimodalNet, new: MultimodalData, shots: int, original: Multi
     restandardised = None
     if new_stats is not None:
         adapted.set_stats(new_stats)
-        restandardised = scores(adapted, None)
+        restandardised = scores(adapted)
     hist = finetune(adapted, new, chosen, epochs=epochs, lr=lr, ewc=ewc, seed=seed, train=train, augment=augment)
     n_pseudo = 0
     if pseudo > 0:  # self-training: the adapted model labels the most confident unlabelled new-site samples
@@ -374,7 +374,7 @@ def adapt(model: MultimodalNet, new: MultimodalData, shots: int, original: Multi
         n_pseudo = int(len(extra))
         hist += finetune(adapted, data2, np.concatenate([chosen, extra]), epochs=epochs, lr=lr, ewc=ewc,
                          seed=seed + 1, train=train, augment=augment)
-    after = scores(adapted, None)
+    after = scores(adapted)
     report = {"shots_per_class": shots, "n_shots": int(len(chosen)), "n_scored_new": int(len(rest)),
               "n_scored_original": int(len(orig_test)), "scored_on": "test" if score_part == 2 else "validation",
               "ewc_lambda": ewc_lambda, "epochs": epochs, "lr": lr, "seed": seed, "train": train,
