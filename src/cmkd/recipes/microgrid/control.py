@@ -17,6 +17,7 @@ from .sim import (
     State,
     Weather,
     clip_actions,
+    load_kw,
     pump_audio,
     sky_image,
     step,
@@ -87,8 +88,7 @@ def rule_based(obs: dict[str, np.ndarray], st: State, t: int, w: Weather, plant:
     h = w.hour[t]
     photo = 6 <= h < 22
     led, valve, setp, speed = (0.75 if photo else 0.0), (0.5 if photo else 0.0), 22.0, 0.6
-    load = (w.base_load[t] + plant.led_kw * led + float(plant.pump_power(speed, w.cav[t]))
-            + plant.hvac_kw_per_k * abs(setp - w.t_out[t]) + plant.co2_kw * valve)
+    load = load_kw(speed, led, setp, valve, w, t, plant)
     surplus = float(plant.pv_kw(w.irradiance[t])) - load
     soc = st.soc(plant)
     if surplus > 0:
@@ -153,8 +153,7 @@ def inverter_limits(policy: Policy, w: Weather, plant: Plant = PLANT) -> Policy:
     plans do neither."""
     def act(obs: dict[str, np.ndarray], st: State, t: int) -> np.ndarray:
         a = clip_actions(policy(obs, st, t))
-        load = (w.base_load[t] + plant.led_kw * a[2] + float(plant.pump_power(a[1], w.cav[t]))
-                + plant.hvac_kw_per_k * abs(a[3] - w.t_out[t]) + plant.co2_kw * a[4])
+        load = load_kw(float(a[1]), float(a[2]), float(a[3]), float(a[4]), w, t, plant)
         net = load - float(plant.pv_kw(w.irradiance[t]))
         a[0] = min(max(a[0], -max(net, 0.0)), max(-net, 0.0))
         return a

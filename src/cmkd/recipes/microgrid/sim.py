@@ -201,6 +201,14 @@ def growth(irradiance: float, led: float, valve: float, setpoint: float, plant: 
     return light + 0.3 * min(valve, light) - 0.04 * abs(setpoint - plant.t_opt)
 
 
+
+def load_kw(speed: float, led: float, setpoint: float, valve: float, w: Weather, t: int, plant: Plant = PLANT
+            ) -> float:
+    """The farm's load at step ``t`` (kW) with pump speed, LED intensity, HVAC setpoint and CO2 valve as given."""
+    return float(w.base_load[t] + plant.led_kw * led + plant.pump_power(speed, w.cav[t])
+                 + plant.hvac_kw_per_k * abs(setpoint - w.t_out[t]) + plant.co2_kw * valve)
+
+
 def step(state: State, actions: np.ndarray, w: Weather, t: int, plant: Plant = PLANT) -> tuple[State, dict]:
     """Advance the plant one 5-minute step under ``actions`` (clipped to bounds and to the battery's limits).
 
@@ -221,9 +229,8 @@ def step(state: State, actions: np.ndarray, w: Weather, t: int, plant: Plant = P
     a[0] = b
     speed, led, setp, valve = float(a[1]), float(a[2]), float(a[3]), float(a[4])
     pv = float(plant.pv_kw(w.irradiance[t]))
-    hvac = plant.hvac_kw_per_k * abs(setp - w.t_out[t])
     pump = float(plant.pump_power(speed, w.cav[t]))
-    load = w.base_load[t] + plant.led_kw * led + pump + hvac + plant.co2_kw * valve
+    load = load_kw(speed, led, setp, valve, w, t, plant)
     net = load + b - pv
     imp, cur = max(net, 0.0), max(-net, 0.0)
     g = growth(w.irradiance[t], led, valve, setp, plant)
