@@ -78,6 +78,8 @@ class ModelConfig(_Strict):
     input_noise: float = Field(0.0, ge=0)
     # modality kind -> encoder name where the kind's default encoder is not wanted, e.g. {image: mobilenet}
     encoders: dict[str, str] = Field(default_factory=dict)
+    # encoder name -> its keyword options, e.g. {periodic: {sigma: 0.03}}
+    encoder_options: dict[str, dict[str, float]] = Field(default_factory=dict)
 
     @field_validator("encoders")
     @classmethod
@@ -88,6 +90,20 @@ class ModelConfig(_Strict):
             if name != kind and kind not in ALTERNATIVES.get(name, ()):
                 valid = sorted([kind] + [n for n, ks in ALTERNATIVES.items() if kind in ks])
                 raise ValueError(f"encoder {name!r} for kind {kind!r} is unknown; valid: {', '.join(valid)}")
+        return v
+
+    @field_validator("encoder_options")
+    @classmethod
+    def _known_encoder_options(cls, v: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        from .models import ENCODERS, encoder_option_names
+
+        for name, opts in v.items():
+            if name not in ENCODERS:
+                raise ValueError(f"unknown encoder {name!r}; valid: {', '.join(sorted(ENCODERS))}")
+            bad = sorted(set(opts) - set(encoder_option_names(name)))
+            if bad:
+                raise ValueError(f"encoder {name!r} has no option {bad[0]!r}; valid: "
+                                 f"{', '.join(encoder_option_names(name)) or 'none'}")
         return v
 
 
@@ -131,6 +147,9 @@ class DistillConfig(_Strict):
     adaptive_weights: bool = False
     # cross-modal imputation for the `impute` term: student modality -> data key of its complete version
     impute: dict[str, str] = Field(default_factory=dict)
+    # what the teacher sees when it makes the students' targets: "all" its modalities, or only the "student"'s
+    # (the others marked absent; for a teacher trained with modality_dropout, its view of the student's evidence)
+    teacher_view: Literal["all", "student"] = "all"
 
     @field_validator("weights")
     @classmethod

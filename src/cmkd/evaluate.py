@@ -17,8 +17,8 @@ HIGHER_IS_BETTER = {"accuracy": True, "macro_f1": True, "rmse": False, "mae": Fa
 
 @torch.no_grad()
 def predict(model: MultimodalNet, data: MultimodalData, idx: np.ndarray, batch_size: int = 1024,
-            device: torch.device | str = "cpu") -> dict[str, np.ndarray]:
-    """Run ``model`` on samples ``idx``.
+            device: torch.device | str = "cpu", only: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Run ``model`` on samples ``idx``; with ``only``, the model's other modalities are marked absent.
 
     Returns:
         ``features`` (n, D) and, per target ``t``, ``t/logits`` or ``t/mean``, ``t/logvar``, ``t/value``,
@@ -29,6 +29,8 @@ def predict(model: MultimodalNet, data: MultimodalData, idx: np.ndarray, batch_s
     chunks: dict[str, list[np.ndarray]] = {}
     for s in range(0, len(idx), batch_size):
         b = make_batch(data, idx[s:s + batch_size], mods, device=device)
+        if only is not None:
+            b["present"] = {m: p & (m in only) for m, p in b["present"].items()}
         out = model(b["inputs"], b["present"])
         flat = {"features": out["features"]}
         for t, kind in model.target_kinds.items():

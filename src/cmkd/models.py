@@ -32,19 +32,31 @@ def register_encoder(kind: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
 
 # alternative encoders, chosen per model with ``ModelConfig.encoders`` (modality kind -> name): name -> the kinds
 # it accepts. The default encoder of a kind is the one registered under the kind's own name.
-ALTERNATIVES: dict[str, tuple[str, ...]] = {"mobilenet": ("image",)}
+ALTERNATIVES: dict[str, tuple[str, ...]] = {"mobilenet": ("image",), "periodic": ("vector",)}
+
+
+def encoder_option_names(name: str) -> list[str]:
+    """The keyword options encoder ``name`` takes beyond shape, width and dropout (``encoder_options``)."""
+    import inspect
+
+    params = list(inspect.signature(ENCODERS[name].__init__).parameters)
+    return [p for p in params if p not in ("self", "shape", "width", "dropout", "vocab")]  # vocab: data.text_vocab
 
 
 def create_encoder(kind: str, shape: tuple[int, ...], width: int, dropout: float = 0.1, name: str | None = None,
-                   **kw: int) -> nn.Module:
-    """Build the encoder ``name`` (default: the one registered for ``kind``); an unknown name lists the valid ones.
-    """
+                   **kw: float) -> nn.Module:
+    """Build the encoder ``name`` (default: the one registered for ``kind``) with options ``kw``; an unknown name
+    or option lists the valid ones."""
     name = name or kind
     if name not in ENCODERS:
         raise CmkdError(f"unknown encoder '{name}'; valid: {', '.join(sorted(ENCODERS))}")
     if name != kind and kind not in ALTERNATIVES.get(name, ()):
         raise CmkdError(f"encoder '{name}' does not take modality kind '{kind}' (it takes "
                         f"{', '.join(ALTERNATIVES.get(name, (name,)))})")
+    bad = sorted(set(kw) - set(encoder_option_names(name)))
+    if bad:
+        raise CmkdError(f"encoder '{name}' has no option '{bad[0]}'; valid: "
+                        f"{', '.join(encoder_option_names(name)) or 'none'}")
     return ENCODERS[name](shape, width, dropout, **kw)
 
 
@@ -75,6 +87,38 @@ class VectorEncoder(_Numeric):
     def forward(self, x: Tensor) -> Tensor:
         v, m = self.prepare(x)
         return self.net(torch.cat([v, m], dim=1))
+
+
+@register_encoder("periodic")
+class PeriodicVectorEncoder(_Numeric):
+    """(B, F) -> (B, D): each feature through its own periodic embedding, then an MLP (vector modalities).
+
+    Per feature ``i`` the standardised value ``x`` becomes ``[sin(2 pi c_ik x), cos(2 pi c_ik x)]`` for ``k``
+    learned frequencies ``c_ik`` (initialised from N(0, ``sigma``); larger ``sigma``, sharper functions of each
+    feature), then a per-feature linear map and ReLU; the
+    embeddings of all features and the observed-mask feed the MLP of :class:`VectorEncoder`. The idea is that of
+    the periodic numerical-feature embeddings of Gorishniy et al. (2022), which let an MLP draw the sharp,
+    feature-wise boundaries tree ensembles draw on tabular data. Chosen per model with
+    ``encoders: {vector: periodic}``; options (``n_freq``, ``sigma``, ``embed``) with
+    ``encoder_options: {periodic: {sigma: 0.03}}``.
+    """
+
+    def __init__(self, shape: tuple[int, ...], width: int, dropout: float = 0.1, n_freq: int = 16,
+                 sigma: float = 0.1, embed: int = 8) -> None:
+        super().__init__(shape, (shape[0],))
+        f, n_freq, embed = shape[0], int(n_freq), int(embed)
+        self.freq = nn.Parameter(torch.randn(f, n_freq) * sigma)
+        self.w = nn.Parameter(torch.randn(f, 2 * n_freq, embed) / math.sqrt(2 * n_freq))
+        self.b = nn.Parameter(torch.zeros(f, embed))
+        self.net = nn.Sequential(nn.Linear(f * embed + f, 2 * width), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(2 * width, width), nn.LayerNorm(width))
+
+    def forward(self, x: Tensor) -> Tensor:
+        v, m = self.prepare(x)  # (B, F)
+        angle = 2 * math.pi * v.unsqueeze(-1) * self.freq  # (B, F, K)
+        per = torch.cat([torch.sin(angle), torch.cos(angle)], dim=-1)  # (B, F, 2K)
+        e = torch.relu(torch.einsum("bfk,fke->bfe", per, self.w) + self.b) * m.unsqueeze(-1)  # missing -> 0
+        return self.net(torch.cat([e.flatten(1), m], dim=1))
 
 
 @register_encoder("sequence")
@@ -261,14 +305,17 @@ class MultimodalNet(nn.Module):
             ``impute`` loss term against complete values (e.g. the full sensor record a teacher sees).
         encoders: modality kind -> encoder name for kinds that should not use their default encoder, e.g.
             ``{"image": "mobilenet"}``.
+        encoder_options: encoder name -> its keyword options, e.g. ``{"periodic": {"sigma": 0.03}}``.
     """
 
     def __init__(self, modalities: dict[str, dict], targets: dict[str, dict], width: int = 64, heads: int = 4,
                  depth: int = 1, dropout: float = 0.1, modality_dropout: float = 0.0,
                  text_vocab: int = 4096, impute: list[str] | None = None,
-                 encoders: dict[str, str] | None = None) -> None:
+                 encoders: dict[str, str] | None = None,
+                 encoder_options: dict[str, dict[str, float]] | None = None) -> None:
         super().__init__()
         encoders = dict(encoders or {})
+        options = {k: dict(v) for k, v in (encoder_options or {}).items()}
         impute = list(impute or [])
         bad = [m for m in impute if m not in modalities or modalities[m]["kind"] == "text"]
         if bad:
@@ -278,13 +325,15 @@ class MultimodalNet(nn.Module):
                                        modalities.items()},
                         "targets": {k: dict(v) for k, v in targets.items()}, "width": width, "heads": heads,
                         "depth": depth, "dropout": dropout, "modality_dropout": modality_dropout,
-                        "text_vocab": text_vocab, "impute": impute, "encoders": encoders}
+                        "text_vocab": text_vocab, "impute": impute, "encoders": encoders,
+                        "encoder_options": options}
         self.names = list(modalities)
         self.width = width
         self.modality_dropout = modality_dropout
         self.encoders = nn.ModuleDict({
             m: create_encoder(s["kind"], tuple(s["shape"]), width, dropout, name=encoders.get(s["kind"]),
-                              **({"vocab": text_vocab} if s["kind"] == "text" else {}))
+                              **({"vocab": text_vocab} if s["kind"] == "text" else {}),
+                              **options.get(encoders.get(s["kind"], s["kind"]), {}))
             for m, s in modalities.items()})
         self.mod_emb = nn.Parameter(torch.zeros(len(self.names), width))
         self.cls = nn.Parameter(torch.zeros(1, 1, width))

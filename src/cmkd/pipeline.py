@@ -111,7 +111,7 @@ def build_model(data: MultimodalData, modalities: list[str], mcfg: Any, cfg: Exp
                           if targets is None or t in targets},
                          width=mcfg.width, heads=mcfg.heads, depth=mcfg.depth, dropout=mcfg.dropout,
                          modality_dropout=mcfg.modality_dropout, text_vocab=cfg.data.text_vocab, impute=impute,
-                         encoders=mcfg.encoders)
+                         encoders=mcfg.encoders, encoder_options=mcfg.encoder_options)
 
 
 def save_model(model: MultimodalNet, path: Path, cfg: ExperimentConfig, data: MultimodalData, role: str,
@@ -127,7 +127,8 @@ def save_model(model: MultimodalNet, path: Path, cfg: ExperimentConfig, data: Mu
 def _net(hp: dict) -> MultimodalNet:
     return MultimodalNet(hp["modalities"], hp["targets"], width=hp["width"], heads=hp["heads"], depth=hp["depth"],
                          dropout=hp["dropout"], modality_dropout=hp["modality_dropout"],
-                         text_vocab=hp["text_vocab"], impute=hp.get("impute"), encoders=hp.get("encoders"))
+                         text_vocab=hp["text_vocab"], impute=hp.get("impute"), encoders=hp.get("encoders"),
+                         encoder_options=hp.get("encoder_options"))
 
 
 def load_model(path: str | Path) -> tuple[MultimodalNet, dict]:
@@ -258,6 +259,25 @@ def teacher_seen(data: MultimodalData, modalities: list[str]) -> np.ndarray:
     return np.any([data.present[m] for m in modalities], axis=0) if modalities else np.zeros(data.n, dtype=bool)
 
 
+def teacher_targets(teacher: torch.nn.Module, data: MultimodalData, student_modalities: list[str], view: str,
+                    targets: list[str], device: torch.device | str = "cpu") -> tuple[dict, np.ndarray]:
+    """The teacher's outputs on every sample (the students' kd, feature and relation targets) and the kd mask.
+
+    ``view`` ``all``: the teacher sees all its modalities, and kd applies where it saw at least one. ``student``:
+    it sees only the modalities it shares with the student (the others marked absent), so its soft targets hold
+    what the student's own evidence supports; meaningful for a teacher trained with ``modality_dropout``.
+    """
+    mods = list(teacher.encoders)
+    only = None
+    if view == "student":
+        only = [m for m in mods if m in student_modalities]
+        if not only:
+            raise CmkdError(f"distill.teacher_view=student: the teacher ({', '.join(mods)}) shares no modality "
+                            f"with the student ({', '.join(student_modalities)})")
+    preds = predict(teacher, data, np.arange(data.n), device=device, only=only)
+    return _cache(preds, targets), teacher_seen(data, only if only is not None else mods)
+
+
 def _cache(preds: dict[str, np.ndarray], targets: list[str]) -> dict:
     out: dict = {"features": torch.from_numpy(preds["features"])}
     for t in targets:
@@ -363,9 +383,7 @@ def _run(config: str | ExperimentConfig, out: str | Path, *, overrides: list[str
     models["teacher"] = teacher
     if cfg.teachers:
         models.update(members)
-    teacher_all = predict(teacher, data, np.arange(data.n), device=dev)
-    cache = _cache(teacher_all, targets)
-    kd_mask = teacher_seen(data, tmods)
+    cache, kd_mask = teacher_targets(teacher, data, smods, cfg.distill.teacher_view, targets, dev)
 
     # 2. baseline student (task loss only) and 3. distilled student, from the same initialisation
     w = dict(cfg.distill.weights)
@@ -435,8 +453,7 @@ def _run(config: str | ExperimentConfig, out: str | Path, *, overrides: list[str
         data = build_data(arrays, cfg.data, cfg.seed, source, modalities=list(data.kinds))
         train_all = data.indices(0)
         train = data.labelled(train_all)
-        cache = _cache(predict(teacher, data, np.arange(data.n), device=dev), targets)
-        kd_mask = teacher_seen(data, tmods)
+        cache, kd_mask = teacher_targets(teacher, data, smods, cfg.distill.teacher_view, targets, dev)
         aggregated.append(m_new)
         train_student("student", smods, any(v for k, v in w.items() if k != "task"), teacher, cache, kd_mask)
     # progressive distillation: teacher -> assistant_1 -> ... -> student_progressive (Mirzadeh et al., 2020)

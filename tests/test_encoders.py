@@ -1,0 +1,86 @@
+"""The periodic vector encoder and the teacher's student-view targets, on tiny SYNTHETIC data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import make_arrays, make_config, write_case
+
+import cmkd
+from cmkd.config import validate
+from cmkd.data import build_data
+from cmkd.errors import CmkdError
+from cmkd.export import export_onnx, ort_run, ort_session
+from cmkd.models import MultimodalNet, PeriodicVectorEncoder, create_encoder
+from cmkd.pipeline import load_model, teacher_targets
+
+
+def test_periodic_encoder_exports_and_ignores_missing_values(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    enc = create_encoder("vector", (5,), 8, name="periodic").eval()
+    assert isinstance(enc, PeriodicVectorEncoder)
+    with pytest.raises(CmkdError, match="does not take"):
+        create_encoder("image", (2, 4, 4), 8, name="periodic")
+    x = torch.randn(3, 5)
+    y = x.clone()
+    x[0, 2], y[0, 2] = float("nan"), 123.0
+    with torch.no_grad():
+        a, b = enc(x), enc(y)
+    assert torch.isfinite(a).all()
+    assert not torch.allclose(a[0], b[0]) and torch.allclose(a[1:], b[1:])  # only the changed sample moves
+    net = MultimodalNet({"v": {"kind": "vector", "shape": (5,)}}, {"y": {"kind": "classification", "n_out": 3}},
+                        width=8, heads=2, encoders={"vector": "periodic"}).eval()
+    export_onnx(net, {"v": x}, tmp_path / "m.onnx")
+    with torch.no_grad():
+        ref = net({"v": x})["y"]["logits"].numpy()
+    got = ort_run(ort_session(tmp_path / "m.onnx"), {"v": x.numpy()})[0]
+    assert np.abs(got - ref).max() < 1e-4
+
+
+def _tiny(view: str = "all") -> tuple:
+    cfg = validate({**make_config(npz="unused.npz", student="vec", teacher=["vec", "img"]),
+                    "distill": {"teacher_view": view}})
+    data = build_data(make_arrays(n=40), cfg.data, 0, "tiny", modalities=["vec", "img"])
+    torch.manual_seed(0)
+    teacher = MultimodalNet({"vec": {"kind": "vector", "shape": (6,)}, "img": {"kind": "image", "shape": (2, 5, 5)}},
+                            {"y": {"kind": "classification", "n_out": 3}}, width=8, heads=2).eval()
+    return cfg, data, teacher
+
+
+def test_teacher_view_student_marks_the_other_modalities_absent() -> None:
+    cfg, data, teacher = _tiny("student")
+    full, mask_full = teacher_targets(teacher, data, ["vec"], "all", ["y"])
+    own, mask_own = teacher_targets(teacher, data, ["vec"], cfg.distill.teacher_view, ["y"])
+    x = {"vec": torch.from_numpy(data.inputs["vec"]), "img": torch.full((data.n, 2, 5, 5), float("nan"))}
+    with torch.no_grad():
+        expect = teacher(x)["y"]["logits"]  # the image all-NaN: absent
+    assert torch.allclose(own["y"]["logits"], expect, atol=1e-5)
+    assert not torch.allclose(full["y"]["logits"], expect, atol=1e-3)
+    assert mask_own.all() and mask_full.all()
+    with pytest.raises(CmkdError, match="shares no modality"):
+        teacher_targets(teacher, data, ["seq"], "student", ["y"])
+
+
+def test_run_with_periodic_student_and_student_view(tmp_path: Path) -> None:
+    cfg = make_config(student="vec", teacher=["vec", "img"], epochs=20)
+    cfg["teacher"]["modality_dropout"] = 0.3
+    cfg["student"]["encoders"] = {"vector": "periodic"}
+    cfg["student"]["encoder_options"] = {"periodic": {"sigma": 0.05, "n_freq": 4}}
+    cfg["distill"] = {"teacher_view": "student"}
+    m = cmkd.run(str(write_case(tmp_path / "case", config=cfg)), tmp_path / "out", quiet=True)
+    assert m["models"]["student"]["metrics"]["accuracy"] > 1 / 3 + 0.1  # learns something from vec alone
+    saved = (tmp_path / "out" / "config.yaml").read_text()
+    assert "teacher_view: student" in saved and "vector: periodic" in saved
+    student, _ = load_model(tmp_path / "out" / "student.pt")  # rebuilt with its options: 4 frequencies
+    assert student.encoders["vec"].freq.shape == (6, 4)
+    assert student.hparams["encoder_options"]["periodic"]["n_freq"] == 4
+    with pytest.raises(CmkdError, match="teacher_view"):
+        validate({**make_config(), "distill": {"teacher_view": "half"}})
+    for opts, msg in (({"periodic": {"sigmaa": 1}}, "no option 'sigmaa'"), ({"resnet": {}}, "unknown encoder")):
+        with pytest.raises(CmkdError, match=msg):
+            validate({**make_config(), "student": {**make_config()["student"], "encoder_options": opts}})
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["models"]["student"]["n_test"] > 0
