@@ -56,8 +56,8 @@ class _Objective:
         import torch
 
         from .data import build_data, fit_stats
-        from .evaluate import HIGHER_IS_BETTER, predict, primary_metric
-        from .pipeline import _cache, teacher_seen, train_teachers
+        from .evaluate import HIGHER_IS_BETTER, primary_metric
+        from .pipeline import teacher_targets, train_teachers
 
         torch.set_num_threads(cfg.threads)
         self.cfg, self.quiet = cfg, quiet
@@ -73,8 +73,7 @@ class _Objective:
         # the teacher (or, with ``teachers:``, the ensemble of its members) is trained once, as ``cmkd run`` does
         teacher, _ = train_teachers(cfg, d, self.train, self.val, self.stats, {}, quiet=quiet)
         self.teacher_width = teacher.width
-        self.cache = _cache(predict(teacher, d, np.arange(d.n)), list(d.target_kinds))
-        self.kd_mask = teacher_seen(d, tm)
+        self.cache, self.kd_mask = teacher_targets(teacher, d, sm, cfg.distill.teacher_view, list(d.target_kinds))
         self.metric = primary_metric(d)
         self.sign = 1.0 if HIGHER_IS_BETTER[self.metric] else -1.0
 
