@@ -35,12 +35,14 @@ def register_encoder(kind: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
 ALTERNATIVES: dict[str, tuple[str, ...]] = {"mobilenet": ("image",), "periodic": ("vector",)}
 
 
-def encoder_option_names(name: str) -> list[str]:
-    """The keyword options encoder ``name`` takes beyond shape, width and dropout (``encoder_options``)."""
+def encoder_option_names(name: str, user: bool = True) -> list[str]:
+    """The keyword options encoder ``name`` takes beyond shape, width and dropout; ``user``: only those a config's
+    ``encoder_options`` may set (a text encoder's ``vocab`` comes from ``data.text_vocab``)."""
     import inspect
 
     params = list(inspect.signature(ENCODERS[name].__init__).parameters)
-    return [p for p in params if p not in ("self", "shape", "width", "dropout", "vocab")]  # vocab: data.text_vocab
+    fixed = ("self", "shape", "width", "dropout", "vocab") if user else ("self", "shape", "width", "dropout")
+    return [p for p in params if p not in fixed]
 
 
 def create_encoder(kind: str, shape: tuple[int, ...], width: int, dropout: float = 0.1, name: str | None = None,
@@ -53,7 +55,7 @@ def create_encoder(kind: str, shape: tuple[int, ...], width: int, dropout: float
     if name != kind and kind not in ALTERNATIVES.get(name, ()):
         raise CmkdError(f"encoder '{name}' does not take modality kind '{kind}' (it takes "
                         f"{', '.join(ALTERNATIVES.get(name, (name,)))})")
-    bad = sorted(set(kw) - set(encoder_option_names(name)))
+    bad = sorted(set(kw) - set(encoder_option_names(name, user=False)))
     if bad:
         raise CmkdError(f"encoder '{name}' has no option '{bad[0]}'; valid: "
                         f"{', '.join(encoder_option_names(name)) or 'none'}")
