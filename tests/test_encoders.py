@@ -19,7 +19,7 @@ from cmkd.models import MultimodalNet, PeriodicVectorEncoder, create_encoder
 from cmkd.pipeline import load_model, teacher_targets
 
 
-def test_periodic_encoder_exports_and_ignores_missing_values(tmp_path: Path) -> None:
+def test_periodic_encoder_exports_and_masks_missing_values(tmp_path: Path) -> None:
     torch.manual_seed(0)
     enc = create_encoder("vector", (5,), 8, name="periodic").eval()
     assert isinstance(enc, PeriodicVectorEncoder)

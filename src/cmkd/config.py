@@ -95,15 +95,13 @@ class ModelConfig(_Strict):
     @field_validator("encoder_options")
     @classmethod
     def _known_encoder_options(cls, v: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-        from .models import ENCODERS, encoder_option_names
+        from .models import check_encoder_options
 
         for name, opts in v.items():
-            if name not in ENCODERS:
-                raise ValueError(f"unknown encoder {name!r}; valid: {', '.join(sorted(ENCODERS))}")
-            bad = sorted(set(opts) - set(encoder_option_names(name)))
-            if bad:
-                raise ValueError(f"encoder {name!r} has no option {bad[0]!r}; valid: "
-                                 f"{', '.join(encoder_option_names(name)) or 'none'}")
+            try:
+                check_encoder_options(name, opts)
+            except CmkdError as e:
+                raise ValueError(str(e)) from None
         return v
 
 

@@ -45,20 +45,25 @@ def encoder_option_names(name: str, user: bool = True) -> list[str]:
     return [p for p in params if p not in fixed]
 
 
+def check_encoder_options(name: str, options: dict, user: bool = True) -> None:
+    """CmkdError naming the valid choices where ``name`` is no encoder or ``options`` holds one it does not take."""
+    if name not in ENCODERS:
+        raise CmkdError(f"unknown encoder '{name}'; valid: {', '.join(sorted(ENCODERS))}")
+    bad = sorted(set(options) - set(encoder_option_names(name, user)))
+    if bad:
+        raise CmkdError(f"encoder '{name}' has no option '{bad[0]}'; valid: "
+                        f"{', '.join(encoder_option_names(name)) or 'none'}")
+
+
 def create_encoder(kind: str, shape: tuple[int, ...], width: int, dropout: float = 0.1, name: str | None = None,
                    **kw: float) -> nn.Module:
     """Build the encoder ``name`` (default: the one registered for ``kind``) with options ``kw``; an unknown name
     or option lists the valid ones."""
     name = name or kind
-    if name not in ENCODERS:
-        raise CmkdError(f"unknown encoder '{name}'; valid: {', '.join(sorted(ENCODERS))}")
+    check_encoder_options(name, kw, user=False)
     if name != kind and kind not in ALTERNATIVES.get(name, ()):
         raise CmkdError(f"encoder '{name}' does not take modality kind '{kind}' (it takes "
                         f"{', '.join(ALTERNATIVES.get(name, (name,)))})")
-    bad = sorted(set(kw) - set(encoder_option_names(name, user=False)))
-    if bad:
-        raise CmkdError(f"encoder '{name}' has no option '{bad[0]}'; valid: "
-                        f"{', '.join(encoder_option_names(name)) or 'none'}")
     return ENCODERS[name](shape, width, dropout, **kw)
 
 
@@ -97,8 +102,8 @@ class PeriodicVectorEncoder(_Numeric):
 
     Per feature ``i`` the standardised value ``x`` becomes ``[sin(2 pi c_ik x), cos(2 pi c_ik x)]`` for ``k``
     learned frequencies ``c_ik`` (initialised from N(0, ``sigma``); larger ``sigma``, sharper functions of each
-    feature), then a per-feature linear map and ReLU; the
-    embeddings of all features and the observed-mask feed the MLP of :class:`VectorEncoder`. The idea is that of
+    feature), then a per-feature linear map and ReLU; the embeddings of all features (zero where a value is
+    missing) and the observed-mask feed the MLP of :class:`VectorEncoder`. The idea is that of
     the periodic numerical-feature embeddings of Gorishniy et al. (2022), which let an MLP draw the sharp,
     feature-wise boundaries tree ensembles draw on tabular data. Chosen per model with
     ``encoders: {vector: periodic}``; options (``n_freq``, ``sigma``, ``embed``) with
