@@ -457,13 +457,12 @@ def _run(config: str | ExperimentConfig, out: str | Path, *, overrides: list[str
         aggregated.append(m_new)
         train_student("student", smods, any(v for k, v in w.items() if k != "task"), teacher, cache, kd_mask)
     # progressive distillation: teacher -> assistant_1 -> ... -> student_progressive (Mirzadeh et al., 2020)
-    prev, prev_cache, prev_mask = teacher, cache, kd_mask
-    for i, mods in enumerate(cfg.distill.chain):
-        prev = train_student(f"assistant_{i + 1}", list(mods), True, prev, prev_cache, prev_mask)
-        prev_cache = _cache(predict(prev, data, np.arange(data.n), device=dev), targets)
-        prev_mask = teacher_seen(data, list(mods))
-    if cfg.distill.chain:
-        train_student("student_progressive", smods, True, prev, prev_cache, prev_mask)
+    # each model learns from the previous one's targets for its own modalities (they differ with teacher_view)
+    prev = teacher
+    steps = [(f"assistant_{i + 1}", list(mods)) for i, mods in enumerate(cfg.distill.chain)]
+    for role, mods in steps + ([("student_progressive", smods)] if steps else []):
+        prev = train_student(role, mods, True, prev,
+                             *teacher_targets(prev, data, mods, cfg.distill.teacher_view, targets, dev))
 
     if not main:  # data-parallel workers: training done, rank 0 evaluates and writes
         return {}
