@@ -30,7 +30,7 @@ train, test, train, train, train (60% / 10% / 20% / 10% of hours; split 3 = cali
 so every part sees every season; a sample's window and targets lie inside one block, so no reading is shared
 across parts. Why 15 days and not 30: split-conformal coverage holds when calibration and test samples are
 exchangeable, and storms are rare and long, so with 30-day blocks the calibration split held 3 blocks (a few
-storms) and on some seeds its storms were much weaker than the test blocks' (90% intervals covered 0.80-0.83 at
+storms) and on some seeds its storms were much weaker than the test blocks' (90% intervals covered 0.79-0.83 at
 storm-correlated 80-90% missing on development seeds 4 and 5); 15-day blocks give 5 calibration and 10 test
 blocks spread over the two years (development seeds 3-5: coverage 0.888-0.932 over the whole sweep, against
 0.79-0.96 with 30-day blocks), at the price of 3% fewer training samples (a sample's 72 h must fit in one block).
