@@ -109,6 +109,9 @@ def default_config(quick: bool = False) -> dict:
         # student width 64 (was 32): development seeds 3-6, student reduction vs rule-based 38.6 / 30.6 / 29.4 /
         # 11.9% against 38.9 / 23.8 / 29.6 / 12.0% with width 32 (mean 27.6 vs 26.1%; the gain is one seed's);
         # its INT8 file is about 0.85 MB (limit 4.2 MB). Quick runs keep 32.
+        # Tried with width 64 on development seeds, not adopted (reduction vs rule-based, seeds 3 / 4, against 38.6
+        # / 30.6 with these defaults): 30 epochs, patience 8: 32.3 / 23.4; options.dagger_rounds=2: 36.0 / 24.9;
+        # options.dagger_windows=16: 27.5 on seed 3 (stopped there).
         "student": {"modalities": ["sky", "audio", "history", "state"], "width": 32 if quick else 64, "heads": 4,
                     "epochs": ep, "batch_size": 128, "lr": 3e-3, "patience": 5, "modality_dropout": 0.2},
         "distill": {"temperature": 2.0, "weights": {"task": 1.0, "kd": 1.0, "feature": 0.5, "relation": 0.5}},
