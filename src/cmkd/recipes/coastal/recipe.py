@@ -28,7 +28,8 @@ percentile of pre-test hours) within the next 24 h. The classic harmonic baselin
 Split by time in blocks of ``options.block_days`` (15 days) cycling through train, val, test, calibration, train,
 train, test, train, train, train (60% / 10% / 20% / 10% of hours; split 3 = calibration for conformal intervals),
 so every part sees every season; a sample's window and targets lie inside one block, so no reading is shared
-across parts. Why 15 days and not 30: split-conformal coverage holds when calibration and test samples are
+across parts. The harmonic tide of the ``tide`` input is fitted on the available readings of the non-test
+hours. Why 15 days and not 30: split-conformal coverage holds when calibration and test samples are
 exchangeable, and storms are rare and long, so with 30-day blocks the calibration split held 3 blocks (a few
 storms) and on some seeds its storms were much weaker than the test blocks' (90% intervals covered 0.79-0.83 at
 storm-correlated 80-90% missing on development seeds 4 and 5); 15-day blocks give 5 calibration and 10 test
@@ -41,7 +42,6 @@ crossed with the availability bands) and validation blocks added to the calibrat
 development seeds 3-7 (post hoc on the same models), so the groups stay the availability bands.
 A longer simulation (``options.days`` 1095, 50% more storms in every split) did not steady the coverage either
 (development seeds 3-6: per-seed ranges 0.91-0.94, 0.80-0.91, 0.88-0.93, 0.93-0.97), so ``days`` stays 730.
-The harmonic tide of the ``tide`` input is fitted on the available readings of the non-test hours.
 
 Options (``--set options.KEY=VALUE``): ``stations`` (6; quick 3), ``days`` (730; quick 120), ``stride`` (6 h),
 ``block_days`` (15; quick 5), ``test_pattern`` (``mixed`` | random | bursty | storm) and ``test_missing`` (rate,
