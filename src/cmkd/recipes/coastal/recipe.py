@@ -39,7 +39,8 @@ Coverage is marginal over the patterns the calibration meets: at equal availabil
 the extremes, so storm-correlated sweep conditions cover less than random ones (development seeds 6-7: 0.86-0.89
 at storm 80-90%, 0.89-0.93 random). Calibration groups by hours since the last water-level reading (alone or
 crossed with the availability bands) and validation blocks added to the calibration set did not close the gap on
-development seeds 3-7 (post hoc on the same models), so the groups stay the availability bands.
+development seeds 3-7 (post hoc on the same models), nor did availability crossed with the satellite pass or with
+terciles of the predicted sigma (seeds 6-7), so the groups stay the availability bands.
 A longer simulation (``options.days`` 1095, 50% more storms in every split) did not steady the coverage either
 (development seeds 3-6: per-seed ranges 0.91-0.94, 0.80-0.91, 0.88-0.93, 0.93-0.97), so ``days`` stays 730.
 
