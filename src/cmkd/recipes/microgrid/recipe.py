@@ -109,15 +109,9 @@ def default_config(quick: bool = False) -> dict:
         # student width 64 (was 32): development seeds 3-6, student reduction vs rule-based 38.6 / 30.6 / 29.4 /
         # 11.9% against 38.9 / 23.8 / 29.6 / 12.0% with width 32 (mean 27.6 vs 26.1%; the gain is one seed's);
         # its INT8 file is about 0.85 MB (limit 4.2 MB). Quick runs keep 32.
-        # Tried with width 64 on development seeds, not adopted (reduction vs rule-based, seeds 3 / 4, against 38.6
-        # / 30.6 with these defaults): 30 epochs, patience 8: 32.3 / 23.4; options.dagger_rounds=2: 36.0 / 24.9;
-        # options.dagger_windows=16: 27.5 on seed 3 (stopped there); options.train_windows=32 (twice the oracle
-        # windows): 31.6 / 17.1. The mean of the actions of the students above (4-5 per seed, post hoc in closed
-        # loop on the same evaluation weather) scored 33.6 / 25.7 against 33.2 / 24.0 for them one by one: a
-        # single student's closed-loop figure moves by several points with any change of its training. Choosing
-        # among students by their closed loop on the validation weather would not help: there they ranked
-        # differently (seed 4: 15.5 / 17.3 / 16.0 / 16.8 for the defaults, 2 DAgger rounds, 30 epochs, 32 windows,
-        # whose evaluation figures are 30.6 / 24.9 / 23.4 / 17.1).
+        # Variants tried on development seeds and not adopted (longer training, more DAgger rounds or windows, more
+        # training windows, an ensemble of students), with their figures: the development disclosure of
+        # benchmarks/microgrid.md.
         "student": {"modalities": ["sky", "audio", "history", "state"], "width": 32 if quick else 64, "heads": 4,
                     "epochs": ep, "batch_size": 128, "lr": 3e-3, "patience": 5, "modality_dropout": 0.2},
         "distill": {"temperature": 2.0, "weights": {"task": 1.0, "kd": 1.0, "feature": 0.5, "relation": 0.5}},
