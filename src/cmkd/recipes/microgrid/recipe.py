@@ -106,11 +106,9 @@ def default_config(quick: bool = False) -> dict:
                      "acoustic": {"modalities": ["audio"], "targets": ["cavitation", "rul"]},
                      "numeric": {"modalities": ["history", "state"], "targets": ["forecast"]},
                      "oracle": {"modalities": ["foresight", "state"], "targets": ["actions"]}},
-        # student width 64 (was 32): development seeds 3-6, student reduction vs rule-based 38.6 / 30.6 / 29.4 /
-        # 11.9% against 38.9 / 23.8 / 29.6 / 12.0% with width 32 (mean 27.6 vs 26.1%; the gain is one seed's);
-        # its INT8 file is about 0.85 MB (limit 4.2 MB). Quick runs keep 32.
-        # Variants tried on development seeds and not adopted (longer training, more DAgger rounds or windows, more
-        # training windows, an ensemble of students), with their figures: the development disclosure of
+        # student width 64 (was 32), chosen on development seeds 3-6; its INT8 file is about 0.85 MB (limit 4.2 MB);
+        # quick runs keep 32. The figures, and the variants tried there and not adopted (longer training, more DAgger
+        # rounds or windows, more training windows, an ensemble of students): the development disclosure of
         # benchmarks/microgrid.md.
         "student": {"modalities": ["sky", "audio", "history", "state"], "width": 32 if quick else 64, "heads": 4,
                     "epochs": ep, "batch_size": 128, "lr": 3e-3, "patience": 5, "modality_dropout": 0.2},
