@@ -15,7 +15,9 @@ import typer
 
 from .errors import CmkdError
 
+# markdown: a docstring paragraph is reflowed to the terminal width instead of keeping its source line breaks
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode="markdown",
                   help="cmkd: cross-modal knowledge distillation. Train a teacher on rich modalities, distil it "
                        "into a compact student that needs only the cheap ones, export it to ONNX/INT8.")
 
