@@ -176,6 +176,25 @@ def out_not_writable(d: Path):
     return ["run", p, "--out", d / "afile" / "sub", "--quiet"], ["afile"]
 
 
+@case
+def unknown_device(d: Path):
+    return run_args(_exp(d), "--device", "tpu"), ["tpu"]
+
+
+@case
+def tune_out_not_writable(d: Path):
+    # refused before any trial is trained
+    p = _exp(d)
+    (d / "afile").write_text("a regular file where a folder is needed\n")
+    return ["tune", p, "--trials", "2", "--out", d / "afile" / "sub", "--quiet"], ["afile"]
+
+
+@case
+def data_out_folder_missing(d: Path):
+    d.mkdir(parents=True)
+    return ["data", "minerals", "--out", d / "nothere" / "x.npz"], ["nothere"]
+
+
 # ---- bad checkpoints given to predict / evaluate / export ----
 
 MARKER = "PWNED"

@@ -261,16 +261,16 @@ def adapt(model: Annotated[Path, typer.Option("--model", "-m", help="Output fold
     from .continual import adapt as adapt_model
     from .continual import model_dataset, save_adapted
     from .data import load_npz
-    from .pipeline import atomic_write_text, load_model, original_dataset
+    from .pipeline import atomic_write_text, check_out_dir, load_model, original_dataset
 
     d = _model_dir(model)
     net, meta = load_model(d / "student.pt")
     new = model_dataset(meta, load_npz(data), str(data), "keep")
     original = original_dataset(meta)
+    dest = out or d / "adapt"
+    check_out_dir(dest)  # before the fine-tuning, not after it
     adapted, report = adapt_model(net, new, shots, original, ewc, epochs, lr, seed, restandardise=restandardise,
                                   train=train, pseudo=pseudo, augment=augment)
-    dest = out or d / "adapt"
-    dest.mkdir(parents=True, exist_ok=True)
     save_adapted(adapted, meta, report, dest / "student_adapted.pt")
     atomic_write_text(dest / "adapt.json", json.dumps(report, indent=1))
     pm = next(iter(report["before"]["new_site"]))
@@ -294,10 +294,11 @@ def tune_cmd(target: Annotated[str, typer.Argument(help="A recipe name or an exp
     from rich.console import Console
     from rich.table import Table
 
-    from .pipeline import resolve
+    from .pipeline import check_out_dir, resolve
     from .tune import tune
 
     cfg, arrays, _, _ = resolve(target, overrides, quick)
+    check_out_dir(out)  # before the trials, not after them
     res = tune(cfg, arrays, trials, sampler, out, quiet=quiet)
     tab = Table(title=f"cmkd tune ({sampler}, {len(res['trials'])} trials; {res['metric']} on validation)")
     for col in ("trial", res["metric"], "settings"):
@@ -326,10 +327,11 @@ def select_cmd(target: Annotated[str, typer.Argument(help="A recipe name or an e
     from rich.console import Console
     from rich.table import Table
 
-    from .pipeline import resolve
+    from .pipeline import check_out_dir, resolve
     from .select import select
 
     cfg, arrays, _, _ = resolve(target, overrides, quick)
+    check_out_dir(out)  # before the trainings, not after them
     cands = [c.strip() for c in candidates.split(",") if c.strip()] if candidates is not None else None
     res = select(cfg, arrays, budget, cands, out, quiet=quiet)
     key, m = f"val_{res['metric']}", res["metric"]
@@ -354,12 +356,18 @@ def data_cmd(recipe: Annotated[str, typer.Argument(help="A recipe name (see `cmk
     data for `cmkd adapt` / `cmkd evaluate` (e.g. a new synthetic site: --set options.site=1)."""
     from .pipeline import resolve
 
-    _, arrays, _, synthetic = resolve(recipe, overrides)
     if out.suffix != ".npz":
         raise CmkdError(f"--out {out}: the file name must end in .npz")
+    if not out.parent.is_dir():
+        raise CmkdError(f"--out {out}: folder {out.parent} does not exist")
+    _, arrays, _, synthetic = resolve(recipe, overrides)
     tmp = out.with_name(f".{out.name}.tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(out)
+    try:
+        np.savez_compressed(tmp, **arrays)
+        tmp.replace(out)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise CmkdError(f"--out {out}: cannot write ({e.strerror or e})") from None
     typer.echo(f"wrote {out} ({len(next(iter(arrays.values())))} samples{', SYNTHETIC' if synthetic else ''})")
 
 
@@ -402,8 +410,10 @@ def habitat_example(out: Annotated[Path, typer.Option("--out", "-o", help="Folde
                     seed: Annotated[int, typer.Option(help="Seed of the SYNTHETIC site.")] = 0) -> None:
     """Write one SYNTHETIC site's inputs for `cmkd habitat design`: survey.npy, rules.txt, rules.pdf, ocean.csv,
     spec.json."""
+    from .pipeline import check_out_dir
     from .recipes.habitat.design import example
 
+    check_out_dir(out)
     paths = example(out, seed)
     typer.echo("wrote " + ", ".join(str(p) for p in paths))
 
@@ -415,6 +425,10 @@ def main() -> None:
     except CmkdError as e:
         msg = " ".join(str(e).splitlines()) or type(e).__name__  # always one line
         typer.echo(f"error: {msg}", err=True)
+        sys.exit(2)
+    except OSError as e:  # the file system refused (permissions, full disk, ...): the user's to fix, not a bug
+        where = f"{e.filename}: " if e.filename else ""
+        typer.echo(f"error: {where}{e.strerror or e}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)

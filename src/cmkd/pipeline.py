@@ -37,7 +37,10 @@ MODEL_FORMAT = "cmkd-model-1"
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write text to a temporary file beside ``path``, then rename over it."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    except OSError as e:
+        raise CmkdError(f"cannot write {path} ({e.strerror or e})") from None
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
@@ -92,12 +95,18 @@ def resolve(target: str, overrides: list[str] | None = None, quick: bool = False
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present, else CPU."""
+    """``auto`` picks CUDA when present, else CPU; otherwise ``cpu``, ``cuda`` or ``cuda:N``."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise CmkdError("device 'cuda' requested but CUDA is not available; use --device auto or cpu")
-    return torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise CmkdError(f"device {name!r}: use auto, cpu, cuda or cuda:N")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CmkdError(f"device {name!r} requested but CUDA is not available; use --device auto or cpu")
+    return dev
 
 
 def build_model(data: MultimodalData, modalities: list[str], mcfg: Any, cfg: ExperimentConfig,
@@ -287,7 +296,8 @@ def _cache(preds: dict[str, np.ndarray], targets: list[str]) -> dict:
     return out
 
 
-def _check_out(out: Path) -> None:
+def check_out_dir(out: Path) -> None:
+    """Create ``out`` and check that a file can be written there, or a one-line :class:`CmkdError`."""
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".write-test-{os.getpid()}"
@@ -365,7 +375,7 @@ def _run(config: str | ExperimentConfig, out: str | Path, *, overrides: list[str
     out = Path(out)
     ck_dir = out / ".ckpt"
     if main:
-        _check_out(out)
+        check_out_dir(out)
         if not resume and ck_dir.exists():
             shutil.rmtree(ck_dir)
         ck_dir.mkdir(exist_ok=True)
