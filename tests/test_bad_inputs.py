@@ -177,6 +177,13 @@ def out_not_writable(d: Path):
 
 
 @case
+def presence_mask_not_boolean(d: Path):
+    def edit(a: dict) -> None:
+        a["img__present"] = np.full(len(a["y"]), 0.5)
+    return run_args(_exp(d, arrays=edit)), ["img__present"]
+
+
+@case
 def unknown_device(d: Path):
     return run_args(_exp(d), "--device", "tpu"), ["tpu"]
 

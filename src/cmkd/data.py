@@ -209,6 +209,8 @@ def build_data(arrays: dict[str, np.ndarray], cfg: DataConfig, seed: int = 0, so
             p = arrays[pk]
             if p.shape != (n,):
                 raise CmkdError(f"{src}: '{pk}' has shape {p.shape}, expected ({n},)")
+            if p.dtype.kind not in "biuf" or not np.isin(p, (0, 1)).all():
+                raise CmkdError(f"{src}: '{pk}' must hold only True/False (or 1/0), one per sample")
             pres = pres & p.astype(bool)
         if not pres.all() and isinstance(inputs[m], ShardedArray):
             inputs[m].absent = ~pres  # its rows come back all NaN
