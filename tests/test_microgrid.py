@@ -23,6 +23,7 @@ from cmkd.recipes.microgrid.control import (
     rule_based,
     run_loop,
     stop_when_met,
+    store_surplus,
 )
 from cmkd.recipes.microgrid.oracle import solve
 from cmkd.recipes.microgrid.recipe import aggregate, build, dagger_window, default_config, feasible_progress
@@ -157,6 +158,19 @@ def test_inverter_limits_stop_discharging_into_curtailment_and_charging_from_the
         _, rec = step(State(30.0), a, w, 0)
         assert rec["import_kw"] * rec["curtail_kw"] == 0 and (a[0] <= 0 or rec["import_kw"] == 0)
         assert (a[0] >= 0 or rec["curtail_kw"] == 0)
+
+
+def test_store_surplus_charges_with_the_pv_surplus_and_leaves_deficits_to_the_policy() -> None:
+    # same plant as above: load 5.75 kW; PV 12.15 kW at 300 W/m2 (surplus 6.4), 45 x 0.9 x 0.6 = 24.3 at 600
+    for irr, cmd, want in ((300.0, -3.0, 12.15 - 5.75), (300.0, 2.0, 12.15 - 5.75), (600.0, 0.0, 10.0),
+                           (0.0, -2.0, -2.0), (0.0, 0.0, 0.0)):
+        w = _flat(4, np.full(4, 0.2), irradiance=irr)
+        pol = store_surplus(inverter_limits(lambda o, s, t, c=cmd: np.array([c, 0.5, 0.2, 20.0, 0.0]), w), w)
+        a = pol({}, State(30.0), 0)
+        assert a[0] == pytest.approx(want)
+        _, rec = step(State(30.0), a, w, 0)
+        assert rec["import_kw"] == 0 or irr == 0  # a surplus never leads to an import
+        assert rec["curtail_kw"] == pytest.approx(max(12.15 * irr / 300 - 5.75 - 10.0, 0.0), abs=1e-9)
 
 
 def test_stop_when_met_switches_growth_and_pumps_off_once_the_days_requirements_are_met() -> None:

@@ -160,6 +160,23 @@ def inverter_limits(policy: Policy, w: Weather, plant: Plant = PLANT) -> Policy:
     return act
 
 
+def store_surplus(policy: Policy, w: Weather, plant: Plant = PLANT) -> Policy:
+    """``policy`` with the PV surplus stored before it is curtailed: when PV exceeds the load that the other four
+    actions draw, the battery charges with the surplus (up to its rate; the simulator stops it at full), whatever
+    the battery command. The farm cannot export, so a surplus not stored is thrown away, and storing it costs no
+    import, money or CO2 now and can only replace an import later; the rule-based controller charges with any
+    surplus too, and the oracle's LP stores it whenever that pays. Only the battery command at a surplus changes:
+    at a deficit the policy still decides how much to discharge."""
+    def act(obs: dict[str, np.ndarray], st: State, t: int) -> np.ndarray:
+        a = clip_actions(policy(obs, st, t))
+        net = load_kw(float(a[1]), float(a[2]), float(a[3]), float(a[4]), w, t, plant) - float(plant.pv_kw(
+            w.irradiance[t]))
+        if net < 0:
+            a[0] = max(float(a[0]), min(-net, plant.battery_kw))
+        return a
+    return act
+
+
 def stop_when_met(policy: Policy, w: Weather, plant: Plant = PLANT) -> Policy:
     """``policy`` with the day's requirements as hard stops: once today's crop growth reaches ``crop_req`` the LEDs
     and the CO2 valve go off and the HVAC setpoint follows the outdoor temperature (within 15-30 C), since more

@@ -33,11 +33,14 @@ and retrains the distilled student on the union (the baseline student keeps the 
 Inverter limits (``options.inverter_limits``, on by default): the student's controller runs behind a hybrid
 inverter's zero-export and no-grid-charging limits (:func:`cmkd.recipes.microgrid.control.inverter_limits`): the
 battery command is clipped to the net load the other actions leave, so the battery never discharges into
-curtailment nor charges from the grid. Requirement stops (``options.stop_when_met``, on by default): once today's
-crop requirement is met the student's LEDs and CO2 valve go off and its HVAC setpoint follows the outdoor
+curtailment nor charges from the grid. Surplus storage (``options.store_surplus``, on by default): when PV exceeds
+the load of the other actions the battery charges with the surplus, whatever the network's battery command, since
+the farm cannot export and a surplus not stored is curtailed (:func:`cmkd.recipes.microgrid.control.store_surplus`;
+the rule-based controller does the same). Requirement stops (``options.stop_when_met``, on by default): once
+today's crop requirement is met the student's LEDs and CO2 valve go off and its HVAC setpoint follows the outdoor
 temperature, and once today's flow requirement is met its pumps run at minimum speed
-(:func:`cmkd.recipes.microgrid.control.stop_when_met`; the oracle stops there too). Both wrap the network in the
-closed loop (and in the DAgger rollouts); the rule-based controller and the oracle run unchanged.
+(:func:`cmkd.recipes.microgrid.control.stop_when_met`; the oracle stops there too). All three wrap the network in
+the closed loop (and in the DAgger rollouts); the rule-based controller and the oracle run unchanged.
 
 :func:`analyse` runs the closed loop over ``options.eval_days`` (3 = 72 h) of held-out weather from midnight at
 50% SOC for the rule-based controller (:func:`cmkd.recipes.microgrid.control.rule_based`), the student (the
@@ -54,7 +57,7 @@ Usage::
 Options (``--set options.KEY=VALUE``): ``train_windows`` (16; quick 2), ``val_windows`` (2; quick 1),
 ``test_windows`` (2; quick 1), ``window_days`` (3; quick 1), ``stride`` (4; quick 6), ``eval_days`` (3; quick 1),
 ``dagger_rounds`` (1; quick 0), ``dagger_windows`` (8; quick 1), ``dagger_every`` (48 steps),
-``inverter_limits`` (true), ``stop_when_met`` (true).
+``inverter_limits`` (true), ``store_surplus`` (true), ``stop_when_met`` (true).
 """
 
 from __future__ import annotations
@@ -78,6 +81,7 @@ from .control import (
     rule_based,
     run_loop,
     stop_when_met,
+    store_surplus,
 )
 from .oracle import solve
 from .sim import ACTIONS, DT_H, PLANT, STEPS_PER_DAY, State, Weather, step, weather
@@ -120,7 +124,7 @@ def default_config(quick: bool = False) -> dict:
                     "test_windows": 1 if quick else 2, "window_days": 1 if quick else 3, "stride": 6 if quick else 4,
                     "eval_days": 1 if quick else 3, "dagger_rounds": 0 if quick else 1,
                     "dagger_windows": 1 if quick else 8, "dagger_every": 48,
-                    "inverter_limits": True, "stop_when_met": True},
+                    "inverter_limits": True, "store_surplus": True, "stop_when_met": True},
     }
 
 
@@ -131,7 +135,7 @@ def _opts(config: dict, quick: bool) -> dict:
             raise CmkdError(f"options.{k} must be a positive integer (got {o[k]!r})")
     if not isinstance(o["dagger_rounds"], int) or o["dagger_rounds"] < 0:
         raise CmkdError(f"options.dagger_rounds must be a non-negative integer (got {o['dagger_rounds']!r})")
-    for k in ("inverter_limits", "stop_when_met"):
+    for k in ("inverter_limits", "store_surplus", "stop_when_met"):
         if not isinstance(o[k], bool):
             raise CmkdError(f"options.{k} must be true or false (got {o[k]!r})")
     for k in ("window_days", "eval_days"):
@@ -256,10 +260,12 @@ def dagger_window(w: Weather, policy: Policy, start: int, n: int, energy0: float
 
 def deployed_controller(policy: Policy, w: Weather, options: dict) -> Policy:
     """The student's controller as deployed: the network's actions with ``options.stop_when_met`` (the day's
-    requirements as hard stops), behind ``options.inverter_limits``."""
+    requirements as hard stops), behind ``options.inverter_limits`` and ``options.store_surplus``."""
     if options["stop_when_met"]:
         policy = stop_when_met(policy, w)
-    return inverter_limits(policy, w) if options["inverter_limits"] else policy
+    if options["inverter_limits"]:
+        policy = inverter_limits(policy, w)
+    return store_surplus(policy, w) if options["store_surplus"] else policy
 
 
 def aggregate(config: dict, student: torch.nn.Module, round_: int, quick: bool = False
