@@ -248,4 +248,5 @@ def test_tiny_run_writes_closed_loop_results_and_edge_figures(tiny_run: Path) ->
     assert mg["controllers"]["oracle"]["grid_import_kwh"] <= mg["controllers"]["rule_based"]["grid_import_kwh"]
     cl = json.loads((tiny_run / "closed_loop.json").read_text())
     assert cl["synthetic"] is True and len(cl["series"]["student"]["soc"]) == cl["steps"] == 144
+    assert cl["student_guards"] == {"stop_when_met": True, "inverter_limits": True, "store_surplus": True}
     assert "Microgrid: closed loop" in (tiny_run / "report.html").read_text()

@@ -90,6 +90,7 @@ DESCRIPTION = "Farm microgrid edge controller: sky/audio/history/optimiser teach
 SYNTHETIC = True
 SEED_STRIDE = 100_000  # weather seeds of a run: seed * SEED_STRIDE + part offset + window
 PART_OFFSET = {"train": 0, "val": 10_000, "test": 20_000, "eval": 90_000}
+GUARDS = ("stop_when_met", "inverter_limits", "store_surplus")  # the options that wrap the deployed student
 
 
 def default_config(quick: bool = False) -> dict:
@@ -135,7 +136,7 @@ def _opts(config: dict, quick: bool) -> dict:
             raise CmkdError(f"options.{k} must be a positive integer (got {o[k]!r})")
     if not isinstance(o["dagger_rounds"], int) or o["dagger_rounds"] < 0:
         raise CmkdError(f"options.dagger_rounds must be a non-negative integer (got {o['dagger_rounds']!r})")
-    for k in ("inverter_limits", "store_surplus", "stop_when_met"):
+    for k in GUARDS:
         if not isinstance(o[k], bool):
             raise CmkdError(f"options.{k} must be true or false (got {o[k]!r})")
     for k in ("window_days", "eval_days"):
@@ -391,6 +392,7 @@ def closed_loop(config: dict, int8_path: str | Path, torch_model: torch.nn.Modul
     acc["oracle_reduction_vs_rule_pct"] = 100 * (1 - orc / rule)
     return {"synthetic": True, "weather_seed": window_seed(seed, "eval", 0), "steps": n, "hours": n * DT_H,
             "initial_soc": 0.5, "student_policy": "pruned INT8 ONNX, one batch-1 inference per step",
+            "student_guards": {k: bool(o[k]) for k in GUARDS},
             "control_step_ms": step_ms, "controllers": tot, "acceptance": acc,
             "series": {k: v["series"] for k, v in runs.items()}}
 
@@ -428,7 +430,9 @@ def _html(res: dict, figure_html, table_html, escape) -> str:  # noqa: ANN001
              "<p>Every controller starts at midnight at 50% SOC on the same simulated weather (seed "
              f"{res['weather_seed']}, never used in training). The student runs as the pruned INT8 ONNX model, one "
              f"inference per 5-minute step ({res['control_step_ms']:.2f} ms per step including building its "
-             "inputs); 'no X' sends that stream as all-NaN (absent).</p>"]
+             "inputs); 'no X' sends that stream as all-NaN (absent). Wrapping the student: "
+             + escape(", ".join(f"{k} {'on' if v else 'off'}" for k, v in res.get("student_guards", {}).items()))
+             + " (options.*).</p>"]
     cols = ["grid_import_kwh", "cost_usd", "co2_kg", "crop_per_day", "crop_vs_requirement", "curtailed_kwh",
             "final_soc", "pump_wear_h"]
     parts.append(table_html(["controller", *cols], [[k, *[v[c] for c in cols]] for k, v in
