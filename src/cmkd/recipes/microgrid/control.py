@@ -145,6 +145,12 @@ def totals(recs: list[dict], energy0: float, st: State, wear0: float = 0.0, plan
             "pump_wear_h": float(st.wear - wear0) * plant.life_h}
 
 
+def _net_load_kw(a: np.ndarray, w: Weather, t: int, plant: Plant) -> float:
+    """The load the four non-battery actions ``a[1:]`` draw at step ``t``, less the PV output (negative: surplus)."""
+    return load_kw(float(a[1]), float(a[2]), float(a[3]), float(a[4]), w, t, plant) - float(plant.pv_kw(
+        w.irradiance[t]))
+
+
 def inverter_limits(policy: Policy, w: Weather, plant: Plant = PLANT) -> Policy:
     """``policy`` behind a hybrid inverter's zero-export and no-grid-charging limits (a standard firmware mode):
     the battery command is clipped to ``[-max(load - PV, 0), max(PV - load, 0)]``, with the load that the other
@@ -153,8 +159,7 @@ def inverter_limits(policy: Policy, w: Weather, plant: Plant = PLANT) -> Policy:
     plans do neither."""
     def act(obs: dict[str, np.ndarray], st: State, t: int) -> np.ndarray:
         a = clip_actions(policy(obs, st, t))
-        load = load_kw(float(a[1]), float(a[2]), float(a[3]), float(a[4]), w, t, plant)
-        net = load - float(plant.pv_kw(w.irradiance[t]))
+        net = _net_load_kw(a, w, t, plant)
         a[0] = min(max(a[0], -max(net, 0.0)), max(-net, 0.0))
         return a
     return act
@@ -169,8 +174,7 @@ def store_surplus(policy: Policy, w: Weather, plant: Plant = PLANT) -> Policy:
     at a deficit the policy still decides how much to discharge."""
     def act(obs: dict[str, np.ndarray], st: State, t: int) -> np.ndarray:
         a = clip_actions(policy(obs, st, t))
-        net = load_kw(float(a[1]), float(a[2]), float(a[3]), float(a[4]), w, t, plant) - float(plant.pv_kw(
-            w.irradiance[t]))
+        net = _net_load_kw(a, w, t, plant)
         if net < 0:
             a[0] = max(float(a[0]), min(-net, plant.battery_kw))
         return a
