@@ -107,3 +107,24 @@ def test_real_quick_run_writes_references(tmp_path) -> None:  # noqa: ANN001
     for role in ("teacher", "student_baseline", "student"):
         assert np.isfinite(m["models"][role]["metrics"]["rmse"])
     assert m["coastal_real"]["available_fraction"] <= 0.2
+    rows = m["coastal_real"]["rmse_by_distance_to_reading"]
+    assert rows and abs(sum(r["share"] for r in rows) - 1) < 1e-9
+    assert sum(r["n"] for r in rows) == m["data"]["n_test"]
+    for r in rows:  # the harmonic prediction alone misses the whole residual
+        assert r["rmse"]["harmonic"] == pytest.approx(r["residual_rms"], rel=1e-5)
+        assert set(r["rmse"]) == {"harmonic", "teacher", "student_baseline", "student"}
+    assert "by distance to the nearest reading" in (tmp_path / "report.html").read_text()
+
+
+def test_error_by_distance_bands() -> None:
+    """Bands by the nearer of the two gap distances; no reading in the window is the last band."""
+    from cmkd.recipes.coastal import real
+
+    nan = np.nan
+    gap = np.array([[0, 1, 0, 9, 0], [0, 7, 0, nan, 0], [0, nan, 0, nan, 0], [0, 30, 0, 3, 0]], float)
+    y = np.array([1.0, 2.0, 3.0, 4.0])
+    rows = real.error_by_distance(gap, y, {"zero": np.zeros(4), "exact": y.copy()}, window=24)
+    assert [r["band"] for r in rows] == ["1-6 h", "7-24 h", "> 24 h (no reading in the window)"]
+    assert [r["n"] for r in rows] == [2, 1, 1]
+    assert rows[0]["rmse"]["zero"] == pytest.approx(np.sqrt((1 + 16) / 2))
+    assert all(r["rmse"]["exact"] == 0 for r in rows)

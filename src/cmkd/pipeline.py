@@ -614,4 +614,5 @@ def print_summary(metrics: dict, out: Path | None = None) -> None:
     if out is not None:
         more = " (every target's metrics are in metrics.json)" if len(metrics.get("models", {}).get("student", {})
                                                                      .get("metrics", {})) > len(names) else ""
-        con.print(f"primary metric: {pm}{more}. Outputs in {out}/ (metrics.json, report.html, student.onnx)")
+        files = [f for f in ("metrics.json", "report.html", "student.onnx", "student.int8.onnx") if (out / f).exists()]
+        con.print(f"primary metric: {pm}{more}. Outputs in {out}/ ({', '.join(files)})")
