@@ -6,7 +6,8 @@ Usage:
 
 Sections (each only when its .md exists): habitat.md (benchmarks/habitat.py), microgrid.md
 (benchmarks/microgrid.py), recycling.md (benchmarks/recycling.py), sensor_select.md (benchmarks/sensor_select.py),
-ddp.md (benchmarks/ddp.py), sharded.md (benchmarks/sharded.py).
+ddp.md (benchmarks/ddp.py), sharded.md (benchmarks/sharded.py), coastal_real_bound.md
+(benchmarks/coastal_real_bound.py), minerals_ceiling.md (benchmarks/minerals_ceiling.py).
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ SECTIONS = [("habitat", "Habitat design (`python benchmarks/habitat.py`)"),
             ("recycling", "Recycling sorter (`python benchmarks/recycling.py`)"),
             ("sensor_select", "Sensor selection (`python benchmarks/sensor_select.py`)"),
             ("ddp", "Distributed training (`python benchmarks/ddp.py`)"),
-            ("sharded", "Larger-than-memory data (`python benchmarks/sharded.py`)")]
+            ("sharded", "Larger-than-memory data (`python benchmarks/sharded.py`)"),
+            ("coastal_real_bound", "coastal-real: a floor under Vlissingen-only gap-filling "
+             "(`python benchmarks/coastal_real_bound.py`)"),
+            ("minerals_ceiling", "minerals: what RGB alone supports (`python benchmarks/minerals_ceiling.py`)")]
 
 
 def main() -> None:

@@ -43,6 +43,12 @@ sample's whole window (``t +- W``) lies inside its split's years, so no input st
 References (metrics.json ``references``): ``harmonic_same_hours`` (the harmonic prediction alone) and
 ``hoek_ridge_TEACHER_MODALITY`` (ridge regression on Hoek van Holland's window, fitted on the training samples;
 it sees the teacher's modality, so it is a bound, not a competitor).
+
+Where the error lies (metrics.json ``coastal_real.rmse_by_distance_to_reading``, a report table and figure): every
+model's test RMSE by the hidden hour's distance to the nearest available reading (1-6 h, 7 h to the window, no
+reading in the window). With the default outages almost half of the test hours have no reading within 24 h, and
+there a Vlissingen-only model can do little better than the harmonic prediction; ``benchmarks/coastal_real_bound.py``
+estimates the floor this puts under any Vlissingen-only gap-filler.
 """
 
 from __future__ import annotations
