@@ -65,7 +65,7 @@ def main() -> None:
             m = cmkd.run("minerals", Path(args.out) / f"{name.replace(' ', '_').replace(',', '')}-{seed}",
                          overrides=[f"seed={seed}", "export.enabled=false", "distill.chain=[]", *extra], quiet=True)
             r[name] = {k: v["metrics"]["accuracy"] for k, v in m["models"].items()}
-            r[name]["n_labelled_train"] = m["data"]["n_train"] - m["data"].get("n_train_unlabelled", 0)
+            r[name]["n_labelled_train"] = m["data"]["n_train"]  # labelled; the unlabelled are n_train_unlabelled
             r[name]["wall_s"] = time.time() - t0
         r["boosting, all labels"] = boosting(seed)
         rows.append(r)
