@@ -561,7 +561,7 @@ def _run(config: str | ExperimentConfig, out: str | Path, *, overrides: list[str
         if hasattr(rec, "analyse"):  # recipe-specific analysis: sweeps, decisions, extra figures
             ctx = {"models": models, "data": data, "cfg": cfg, "out": out, "device": dev, "test": test,
                    "val": val, "calibration": cal_all, "conformal": conformal, "metrics": metrics,
-                   "quiet": quiet}
+                   "predictions": predictions, "quiet": quiet}
             extra = rec.analyse(ctx) or {}
             metrics.update(extra.get("metrics", {}))
             extra_html.extend(extra.get("html", []))
