@@ -35,7 +35,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from run_benchmarks import ms  # noqa: E402 - mean ± sample std as text (benchmarks/ is on sys.path)
+from run_benchmarks import ms, save  # noqa: E402 - benchmarks/ is on sys.path
 
 import cmkd
 from cmkd.errors import CmkdError
@@ -76,9 +76,8 @@ def main() -> None:
     ap.add_argument("--render", action="store_true", help="only rewrite the .md from the .json")
     args = ap.parse_args()
     if args.render:
-        md = report(json.loads((ROOT / "benchmarks" / "coastal_real_bound.json").read_text()))
-        (ROOT / "benchmarks" / "coastal_real_bound.md").write_text(md + "\n")
-        print(md)
+        rows = json.loads((ROOT / "benchmarks" / "coastal_real_bound.json").read_text())
+        save("coastal_real_bound", rows, report(rows))
         return
     folder = real.default_folder()
     try:
@@ -133,10 +132,7 @@ def main() -> None:
             row["harmonic_same_hours"] = m["references"]["harmonic_same_hours"]["rmse"]
         rows.append(row)
         print(json.dumps(row), flush=True)
-    (ROOT / "benchmarks" / "coastal_real_bound.json").write_text(json.dumps(rows, indent=1))
-    md = report(rows)
-    (ROOT / "benchmarks" / "coastal_real_bound.md").write_text(md + "\n")
-    print(md)
+    save("coastal_real_bound", rows, report(rows))
 
 
 def report(rows: list[dict]) -> str:

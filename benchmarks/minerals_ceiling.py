@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from run_benchmarks import ms  # noqa: E402 - mean ± sample std as text (benchmarks/ is on sys.path)
+from run_benchmarks import ms, save  # noqa: E402 - benchmarks/ is on sys.path
 
 import cmkd
 from cmkd.recipes.minerals_scene import generate
@@ -70,10 +70,7 @@ def main() -> None:
         r["boosting, all labels"] = boosting(seed)
         rows.append(r)
         print(json.dumps(r), flush=True)
-    (ROOT / "benchmarks" / "minerals_ceiling.json").write_text(json.dumps(rows, indent=1))
-    md = report(rows)
-    (ROOT / "benchmarks" / "minerals_ceiling.md").write_text(md + "\n")
-    print(md)
+    save("minerals_ceiling", rows, report(rows))
 
 
 def report(rows: list[dict]) -> str:

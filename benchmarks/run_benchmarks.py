@@ -31,6 +31,13 @@ def ms(values: list[float], digits: int = 3) -> str:
     return f"{a.mean():.{digits}f} ± {a.std(ddof=1) if len(a) > 1 else 0.0:.{digits}f}"
 
 
+def save(name: str, data: object, md: str) -> None:
+    """Write ``benchmarks/NAME.json`` (``data``) and ``benchmarks/NAME.md`` (``md``), and print the markdown."""
+    (ROOT / "benchmarks" / f"{name}.json").write_text(json.dumps(data, indent=1))
+    (ROOT / "benchmarks" / f"{name}.md").write_text(md + "\n")
+    print(md)
+
+
 def table(runs: dict[str, list[dict]]) -> str:
     """Markdown tables: classification recipes, regression recipes, and the coastal sparsity sweep."""
     cls = {k: v for k, v in runs.items() if v[0]["primary_metric"] == "accuracy"}
