@@ -64,6 +64,25 @@ def test_student_scored_on_all_test_samples_teacher_on_complete_ones(tmp_path: P
     assert m["models"]["teacher"]["n_test"] == n_test - int(absent.sum())
 
 
+def test_summary_marks_a_model_scored_on_fewer_samples(capsys: pytest.CaptureFixture[str]) -> None:
+    """The terminal table flags a teacher scored on a subset of the test samples, or on validation samples."""
+    from cmkd.pipeline import print_summary
+
+    def model(n: int, on: str = "test") -> dict:
+        return {"modalities": ["a"], "params": 10, "metrics": {"rmse": 1.0}, "latency_ms": 0.1, "cost": 1.0,
+                "n_test": n, "scored_on": on}
+
+    metrics = {"name": "t", "synthetic": True, "primary_metric": "rmse", "data": {"n_test": 100},
+               "models": {"teacher": model(60), "student_baseline": model(100), "student": model(100)}}
+    print_summary(metrics)
+    out = " ".join(capsys.readouterr().out.split())  # whatever the terminal width wrapped
+    assert "* teacher: scored on 60 of the 100 test samples" in out
+    assert "student:" not in out and "student_baseline:" not in out
+    metrics["models"]["teacher"] = model(40, "val")
+    print_summary(metrics)
+    assert "* teacher: scored on 40 validation samples" in " ".join(capsys.readouterr().out.split())
+
+
 def test_cli_run_predict_evaluate_export(tmp_path: Path) -> None:
     """One fast pass through the CLI: run, predict with the ONNX student, evaluate, re-export, list."""
     y = write_case(tmp_path, config=make_config(epochs=1))

@@ -597,8 +597,11 @@ def print_summary(metrics: dict, out: Path | None = None) -> None:
         names = [k for k in names if "/" not in k]
     for col in ["model", "modalities", "params", *names, "latency ms", "cost"]:
         tab.add_column(col, justify="left" if col in ("model", "modalities") else "right")
+    n_test = metrics.get("data", {}).get("n_test")
+    partial = {role: m for role, m in metrics["models"].items()  # e.g. a teacher scored where it has all inputs
+               if m.get("scored_on") == "val" or (n_test and m.get("n_test", n_test) < n_test)}
     for role, m in metrics["models"].items():
-        tab.add_row(role, "+".join(m["modalities"]), f"{m['params']:,}",
+        tab.add_row(role + (" *" if role in partial else ""), "+".join(m["modalities"]), f"{m['params']:,}",
                     *[f"{m['metrics'][k]:.4f}" if k in m["metrics"] else "-" for k in names],
                     f"{m['latency_ms']:.2f}", f"{m.get('cost', 0):g}")
     ex = metrics.get("export")
@@ -611,6 +614,10 @@ def print_summary(metrics: dict, out: Path | None = None) -> None:
                     *[f"{ref[k]:.4f}" if k in ref else "-" for k in names], "-", "")
     con = Console(file=sys.stdout)
     con.print(tab)
+    for role, m in partial.items():
+        where = ("validation samples" if m.get("scored_on") == "val"
+                 else f"of the {n_test:,} test samples, those with all its modalities")
+        con.print(f"* {role}: scored on {m.get('n_test', '?'):,} {where}")
     if out is not None:
         more = " (every target's metrics are in metrics.json)" if len(metrics.get("models", {}).get("student", {})
                                                                      .get("metrics", {})) > len(names) else ""
