@@ -97,12 +97,8 @@ def main() -> None:
     opts = real.default_config()["options"]
     rows = []
     for pattern, mean_len, label in PATTERNS:
-        rng = np.random.default_rng(int(opts["mask_seed"]))  # the recipe's masks, year by year
-        miss = np.zeros(len(t), dtype=bool)
-        for y in np.unique(year):
-            sel = np.flatnonzero(year == y)
-            miss[sel] = real.outage_mask(lv[sel], t[sel], 1.0 - float(opts["available"]), pattern, rng, mean_len,
-                                         float(opts["storm_share"]))
+        miss = real.simulate_outages(lv, t, year, np.unique(year),  # the recipe's masks
+                                     {**opts, "pattern": pattern, "mean_len": mean_len})
         test = np.flatnonzero(miss & (year >= real.TEST_YEARS[0]) & (year <= real.TEST_YEARS[1]))
         pos = np.flatnonzero(~miss)
         k = np.searchsorted(pos, test)

@@ -154,6 +154,21 @@ def outage_mask(level: np.ndarray, t_hours: np.ndarray, missing: float, pattern:
     return storm
 
 
+def simulate_outages(level: np.ndarray, t_hours: np.ndarray, year: np.ndarray, years: list[int] | np.ndarray,
+                     opts: dict) -> np.ndarray:
+    """The recipe's outages of the whole record: (n,) bool, True = missing; each calendar year of ``years`` on its
+    own (:func:`outage_mask`, ``1 - options.available`` of its hours), seeded by ``options.mask_seed``; hours of
+    other years are False. ``opts``: the recipe's options (``available``, ``pattern``, ``mean_len``,
+    ``storm_share``, ``mask_seed``)."""
+    rng = np.random.default_rng(int(opts["mask_seed"]))
+    miss = np.zeros(len(t_hours), dtype=bool)
+    for y in years:
+        sel = np.flatnonzero(year == y)
+        miss[sel] = outage_mask(level[sel], t_hours[sel], 1.0 - float(opts["available"]), str(opts["pattern"]), rng,
+                                float(opts["mean_len"]), float(opts["storm_share"]))
+    return miss
+
+
 def _nearest(obs: np.ndarray, t_idx: np.ndarray, res: np.ndarray, w: int) -> np.ndarray:
     """(n, 5) residual and distance of the nearest available hour before and after each t, and their
     linear interpolation at t; NaN where no available hour lies within ``w`` hours."""
@@ -210,13 +225,10 @@ def _load(config: dict, quick: bool = False) -> dict[str, np.ndarray]:
     years = [y for y in np.unique(year) if not quick or QUICK_YEARS[0] <= y <= QUICK_YEARS[1]]
 
     # outages and harmonic prediction, one calendar year at a time
-    rng = np.random.default_rng(int(opts["mask_seed"]))
-    miss = np.zeros(len(t), dtype=bool)
+    miss = simulate_outages(lv, t, year, years, opts)
     harm = np.zeros(len(t))
     for y in years:
         sel = np.flatnonzero(year == y)
-        miss[sel] = outage_mask(lv[sel], t[sel], 1.0 - avail, str(opts["pattern"]), rng,
-                                float(opts["mean_len"]), float(opts["storm_share"]))
         harm[sel] = harmonic.fit(t[sel], np.where(miss[sel], np.nan, lv[sel]), CONSTITUENTS).predict(t[sel])
     res = np.where(miss, np.nan, lv - harm)  # what the sparse gauge reports, as a residual
 
