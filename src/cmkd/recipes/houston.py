@@ -5,11 +5,11 @@ Students: LiDAR only, scored on the official 12,197 test pixels, which have no h
 (``hsi__present`` is False there). The teacher needs HSI, so it is scored on the validation pixels
 (``n_test_teacher`` in metrics.json is 0 and ``scored_on`` is ``val``).
 
-Validation is spatially disjoint from training (whole blocks of each class held out, from ``sample_coords.csv``):
-the official test pixels lie elsewhere in the scene, and a random pixel split scores ~0.98 for every model, so
-it cannot tell settings apart or stop training at the right time; the spatial split scores LiDAR-only models
-near their test accuracy. Students are then refit (``student.refit``) on training + validation pixels for the
-epoch count chosen on validation, so no labelled pixel is wasted (the tree references also use all of them).
+Validation is spatially disjoint from training (whole annotated polygons of each class held out, located with
+``sample_coords.csv``): the official test pixels lie elsewhere in the scene, and a random pixel split scores
+~0.98 for every model, so it cannot tell settings apart or stop training at the right time. Students are then
+refit (``student.refit``) on training + validation pixels for the epoch count chosen on validation, so no
+labelled pixel is wasted (the tree references also use all of them).
 
 Data folder: ``../shared/data/houston2013_mdlrs_subset`` relative to the project, or ``$CMKD_DATA`` (a folder
 holding ``houston2013_mdlrs_subset`` or the subset folder itself), or ``--set data.path=FOLDER``.
@@ -29,7 +29,6 @@ FOLDER = "houston2013_mdlrs_subset"
 CLASS_NAMES = ["Healthy grass", "Stressed grass", "Synthetic grass", "Trees", "Soil", "Water", "Residential",
                "Commercial", "Road", "Highway", "Railway", "Parking lot 1", "Parking lot 2", "Tennis court",
                "Running track"]
-BLOCK = 10  # side, in pixels, of the spatial blocks held out for validation
 FILES = ["HSI_TrSet.mat", "LiDAR_TrSet.mat", "LiDAR_TeSet.mat", "TrLabel.mat", "TeLabel.mat"]
 
 
@@ -99,32 +98,56 @@ def _mat(path: Path) -> np.ndarray:
     return m[keys[0]]
 
 
-def spatial_val_split(rows: np.ndarray, cols: np.ndarray, labels: np.ndarray, fraction: float, seed: int,
-                      block: int = BLOCK) -> np.ndarray:
-    """Hold out whole spatial blocks of each class: a validation set that is spatially disjoint from training.
+def polygons(rows: np.ndarray, cols: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(N,) polygon id of every pixel: connected components (8-neighbourhood) of same-class labelled pixels.
 
-    The official training pixels come in small polygons (3x3 to ~10x10 pixels). Pixels are grouped by
-    (class, row // block, col // block); for every class the groups are shuffled (seeded) and taken until they
-    hold about ``fraction`` of the class's pixels. Validation pixels therefore lie in other places than the training
-    pixels, like the official test pixels, so early stopping and model choice reward spatial generalisation
-    rather than memorising a polygon's neighbours (a random pixel split scores ~0.98 for every model).
+    The official training pixels are annotated as small polygons (median 9 pixels, up to ~120); a pixel's
+    neighbours in its polygon are near copies of it.
+    """
+    from scipy import ndimage
+
+    ids = np.zeros(len(labels), dtype=np.int64)
+    r0, c0 = rows.min(), cols.min()
+    shape = (int(rows.max() - r0) + 1, int(cols.max() - c0) + 1)
+    offset = 0
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        grid = np.zeros(shape, dtype=bool)
+        grid[rows[members] - r0, cols[members] - c0] = True
+        lab, n = ndimage.label(grid, structure=np.ones((3, 3), dtype=bool))
+        ids[members] = lab[rows[members] - r0, cols[members] - c0] + offset
+        offset += n
+    return ids
+
+
+def spatial_val_split(rows: np.ndarray, cols: np.ndarray, labels: np.ndarray, fraction: float,
+                      seed: int) -> np.ndarray:
+    """Hold out whole training polygons of each class: a validation set spatially disjoint from training.
+
+    Pixels are grouped into polygons (:func:`polygons`); for every class the polygons are shuffled (seeded) and
+    taken until they hold about ``fraction`` of the class's pixels, skipping one that would overshoot the share by
+    more than 40% (with only large polygons, the smallest is taken). No validation pixel has a training pixel of
+    its polygon beside it, so validation pixels lie about as far from the nearest same-class training pixel as
+    the official test pixels do (median ~20 pixels for both; with 10x10-pixel blocks, which cut polygons, it
+    was 3), and early stopping and model choice reward spatial generalisation rather than memorising a
+    polygon's neighbours (a random pixel split scores ~0.98 for every model).
 
     Args:
         rows: (N,) pixel row of every training sample.
         cols: (N,) pixel column.
         labels: (N,) class of every sample.
         fraction: share of each class to hold out.
-        seed: shuffles the groups.
-        block: block side in pixels.
+        seed: shuffles the polygons.
 
     Returns:
         (N,) bool, True for validation samples.
     """
     rng = np.random.default_rng(seed)
+    ids = polygons(rows, cols, labels)
     val = np.zeros(len(labels), dtype=bool)
     for c in np.unique(labels):
         members = np.flatnonzero(labels == c)
-        keys = rows[members] // block * 100_000 + cols[members] // block
+        keys = ids[members]
         groups = np.unique(keys)
         rng.shuffle(groups)
         sizes = np.array([(keys == g).sum() for g in groups])
@@ -132,10 +155,10 @@ def spatial_val_split(rows: np.ndarray, cols: np.ndarray, labels: np.ndarray, fr
         for g, size in zip(groups, sizes):
             if taken >= want:
                 break
-            if taken + size <= 1.4 * want:  # skip a block that would overshoot the share by far
+            if taken + size <= 1.4 * want:
                 val[members[keys == g]] = True
                 taken += size
-        if taken == 0:  # every block is too big (one or two large polygons): hold out the smallest
+        if taken == 0:
             val[members[keys == groups[np.argmin(sizes)]]] = True
     return val
 
@@ -159,7 +182,7 @@ def _coords(folder: Path, n_tr: int, y_tr: np.ndarray) -> tuple[np.ndarray, np.n
 def load(config: dict, quick: bool = False) -> dict[str, np.ndarray]:
     """Arrays: hsi (N, 144; NaN on test pixels), hsi__present, lidar (N, 21), label (N,) 1..15, split.
 
-    A spatially disjoint ``data.val_fraction`` of the official training pixels (whole blocks of each class, see
+    A spatially disjoint ``data.val_fraction`` of the official training pixels (whole polygons of each class, see
     :func:`spatial_val_split`) is the validation split; without ``sample_coords.csv`` a stratified random one.
     The official test pixels are the test split.
     """
