@@ -7,7 +7,8 @@ Usage:
 Sections (each only when its .md exists): habitat.md (benchmarks/habitat.py), microgrid.md
 (benchmarks/microgrid.py), recycling.md (benchmarks/recycling.py), sensor_select.md (benchmarks/sensor_select.py),
 ddp.md (benchmarks/ddp.py), sharded.md (benchmarks/sharded.py), coastal_real_bound.md
-(benchmarks/coastal_real_bound.py), minerals_ceiling.md (benchmarks/minerals_ceiling.py).
+(benchmarks/coastal_real_bound.py), minerals_ceiling.md (benchmarks/minerals_ceiling.py), houston_validation.md
+(benchmarks/houston_validation.py).
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ SECTIONS = [("habitat", "Habitat design (`python benchmarks/habitat.py`)"),
             ("sharded", "Larger-than-memory data (`python benchmarks/sharded.py`)"),
             ("coastal_real_bound", "coastal-real: a floor under Vlissingen-only gap-filling "
              "(`python benchmarks/coastal_real_bound.py`)"),
-            ("minerals_ceiling", "minerals: what RGB alone supports (`python benchmarks/minerals_ceiling.py`)")]
+            ("minerals_ceiling", "minerals: what RGB alone supports (`python benchmarks/minerals_ceiling.py`)"),
+            ("houston_validation", "houston: a test-like validation split, and what it ranks "
+             "(`python benchmarks/houston_validation.py`)")]
 
 
 def main() -> None:
