@@ -54,22 +54,9 @@ def _coords() -> tuple[np.ndarray, np.ndarray]:
 def _block_split(rows: np.ndarray, cols: np.ndarray, labels: np.ndarray, fraction: float, seed: int,
                  block: int = 10) -> np.ndarray:
     """The split the recipe used before: whole ``block`` x ``block`` cells of each class held out."""
-    rng = np.random.default_rng(seed)
-    val = np.zeros(len(labels), dtype=bool)
-    for c in np.unique(labels):
-        members = np.flatnonzero(labels == c)
-        keys = rows[members] // block * 100_000 + cols[members] // block
-        groups = np.unique(keys)
-        rng.shuffle(groups)
-        sizes = np.array([(keys == g).sum() for g in groups])
-        want, taken = fraction * len(members), 0
-        for g, size in zip(groups, sizes):
-            if taken >= want:
-                break
-            if taken + size <= 1.4 * want:
-                val[members[keys == g]] = True
-                taken += size
-    return val
+    from cmkd.recipes.houston import hold_out_groups
+
+    return hold_out_groups(rows // block * 100_000 + cols // block, labels, fraction, seed)
 
 
 def _nearest_same_class(queries: np.ndarray, pool: np.ndarray) -> np.ndarray:
