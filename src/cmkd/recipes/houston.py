@@ -68,7 +68,7 @@ def default_config(quick: bool = False) -> dict:
     are not a blind estimate.
 
     The sweeps above used the old validation split (10x10-pixel blocks, which cut the annotated polygons, so half
-    the validation pixels had a training pixel of their own polygon within 4 pixels). On the polygon split of
+    the validation pixels had a training pixel of their class within 4 pixels). On the polygon split of
     :func:`spatial_val_split` (``benchmarks/houston_validation.py``, seeds 0-5, validation only) the settings
     still rank first, by less than the spread: kd T=2 0.681 vs task only 0.674 (paired difference +0.007 ±
     0.023), kd T=4 0.680, kd weight 2 0.678, kd from the teacher's LiDAR view 0.657, MLP encoder 0.671-0.674; so
