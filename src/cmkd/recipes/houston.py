@@ -188,20 +188,27 @@ def spatial_val_split(rows: np.ndarray, cols: np.ndarray, labels: np.ndarray, fr
     return hold_out_groups(polygons(rows, cols, labels), labels, fraction, seed)
 
 
-def _coords(folder: Path, n_tr: int, y_tr: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """(row, col) of the training pixels from ``sample_coords.csv``, or None when it is absent or disagrees."""
-    path = folder / "sample_coords.csv"
+def sample_coords(folder: Path, split: str) -> dict[str, np.ndarray] | None:
+    """Pixel ``row``, ``col`` and ``label`` of the ``split`` (``train`` or ``test``) samples from
+    ``sample_coords.csv``, in the order of the .mat files; None when the file is absent or unreadable."""
+    path = Path(folder) / "sample_coords.csv"
     if not path.is_file():
         return None
     try:
         t = np.genfromtxt(path, delimiter=",", names=True, dtype=None, encoding="utf-8")
-        tr = t[t["split"] == "train"]
-        tr = tr[np.argsort(tr["index"], kind="stable")]
+        part = t[t["split"] == split]
+        part = part[np.argsort(part["index"], kind="stable")]
+        return {k: part[k].astype(np.int64) for k in ("row", "col", "label")}
     except (ValueError, KeyError, IndexError):
         return None
-    if len(tr) != n_tr or not np.array_equal(tr["label"].astype(np.int64), y_tr):
+
+
+def _coords(folder: Path, n_tr: int, y_tr: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(row, col) of the training pixels, or None when ``sample_coords.csv`` is absent or disagrees with them."""
+    tr = sample_coords(folder, "train")
+    if tr is None or len(tr["label"]) != n_tr or not np.array_equal(tr["label"], y_tr):
         return None
-    return tr["row"].astype(np.int64), tr["col"].astype(np.int64)
+    return tr["row"], tr["col"]
 
 
 def load(config: dict, quick: bool = False) -> dict[str, np.ndarray]:
