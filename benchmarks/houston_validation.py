@@ -41,14 +41,11 @@ BASE = "periodic, task only"
 
 
 def _coords() -> tuple[np.ndarray, np.ndarray]:
-    from cmkd.recipes import houston
+    """(N, 3) row, col, label of the training pixels and of the official test pixels."""
+    from cmkd.recipes.houston import default_folder, sample_coords
 
-    t = np.genfromtxt(houston.default_folder() / "sample_coords.csv", delimiter=",", names=True, dtype=None,
-                      encoding="utf-8")
-    tr = np.sort(t[t["split"] == "train"], order="index")
-    te = t[t["split"] == "test"]
-    return (np.c_[tr["row"], tr["col"], tr["label"]].astype(np.int64),
-            np.c_[te["row"], te["col"], te["label"]].astype(np.int64))
+    tr, te = (sample_coords(default_folder(), part) for part in ("train", "test"))
+    return tuple(np.c_[p["row"], p["col"], p["label"]] for p in (tr, te))  # type: ignore[return-value]
 
 
 def _block_split(rows: np.ndarray, cols: np.ndarray, labels: np.ndarray, fraction: float, seed: int,
@@ -115,14 +112,16 @@ def sweep_seed(seed: int) -> dict:
     for name, (s_over, d_over) in GRID.items():
         c, _, _, _ = resolve("houston", [f"seed={seed}"] + s_over + (d_over or []))
         d = c.distill
-        loss = (CompositeLoss({"task": 1.0}) if d_over is None else
-                CompositeLoss(dict(d.weights), c.student.width, teacher.width, d.temperature, d.feature_mode,
-                              d.relation_mode, d.contrastive_temperature))
         cache, mask = caches[d.teacher_view]
+        # the same order of seeding and construction as cmkd.pipeline's students (the loss is built after the
+        # second seed, as there), so each entry's validation curve is the one `cmkd run` would record
         set_seed(seed + 1)
         model = build_model(data, smods, c.student, c)
         model.set_stats(stats)
         set_seed(seed + 2)
+        loss = (CompositeLoss({"task": 1.0}, nll_beta=d.nll_beta) if d_over is None else
+                CompositeLoss(dict(d.weights), c.student.width, teacher.width, d.temperature, d.feature_mode,
+                              d.relation_mode, d.contrastive_temperature, nll_beta=d.nll_beta))
         h = fit(model, data, tr, va, c.student, loss, seed=seed + 1, target_stats=stats,
                 teacher_cache=cache if d_over else None, kd_mask=mask, quiet=True, desc=name,
                 teacher=teacher if d_over else None)
