@@ -23,8 +23,9 @@ import numpy as np
 from run_benchmarks import ms  # noqa: E402 - mean ± sample std as text (benchmarks/ is on sys.path)
 
 import cmkd
+from cmkd.checkpoint import load_model
 from cmkd.continual import adapt, model_dataset
-from cmkd.pipeline import load_model, original_dataset, resolve
+from cmkd.pipeline import original_dataset, resolve
 from cmkd.recipes.habitat.analysis import measure_speed
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -85,9 +85,10 @@ def sweep_seed(seed: int) -> dict:
     import torch
     from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
 
+    from cmkd.checkpoint import build_model
     from cmkd.data import build_data, fit_stats
     from cmkd.losses import CompositeLoss
-    from cmkd.pipeline import build_model, resolve, teacher_targets, train_teachers
+    from cmkd.pipeline import resolve, teacher_targets, train_teachers
     from cmkd.train import fit, set_seed
 
     torch.set_num_threads(1)

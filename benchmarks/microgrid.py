@@ -20,7 +20,7 @@ import numpy as np
 from run_benchmarks import ms as _ms  # noqa: E402 - benchmarks/ is on sys.path
 
 import cmkd
-from cmkd.pipeline import atomic_write_text
+from cmkd.io import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDENTS = ("student", "student_no_sky", "student_no_audio", "student_no_history", "student_torch_unpruned")

@@ -21,9 +21,10 @@ import numpy as np
 from run_benchmarks import ms  # noqa: E402 - mean ± sample std as text (benchmarks/ is on sys.path)
 
 import cmkd
+from cmkd.checkpoint import load_model
 from cmkd.continual import adapt, model_dataset
 from cmkd.evaluate import predict
-from cmkd.pipeline import load_model, original_dataset, resolve
+from cmkd.pipeline import original_dataset, resolve
 from cmkd.tune import tune
 
 ROOT = Path(__file__).resolve().parents[1]

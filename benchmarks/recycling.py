@@ -20,7 +20,7 @@ import numpy as np
 from run_benchmarks import ms  # noqa: E402 - mean ± sample std as text (benchmarks/ is on sys.path)
 
 import cmkd
-from cmkd.pipeline import atomic_write_text
+from cmkd.io import atomic_write_text
 from cmkd.recipes.recycling.scene import MATERIALS
 
 ROOT = Path(__file__).resolve().parents[1]

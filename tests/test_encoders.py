@@ -11,12 +11,13 @@ import torch
 from helpers import make_arrays, make_config, write_case
 
 import cmkd
+from cmkd.checkpoint import load_model
 from cmkd.config import validate
 from cmkd.data import build_data
 from cmkd.errors import CmkdError
 from cmkd.export import export_onnx, ort_run, ort_session
 from cmkd.models import MultimodalNet, PeriodicVectorEncoder, create_encoder
-from cmkd.pipeline import load_model, teacher_targets
+from cmkd.pipeline import teacher_targets
 
 
 def test_periodic_encoder_exports_and_masks_missing_values(tmp_path: Path) -> None:

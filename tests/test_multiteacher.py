@@ -13,11 +13,11 @@ import torch
 from helpers import make_arrays, make_config, write_case
 
 import cmkd
+from cmkd.checkpoint import load_model
 from cmkd.config import validate
 from cmkd.errors import CmkdError
 from cmkd.losses import kd_loss
 from cmkd.models import EnsembleTeacher, MultimodalNet
-from cmkd.pipeline import load_model
 
 
 def _config(**teachers: dict) -> dict:

@@ -12,6 +12,7 @@ The building blocks are public too: :class:`MultimodalNet`, the loss terms in :m
 
 from __future__ import annotations
 
+from .checkpoint import load_model
 from .config import ExperimentConfig, load_config
 from .errors import CmkdError
 from .losses import (
@@ -24,7 +25,7 @@ from .losses import (
     task_loss,
 )
 from .models import ENCODERS, MultimodalNet
-from .pipeline import load_model, run
+from .pipeline import run
 from .recipes import list_recipes
 
 __version__ = "0.1.0"

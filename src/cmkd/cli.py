@@ -111,8 +111,7 @@ def predict(model: Annotated[Path, typer.Option("--model", "-m", help="Output fo
     from .continual import model_inputs
     from .data import load_npz
     from .export import ort_run, ort_session
-    from .pipeline import atomic_write_text
-    from .train import safe_load
+    from .io import atomic_write_text, safe_load
 
     d = _model_dir(model)
     if input.is_dir():  # a folder of item images: the recycling sorting tool
@@ -166,8 +165,8 @@ def export(model: Annotated[Path, typer.Option("--model", "-m", help="Output fol
     """(Re-)export MODEL/student.pt to MODEL/student.onnx (and student.int8.onnx), with a parity check."""
     import torch
 
+    from .checkpoint import load_model
     from .export import export_onnx, ort_run, ort_session, quantize_int8
-    from .pipeline import load_model
 
     d = _model_dir(model)
     net, meta = load_model(d / "student.pt")
@@ -197,11 +196,11 @@ def evaluate(model: Annotated[Path, typer.Option("--model", "-m", help="Output f
              split: Annotated[str, typer.Option(help="'all' samples, or 'test' (split == 2 when the npz has "
                                                      "a split key).")] = "all") -> None:
     """Score a saved model on labelled data and print its metrics as JSON."""
+    from .checkpoint import load_model
     from .continual import model_dataset
     from .data import load_npz
     from .evaluate import predict as predict_torch
     from .evaluate import task_metrics
-    from .pipeline import load_model
 
     d = _model_dir(model)
     if role not in ("student", "student_baseline", "teacher"):
@@ -258,10 +257,12 @@ def adapt(model: Annotated[Path, typer.Option("--model", "-m", help="Output fold
     --restandardise the adapted model holds the new site's input statistics; adapt.json keeps both sites' (the
     original site is scored with its own).
     """
+    from .checkpoint import load_model
     from .continual import adapt as adapt_model
     from .continual import model_dataset, save_adapted
     from .data import load_npz
-    from .pipeline import atomic_write_text, check_out_dir, load_model, original_dataset
+    from .io import atomic_write_text
+    from .pipeline import check_out_dir, original_dataset
 
     d = _model_dir(model)
     net, meta = load_model(d / "student.pt")
@@ -393,7 +394,7 @@ def habitat_design(
                                                                     "(repeatable).")] = None) -> None:
     """Predict hull thickness, waste capacity, emergency buoyancy and compliance per jurisdiction for a proposed
     habitat; list violations (rule id, text, why), resolved conflicts and a concrete change per violation."""
-    from .pipeline import atomic_write_text
+    from .io import atomic_write_text
     from .recipes.habitat.design import design
 
     res = design(_model_dir(model), acoustic, legal, sensor, structural, rules, jurisdiction or None)

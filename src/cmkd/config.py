@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +18,33 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import CmkdError
 
 Kind = Literal["vector", "sequence", "image", "signal", "text"]
+
+# Registry-name checks, registered by the registries above this module (``models``: encoders and their options;
+# ``losses``: loss terms), so that config imports nothing from them. ``import cmkd`` imports both registries,
+# so the checks are in place before any config is validated.
+NAME_CHECKS: dict[str, Callable[[Any], None]] = {}
+
+
+def register_name_check(name: str) -> Callable[[Callable[[Any], None]], Callable[[Any], None]]:
+    """Decorator registering ``fn(value)`` as the check of config field ``name`` (``encoders``,
+    ``encoder_options`` or ``loss_terms``); ``fn`` raises :class:`CmkdError` with a one-line message."""
+
+    def deco(fn: Callable[[Any], None]) -> Callable[[Any], None]:
+        NAME_CHECKS[name] = fn
+        return fn
+
+    return deco
+
+
+def _check_names(name: str, value: Any) -> None:
+    """Run the registered check of ``name``; its CmkdError becomes the ValueError pydantic reports."""
+    check = NAME_CHECKS.get(name)
+    if check is None:  # a programming error: the registry module was not imported
+        raise RuntimeError(f"no name check registered for {name!r}; import cmkd first")
+    try:
+        check(value)
+    except CmkdError as e:
+        raise ValueError(str(e)) from None
 
 
 class _Strict(BaseModel):
@@ -84,24 +112,13 @@ class ModelConfig(_Strict):
     @field_validator("encoders")
     @classmethod
     def _known_encoders(cls, v: dict[str, str]) -> dict[str, str]:
-        from .models import ALTERNATIVES
-
-        for kind, name in v.items():
-            if name != kind and kind not in ALTERNATIVES.get(name, ()):
-                valid = sorted([kind] + [n for n, ks in ALTERNATIVES.items() if kind in ks])
-                raise ValueError(f"encoder {name!r} for kind {kind!r} is unknown; valid: {', '.join(valid)}")
+        _check_names("encoders", v)
         return v
 
     @field_validator("encoder_options")
     @classmethod
     def _known_encoder_options(cls, v: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-        from .models import check_encoder_options
-
-        for name, opts in v.items():
-            try:
-                check_encoder_options(name, opts)
-            except CmkdError as e:
-                raise ValueError(str(e)) from None
+        _check_names("encoder_options", v)
         return v
 
 
@@ -152,11 +169,7 @@ class DistillConfig(_Strict):
     @field_validator("weights")
     @classmethod
     def _known_terms(cls, v: dict[str, float]) -> dict[str, float]:
-        from .losses import LOSSES
-
-        bad = sorted(set(v) - set(LOSSES))
-        if bad:
-            raise ValueError(f"unknown loss term {bad[0]!r}; valid: {', '.join(sorted(LOSSES))}")
+        _check_names("loss_terms", v)
         return v
 
 

@@ -394,7 +394,7 @@ def adapt(model: MultimodalNet, new: MultimodalData, shots: int, original: Multi
 
 def save_adapted(model: MultimodalNet, meta: dict, report: dict, path: Path) -> None:
     """Save an adapted model with its parent's metadata and the adaptation report."""
-    from .train import atomic_save
+    from .io import atomic_save
 
     atomic_save({**meta, "role": "student_adapted", "state_dict": model.state_dict(),
                  "adaptation": {k: v for k, v in report.items() if k != "history"}}, path)

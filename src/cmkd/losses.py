@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .config import register_name_check
 from .errors import CmkdError
 
 LossTerm = Callable[..., Tensor]
@@ -29,6 +30,14 @@ def register_loss(name: str) -> Callable[[LossTerm], LossTerm]:
         return fn
 
     return deco
+
+
+@register_name_check("loss_terms")
+def check_loss_terms(weights: dict[str, float]) -> None:
+    """CmkdError listing the valid terms where a config's ``distill.weights`` names an unknown one."""
+    bad = sorted(set(weights) - set(LOSSES))
+    if bad:
+        raise CmkdError(f"unknown loss term {bad[0]!r}; valid: {', '.join(sorted(LOSSES))}")
 
 
 def _target_names(out: dict) -> list[str]:

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .config import register_name_check
 from .errors import CmkdError
 
 ENCODERS: dict[str, type[nn.Module]] = {}
@@ -43,6 +44,22 @@ def encoder_option_names(name: str, user: bool = True) -> list[str]:
     params = list(inspect.signature(ENCODERS[name].__init__).parameters)
     fixed = ("self", "shape", "width", "dropout", "vocab") if user else ("self", "shape", "width", "dropout")
     return [p for p in params if p not in fixed]
+
+
+@register_name_check("encoders")
+def check_encoder_choices(choices: dict[str, str]) -> None:
+    """CmkdError naming the valid encoders where a modality kind -> encoder choice is unknown."""
+    for kind, name in choices.items():
+        if name != kind and kind not in ALTERNATIVES.get(name, ()):
+            valid = sorted([kind] + [n for n, ks in ALTERNATIVES.items() if kind in ks])
+            raise CmkdError(f"encoder {name!r} for kind {kind!r} is unknown; valid: {', '.join(valid)}")
+
+
+@register_name_check("encoder_options")
+def check_all_encoder_options(options: dict[str, dict[str, float]]) -> None:
+    """:func:`check_encoder_options` for every encoder of a config's ``encoder_options``."""
+    for name, opts in options.items():
+        check_encoder_options(name, opts)
 
 
 def check_encoder_options(name: str, options: dict, user: bool = True) -> None:

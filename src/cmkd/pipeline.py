@@ -7,15 +7,15 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from .checkpoint import build_model, save_model
 from .config import ExperimentConfig, apply_overrides, dump_config, load_yaml, validate
-from .data import MultimodalData, availability, build_data, fit_stats, load_npz
+from .data import MultimodalData, build_data, fit_stats, load_npz
 from .errors import CmkdError
 from .evaluate import (
     HIGHER_IS_BETTER,
@@ -26,29 +26,11 @@ from .evaluate import (
     task_metrics,
     torch_latency_ms,
 )
+from .io import atomic_write_text, json_default
 from .losses import CompositeLoss
 from .models import EnsembleTeacher, MultimodalNet, count_params
-from .train import atomic_save, fit, safe_load, set_seed
-from .uncertainty import availability_groups, calibrate_target, coverage_width, intervals
-
-MODEL_FORMAT = "cmkd-model-1"
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write text to a temporary file beside ``path``, then rename over it."""
-    path = Path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    except OSError as e:
-        raise CmkdError(f"cannot write {path} ({e.strerror or e})") from None
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+from .train import fit, set_seed
+from .uncertainty import calibrate, interval_metrics
 
 
 def resolve(target: str, overrides: list[str] | None = None, quick: bool = False
@@ -109,56 +91,6 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def build_model(data: MultimodalData, modalities: list[str], mcfg: Any, cfg: ExperimentConfig,
-                impute: list[str] | None = None, targets: list[str] | None = None) -> MultimodalNet:
-    """A MultimodalNet for ``modalities`` sized by a teacher/student config section (``impute``: modalities
-    it reconstructs, see :class:`cmkd.models.MultimodalNet`; ``targets``: the heads, default all targets)."""
-    shapes = data.shapes()
-    outs = data.n_outputs()
-    return MultimodalNet({m: {"kind": data.kinds[m], "shape": shapes[m]} for m in modalities},
-                         {t: {"kind": k, "n_out": outs[t]} for t, k in data.target_kinds.items()
-                          if targets is None or t in targets},
-                         width=mcfg.width, heads=mcfg.heads, depth=mcfg.depth, dropout=mcfg.dropout,
-                         modality_dropout=mcfg.modality_dropout, text_vocab=cfg.data.text_vocab, impute=impute,
-                         encoders=mcfg.encoders, encoder_options=mcfg.encoder_options)
-
-
-def save_model(model: MultimodalNet, path: Path, cfg: ExperimentConfig, data: MultimodalData, role: str,
-               conformal: dict | None = None) -> None:
-    """Save weights plus plain metadata (loadable with ``weights_only=True``); ``conformal``: target -> list of
-    per-column calibration states (see :class:`cmkd.uncertainty.ConformalRegressor`)."""
-    atomic_save({"format": MODEL_FORMAT, "role": role, "hparams": model.hparams,
-                 "state_dict": model.state_dict(), "config": dump_config(cfg),
-                 "classes": {t: c.tolist() for t, c in data.classes.items()},
-                 "class_names": cfg.data.class_names, "conformal": conformal or {}}, path)
-
-
-def _net(hp: dict) -> MultimodalNet:
-    return MultimodalNet(hp["modalities"], hp["targets"], width=hp["width"], heads=hp["heads"], depth=hp["depth"],
-                         dropout=hp["dropout"], modality_dropout=hp["modality_dropout"],
-                         text_vocab=hp["text_vocab"], impute=hp.get("impute"), encoders=hp.get("encoders"),
-                         encoder_options=hp.get("encoder_options"))
-
-
-def load_model(path: str | Path) -> tuple[MultimodalNet, dict]:
-    """Load a model saved by :func:`save_model` (a multi-teacher ensemble too); a corrupt or foreign file is a
-    CmkdError."""
-    ck = safe_load(path)
-    if ck.get("format") != MODEL_FORMAT:
-        raise CmkdError(f"{path}: not a cmkd model file (format {ck.get('format')!r})")
-    try:
-        hp = ck["hparams"]
-        if "ensemble" in hp:
-            model = EnsembleTeacher({k: _net(h) for k, h in hp["ensemble"].items()}, hp["temperatures"],
-                                    hp["weights"])
-        else:
-            model = _net(hp)
-        model.load_state_dict(ck["state_dict"])
-    except (KeyError, TypeError, RuntimeError, ValueError) as e:
-        raise CmkdError(f"{path}: damaged cmkd model file ({str(e).splitlines()[0][:120]})") from None
-    return model.eval(), ck
-
-
 def original_dataset(meta: dict) -> MultimodalData | None:
     """Rebuild the dataset a saved model was trained on from its config (None when it cannot be found)."""
     import yaml
@@ -178,42 +110,6 @@ def original_dataset(meta: dict) -> MultimodalData | None:
         return build_data(arrays, cfg.data, cfg.seed, str(cfg.data.path or cfg.recipe), modalities=mods)
     except CmkdError:
         return None
-
-
-def uncertainty_groups(data: MultimodalData, idx: np.ndarray, modalities: list[str], cfg: ExperimentConfig
-                       ) -> np.ndarray | None:
-    """Availability band of each sample (Mondrian calibration groups), or None without edges. The share is over
-    ``uncertainty.availability_modalities`` that the model has, else over all of ``modalities``."""
-    u = cfg.uncertainty
-    if not u.availability_edges:
-        return None
-    mods = [m for m in (u.availability_modalities or []) if m in modalities] or modalities
-    return availability_groups(availability(data, idx, mods), tuple(u.availability_edges))
-
-
-def calibrate(model: MultimodalNet, data: MultimodalData, cal: np.ndarray, cfg: ExperimentConfig,
-              device: torch.device | str = "cpu") -> dict:
-    """Split-conformal calibrators of every regression target on the calibration samples ``cal``."""
-    mods = list(model.encoders)
-    p = predict(model, data, cal, device=device)
-    groups = uncertainty_groups(data, cal, mods, cfg)
-    return {t: calibrate_target(p[f"{t}/value"], p[f"{t}/std"], data.targets[t][cal], groups, cfg.uncertainty.alpha)
-            for t, k in model.target_kinds.items() if k == "regression"}
-
-
-def interval_metrics(model: MultimodalNet, data: MultimodalData, idx: np.ndarray, preds: dict, conformal: dict,
-                     cfg: ExperimentConfig) -> dict[str, float]:
-    """Coverage and mean width of the calibrated intervals on ``idx`` (first target unprefixed)."""
-    pct = round(100 * (1 - cfg.uncertainty.alpha))
-    groups = uncertainty_groups(data, idx, list(model.encoders), cfg)
-    out: dict[str, float] = {}
-    first = next(iter(data.target_kinds))
-    for t, cal in conformal.items():
-        lo, hi = intervals(cal, preds[f"{t}/value"], preds[f"{t}/std"], groups)
-        cw = coverage_width(data.targets[t][idx], lo, hi)
-        pre = "" if t == first else f"{t}/"
-        out[f"{pre}coverage_{pct}"], out[f"{pre}width_{pct}"] = cw["coverage"], cw["width"]
-    return out
 
 
 def class_balance_weights(data: MultimodalData, idx: np.ndarray, beta: float, device: torch.device | str = "cpu"
@@ -565,23 +461,15 @@ def _run(config: str | ExperimentConfig, out: str | Path, *, overrides: list[str
             extra = rec.analyse(ctx) or {}
             metrics.update(extra.get("metrics", {}))
             extra_html.extend(extra.get("html", []))
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=_json_default))
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=json_default))
     from .report import write_report
 
     write_report(out / "report.html", metrics, histories, predictions, extra_html)
-    atomic_write_text(out / "histories.json", json.dumps(histories, indent=1, default=_json_default))
+    atomic_write_text(out / "histories.json", json.dumps(histories, indent=1, default=json_default))
     shutil.rmtree(ck_dir, ignore_errors=True)
     if not quiet:
         print_summary(metrics, out)
     return metrics
-
-
-def _json_default(o: object) -> object:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(type(o).__name__)
 
 
 def print_summary(metrics: dict, out: Path | None = None) -> None:

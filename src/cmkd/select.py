@@ -99,7 +99,7 @@ def select(cfg: ExperimentConfig, arrays: dict[str, np.ndarray], budget: float, 
               "budget": budget, "candidates": candidates, "costs": costs, "subsets": rows, "pareto_front": front,
               "best_within_budget": best}
     if out is not None:
-        from .pipeline import atomic_write_text
+        from .io import atomic_write_text
 
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "select.json", json.dumps(result, indent=1))

@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
-import os
-import pickle
-import re
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +15,7 @@ from .config import ModelConfig
 from .data import MultimodalData, availability, make_batch
 from .errors import CmkdError
 from .evaluate import predict, selection_metric, task_metrics
+from .io import atomic_save, safe_load
 from .losses import CompositeLoss
 from .models import MultimodalNet
 
@@ -28,39 +25,6 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-def atomic_save(obj: object, path: str | Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename: never a half-written file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def safe_load(path: str | Path) -> dict:
-    """Load a checkpoint with ``weights_only=True``; a corrupt or malicious file is a CmkdError."""
-    p = Path(path)
-    if not p.is_file():
-        raise CmkdError(f"checkpoint not found: {p}")
-    try:
-        with warnings.catch_warnings():  # e.g. "unexpected pickle protocol": the error below says enough
-            warnings.simplefilter("ignore")
-            obj = torch.load(p, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:  # the weights-only unpickler refused an object: never run it
-        m = re.search(r"GLOBAL ([\w.]+)", str(e))
-        what = f"it asks to import {m.group(1)}" if m else "it holds more than tensors and plain data"
-        raise CmkdError(f"{p}: not a valid cmkd checkpoint (refused to load: {what})") from None
-    except Exception as e:  # noqa: BLE001 - any other failure to read is a corrupt or truncated file
-        first = (str(e).splitlines() or [type(e).__name__])[0][:160]
-        raise CmkdError(f"{p}: not a valid cmkd checkpoint (corrupt or truncated: {first})") from None
-    if not isinstance(obj, dict):
-        raise CmkdError(f"{p}: not a valid cmkd checkpoint (unexpected content)")
-    return obj
 
 
 def _lr_factor(epoch: int, warmup: int, total: int) -> float:

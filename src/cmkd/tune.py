@@ -82,8 +82,9 @@ class _Objective:
 
     def train_student(self, cfg: ExperimentConfig) -> tuple[Any, float]:
         """Train the distilled student of ``cfg``; returns it and its best validation metric."""
+        from .checkpoint import build_model
         from .losses import CompositeLoss
-        from .pipeline import build_model, class_balance_weights
+        from .pipeline import class_balance_weights
         from .train import fit, set_seed
 
         d, w = cfg.distill, dict(cfg.distill.weights)
@@ -171,7 +172,7 @@ def tune(cfg: ExperimentConfig, arrays: dict[str, np.ndarray], trials: int, samp
     result = {"sampler": sampler, "metric": key, "trials": rows, "default": default_value, "best": best[key],
               "gain": sign * (best[key] - default_value), "best_params": params or "defaults"}
     if out is not None:
-        from .pipeline import atomic_write_text
+        from .io import atomic_write_text
 
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "trials.json", json.dumps(result, indent=1))

@@ -15,10 +15,18 @@ sees 10% of its readings gets a ``q`` fitted on samples that saw about 10%.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
+from .data import MultimodalData, availability
 from .errors import CmkdError
+from .evaluate import predict
+
+if TYPE_CHECKING:
+    from .config import ExperimentConfig
+    from .models import MultimodalNet
 
 
 def conformal_quantile(scores: np.ndarray, alpha: float) -> float:
@@ -139,3 +147,39 @@ def intervals(conformal: list[ConformalRegressor], mu: np.ndarray, sigma: np.nda
     for k, c in enumerate(conformal):
         lo[:, k], hi[:, k] = c.interval(mu[:, k], sigma[:, k], groups)
     return lo, hi
+
+
+def uncertainty_groups(data: MultimodalData, idx: np.ndarray, modalities: list[str], cfg: ExperimentConfig
+                       ) -> np.ndarray | None:
+    """Availability band of each sample (Mondrian calibration groups), or None without edges. The share is over
+    ``uncertainty.availability_modalities`` that the model has, else over all of ``modalities``."""
+    u = cfg.uncertainty
+    if not u.availability_edges:
+        return None
+    mods = [m for m in (u.availability_modalities or []) if m in modalities] or modalities
+    return availability_groups(availability(data, idx, mods), tuple(u.availability_edges))
+
+
+def calibrate(model: MultimodalNet, data: MultimodalData, cal: np.ndarray, cfg: ExperimentConfig,
+              device: torch.device | str = "cpu") -> dict:
+    """Split-conformal calibrators of every regression target on the calibration samples ``cal``."""
+    mods = list(model.encoders)
+    p = predict(model, data, cal, device=device)
+    groups = uncertainty_groups(data, cal, mods, cfg)
+    return {t: calibrate_target(p[f"{t}/value"], p[f"{t}/std"], data.targets[t][cal], groups, cfg.uncertainty.alpha)
+            for t, k in model.target_kinds.items() if k == "regression"}
+
+
+def interval_metrics(model: MultimodalNet, data: MultimodalData, idx: np.ndarray, preds: dict, conformal: dict,
+                     cfg: ExperimentConfig) -> dict[str, float]:
+    """Coverage and mean width of the calibrated intervals on ``idx`` (first target unprefixed)."""
+    pct = round(100 * (1 - cfg.uncertainty.alpha))
+    groups = uncertainty_groups(data, idx, list(model.encoders), cfg)
+    out: dict[str, float] = {}
+    first = next(iter(data.target_kinds))
+    for t, cal in conformal.items():
+        lo, hi = intervals(cal, preds[f"{t}/value"], preds[f"{t}/std"], groups)
+        cw = coverage_width(data.targets[t][idx], lo, hi)
+        pre = "" if t == first else f"{t}/"
+        out[f"{pre}coverage_{pct}"], out[f"{pre}width_{pct}"] = cw["coverage"], cw["width"]
+    return out

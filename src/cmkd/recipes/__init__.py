@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import importlib
-import os
-from pathlib import Path
 from types import ModuleType
 
 from ..errors import CmkdError
@@ -35,18 +33,3 @@ def list_recipes() -> dict[str, str]:
         mod = get_recipe(name)
         out[name] = mod.DESCRIPTION + (" [synthetic data]" if mod.SYNTHETIC else " [real data]")
     return out
-
-
-def shared_data_folder(name: str) -> Path:
-    """A real dataset's folder: ``$CMKD_DATA`` if set (a folder holding ``name``, or that folder itself), else
-    ``shared/data/name`` beside the project (searched from the working directory and this package upwards)."""
-    env = os.environ.get("CMKD_DATA")
-    if env:
-        p = Path(env)
-        return p / name if (p / name).is_dir() else p
-    here = Path(__file__).resolve()
-    for base in [Path.cwd(), *here.parents]:
-        cand = base.parent / "shared" / "data" / name
-        if cand.is_dir():
-            return cand
-    return Path.cwd().parent / "shared" / "data" / name

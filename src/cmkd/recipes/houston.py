@@ -34,7 +34,7 @@ FILES = ["HSI_TrSet.mat", "LiDAR_TrSet.mat", "LiDAR_TeSet.mat", "TrLabel.mat", "
 
 def default_folder() -> Path:
     """``$CMKD_DATA`` if set, else ``shared/data`` beside the project (or the working directory)."""
-    from . import shared_data_folder
+    from ..io import shared_data_folder
 
     return shared_data_folder(FOLDER)
 

@@ -199,7 +199,7 @@ def analyse(ctx: dict) -> dict:
     deployment = _deployment(ctx["metrics"])
     section = {"synthetic": True, "coefficients": table, "t_per_pixel_at_full_coefficient": scale,
                "carbonation": carb, "deployment": deployment}
-    from ..pipeline import atomic_write_text
+    from ..io import atomic_write_text
 
     atomic_write_text(out / "survey.json", json.dumps(section, indent=1))
     html = _html(section, scene["coord_row"][test], scene["coord_col"][test], truth, maps)

@@ -27,7 +27,7 @@ EPOCH = np.datetime64("2025-01-01T00:00")
 
 def save_tides(models: dict[int, HarmonicModel], assets: list[dict], path: Path) -> None:
     """Write per-station harmonic models and the assets as JSON (atomically)."""
-    from ...pipeline import atomic_write_text
+    from ...io import atomic_write_text
 
     doc = {"epoch": str(EPOCH), "assets": assets, "stations": {
         str(s): {"constituents": list(m.constituents), "speeds": m.speeds.tolist(), "mean": m.mean,
@@ -94,10 +94,9 @@ def forecast_csv(model_dir: Path, csv: Path) -> dict:
     import torch
     import yaml
 
-    from ...pipeline import load_model
+    from ...checkpoint import load_model
     from ...uncertainty import ConformalRegressor, availability_groups
-    from .recipe import HORIZONS, WINDOW
-    from .scene import BANDS, CHANNELS
+    from .scene import BANDS, CHANNELS, HORIZONS, WINDOW
 
     model, meta = load_model(model_dir / "student.pt")
     tides, assets = load_tides(model_dir / "coastal_tides.json")

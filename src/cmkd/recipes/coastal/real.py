@@ -73,7 +73,7 @@ HARM_OFFSETS = np.arange(-6, 7)
 
 def default_folder() -> Path:
     """``$CMKD_DATA`` if set, else ``shared/data`` beside the project (or the working directory)."""
-    from .. import shared_data_folder
+    from ...io import shared_data_folder
 
     return shared_data_folder(FOLDER)
 

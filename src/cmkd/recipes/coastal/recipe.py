@@ -64,12 +64,10 @@ from ...errors import CmkdError
 from ...missing import PATTERNS, channel_masks, make_mask
 from . import decisions
 from .harmonic import fit as harmonic_fit
-from .scene import BANDS, CoastalScene, generate
+from .scene import BANDS, HORIZONS, WINDOW, CoastalScene, generate
 
 DESCRIPTION = "Coastal sea level from sparse storm-damaged gauges: satellite+complete-sensor teacher -> sparse student"
 SYNTHETIC = True
-WINDOW = 48
-HORIZONS = (6, 24)
 LEVELS = (0.0, 0.3, 0.6, 0.8, 0.9)
 BLOCK_H = 30 * 24  # failure-pattern blocks of the mixed masks (not the split blocks)
 BLOCK_DAYS = 15  # default ``options.block_days`` (split blocks)
@@ -273,8 +271,8 @@ def analyse(ctx: dict) -> dict:
     """Sparsity sweep (every pattern x 0/30/60/80/90% missing) of the teacher, student_baseline, student and the
     harmonic baseline, calibrated-interval coverage per level, imputation error, and recommendations."""
     from ...evaluate import predict
-    from ...pipeline import interval_metrics
     from ...report import escape, figure_html, table_html
+    from ...uncertainty import interval_metrics
 
     cfg, data, models, out = ctx["cfg"], ctx["data"], ctx["models"], ctx["out"]
     test, dev = ctx["test"], ctx["device"]
@@ -325,8 +323,7 @@ def analyse(ctx: dict) -> dict:
     # recommendations: the last test forecast of every station, and warning skill over the whole test period
     student = models["student"]
     p = predict(student, data, test, device=dev)
-    from ...pipeline import uncertainty_groups
-    from ...uncertainty import intervals
+    from ...uncertainty import intervals, uncertainty_groups
 
     groups = uncertainty_groups(data, test, list(student.encoders), cfg)
     cal = ctx["conformal"].get("student", {}).get("surge")
@@ -347,7 +344,7 @@ def analyse(ctx: dict) -> dict:
                                     HORIZONS, assets)
     doc = {"synthetic": True, "generated_from": "cmkd coastal recipe (synthetic data), student model",
            "interval": "90% split-conformal", "assets": assets, "recommendations": recs}
-    from ...pipeline import atomic_write_text
+    from ...io import atomic_write_text
 
     atomic_write_text(out / "recommendations.json", json.dumps(doc, indent=2))
     from .forecast import save_tides

@@ -112,6 +112,8 @@ CHANNELS: tuple[str, ...] = (
     "water_temp",
 )
 BANDS: tuple[str, ...] = ("sediment_plume", "surface_temp", "sar_wetness")
+WINDOW = 48  # hours of gauge history a sample sees
+HORIZONS = (6, 24)  # forecast lead times in hours
 #: constituent -> period in hours (360 / Doodson speed in degrees per hour)
 TIDAL_PERIODS_H: dict[str, float] = {
     "M2": 12.4206012, "S2": 12.0, "N2": 12.65834751, "K1": 23.93447213, "O1": 25.81934171,

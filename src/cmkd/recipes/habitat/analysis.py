@@ -8,7 +8,7 @@ import json
 import numpy as np
 
 from .rules import evaluate, fix, load_rules, recommend
-from .scene import region_rules
+from .scene import generate, region_rules
 
 JURISDICTIONS = ("national", "unclos", "isa", "environment")
 
@@ -104,12 +104,11 @@ def measure_speed(ctx: dict) -> dict[str, float]:
 def analyse(ctx: dict) -> dict:
     """Metrics section ``habitat`` and the report's habitat section."""
     from ...report import figure_html, table_html
-    from .recipe import _generate
 
     cfg, metrics, out = ctx["cfg"], ctx["metrics"], ctx["out"]
     o = cfg.options
     n, region, rules_path = int(o.get("n", 5000)), int(o.get("region", 0)), o.get("rules")
-    _, records = _generate(n, cfg.seed, region, rules_path)
+    _, records = generate(n, cfg.seed, region, load_rules(rules_path))
     rules = region_rules(load_rules(rules_path), region)
     test = [records[i] for i in ctx["test"]]
     table = compliance_table(metrics["models"])
@@ -121,7 +120,7 @@ def analyse(ctx: dict) -> dict:
                "test_conflicts_resolved": conflicts,
                "compliance_gap_student_vs_ensemble": table["student"]["mean"] - table["teacher"]["mean"],
                "disclaimer": "SYNTHETIC sites; ILLUSTRATIVE rules, not legal advice"}
-    from ...pipeline import atomic_write_text
+    from ...io import atomic_write_text
 
     atomic_write_text(out / "habitat.json", json.dumps(section, indent=1))
     import matplotlib

@@ -135,7 +135,7 @@ def design(model_dir: Path, acoustic: Path, legal: Path, sensor: Path, structura
 
     from ...continual import model_inputs
     from ...export import ort_run, ort_session
-    from ...train import safe_load
+    from ...io import safe_load
 
     rs = load_rules(rules)
     if jurisdictions:

@@ -400,7 +400,7 @@ def closed_loop(config: dict, int8_path: str | Path, torch_model: torch.nn.Modul
 def analyse(ctx: dict) -> dict:
     """Closed loop on held-out weather (rule-based, student INT8, student with each stream missing, oracle),
     ``OUT/closed_loop.json`` and time-series figures."""
-    from ...pipeline import atomic_write_text
+    from ...io import atomic_write_text
     from ...report import escape, figure_html, table_html
 
     cfg, out = ctx["cfg"], ctx["out"]

@@ -80,7 +80,7 @@ def analyse(ctx: dict) -> dict:
     """The recipe's report section and ``sorting.json`` / ``policy.json`` (see the module docstring)."""
     from sklearn.metrics import f1_score
 
-    from ...pipeline import atomic_write_text
+    from ...io import atomic_write_text
 
     cfg, data, test, out = ctx["cfg"], ctx["data"], ctx["test"], Path(ctx["out"])
     opts = cfg.options or {}
@@ -194,7 +194,7 @@ def predict_folder(model_dir: Path, folder: Path, int8: bool = False) -> dict:
     import yaml
 
     from ...export import ort_run, ort_session
-    from ...train import safe_load
+    from ...io import safe_load
 
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png" and p.is_file())
     if not files:

@@ -123,7 +123,7 @@ def write_pngs(folder: Path, visual: np.ndarray, material: np.ndarray, degradati
     (the true material, degradation and quality of each file: SYNTHETIC items)."""
     from PIL import Image
 
-    from ...pipeline import atomic_write_text
+    from ...io import atomic_write_text
 
     folder.mkdir(parents=True, exist_ok=True)
     paths, labels = [], {}

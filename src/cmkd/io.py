@@ -1,0 +1,96 @@
+"""Atomic file writes, strict JSON and safe checkpoint loading: the bottom of the package (it imports only
+``errors``), so every layer, recipes included, writes files the same way."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import CmkdError
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write text to a temporary file beside ``path``, then rename over it."""
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    except OSError as e:
+        raise CmkdError(f"cannot write {path} ({e.strerror or e})") from None
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def json_default(o: object) -> object:
+    """``json.dumps`` fallback: numpy scalars and arrays as plain numbers and lists; anything else a TypeError."""
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(type(o).__name__)
+
+
+def write_json(path: str | Path, obj: object, indent: int | None = 1) -> None:
+    """Atomically write ``obj`` as JSON (numpy values converted by :func:`json_default`)."""
+    atomic_write_text(path, json.dumps(obj, indent=indent, default=json_default))
+
+
+def atomic_save(obj: object, path: str | Path) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename: never a half-written file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def safe_load(path: str | Path) -> dict:
+    """Load a checkpoint with ``weights_only=True``; a corrupt or malicious file is a CmkdError."""
+    p = Path(path)
+    if not p.is_file():
+        raise CmkdError(f"checkpoint not found: {p}")
+    try:
+        with warnings.catch_warnings():  # e.g. "unexpected pickle protocol": the error below says enough
+            warnings.simplefilter("ignore")
+            obj = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # the weights-only unpickler refused an object: never run it
+        m = re.search(r"GLOBAL ([\w.]+)", str(e))
+        what = f"it asks to import {m.group(1)}" if m else "it holds more than tensors and plain data"
+        raise CmkdError(f"{p}: not a valid cmkd checkpoint (refused to load: {what})") from None
+    except Exception as e:  # noqa: BLE001 - any other failure to read is a corrupt or truncated file
+        first = (str(e).splitlines() or [type(e).__name__])[0][:160]
+        raise CmkdError(f"{p}: not a valid cmkd checkpoint (corrupt or truncated: {first})") from None
+    if not isinstance(obj, dict):
+        raise CmkdError(f"{p}: not a valid cmkd checkpoint (unexpected content)")
+    return obj
+
+
+def shared_data_folder(name: str) -> Path:
+    """A real dataset's folder: ``$CMKD_DATA`` if set (a folder holding ``name``, or that folder itself), else
+    ``shared/data/name`` beside the project (searched from the working directory and this package upwards)."""
+    env = os.environ.get("CMKD_DATA")
+    if env:
+        p = Path(env)
+        return p / name if (p / name).is_dir() else p
+    here = Path(__file__).resolve()
+    for base in [Path.cwd(), *here.parents]:
+        cand = base.parent / "shared" / "data" / name
+        if cand.is_dir():
+            return cand
+    return Path.cwd().parent / "shared" / "data" / name
