@@ -306,8 +306,9 @@ def _run(config: str | ExperimentConfig, out: str | Path, *, overrides: list[str
                              class_weights=class_balance_weights(data, train, d.class_balance, dev))
 
     def train_student(role: str, mods: list[str], distil: bool, t_model: MultimodalNet, t_cache: dict,
-                      t_mask: np.ndarray) -> MultimodalNet:
-        """Train one student-sized model (optionally distilled from ``t_model``) and keep it in ``models``."""
+                      t_mask: np.ndarray, tag: str = "") -> MultimodalNet:
+        """Train one student-sized model (optionally distilled from ``t_model``) and keep it in ``models``;
+        ``tag`` makes the checkpoint file of a retraining (an aggregation round) its own."""
         fit_idx = train_all if distil else train
         # with refit: choose the epoch count on validation, then retrain on train + val for that many epochs
         stages = [(role, cfg.student, fit_idx, True)]
@@ -324,7 +325,7 @@ def _run(config: str | ExperimentConfig, out: str | Path, *, overrides: list[str
             set_seed(cfg.seed + 2)
             hist = fit(model, data, idx, val, mcfg, make_loss(role if distil else "student_baseline", t_model.width),
                        seed=cfg.seed + 1, target_stats=stats, teacher_cache=t_cache if distil else None,
-                       kd_mask=t_mask, ckpt_path=ck_dir / f"{stage}.pt", resume=resume, quiet=quiet, desc=stage,
+                       kd_mask=t_mask, ckpt_path=ck_dir / f"{stage}{tag}.pt", resume=resume, quiet=quiet, desc=stage,
                        device=dev, teacher=t_model if distil else None,
                        mixup=cfg.distill.mixup if distil else 0.0, select_best=select)
             histories[stage] = hist
@@ -361,7 +362,8 @@ def _run(config: str | ExperimentConfig, out: str | Path, *, overrides: list[str
         train = data.labelled(train_all)
         cache, kd_mask = teacher_targets(teacher, data, smods, cfg.distill.teacher_view, targets, dev)
         aggregated.append(m_new)
-        train_student("student", smods, any(v for k, v in w.items() if k != "task"), teacher, cache, kd_mask)
+        train_student("student", smods, any(v for k, v in w.items() if k != "task"), teacher, cache, kd_mask,
+                      tag=f"_round{len(aggregated)}")
     # progressive distillation: teacher -> assistant_1 -> ... -> student_progressive (Mirzadeh et al., 2020)
     # each model learns from the previous one's targets for its own modalities (they differ with teacher_view)
     prev = teacher
@@ -442,7 +444,7 @@ def _run(config: str | ExperimentConfig, out: str | Path, *, overrides: list[str
                 net, data, train_all if distil else train, val, mcfg,
                 make_loss("student" if distil else "student_baseline", teacher.width), seed=cfg.seed + 3,
                 target_stats=stats, teacher_cache=cache if distil else None, kd_mask=kd_mask,
-                ckpt_path=ck_dir / "student_pruned.pt", quiet=quiet, desc="student_pruned", device=dev,
+                ckpt_path=ck_dir / "student_pruned.pt", resume=resume, quiet=quiet, desc="student_pruned", device=dev,
                 teacher=teacher if distil else None)
             net.cpu()
 
