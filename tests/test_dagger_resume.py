@@ -1,56 +1,53 @@
 """Dataset-aggregation rounds (DAgger, used by microgrid) and the pruning fine-tune under ``--resume``.
 
-A tiny SYNTHETIC recipe with an ``aggregate`` hook is registered from this test; the training calls are
+A tiny SYNTHETIC recipe with an ``aggregate`` hook is registered from this test (touching no core file: a new
+recipe is its Recipe plus one registration line) and runs ``--quick`` end to end; the training calls are
 recorded. Every training stage must have its own checkpoint file (a shared one lets ``--resume`` after a crash
 in round k load round k's weights into round 0), and the pruning fine-tune must be resumable too."""
 
 from __future__ import annotations
 
-import sys
-import types
 from pathlib import Path
 
 import pytest
 from helpers import make_arrays, make_config
 
 import cmkd.pipeline as pipeline
-from cmkd import recipes
+from cmkd.recipes.base import REGISTRY, Recipe, options_model
 
 NAME = "tiny-dagger"
 
 
-def _module() -> types.ModuleType:
-    mod = types.ModuleType("tiny_dagger_recipe")
-    mod.DESCRIPTION = "test-only SYNTHETIC recipe with two aggregation rounds"
-    mod.SYNTHETIC = True
+def _default_config(quick: bool = False) -> dict:
+    cfg = make_config(npz="", student="vec", teacher=["vec", "img"], epochs=2)
+    cfg["data"]["path"] = None
+    cfg["data"]["modalities"] = {"vec": {"kind": "vector"}, "img": {"kind": "image"}}
+    cfg["export"] = {"latency_runs": 5, "prune": 0.3, "prune_epochs": 1}
+    cfg["options"] = {"n": 160}
+    return cfg
 
-    def default_config(quick: bool = False) -> dict:
-        cfg = make_config(npz="", student="vec", teacher=["vec", "img"], epochs=2)
-        cfg["data"]["path"] = None
-        cfg["data"]["modalities"] = {"vec": {"kind": "vector"}, "img": {"kind": "image"}}
-        cfg["export"] = {"latency_runs": 5, "prune": 0.3, "prune_epochs": 1}
-        return cfg
 
-    def load(config: dict, quick: bool = False) -> dict:
-        a = make_arrays(n=160, seed=int(config["seed"]))
-        return {k: a[k] for k in ("vec", "img", "y", "split")}
+def _load(config: dict, quick: bool = False) -> dict:
+    a = make_arrays(n=int(config["options"]["n"]), seed=int(config["seed"]))
+    return {k: a[k] for k in ("vec", "img", "y", "split")}
 
-    def aggregate(config: dict, student: object, round_: int, quick: bool = False) -> dict | None:
-        if round_ >= 2:
-            return None
-        a = make_arrays(n=30, seed=100 + round_)
-        return {k: a[k] for k in ("vec", "img", "y", "split")}
 
-    mod.default_config, mod.load, mod.aggregate = default_config, load, aggregate
-    return mod
+def _aggregate(config: dict, student: object, round_: int) -> dict | None:
+    if round_ >= 2:
+        return None
+    a = make_arrays(n=30, seed=100 + round_)
+    return {k: a[k] for k in ("vec", "img", "y", "split")}
+
+
+# the whole recipe: what a new recipe package's recipe.py holds (plus its line in cmkd.recipes.RECIPES)
+TINY = Recipe(name=NAME, description="test-only recipe with two aggregation rounds", synthetic=True,
+              default_config=_default_config, load=_load, options=options_model(NAME, n=int), aggregate=_aggregate)
 
 
 @pytest.fixture(scope="module")
 def calls(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     mp = pytest.MonkeyPatch()
-    mod = _module()
-    mp.setitem(sys.modules, mod.__name__, mod)
-    mp.setitem(recipes.RECIPES, NAME, mod.__name__)
+    mp.setitem(REGISTRY, NAME, TINY)
     seen: list[dict] = []
     real_fit = pipeline.fit
 
@@ -80,3 +77,17 @@ def test_pruning_finetune_resumes(calls: list[dict]) -> None:
     assert pruned and all(c["resume"] for c in pruned)
     assert all(c["resume"] for c in calls)
 
+
+
+def test_tiny_recipe_is_listed_and_checks_its_options() -> None:
+    from cmkd.errors import CmkdError
+    from cmkd.recipes import list_recipes
+
+    mp = pytest.MonkeyPatch()
+    mp.setitem(REGISTRY, NAME, TINY)
+    try:
+        assert list_recipes()[NAME].endswith("[synthetic data]")
+        with pytest.raises(CmkdError, match=r"unknown option 'options.nn'; valid: n$"):
+            pipeline.resolve(NAME, ["options.nn=3"], quick=True)
+    finally:
+        mp.undo()

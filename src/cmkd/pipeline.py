@@ -36,27 +36,29 @@ from .uncertainty import calibrate, interval_metrics
 def resolve(target: str, overrides: list[str] | None = None, quick: bool = False
             ) -> tuple[ExperimentConfig, dict[str, np.ndarray], str, bool]:
     """Turn a recipe name or YAML path plus overrides into (config, arrays, source, synthetic)."""
-    from .recipes import RECIPES, get_recipe
+    from .recipes import get_recipe, recipe_names
 
-    if target in RECIPES:
+    if target in recipe_names():
         rec = get_recipe(target)
         raw = apply_overrides(rec.default_config(quick=quick), overrides)
         raw["recipe"] = target
         cfg = validate(raw, source=f"recipe {target}")
+        rec.check_options(cfg.options)
         arrays = rec.load(cfg.model_dump(mode="json"), quick=quick)
-        source = "synthetic" if rec.SYNTHETIC else str(cfg.data.path)
-        return cfg, arrays, source, bool(rec.SYNTHETIC)
+        source = "synthetic" if rec.synthetic else str(cfg.data.path)
+        return cfg, arrays, source, rec.synthetic
     p = Path(target)
     if p.suffix.lower() not in (".yaml", ".yml") and not p.exists():
-        raise CmkdError(f"'{target}' is neither a recipe ({', '.join(sorted(RECIPES))}) nor a YAML file")
+        raise CmkdError(f"'{target}' is neither a recipe ({', '.join(sorted(recipe_names()))}) nor a YAML file")
     raw = apply_overrides(load_yaml(p), overrides)
     cfg = validate(raw, source=str(p))
     if cfg.recipe and not cfg.data.path:  # a recipe's config saved as YAML (e.g. by `cmkd tune`)
         from .recipes import get_recipe
 
         rec = get_recipe(cfg.recipe)
+        rec.check_options(cfg.options)
         arrays = rec.load(cfg.model_dump(mode="json"), quick=quick)
-        return cfg, arrays, "synthetic" if rec.SYNTHETIC else str(p), bool(rec.SYNTHETIC)
+        return cfg, arrays, "synthetic" if rec.synthetic else str(p), rec.synthetic
     if not cfg.data.path:
         raise CmkdError(f"{p}: data.path is required (the .npz file, relative to the YAML)")
     dp = Path(cfg.data.path)
@@ -339,14 +341,14 @@ def _run(config: str | ExperimentConfig, out: str | Path, *, overrides: list[str
     # returns extra training samples labelled at the states its trained student visits (None: no more rounds);
     # they are appended to the training split and the distilled student is retrained on the union. The
     # validation and test samples keep their indices; the baseline student keeps the original data.
-    rec_mod = None
+    rec = None
     if cfg.recipe:
         from .recipes import get_recipe
 
-        rec_mod = get_recipe(cfg.recipe)
+        rec = get_recipe(cfg.recipe)
     aggregated: list[int] = []
-    while rec_mod is not None and hasattr(rec_mod, "aggregate"):
-        extra = rec_mod.aggregate(cfg.model_dump(mode="json"), models["student"], len(aggregated))
+    while rec is not None and rec.aggregate is not None:
+        extra = rec.aggregate(cfg.model_dump(mode="json"), models["student"], len(aggregated))
         if not extra:
             break
         missing = sorted(set(arrays) - set(extra))
@@ -450,13 +452,10 @@ def _run(config: str | ExperimentConfig, out: str | Path, *, overrides: list[str
 
         metrics["export"] = export_student(models["student"], data, test, out, cfg,
                                            finetune if cfg.export.prune_epochs else None)
-    if cfg.recipe:
-        from .recipes import get_recipe
-
-        rec = get_recipe(cfg.recipe)
-        if hasattr(rec, "references"):
+    if rec is not None:
+        if rec.references is not None:
             metrics["references"] = rec.references(data, smods, cfg.seed)
-        if hasattr(rec, "analyse"):  # recipe-specific analysis: sweeps, decisions, extra figures
+        if rec.analyse is not None:  # recipe-specific analysis: sweeps, decisions, extra figures
             ctx = {"models": models, "data": data, "cfg": cfg, "out": out, "device": dev, "test": test,
                    "val": val, "calibration": cal_all, "conformal": conformal, "metrics": metrics,
                    "predictions": predictions, "quiet": quiet}

@@ -1,13 +1,18 @@
-"""Built-in recipes. Each module provides ``DESCRIPTION``, ``SYNTHETIC``, ``default_config(quick)`` and
-``load(config, quick)``, and optionally ``references(...)`` (classical reference models) and ``decisions(...)``."""
+"""Built-in recipes: the registry. Each recipe is a package whose ``recipe.py`` registers a
+:class:`~cmkd.recipes.base.Recipe` (name, description, synthetic or real, options, ``default_config``, ``load``
+and the optional hooks ``references``, ``aggregate``, ``analyse``, ``cli``). Adding a recipe: its package plus
+one line in :data:`RECIPES`; a recipe registered from elsewhere (:func:`register_recipe`) is found too."""
 
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
 
 from ..errors import CmkdError
+from .base import REGISTRY, Recipe, register_recipe
 
+__all__ = ["RECIPES", "Recipe", "get_recipe", "list_recipes", "recipe_names", "register_recipe"]
+
+# name -> module that registers it (imported on first use)
 RECIPES: dict[str, str] = {
     "minerals": "cmkd.recipes.minerals",
     "houston": "cmkd.recipes.houston",
@@ -19,17 +24,24 @@ RECIPES: dict[str, str] = {
 }
 
 
-def get_recipe(name: str) -> ModuleType:
-    """Import the recipe module registered as ``name``; an unknown name lists the valid ones."""
-    if name not in RECIPES:
-        raise CmkdError(f"unknown recipe '{name}'; valid: {', '.join(sorted(RECIPES))} (or a path to a YAML file)")
-    return importlib.import_module(RECIPES[name])
+def recipe_names() -> list[str]:
+    """Every recipe name: the built-in ones in their order, then any registered from elsewhere."""
+    return list(RECIPES) + [n for n in REGISTRY if n not in RECIPES]
+
+
+def get_recipe(name: str) -> Recipe:
+    """The recipe registered as ``name`` (its module imported on first use); an unknown name lists the valid
+    ones."""
+    if name not in REGISTRY:
+        if name not in RECIPES:
+            raise CmkdError(f"unknown recipe '{name}'; valid: {', '.join(sorted(recipe_names()))} "
+                            "(or a path to a YAML file)")
+        importlib.import_module(RECIPES[name])
+        if name not in REGISTRY:  # a programming error in the recipe module
+            raise RuntimeError(f"{RECIPES[name]} does not register a recipe named {name!r}")
+    return REGISTRY[name]
 
 
 def list_recipes() -> dict[str, str]:
     """Recipe name -> one-line description."""
-    out = {}
-    for name in RECIPES:
-        mod = get_recipe(name)
-        out[name] = mod.DESCRIPTION + (" [synthetic data]" if mod.SYNTHETIC else " [real data]")
-    return out
+    return {name: get_recipe(name).label() for name in recipe_names()}

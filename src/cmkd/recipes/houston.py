@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CmkdError
+from .base import Recipe, options_model, register_recipe
 
 DESCRIPTION = "Houston 2013 land cover: HSI+LiDAR teacher -> LiDAR-only student, official test pixels"
 SYNTHETIC = False
@@ -258,3 +259,9 @@ def references(data, modalities: list[str], seed: int) -> dict[str, dict]:  # no
         clf = cls(n_estimators=500, random_state=seed, n_jobs=-1).fit(x[tr], y[tr])
         out[name] = classification_metrics(y[te], clf.predict(x[te]))
     return out
+
+
+RECIPE = register_recipe(Recipe(
+    name="houston", description=DESCRIPTION, synthetic=SYNTHETIC, default_config=default_config, load=load,
+    options=options_model("houston"), references=references,
+))

@@ -25,10 +25,14 @@ original site's for the original site: per-site, label-free standardisation).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ..errors import CmkdError
+from .base import Recipe, options_model, register_recipe
 from .minerals_scene import CLASS_NAMES, generate
+from .minerals_survey import analyse as survey_analyse
 
 DESCRIPTION = "Mineral survey: HSI+LiDAR+RGB teacher -> RGB-only student (planetary geology, carbon sequestration)"
 SYNTHETIC = True
@@ -80,8 +84,9 @@ def load(config: dict, quick: bool = False) -> dict[str, np.ndarray]:
     return out
 
 
-def analyse(ctx: dict) -> dict:
-    """Carbonation estimate and deployment table (see :mod:`cmkd.recipes.minerals_survey`)."""
-    from .minerals_survey import analyse as survey
-
-    return survey(ctx)
+RECIPE = register_recipe(Recipe(
+    name="minerals", description=DESCRIPTION, synthetic=SYNTHETIC, default_config=default_config, load=load,
+    options=options_model("minerals", label_fraction=float, size=int, site=int, carbonation=Any,
+                          carbonation_calibration=str, capacity_t_per_m2=float, pixel_area_m2=float),
+    analyse=survey_analyse,
+))

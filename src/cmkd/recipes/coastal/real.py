@@ -59,6 +59,7 @@ import numpy as np
 
 from ...errors import CmkdError
 from ...missing import make_mask, storm_mask
+from ..base import Recipe, options_model, register_recipe
 from . import harmonic
 
 DESCRIPTION = "Dutch tide gauges: Vlissingen gap-filling, Hoek van Holland teacher -> sparse-Vlissingen student"
@@ -368,3 +369,11 @@ def _html(rows: list[dict], w: int) -> str:
         parts.append(figure_html(fig, "gap-fill RMSE by distance to the nearest reading"))
         plt.close(fig)
     return "".join(parts)
+
+
+RECIPE = register_recipe(Recipe(
+    name="coastal-real", description=DESCRIPTION, synthetic=SYNTHETIC, default_config=default_config, load=load,
+    options=options_model("coastal-real", available=float, pattern=str, storm_share=float, mean_len=float,
+                          mask_seed=int, window=int, hoek_window=int, n_train=int, n_val=int, n_test=int),
+    references=references, analyse=analyse,
+))

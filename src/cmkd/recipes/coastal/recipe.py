@@ -57,11 +57,13 @@ from __future__ import annotations
 import copy
 import json
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
 from ...errors import CmkdError
 from ...missing import PATTERNS, channel_masks, make_mask
+from ..base import Recipe, options_model, register_recipe
 from . import decisions
 from .harmonic import fit as harmonic_fit
 from .scene import BANDS, HORIZONS, WINDOW, CoastalScene, generate
@@ -431,3 +433,11 @@ def _html(res: dict, recs: list[dict], figure_html, table_html, escape) -> str: 
     parts.append(table_html(["station", "asset", "horizon", "risk", "level (m)", "90% interval", "P(exceed)",
                              "action"], rows))
     return "".join(parts)
+
+
+RECIPE = register_recipe(Recipe(
+    name="coastal", description=DESCRIPTION, synthetic=SYNTHETIC, default_config=default_config, load=load,
+    options=options_model("coastal", days=int, stations=int, stride=int, block_days=int, sweep=bool,
+                          test_pattern=str, test_missing=float, calibrate_sweep=bool, assets=Any),
+    analyse=analyse,
+))

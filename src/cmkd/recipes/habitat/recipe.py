@@ -38,6 +38,8 @@ from functools import lru_cache
 import numpy as np
 
 from ...errors import CmkdError
+from ..base import Recipe, options_model, register_recipe
+from .analysis import analyse as analyse_sites
 from .rules import STATUSES, load_rules
 from .scene import generate
 
@@ -97,8 +99,7 @@ def load(config: dict, quick: bool = False) -> dict[str, np.ndarray]:
     return dict(arrays)
 
 
-def analyse(ctx: dict) -> dict:
-    """Compliance accuracy per jurisdiction, the speed-up of the student, and recommendation checks."""
-    from .analysis import analyse as run
-
-    return run(ctx)
+RECIPE = register_recipe(Recipe(
+    name="habitat", description=DESCRIPTION, synthetic=SYNTHETIC, default_config=default_config, load=load,
+    options=options_model("habitat", n=int, region=int, rules=str), analyse=analyse_sites,
+))

@@ -71,6 +71,7 @@ import numpy as np
 import torch
 
 from ...errors import CmkdError
+from ..base import Recipe, options_model, register_recipe
 from .control import (
     STREAMS,
     Observer,
@@ -474,3 +475,11 @@ def _html(res: dict, figure_html, table_html, escape) -> str:  # noqa: ANN001
     plt.close(fig)
     return "".join(parts)
 
+
+RECIPE = register_recipe(Recipe(
+    name="microgrid", description=DESCRIPTION, synthetic=SYNTHETIC, default_config=default_config, load=load,
+    options=options_model("microgrid", window_days=float, stride=int, train_windows=int, val_windows=int,
+                          test_windows=int, eval_days=float, dagger_rounds=int, dagger_windows=int, dagger_every=int,
+                          inverter_limits=bool, stop_when_met=bool, store_surplus=bool),
+    aggregate=aggregate, analyse=analyse,
+))

@@ -39,10 +39,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ...errors import CmkdError
+from ..base import Recipe, options_model, register_recipe
+from .deploy import analyse as analyse_sorting
 from .scene import DEGRADATION, MATERIALS, generate
 
 DESCRIPTION = "Material sorting: RGB+thermal+NIR teacher -> RGB-only MobileNet student with a sorting policy"
@@ -140,8 +143,9 @@ def write_pngs(folder: Path, visual: np.ndarray, material: np.ndarray, degradati
     return paths
 
 
-def analyse(ctx: dict) -> dict:
-    """Sorting (purity, mis-sort cost, per-class F1) and low-power deployment (energy per item)."""
-    from .deploy import analyse as deploy_analyse
-
-    return deploy_analyse(ctx)
+RECIPE = register_recipe(Recipe(
+    name="recycling", description=DESCRIPTION, synthetic=SYNTHETIC, default_config=default_config, load=load,
+    options=options_model("recycling", n_items=int, size=int, bands=int, frames=int, label_fraction=float,
+                          acquisition_s=float, compute_w=float, png_dir=str, png_count=int, policy=Any),
+    analyse=analyse_sorting,
+))

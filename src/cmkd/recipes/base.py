@@ -1,0 +1,87 @@
+"""The Recipe protocol and its registry.
+
+A recipe is one package ``cmkd/recipes/<name>/`` whose ``recipe.py`` builds a :class:`Recipe` and registers it
+with :func:`register_recipe`; the built-in ones are listed by module in :data:`cmkd.recipes.RECIPES` (one line
+each) and imported on first use. The pipeline calls the optional hooks through this protocol:
+
+- ``references(data, modalities, seed) -> {name: metrics}``: classical reference models on the test split;
+- ``aggregate(config, student, round) -> arrays | None``: extra training samples labelled where the trained
+  student goes (dataset aggregation, e.g. DAgger); None when there are no more rounds;
+- ``analyse(ctx) -> {"metrics": {...}, "html": [...]}``: the recipe's domain outputs after evaluation;
+- ``cli() -> typer.Typer``: the recipe's own subcommands, mounted as ``cmkd <name> ...``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
+from ..errors import CmkdError
+
+REGISTRY: dict[str, Recipe] = {}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A built-in experiment: its data, default configuration and optional hooks (see the module docstring).
+
+    Attributes:
+        name: registry name (``cmkd run <name>``).
+        description: one line for ``cmkd list``.
+        synthetic: True when the data is generated (labelled SYNTHETIC everywhere), False for real data.
+        default_config: ``default_config(quick) -> dict``, the experiment config (``quick``: a fast variant).
+        load: ``load(config, quick) -> {key: array}``, the arrays the config's ``data`` section names.
+        options: the pydantic model of ``options`` (``extra="forbid"``): a key it does not declare, or a value of
+            the wrong type, is a one-line error naming the key (see :func:`options_model`). None: no check here
+            (``load`` checks what it reads).
+        references: optional hook, classical reference models.
+        aggregate: optional hook, dataset aggregation rounds.
+        analyse: optional hook, domain outputs.
+        cli: optional hook, a factory of the recipe's own typer subcommands.
+    """
+
+    name: str
+    description: str
+    synthetic: bool
+    default_config: Callable[..., dict]
+    load: Callable[..., dict]
+    options: type[BaseModel] | None = None
+    references: Callable[..., dict] | None = None
+    aggregate: Callable[..., dict | None] | None = None
+    analyse: Callable[[dict], dict] | None = None
+    cli: Callable[[], Any] | None = None
+
+    def check_options(self, options: dict | None) -> None:
+        """Validate ``options`` with the recipe's model: a one-line :class:`CmkdError` naming the first bad key.
+        Values are checked, not replaced (``load`` merges its own defaults)."""
+        if self.options is None:
+            return
+        try:
+            self.options.model_validate(options or {})
+        except ValidationError as e:
+            err = e.errors()[0]
+            key = ".".join(str(p) for p in err["loc"])
+            if err["type"] == "extra_forbidden":
+                valid = ", ".join(sorted(self.options.model_fields)) or "(none)"
+                raise CmkdError(f"recipe {self.name}: unknown option 'options.{key}'; valid: {valid}") from None
+            raise CmkdError(f"recipe {self.name}: options.{key}: {err['msg']}") from None
+
+    def label(self) -> str:
+        """The ``cmkd list`` line: the description plus whether the data is synthetic or real."""
+        return self.description + (" [synthetic data]" if self.synthetic else " [real data]")
+
+
+def options_model(name: str, **fields: Any) -> type[BaseModel]:
+    """A strict pydantic model of a recipe's ``options``: ``key=type`` (optional, default None) for each key
+    it reads, e.g. ``options_model("habitat", n=int, region=int, rules=str)``."""
+    spec = {k: (t | None, None) for k, t in fields.items()}
+    return create_model(f"{name.title().replace('-', '')}Options", __config__=ConfigDict(extra="forbid"), **spec)
+
+
+def register_recipe(recipe: Recipe) -> Recipe:
+    """Add ``recipe`` to the registry under its name (a second registration of a name replaces the first)."""
+    REGISTRY[recipe.name] = recipe
+    return recipe
