@@ -1,4 +1,5 @@
-"""The ``cmkd`` command line: run, list, predict, export, evaluate, adapt, tune, select, data, habitat.
+"""The ``cmkd`` command line: run, list, predict, export, evaluate, adapt, tune, select, data, and each recipe's own
+subcommands (e.g. ``cmkd habitat design``, from the recipe's ``cli`` hook).
 
 User mistakes print one line (``error: ...``) on stderr and exit with code 2; never a traceback.
 """
@@ -14,6 +15,7 @@ import numpy as np
 import typer
 
 from .errors import CmkdError
+from .io import check_out_dir, model_dir
 
 # markdown: a docstring paragraph is reflowed to the terminal width instead of keeping its source line breaks
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -52,12 +54,6 @@ def list_cmd() -> None:
 
     for name, desc in list_recipes().items():
         typer.echo(f"{name:12s} {desc}")
-
-
-def _model_dir(model: Path) -> Path:
-    if not model.is_dir():
-        raise CmkdError(f"model folder not found: {model} (the --out folder of `cmkd run`)")
-    return model
 
 
 def _intervals(meta: dict, feed: dict[str, np.ndarray], outs: list[np.ndarray]) -> dict[str, dict]:
@@ -113,7 +109,7 @@ def predict(model: Annotated[Path, typer.Option("--model", "-m", help="Output fo
     from .export import ort_run, ort_session
     from .io import atomic_write_text, safe_load
 
-    d = _model_dir(model)
+    d = model_dir(model)
     if input.is_dir():  # a folder of item images: the recycling sorting tool
         from .recipes.recycling.deploy import predict_folder
 
@@ -168,7 +164,7 @@ def export(model: Annotated[Path, typer.Option("--model", "-m", help="Output fol
     from .checkpoint import load_model
     from .export import export_onnx, ort_run, ort_session, quantize_int8
 
-    d = _model_dir(model)
+    d = model_dir(model)
     net, meta = load_model(d / "student.pt")
     gen = torch.Generator().manual_seed(0)
     example = {}
@@ -202,7 +198,7 @@ def evaluate(model: Annotated[Path, typer.Option("--model", "-m", help="Output f
     from .evaluate import predict as predict_torch
     from .evaluate import task_metrics
 
-    d = _model_dir(model)
+    d = model_dir(model)
     if role not in ("student", "student_baseline", "teacher"):
         raise CmkdError(f"--role {role!r}: valid: student, student_baseline, teacher")
     if split not in ("all", "test"):
@@ -262,9 +258,9 @@ def adapt(model: Annotated[Path, typer.Option("--model", "-m", help="Output fold
     from .continual import model_dataset, save_adapted
     from .data import load_npz
     from .io import atomic_write_text
-    from .pipeline import check_out_dir, original_dataset
+    from .pipeline import original_dataset
 
-    d = _model_dir(model)
+    d = model_dir(model)
     net, meta = load_model(d / "student.pt")
     new = model_dataset(meta, load_npz(data), str(data), "keep")
     original = original_dataset(meta)
@@ -295,7 +291,7 @@ def tune_cmd(target: Annotated[str, typer.Argument(help="A recipe name or an exp
     from rich.console import Console
     from rich.table import Table
 
-    from .pipeline import check_out_dir, resolve
+    from .pipeline import resolve
     from .tune import tune
 
     cfg, arrays, _, _ = resolve(target, overrides, quick)
@@ -328,7 +324,7 @@ def select_cmd(target: Annotated[str, typer.Argument(help="A recipe name or an e
     from rich.console import Console
     from rich.table import Table
 
-    from .pipeline import check_out_dir, resolve
+    from .pipeline import resolve
     from .select import select
 
     cfg, arrays, _, _ = resolve(target, overrides, quick)
@@ -372,51 +368,17 @@ def data_cmd(recipe: Annotated[str, typer.Argument(help="A recipe name (see `cmk
     typer.echo(f"wrote {out} ({len(next(iter(arrays.values())))} samples{', SYNTHETIC' if synthetic else ''})")
 
 
-habitat_app = typer.Typer(no_args_is_help=True, help="The habitat recipe's design tool (SYNTHETIC-trained model, "
-                                                      "ILLUSTRATIVE rules, not legal advice).")
-app.add_typer(habitat_app, name="habitat")
+def _mount_recipe_commands() -> None:
+    """Each recipe's own subcommands (its ``cli`` hook) as ``cmkd <recipe> ...``."""
+    from .recipes import get_recipe, recipe_names
+
+    for name in recipe_names():
+        rec = get_recipe(name)
+        if rec.cli is not None:
+            app.add_typer(rec.cli(), name=name)
 
 
-@habitat_app.command("design")
-def habitat_design(
-        model: Annotated[Path, typer.Option("--model", "-m", help="Output folder of `cmkd run habitat`.")],
-        acoustic: Annotated[Path, typer.Option(help="Sonar survey: .npy with one ping of 512 samples.")],
-        legal: Annotated[Path, typer.Option(help="The legal brief in force at the site: .txt or .pdf.")],
-        sensor: Annotated[Path, typer.Option(help="Ocean sensor CSV with columns temperature_c, oxygen_mg_l, "
-                                                  "current_m_s, pressure_dbar (hourly; the last 48 rows are used).")],
-        structural: Annotated[Path, typer.Option(help="Design spec JSON: the design parameters and distance_nm "
-                                                      "(see `cmkd habitat example`).")],
-        output: Annotated[Path, typer.Option("--output", "-o", help="Where to write design.json.")] = Path(
-            "design.json"),
-        rules: Annotated[Path | None, typer.Option(help="A rule-set YAML (default: the shipped illustrative "
-                                                        "rules).")] = None,
-        jurisdiction: Annotated[list[str] | None, typer.Option(help="Check only these jurisdictions "
-                                                                    "(repeatable).")] = None) -> None:
-    """Predict hull thickness, waste capacity, emergency buoyancy and compliance per jurisdiction for a proposed
-    habitat; list violations (rule id, text, why), resolved conflicts and a concrete change per violation."""
-    from .io import atomic_write_text
-    from .recipes.habitat.design import design
-
-    res = design(_model_dir(model), acoustic, legal, sensor, structural, rules, jurisdiction or None)
-    atomic_write_text(output, json.dumps(res, indent=1))
-    comp = ", ".join(f"{j}: {v['rule_engine']}" for j, v in res["compliance"].items())
-    typer.echo(f"hull {res['hull_thickness_mm']:.1f} mm, waste {res['waste_capacity_m3']:.2f} m3, buoyancy "
-               f"{res['emergency_buoyancy_kn']:.1f} kN; {comp}; {len(res['violations'])} violation(s), "
-               f"{len(res['recommendations'])} recommendation(s); wrote {output}")
-
-
-@habitat_app.command("example")
-def habitat_example(out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the example inputs.")] = Path(
-                        "habitat-example"),
-                    seed: Annotated[int, typer.Option(help="Seed of the SYNTHETIC site.")] = 0) -> None:
-    """Write one SYNTHETIC site's inputs for `cmkd habitat design`: survey.npy, rules.txt, rules.pdf, ocean.csv,
-    spec.json."""
-    from .pipeline import check_out_dir
-    from .recipes.habitat.design import example
-
-    check_out_dir(out)
-    paths = example(out, seed)
-    typer.echo("wrote " + ", ".join(str(p) for p in paths))
+_mount_recipe_commands()
 
 
 def main() -> None:

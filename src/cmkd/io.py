@@ -94,3 +94,21 @@ def shared_data_folder(name: str) -> Path:
         if cand.is_dir():
             return cand
     return Path.cwd().parent / "shared" / "data" / name
+
+
+def check_out_dir(out: Path) -> None:
+    """Create ``out`` and check that a file can be written there, or a one-line :class:`CmkdError`."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise CmkdError(f"output folder {out} is not writable ({e.strerror})") from None
+
+
+def model_dir(model: Path) -> Path:
+    """``model`` when it is a folder (the ``--out`` of ``cmkd run``), else a one-line :class:`CmkdError`."""
+    if not model.is_dir():
+        raise CmkdError(f"model folder not found: {model} (the --out folder of `cmkd run`)")
+    return model

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -26,7 +25,7 @@ from .evaluate import (
     task_metrics,
     torch_latency_ms,
 )
-from .io import atomic_write_text, json_default
+from .io import atomic_write_text, check_out_dir, json_default
 from .losses import CompositeLoss
 from .models import EnsembleTeacher, MultimodalNet, count_params
 from .train import fit, set_seed
@@ -192,17 +191,6 @@ def _cache(preds: dict[str, np.ndarray], targets: list[str]) -> dict:
         if part:  # a target no teacher predicts has no entry
             out[t] = part
     return out
-
-
-def check_out_dir(out: Path) -> None:
-    """Create ``out`` and check that a file can be written there, or a one-line :class:`CmkdError`."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise CmkdError(f"output folder {out} is not writable ({e.strerror})") from None
 
 
 def run(config: str | ExperimentConfig, out: str | Path = "runs/out", *, overrides: list[str] | None = None,

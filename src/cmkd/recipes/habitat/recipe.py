@@ -40,6 +40,7 @@ import numpy as np
 from ...errors import CmkdError
 from ..base import Recipe, options_model, register_recipe
 from .analysis import analyse as analyse_sites
+from .cli import app as habitat_cli
 from .rules import STATUSES, load_rules
 from .scene import generate
 
@@ -101,5 +102,5 @@ def load(config: dict, quick: bool = False) -> dict[str, np.ndarray]:
 
 RECIPE = register_recipe(Recipe(
     name="habitat", description=DESCRIPTION, synthetic=SYNTHETIC, default_config=default_config, load=load,
-    options=options_model("habitat", n=int, region=int, rules=str), analyse=analyse_sites,
+    options=options_model("habitat", n=int, region=int, rules=str), analyse=analyse_sites, cli=habitat_cli,
 ))
