@@ -1,6 +1,6 @@
 """How low can a Vlissingen-only gap-filler's RMSE go under coastal-real's outages? An information floor (REAL data).
 
-coastal-real hides 80% of Vlissingen's hours (``cmkd.recipes.coastal.real``). A hidden hour far from any
+coastal-real hides 80% of Vlissingen's hours (``cmkd.recipes.coastal_real.recipe``). A hidden hour far from any
 remaining reading has an unobserved surge: the gauge's own record says little about it. This script measures, for
 the recipe's outage patterns (the same masks as the recipe: ``mask_seed`` 0, each calendar year on its own), on
 the hidden hours of the test years 1990-1994:
@@ -39,7 +39,8 @@ from run_benchmarks import ms, save  # noqa: E402 - benchmarks/ is on sys.path
 
 import cmkd
 from cmkd.errors import CmkdError
-from cmkd.recipes.coastal import harmonic, real
+from cmkd.recipes.coastal import harmonic
+from cmkd.recipes.coastal_real import recipe as real
 
 ROOT = Path(__file__).resolve().parents[1]
 PATTERNS = [("mixed", 12.0, "recipe default: half storm-driven, half bursty, 12 h mean"),

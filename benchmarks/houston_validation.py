@@ -42,7 +42,7 @@ BASE = "periodic, task only"
 
 def _coords() -> tuple[np.ndarray, np.ndarray]:
     """(N, 3) row, col, label of the training pixels and of the official test pixels."""
-    from cmkd.recipes.houston import default_folder, sample_coords
+    from cmkd.recipes.houston.recipe import default_folder, sample_coords
 
     tr, te = (sample_coords(default_folder(), part) for part in ("train", "test"))
     return tuple(np.c_[p["row"], p["col"], p["label"]] for p in (tr, te))  # type: ignore[return-value]
@@ -51,7 +51,7 @@ def _coords() -> tuple[np.ndarray, np.ndarray]:
 def _block_split(rows: np.ndarray, cols: np.ndarray, labels: np.ndarray, fraction: float, seed: int,
                  block: int = 10) -> np.ndarray:
     """The split the recipe used before: whole ``block`` x ``block`` cells of each class held out."""
-    from cmkd.recipes.houston import hold_out_groups
+    from cmkd.recipes.houston.recipe import hold_out_groups
 
     return hold_out_groups(rows // block * 100_000 + cols // block, labels, fraction, seed)
 
@@ -66,7 +66,7 @@ def _nearest_same_class(queries: np.ndarray, pool: np.ndarray) -> np.ndarray:
 
 
 def distances(seeds: list[int]) -> dict:
-    from cmkd.recipes.houston import spatial_val_split
+    from cmkd.recipes.houston.recipe import spatial_val_split
 
     tr, te = _coords()
     q = [10, 25, 50, 75, 90]
@@ -177,7 +177,7 @@ def main() -> None:
     if args.render:
         res = json.loads(path.read_text())
     else:
-        from cmkd.recipes import houston
+        from cmkd.recipes.houston import recipe as houston
 
         if not (houston.default_folder() / "sample_coords.csv").is_file():
             sys.exit(f"Houston 2013 data not found in {houston.default_folder()}; set CMKD_DATA")

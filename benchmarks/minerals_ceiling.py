@@ -1,6 +1,6 @@
 """How accurate can an RGB-only model be on the minerals scenes? A ceiling, measured (SYNTHETIC data).
 
-The minerals generator (``cmkd.recipes.minerals_scene``) makes RGB ambiguous on purpose: mixed pixels, random
+The minerals generator (``cmkd.recipes.minerals.scene``) makes RGB ambiguous on purpose: mixed pixels, random
 per-pixel albedo and absorption depth, illumination and dust vary, and its parameters are not tuned to flatter
 distillation. The survey workflow asks for a student that keeps 96.5% of the teacher's accuracy on the default
 scene. This script measures what RGB alone supports, per seed, on the test split:
@@ -29,7 +29,7 @@ import numpy as np
 from run_benchmarks import ms, save  # noqa: E402 - benchmarks/ is on sys.path
 
 import cmkd
-from cmkd.recipes.minerals_scene import generate
+from cmkd.recipes.minerals.scene import generate
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = 0.965

@@ -63,7 +63,7 @@ def test_fit_too_few_readings_and_bad_names() -> None:
 
 
 def _data_or_skip():  # noqa: ANN202
-    from cmkd.recipes.coastal import real
+    from cmkd.recipes.coastal_real import recipe as real
 
     folder = real.default_folder()
     if not all((folder / f).is_file() for f in real.FILES.values()):
@@ -118,7 +118,7 @@ def test_real_quick_run_writes_references(tmp_path) -> None:  # noqa: ANN001
 
 def test_error_by_distance_bands() -> None:
     """Bands by the nearer of the two gap distances; no reading in the window is the last band."""
-    from cmkd.recipes.coastal import real
+    from cmkd.recipes.coastal_real import recipe as real
 
     nan = np.nan
     gap = np.array([[0, 1, 0, 9, 0], [0, 7, 0, nan, 0], [0, nan, 0, nan, 0], [0, 30, 0, 3, 0]], float)

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from cmkd.recipes import houston
+from cmkd.recipes.houston import recipe as houston
 
 
 def test_polygons_are_same_class_connected_components() -> None:

@@ -27,7 +27,7 @@ from cmkd.recipes.microgrid.control import (
 )
 from cmkd.recipes.microgrid.oracle import solve
 from cmkd.recipes.microgrid.recipe import aggregate, build, dagger_window, default_config, feasible_progress
-from cmkd.recipes.microgrid.sim import DT_H, PLANT, State, Weather, pump_audio, step, weather
+from cmkd.recipes.microgrid.scene import DT_H, PLANT, State, Weather, pump_audio, step, weather
 
 SCHEMA = Path(__file__).resolve().parents[2] / "shared" / "metrics.schema.json"
 FAST = ["teacher.epochs=1", "student.epochs=1", "export.latency_runs=5", "options.train_windows=1",

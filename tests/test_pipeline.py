@@ -140,7 +140,7 @@ def test_recipes_quick(tmp_path: Path) -> None:
 
 
 def test_carbonation_arithmetic() -> None:
-    from cmkd.recipes.minerals_survey import carbonation
+    from cmkd.recipes.minerals.analysis import carbonation
 
     probs = np.array([[1.0, 0.0], [0.5, 0.5]])
     fractions = np.array([[1.0, 0.0], [0.0, 1.0]])

@@ -19,7 +19,7 @@ from cmkd.errors import CmkdError
 from cmkd.export import export_onnx, ort_run, ort_session, quantize_int8
 from cmkd.models import MobileNetEncoder, MultimodalNet, create_encoder
 from cmkd.recipes.recycling import scene
-from cmkd.recipes.recycling.deploy import read_png
+from cmkd.recipes.recycling.analysis import read_png
 from cmkd.recipes.recycling.policy import Policy
 from cmkd.recipes.recycling.recipe import load, split_items, write_pngs
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from cmkd.errors import CmkdError
-from cmkd.recipes.minerals_survey import calibrated_carbonation, carbonation, fit_effective_coefficients
+from cmkd.recipes.minerals.analysis import calibrated_carbonation, carbonation, fit_effective_coefficients
 
 
 def _pixels(rng: np.random.Generator, n_rows: int, n_cols: int, one_way: bool = False) -> tuple[np.ndarray, ...]:
@@ -86,7 +86,7 @@ def test_calibration_bad_inputs() -> None:
 
 
 def test_bad_survey_options_stop_the_run_before_training() -> None:
-    from cmkd.recipes.minerals import load
+    from cmkd.recipes.minerals.recipe import load
 
     for opts, msg in (({"carbonation_calibration": "foo"}, "carbonation_calibration"),
                       ({"carbonation": {"quartz": 0.1}}, "unknown mineral")):

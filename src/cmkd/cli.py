@@ -111,7 +111,7 @@ def predict(model: Annotated[Path, typer.Option("--model", "-m", help="Output fo
 
     d = model_dir(model)
     if input.is_dir():  # a folder of item images: the recycling sorting tool
-        from .recipes.recycling.deploy import predict_folder
+        from .recipes.recycling.analysis import predict_folder
 
         result = predict_folder(d, input, int8)
         atomic_write_text(output, json.dumps(result, indent=1))

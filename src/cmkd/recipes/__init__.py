@@ -14,10 +14,10 @@ __all__ = ["RECIPES", "Recipe", "get_recipe", "list_recipes", "recipe_names", "r
 
 # name -> module that registers it (imported on first use)
 RECIPES: dict[str, str] = {
-    "minerals": "cmkd.recipes.minerals",
-    "houston": "cmkd.recipes.houston",
+    "minerals": "cmkd.recipes.minerals.recipe",
+    "houston": "cmkd.recipes.houston.recipe",
     "coastal": "cmkd.recipes.coastal.recipe",
-    "coastal-real": "cmkd.recipes.coastal.real",
+    "coastal-real": "cmkd.recipes.coastal_real.recipe",
     "habitat": "cmkd.recipes.habitat.recipe",
     "microgrid": "cmkd.recipes.microgrid.recipe",
     "recycling": "cmkd.recipes.recycling.recipe",

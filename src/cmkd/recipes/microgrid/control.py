@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .sim import (
+from .scene import (
     DT_H,
     HIGH,
     LOW,

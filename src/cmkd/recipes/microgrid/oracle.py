@@ -17,7 +17,7 @@ carbon break ties between equally self-sufficient plans), subject to:
 Small penalties (1e-3 per kWh of battery throughput, 1e-3 per kelvin-hour of HVAC and temperature deviation,
 ``SMOOTH`` per kW of step-to-step change of the battery and LED power) remove degenerate plans and make them
 smooth, hence learnable. The plan is open loop; since the simulator is deterministic given the weather, executing
-it with :func:`cmkd.recipes.microgrid.sim.step` reproduces it exactly (the tests check this).
+it with :func:`cmkd.recipes.microgrid.scene.step` reproduces it exactly (the tests check this).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from scipy import sparse
 from scipy.optimize import linprog
 
 from ...errors import CmkdError
-from .sim import DT_H, PLANT, STEPS_PER_DAY, Plant, Weather
+from .scene import DT_H, PLANT, STEPS_PER_DAY, Plant, Weather
 
 # variables per step, in this order
 VARS = ("c", "d", "e", "imp", "cur", "pump", "led", "valve", "temp", "heat", "cool", "tp", "tm", "gl", "gc", "db",

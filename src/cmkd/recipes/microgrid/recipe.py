@@ -2,7 +2,7 @@
 acoustic, numeric and optimiser teachers.
 
 A glass-roofed vertical farm runs 45 kWp of PV, a 60 kWh / 10 kW battery, hydroponic pumps, LEDs, HVAC and a CO2
-valve (:mod:`cmkd.recipes.microgrid.sim`, every number simulated). Four teachers each understand one stream:
+valve (:mod:`cmkd.recipes.microgrid.scene`, every number simulated). Four teachers each understand one stream:
 
 - ``visual`` (``sky``: 3 x 16 x 16 sky-camera frame) -> ``irradiance`` (W/m2);
 - ``acoustic`` (``audio``: 256-sample pump microphone clip) -> ``cavitation`` (class) and ``rul`` (remaining
@@ -85,7 +85,7 @@ from .control import (
     store_surplus,
 )
 from .oracle import solve
-from .sim import ACTIONS, DT_H, PLANT, STEPS_PER_DAY, State, Weather, step, weather
+from .scene import ACTIONS, DT_H, PLANT, STEPS_PER_DAY, State, Weather, step, weather
 
 DESCRIPTION = "Farm microgrid edge controller: sky/audio/history/optimiser teachers -> real-time student"
 SYNTHETIC = True

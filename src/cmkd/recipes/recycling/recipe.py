@@ -9,7 +9,7 @@ targets: ``material`` (12 classes, the primary metric), ``quality`` (0-1 regress
 terms. A sorting policy (:mod:`cmkd.recipes.recycling.policy`) routes each item to reuse, repair, a recycling
 stream or disposal; the report gives each model's stream purity and mis-sort cost on the test split, and the
 energy per item of the teacher's three sensors against the INT8 student on the camera alone
-(:mod:`cmkd.recipes.recycling.deploy`).
+(:mod:`cmkd.recipes.recycling.analysis`).
 
 Usage::
 
@@ -45,7 +45,7 @@ import numpy as np
 
 from ...errors import CmkdError
 from ..base import Recipe, options_model, register_recipe
-from .deploy import analyse as analyse_sorting
+from .analysis import analyse as analyse_sorting
 from .scene import DEGRADATION, MATERIALS, generate
 
 DESCRIPTION = "Material sorting: RGB+thermal+NIR teacher -> RGB-only MobileNet student with a sorting policy"

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CmkdError
-from .base import Recipe, options_model, register_recipe
+from ...errors import CmkdError
+from ..base import Recipe, options_model, register_recipe
 
 DESCRIPTION = "Houston 2013 land cover: HSI+LiDAR teacher -> LiDAR-only student, official test pixels"
 SYNTHETIC = False
@@ -35,7 +35,7 @@ FILES = ["HSI_TrSet.mat", "LiDAR_TrSet.mat", "LiDAR_TeSet.mat", "TrLabel.mat", "
 
 def default_folder() -> Path:
     """``$CMKD_DATA`` if set, else ``shared/data`` beside the project (or the working directory)."""
-    from ..io import shared_data_folder
+    from ...io import shared_data_folder
 
     return shared_data_folder(FOLDER)
 
@@ -249,7 +249,7 @@ def references(data, modalities: list[str], seed: int) -> dict[str, dict]:  # no
     """RandomForest and ExtraTrees (500 trees) on the student's modalities: train -> official test."""
     from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
 
-    from ..evaluate import classification_metrics
+    from ...evaluate import classification_metrics
 
     tr, te = np.flatnonzero(data.split != 2), data.indices(2)
     x = np.concatenate([data.inputs[m].reshape(data.n, -1) for m in modalities], axis=1)

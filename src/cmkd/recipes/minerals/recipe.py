@@ -2,7 +2,7 @@
 
 A rover or survey drone can power an RGB camera, not a hyperspectral imager (10-20x the power). The teacher
 sees hyperspectral reflectance + LiDAR elevation/roughness patches + RGB; the student sees RGB patches only.
-The scene generator and its physical parameters are in :mod:`cmkd.recipes.minerals_scene`. All data here are
+The scene generator and its physical parameters are in :mod:`cmkd.recipes.minerals.scene`. All data here are
 synthetic, and labelled so in metrics.json and the report.
 
 Labels are sparse, as in a real survey: ground-truth sampling (field spectroscopy, cores, XRD) labels only a
@@ -13,7 +13,7 @@ Set ``--set options.label_fraction=1`` for fully labelled training.
 
 Every run also writes ``survey.json`` and a report section: a deployment table (accuracy, sensor power, latency,
 size, accuracy preservation) and an ILLUSTRATIVE carbonation estimate with its interval against the generator's
-true uptake (:mod:`cmkd.recipes.minerals_survey`; ``options.carbonation``, ``options.pixel_area_m2``,
+true uptake (:mod:`cmkd.recipes.minerals.analysis`; ``options.carbonation``, ``options.pixel_area_m2``,
 ``options.capacity_t_per_m2``).
 
 Options (``--set options.KEY=VALUE``): ``label_fraction`` (0-1], ``size`` (scene side in pixels; 96, quick 64),
@@ -29,10 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CmkdError
-from .base import Recipe, options_model, register_recipe
-from .minerals_scene import CLASS_NAMES, generate
-from .minerals_survey import analyse as survey_analyse
+from ...errors import CmkdError
+from ..base import Recipe, options_model, register_recipe
+from .analysis import analyse as survey_analyse
+from .scene import CLASS_NAMES, generate
 
 DESCRIPTION = "Mineral survey: HSI+LiDAR+RGB teacher -> RGB-only student (planetary geology, carbon sequestration)"
 SYNTHETIC = True
@@ -62,7 +62,7 @@ def default_config(quick: bool = False) -> dict:
 def load(config: dict, quick: bool = False) -> dict[str, np.ndarray]:
     """Generate the scene for ``config["seed"]`` (a smaller one with ``quick``) and hide the labels of the
     training pixels outside the ground-truth sample (class id -1)."""
-    from .minerals_survey import survey_options
+    from .analysis import survey_options
 
     opts = config.get("options") or {}
     survey_options(opts)  # carbonation table and calibration method: fail before training, not after

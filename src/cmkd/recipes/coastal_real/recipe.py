@@ -60,7 +60,7 @@ import numpy as np
 from ...errors import CmkdError
 from ...missing import make_mask, storm_mask
 from ..base import Recipe, options_model, register_recipe
-from . import harmonic
+from ..coastal import harmonic
 
 DESCRIPTION = "Dutch tide gauges: Vlissingen gap-filling, Hoek van Holland teacher -> sparse-Vlissingen student"
 SYNTHETIC = False

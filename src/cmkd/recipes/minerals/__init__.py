@@ -1,0 +1,1 @@
+"""The minerals recipe (SYNTHETIC scene): see :mod:`cmkd.recipes.minerals.recipe`."""
