@@ -87,7 +87,7 @@ def sweep_seed(seed: int) -> dict:
 
     from cmkd.checkpoint import build_model
     from cmkd.data import build_data, fit_stats
-    from cmkd.losses import CompositeLoss
+    from cmkd.distill import make_loss
     from cmkd.pipeline import resolve, teacher_targets, train_teachers
     from cmkd.train import fit, set_seed
 
@@ -120,9 +120,7 @@ def sweep_seed(seed: int) -> dict:
         model = build_model(data, smods, c.student, c)
         model.set_stats(stats)
         set_seed(seed + 2)
-        loss = (CompositeLoss({"task": 1.0}, nll_beta=d.nll_beta) if d_over is None else
-                CompositeLoss(dict(d.weights), c.student.width, teacher.width, d.temperature, d.feature_mode,
-                              d.relation_mode, d.contrastive_temperature, nll_beta=d.nll_beta))
+        loss = make_loss(d, c.student.width, teacher.width, baseline=d_over is None, data=data, train=tr)
         h = fit(model, data, tr, va, c.student, loss, seed=seed + 1, target_stats=stats,
                 teacher_cache=cache if d_over else None, kd_mask=mask, quiet=True, desc=name,
                 teacher=teacher if d_over else None)

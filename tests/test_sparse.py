@@ -145,7 +145,7 @@ def test_impute_config_errors() -> None:
 
 def test_class_balance_and_temperature_schedule_in_a_run(tmp_path: Path) -> None:
     from cmkd.data import build_data as bd
-    from cmkd.pipeline import class_balance_weights
+    from cmkd.distill import class_balance_weights
 
     arrays = make_arrays(200)
     arrays["y"][:150] = 0  # an imbalanced problem

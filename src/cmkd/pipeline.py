@@ -15,6 +15,7 @@ import torch
 from .checkpoint import build_model, save_model
 from .config import ExperimentConfig, apply_overrides, dump_config, load_yaml, validate
 from .data import MultimodalData, build_data, fit_stats, load_npz
+from .distill import make_loss, teacher_loss
 from .errors import CmkdError
 from .evaluate import (
     HIGHER_IS_BETTER,
@@ -26,7 +27,6 @@ from .evaluate import (
     torch_latency_ms,
 )
 from .io import atomic_write_text, check_out_dir, json_default
-from .losses import CompositeLoss
 from .models import EnsembleTeacher, MultimodalNet, count_params
 from .train import fit, set_seed
 from .uncertainty import calibrate, interval_metrics
@@ -113,24 +113,6 @@ def original_dataset(meta: dict) -> MultimodalData | None:
         return None
 
 
-def class_balance_weights(data: MultimodalData, idx: np.ndarray, beta: float, device: torch.device | str = "cpu"
-                          ) -> dict[str, torch.Tensor] | None:
-    """Per classification target, class weights ``(1 - beta) / (1 - beta^n_c)`` (Cui et al., 2019) from the
-    labelled samples ``idx``, scaled to mean 1 over the samples; None when ``beta`` is 0."""
-    if not beta:
-        return None
-    out = {}
-    for t, kind in data.target_kinds.items():
-        if kind != "classification":
-            continue
-        y = data.targets[t][idx]
-        counts = np.bincount(y[y >= 0], minlength=len(data.classes[t])).astype(float)
-        w = (1 - beta) / (1 - beta ** np.maximum(counts, 1))
-        w = w / (w[y[y >= 0]].mean())
-        out[t] = torch.tensor(w, dtype=torch.float32, device=device)
-    return out or None
-
-
 def train_teachers(cfg: ExperimentConfig, data: MultimodalData, train: np.ndarray, val: np.ndarray, stats: dict,
                    histories: dict[str, list[dict]], *, ck_dir: Path | None = None, resume: bool = False,
                    quiet: bool = True, device: torch.device | str = "cpu"
@@ -147,7 +129,7 @@ def train_teachers(cfg: ExperimentConfig, data: MultimodalData, train: np.ndarra
         net = build_model(data, mods, spec, cfg, targets=getattr(spec, "targets", None))
         net.set_stats(stats)
         histories[role] = fit(net, data, data.all_present(mods, train), data.all_present(mods, val), spec,
-                              CompositeLoss({"task": 1.0}, nll_beta=cfg.distill.nll_beta),
+                              teacher_loss(cfg.distill),
                               seed=cfg.seed + 1000 * i, target_stats=stats,
                               ckpt_path=ck_dir / f"{role}.pt" if ck_dir is not None else None,
                               resume=resume, quiet=quiet, desc=role, device=device)
@@ -284,17 +266,6 @@ def _run(config: str | ExperimentConfig, out: str | Path, *, overrides: list[str
     # 2. baseline student (task loss only) and 3. distilled student, from the same initialisation
     w = dict(cfg.distill.weights)
 
-    def make_loss(role: str, teacher_width: int) -> CompositeLoss:
-        if role == "student_baseline":
-            return CompositeLoss({"task": w.get("task", 1.0) or 1.0}, nll_beta=cfg.distill.nll_beta)
-        d = cfg.distill
-        return CompositeLoss(w, cfg.student.width, teacher_width, d.temperature, d.feature_mode,
-                             d.relation_mode, d.contrastive_temperature, adaptive=d.adaptive_weights,
-                             impute_sources=d.impute, nll_beta=d.nll_beta,
-                             temperature_schedule=d.temperature_schedule, temperature_end=d.temperature_end,
-                             learned_weights=d.learned_weights, kd_confidence=d.kd_confidence,
-                             class_weights=class_balance_weights(data, train, d.class_balance, dev))
-
     def train_student(role: str, mods: list[str], distil: bool, t_model: MultimodalNet, t_cache: dict,
                       t_mask: np.ndarray, tag: str = "") -> MultimodalNet:
         """Train one student-sized model (optionally distilled from ``t_model``) and keep it in ``models``;
@@ -313,11 +284,13 @@ def _run(config: str | ExperimentConfig, out: str | Path, *, overrides: list[str
             model = build_model(data, mods, cfg.student, cfg, impute=imp or None)
             model.set_stats(stats)
             set_seed(cfg.seed + 2)
-            hist = fit(model, data, idx, val, mcfg, make_loss(role if distil else "student_baseline", t_model.width),
-                       seed=cfg.seed + 1, target_stats=stats, teacher_cache=t_cache if distil else None,
-                       kd_mask=t_mask, ckpt_path=ck_dir / f"{stage}{tag}.pt", resume=resume, quiet=quiet, desc=stage,
-                       device=dev, teacher=t_model if distil else None,
-                       mixup=cfg.distill.mixup if distil else 0.0, select_best=select)
+            loss = make_loss(cfg.distill, cfg.student.width, t_model.width, baseline=not distil, data=data,
+                             train=train, device=dev)
+            hist = fit(model, data, idx, val, mcfg, loss, seed=cfg.seed + 1, target_stats=stats,
+                       teacher_cache=t_cache if distil else None, kd_mask=t_mask,
+                       ckpt_path=ck_dir / f"{stage}{tag}.pt", resume=resume, quiet=quiet, desc=stage, device=dev,
+                       teacher=t_model if distil else None, mixup=cfg.distill.mixup if distil else 0.0,
+                       select_best=select)
             histories[stage] = hist
         models[role] = model
         return model
@@ -432,7 +405,8 @@ def _run(config: str | ExperimentConfig, out: str | Path, *, overrides: list[str
             set_seed(cfg.seed + 3)
             histories["student_pruned"] = fit(
                 net, data, train_all if distil else train, val, mcfg,
-                make_loss("student" if distil else "student_baseline", teacher.width), seed=cfg.seed + 3,
+                make_loss(cfg.distill, cfg.student.width, teacher.width, baseline=not distil, data=data, train=train,
+                          device=dev), seed=cfg.seed + 3,
                 target_stats=stats, teacher_cache=cache if distil else None, kd_mask=kd_mask,
                 ckpt_path=ck_dir / "student_pruned.pt", resume=resume, quiet=quiet, desc="student_pruned", device=dev,
                 teacher=teacher if distil else None)

@@ -83,8 +83,7 @@ class _Objective:
     def train_student(self, cfg: ExperimentConfig) -> tuple[Any, float]:
         """Train the distilled student of ``cfg``; returns it and its best validation metric."""
         from .checkpoint import build_model
-        from .losses import CompositeLoss
-        from .pipeline import class_balance_weights
+        from .distill import make_loss
         from .train import fit, set_seed
 
         d, w = cfg.distill, dict(cfg.distill.weights)
@@ -92,12 +91,7 @@ class _Objective:
         imp = list(d.impute) if w.get("impute") else None
         model = build_model(self.data, list(cfg.student.modalities), cfg.student, cfg, impute=imp)
         model.set_stats(self.stats)
-        loss = CompositeLoss(w, cfg.student.width, self.teacher_width, d.temperature, d.feature_mode,
-                             d.relation_mode, d.contrastive_temperature, adaptive=d.adaptive_weights,
-                             impute_sources=d.impute, nll_beta=d.nll_beta,
-                             temperature_schedule=d.temperature_schedule, temperature_end=d.temperature_end,
-                             learned_weights=d.learned_weights, kd_confidence=d.kd_confidence,
-                             class_weights=class_balance_weights(self.data, self.train, d.class_balance))
+        loss = make_loss(d, cfg.student.width, self.teacher_width, data=self.data, train=self.train)
         set_seed(cfg.seed + 2)
         hist = fit(model, self.data, self.train_all, self.val, cfg.student, loss, seed=cfg.seed + 1,
                    target_stats=self.stats, teacher_cache=self.cache, kd_mask=self.kd_mask, quiet=self.quiet,
