@@ -25,8 +25,8 @@ from run_benchmarks import ms  # noqa: E402 - mean ± sample std as text (benchm
 import cmkd
 from cmkd.checkpoint import load_model
 from cmkd.continual import adapt, model_dataset
-from cmkd.pipeline import original_dataset, resolve
 from cmkd.recipes.habitat.analysis import measure_speed
+from cmkd.resolve import original_dataset, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 JUR = ("national", "unclos", "isa", "environment")

@@ -88,7 +88,8 @@ def sweep_seed(seed: int) -> dict:
     from cmkd.checkpoint import build_model
     from cmkd.data import build_data, fit_stats
     from cmkd.distill import make_loss
-    from cmkd.pipeline import resolve, teacher_targets, train_teachers
+    from cmkd.resolve import resolve
+    from cmkd.teachers import teacher_targets, train_teachers
     from cmkd.train import fit, set_seed
 
     torch.set_num_threads(1)

@@ -24,7 +24,7 @@ import cmkd
 from cmkd.checkpoint import load_model
 from cmkd.continual import adapt, model_dataset
 from cmkd.evaluate import predict
-from cmkd.pipeline import original_dataset, resolve
+from cmkd.resolve import original_dataset, resolve
 from cmkd.tune import tune
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,7 +16,7 @@ import shutil
 import time
 from pathlib import Path
 
-from cmkd.pipeline import resolve
+from cmkd.resolve import resolve
 from cmkd.select import select
 
 ROOT = Path(__file__).resolve().parents[1]

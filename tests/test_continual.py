@@ -15,7 +15,7 @@ from helpers import make_arrays, write_case
 from cmkd.checkpoint import load_model
 from cmkd.continual import EWC, fisher_diagonal, model_dataset, sample_shots
 from cmkd.errors import CmkdError
-from cmkd.pipeline import original_dataset
+from cmkd.resolve import original_dataset
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:

@@ -17,7 +17,7 @@ from cmkd.data import build_data
 from cmkd.errors import CmkdError
 from cmkd.export import export_onnx, ort_run, ort_session
 from cmkd.models import MultimodalNet, PeriodicVectorEncoder, create_encoder
-from cmkd.pipeline import teacher_targets
+from cmkd.teachers import teacher_targets
 
 
 def test_periodic_encoder_exports_and_masks_missing_values(tmp_path: Path) -> None:

@@ -258,7 +258,7 @@ def adapt(model: Annotated[Path, typer.Option("--model", "-m", help="Output fold
     from .continual import model_dataset, save_adapted
     from .data import load_npz
     from .io import atomic_write_text
-    from .pipeline import original_dataset
+    from .resolve import original_dataset
 
     d = model_dir(model)
     net, meta = load_model(d / "student.pt")
@@ -291,7 +291,7 @@ def tune_cmd(target: Annotated[str, typer.Argument(help="A recipe name or an exp
     from rich.console import Console
     from rich.table import Table
 
-    from .pipeline import resolve
+    from .resolve import resolve
     from .tune import tune
 
     cfg, arrays, _, _ = resolve(target, overrides, quick)
@@ -324,7 +324,7 @@ def select_cmd(target: Annotated[str, typer.Argument(help="A recipe name or an e
     from rich.console import Console
     from rich.table import Table
 
-    from .pipeline import resolve
+    from .resolve import resolve
     from .select import select
 
     cfg, arrays, _, _ = resolve(target, overrides, quick)
@@ -351,7 +351,7 @@ def data_cmd(recipe: Annotated[str, typer.Argument(help="A recipe name (see `cmk
              overrides: SetOpt = None) -> None:
     """Write a recipe's arrays as an .npz (the bring-your-own-data format): a template for your own data, or
     data for `cmkd adapt` / `cmkd evaluate` (e.g. a new synthetic site: --set options.site=1)."""
-    from .pipeline import resolve
+    from .resolve import resolve
 
     if out.suffix != ".npz":
         raise CmkdError(f"--out {out}: the file name must end in .npz")

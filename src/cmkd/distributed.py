@@ -14,6 +14,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from .errors import CmkdError
+
 
 def world_size() -> int:
     """Processes in the group (1 when not distributed)."""
@@ -57,3 +59,18 @@ def shard(idx, n_ranks: int, r: int):  # noqa: ANN001, ANN201 - numpy arrays
     sample (a last batch smaller than the world) gets the batch's first sample so every rank takes the step."""
     part = idx[r::n_ranks]
     return part if len(part) else idx[:1]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present, else CPU; otherwise ``cpu``, ``cuda`` or ``cuda:N``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise CmkdError(f"device {name!r}: use auto, cpu, cuda or cuda:N")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CmkdError(f"device {name!r} requested but CUDA is not available; use --device auto or cpu")
+    return dev

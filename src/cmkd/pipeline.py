@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from .checkpoint import build_model, save_model
-from .config import ExperimentConfig, apply_overrides, dump_config, load_yaml, validate
+from .config import ExperimentConfig, dump_config
 from .data import MultimodalData, build_data, fit_stats, load_npz
-from .distill import make_loss, teacher_loss
+from .distill import make_loss
+from .distributed import resolve_device
 from .errors import CmkdError
 from .evaluate import (
     HIGHER_IS_BETTER,
@@ -27,152 +28,15 @@ from .evaluate import (
     torch_latency_ms,
 )
 from .io import atomic_write_text, check_out_dir, json_default
-from .models import EnsembleTeacher, MultimodalNet, count_params
+from .models import MultimodalNet, count_params
+from .report import print_summary
+from .resolve import resolve
+from .teachers import teacher_targets, train_teachers
 from .train import fit, set_seed
 from .uncertainty import calibrate, interval_metrics
 
-
-def resolve(target: str, overrides: list[str] | None = None, quick: bool = False
-            ) -> tuple[ExperimentConfig, dict[str, np.ndarray], str, bool]:
-    """Turn a recipe name or YAML path plus overrides into (config, arrays, source, synthetic)."""
-    from .recipes import get_recipe, recipe_names
-
-    if target in recipe_names():
-        rec = get_recipe(target)
-        raw = apply_overrides(rec.default_config(quick=quick), overrides)
-        raw["recipe"] = target
-        cfg = validate(raw, source=f"recipe {target}")
-        rec.check_options(cfg.options)
-        arrays = rec.load(cfg.model_dump(mode="json"), quick=quick)
-        source = "synthetic" if rec.synthetic else str(cfg.data.path)
-        return cfg, arrays, source, rec.synthetic
-    p = Path(target)
-    if p.suffix.lower() not in (".yaml", ".yml") and not p.exists():
-        raise CmkdError(f"'{target}' is neither a recipe ({', '.join(sorted(recipe_names()))}) nor a YAML file")
-    raw = apply_overrides(load_yaml(p), overrides)
-    cfg = validate(raw, source=str(p))
-    if cfg.recipe and not cfg.data.path:  # a recipe's config saved as YAML (e.g. by `cmkd tune`)
-        from .recipes import get_recipe
-
-        rec = get_recipe(cfg.recipe)
-        rec.check_options(cfg.options)
-        arrays = rec.load(cfg.model_dump(mode="json"), quick=quick)
-        return cfg, arrays, "synthetic" if rec.synthetic else str(p), rec.synthetic
-    if not cfg.data.path:
-        raise CmkdError(f"{p}: data.path is required (the .npz file, relative to the YAML)")
-    dp = Path(cfg.data.path)
-    if not dp.is_absolute():
-        dp = (p.parent / dp).resolve()
-    cfg.data.path = str(dp)
-    if dp.is_dir():  # a sharded, larger-than-memory dataset
-        from .shards import load_shards
-
-        arrays = load_shards(dp)
-    else:
-        arrays = load_npz(dp)
-    if quick:
-        for m in (cfg.teacher, cfg.student):
-            m.epochs = min(m.epochs, 5)
-        cfg.export.latency_runs = min(cfg.export.latency_runs, 30)
-    return cfg, arrays, str(dp), False
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present, else CPU; otherwise ``cpu``, ``cuda`` or ``cuda:N``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        dev = None
-    if dev is None or dev.type not in ("cpu", "cuda"):
-        raise CmkdError(f"device {name!r}: use auto, cpu, cuda or cuda:N")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise CmkdError(f"device {name!r} requested but CUDA is not available; use --device auto or cpu")
-    return dev
-
-
-def original_dataset(meta: dict) -> MultimodalData | None:
-    """Rebuild the dataset a saved model was trained on from its config (None when it cannot be found)."""
-    import yaml
-
-    raw = yaml.safe_load(meta.get("config") or "") or {}
-    try:
-        cfg = validate(raw, source="the model's config")
-        if cfg.recipe:
-            from .recipes import get_recipe
-
-            arrays = get_recipe(cfg.recipe).load(cfg.model_dump(mode="json"))
-        elif cfg.data.path and Path(cfg.data.path).is_file():
-            arrays = load_npz(cfg.data.path)
-        else:
-            return None
-        mods = list(meta["hparams"]["modalities"])
-        return build_data(arrays, cfg.data, cfg.seed, str(cfg.data.path or cfg.recipe), modalities=mods)
-    except CmkdError:
-        return None
-
-
-def train_teachers(cfg: ExperimentConfig, data: MultimodalData, train: np.ndarray, val: np.ndarray, stats: dict,
-                   histories: dict[str, list[dict]], *, ck_dir: Path | None = None, resume: bool = False,
-                   quiet: bool = True, device: torch.device | str = "cpu"
-                   ) -> tuple[MultimodalNet, dict[str, MultimodalNet]]:
-    """Train the teacher on its modalities with the task loss; with ``teachers:``, one member per entry on its
-    modalities and targets, combined into an :class:`EnsembleTeacher`. Returns the teacher the students learn
-    from and the members by role (``teacher_<name>``; just ``teacher`` without ``teachers:``); each training
-    history goes into ``histories``."""
-    members: dict[str, MultimodalNet] = {}
-    for i, (name, spec) in enumerate(cfg.teachers.items() if cfg.teachers else [("teacher", cfg.teacher)]):
-        role = name if name == "teacher" else f"teacher_{name}"
-        mods = list(spec.modalities)
-        set_seed(cfg.seed + 1000 * i)
-        net = build_model(data, mods, spec, cfg, targets=getattr(spec, "targets", None))
-        net.set_stats(stats)
-        histories[role] = fit(net, data, data.all_present(mods, train), data.all_present(mods, val), spec,
-                              teacher_loss(cfg.distill),
-                              seed=cfg.seed + 1000 * i, target_stats=stats,
-                              ckpt_path=ck_dir / f"{role}.pt" if ck_dir is not None else None,
-                              resume=resume, quiet=quiet, desc=role, device=device)
-        members[role] = net
-    if not cfg.teachers:
-        return members["teacher"], members
-    ensemble = EnsembleTeacher({k: members[f"teacher_{k}"] for k in cfg.teachers},
-                               {k: s.temperature or cfg.distill.temperature for k, s in cfg.teachers.items()},
-                               {k: s.weight for k, s in cfg.teachers.items()})
-    return ensemble, members  # type: ignore[return-value]
-
-
-def teacher_seen(data: MultimodalData, modalities: list[str]) -> np.ndarray:
-    """(N,) bool: the samples where the teacher saw at least one of its modalities (where kd terms apply)."""
-    return np.any([data.present[m] for m in modalities], axis=0) if modalities else np.zeros(data.n, dtype=bool)
-
-
-def teacher_targets(teacher: torch.nn.Module, data: MultimodalData, student_modalities: list[str], view: str,
-                    targets: list[str], device: torch.device | str = "cpu") -> tuple[dict, np.ndarray]:
-    """The teacher's outputs on every sample (the students' kd, feature and relation targets) and the kd mask.
-
-    ``view`` ``all``: the teacher sees all its modalities, and kd applies where it saw at least one. ``student``:
-    it sees only the modalities it shares with the student (the others marked absent), so its soft targets hold
-    what the student's own evidence supports; meaningful for a teacher trained with ``modality_dropout``.
-    """
-    mods = list(teacher.encoders)
-    only = None
-    if view == "student":
-        only = [m for m in mods if m in student_modalities]
-        if not only:
-            raise CmkdError(f"distill.teacher_view=student: the teacher ({', '.join(mods)}) shares no modality "
-                            f"with the student ({', '.join(student_modalities)})")
-    preds = predict(teacher, data, np.arange(data.n), device=device, only=only)
-    return _cache(preds, targets), teacher_seen(data, only if only is not None else mods)
-
-
-def _cache(preds: dict[str, np.ndarray], targets: list[str]) -> dict:
-    out: dict = {"features": torch.from_numpy(preds["features"])}
-    for t in targets:
-        part = {k.split("/", 1)[1]: torch.from_numpy(v) for k, v in preds.items() if k.startswith(f"{t}/")}
-        if part:  # a target no teacher predicts has no entry
-            out[t] = part
-    return out
+if TYPE_CHECKING:
+    from .recipes import Recipe
 
 
 def run(config: str | ExperimentConfig, out: str | Path = "runs/out", *, overrides: list[str] | None = None,
@@ -205,8 +69,52 @@ def run(config: str | ExperimentConfig, out: str | Path = "runs/out", *, overrid
         cleanup()
 
 
-def _run(config: str | ExperimentConfig, out: str | Path, *, overrides: list[str] | None, quick: bool,
-         resume: bool, quiet: bool, device: str | None, arrays: dict[str, np.ndarray] | None) -> dict:
+@dataclass
+class RunState:
+    """Everything one run carries from stage to stage (see :func:`run`); each stage reads and extends it."""
+
+    cfg: ExperimentConfig
+    arrays: dict[str, np.ndarray]
+    source: str
+    synthetic: bool
+    out: Path
+    resume: bool
+    quiet: bool
+    dev: torch.device | str = "cpu"
+    main: bool = True
+    recipe: Recipe | None = None
+    # data stage
+    data: MultimodalData | None = None
+    train_all: np.ndarray | None = None  # training samples, unlabelled ones too (teacher terms only)
+    train: np.ndarray | None = None  # labelled training samples
+    val: np.ndarray | None = None
+    test: np.ndarray | None = None
+    stats: dict = field(default_factory=dict)
+    ck_dir: Path | None = None
+    sign: float = 1.0  # +1 when the primary metric is higher-is-better
+    # teachers and students
+    teacher: torch.nn.Module | None = None
+    cache: dict = field(default_factory=dict)  # the teacher's outputs on every sample (the students' targets)
+    kd_mask: np.ndarray | None = None
+    models: dict[str, MultimodalNet] = field(default_factory=dict)
+    histories: dict[str, list[dict]] = field(default_factory=dict)
+    aggregated: list[int] = field(default_factory=list)  # samples added per aggregation round
+    # evaluation and outputs
+    metrics: dict[str, Any] = field(default_factory=dict)
+    predictions: dict[str, dict] = field(default_factory=dict)
+    conformal: dict[str, dict] = field(default_factory=dict)
+    cal_all: np.ndarray | None = None
+    extra_html: list[str] = field(default_factory=list)
+
+    @property
+    def distil(self) -> bool:
+        """Whether the distilled student has any teacher term (else it is trained like the baseline)."""
+        return any(v for k, v in self.cfg.distill.weights.items() if k != "task")
+
+
+def stage_resolve(config: str | ExperimentConfig, out: str | Path, overrides: list[str] | None, quick: bool,
+                  resume: bool, quiet: bool, device: str | None, arrays: dict[str, np.ndarray] | None) -> RunState:
+    """Config, data arrays and device; the recipe when the config names one."""
     from .distributed import is_main, setup
 
     if isinstance(config, ExperimentConfig):
@@ -219,258 +127,264 @@ def _run(config: str | ExperimentConfig, out: str | Path, *, overrides: list[str
         cfg, arrays, source, synthetic = resolve(config, overrides, quick)
     if device:
         cfg.device = device  # type: ignore[assignment]
-    dev = setup(cfg.device) or resolve_device(cfg.device)
-    main = is_main()
+    st = RunState(cfg, arrays, source, synthetic, Path(out), resume, quiet)
+    st.dev = setup(cfg.device) or resolve_device(cfg.device)
+    st.main = is_main()
     torch.set_num_threads(cfg.threads)
-    tmods, smods = list(cfg.teacher.modalities), list(cfg.student.modalities)
-    chain_mods = [m for mods in cfg.distill.chain for m in mods]
-    data = build_data(arrays, cfg.data, cfg.seed, source,
-                      modalities=list(dict.fromkeys(tmods + smods + chain_mods + list(cfg.distill.impute.values()))))
-    # unlabelled training samples (class -1 / NaN targets) serve only the distilled student's teacher terms
-    train_all = data.indices(0)
-    train, val, test = data.labelled(train_all), data.labelled(data.indices(1)), data.labelled(data.indices(2))
-    if len(test) == 0:
-        raise CmkdError(f"{source}: the test split has no labelled sample")
-    if len(val) == 0:
-        raise CmkdError(f"{source}: the validation split is empty and too few training samples to carve one")
-    stats = fit_stats(data, train_all)
-    t_train, t_val, t_test = (data.all_present(tmods, i) for i in (train, val, test))
-    for name, spec in (cfg.teachers.items() if cfg.teachers else [("teacher", cfg.teacher)]):
-        if len(data.all_present(spec.modalities, train)) == 0 or len(data.all_present(spec.modalities, val)) == 0:
-            raise CmkdError(f"{source}: no training/validation sample has all modalities {spec.modalities} of "
-                            f"{'teacher' if name == 'teacher' else 'teachers.' + name}")
-    # the inputs are valid: only now touch the output folder
-    out = Path(out)
-    ck_dir = out / ".ckpt"
-    if main:
-        check_out_dir(out)
-        if not resume and ck_dir.exists():
-            shutil.rmtree(ck_dir)
-        ck_dir.mkdir(exist_ok=True)
-        atomic_write_text(out / "config.yaml", dump_config(cfg))
-    metric = primary_metric(data)
-    sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
-    targets = list(data.target_kinds)
-    histories: dict[str, list[dict]] = {}
-    models: dict[str, MultimodalNet] = {}
-
-    # 1. teacher on its own modalities, trained with the task loss; with `teachers`, one per entry on its
-    # modalities and targets, combined into an ensemble that the students learn from
-    teacher, members = train_teachers(cfg, data, train, val, stats, histories, ck_dir=ck_dir, resume=resume,
-                                      quiet=quiet, device=dev)
-    models["teacher"] = teacher
-    if cfg.teachers:
-        models.update(members)
-    cache, kd_mask = teacher_targets(teacher, data, smods, cfg.distill.teacher_view, targets, dev)
-
-    # 2. baseline student (task loss only) and 3. distilled student, from the same initialisation
-    w = dict(cfg.distill.weights)
-
-    def train_student(role: str, mods: list[str], distil: bool, t_model: MultimodalNet, t_cache: dict,
-                      t_mask: np.ndarray, tag: str = "") -> MultimodalNet:
-        """Train one student-sized model (optionally distilled from ``t_model``) and keep it in ``models``;
-        ``tag`` makes the checkpoint file of a retraining (an aggregation round) its own."""
-        fit_idx = train_all if distil else train
-        # with refit: choose the epoch count on validation, then retrain on train + val for that many epochs
-        stages = [(role, cfg.student, fit_idx, True)]
-        if cfg.student.refit:
-            stages.append((f"{role}_refit", None, np.concatenate([fit_idx, val]), False))
-        for stage, mcfg, idx, select in stages:
-            if mcfg is None:
-                best = int(np.argmax([sign * r["val_metric"] for r in histories[role]])) + 1
-                mcfg = cfg.student.model_copy(update={"epochs": best, "patience": best + 1})
-            set_seed(cfg.seed + 1)
-            imp = [m for m in cfg.distill.impute if m in mods] if distil and w.get("impute") else None
-            model = build_model(data, mods, cfg.student, cfg, impute=imp or None)
-            model.set_stats(stats)
-            set_seed(cfg.seed + 2)
-            loss = make_loss(cfg.distill, cfg.student.width, t_model.width, baseline=not distil, data=data,
-                             train=train, device=dev)
-            hist = fit(model, data, idx, val, mcfg, loss, seed=cfg.seed + 1, target_stats=stats,
-                       teacher_cache=t_cache if distil else None, kd_mask=t_mask,
-                       ckpt_path=ck_dir / f"{stage}{tag}.pt", resume=resume, quiet=quiet, desc=stage, device=dev,
-                       teacher=t_model if distil else None, mixup=cfg.distill.mixup if distil else 0.0,
-                       select_best=select)
-            histories[stage] = hist
-        models[role] = model
-        return model
-
-    for role in ("student_baseline", "student"):
-        train_student(role, smods, role == "student" and any(v for k, v in w.items() if k != "task"), teacher,
-                      cache, kd_mask)
-    # dataset aggregation (e.g. DAgger, Ross et al. 2011): a recipe with ``aggregate(config, student, round)``
-    # returns extra training samples labelled at the states its trained student visits (None: no more rounds);
-    # they are appended to the training split and the distilled student is retrained on the union. The
-    # validation and test samples keep their indices; the baseline student keeps the original data.
-    rec = None
     if cfg.recipe:
         from .recipes import get_recipe
 
-        rec = get_recipe(cfg.recipe)
-    aggregated: list[int] = []
-    while rec is not None and rec.aggregate is not None:
-        extra = rec.aggregate(cfg.model_dump(mode="json"), models["student"], len(aggregated))
+        st.recipe = get_recipe(cfg.recipe)
+    return st
+
+
+def stage_data(st: RunState) -> None:
+    """The dataset, its splits and training statistics; checks them, then prepares the output folder."""
+    cfg, source = st.cfg, st.source
+    tmods, smods = list(cfg.teacher.modalities), list(cfg.student.modalities)
+    chain_mods = [m for mods in cfg.distill.chain for m in mods]
+    st.data = data = build_data(st.arrays, cfg.data, cfg.seed, source, modalities=list(
+        dict.fromkeys(tmods + smods + chain_mods + list(cfg.distill.impute.values()))))
+    st.train_all = data.indices(0)
+    st.train, st.val, st.test = (data.labelled(st.train_all), data.labelled(data.indices(1)),
+                                 data.labelled(data.indices(2)))
+    if len(st.test) == 0:
+        raise CmkdError(f"{source}: the test split has no labelled sample")
+    if len(st.val) == 0:
+        raise CmkdError(f"{source}: the validation split is empty and too few training samples to carve one")
+    st.stats = fit_stats(data, st.train_all)
+    for name, spec in (cfg.teachers.items() if cfg.teachers else [("teacher", cfg.teacher)]):
+        if (len(data.all_present(spec.modalities, st.train)) == 0
+                or len(data.all_present(spec.modalities, st.val)) == 0):
+            raise CmkdError(f"{source}: no training/validation sample has all modalities {spec.modalities} of "
+                            f"{'teacher' if name == 'teacher' else 'teachers.' + name}")
+    # the inputs are valid: only now touch the output folder
+    st.ck_dir = st.out / ".ckpt"
+    if st.main:
+        check_out_dir(st.out)
+        if not st.resume and st.ck_dir.exists():
+            shutil.rmtree(st.ck_dir)
+        st.ck_dir.mkdir(exist_ok=True)
+        atomic_write_text(st.out / "config.yaml", dump_config(cfg))
+    st.sign = 1.0 if HIGHER_IS_BETTER[primary_metric(data)] else -1.0
+
+
+def _targets(st: RunState, teacher: torch.nn.Module, mods: list[str]) -> tuple[dict, np.ndarray]:
+    return teacher_targets(teacher, st.data, mods, st.cfg.distill.teacher_view, list(st.data.target_kinds), st.dev)
+
+
+def stage_teachers(st: RunState) -> None:
+    """The teacher on its own modalities with the task loss (with ``teachers:``, an ensemble of members) and its
+    outputs on every sample, which the students learn from."""
+    st.teacher, members = train_teachers(st.cfg, st.data, st.train, st.val, st.stats, st.histories,
+                                         ck_dir=st.ck_dir, resume=st.resume, quiet=st.quiet, device=st.dev)
+    st.models["teacher"] = st.teacher
+    if st.cfg.teachers:
+        st.models.update(members)
+    st.cache, st.kd_mask = _targets(st, st.teacher, list(st.cfg.student.modalities))
+
+
+def train_student(st: RunState, role: str, mods: list[str], distil: bool, t_model: torch.nn.Module,
+                  t_cache: dict, t_mask: np.ndarray, tag: str = "") -> MultimodalNet:
+    """Train one student-sized model (optionally distilled from ``t_model``) and keep it in ``st.models``;
+    ``tag`` makes the checkpoint file of a retraining (an aggregation round) its own. With ``student.refit``:
+    choose the epoch count on validation, then retrain on train + val for that many epochs."""
+    cfg, data = st.cfg, st.data
+    fit_idx = st.train_all if distil else st.train
+    stages = [(role, cfg.student, fit_idx, True)]
+    if cfg.student.refit:
+        stages.append((f"{role}_refit", None, np.concatenate([fit_idx, st.val]), False))
+    for stage, mcfg, idx, select in stages:
+        if mcfg is None:
+            best = int(np.argmax([st.sign * r["val_metric"] for r in st.histories[role]])) + 1
+            mcfg = cfg.student.model_copy(update={"epochs": best, "patience": best + 1})
+        set_seed(cfg.seed + 1)
+        imp = [m for m in cfg.distill.impute if m in mods] if distil and cfg.distill.weights.get("impute") else None
+        model = build_model(data, mods, cfg.student, cfg, impute=imp or None)
+        model.set_stats(st.stats)
+        set_seed(cfg.seed + 2)
+        loss = make_loss(cfg.distill, cfg.student.width, t_model.width, baseline=not distil, data=data,
+                         train=st.train, device=st.dev)
+        st.histories[stage] = fit(
+            model, data, idx, st.val, mcfg, loss, seed=cfg.seed + 1, target_stats=st.stats,
+            teacher_cache=t_cache if distil else None, kd_mask=t_mask, ckpt_path=st.ck_dir / f"{stage}{tag}.pt",
+            resume=st.resume, quiet=st.quiet, desc=stage, device=st.dev, teacher=t_model if distil else None,
+            mixup=cfg.distill.mixup if distil else 0.0, select_best=select)
+    st.models[role] = model
+    return model
+
+
+def _aggregate(st: RunState, extra: dict) -> None:
+    """Append a recipe's aggregated samples to the training split and refresh the data and teacher targets."""
+    cfg = st.cfg
+    missing = sorted(set(st.arrays) - set(extra))
+    if missing:
+        raise CmkdError(f"recipe {cfg.recipe}: aggregate() returned no {', '.join(missing)}")
+    if not cfg.data.split or cfg.data.split not in st.arrays:
+        raise CmkdError(f"recipe {cfg.recipe}: aggregate() needs the data's own split key (data.split)")
+    m_new = len(next(iter(extra.values())))
+    st.arrays = {k: np.concatenate([v, np.asarray(extra[k]).astype(v.dtype)]) for k, v in st.arrays.items()}
+    st.arrays[cfg.data.split][-m_new:] = 0  # aggregated samples only ever train
+    st.data = build_data(st.arrays, cfg.data, cfg.seed, st.source, modalities=list(st.data.kinds))
+    st.train_all = st.data.indices(0)
+    st.train = st.data.labelled(st.train_all)
+    st.cache, st.kd_mask = _targets(st, st.teacher, list(cfg.student.modalities))
+    st.aggregated.append(m_new)
+
+
+def stage_students(st: RunState) -> None:
+    """Baseline student (task loss only) and distilled student from the same initialisation; then dataset
+    aggregation rounds and progressive distillation when configured."""
+    smods = list(st.cfg.student.modalities)
+    for role in ("student_baseline", "student"):
+        train_student(st, role, smods, role == "student" and st.distil, st.teacher, st.cache, st.kd_mask)
+    # dataset aggregation (e.g. DAgger, Ross et al. 2011): the recipe's ``aggregate`` hook returns extra training
+    # samples labelled at the states its trained student visits (None: no more rounds); the distilled student is
+    # retrained on the union. Validation and test keep their indices; the baseline keeps the original data.
+    while st.recipe is not None and st.recipe.aggregate is not None:
+        extra = st.recipe.aggregate(st.cfg.model_dump(mode="json"), st.models["student"], len(st.aggregated))
         if not extra:
             break
-        missing = sorted(set(arrays) - set(extra))
-        if missing:
-            raise CmkdError(f"recipe {cfg.recipe}: aggregate() returned no {', '.join(missing)}")
-        if not cfg.data.split or cfg.data.split not in arrays:
-            raise CmkdError(f"recipe {cfg.recipe}: aggregate() needs the data's own split key (data.split)")
-        m_new = len(next(iter(extra.values())))
-        arrays = {k: np.concatenate([v, np.asarray(extra[k]).astype(v.dtype)]) for k, v in arrays.items()}
-        arrays[cfg.data.split][-m_new:] = 0  # aggregated samples only ever train
-        data = build_data(arrays, cfg.data, cfg.seed, source, modalities=list(data.kinds))
-        train_all = data.indices(0)
-        train = data.labelled(train_all)
-        cache, kd_mask = teacher_targets(teacher, data, smods, cfg.distill.teacher_view, targets, dev)
-        aggregated.append(m_new)
-        train_student("student", smods, any(v for k, v in w.items() if k != "task"), teacher, cache, kd_mask,
-                      tag=f"_round{len(aggregated)}")
-    # progressive distillation: teacher -> assistant_1 -> ... -> student_progressive (Mirzadeh et al., 2020)
+        _aggregate(st, extra)
+        train_student(st, "student", smods, st.distil, st.teacher, st.cache, st.kd_mask,
+                      tag=f"_round{len(st.aggregated)}")
+    # progressive distillation: teacher -> assistant_1 -> ... -> student_progressive (Mirzadeh et al., 2020);
     # each model learns from the previous one's targets for its own modalities (they differ with teacher_view)
-    prev = teacher
-    steps = [(f"assistant_{i + 1}", list(mods)) for i, mods in enumerate(cfg.distill.chain)]
+    prev = st.teacher
+    steps = [(f"assistant_{i + 1}", list(mods)) for i, mods in enumerate(st.cfg.distill.chain)]
     for role, mods in steps + ([("student_progressive", smods)] if steps else []):
-        prev = train_student(role, mods, True, prev,
-                             *teacher_targets(prev, data, mods, cfg.distill.teacher_view, targets, dev))
+        prev = train_student(st, role, mods, True, prev, *_targets(st, prev, mods))
 
-    if not main:  # data-parallel workers: training done, rank 0 evaluates and writes
-        return {}
-    # evaluation on the test split: the teacher where it has all its modalities, students everywhere
-    metrics_models: dict[str, dict] = {}
-    predictions: dict[str, dict] = {}
+
+def _evaluate_model(st: RunState, role: str, model: MultimodalNet, use_conformal: bool) -> dict:
+    """One model's metrics entry; its predictions and conformal state go into ``st``; its file is saved."""
+    cfg, data, test = st.cfg, st.data, st.test
+    mods = list(model.encoders)
+    if role.startswith(("teacher", "assistant_")):  # scored where they have all their modalities
+        # where no test sample has them (e.g. Houston's official test pixels lack HSI): on validation instead
+        r_test, r_val = data.all_present(mods, test), data.all_present(mods, st.val)
+        idx = r_test if len(r_test) else r_val
+    else:
+        idx = test
+    p = predict(model, data, idx, device=st.dev) if len(idx) else {}
+    mm = task_metrics(data, idx, p) if len(idx) else {}
+    cal = data.all_present(mods, st.cal_all) if role.startswith("teacher") else st.cal_all
+    if use_conformal and len(cal) >= 2 and len(idx):
+        st.conformal[role] = calibrate(model, data, cal, cfg, st.dev)
+        mm.update(interval_metrics(model, data, idx, p, st.conformal[role], cfg))
+    if model.imputers and len(idx):
+        mm.update(imputation_metrics(data, idx, p, cfg.distill.impute, model))
+    model.cpu()
     costs = {m: cfg.data.modalities[m].cost for m in data.kinds}
-    first = targets[0]
-    # the teacher needs all its modalities; where no test sample has them (e.g. Houston's official test pixels
-    # lack HSI) it is scored on the validation samples instead, and metrics.json says so
-    # conformal calibration of regression heads: split 3 when the data has one, else the validation split
+    entry = {"modalities": mods, "params": count_params(model), "metrics": mm,
+             "latency_ms": torch_latency_ms(model, example_inputs(data, mods), cfg.export.latency_runs),
+             "n_test": int(len(idx)), "cost": float(sum(costs[m] for m in mods)),
+             "scored_on": "test" if np.isin(idx, test).all() else "val"}
+    first = next(iter(data.target_kinds))
+    if len(idx) and (f"{first}/logits" in p or f"{first}/value" in p):
+        kind = data.target_kinds[first]
+        y_pred = p[f"{first}/logits"].argmax(1) if kind == "classification" else p[f"{first}/value"]
+        st.predictions[role] = {"kind": kind, "y_true": data.targets[first][idx], "y_pred": y_pred,
+                                "class_names": cfg.data.class_names}
+    save_model(model, st.out / f"{role}.pt", cfg, data, role,
+               {t: [c.state() for c in cs] for t, cs in st.conformal.get(role, {}).items()})
+    return entry
+
+
+def stage_evaluate(st: RunState) -> None:
+    """Every model on the test split (the teacher where it has all its modalities), conformal calibration of
+    regression heads (on split 3 when the data has one, else validation), and the metrics.json skeleton."""
+    cfg, data = st.cfg, st.data
     cal_all = data.labelled(data.indices(3))
     cal_split = "calibration" if len(cal_all) else "val"
-    cal_all = cal_all if len(cal_all) else val
+    st.cal_all = cal_all if len(cal_all) else st.val
     use_conformal = cfg.uncertainty.enabled and "regression" in data.target_kinds.values()
-    conformal: dict[str, dict] = {}
-    for role, model in models.items():
-        mods = list(model.encoders)
-        if role.startswith(("teacher", "assistant_")):  # scored where they have all their modalities
-            r_test, r_val = data.all_present(mods, test), data.all_present(mods, val)
-            idx = r_test if len(r_test) else r_val
-        else:
-            idx = test
-        p = predict(model, data, idx, device=dev) if len(idx) else {}
-        mm = task_metrics(data, idx, p) if len(idx) else {}
-        cal = data.all_present(mods, cal_all) if role.startswith("teacher") else cal_all
-        if use_conformal and len(cal) >= 2 and len(idx):
-            conformal[role] = calibrate(model, data, cal, cfg, dev)
-            mm.update(interval_metrics(model, data, idx, p, conformal[role], cfg))
-        if model.imputers and len(idx):
-            mm.update(imputation_metrics(data, idx, p, cfg.distill.impute, model))
-        model.cpu()
-        metrics_models[role] = {
-            "modalities": mods, "params": count_params(model), "metrics": mm,
-            "latency_ms": torch_latency_ms(model, example_inputs(data, mods), cfg.export.latency_runs),
-            "n_test": int(len(idx)), "cost": float(sum(costs[m] for m in mods)),
-            "scored_on": "test" if np.isin(idx, test).all() else "val"}
-        if len(idx) and (f"{first}/logits" in p or f"{first}/value" in p):
-            kind = data.target_kinds[first]
-            y_pred = p[f"{first}/logits"].argmax(1) if kind == "classification" else p[f"{first}/value"]
-            predictions[role] = {"kind": kind, "y_true": data.targets[first][idx], "y_pred": y_pred,
-                                 "class_names": cfg.data.class_names}
-        save_model(model, out / f"{role}.pt", cfg, data, role,
-                   {t: [c.state() for c in cs] for t, cs in conformal.get(role, {}).items()})
-
-    metrics: dict[str, Any] = {
-        "name": cfg.name, "recipe": cfg.recipe, "seed": cfg.seed, "primary_metric": metric,
-        "synthetic": synthetic,
-        "data": {"source": source, "n_train": int(len(train)), "n_train_unlabelled": int(len(train_all) - len(train)),
-                 "n_val": int(len(val)), "n_test": int(len(test)),
-                 "n_test_teacher": int(len(t_test))},
-        "costs": costs, "models": metrics_models, "distill": cfg.distill.model_dump(mode="json"),
+    models = {role: _evaluate_model(st, role, model, use_conformal) for role, model in st.models.items()}
+    t_test = data.all_present(list(cfg.teacher.modalities), st.test)
+    st.metrics = {
+        "name": cfg.name, "recipe": cfg.recipe, "seed": cfg.seed, "primary_metric": primary_metric(data),
+        "synthetic": st.synthetic,
+        "data": {"source": st.source, "n_train": int(len(st.train)),
+                 "n_train_unlabelled": int(len(st.train_all) - len(st.train)), "n_val": int(len(st.val)),
+                 "n_test": int(len(st.test)), "n_test_teacher": int(len(t_test))},
+        "costs": {m: cfg.data.modalities[m].cost for m in data.kinds}, "models": models,
+        "distill": cfg.distill.model_dump(mode="json"),
     }
-    if aggregated:  # samples added per aggregation round (already counted in n_train)
-        metrics["data"]["n_train_aggregated"] = aggregated
-    if conformal:
-        metrics["uncertainty"] = {"method": "split-conformal, normalised by the Gaussian head's sigma, Mondrian "
-                                  "per availability band", "alpha": cfg.uncertainty.alpha,
-                                  "calibrated_on": cal_split, "n_calibration": int(len(cal_all)),
-                                  "availability_edges": cfg.uncertainty.availability_edges}
-    extra_html: list[str] = []
-    if cfg.export.enabled:
-        from .pipeline_export import export_student
+    if st.aggregated:  # samples added per aggregation round (already counted in n_train)
+        st.metrics["data"]["n_train_aggregated"] = st.aggregated
+    if st.conformal:
+        st.metrics["uncertainty"] = {"method": "split-conformal, normalised by the Gaussian head's sigma, Mondrian "
+                                     "per availability band", "alpha": cfg.uncertainty.alpha,
+                                     "calibrated_on": cal_split, "n_calibration": int(len(st.cal_all)),
+                                     "availability_edges": cfg.uncertainty.availability_edges}
 
-        def finetune(net: MultimodalNet) -> None:  # the pruned student, retrained briefly with its own loss
-            ep = cfg.export.prune_epochs
-            distil = any(v for k, v in w.items() if k != "task")
-            mcfg = cfg.student.model_copy(update={"epochs": ep, "patience": ep + 1, "warmup_epochs": 0})
-            set_seed(cfg.seed + 3)
-            histories["student_pruned"] = fit(
-                net, data, train_all if distil else train, val, mcfg,
-                make_loss(cfg.distill, cfg.student.width, teacher.width, baseline=not distil, data=data, train=train,
-                          device=dev), seed=cfg.seed + 3,
-                target_stats=stats, teacher_cache=cache if distil else None, kd_mask=kd_mask,
-                ckpt_path=ck_dir / "student_pruned.pt", resume=resume, quiet=quiet, desc="student_pruned", device=dev,
-                teacher=teacher if distil else None)
-            net.cpu()
 
-        metrics["export"] = export_student(models["student"], data, test, out, cfg,
-                                           finetune if cfg.export.prune_epochs else None)
-    if rec is not None:
-        if rec.references is not None:
-            metrics["references"] = rec.references(data, smods, cfg.seed)
-        if rec.analyse is not None:  # recipe-specific analysis: sweeps, decisions, extra figures
-            ctx = {"models": models, "data": data, "cfg": cfg, "out": out, "device": dev, "test": test,
-                   "val": val, "calibration": cal_all, "conformal": conformal, "metrics": metrics,
-                   "predictions": predictions, "quiet": quiet}
-            extra = rec.analyse(ctx) or {}
-            metrics.update(extra.get("metrics", {}))
-            extra_html.extend(extra.get("html", []))
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=json_default))
+def stage_export(st: RunState) -> None:
+    """ONNX and INT8 export of the student (pruned and briefly fine-tuned first with ``export.prune``)."""
+    cfg = st.cfg
+    if not cfg.export.enabled:
+        return
+    from .pipeline_export import export_student
+
+    def finetune(net: MultimodalNet) -> None:  # the pruned student, retrained briefly with its own loss
+        ep, distil = cfg.export.prune_epochs, st.distil
+        mcfg = cfg.student.model_copy(update={"epochs": ep, "patience": ep + 1, "warmup_epochs": 0})
+        set_seed(cfg.seed + 3)
+        loss = make_loss(cfg.distill, cfg.student.width, st.teacher.width, baseline=not distil, data=st.data,
+                         train=st.train, device=st.dev)
+        st.histories["student_pruned"] = fit(
+            net, st.data, st.train_all if distil else st.train, st.val, mcfg, loss, seed=cfg.seed + 3,
+            target_stats=st.stats, teacher_cache=st.cache if distil else None, kd_mask=st.kd_mask,
+            ckpt_path=st.ck_dir / "student_pruned.pt", resume=st.resume, quiet=st.quiet, desc="student_pruned",
+            device=st.dev, teacher=st.teacher if distil else None)
+        net.cpu()
+
+    st.metrics["export"] = export_student(st.models["student"], st.data, st.test, st.out, cfg,
+                                          finetune if cfg.export.prune_epochs else None)
+
+
+def stage_references(st: RunState) -> None:
+    """The recipe's classical reference models (its ``references`` hook)."""
+    if st.recipe is not None and st.recipe.references is not None:
+        st.metrics["references"] = st.recipe.references(st.data, list(st.cfg.student.modalities), st.cfg.seed)
+
+
+def stage_analyse(st: RunState) -> None:
+    """The recipe's domain outputs (its ``analyse`` hook): sweeps, decisions, extra figures."""
+    if st.recipe is None or st.recipe.analyse is None:
+        return
+    ctx = {"models": st.models, "data": st.data, "cfg": st.cfg, "out": st.out, "device": st.dev, "test": st.test,
+           "val": st.val, "calibration": st.cal_all, "conformal": st.conformal, "metrics": st.metrics,
+           "predictions": st.predictions, "quiet": st.quiet}
+    extra = st.recipe.analyse(ctx) or {}
+    st.metrics.update(extra.get("metrics", {}))
+    st.extra_html.extend(extra.get("html", []))
+
+
+def stage_write(st: RunState) -> None:
+    """metrics.json, report.html and histories.json (atomically); the checkpoints are removed."""
     from .report import write_report
 
-    write_report(out / "report.html", metrics, histories, predictions, extra_html)
-    atomic_write_text(out / "histories.json", json.dumps(histories, indent=1, default=json_default))
-    shutil.rmtree(ck_dir, ignore_errors=True)
-    if not quiet:
-        print_summary(metrics, out)
-    return metrics
+    atomic_write_text(st.out / "metrics.json", json.dumps(st.metrics, indent=2, default=json_default))
+    write_report(st.out / "report.html", st.metrics, st.histories, st.predictions, st.extra_html)
+    atomic_write_text(st.out / "histories.json", json.dumps(st.histories, indent=1, default=json_default))
+    shutil.rmtree(st.ck_dir, ignore_errors=True)
+    if not st.quiet:
+        print_summary(st.metrics, st.out)
 
 
-def print_summary(metrics: dict, out: Path | None = None) -> None:
-    """The three models side by side on the terminal."""
-    from rich.console import Console
-    from rich.table import Table
+TRAIN_STAGES = (stage_data, stage_teachers, stage_students)
+# references after export, as before the stages were named (same call order, same figures)
+OUTPUT_STAGES = (stage_evaluate, stage_export, stage_references, stage_analyse, stage_write)
 
-    pm = metrics["primary_metric"]
-    title = f"{metrics['name']} ({'synthetic data' if metrics.get('synthetic') else metrics['data']['source']})"
-    tab = Table(title=title)
-    names = sorted({k for m in metrics["models"].values() for k in m["metrics"]})
-    if len(names) > 8:  # many targets: the primary target's metrics here, the rest in metrics.json
-        names = [k for k in names if "/" not in k]
-    for col in ["model", "modalities", "params", *names, "latency ms", "cost"]:
-        tab.add_column(col, justify="left" if col in ("model", "modalities") else "right")
-    n_test = metrics.get("data", {}).get("n_test")
-    partial = {role: m for role, m in metrics["models"].items()  # e.g. a teacher scored where it has all inputs
-               if m.get("scored_on") == "val" or (n_test and m.get("n_test", n_test) < n_test)}
-    for role, m in metrics["models"].items():
-        tab.add_row(role + (" *" if role in partial else ""), "+".join(m["modalities"]), f"{m['params']:,}",
-                    *[f"{m['metrics'][k]:.4f}" if k in m["metrics"] else "-" for k in names],
-                    f"{m['latency_ms']:.2f}", f"{m.get('cost', 0):g}")
-    ex = metrics.get("export")
-    if ex:
-        tab.add_row("student int8", "+".join(metrics["models"]["student"]["modalities"]), "-",
-                    *[f"{ex['int8_metrics'][k]:.4f}" if k in ex["int8_metrics"] else "-" for k in names],
-                    f"{ex['int8_latency_ms']:.2f}", "")
-    for name, ref in (metrics.get("references") or {}).items():
-        tab.add_row(f"{name} (reference)", "+".join(metrics["models"]["student"]["modalities"]), "-",
-                    *[f"{ref[k]:.4f}" if k in ref else "-" for k in names], "-", "")
-    con = Console(file=sys.stdout)
-    con.print(tab)
-    for role, m in partial.items():
-        where = ("validation samples" if m.get("scored_on") == "val"
-                 else f"of the {n_test:,} test samples, those with all its modalities")
-        con.print(f"* {role}: scored on {m.get('n_test', '?'):,} {where}")
-    if out is not None:
-        more = " (every target's metrics are in metrics.json)" if len(metrics.get("models", {}).get("student", {})
-                                                                     .get("metrics", {})) > len(names) else ""
-        files = [f for f in ("metrics.json", "report.html", "student.onnx", "student.int8.onnx") if (out / f).exists()]
-        con.print(f"primary metric: {pm}{more}. Outputs in {out}/ ({', '.join(files)})")
+
+def _run(config: str | ExperimentConfig, out: str | Path, *, overrides: list[str] | None, quick: bool,
+         resume: bool, quiet: bool, device: str | None, arrays: dict[str, np.ndarray] | None) -> dict:
+    st = stage_resolve(config, out, overrides, quick, resume, quiet, device, arrays)
+    for stage in TRAIN_STAGES:
+        stage(st)
+    if not st.main:  # data-parallel workers: training done, rank 0 evaluates and writes
+        return {}
+    for stage in OUTPUT_STAGES:
+        stage(st)
+    return st.metrics

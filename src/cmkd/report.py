@@ -12,6 +12,7 @@ import html
 import io
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -387,3 +388,44 @@ def write_report(path: str | Path, metrics: dict, histories: dict[str, list[dict
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def print_summary(metrics: dict, out: Path | None = None) -> None:
+    """The three models side by side on the terminal."""
+    from rich.console import Console
+    from rich.table import Table
+
+    pm = metrics["primary_metric"]
+    title = f"{metrics['name']} ({'synthetic data' if metrics.get('synthetic') else metrics['data']['source']})"
+    tab = Table(title=title)
+    names = sorted({k for m in metrics["models"].values() for k in m["metrics"]})
+    if len(names) > 8:  # many targets: the primary target's metrics here, the rest in metrics.json
+        names = [k for k in names if "/" not in k]
+    for col in ["model", "modalities", "params", *names, "latency ms", "cost"]:
+        tab.add_column(col, justify="left" if col in ("model", "modalities") else "right")
+    n_test = metrics.get("data", {}).get("n_test")
+    partial = {role: m for role, m in metrics["models"].items()  # e.g. a teacher scored where it has all inputs
+               if m.get("scored_on") == "val" or (n_test and m.get("n_test", n_test) < n_test)}
+    for role, m in metrics["models"].items():
+        tab.add_row(role + (" *" if role in partial else ""), "+".join(m["modalities"]), f"{m['params']:,}",
+                    *[f"{m['metrics'][k]:.4f}" if k in m["metrics"] else "-" for k in names],
+                    f"{m['latency_ms']:.2f}", f"{m.get('cost', 0):g}")
+    ex = metrics.get("export")
+    if ex:
+        tab.add_row("student int8", "+".join(metrics["models"]["student"]["modalities"]), "-",
+                    *[f"{ex['int8_metrics'][k]:.4f}" if k in ex["int8_metrics"] else "-" for k in names],
+                    f"{ex['int8_latency_ms']:.2f}", "")
+    for name, ref in (metrics.get("references") or {}).items():
+        tab.add_row(f"{name} (reference)", "+".join(metrics["models"]["student"]["modalities"]), "-",
+                    *[f"{ref[k]:.4f}" if k in ref else "-" for k in names], "-", "")
+    con = Console(file=sys.stdout)
+    con.print(tab)
+    for role, m in partial.items():
+        where = ("validation samples" if m.get("scored_on") == "val"
+                 else f"of the {n_test:,} test samples, those with all its modalities")
+        con.print(f"* {role}: scored on {m.get('n_test', '?'):,} {where}")
+    if out is not None:
+        more = " (every target's metrics are in metrics.json)" if len(metrics.get("models", {}).get("student", {})
+                                                                     .get("metrics", {})) > len(names) else ""
+        files = [f for f in ("metrics.json", "report.html", "student.onnx", "student.int8.onnx") if (out / f).exists()]
+        con.print(f"primary metric: {pm}{more}. Outputs in {out}/ ({', '.join(files)})")

@@ -57,7 +57,7 @@ class _Objective:
 
         from .data import build_data, fit_stats
         from .evaluate import HIGHER_IS_BETTER, primary_metric
-        from .pipeline import teacher_targets, train_teachers
+        from .teachers import teacher_targets, train_teachers
 
         torch.set_num_threads(cfg.threads)
         self.cfg, self.quiet = cfg, quiet
