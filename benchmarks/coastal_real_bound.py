@@ -35,7 +35,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from run_benchmarks import ms, save  # noqa: E402 - benchmarks/ is on sys.path
+from common import ms, save
 
 import cmkd
 from cmkd.errors import CmkdError

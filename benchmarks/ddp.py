@@ -18,6 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from common import save  # noqa: E402
 from test_distributed import TOLERANCE, ddp_case, run_ddp  # noqa: E402
 
 import cmkd  # noqa: E402
@@ -51,13 +52,11 @@ def main() -> None:
     worst = max((max(r["accuracy_diff"].values()) for r in rows if "accuracy_diff" in r), default=float("nan"))
     res = {"runs": rows, "single_process_s": single_s, "clean_exits": ok, "max_accuracy_diff": worst,
            "tolerance": TOLERANCE}
-    (ROOT / "benchmarks" / "ddp.json").write_text(json.dumps(res, indent=1))
     md = (f"2-process DDP (gloo, CPU) on a tiny SYNTHETIC experiment, {args.runs} runs: {ok}/{args.runs} clean exits "
           f"(exit code 0); largest accuracy difference from the single-process run {worst:.3f} (tolerance "
           f"{TOLERANCE}); mean wall time {sum(r['wall_s'] for r in rows) / len(rows):.1f} s vs {single_s:.1f} s "
           "single-process (2 shared cores, tiny model: process start-up dominates).")
-    (ROOT / "benchmarks" / "ddp.md").write_text(md + "\n")
-    print(md)
+    save("ddp", res, md)
 
 
 if __name__ == "__main__":

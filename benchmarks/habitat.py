@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from run_benchmarks import ms  # noqa: E402 - mean ± sample std as text (benchmarks/ is on sys.path)
+from common import ms, save
 
 import cmkd
 from cmkd.checkpoint import load_model
@@ -51,9 +51,7 @@ def main() -> None:
             r["speed"] = speed(out / f"seed-{r['seed']}", r["seed"])
             print(r["seed"], json.dumps(r["speed"]), flush=True)
         res["speed_retimed"] = True
-        (ROOT / "benchmarks" / "habitat.json").write_text(json.dumps(res, indent=1))
-        (ROOT / "benchmarks" / "habitat.md").write_text(report(res) + "\n")
-        print(report(res))
+        save("habitat", res, report(res))
         return
     rows = []
     for seed in args.seeds:
@@ -84,10 +82,7 @@ def main() -> None:
         rows.append(r)
         print(json.dumps(r), flush=True)
     res = {"runs": rows, "shots_per_class": args.shots}
-    (ROOT / "benchmarks" / "habitat.json").write_text(json.dumps(res, indent=1))
-    md = report(res)
-    (ROOT / "benchmarks" / "habitat.md").write_text(md + "\n")
-    print(md)
+    save("habitat", res, report(res))
 
 
 def speed(run_dir: Path, seed: int) -> dict:

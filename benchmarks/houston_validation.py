@@ -18,13 +18,9 @@ import argparse
 import json
 import sys
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from run_benchmarks import save  # noqa: E402
+from common import ROOT, save
 
 # name: (student overrides, distillation overrides; None = task loss only, i.e. a student_baseline)
 GRID: dict[str, tuple[list[str], list[str] | None]] = {

@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from run_benchmarks import ms as _ms  # noqa: E402 - benchmarks/ is on sys.path
+from common import ms as _ms
 
 import cmkd
 

@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from run_benchmarks import ms as _ms  # noqa: E402 - benchmarks/ is on sys.path
+from common import ms as _ms
+from common import save, save_md
 
 import cmkd
-from cmkd.io import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDENTS = ("student", "student_no_sky", "student_no_audio", "student_no_history", "student_torch_unpruned")
@@ -53,7 +53,7 @@ def main() -> None:
                      "n_train": m["data"]["n_train"], "n_train_aggregated": m["data"].get("n_train_aggregated", [])})
         print(f"seed {seed}: {rows[-1]['seconds']:.0f} s, student reduction "
               f"{mg['acceptance']['student']['reduction_vs_rule_pct']:.1f}%", flush=True)
-    atomic_write_text(ROOT / "benchmarks" / "microgrid.json", json.dumps({"synthetic": True, "runs": rows}, indent=1))
+    save("microgrid", {"synthetic": True, "runs": rows})
     render(rows)
 
 
@@ -147,8 +147,7 @@ def render(rows: list[dict]) -> None:
               f"{ms(col(lambda r: r['n_train']), 0)}, of which DAgger-labelled "
               f"{ms(col(lambda r: sum(r['n_train_aggregated'])), 0)}. Wall time per seed (one core, shared): "
               f"{ms(col(lambda r: r['seconds']), 0)} s."]
-    atomic_write_text(ROOT / "benchmarks" / "microgrid.md", "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    save_md("microgrid", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from run_benchmarks import ms, save  # noqa: E402 - benchmarks/ is on sys.path
+from common import ms, save
 
 import cmkd
 from cmkd.recipes.minerals.scene import generate

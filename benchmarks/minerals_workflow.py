@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from run_benchmarks import ms  # noqa: E402 - mean ± sample std as text (benchmarks/ is on sys.path)
+from common import ms, save
 
 import cmkd
 from cmkd.checkpoint import load_model
@@ -92,10 +92,7 @@ def main() -> None:
     tuned_de = tune(cfg, arrays, args.tune_trials, "de", out / "tune-de", quiet=True)
     res = {"runs": rows, "tune_tpe": {k: tuned[k] for k in ("default", "best", "gain", "best_params")},
            "tune_de": {k: tuned_de[k] for k in ("default", "best", "gain", "best_params")}}
-    (ROOT / "benchmarks" / "minerals_workflow.json").write_text(json.dumps(res, indent=1))
-    md = report(res)
-    (ROOT / "benchmarks" / "minerals_workflow.md").write_text(md + "\n")
-    print(md)
+    save("minerals_workflow", res, report(res))
 
 
 def report(res: dict) -> str:

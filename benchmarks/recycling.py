@@ -11,16 +11,14 @@ Writes ``benchmarks/recycling.json`` (every figure per seed) and ``benchmarks/re
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
 
 import numpy as np
-from run_benchmarks import ms  # noqa: E402 - mean ± sample std as text (benchmarks/ is on sys.path)
+from common import ms, save
 
 import cmkd
-from cmkd.io import atomic_write_text
 from cmkd.recipes.recycling.scene import MATERIALS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,9 +124,7 @@ def main() -> None:
     for seed in args.seeds:
         rows.append(one(seed, Path(args.out)))
         print(f"seed {seed}: {rows[-1]['seconds']:.0f} s", flush=True)
-    atomic_write_text(ROOT / "benchmarks" / "recycling.json", json.dumps({"synthetic": True, "runs": rows}, indent=1))
-    atomic_write_text(ROOT / "benchmarks" / "recycling.md", markdown(rows))
-    print(markdown(rows))
+    save("recycling", {"synthetic": True, "runs": rows}, markdown(rows))
 
 
 if __name__ == "__main__":

@@ -18,24 +18,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import ms
 
 import cmkd
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-
-
-def ms(values: list[float], digits: int = 3) -> str:
-    """mean +- std as text."""
-    a = np.asarray(values, dtype=float)
-    return f"{a.mean():.{digits}f} ± {a.std(ddof=1) if len(a) > 1 else 0.0:.{digits}f}"
-
-
-def save(name: str, data: object, md: str) -> None:
-    """Write ``benchmarks/NAME.json`` (``data``) and ``benchmarks/NAME.md`` (``md``), and print the markdown."""
-    (ROOT / "benchmarks" / f"{name}.json").write_text(json.dumps(data, indent=1))
-    (ROOT / "benchmarks" / f"{name}.md").write_text(md + "\n")
-    print(md)
 
 
 def table(runs: dict[str, list[dict]]) -> str:

@@ -11,15 +11,14 @@ Writes ``benchmarks/sensor_select.json``, ``benchmarks/sensor_select.md`` and ``
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import time
 from pathlib import Path
 
+from common import ROOT, save
+
 from cmkd.resolve import resolve
 from cmkd.select import select
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
@@ -32,7 +31,6 @@ def main() -> None:
     t0 = time.time()
     res = select(cfg, arrays, args.budget, None, Path(args.out), quiet=True)
     res["wall_s"] = time.time() - t0
-    (ROOT / "benchmarks" / "sensor_select.json").write_text(json.dumps(res, indent=1))
     shutil.copy(Path(args.out) / "pareto.png", ROOT / "benchmarks" / "sensor_select.png")
     m = res["metric"]
     lines = [f"`cmkd select minerals --budget {args.budget:g}` (SYNTHETIC, seed {args.seed}, {len(res['subsets'])} "
@@ -45,8 +43,7 @@ def main() -> None:
     b = res["best_within_budget"]
     lines += ["", f"Best within {args.budget:g} W: {'+'.join(b['modalities'])} ({b['cost']:g} W, validation "
               f"{m} {b['val_' + m]:.3f}, test {b['test_' + m]:.3f})."]
-    (ROOT / "benchmarks" / "sensor_select.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    save("sensor_select", res, "\n".join(lines))
 
 
 if __name__ == "__main__":

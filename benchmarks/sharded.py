@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from common import save
 
 from cmkd.shards import write_shards
 
-ROOT = Path(__file__).resolve().parents[1]
 BANDS, PER_SHARD = 2560, 50_000
 
 
@@ -75,14 +75,12 @@ def main() -> None:
     res = {"samples": args.samples, "dataset_bytes": size, "shards": len(list((root / "data").iterdir())),
            "generate_s": gen_s, "run_wall_s": wall, "peak_rss_bytes": peak_kib * 1024,
            "accuracy": {k: v["metrics"]["accuracy"] for k, v in m["models"].items()}}
-    (ROOT / "benchmarks" / "sharded.json").write_text(json.dumps(res, indent=1))
     md = (f"Sharded SYNTHETIC dataset: {args.samples:,} samples in {res['shards']} shards, "
           f"{size / 1e9:.2f} GB on disk; `cmkd run` (teacher on the 2,560-band spectrum, students on 8 cheap values, "
           f"one epoch each) took {wall / 60:.1f} min with a peak resident memory of {peak_kib / 1024**2:.2f} GiB "
           f"(ru_maxrss of the child process). Test accuracy: "
           + ", ".join(f"{k} {v:.3f}" for k, v in res["accuracy"].items()) + ".")
-    (ROOT / "benchmarks" / "sharded.md").write_text(md + "\n")
-    print(md)
+    save("sharded", res, md)
     if not args.keep:
         shutil.rmtree(root, ignore_errors=True)
 

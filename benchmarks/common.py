@@ -1,0 +1,34 @@
+"""What every benchmark script shares: the repository root, mean ± std text, and writing its results as
+``benchmarks/NAME.json`` + ``benchmarks/NAME.md`` (atomically). Scripts run as ``python benchmarks/x.py``, so
+this folder is on ``sys.path`` and ``from common import ...`` is a plain import."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from cmkd.io import atomic_write_text, json_default
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+
+
+def ms(values: list[float], digits: int = 3) -> str:
+    """mean ± sample std as text."""
+    a = np.asarray(values, dtype=float)
+    return f"{a.mean():.{digits}f} ± {a.std(ddof=1) if len(a) > 1 else 0.0:.{digits}f}"
+
+
+def save(name: str, data: object, md: str | None = None) -> None:
+    """Write ``benchmarks/NAME.json`` (``data``) and, when given, ``benchmarks/NAME.md`` (``md``, also printed)."""
+    atomic_write_text(BENCH / f"{name}.json", json.dumps(data, indent=1, default=json_default))
+    if md is not None:
+        save_md(name, md)
+
+
+def save_md(name: str, md: str) -> None:
+    """Write ``benchmarks/NAME.md`` and print it."""
+    atomic_write_text(BENCH / f"{name}.md", md.rstrip("\n") + "\n")
+    print(md)
