@@ -1,5 +1,6 @@
-"""Atomic file writes, strict JSON and safe checkpoint loading: the bottom of the package (it imports only
-``errors``), so every layer, recipes included, writes files the same way."""
+"""Atomic file writes, strict JSON and safe checkpoint loading: the bottom of the package (of cmkd it imports
+only ``errors``; torch only inside the checkpoint functions), so every layer, recipes included, writes files the
+same way without loading torch to write a text file."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .errors import CmkdError
 
@@ -50,6 +50,8 @@ def write_json(path: str | Path, obj: object, indent: int | None = 1) -> None:
 
 def atomic_save(obj: object, path: str | Path) -> None:
     """``torch.save`` to a temporary file in the same folder, then rename: never a half-written file."""
+    import torch
+
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
@@ -62,6 +64,8 @@ def atomic_save(obj: object, path: str | Path) -> None:
 
 def safe_load(path: str | Path) -> dict:
     """Load a checkpoint with ``weights_only=True``; a corrupt or malicious file is a CmkdError."""
+    import torch
+
     p = Path(path)
     if not p.is_file():
         raise CmkdError(f"checkpoint not found: {p}")
