@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 import os
 import shutil
 import sys
@@ -307,6 +309,28 @@ def check_out_dir(out: Path) -> None:
         raise CmkdError(f"output folder {out} is not writable ({e.strerror})") from None
 
 
+def best_val(histories: dict[str, list[dict]], role: str, sign: float) -> float:
+    """``sign`` x the best validation metric in ``role``'s training history (higher = better); -inf without one."""
+    vals = [sign * r["val_metric"] for r in histories.get(role, []) if "val_metric" in r]
+    return max(vals) if vals else -math.inf
+
+
+def kd_gate_factor(histories: dict[str, list[dict]], sign: float, margin: float) -> float:
+    """Weight factor of the teacher terms from the teacher's quality on validation (``distill.kd_gate``).
+
+    ``g`` is the teacher's relative gain over student_baseline on validation, ``(sign * (m_t - m_b)) / |m_b|``;
+    the factor is ``clip(g / margin, 0, 1)``: a teacher no better than the baseline student is not followed, one
+    better by ``margin`` (a share, e.g. 0.05) or more is followed fully. ``margin`` 0 (off) or a missing
+    history gives 1.
+    """
+    if margin <= 0 or "teacher" not in histories or "student_baseline" not in histories:
+        return 1.0
+    t, b = best_val(histories, "teacher", sign), best_val(histories, "student_baseline", sign)
+    if not (math.isfinite(t) and math.isfinite(b)):
+        return 1.0
+    return float(min(1.0, max(0.0, (t - b) / max(abs(b), 1e-12) / margin)))
+
+
 def run(config: str | ExperimentConfig, out: str | Path = "runs/out", *, overrides: list[str] | None = None,
         quick: bool = False, resume: bool = False, quiet: bool = False, device: str | None = None,
         arrays: dict[str, np.ndarray] | None = None) -> dict:
@@ -402,11 +426,13 @@ def _run(config: str | ExperimentConfig, out: str | Path, *, overrides: list[str
         if role == "student_baseline":
             return CompositeLoss({"task": w.get("task", 1.0) or 1.0}, nll_beta=cfg.distill.nll_beta)
         d = cfg.distill
-        return CompositeLoss(w, cfg.student.width, teacher_width, d.temperature, d.feature_mode,
+        gate = kd_gate_factor(histories, sign, d.kd_gate)
+        wd = {k: (v if k in CompositeLoss.TEACHER_FREE else v * gate) for k, v in w.items()}
+        return CompositeLoss(wd, cfg.student.width, teacher_width, d.temperature, d.feature_mode,
                              d.relation_mode, d.contrastive_temperature, adaptive=d.adaptive_weights,
                              impute_sources=d.impute, nll_beta=d.nll_beta,
                              temperature_schedule=d.temperature_schedule, temperature_end=d.temperature_end,
-                             learned_weights=d.learned_weights, kd_confidence=d.kd_confidence,
+                             learned_weights=d.learned_weights, kd_confidence=d.kd_confidence, kd_ramp=d.kd_ramp,
                              class_weights=class_balance_weights(data, train, d.class_balance, dev))
 
     def train_student(role: str, mods: list[str], distil: bool, t_model: MultimodalNet, t_cache: dict,
@@ -438,6 +464,10 @@ def _run(config: str | ExperimentConfig, out: str | Path, *, overrides: list[str
     for role in ("student_baseline", "student"):
         train_student(role, smods, role == "student" and any(v for k, v in w.items() if k != "task"), teacher,
                       cache, kd_mask)
+    safe = {"kd_gate_factor": kd_gate_factor(histories, sign, cfg.distill.kd_gate), "fallback": False}
+    if cfg.distill.fallback and best_val(histories, "student", sign) < best_val(histories, "student_baseline", sign):
+        models["student"] = copy.deepcopy(models["student_baseline"])  # safe distillation: never worse on val
+        safe["fallback"] = True
     # dataset aggregation (e.g. DAgger, Ross et al. 2011): a recipe with ``aggregate(config, student, round)``
     # returns extra training samples labelled at the states its trained student visits (None: no more rounds);
     # they are appended to the training split and the distilled student is retrained on the union. The
@@ -524,7 +554,7 @@ def _run(config: str | ExperimentConfig, out: str | Path, *, overrides: list[str
         "data": {"source": source, "n_train": int(len(train)), "n_train_unlabelled": int(len(train_all) - len(train)),
                  "n_val": int(len(val)), "n_test": int(len(test)),
                  "n_test_teacher": int(len(t_test))},
-        "costs": costs, "models": metrics_models, "distill": cfg.distill.model_dump(mode="json"),
+        "costs": costs, "models": metrics_models, "distill": {**cfg.distill.model_dump(mode="json"), **safe},
     }
     if aggregated:  # samples added per aggregation round (already counted in n_train)
         metrics["data"]["n_train_aggregated"] = aggregated
