@@ -24,8 +24,19 @@ SYNTHETIC = False
 
 
 def default_config(quick: bool = False) -> dict:
-    """Teacher sensors+reference, student sensors; settings chosen on the validation hours (see
-    ``benchmarks/airquality_distill.py``)."""
+    """Teacher sensors+reference, student sensors; settings chosen on the validation hours.
+
+    ``benchmarks/airquality_distill.py`` (seeds 0-2, 5% labels, validation RMSE of the best epoch): kd weight 8
+    24.5, 2 24.7, 4 24.9, 1 25.1; the library default terms (kd + feature + relation) 25.4; ``distill.kd_ramp``
+    0.3 26.8, ``kd_confidence`` 26.1, ``kd_gate`` 0.05 + ``fallback`` 26.4 (the teacher is hardly better than the
+    baseline student on validation, so the gate switches kd off though kd helps); the baseline student 25.8.
+    The differences between kd weights 2-8 are within the seed spread. Over seeds 0-4 (``airquality_distill.md``)
+    validation 26.3 ± 2.8 (baseline) -> 24.1 ± 1.6 (distilled), test 33.7 ± 3.0 -> 32.9 ± 3.8: the test hours
+    (the last 30%, after months of sensor drift) are far noisier than validation, and the gain there is within
+    the seed spread. The networks are well below the tree references on test (RF on the labels ~52, on the
+    teacher's pseudo-labels ~48, see ``airquality_classical.md``), and even below RF with every label (34):
+    trees cannot extrapolate past the drift.
+    """
     ep_t, ep_s = (6, 6) if quick else (100, 100)
     return {
         "name": "airquality", "seed": 0,
