@@ -165,6 +165,14 @@ class DistillConfig(_Strict):
     # what the teacher sees when it makes the students' targets: "all" its modalities, or only the "student"'s
     # (the others marked absent; for a teacher trained with modality_dropout, its view of the student's evidence)
     teacher_view: Literal["all", "student"] = "all"
+    # safe distillation from many unlabelled samples (see README "Safe distillation"); all off by default.
+    # kd_ramp: the teacher terms' weights ramp linearly from 0 to full over this share of the epochs (0 = off)
+    kd_ramp: float = Field(0.0, ge=0, le=1)
+    # kd_gate: the teacher's validation quality decides the teacher terms' weight: they are multiplied by
+    # clip(g / kd_gate, 0, 1), g = the teacher's relative gain over student_baseline on validation (0 = off)
+    kd_gate: float = Field(0.0, ge=0)
+    # fallback: when the distilled student scores worse on validation than student_baseline, keep the baseline
+    fallback: bool = False
 
     @field_validator("weights")
     @classmethod

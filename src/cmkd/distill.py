@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -34,9 +36,31 @@ def teacher_loss(distill: DistillConfig) -> CompositeLoss:
     return CompositeLoss({"task": 1.0}, nll_beta=distill.nll_beta)
 
 
+def best_val(histories: dict[str, list[dict]], role: str, sign: float) -> float:
+    """``sign`` x the best validation metric in ``role``'s training history (higher = better); -inf without one."""
+    vals = [sign * r["val_metric"] for r in histories.get(role, []) if "val_metric" in r]
+    return max(vals) if vals else -math.inf
+
+
+def kd_gate_factor(histories: dict[str, list[dict]], sign: float, margin: float) -> float:
+    """Weight factor of the teacher terms from the teacher's quality on validation (``distill.kd_gate``).
+
+    ``g`` is the teacher's relative gain over student_baseline on validation, ``(sign * (m_t - m_b)) / |m_b|``;
+    the factor is ``clip(g / margin, 0, 1)``: a teacher no better than the baseline student is not followed, one
+    better by ``margin`` (a share, e.g. 0.05) or more is followed fully. ``margin`` 0 (off) or a missing
+    history gives 1.
+    """
+    if margin <= 0 or "teacher" not in histories or "student_baseline" not in histories:
+        return 1.0
+    t, b = best_val(histories, "teacher", sign), best_val(histories, "student_baseline", sign)
+    if not (math.isfinite(t) and math.isfinite(b)):
+        return 1.0
+    return float(min(1.0, max(0.0, (t - b) / max(abs(b), 1e-12) / margin)))
+
+
 def make_loss(distill: DistillConfig, student_width: int, teacher_width: int | None, *, baseline: bool = False,
               data: MultimodalData | None = None, train: np.ndarray | None = None,
-              device: torch.device | str = "cpu") -> CompositeLoss:
+              device: torch.device | str = "cpu", gate: float = 1.0) -> CompositeLoss:
     """The student's :class:`CompositeLoss` from every ``distill`` setting.
 
     Args:
@@ -47,6 +71,7 @@ def make_loss(distill: DistillConfig, student_width: int, teacher_width: int | N
         data, train: the data and its labelled training samples, for ``distill.class_balance`` weights
             (needed only when it is above 0).
         device: where the class weights live.
+        gate: factor on the teacher terms' weights (``distill.kd_gate``, see :func:`kd_gate_factor`).
 
     Constructing the loss may draw from the torch RNG (projections, learned weights): call it where the caller
     always did, so seeded runs keep their figures.
@@ -57,9 +82,11 @@ def make_loss(distill: DistillConfig, student_width: int, teacher_width: int | N
     if distill.class_balance and (data is None or train is None):
         raise ValueError("make_loss: distill.class_balance needs the data and its training samples")
     weights = class_balance_weights(data, train, distill.class_balance, device) if data is not None else None
+    if gate != 1.0:
+        w = {k: (v if k in CompositeLoss.TEACHER_FREE else v * gate) for k, v in w.items()}
     return CompositeLoss(w, student_width, teacher_width, distill.temperature, distill.feature_mode,
                          distill.relation_mode, distill.contrastive_temperature, adaptive=distill.adaptive_weights,
                          impute_sources=distill.impute, nll_beta=distill.nll_beta,
                          temperature_schedule=distill.temperature_schedule, temperature_end=distill.temperature_end,
                          learned_weights=distill.learned_weights, kd_confidence=distill.kd_confidence,
-                         class_weights=weights)
+                         kd_ramp=distill.kd_ramp, class_weights=weights)

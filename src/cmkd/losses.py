@@ -239,6 +239,9 @@ class CompositeLoss(nn.Module):
             is ``sum_k exp(-s_k) w_k L_k + s_k`` with a trained log-variance ``s_k`` per term (starting at 0, so
             training starts from the fixed weights); the effective weights are logged as ``weight_<term>``.
         kd_confidence: weight the regression kd term by the teacher's relative precision (see :func:`kd_loss`).
+        kd_ramp: the teacher terms' weights ramp linearly from 0 to full as :meth:`set_progress` goes from 0 to
+            ``kd_ramp`` (0 = full weight from the start): the labels shape the model before many unlabelled
+            samples' teacher targets can swamp them (a ramp-up as in the mean-teacher, Tarvainen & Valpola, 2017).
     """
 
     TEACHER_FREE = ("task", "impute")  # terms computed without teacher outputs
@@ -249,8 +252,10 @@ class CompositeLoss(nn.Module):
                  impute_sources: dict[str, str] | None = None, nll_beta: float = 0.0,
                  temperature_schedule: str = "constant", temperature_end: float = 1.0,
                  class_weights: dict[str, Tensor] | None = None, learned_weights: bool = False,
-                 kd_confidence: bool = False) -> None:
+                 kd_confidence: bool = False, kd_ramp: float = 0.0) -> None:
         super().__init__()
+        self.kd_ramp = float(kd_ramp)
+        self.teacher_scale = 0.0 if self.kd_ramp > 0 else 1.0  # current factor of the teacher terms
         bad = sorted(set(weights) - set(LOSSES))
         if bad:
             raise CmkdError(f"unknown loss term '{bad[0]}'; valid: {', '.join(sorted(LOSSES))}")
@@ -280,6 +285,7 @@ class CompositeLoss(nn.Module):
         """Move the kd temperature along its schedule (``progress`` in [0, 1]); returns the temperature."""
         kind, t0, t1 = self.schedule
         p = min(1.0, max(0.0, progress))
+        self.teacher_scale = min(1.0, p / self.kd_ramp) if self.kd_ramp > 0 else 1.0
         f = 0.0 if kind == "constant" else p if kind == "linear" else 0.5 * (1 - math.cos(math.pi * p))
         self.settings["kd"]["temperature"] = t0 + (t1 - t0) * f
         return self.settings["kd"]["temperature"]
@@ -324,7 +330,7 @@ class CompositeLoss(nn.Module):
                     cw = self._kd_class_weight(t_t)
                     if cw is not None:
                         kw["sample_weight"] = cw * kw["sample_weight"] if "sample_weight" in kw else cw
-                val = LOSSES[name](s_t, t_t, batch, **kw) * scale
+                val = LOSSES[name](s_t, t_t, batch, **kw) * scale * self.teacher_scale
             parts[name] = val.detach()
             if self.log_vars is not None:  # learned weighting: exp(-s) * w * L + s
                 s_k = self.log_vars[name].clamp(-5.0, 5.0)  # bounded: an NLL term can be negative

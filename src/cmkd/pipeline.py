@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ import torch
 from .checkpoint import build_model, save_model
 from .config import ExperimentConfig, dump_config
 from .data import MultimodalData, build_data, fit_stats, load_npz
-from .distill import make_loss
+from .distill import best_val, kd_gate_factor, make_loss
 from .distributed import resolve_device
 from .errors import CmkdError
 from .evaluate import (
@@ -99,6 +100,7 @@ class RunState:
     models: dict[str, MultimodalNet] = field(default_factory=dict)
     histories: dict[str, list[dict]] = field(default_factory=dict)
     aggregated: list[int] = field(default_factory=list)  # samples added per aggregation round
+    safe: dict[str, Any] = field(default_factory=dict)  # safe distillation: kd gate factor, fallback taken
     # evaluation and outputs
     metrics: dict[str, Any] = field(default_factory=dict)
     predictions: dict[str, dict] = field(default_factory=dict)
@@ -204,7 +206,8 @@ def train_student(st: RunState, role: str, mods: list[str], distil: bool, t_mode
         model.set_stats(st.stats)
         set_seed(cfg.seed + 2)
         loss = make_loss(cfg.distill, cfg.student.width, t_model.width, baseline=not distil, data=data,
-                         train=st.train, device=st.dev)
+                         train=st.train, device=st.dev,
+                         gate=kd_gate_factor(st.histories, st.sign, cfg.distill.kd_gate))
         st.histories[stage] = fit(
             model, data, idx, st.val, mcfg, loss, seed=cfg.seed + 1, target_stats=st.stats,
             teacher_cache=t_cache if distil else None, kd_mask=t_mask, ckpt_path=st.ck_dir / f"{stage}{tag}.pt",
@@ -238,6 +241,13 @@ def stage_students(st: RunState) -> None:
     smods = list(st.cfg.student.modalities)
     for role in ("student_baseline", "student"):
         train_student(st, role, smods, role == "student" and st.distil, st.teacher, st.cache, st.kd_mask)
+    # safe distillation: with distill.fallback, a distilled student worse on validation than the baseline is
+    # replaced by the baseline (never worse on validation)
+    st.safe = {"kd_gate_factor": kd_gate_factor(st.histories, st.sign, st.cfg.distill.kd_gate), "fallback": False}
+    if st.cfg.distill.fallback and (best_val(st.histories, "student", st.sign)
+                                    < best_val(st.histories, "student_baseline", st.sign)):
+        st.models["student"] = copy.deepcopy(st.models["student_baseline"])
+        st.safe["fallback"] = True
     # dataset aggregation (e.g. DAgger, Ross et al. 2011): the recipe's ``aggregate`` hook returns extra training
     # samples labelled at the states its trained student visits (None: no more rounds); the distilled student is
     # retrained on the union. Validation and test keep their indices; the baseline keeps the original data.
@@ -308,7 +318,7 @@ def stage_evaluate(st: RunState) -> None:
                  "n_train_unlabelled": int(len(st.train_all) - len(st.train)), "n_val": int(len(st.val)),
                  "n_test": int(len(st.test)), "n_test_teacher": int(len(t_test))},
         "costs": {m: cfg.data.modalities[m].cost for m in data.kinds}, "models": models,
-        "distill": cfg.distill.model_dump(mode="json"),
+        "distill": {**cfg.distill.model_dump(mode="json"), **st.safe},
     }
     if st.aggregated:  # samples added per aggregation round (already counted in n_train)
         st.metrics["data"]["n_train_aggregated"] = st.aggregated

@@ -21,6 +21,7 @@ RECIPES: dict[str, str] = {
     "habitat": "cmkd.recipes.habitat.recipe",
     "microgrid": "cmkd.recipes.microgrid.recipe",
     "recycling": "cmkd.recipes.recycling.recipe",
+    "airquality": "cmkd.recipes.airquality.recipe",
 }
 
 
