@@ -1,0 +1,116 @@
+"""The tree-ensemble student (cmkd.trees) on tiny seeded SYNTHETIC data: soft targets, distillation, ONNX."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import make_arrays, make_config
+
+from cmkd.config import validate
+from cmkd.data import build_data
+from cmkd.evaluate import task_metrics
+from cmkd.export import ort_run, ort_session
+from cmkd.trees import TreeStudent, bag_of_words, export_tree_student, flat_features, soft_targets
+
+
+def sparse_case(task: str, n: int = 400, label_share: float = 0.1, seed: int = 0, k: int = 1):
+    """SYNTHETIC data with ``label_share`` of the training labels kept, and an oracle-ish synthetic teacher
+    (the true class with noisy logits, or the true value plus noise) as full-length predict-style outputs."""
+    arr = make_arrays(n, seed, task)
+    rng = np.random.default_rng(seed + 7)
+    y = arr["y"]
+    if task == "classification":
+        teacher = {"y/logits": np.eye(3)[y] * 3 + rng.normal(size=(n, 3))}
+        y = y.astype(float)
+    else:
+        y = np.stack([y, -0.5 * y][:k], axis=1).astype(np.float32) if k > 1 else y
+        teacher = {"y/value": y.reshape(n, -1) + 0.3 * rng.normal(size=(n, k))}
+    tr = np.flatnonzero(arr["split"] == 0)
+    hide = rng.choice(tr, int((1 - label_share) * len(tr)), replace=False)
+    y = y.copy()
+    y[hide] = np.nan
+    arr["y"] = y
+    data = build_data(arr, validate(make_config(task=task), source="test").data, seed)
+    return data, teacher
+
+
+def test_bag_of_words_counts_ids_and_ignores_padding():
+    ids = np.array([[1, 1, 3, 0], [7, 0, 0, 0]])
+    bow = bag_of_words(ids, 5)  # ids 1..4; 7 is out of range
+    assert bow.shape == (2, 4)
+    assert bow[0].tolist() == [2, 0, 1, 0] and bow[1].sum() == 0
+
+
+def test_flat_features_keep_nan_and_mark_absent_samples():
+    data, _ = sparse_case("classification", n=60)
+    data.present["img"][:3] = False
+    x = flat_features(data, ["seq", "img", "txt"], np.arange(10), 256)
+    assert x.shape == (10, 12 * 3 + 2 * 5 * 5 + 255)
+    assert np.isnan(x[:3, 36:86]).all() and not np.isnan(x[3:, 36:86]).any()
+    assert np.isnan(x[:, :36]).any()  # the sequence's missing values stay NaN
+
+
+def test_soft_targets_labels_where_known_teacher_elsewhere():
+    data, teacher = sparse_case("classification", n=120)
+    tr = data.indices(0)
+    mask = np.ones(data.n, bool)
+    mask[tr[:5]] = False  # the teacher did not see these
+    rows, y = soft_targets(data, "y", tr, teacher, mask)
+    lab = data.targets["y"][tr] >= 0
+    kept = tr[rows]
+    assert np.allclose(y.sum(axis=1), 1)
+    assert set(tr[:5][~lab[:5]]).isdisjoint(kept)  # neither label nor teacher: dropped
+    y_lab = y[lab[rows]]
+    assert np.allclose(y_lab.max(axis=1), 1)  # one-hot where labelled (label_weight 1)
+    p = np.exp(teacher["y/logits"][kept[~lab[rows]]])
+    assert np.allclose(y[~lab[rows]], p / p.sum(axis=1, keepdims=True))
+    _, yb = soft_targets(data, "y", tr, teacher, mask, label_weight=0.5)
+    assert (yb[lab[rows]].max(axis=1) < 1).any()
+
+
+def test_distilled_trees_beat_labels_only_trees_with_a_good_teacher():
+    """5% labels, a synthetic teacher close to the truth: the soft targets on the unlabelled samples help
+    (measured when written: labels only 0.538, distilled 0.678 mean accuracy over seeds 0-2)."""
+    acc_only, acc_kd = [], []
+    for seed in range(3):
+        data, teacher = sparse_case("classification", n=600, label_share=0.05, seed=seed)
+        tr, te = data.indices(0), data.indices(2)
+        kw = {"modalities": ["sig"], "n_estimators": 50, "seed": 0}
+        only = TreeStudent(**kw).fit(data, data.labelled(tr))
+        kd = TreeStudent(**kw).fit(data, tr, teacher)
+        assert kd.n_fit_["y"] > 3 * only.n_fit_["y"]
+        acc_only.append(task_metrics(data, te, only.predict(data, te))["accuracy"])
+        acc_kd.append(task_metrics(data, te, kd.predict(data, te))["accuracy"])
+    assert np.mean(acc_kd) > np.mean(acc_only) + 0.05, (acc_kd, acc_only)
+
+
+@pytest.mark.parametrize("task,k,algorithm", [("classification", 1, "extra_trees"),
+                                              ("classification", 1, "random_forest"),
+                                              ("regression", 2, "extra_trees")])
+def test_onnx_parity_through_onnxruntime_alone(tmp_path, task, k, algorithm):
+    data, teacher = sparse_case(task, n=240, k=k)
+    mods = ["seq", "img", "txt"]  # NaN inside seq, text as token ids
+    ts = TreeStudent(mods, algorithm=algorithm, n_estimators=20, seed=1, text_vocab=512).fit(
+        data, data.indices(0), teacher, val_idx=data.indices(1))
+    te = data.indices(2)
+    res = export_tree_student(ts, data, te, tmp_path / "student_trees.onnx", latency_runs=5)
+    assert res["max_abs_diff"] <= 1e-5
+    assert res["onnx_metrics"] == pytest.approx(task_metrics(data, te, ts.predict(data, te)), abs=1e-6)
+    assert res["onnx_bytes"] > 0 and res["onnx_latency_ms"] > 0
+    # ONNX Runtime alone, as a user would: inputs by modality name, outputs per target (+ <target>_std)
+    sess = ort_session(tmp_path / "student_trees.onnx")
+    assert [i.name for i in sess.get_inputs()] == mods
+    names = [o.name for o in sess.get_outputs()]
+    assert names == (["y"] if task == "classification" else ["y", "y_std"])
+    x = {m: data.inputs[m][te] for m in mods}
+    x["seq"] = x["seq"].copy()
+    x["seq"][:, :4] = np.nan  # more missing values than in training
+    out = ort_run(sess, x)
+    data.inputs["seq"][te] = x["seq"]
+    ref = ts.predict(data, te)
+    key = "y/logits" if task == "classification" else "y/value"
+    assert out[0].shape == ref[key].shape
+    assert np.max(np.abs(out[0] - ref[key])) <= 1e-5
+    if task == "regression":
+        assert out[0].shape[1] == k and np.all(out[1] > 0)
+        assert np.allclose(out[1], ts.std_["y"][None, :])
