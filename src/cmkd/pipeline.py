@@ -565,6 +565,12 @@ def _run(config: str | ExperimentConfig, out: str | Path, *, overrides: list[str
             extra = rec.analyse(ctx) or {}
             metrics.update(extra.get("metrics", {}))
             extra_html.extend(extra.get("html", []))
+    if cfg.references.enabled or cfg.trees.enabled:  # classical references, the tree student, the recommendation
+        from .pipeline_trees import classical_stage, deploy_recommended
+
+        fitted = classical_stage(cfg, data, smods, train, train_all, val, test, cache, kd_mask, models.get("student"),
+                                 metric, out, metrics, metrics.get("references"), dev)
+        deploy_recommended(cfg, data, smods, test, fitted, out, metrics)
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=_json_default))
     from .report import write_report
 
@@ -614,6 +620,10 @@ def print_summary(metrics: dict, out: Path | None = None) -> None:
                     *[f"{ref[k]:.4f}" if k in ref else "-" for k in names], "-", "")
     con = Console(file=sys.stdout)
     con.print(tab)
+    if metrics.get("recommended"):
+        rec, dep = metrics["recommended"], metrics.get("deployed") or {}
+        con.print(f"recommended student: {rec['model']} ({rec['why']})"
+                  + (f"; student.onnx holds {dep['model']}" if dep else ""))
     for role, m in partial.items():
         where = ("validation samples" if m.get("scored_on") == "val"
                  else f"of the {n_test:,} test samples, those with all its modalities")
@@ -621,5 +631,6 @@ def print_summary(metrics: dict, out: Path | None = None) -> None:
     if out is not None:
         more = " (every target's metrics are in metrics.json)" if len(metrics.get("models", {}).get("student", {})
                                                                      .get("metrics", {})) > len(names) else ""
-        files = [f for f in ("metrics.json", "report.html", "student.onnx", "student.int8.onnx") if (out / f).exists()]
+        files = [f for f in ("metrics.json", "report.html", "student.onnx", "student.int8.onnx", "student_trees.onnx",
+                             "student_net.onnx") if (out / f).exists()]
         con.print(f"primary metric: {pm}{more}. Outputs in {out}/ ({', '.join(files)})")

@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 _CORE = ("teacher", "student_baseline", "student")
 _CURVE_KEYS = {"epoch", "train_loss", "val_loss", "val_metric", "lr"}
 _KNOWN_TOP = {"name", "recipe", "seed", "primary_metric", "data", "models", "export", "references",
-              "synthetic", "costs", "uncertainty"}
+              "synthetic", "costs", "uncertainty", "recommended", "deployed", "export_trees"}
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1150px;color:#222;padding:0 1em}
 h1{margin-bottom:.2em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
@@ -159,12 +159,20 @@ def _summary(metrics: dict) -> str:
 def _references(metrics: dict) -> str:
     """Table of classical reference models (``metrics["references"]``), if any."""
     refs = metrics.get("references")
+    rec = metrics.get("recommended")
+    note = ""
+    if isinstance(rec, dict) and rec.get("model"):
+        dep = metrics.get("deployed") or {}
+        note = (f"<p><b>Recommended deployable student: {html.escape(str(rec['model']))}</b> "
+                f"({html.escape(str(rec.get('why', '')))})"
+                + (f"; student.onnx holds {html.escape(str(dep['model']))}" if dep.get("model") else "") + ".</p>")
     if not isinstance(refs, dict) or not refs:
-        return ""
+        return note
     flat = {n: _flat(r.get("metrics", r) if isinstance(r, dict) else {}) for n, r in refs.items()}
     keys = list(dict.fromkeys(k for f in flat.values() for k in f))
     rows = [[n] + [flat[n].get(k) for k in keys] for n in refs]
-    return "<h2>Reference models</h2>" + _table(["model", *keys], rows)
+    return ("<h2>Reference models</h2><p class='note'>Test figures; <code>val/...</code>: validation, what the "
+            "recommendation compares.</p>" + _table(["model", *keys], rows) + note)
 
 
 def _series(history: list[dict], key: str) -> tuple[list[float], list[float]]:

@@ -252,11 +252,13 @@ def save_onnx(proto, path: str | Path) -> Path:  # noqa: ANN001 - onnx.ModelProt
     return path
 
 
-def _tree_nodes(model, n_out: int, class_cols: np.ndarray | None) -> dict[str, list]:  # noqa: ANN001
+def _tree_nodes(model, n_out: int, class_cols: np.ndarray | None, features: np.ndarray | None = None  # noqa: ANN001
+                ) -> dict[str, list]:
     """The ``TreeEnsembleRegressor`` attributes of a fitted scikit-learn forest (regressor or classifier).
 
     For a classifier each leaf's class fractions go to the columns ``class_cols`` (the full class list's index
-    of each of ``model.classes_``); the ensemble's average is then ``predict_proba``."""
+    of each of ``model.classes_``); the ensemble's average is then ``predict_proba``. ``features`` maps the
+    model's feature index to the graph's feature column (a model fitted on a subset of the columns)."""
     a: dict[str, list] = {k: [] for k in ("treeids", "nodeids", "featureids", "values", "modes", "true", "false",
                                           "missing", "t_tree", "t_node", "t_id", "t_w")}
     for ti, est in enumerate(model.estimators_):
@@ -268,7 +270,8 @@ def _tree_nodes(model, n_out: int, class_cols: np.ndarray | None) -> dict[str, l
             leaf = left[i] == -1
             a["treeids"].append(ti)
             a["nodeids"].append(i)
-            a["featureids"].append(0 if leaf else int(tr.feature[i]))
+            f = int(tr.feature[i])
+            a["featureids"].append(0 if leaf else int(features[f]) if features is not None else f)
             a["values"].append(0.0 if leaf else float(tr.threshold[i]))
             a["modes"].append("LEAF" if leaf else "BRANCH_LEQ")
             a["true"].append(0 if leaf else int(left[i]))
@@ -293,7 +296,8 @@ def ensemble_onnx(heads: dict[str, dict], modalities: list[str], kinds: dict[str
 
     Args:
         heads: target -> ``{"model": fitted forest, "kind": "classification" | "regression", "std": (K,) or
-            None, "n_classes": C (classifiers: the full class count), "classes": classifier column -> class id}``.
+            None, "n_classes": C (classifiers: the full class count), "classes": classifier column -> class id,
+            "features": the model's feature index -> input feature column (None: the same)}``.
             A classification head built on a regressor outputs log of its (probability) outputs; one built on a
             classifier the log of ``predict_proba`` spread over the full class list.
         modalities: input order; ``kinds`` and ``shapes`` (per sample) of each.
@@ -334,7 +338,7 @@ def ensemble_onnx(heads: dict[str, dict], modalities: list[str], kinds: dict[str
         else:
             n_out = int(model.n_outputs_)
             cols = None
-        a = _tree_nodes(model, n_out, cols)
+        a = _tree_nodes(model, n_out, cols, h.get("features"))
         raw = f"{t}_raw" if kind == "classification" else t
         nodes.append(helper.make_node(
             "TreeEnsembleRegressor", ["features"], [raw], domain="ai.onnx.ml", n_targets=n_out,
