@@ -34,6 +34,7 @@ from .data import UNLABELLED, MultimodalData
 from .errors import CmkdError
 
 TEXT = "text"
+PRODUCER = "cmkd-trees"  # the ONNX producer name of tree models (their <target>_std is not the network's)
 LOG_EPS = 1e-7  # probabilities are clipped here before the log that turns them into logits
 
 
@@ -361,7 +362,7 @@ def ensemble_onnx(heads: dict[str, dict], modalities: list[str], kinds: dict[str
         outputs.append(helper.make_tensor_value_info(t, TensorProto.FLOAT, ["batch", n_out]))
     graph = helper.make_graph(nodes, "cmkd_trees", inputs, outputs + std_outputs, inits)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("ai.onnx.ml", 3)],
-                              producer_name="cmkd")
+                              producer_name=PRODUCER)
     proto.ir_version = min(proto.ir_version, 10)
     onnx.checker.check_model(proto)
     return proto
