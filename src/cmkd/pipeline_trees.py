@@ -19,6 +19,7 @@ Two calls, kept apart from the network stages so that they can move with the pip
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,7 @@ def classical_stage(cfg: ExperimentConfig, data: MultimodalData, smods: list[str
 
     Returns the fitted tree models by name (``student_trees`` and the exportable references), for
     :func:`deploy_recommended`."""
+    t0 = time.perf_counter()
     teacher = teacher_outputs(cache)
     fitted: dict = {}
     refs: dict[str, dict] = dict(recipe_refs or {})
@@ -84,6 +86,7 @@ def classical_stage(cfg: ExperimentConfig, data: MultimodalData, smods: list[str
             cands[k] = {"val": v["val"]}
     if cands:
         metrics["recommended"] = recommendation(cands, metric)
+    metrics["classical_stage_s"] = round(time.perf_counter() - t0, 2)  # references + tree student, wall seconds
     return fitted
 
 
