@@ -114,3 +114,69 @@ def test_onnx_parity_through_onnxruntime_alone(tmp_path, task, k, algorithm):
     if task == "regression":
         assert out[0].shape[1] == k and np.all(out[1] > 0)
         assert np.allclose(out[1], ts.std_["y"][None, :])
+
+
+def test_run_writes_references_tree_student_and_the_recommended_student_onnx(tmp_path):
+    """cmkd.run on SYNTHETIC data with unlabelled training samples: every reference, student_trees and its ONNX,
+    the recommendation, and student.onnx holding the recommended model (parity through onnxruntime alone)."""
+    import json
+
+    from helpers import write_case
+
+    import cmkd
+
+    arr = make_arrays(240, 0)
+    rng = np.random.default_rng(0)
+    tr = np.flatnonzero(arr["split"] == 0)
+    y = arr["y"].astype(float)
+    y[rng.choice(tr, len(tr) // 2, replace=False)] = np.nan  # half the training samples unlabelled
+    arr["y"] = y
+    cfg = make_config(student="seq", teacher=["vec", "seq"], epochs=2)
+    cfg["references"] = {"n_estimators": 10}
+    cfg["trees"] = {"n_estimators": 10}
+    m = cmkd.run(str(write_case(tmp_path, arrays=arr, config=cfg)), tmp_path / "out", quiet=True)
+    out = tmp_path / "out"
+    saved = json.loads((out / "metrics.json").read_text())
+    assert {"random_forest", "extra_trees_teacher_labels", "hist_gradient_boosting_self_training"} <= set(
+        saved["references"])
+    st = saved["models"]["student_trees"]
+    assert st["modalities"] == ["seq"] and st["params"] > 0 and st["latency_ms"] > 0
+    assert st["n_fit"]["y"] > m["data"]["n_train"]  # labelled + unlabelled samples with the teacher's targets
+    assert saved["export_trees"]["max_abs_diff"] <= 1e-5 and (out / "student_trees.onnx").is_file()
+    rec = saved["recommended"]
+    assert rec["model"] in rec["val"] and {"student", "student_trees"} <= set(rec["val"])
+    best = max(rec["val"].values())
+    assert rec["val"][rec["model"]] == best
+    dep = saved["deployed"]
+    assert dep["onnx"] == "student.onnx"
+    if dep["model"] != "student":
+        assert (out / "student_net.onnx").is_file() and saved["export"]["onnx"] == "student_net.onnx"
+        assert dep["max_abs_diff"] <= 1e-5
+    sess = ort_session(out / "student.onnx")
+    data = build_data(arr, validate(cfg, source="t").data, 0)
+    te = data.labelled(data.indices(2))
+    logits = ort_run(sess, {"seq": data.inputs["seq"][te]})[0]
+    assert logits.shape == (len(te), 3)
+    want = dep["onnx_metrics"]["accuracy"] if dep["model"] != "student" else saved["export"]["int8_metrics"][
+        "accuracy"]
+    got = float((logits.argmax(1) == data.targets["y"][te]).mean())
+    assert got == pytest.approx(want, abs=1e-9 if dep["model"] != "student" else 0.1)
+
+
+def test_run_export_model_pins_the_network_and_switches_turn_the_stage_off(tmp_path):
+    from helpers import write_case
+
+    import cmkd
+
+    cfg = make_config(student="seq", teacher=["vec", "seq"], epochs=1)
+    cfg["references"] = {"n_estimators": 5, "algorithms": ["extra_trees"]}
+    cfg["trees"] = {"n_estimators": 5}
+    cfg["export"]["model"] = "student"
+    m = cmkd.run(str(write_case(tmp_path / "a", config=cfg)), tmp_path / "a" / "out", quiet=True)
+    assert m["deployed"]["model"] == "student" and not (tmp_path / "a" / "out" / "student_net.onnx").exists()
+    assert set(m["references"]) == {"extra_trees"} and "recommended" in m
+    cfg.update({"references": False, "trees": False})
+    cfg["export"]["model"] = "auto"
+    m = cmkd.run(str(write_case(tmp_path / "b", config=cfg)), tmp_path / "b" / "out", quiet=True)
+    assert not {"references", "recommended", "deployed", "export_trees"} & set(m)
+    assert "student_trees" not in m["models"]
