@@ -3,7 +3,8 @@
 Two calls, kept apart from the network stages so that they can move with the pipeline:
 
 - :func:`classical_stage` (after the network models are scored): ``metrics["references"]`` (merged with a
-  recipe's own ``references()`` hook, whose entries keep their names and figures), the tree student as
+  recipe's own ``references()`` hook, whose entries keep their names and figures; a generic reference of the
+  same name is stored as ``<name>_labels``), the tree student as
   ``metrics["models"]["student_trees"]`` plus ``student_trees.onnx`` and its figures in
   ``metrics["export_trees"]``, and ``metrics["recommended"]``: the best on validation among the distilled network
   student, the tree student and the references (ties toward the cheaper model, see
@@ -56,8 +57,10 @@ def classical_stage(cfg: ExperimentConfig, data: MultimodalData, smods: list[str
         found = references(data, smods, train, train_all, val, test, teacher, kd_mask, seed=cfg.seed,
                            n_estimators=r.n_estimators, max_fit_samples=r.max_fit_samples, n_jobs=cfg.threads,
                            text_vocab=cfg.data.text_vocab, algorithms=tuple(r.algorithms), models=fitted)
-        refs.update({k: v for k, v in found.items() if k not in refs})
-        fitted = {k: m for k, m in fitted.items() if m.algorithm in EXPORTABLE_REFS}
+        # a recipe's own entries keep their names and figures; a generic one of the same name gets ``_labels``
+        rename = {k: (f"{k}_labels" if k in refs else k) for k in found}
+        refs.update({rename[k]: v for k, v in found.items()})
+        fitted = {rename[k]: m for k, m in fitted.items() if m.algorithm in EXPORTABLE_REFS}
     if refs:
         metrics["references"] = refs
     cands: dict[str, dict] = {}
