@@ -134,7 +134,12 @@ def predict(model: Annotated[Path, typer.Option("--model", "-m", help="Output fo
         raise CmkdError(f"{onnx} not found; run `cmkd export --model {d}` first")
     meta = safe_load(d / "student.pt")
     feed = model_inputs(meta, load_npz(input), str(input))
-    outs = ort_run(ort_session(onnx, threads=0), feed)
+    sess = ort_session(onnx, threads=0)
+    outs = ort_run(sess, feed)
+    from .trees import PRODUCER
+
+    if sess.get_modelmeta().producer_name == PRODUCER:  # a tree model deployed as student.onnx: the conformal
+        meta = {**meta, "conformal": {}}  # states of student.pt calibrate the network's std, not its constant one
     result: dict = {"model": str(onnx), "n": len(next(iter(feed.values()))), "targets": {}}
     class_names = meta.get("class_names")
     for (t, spec), o in zip(meta["hparams"]["targets"].items(), outs):

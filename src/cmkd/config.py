@@ -194,6 +194,32 @@ class ExportConfig(_Strict):
     # INT8: per-channel weight scales; 7-bit weights (avoids the u8s8 saturation of x86 CPUs without VNNI)
     int8_per_channel: bool = False
     int8_reduce_range: bool = False
+    # which model becomes student.onnx: auto = the recommended one (metrics.json "recommended"), or a name
+    # (student, student_trees, or a random_forest / extra_trees reference)
+    model: str = "auto"
+
+
+class ReferencesConfig(_Strict):
+    """Classical references on the student's modalities (:mod:`cmkd.references`); ``references: false`` in the
+    YAML is short for ``{enabled: false}``."""
+
+    enabled: bool = True
+    algorithms: list[Literal["random_forest", "extra_trees", "hist_gradient_boosting"]] = Field(
+        default_factory=lambda: ["random_forest", "extra_trees", "hist_gradient_boosting"])
+    n_estimators: int = Field(100, ge=1)  # trees per forest, boosting iterations
+    max_fit_samples: int = Field(20000, ge=10)  # a seeded random subset of the training samples beyond this
+
+
+class TreesConfig(_Strict):
+    """The tree-ensemble student (:class:`cmkd.trees.TreeStudent`, role ``student_trees``), distilled from the
+    teacher's soft targets on the student's modalities; ``trees: false`` is short for ``{enabled: false}``."""
+
+    enabled: bool = True
+    algorithm: Literal["extra_trees", "random_forest"] = "extra_trees"
+    n_estimators: int = Field(100, ge=1)
+    min_samples_leaf: int = Field(1, ge=1)
+    max_samples: int | None = Field(None, ge=1)  # bootstrap sample cap of each random forest tree
+    label_weight: float = Field(1.0, ge=0, le=1)  # one-hot label vs teacher softmax on labelled samples
 
 
 class UncertaintyConfig(_Strict):
@@ -223,7 +249,14 @@ class ExperimentConfig(_Strict):
     distill: DistillConfig = Field(default_factory=DistillConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     uncertainty: UncertaintyConfig = Field(default_factory=UncertaintyConfig)
+    references: ReferencesConfig = Field(default_factory=ReferencesConfig)
+    trees: TreesConfig = Field(default_factory=TreesConfig)
     options: dict[str, Any] = Field(default_factory=dict)  # recipe-specific settings (see each recipe's docs)
+
+    @field_validator("references", "trees", mode="before")
+    @classmethod
+    def _bool_switch(cls, v: Any) -> Any:
+        return {"enabled": v} if isinstance(v, bool) else v
 
     @model_validator(mode="before")
     @classmethod

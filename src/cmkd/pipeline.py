@@ -107,6 +107,7 @@ class RunState:
     conformal: dict[str, dict] = field(default_factory=dict)
     cal_all: np.ndarray | None = None
     extra_html: list[str] = field(default_factory=list)
+    fitted: dict | None = None  # the classical stage's exportable tree models (references, tree student)
 
     @property
     def distil(self) -> bool:
@@ -354,9 +355,29 @@ def stage_export(st: RunState) -> None:
 
 
 def stage_references(st: RunState) -> None:
-    """The recipe's classical reference models (its ``references`` hook)."""
+    """Classical references: the recipe's own (its ``references`` hook), then with ``references`` / ``trees``
+    on, RandomForest / ExtraTrees / HistGradientBoosting on the student's inputs, the tree-ensemble student and
+    the recommended student (:mod:`cmkd.pipeline_trees`)."""
+    cfg = st.cfg
     if st.recipe is not None and st.recipe.references is not None:
-        st.metrics["references"] = st.recipe.references(st.data, list(st.cfg.student.modalities), st.cfg.seed)
+        st.metrics["references"] = st.recipe.references(st.data, list(cfg.student.modalities), cfg.seed)
+    if cfg.references.enabled or cfg.trees.enabled:
+        from .pipeline_trees import classical_stage
+
+        st.fitted = classical_stage(cfg, st.data, list(cfg.student.modalities), st.train, st.train_all, st.val,
+                                    st.test, st.cache, st.kd_mask, st.models.get("student"),
+                                    primary_metric(st.data), st.out, st.metrics, st.metrics.get("references"),
+                                    st.dev)
+
+
+def stage_deploy(st: RunState) -> None:
+    """``student.onnx`` becomes the recommended model (or the one ``export.model`` pins); after the recipe's
+    analysis, which reads the network's files."""
+    if st.fitted is not None:
+        from .pipeline_trees import deploy_recommended
+
+        deploy_recommended(st.cfg, st.data, list(st.cfg.student.modalities), st.test, st.fitted, st.out,
+                           st.metrics)
 
 
 def stage_analyse(st: RunState) -> None:
@@ -385,7 +406,7 @@ def stage_write(st: RunState) -> None:
 
 TRAIN_STAGES = (stage_data, stage_teachers, stage_students)
 # references after export, as before the stages were named (same call order, same figures)
-OUTPUT_STAGES = (stage_evaluate, stage_export, stage_references, stage_analyse, stage_write)
+OUTPUT_STAGES = (stage_evaluate, stage_export, stage_references, stage_analyse, stage_deploy, stage_write)
 
 
 def _run(config: str | ExperimentConfig, out: str | Path, *, overrides: list[str] | None, quick: bool,

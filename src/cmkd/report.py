@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 _CORE = ("teacher", "student_baseline", "student")
 _CURVE_KEYS = {"epoch", "train_loss", "val_loss", "val_metric", "lr"}
 _KNOWN_TOP = {"name", "recipe", "seed", "primary_metric", "data", "models", "export", "references",
-              "synthetic", "costs", "uncertainty"}
+              "synthetic", "costs", "uncertainty", "recommended", "deployed", "export_trees"}
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1150px;color:#222;padding:0 1em}
 h1{margin-bottom:.2em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
@@ -160,12 +160,20 @@ def _summary(metrics: dict) -> str:
 def _references(metrics: dict) -> str:
     """Table of classical reference models (``metrics["references"]``), if any."""
     refs = metrics.get("references")
+    rec = metrics.get("recommended")
+    note = ""
+    if isinstance(rec, dict) and rec.get("model"):
+        dep = metrics.get("deployed") or {}
+        note = (f"<p><b>Recommended deployable student: {html.escape(str(rec['model']))}</b> "
+                f"({html.escape(str(rec.get('why', '')))})"
+                + (f"; student.onnx holds {html.escape(str(dep['model']))}" if dep.get("model") else "") + ".</p>")
     if not isinstance(refs, dict) or not refs:
-        return ""
+        return note
     flat = {n: _flat(r.get("metrics", r) if isinstance(r, dict) else {}) for n, r in refs.items()}
     keys = list(dict.fromkeys(k for f in flat.values() for k in f))
     rows = [[n] + [flat[n].get(k) for k in keys] for n in refs]
-    return "<h2>Reference models</h2>" + _table(["model", *keys], rows)
+    return ("<h2>Reference models</h2><p class='note'>Test figures; <code>val/...</code>: validation, what the "
+            "recommendation compares.</p>" + _table(["model", *keys], rows) + note)
 
 
 def _series(history: list[dict], key: str) -> tuple[list[float], list[float]]:
@@ -420,6 +428,10 @@ def print_summary(metrics: dict, out: Path | None = None) -> None:
                     *[f"{ref[k]:.4f}" if k in ref else "-" for k in names], "-", "")
     con = Console(file=sys.stdout)
     con.print(tab)
+    if metrics.get("recommended"):
+        rec, dep = metrics["recommended"], metrics.get("deployed") or {}
+        con.print(f"recommended student: {rec['model']} ({rec['why']})"
+                  + (f"; student.onnx holds {dep['model']}" if dep else ""))
     for role, m in partial.items():
         where = ("validation samples" if m.get("scored_on") == "val"
                  else f"of the {n_test:,} test samples, those with all its modalities")
@@ -427,5 +439,6 @@ def print_summary(metrics: dict, out: Path | None = None) -> None:
     if out is not None:
         more = " (every target's metrics are in metrics.json)" if len(metrics.get("models", {}).get("student", {})
                                                                      .get("metrics", {})) > len(names) else ""
-        files = [f for f in ("metrics.json", "report.html", "student.onnx", "student.int8.onnx") if (out / f).exists()]
+        files = [f for f in ("metrics.json", "report.html", "student.onnx", "student.int8.onnx", "student_trees.onnx",
+                             "student_net.onnx") if (out / f).exists()]
         con.print(f"primary metric: {pm}{more}. Outputs in {out}/ ({', '.join(files)})")

@@ -1,0 +1,161 @@
+"""The classical stage of :func:`cmkd.pipeline.run`: references, the tree student, the recommended student.
+
+Two calls, kept apart from the network stages so that they can move with the pipeline:
+
+- :func:`classical_stage` (after the network models are scored): ``metrics["references"]`` (merged with a
+  recipe's own ``references()`` hook, whose entries keep their names and figures; a generic reference of the
+  same name is stored as ``<name>_labels``), the tree student as
+  ``metrics["models"]["student_trees"]`` plus ``student_trees.onnx`` and its figures in
+  ``metrics["export_trees"]``, and ``metrics["recommended"]``: the best on validation among the distilled network
+  student, the tree student and the references (ties toward the cheaper model, see
+  :func:`cmkd.references.recommend`).
+- :func:`deploy_recommended` (last, after the recipe's analysis has read the network's files): with
+  ``export.model`` ``auto`` and a tree model recommended (the tree student or a RandomForest / ExtraTrees
+  reference), ``student.onnx`` becomes that model (same inputs and outputs as the network's), the network's own
+  file is kept as ``student_net.onnx`` and ``metrics["export"]`` (the network's figures, INT8 included, unchanged)
+  says so; ``metrics["deployed"]`` names what ``student.onnx`` holds. A HistGradientBoosting reference has no
+  ONNX form here: when it is recommended, the best exportable candidate is deployed and the note says so.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .config import ExperimentConfig
+from .data import MultimodalData
+from .evaluate import predict, task_metrics
+from .references import recommendation, references
+from .trees import TreeStudent, ensemble_onnx, export_tree_student, save_onnx
+
+EXPORTABLE_REFS = ("random_forest", "extra_trees")
+
+
+def teacher_outputs(cache: dict) -> dict[str, np.ndarray]:
+    """The pipeline's teacher cache (target -> {"logits" | "value" | ...: tensor}) as ``<target>/<key>`` arrays."""
+    return {f"{t}/{k}": v.detach().cpu().numpy() for t, part in cache.items() if isinstance(part, dict)
+            for k, v in part.items()}
+
+
+def classical_stage(cfg: ExperimentConfig, data: MultimodalData, smods: list[str], train: np.ndarray,
+                    train_all: np.ndarray, val: np.ndarray, test: np.ndarray, cache: dict, kd_mask: np.ndarray,
+                    student, metric: str, out: Path, metrics: dict, recipe_refs: dict | None = None,  # noqa: ANN001
+                    device: str = "cpu") -> dict:
+    """Fill ``metrics`` with the references, the tree student and the recommendation (see the module docstring).
+
+    Returns the fitted tree models by name (``student_trees`` and the exportable references), for
+    :func:`deploy_recommended`."""
+    t0 = time.perf_counter()
+    teacher = teacher_outputs(cache)
+    fitted: dict = {}
+    refs: dict[str, dict] = dict(recipe_refs or {})
+    if cfg.references.enabled:
+        r = cfg.references
+        found = references(data, smods, train, train_all, val, test, teacher, kd_mask, seed=cfg.seed,
+                           n_estimators=r.n_estimators, max_fit_samples=r.max_fit_samples, n_jobs=cfg.threads,
+                           text_vocab=cfg.data.text_vocab, algorithms=tuple(r.algorithms), models=fitted)
+        # a recipe's own entries keep their names and figures; a generic one of the same name gets ``_labels``
+        rename = {k: (f"{k}_labels" if k in refs else k) for k in found}
+        refs.update({rename[k]: v for k, v in found.items()})
+        fitted = {rename[k]: m for k, m in fitted.items() if m.algorithm in EXPORTABLE_REFS}
+    if refs:
+        metrics["references"] = refs
+    cands: dict[str, dict] = {}
+    if "student" in metrics["models"] and student is not None:
+        cands["student"] = {"val": task_metrics(data, val, predict(student, data, val, device=device))}
+    if cfg.trees.enabled:
+        tc = cfg.trees
+        ts = TreeStudent(smods, algorithm=tc.algorithm, n_estimators=tc.n_estimators,
+                         min_samples_leaf=tc.min_samples_leaf, max_samples=tc.max_samples,
+                         label_weight=tc.label_weight, seed=cfg.seed, n_jobs=cfg.threads,
+                         text_vocab=cfg.data.text_vocab).fit(data, train_all, teacher, kd_mask, val)
+        ex = export_tree_student(ts, data, test, out / "student_trees.onnx", cfg.export.latency_runs)
+        val_m = task_metrics(data, val, ts.predict(data, val))
+        metrics["models"]["student_trees"] = {
+            "modalities": list(smods), "params": int(sum(e.tree_.node_count for m in ts.models_.values()
+                                                         for e in m.estimators_)),
+            "metrics": task_metrics(data, test, ts.predict(data, test)), "val_metrics": val_m,
+            "latency_ms": ex["onnx_latency_ms"], "latency_from": "onnx", "n_test": int(len(test)),
+            "cost": float(sum(cfg.data.modalities[m].cost for m in smods)), "scored_on": "test",
+            "algorithm": tc.algorithm, "n_fit": ts.n_fit_}
+        metrics["export_trees"] = ex
+        cands["student_trees"] = {"val": val_m}
+        fitted["student_trees"] = ts
+    for k, v in refs.items():
+        if isinstance(v, dict) and isinstance(v.get("val"), dict) and v["val"]:
+            cands[k] = {"val": v["val"]}
+    if cands:
+        metrics["recommended"] = recommendation(cands, metric)
+    metrics["classical_stage_s"] = round(time.perf_counter() - t0, 2)  # references + tree student, wall seconds
+    return fitted
+
+
+def deploy_recommended(cfg: ExperimentConfig, data: MultimodalData, smods: list[str], test: np.ndarray,
+                       fitted: dict, out: Path, metrics: dict) -> None:
+    """Make ``student.onnx`` the recommended model, or the one ``export.model`` pins (module docstring)."""
+    if not cfg.export.enabled or "export" not in metrics:
+        return
+    rec = metrics.get("recommended") or {}
+    want = cfg.export.model if cfg.export.model != "auto" else rec.get("model", "student")
+    note = None
+    if want != "student" and want not in fitted:
+        vals = rec.get("val", {})
+        ok = [k for k in vals if k == "student" or k in fitted]
+        if cfg.export.model == "auto" and ok:
+            hib = metrics.get("primary_metric") in ("accuracy", "macro_f1", "r2")
+            best = (max if hib else min)(ok, key=lambda k: vals[k])
+            note = f"{want} has no ONNX form here; the best exportable candidate on validation is deployed"
+            want = best
+        else:
+            want = "student"
+            note = f"export.model {cfg.export.model!r} is not an exportable model of this run; the network student"
+    deployed = {"model": want, "onnx": "student.onnx"}
+    if note:
+        deployed["note"] = note
+    if want != "student":
+        os.replace(out / "student.onnx", out / "student_net.onnx")
+        metrics["export"]["onnx"] = "student_net.onnx"
+        if want == "student_trees":
+            deployed.update({k: v for k, v in metrics["export_trees"].items() if k != "onnx"})
+            save_onnx(ensemble_onnx({t: {"model": m, "kind": fitted[want].target_kinds[t],
+                                         "std": fitted[want].std_.get(t)}
+                                     for t, m in fitted[want].models_.items()}, smods, fitted[want].kinds,
+                                    fitted[want].shapes, cfg.data.text_vocab), out / "student.onnx")
+        else:  # a RandomForest / ExtraTrees reference: one classifier or regressor per target
+            ref = fitted[want]
+            rmse = (metrics.get("references", {}).get(want, {}).get("val") or {}).get("rmse")
+            heads = {t: {"model": ms[0], "kind": data.target_kinds[t], "n_classes": len(data.classes.get(t, [])),
+                         "std": np.full(data.targets[t].shape[1], rmse or 1.0) if data.target_kinds[t] == "regression"
+                         else None} for t, ms in ref.models.items()}
+            _export_reference(ref, heads, smods, data, test, out, cfg, deployed)
+    metrics["deployed"] = deployed
+
+
+def _export_reference(ref, heads: dict, smods: list[str], data: MultimodalData, test: np.ndarray,  # noqa: ANN001
+                      out: Path, cfg: ExperimentConfig, deployed: dict) -> None:
+    """``student.onnx`` from a RandomForest / ExtraTrees reference (fitted on the non-constant feature columns
+    ``ref.keep``; the graph's trees index the full feature vector)."""
+    from .export import ort_latency_ms, ort_run, ort_session
+    from .trees import flat_features
+
+    for h in heads.values():
+        h["features"] = np.flatnonzero(ref.keep)
+    kinds = {m: data.kinds[m] for m in smods}
+    shapes = {m: tuple(data.inputs[m].shape[1:]) for m in smods}
+    save_onnx(ensemble_onnx(heads, smods, kinds, shapes, cfg.data.text_vocab), out / "student.onnx")
+    sess = ort_session(out / "student.onnx")
+    feed = {m: data.inputs[m][test] for m in smods}
+    got = dict(zip([o.name for o in sess.get_outputs()], ort_run(sess, feed)))
+    ref_p = ref.predict(flat_features(data, smods, test, cfg.data.text_vocab))
+    diffs, preds = [], {}
+    for t in heads:
+        key = f"{t}/logits" if data.target_kinds[t] == "classification" else f"{t}/value"
+        preds[key] = got[t]
+        diffs.append(float(np.max(np.abs(got[t] - ref_p[key]), initial=0.0)))
+    deployed.update({"max_abs_diff": max(diffs), "onnx_latency_ms": ort_latency_ms(sess, feed,
+                                                                                   cfg.export.latency_runs),
+                     "onnx_bytes": (out / "student.onnx").stat().st_size,
+                     "onnx_metrics": task_metrics(data, test, preds)})

@@ -1,0 +1,282 @@
+"""Classical references on the student's modalities, and the choice of the deployable student.
+
+:func:`references` trains, on the student's features (:func:`cmkd.trees.flat_features`: modalities flattened,
+NaN kept, text as a bag of hashed words), RandomForest, ExtraTrees and HistGradientBoosting
+
+- ``<algo>``: on the labelled training samples;
+- ``<algo>_teacher_labels``: on the teacher's pseudo-labels over every training sample the teacher saw (its
+  argmax class or its mean; the true label where known): the classical cross-modal baseline;
+- ``<algo>_self_training``: one round of self-training: the labels-only model labels the unlabelled training
+  samples itself (its class or value), then a fresh model is fitted on labels plus those pseudo-labels.
+
+The last two exist only where unlabelled training samples exist (and, for the first, a teacher). Each entry holds
+the test metrics (flat, as :func:`cmkd.evaluate.task_metrics` names them, so a recipe's own ``references()``
+hook and these print alike), ``val`` (the same metrics on validation: what :func:`recommend` compares), and how it
+was fitted. Every fit is capped (``n_estimators`` trees, at most ``max_fit_samples`` training samples, drawn at
+random) so that they add little to a run.
+
+:func:`recommend` picks the deployable student: the best on validation, ties broken toward the cheaper model.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .data import UNLABELLED, MultimodalData
+from .evaluate import HIGHER_IS_BETTER, task_metrics
+from .trees import LOG_EPS, flat_features, forest, soft_targets
+
+ALGORITHMS = ("random_forest", "extra_trees", "hist_gradient_boosting")
+# the cheaper model wins a tie on validation: references (one line of scikit-learn) < tree student < network
+SIMPLICITY = {"reference": 0, "student_trees": 1, "student": 2}
+
+
+class _Model:
+    """One fitted estimator per target, predicting in :func:`cmkd.evaluate.predict`'s format."""
+
+    def __init__(self, algorithm: str, data: MultimodalData, seed: int, n_estimators: int, n_jobs: int | None
+                 ) -> None:
+        self.algorithm, self.data, self.seed, self.n_estimators, self.n_jobs = (algorithm, data, seed,
+                                                                                n_estimators, n_jobs)
+        self.models: dict[str, list] = {}
+
+    def _est(self, classification: bool, n_features: int, i: int):  # noqa: ANN202
+        if self.algorithm == "hist_gradient_boosting":
+            from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+            cls = HistGradientBoostingClassifier if classification else HistGradientBoostingRegressor
+            return cls(max_iter=self.n_estimators, random_state=self.seed + i)
+        return forest(self.algorithm, classification, self.n_estimators, self.seed + i, self.n_jobs, n_features)
+
+    def _threads(self):  # noqa: ANN202 - OpenMP threads of HistGradientBoosting: n_jobs (all for None / -1)
+        from threadpoolctl import threadpool_limits
+
+        return threadpool_limits(limits=self.n_jobs if self.n_jobs and self.n_jobs > 0 else None,
+                                 user_api="openmp")
+
+    def fit(self, x: np.ndarray, ys: dict[str, np.ndarray]) -> _Model:
+        with self._threads():
+            return self._fit(x, ys)
+
+    def predict(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Per target ``t/logits`` (log of the class probabilities over every class) or ``t/value``."""
+        with self._threads():
+            return self._predict(x)
+
+    def _fit(self, x: np.ndarray, ys: dict[str, np.ndarray]) -> _Model:
+        """``ys``: target -> (n,) class ids or (n, K) values, NaN / -1 where that sample has none.
+
+        Columns constant over ``x`` (e.g. words of a bag that never occur) are dropped first."""
+        finite = np.where(np.isnan(x), np.inf, x)
+        self.keep = (finite != finite[:1]).any(axis=0) if len(x) else np.ones(x.shape[1], bool)
+        x = x[:, self.keep]
+        for i, (t, y) in enumerate(ys.items()):
+            kind = self.data.target_kinds[t]
+            if kind == "classification":
+                ok = y != UNLABELLED
+                if len(np.unique(y[ok])) < 2:
+                    continue
+                self.models[t] = [self._est(True, x.shape[1], i).fit(x[ok], y[ok])]
+            else:
+                y = y.reshape(len(y), -1)
+                if self.algorithm == "hist_gradient_boosting":  # one model per output column
+                    cols = []
+                    for k in range(y.shape[1]):
+                        ok = ~np.isnan(y[:, k])
+                        cols.append(self._est(False, x.shape[1], i).fit(x[ok], y[ok, k]) if ok.sum() >= 2 else None)
+                    if any(c is not None for c in cols):
+                        self.models[t] = cols
+                else:
+                    ok = ~np.isnan(y).any(axis=1)
+                    if ok.sum() >= 2:
+                        yy = y[ok, 0] if y.shape[1] == 1 else y[ok]
+                        self.models[t] = [self._est(False, x.shape[1], i).fit(x[ok], yy)]
+        return self
+
+    def _predict(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        x = x[:, self.keep]
+        for t, ms in self.models.items():
+            if self.data.target_kinds[t] == "classification":
+                m = ms[0]
+                p = np.zeros((len(x), len(self.data.classes[t])))
+                p[:, m.classes_] = m.predict_proba(x)
+                out[f"{t}/logits"] = np.log(np.clip(p, LOG_EPS, None))
+            else:
+                k = self.data.targets[t].shape[1]
+                if len(ms) == 1 and self.algorithm != "hist_gradient_boosting":
+                    out[f"{t}/value"] = ms[0].predict(x).reshape(len(x), -1)
+                else:
+                    out[f"{t}/value"] = np.stack([m.predict(x) if m is not None else np.full(len(x), np.nan)
+                                                  for m in ms], axis=1).reshape(len(x), k)
+        return out
+
+
+def _labels(data: MultimodalData, idx: np.ndarray) -> dict[str, np.ndarray]:
+    return {t: data.targets[t][idx] for t in data.target_kinds}
+
+
+def _pseudo(data: MultimodalData, idx: np.ndarray, preds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Labels where known, else the predicted class or value (``preds`` in predict format, rows of ``idx``)."""
+    out = {}
+    for t, kind in data.target_kinds.items():
+        y = data.targets[t][idx].copy()
+        if kind == "classification" and f"{t}/logits" in preds:
+            miss = y == UNLABELLED
+            y[miss] = preds[f"{t}/logits"][miss].argmax(axis=1)
+        elif kind == "regression" and f"{t}/value" in preds:
+            y = y.reshape(len(idx), -1)
+            miss = np.isnan(y)
+            y[miss] = preds[f"{t}/value"][miss]
+        out[t] = y
+    return out
+
+
+def references(data: MultimodalData, student_modalities: list[str], train_labelled: np.ndarray,
+               train_all: np.ndarray, val: np.ndarray, test: np.ndarray,
+               teacher: dict[str, np.ndarray] | None = None, teacher_mask: np.ndarray | None = None, seed: int = 0,
+               n_estimators: int = 100, max_fit_samples: int = 20000, n_jobs: int | None = 1,
+               text_vocab: int = 4096, algorithms: tuple[str, ...] = ALGORITHMS, models: dict | None = None
+               ) -> dict[str, dict]:
+    """Classical references on the student's modalities (see the module docstring).
+
+    Args:
+        data: the dataset.
+        student_modalities: the features (flattened in this order).
+        train_labelled: the labelled training samples.
+        train_all: every training sample (labelled or not); the unlabelled ones are ``train_all - train_labelled``.
+        val: validation samples (``val`` metrics); test: test samples (the flat metrics).
+        teacher: full-length teacher outputs ``<target>/logits`` or ``<target>/value`` (as
+            :func:`cmkd.evaluate.predict` returns them); None: no ``_teacher_labels`` references.
+        teacher_mask: (N,) bool where the teacher's outputs apply (None: everywhere).
+        seed: random state.
+        n_estimators: trees per forest, boosting iterations of HistGradientBoosting.
+        max_fit_samples: at most this many training samples per fit (a seeded random subset).
+        n_jobs: threads of the forests.
+        text_vocab: hashed vocabulary size of text modalities.
+        algorithms: which of :data:`ALGORITHMS`.
+        models: when a dict, the fitted models go in it by name (their ``predict(x)`` takes
+            :func:`cmkd.trees.flat_features`).
+
+    Returns:
+        name -> test metrics, plus ``val`` (validation metrics), ``algorithm``, ``trained_on`` (``labels``,
+        ``teacher_labels`` or ``self_training``), ``n_fit`` (training samples) and ``fit_s`` (seconds).
+    """
+    rng = np.random.default_rng(seed)
+    unl = np.setdiff1d(train_all, train_labelled)
+
+    def cap(idx: np.ndarray) -> np.ndarray:
+        return np.sort(rng.choice(idx, max_fit_samples, replace=False)) if len(idx) > max_fit_samples else idx
+
+    feats = {}
+
+    def x_of(idx: np.ndarray) -> np.ndarray:
+        key = np.asarray(idx, np.int64).tobytes()
+        if key not in feats:
+            feats[key] = flat_features(data, student_modalities, idx, text_vocab)
+        return feats[key]
+
+    lab, x_val, x_test = cap(train_labelled), x_of(val), x_of(test)
+    x_lab = x_of(lab)
+    t_idx = None
+    if teacher is not None and len(unl):
+        rows = set()
+        for t in data.target_kinds:
+            r, _ = soft_targets(data, t, train_all, teacher, teacher_mask)
+            rows.update(r.tolist())
+        t_idx = cap(train_all[np.array(sorted(rows), dtype=int)]) if rows else None
+    unl_cap = cap(unl) if len(unl) else unl
+    out: dict[str, dict] = {}
+
+    def score(name: str, algo: str, how: str, model: _Model, n_fit: int, t0: float) -> None:
+        if not model.models:
+            return
+        entry: dict = dict(task_metrics(data, test, model.predict(x_test)))
+        entry.update({"val": task_metrics(data, val, model.predict(x_val)) if len(val) else {},
+                      "algorithm": algo, "trained_on": how, "n_fit": int(n_fit),
+                      "fit_s": round(time.perf_counter() - t0, 3)})
+        out[name] = entry
+        if models is not None:
+            models[name] = model
+
+    for algo in algorithms:
+        t0 = time.perf_counter()
+        base = _Model(algo, data, seed, n_estimators, n_jobs).fit(x_lab, _labels(data, lab))
+        score(algo, algo, "labels", base, len(lab), t0)
+        if not base.models or not len(unl):
+            continue
+        if t_idx is not None and len(t_idx):
+            t0 = time.perf_counter()
+            tp = {k: np.asarray(v)[t_idx] for k, v in teacher.items() if "/" in k}
+            ys = _pseudo(data, t_idx, tp)
+            if teacher_mask is not None:  # no teacher there: labels only
+                seen = np.asarray(teacher_mask, bool)[t_idx]
+                for t, kind in data.target_kinds.items():
+                    own = data.targets[t][t_idx]
+                    ys[t][~seen] = own[~seen] if kind == "classification" else own.reshape(len(t_idx), -1)[~seen]
+            m = _Model(algo, data, seed, n_estimators, n_jobs).fit(x_of(t_idx), ys)
+            score(f"{algo}_teacher_labels", algo, "teacher_labels", m, len(t_idx), t0)
+        t0 = time.perf_counter()
+        both = np.concatenate([lab, unl_cap])
+        own = base.predict(x_of(unl_cap))
+        pseudo = _pseudo(data, unl_cap, own)
+        ys = {t: np.concatenate([y, pseudo[t]]) for t, y in _labels(data, lab).items()}
+        m = _Model(algo, data, seed + 1, n_estimators, n_jobs).fit(np.concatenate([x_lab, x_of(unl_cap)]), ys)
+        score(f"{algo}_self_training", algo, "self_training", m, len(both), t0)
+    return out
+
+
+def _val(entry: dict | float, metric: str) -> float:
+    v = entry.get("val", entry) if isinstance(entry, dict) else entry
+    v = v.get(metric, np.nan) if isinstance(v, dict) else v
+    return float(v) if v is not None else float("nan")
+
+
+def simplicity(name: str) -> int:
+    """Rank of a candidate's cost for tie-breaking: a reference 0, ``student_trees`` 1, a network 2."""
+    return SIMPLICITY.get(name, 2 if name.startswith("student") else SIMPLICITY["reference"])
+
+
+def recommend(candidates: dict[str, dict | float], metric: str, higher_is_better: bool | None = None,
+              tol: float = 0.0) -> str:
+    """The name of the best candidate on validation.
+
+    Args:
+        candidates: name -> ``{"val": value}`` or ``{"val": {metric: value, ...}}`` or the value itself; an
+            optional ``"cost"`` breaks ties (lower wins) before :func:`simplicity` (reference < ``student_trees``
+            < network student) and the name. Candidates without a finite value are ignored.
+        metric: the metric's name (e.g. ``accuracy``, ``rmse``).
+        higher_is_better: default from :data:`cmkd.evaluate.HIGHER_IS_BETTER`.
+        tol: values within ``tol`` of the best count as a tie.
+    """
+    hib = HIGHER_IS_BETTER.get(metric.split("/")[-1], True) if higher_is_better is None else higher_is_better
+    vals = {k: _val(v, metric) for k, v in candidates.items()}
+    vals = {k: v for k, v in vals.items() if np.isfinite(v)}
+    if not vals:
+        raise ValueError(f"no candidate has a finite validation {metric}")
+    best = max(vals.values()) if hib else min(vals.values())
+    tied = [k for k, v in vals.items() if abs(v - best) <= tol]
+
+    def cost(k: str) -> tuple:
+        c = candidates[k].get("cost") if isinstance(candidates[k], dict) else None
+        return (c if c is not None else 0.0, simplicity(k), k)
+
+    return min(tied, key=cost)
+
+
+def recommendation(candidates: dict[str, dict | float], metric: str, higher_is_better: bool | None = None,
+                   tol: float = 0.0) -> dict:
+    """:func:`recommend` with its reasons: ``{"model", "why", "val": {name: value}}``."""
+    name = recommend(candidates, metric, higher_is_better, tol)
+    vals = {k: _val(v, metric) for k, v in candidates.items()}
+    hib = HIGHER_IS_BETTER.get(metric.split("/")[-1], True) if higher_is_better is None else higher_is_better
+    others = sorted((v, k) for k, v in vals.items() if k != name and np.isfinite(v))
+    runner = (others[-1] if hib else others[0]) if others else None
+    why = f"best validation {metric} ({vals[name]:.4f}) of {len(vals)} candidates"
+    if runner is not None:
+        why += f"; next {runner[1]} ({runner[0]:.4f})"
+        if abs(runner[0] - vals[name]) <= tol:
+            why += ", a tie broken toward the cheaper model"
+    return {"model": name, "why": why, "val": vals}

@@ -1,0 +1,395 @@
+"""Tree ensembles on the student's modalities: flat features, a distilled tree-ensemble student, ONNX export.
+
+The **tree student** (:class:`TreeStudent`, role ``student_trees``) is distilled from the teacher's soft targets
+over the labelled and the unlabelled training samples. Per classification target a multi-output regression
+forest learns the class probabilities: the one-hot label where a sample is labelled, the teacher's softmax where
+it is not (the teacher's probabilities blended with the label by ``label_weight`` when ``label_weight`` < 1);
+per regression target it learns the label where known and the teacher's mean elsewhere. Samples with neither
+(no label, teacher absent) are not used.
+
+Features (:func:`flat_features`): numeric modalities flattened in C order (images, sequences and signals
+alike), NaN kept (scikit-learn >= 1.6 forests split on NaN natively: a node sends NaN to the side
+``missing_go_to_left`` says); text token ids become a bag of hashed words (counts of ids 1..vocab-1).
+
+ONNX (:func:`ensemble_onnx`): written by hand with ``onnx.helper`` rather than skl2onnx, because (1) the graph
+must take the network student's raw inputs (one positional input per modality, NaN for missing values,
+text as token ids) and flatten them itself, which a converter of a bare estimator does not do; (2) the
+thresholds and leaf values go in as double tensors (``ai.onnx.ml`` opset 3) and NaN follows each node's
+``missing_go_to_left`` (``nodes_missing_value_tracks_true``), so ONNX Runtime takes exactly scikit-learn's path
+through every tree; (3) no new dependency. The outputs follow :func:`cmkd.export.output_names`: per
+classification target its "logits" (log of the averaged probabilities, so softmax and argmax give the forest's
+probabilities and class), per regression target its values in raw units; then ``<target>_std`` per regression
+target, a constant per output column: the tree student's RMSE on the validation samples.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .data import UNLABELLED, MultimodalData
+from .errors import CmkdError
+
+TEXT = "text"
+PRODUCER = "cmkd-trees"  # the ONNX producer name of tree models (their <target>_std is not the network's)
+LOG_EPS = 1e-7  # probabilities are clipped here before the log that turns them into logits
+
+
+def flat_features(data: MultimodalData, modalities: list[str], idx: np.ndarray, text_vocab: int = 4096
+                  ) -> np.ndarray:
+    """(n, F) float32 features of samples ``idx``: every modality flattened and concatenated in order.
+
+    A numeric modality keeps NaN for missing values (and a sample whose modality is absent is all NaN); a text
+    modality (token ids) becomes word counts over ids 1..``text_vocab``-1 (ids out of range are ignored).
+    """
+    parts = []
+    for m in modalities:
+        x = data.inputs[m][idx]
+        if data.kinds[m] == TEXT:
+            parts.append(bag_of_words(x, text_vocab))
+            continue
+        x = x.reshape(len(idx), -1).astype(np.float32, copy=True)
+        x[~data.present[m][idx]] = np.nan
+        parts.append(x)
+    return np.concatenate(parts, axis=1) if parts else np.zeros((len(idx), 0), np.float32)
+
+
+def bag_of_words(ids: np.ndarray, vocab: int) -> np.ndarray:
+    """(n, vocab-1) float32 counts of token ids 1..vocab-1 per row of ``ids`` (n, L); 0 is padding."""
+    ids = ids.reshape(len(ids), -1).astype(np.int64)
+    out = np.zeros((len(ids), vocab), np.float32)
+    rows = np.repeat(np.arange(len(ids)), ids.shape[1])
+    flat = ids.reshape(-1)
+    ok = (flat >= 0) & (flat < vocab)
+    np.add.at(out, (rows[ok], flat[ok]), 1.0)
+    return out[:, 1:]
+
+
+def forest(algorithm: str, classification: bool, n_estimators: int, seed: int, n_jobs: int | None = 1,
+           n_features: int = 1, min_samples_leaf: int = 1, max_samples: int | None = None):  # noqa: ANN201
+    """A RandomForest / ExtraTrees classifier or regressor (``algorithm`` ``random_forest`` | ``extra_trees``).
+
+    Regression forests look at ``sqrt`` of the features per split when there are more than 64 (images, long
+    signals), at all of them otherwise; ``max_samples`` caps each random forest tree's bootstrap sample."""
+    from sklearn.ensemble import (
+        ExtraTreesClassifier,
+        ExtraTreesRegressor,
+        RandomForestClassifier,
+        RandomForestRegressor,
+    )
+
+    kinds = {("random_forest", True): RandomForestClassifier, ("random_forest", False): RandomForestRegressor,
+             ("extra_trees", True): ExtraTreesClassifier, ("extra_trees", False): ExtraTreesRegressor}
+    if (algorithm, classification) not in kinds:
+        raise CmkdError(f"tree algorithm {algorithm!r}: use random_forest or extra_trees")
+    kw: dict = {"n_estimators": n_estimators, "random_state": seed, "n_jobs": n_jobs,
+                "min_samples_leaf": min_samples_leaf}
+    if not classification:
+        kw["max_features"] = "sqrt" if n_features > 64 else 1.0
+    if algorithm == "random_forest" and max_samples:
+        kw["max_samples"] = max_samples
+    return kinds[(algorithm, classification)](**kw)
+
+
+def soft_targets(data: MultimodalData, target: str, idx: np.ndarray, teacher: dict[str, np.ndarray] | None,
+                 teacher_mask: np.ndarray | None, label_weight: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """What the tree student learns for ``target`` on samples ``idx``: (rows of ``idx`` used, targets).
+
+    Classification: (n, C) probabilities, the one-hot label where labelled (blended with the teacher's softmax
+    as ``label_weight * onehot + (1 - label_weight) * teacher`` where the teacher saw the sample), the teacher's
+    softmax where unlabelled. Regression: (n, K) the label where observed, else the teacher's mean. ``teacher``
+    holds full-length arrays ``<target>/logits`` or ``<target>/value`` (as :func:`cmkd.evaluate.predict`
+    returns); ``teacher_mask`` (N,) where they apply. Rows with neither a label nor the teacher are dropped.
+    """
+    kind = data.target_kinds[target]
+    n = len(idx)
+    has_t = np.zeros(n, bool)
+    tp = None
+    if teacher is not None:
+        key = f"{target}/logits" if kind == "classification" else f"{target}/value"
+        if key in teacher:
+            tp = np.asarray(teacher[key], dtype=np.float64)[idx]
+            has_t = np.ones(n, bool) if teacher_mask is None else np.asarray(teacher_mask, bool)[idx]
+            has_t &= np.isfinite(tp.reshape(n, -1)).all(axis=1)
+    y = data.targets[target][idx]
+    if kind == "classification":
+        c = len(data.classes[target])
+        lab = y != UNLABELLED
+        out = np.zeros((n, c))
+        out[lab, y[lab]] = 1.0
+        if tp is not None:
+            z = tp - tp.max(axis=1, keepdims=True)
+            p = np.exp(z)
+            p /= p.sum(axis=1, keepdims=True)
+            blend = lab & has_t
+            out[blend] = label_weight * out[blend] + (1 - label_weight) * p[blend]
+            out[~lab & has_t] = p[~lab & has_t]
+        keep = lab | has_t
+    else:
+        y = y.reshape(n, -1).astype(np.float64)
+        out = y.copy()
+        if tp is not None:
+            tp = tp.reshape(n, -1)
+            fill = np.isnan(out) & has_t[:, None]
+            out[fill] = tp[fill]
+        keep = ~np.isnan(out).any(axis=1)
+    return np.flatnonzero(keep), out[keep]
+
+
+@dataclass
+class TreeStudent:
+    """A tree-ensemble student distilled from the teacher's soft targets (see the module docstring).
+
+    Attributes:
+        modalities: the student's modalities (ONNX inputs in this order).
+        algorithm: ``extra_trees`` (default) or ``random_forest``.
+        n_estimators: trees per target.
+        min_samples_leaf: as in scikit-learn.
+        max_samples: cap on each random forest tree's bootstrap sample (None: all samples).
+        label_weight: weight of the one-hot label against the teacher's softmax on labelled samples.
+        seed: random state.
+        n_jobs: threads for fitting (scikit-learn's ``n_jobs``).
+        text_vocab: hashed vocabulary size of text modalities (``data.text_vocab``).
+    """
+
+    modalities: list[str]
+    algorithm: str = "extra_trees"
+    n_estimators: int = 100
+    min_samples_leaf: int = 1
+    max_samples: int | None = None
+    label_weight: float = 1.0
+    seed: int = 0
+    n_jobs: int | None = 1
+    text_vocab: int = 4096
+    models_: dict = field(default_factory=dict)
+    std_: dict = field(default_factory=dict)
+    n_fit_: dict = field(default_factory=dict)
+
+    def fit(self, data: MultimodalData, train_idx: np.ndarray, teacher: dict[str, np.ndarray] | None = None,
+            teacher_mask: np.ndarray | None = None, val_idx: np.ndarray | None = None) -> TreeStudent:
+        """Fit one forest per target on the training samples ``train_idx`` (labelled and unlabelled).
+
+        Args:
+            data: the dataset.
+            train_idx: every training sample (labelled or not).
+            teacher: full-length teacher outputs, ``<target>/logits`` or ``<target>/value`` (None: labels only).
+            teacher_mask: (N,) bool, where the teacher's outputs apply (None: everywhere).
+            val_idx: validation samples; each regression output's RMSE there becomes its ``<target>_std``.
+        """
+        self.kinds = {m: data.kinds[m] for m in self.modalities}
+        self.shapes = {m: tuple(data.inputs[m].shape[1:]) for m in self.modalities}
+        self.target_kinds = dict(data.target_kinds)
+        self.n_classes = {t: len(data.classes[t]) for t, k in data.target_kinds.items() if k == "classification"}
+        x_all = flat_features(data, self.modalities, train_idx, self.text_vocab)
+        for i, t in enumerate(data.target_kinds):
+            rows, y = soft_targets(data, t, train_idx, teacher, teacher_mask, self.label_weight)
+            if len(rows) < 2:
+                raise CmkdError(f"tree student: target '{t}' has {len(rows)} training samples with a label or a "
+                                "teacher prediction; it needs at least 2")
+            model = forest(self.algorithm, False, self.n_estimators, self.seed + i, self.n_jobs, x_all.shape[1],
+                           self.min_samples_leaf, self.max_samples)
+            self.models_[t] = model.fit(x_all[rows], y[:, 0] if y.shape[1] == 1 else y)
+            self.n_fit_[t] = int(len(rows))
+        self.std_ = {}
+        for t, kind in data.target_kinds.items():
+            if kind != "regression":
+                continue
+            k = data.targets[t].shape[1]
+            std = np.ones(k)
+            if val_idx is not None and len(val_idx):
+                pred = self.predict(data, val_idx)[f"{t}/value"]
+                y = data.targets[t][val_idx].reshape(len(val_idx), -1)
+                for j in range(k):
+                    obs = ~np.isnan(y[:, j])
+                    if obs.any():
+                        std[j] = max(float(np.sqrt(np.mean((pred[obs, j] - y[obs, j]) ** 2))), 1e-6)
+            self.std_[t] = std
+        return self
+
+    def predict_features(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Predictions from flat features (see :meth:`predict`)."""
+        out: dict[str, np.ndarray] = {}
+        for t, model in self.models_.items():
+            p = model.predict(x).reshape(len(x), -1)
+            if self.target_kinds[t] == "classification":
+                out[f"{t}/probs"] = p
+                out[f"{t}/logits"] = np.log(np.clip(p, LOG_EPS, None))
+            else:
+                out[f"{t}/value"] = p
+                out[f"{t}/std"] = np.broadcast_to(self.std_.get(t, np.ones(p.shape[1])), p.shape).copy()
+        return out
+
+    def predict(self, data: MultimodalData, idx: np.ndarray) -> dict[str, np.ndarray]:
+        """Per target ``t/logits`` (log probabilities) and ``t/probs``, or ``t/value`` and ``t/std`` (raw units),
+        as :func:`cmkd.evaluate.predict` names them, so :func:`cmkd.evaluate.task_metrics` scores them."""
+        return self.predict_features(flat_features(data, self.modalities, idx, self.text_vocab))
+
+    def to_onnx(self, path: str | Path) -> Path:
+        """Write the ONNX model (see the module docstring for its contract), atomically."""
+        heads = {}
+        for t, model in self.models_.items():
+            kind = self.target_kinds[t]
+            heads[t] = {"model": model, "kind": kind, "std": self.std_.get(t)}
+        proto = ensemble_onnx(heads, self.modalities, self.kinds, self.shapes, self.text_vocab)
+        return save_onnx(proto, path)
+
+
+def save_onnx(proto, path: str | Path) -> Path:  # noqa: ANN001 - onnx.ModelProto
+    """Check ``proto`` and write it atomically to ``path``."""
+    import onnx
+
+    path = Path(path)
+    onnx.checker.check_model(proto)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        onnx.save_model(proto, str(tmp))
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def _tree_nodes(model, n_out: int, class_cols: np.ndarray | None, features: np.ndarray | None = None  # noqa: ANN001
+                ) -> dict[str, list]:
+    """The ``TreeEnsembleRegressor`` attributes of a fitted scikit-learn forest (regressor or classifier).
+
+    For a classifier each leaf's class fractions go to the columns ``class_cols`` (the full class list's index
+    of each of ``model.classes_``); the ensemble's average is then ``predict_proba``. ``features`` maps the
+    model's feature index to the graph's feature column (a model fitted on a subset of the columns)."""
+    a: dict[str, list] = {k: [] for k in ("treeids", "nodeids", "featureids", "values", "modes", "true", "false",
+                                          "missing", "t_tree", "t_node", "t_id", "t_w")}
+    for ti, est in enumerate(model.estimators_):
+        tr = est.tree_
+        left, right = tr.children_left, tr.children_right
+        miss = getattr(tr, "missing_go_to_left", np.zeros(tr.node_count, np.uint8))
+        value = tr.value  # (nodes, n_outputs, 1) for regressors, (nodes, 1, n_classes) fractions for classifiers
+        for i in range(tr.node_count):
+            leaf = left[i] == -1
+            a["treeids"].append(ti)
+            a["nodeids"].append(i)
+            f = int(tr.feature[i])
+            a["featureids"].append(0 if leaf else int(features[f]) if features is not None else f)
+            a["values"].append(0.0 if leaf else float(tr.threshold[i]))
+            a["modes"].append("LEAF" if leaf else "BRANCH_LEQ")
+            a["true"].append(0 if leaf else int(left[i]))
+            a["false"].append(0 if leaf else int(right[i]))
+            a["missing"].append(0 if leaf else int(miss[i]))
+            if leaf:
+                v = value[i].reshape(-1)
+                if class_cols is not None:
+                    v = v / max(v.sum(), 1e-300)
+                cols = class_cols if class_cols is not None else np.arange(n_out)
+                for j, w in zip(cols, v):
+                    a["t_tree"].append(ti)
+                    a["t_node"].append(i)
+                    a["t_id"].append(int(j))
+                    a["t_w"].append(float(w))
+    return a
+
+
+def ensemble_onnx(heads: dict[str, dict], modalities: list[str], kinds: dict[str, str],
+                  shapes: dict[str, tuple[int, ...]], text_vocab: int = 4096):  # noqa: ANN201 - onnx.ModelProto
+    """An ONNX model: the raw inputs of ``modalities`` -> one output per head, then ``<t>_std`` per regression head.
+
+    Args:
+        heads: target -> ``{"model": fitted forest, "kind": "classification" | "regression", "std": (K,) or
+            None, "n_classes": C (classifiers: the full class count), "classes": classifier column -> class id,
+            "features": the model's feature index -> input feature column (None: the same)}``.
+            A classification head built on a regressor outputs log of its (probability) outputs; one built on a
+            classifier the log of ``predict_proba`` spread over the full class list.
+        modalities: input order; ``kinds`` and ``shapes`` (per sample) of each.
+        text_vocab: the hashed vocabulary of text inputs (int64 token ids).
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, inits, inputs, feats = [], [], [], []
+    inits.append(numpy_helper.from_array(np.array([0, -1], np.int64), "flat_shape"))
+    for m in modalities:
+        shape = ["batch", *shapes[m]]
+        if kinds[m] == TEXT:
+            inputs.append(helper.make_tensor_value_info(m, TensorProto.INT64, shape))
+            inits += [numpy_helper.from_array(np.array(text_vocab, np.int64), f"{m}_depth"),
+                      numpy_helper.from_array(np.array([0.0, 1.0], np.float32), f"{m}_onoff"),
+                      numpy_helper.from_array(np.array([1], np.int64), f"{m}_axis"),
+                      numpy_helper.from_array(np.array([1], np.int64), f"{m}_start"),
+                      numpy_helper.from_array(np.array([text_vocab], np.int64), f"{m}_end"),
+                      numpy_helper.from_array(np.array([1], np.int64), f"{m}_sax")]
+            nodes += [helper.make_node("Reshape", [m, "flat_shape"], [f"{m}_ids"]),
+                      helper.make_node("OneHot", [f"{m}_ids", f"{m}_depth", f"{m}_onoff"], [f"{m}_oh"], axis=-1),
+                      helper.make_node("ReduceSum", [f"{m}_oh", f"{m}_axis"], [f"{m}_counts"], keepdims=0),
+                      helper.make_node("Slice", [f"{m}_counts", f"{m}_start", f"{m}_end", f"{m}_sax"], [f"{m}_flat"])]
+        else:
+            inputs.append(helper.make_tensor_value_info(m, TensorProto.FLOAT, shape))
+            nodes.append(helper.make_node("Reshape", [m, "flat_shape"], [f"{m}_flat"]))
+        feats.append(f"{m}_flat")
+    nodes += [helper.make_node("Concat", feats, ["features32"], axis=1),  # (batch, F)
+              helper.make_node("Cast", ["features32"], ["features"], to=TensorProto.DOUBLE)]
+    outputs, std_outputs = [], []
+    for t, h in heads.items():
+        model, kind = h["model"], h["kind"]
+        is_clf = hasattr(model, "classes_")
+        if is_clf:
+            n_out = int(h["n_classes"])
+            cols = np.asarray(h.get("classes", model.classes_), np.int64)
+        else:
+            n_out = int(model.n_outputs_)
+            cols = None
+        a = _tree_nodes(model, n_out, cols, h.get("features"))
+        raw = f"{t}_raw" if kind == "classification" else t
+        nodes.append(helper.make_node(
+            "TreeEnsembleRegressor", ["features"], [raw], domain="ai.onnx.ml", n_targets=n_out,
+            aggregate_function="AVERAGE", post_transform="NONE",
+            nodes_treeids=a["treeids"], nodes_nodeids=a["nodeids"], nodes_featureids=a["featureids"],
+            nodes_values_as_tensor=numpy_helper.from_array(np.array(a["values"], np.float64)),
+            nodes_modes=a["modes"], nodes_truenodeids=a["true"], nodes_falsenodeids=a["false"],
+            nodes_missing_value_tracks_true=a["missing"], target_treeids=a["t_tree"], target_nodeids=a["t_node"],
+            target_ids=a["t_id"], target_weights_as_tensor=numpy_helper.from_array(np.array(a["t_w"], np.float64))))
+        if kind == "classification":
+            inits.append(numpy_helper.from_array(np.array(LOG_EPS, np.float32), f"{t}_eps"))
+            nodes += [helper.make_node("Max", [raw, f"{t}_eps"], [f"{t}_clip"]),
+                      helper.make_node("Log", [f"{t}_clip"], [t])]
+        else:
+            std = np.asarray(h.get("std") if h.get("std") is not None else np.ones(n_out), np.float32)
+            inits.append(numpy_helper.from_array(std.reshape(1, n_out), f"{t}_stdconst"))
+            nodes += [helper.make_node("Shape", [t], [f"{t}_shape"]),
+                      helper.make_node("Expand", [f"{t}_stdconst", f"{t}_shape"], [f"{t}_std"])]
+            std_outputs.append(helper.make_tensor_value_info(f"{t}_std", TensorProto.FLOAT, ["batch", n_out]))
+        outputs.append(helper.make_tensor_value_info(t, TensorProto.FLOAT, ["batch", n_out]))
+    graph = helper.make_graph(nodes, "cmkd_trees", inputs, outputs + std_outputs, inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("ai.onnx.ml", 3)],
+                              producer_name=PRODUCER)
+    proto.ir_version = min(proto.ir_version, 10)
+    onnx.checker.check_model(proto)
+    return proto
+
+
+def export_tree_student(student: TreeStudent, data: MultimodalData, idx: np.ndarray, path: str | Path,
+                        latency_runs: int = 200) -> dict:
+    """Write ``student`` to ONNX at ``path`` and check it through ONNX Runtime on samples ``idx``.
+
+    Returns ``onnx`` (file name), ``max_abs_diff`` (largest difference of any output between ONNX Runtime and
+    scikit-learn), ``onnx_latency_ms`` (batch 1, one thread, median, as for the network student),
+    ``onnx_bytes`` and ``onnx_metrics`` (:func:`cmkd.evaluate.task_metrics` of the ONNX outputs)."""
+    from .evaluate import task_metrics
+    from .export import ort_latency_ms, ort_run, ort_session
+
+    path = student.to_onnx(path)
+    sess = ort_session(path)
+    feed = {m: data.inputs[m][idx] for m in student.modalities}
+    got = dict(zip([o.name for o in sess.get_outputs()], ort_run(sess, feed)))
+    ref = student.predict(data, idx)
+    diffs, preds = [], {}
+    for t, kind in student.target_kinds.items():
+        key = f"{t}/logits" if kind == "classification" else f"{t}/value"
+        preds[key] = got[t]
+        diffs.append(float(np.max(np.abs(got[t] - ref[key]), initial=0.0)))
+        if kind == "regression":
+            diffs.append(float(np.max(np.abs(got[f"{t}_std"] - ref[f"{t}/std"]), initial=0.0)))
+    return {"onnx": Path(path).name, "max_abs_diff": max(diffs), "onnx_latency_ms": ort_latency_ms(sess, feed,
+                                                                                                   latency_runs),
+            "onnx_bytes": Path(path).stat().st_size, "onnx_metrics": task_metrics(data, idx, preds)}

@@ -1,0 +1,98 @@
+"""Classical references and the recommended student (cmkd.references) on tiny seeded SYNTHETIC data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import make_config
+from test_trees import sparse_case
+
+from cmkd.config import validate
+from cmkd.evaluate import task_metrics
+from cmkd.references import recommend, recommendation, references
+from cmkd.trees import flat_features
+
+ALL = {f"{a}{s}" for a in ("random_forest", "extra_trees", "hist_gradient_boosting")
+       for s in ("", "_teacher_labels", "_self_training")}
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_every_reference_with_test_and_validation_metrics(task):
+    data, teacher = sparse_case(task, n=300, label_share=0.3)
+    tr = data.indices(0)
+    lab, val, te = data.labelled(tr), data.indices(1), data.indices(2)
+    models: dict = {}
+    refs = references(data, ["seq", "txt"], lab, tr, val, te, teacher, seed=0, n_estimators=20, models=models)
+    assert set(refs) == ALL == set(models)
+    metric = "accuracy" if task == "classification" else "rmse"
+    for name, r in refs.items():
+        assert np.isfinite(r[metric]) and np.isfinite(r["val"][metric]), name
+        assert r["trained_on"] in ("labels", "teacher_labels", "self_training")
+        assert r["n_fit"] == (len(lab) if r["trained_on"] == "labels" else len(tr))
+        # the flat figures are the test split's: recomputed from the kept model
+        x = flat_features(data, ["seq", "txt"], te)
+        assert task_metrics(data, te, models[name].predict(x))[metric] == pytest.approx(r[metric])
+        assert task_metrics(data, val, models[name].predict(flat_features(data, ["seq", "txt"], val)))[
+            metric] == pytest.approx(r["val"][metric])
+
+
+def test_without_unlabelled_samples_or_teacher_only_label_references():
+    data, teacher = sparse_case("classification", n=200, label_share=1.0)
+    tr = data.indices(0)
+    refs = references(data, ["img"], tr, tr, data.indices(1), data.indices(2), teacher, n_estimators=10)
+    assert set(refs) == {"random_forest", "extra_trees", "hist_gradient_boosting"}
+    data, _ = sparse_case("classification", n=200, label_share=0.3)
+    tr = data.indices(0)
+    refs = references(data, ["img"], data.labelled(tr), tr, data.indices(1), data.indices(2), None,
+                      n_estimators=10, algorithms=("extra_trees",))
+    assert set(refs) == {"extra_trees", "extra_trees_self_training"}
+
+
+def test_teacher_pseudo_labels_help_with_few_labels_and_a_good_teacher():
+    """The classical cross-modal baseline: at 5% labels a RandomForest on a good (synthetic) teacher's
+    pseudo-labels beats one on the labels alone (mean test accuracy over seeds 0-2)."""
+    only, pseudo = [], []
+    for seed in range(3):
+        data, teacher = sparse_case("classification", n=600, label_share=0.05, seed=seed)
+        tr = data.indices(0)
+        refs = references(data, ["sig"], data.labelled(tr), tr, data.indices(1), data.indices(2), teacher,
+                          seed=seed, n_estimators=50, algorithms=("random_forest",))
+        only.append(refs["random_forest"]["accuracy"])
+        pseudo.append(refs["random_forest_teacher_labels"]["accuracy"])
+    assert np.mean(pseudo) > np.mean(only) + 0.05, (pseudo, only)
+
+
+def test_fit_samples_are_capped():
+    data, teacher = sparse_case("regression", n=300, label_share=0.5)
+    tr = data.indices(0)
+    refs = references(data, ["vec"], data.labelled(tr), tr, data.indices(1), data.indices(2), teacher,
+                      n_estimators=5, max_fit_samples=40, algorithms=("extra_trees",))
+    assert all(r["n_fit"] <= 80 for r in refs.values())  # self-training: 40 labelled + 40 unlabelled
+    assert refs["extra_trees_teacher_labels"]["n_fit"] == 40
+
+
+def test_recommend_best_on_validation_and_ties_to_the_cheaper_model():
+    c = {"student": {"val": 0.80}, "student_trees": {"val": 0.82}, "random_forest": {"val": 0.81}}
+    assert recommend(c, "accuracy", True) == "student_trees"
+    assert recommend(c, "rmse", False) == "student"
+    assert recommend(c, "rmse") == "student"  # higher_is_better from the metric's name
+    tie = {"student": {"val": 0.9}, "student_trees": {"val": 0.9}, "extra_trees": {"val": 0.9}}
+    assert recommend(tie, "accuracy") == "extra_trees"  # a reference is the cheapest
+    assert recommend({k: tie[k] for k in ("student", "student_trees")}, "accuracy") == "student_trees"
+    assert recommend({"student": {"val": 0.895}, "student_trees": {"val": 0.9}}, "accuracy", tol=0.01) \
+        == "student_trees"
+    assert recommend({"student": {"val": 0.9, "cost": 1}, "big": {"val": 0.9, "cost": 5}}, "accuracy") == "student"
+    # metric dicts (as references() writes them), plain values, and NaN ignored
+    assert recommend({"a": {"val": {"rmse": 2.0}}, "b": 1.5, "c": {"val": float("nan")}}, "rmse") == "b"
+    with pytest.raises(ValueError):
+        recommend({"a": {"val": float("nan")}}, "accuracy")
+    rec = recommendation(tie, "accuracy")
+    assert rec["model"] == "extra_trees" and "tie" in rec["why"] and rec["val"]["student"] == 0.9
+
+
+def test_config_switches():
+    raw = make_config()
+    assert validate(raw, source="t").references.enabled
+    raw.update({"references": False, "trees": False})
+    cfg = validate(raw, source="t")
+    assert not cfg.references.enabled and not cfg.trees.enabled and cfg.export.model == "auto"

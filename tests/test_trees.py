@@ -1,0 +1,182 @@
+"""The tree-ensemble student (cmkd.trees) on tiny seeded SYNTHETIC data: soft targets, distillation, ONNX."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import make_arrays, make_config
+
+from cmkd.config import validate
+from cmkd.data import build_data
+from cmkd.evaluate import task_metrics
+from cmkd.export import ort_run, ort_session
+from cmkd.trees import TreeStudent, bag_of_words, export_tree_student, flat_features, soft_targets
+
+
+def sparse_case(task: str, n: int = 400, label_share: float = 0.1, seed: int = 0, k: int = 1):
+    """SYNTHETIC data with ``label_share`` of the training labels kept, and an oracle-ish synthetic teacher
+    (the true class with noisy logits, or the true value plus noise) as full-length predict-style outputs."""
+    arr = make_arrays(n, seed, task)
+    rng = np.random.default_rng(seed + 7)
+    y = arr["y"]
+    if task == "classification":
+        teacher = {"y/logits": np.eye(3)[y] * 3 + rng.normal(size=(n, 3))}
+        y = y.astype(float)
+    else:
+        y = np.stack([y, -0.5 * y][:k], axis=1).astype(np.float32) if k > 1 else y
+        teacher = {"y/value": y.reshape(n, -1) + 0.3 * rng.normal(size=(n, k))}
+    tr = np.flatnonzero(arr["split"] == 0)
+    hide = rng.choice(tr, int((1 - label_share) * len(tr)), replace=False)
+    y = y.copy()
+    y[hide] = np.nan
+    arr["y"] = y
+    data = build_data(arr, validate(make_config(task=task), source="test").data, seed)
+    return data, teacher
+
+
+def test_bag_of_words_counts_ids_and_ignores_padding():
+    ids = np.array([[1, 1, 3, 0], [7, 0, 0, 0]])
+    bow = bag_of_words(ids, 5)  # ids 1..4; 7 is out of range
+    assert bow.shape == (2, 4)
+    assert bow[0].tolist() == [2, 0, 1, 0] and bow[1].sum() == 0
+
+
+def test_flat_features_keep_nan_and_mark_absent_samples():
+    data, _ = sparse_case("classification", n=60)
+    data.present["img"][:3] = False
+    x = flat_features(data, ["seq", "img", "txt"], np.arange(10), 256)
+    assert x.shape == (10, 12 * 3 + 2 * 5 * 5 + 255)
+    assert np.isnan(x[:3, 36:86]).all() and not np.isnan(x[3:, 36:86]).any()
+    assert np.isnan(x[:, :36]).any()  # the sequence's missing values stay NaN
+
+
+def test_soft_targets_labels_where_known_teacher_elsewhere():
+    data, teacher = sparse_case("classification", n=120)
+    tr = data.indices(0)
+    mask = np.ones(data.n, bool)
+    mask[tr[:5]] = False  # the teacher did not see these
+    rows, y = soft_targets(data, "y", tr, teacher, mask)
+    lab = data.targets["y"][tr] >= 0
+    kept = tr[rows]
+    assert np.allclose(y.sum(axis=1), 1)
+    assert set(tr[:5][~lab[:5]]).isdisjoint(kept)  # neither label nor teacher: dropped
+    y_lab = y[lab[rows]]
+    assert np.allclose(y_lab.max(axis=1), 1)  # one-hot where labelled (label_weight 1)
+    p = np.exp(teacher["y/logits"][kept[~lab[rows]]])
+    assert np.allclose(y[~lab[rows]], p / p.sum(axis=1, keepdims=True))
+    _, yb = soft_targets(data, "y", tr, teacher, mask, label_weight=0.5)
+    assert (yb[lab[rows]].max(axis=1) < 1).any()
+
+
+def test_distilled_trees_beat_labels_only_trees_with_a_good_teacher():
+    """5% labels, a synthetic teacher close to the truth: the soft targets on the unlabelled samples help
+    (measured when written: labels only 0.538, distilled 0.678 mean accuracy over seeds 0-2)."""
+    acc_only, acc_kd = [], []
+    for seed in range(3):
+        data, teacher = sparse_case("classification", n=600, label_share=0.05, seed=seed)
+        tr, te = data.indices(0), data.indices(2)
+        kw = {"modalities": ["sig"], "n_estimators": 50, "seed": 0}
+        only = TreeStudent(**kw).fit(data, data.labelled(tr))
+        kd = TreeStudent(**kw).fit(data, tr, teacher)
+        assert kd.n_fit_["y"] > 3 * only.n_fit_["y"]
+        acc_only.append(task_metrics(data, te, only.predict(data, te))["accuracy"])
+        acc_kd.append(task_metrics(data, te, kd.predict(data, te))["accuracy"])
+    assert np.mean(acc_kd) > np.mean(acc_only) + 0.05, (acc_kd, acc_only)
+
+
+@pytest.mark.parametrize("task,k,algorithm", [("classification", 1, "extra_trees"),
+                                              ("classification", 1, "random_forest"),
+                                              ("regression", 2, "extra_trees")])
+def test_onnx_parity_through_onnxruntime_alone(tmp_path, task, k, algorithm):
+    data, teacher = sparse_case(task, n=240, k=k)
+    mods = ["seq", "img", "txt"]  # NaN inside seq, text as token ids
+    ts = TreeStudent(mods, algorithm=algorithm, n_estimators=20, seed=1, text_vocab=512).fit(
+        data, data.indices(0), teacher, val_idx=data.indices(1))
+    te = data.indices(2)
+    res = export_tree_student(ts, data, te, tmp_path / "student_trees.onnx", latency_runs=5)
+    assert res["max_abs_diff"] <= 1e-5
+    assert res["onnx_metrics"] == pytest.approx(task_metrics(data, te, ts.predict(data, te)), abs=1e-6)
+    assert res["onnx_bytes"] > 0 and res["onnx_latency_ms"] > 0
+    # ONNX Runtime alone, as a user would: inputs by modality name, outputs per target (+ <target>_std)
+    sess = ort_session(tmp_path / "student_trees.onnx")
+    assert [i.name for i in sess.get_inputs()] == mods
+    names = [o.name for o in sess.get_outputs()]
+    assert names == (["y"] if task == "classification" else ["y", "y_std"])
+    x = {m: data.inputs[m][te] for m in mods}
+    x["seq"] = x["seq"].copy()
+    x["seq"][:, :4] = np.nan  # more missing values than in training
+    out = ort_run(sess, x)
+    data.inputs["seq"][te] = x["seq"]
+    ref = ts.predict(data, te)
+    key = "y/logits" if task == "classification" else "y/value"
+    assert out[0].shape == ref[key].shape
+    assert np.max(np.abs(out[0] - ref[key])) <= 1e-5
+    if task == "regression":
+        assert out[0].shape[1] == k and np.all(out[1] > 0)
+        assert np.allclose(out[1], ts.std_["y"][None, :])
+
+
+def test_run_writes_references_tree_student_and_the_recommended_student_onnx(tmp_path):
+    """cmkd.run on SYNTHETIC data with unlabelled training samples: every reference, student_trees and its ONNX,
+    the recommendation, and student.onnx holding the recommended model (parity through onnxruntime alone)."""
+    import json
+
+    from helpers import write_case
+
+    import cmkd
+
+    arr = make_arrays(240, 0)
+    rng = np.random.default_rng(0)
+    tr = np.flatnonzero(arr["split"] == 0)
+    y = arr["y"].astype(float)
+    y[rng.choice(tr, len(tr) // 2, replace=False)] = np.nan  # half the training samples unlabelled
+    arr["y"] = y
+    cfg = make_config(student="seq", teacher=["vec", "seq"], epochs=2)
+    cfg["references"] = {"n_estimators": 10}
+    cfg["trees"] = {"n_estimators": 10}
+    m = cmkd.run(str(write_case(tmp_path, arrays=arr, config=cfg)), tmp_path / "out", quiet=True)
+    out = tmp_path / "out"
+    saved = json.loads((out / "metrics.json").read_text())
+    assert {"random_forest", "extra_trees_teacher_labels", "hist_gradient_boosting_self_training"} <= set(
+        saved["references"])
+    st = saved["models"]["student_trees"]
+    assert st["modalities"] == ["seq"] and st["params"] > 0 and st["latency_ms"] > 0
+    assert st["n_fit"]["y"] > m["data"]["n_train"]  # labelled + unlabelled samples with the teacher's targets
+    assert saved["export_trees"]["max_abs_diff"] <= 1e-5 and (out / "student_trees.onnx").is_file()
+    rec = saved["recommended"]
+    assert rec["model"] in rec["val"] and {"student", "student_trees"} <= set(rec["val"])
+    best = max(rec["val"].values())
+    assert rec["val"][rec["model"]] == best
+    dep = saved["deployed"]
+    assert dep["onnx"] == "student.onnx"
+    if dep["model"] != "student":
+        assert (out / "student_net.onnx").is_file() and saved["export"]["onnx"] == "student_net.onnx"
+        assert dep["max_abs_diff"] <= 1e-5
+    sess = ort_session(out / "student.onnx")
+    data = build_data(arr, validate(cfg, source="t").data, 0)
+    te = data.labelled(data.indices(2))
+    logits = ort_run(sess, {"seq": data.inputs["seq"][te]})[0]
+    assert logits.shape == (len(te), 3)
+    want = dep["onnx_metrics"]["accuracy"] if dep["model"] != "student" else saved["export"]["int8_metrics"][
+        "accuracy"]
+    got = float((logits.argmax(1) == data.targets["y"][te]).mean())
+    assert got == pytest.approx(want, abs=1e-9 if dep["model"] != "student" else 0.1)
+
+
+def test_run_export_model_pins_the_network_and_switches_turn_the_stage_off(tmp_path):
+    from helpers import write_case
+
+    import cmkd
+
+    cfg = make_config(student="seq", teacher=["vec", "seq"], epochs=1)
+    cfg["references"] = {"n_estimators": 5, "algorithms": ["extra_trees"]}
+    cfg["trees"] = {"n_estimators": 5}
+    cfg["export"]["model"] = "student"
+    m = cmkd.run(str(write_case(tmp_path / "a", config=cfg)), tmp_path / "a" / "out", quiet=True)
+    assert m["deployed"]["model"] == "student" and not (tmp_path / "a" / "out" / "student_net.onnx").exists()
+    assert set(m["references"]) == {"extra_trees"} and "recommended" in m
+    cfg.update({"references": False, "trees": False})
+    cfg["export"]["model"] = "auto"
+    m = cmkd.run(str(write_case(tmp_path / "b", config=cfg)), tmp_path / "b" / "out", quiet=True)
+    assert not {"references", "recommended", "deployed", "export_trees"} & set(m)
+    assert "student_trees" not in m["models"]
