@@ -60,38 +60,6 @@ def _model_dir(model: Path) -> Path:
     return model
 
 
-def _intervals(meta: dict, feed: dict[str, np.ndarray], outs: list[np.ndarray]) -> dict[str, dict]:
-    """Per regression target: the head's std and, when the run calibrated it, the conformal interval."""
-    import yaml
-
-    from .uncertainty import ConformalRegressor, availability_groups
-
-    targets = meta["hparams"]["targets"]
-    reg = [t for t, spec in targets.items() if spec["kind"] == "regression"]
-    cfg = yaml.safe_load(meta["config"])
-    unc = cfg.get("uncertainty") or {}
-    edges = tuple(unc.get("availability_edges") or ())
-    numeric = {m: a for m, a in feed.items() if a.dtype.kind == "f"}
-    chosen = [m for m in unc.get("availability_modalities") or [] if m in numeric] or list(numeric)
-    seen = sum((~np.isnan(numeric[m].reshape(len(numeric[m]), -1))).sum(1) for m in chosen)
-    size = sum(int(np.prod(numeric[m].shape[1:])) for m in chosen)
-    groups = availability_groups(seen / max(size, 1), edges) if edges and size else None
-    res: dict[str, dict] = {}
-    for j, t in enumerate(reg):
-        value, std = outs[list(targets).index(t)], outs[len(targets) + j]
-        entry = {"value": value.tolist(), "std": std.tolist()}
-        states = (meta.get("conformal") or {}).get(t)
-        if states:
-            mu, sd = value.reshape(len(value), -1), std.reshape(len(std), -1)
-            lo, hi = np.empty_like(mu), np.empty_like(mu)
-            for k, st in enumerate(states):
-                lo[:, k], hi[:, k] = ConformalRegressor.from_state(st).interval(mu[:, k], sd[:, k], groups)
-            entry.update({"lower": lo.reshape(value.shape).tolist(), "upper": hi.reshape(value.shape).tolist(),
-                          "interval": f"{round(100 * (1 - states[0]['alpha']))}% split-conformal"})
-        res[t] = entry
-    return res
-
-
 @app.command()
 def predict(model: Annotated[Path, typer.Option("--model", "-m", help="Output folder of `cmkd run`.")],
             input: Annotated[Path, typer.Option("--input", "-i", help=(
@@ -100,7 +68,8 @@ def predict(model: Annotated[Path, typer.Option("--model", "-m", help="Output fo
             output: Annotated[Path, typer.Option("--output", help="Where to write the predictions JSON.")] = Path(
                 "preds.json"),
             int8: Annotated[bool, typer.Option(help="Use the INT8 model instead of FP32.")] = False) -> None:
-    """Predict with the exported student (ONNX Runtime); needs only the student's modalities.
+    """Predict with the exported student (ONNX Runtime, via the torch-free cmkd.runtime and the model's sidecar
+    student.json); needs only the student's modalities. `<modality>__present` False marks a modality absent.
 
     Regression targets come with the head's std and, when the run calibrated them, split-conformal intervals.
     A CSV input (coastal models) gives per-station forecasts, intervals and resilience recommendations.
@@ -108,10 +77,8 @@ def predict(model: Annotated[Path, typer.Option("--model", "-m", help="Output fo
     """
     import yaml
 
-    from .continual import model_inputs
-    from .data import load_npz
-    from .export import ort_run, ort_session
     from .pipeline import atomic_write_text
+    from .runtime import EdgeModel, load_npz
     from .train import safe_load
 
     d = _model_dir(model)
@@ -137,25 +104,7 @@ def predict(model: Annotated[Path, typer.Option("--model", "-m", help="Output fo
     onnx = d / ("student.int8.onnx" if int8 else "student.onnx")
     if not onnx.is_file():
         raise CmkdError(f"{onnx} not found; run `cmkd export --model {d}` first")
-    meta = safe_load(d / "student.pt")
-    feed = model_inputs(meta, load_npz(input), str(input))
-    outs = ort_run(ort_session(onnx, threads=0), feed)
-    result: dict = {"model": str(onnx), "n": len(next(iter(feed.values()))), "targets": {}}
-    class_names = meta.get("class_names")
-    for (t, spec), o in zip(meta["hparams"]["targets"].items(), outs):
-        if spec["kind"] == "classification":
-            e = np.exp(o - o.max(axis=1, keepdims=True))
-            prob = e / e.sum(axis=1, keepdims=True)
-            classes = meta["classes"][t]
-            k = prob.argmax(axis=1)
-            entry = {"label": [classes[i] for i in k], "probability": prob.max(axis=1).round(5).tolist(),
-                     "probabilities": prob.round(5).tolist(), "classes": classes}
-            if class_names and len(class_names) == len(classes):
-                entry["class_name"] = [class_names[i] for i in k]
-            result["targets"][t] = entry
-        else:
-            result["targets"][t] = {"value": o.tolist()}
-    result["targets"].update(_intervals(meta, feed, outs))
+    result = EdgeModel(onnx).predict(load_npz(input), str(input))  # torch-free: the ONNX file and its sidecar
     atomic_write_text(output, json.dumps(result))
     typer.echo(f"wrote {result['n']} predictions to {output}")
 
@@ -163,10 +112,12 @@ def predict(model: Annotated[Path, typer.Option("--model", "-m", help="Output fo
 @app.command()
 def export(model: Annotated[Path, typer.Option("--model", "-m", help="Output folder of `cmkd run`.")],
            int8: Annotated[bool, typer.Option(help="Also write the INT8 model.")] = True) -> None:
-    """(Re-)export MODEL/student.pt to MODEL/student.onnx (and student.int8.onnx), with a parity check."""
+    """(Re-)export MODEL/student.pt to MODEL/student.onnx (and student.int8.onnx), with a parity check, and write
+    their sidecars (student.json, student.int8.json) for the torch-free runtime."""
     import torch
 
-    from .export import export_onnx, ort_run, ort_session, quantize_int8
+    from .edge import model_card, write_card
+    from .export import export_onnx, ort_run, ort_session, quantize_int8, reference_outputs
     from .pipeline import load_model
 
     d = _model_dir(model)
@@ -180,13 +131,23 @@ def export(model: Annotated[Path, typer.Option("--model", "-m", help="Output fol
     export_onnx(net, example, d / "student.onnx")
     with torch.no_grad():
         out = net(example)
-    ref = [out[t]["logits"] if k == "classification" else out[t]["value"] for t, k in net.target_kinds.items()]
+    ref = reference_outputs({f"{t}/{'logits' if k == 'classification' else 'value'}":
+                             out[t]["logits" if k == "classification" else "value"].numpy()
+                             for t, k in net.target_kinds.items()}, net.target_kinds)
     got = ort_run(ort_session(d / "student.onnx"), {k: v.numpy() for k, v in example.items()})
-    diff = max(float(np.abs(a - b.numpy()).max()) for a, b in zip(got, ref))
-    typer.echo(f"wrote {d / 'student.onnx'} (max |onnx - torch| = {diff:.2e})")
+    diff = max(float(np.abs(a - b).max()) for a, b in zip(got, ref))
+    try:  # the run's data summary for the sidecar, when its metrics.json is there
+        summary = json.loads((d / "metrics.json").read_text())
+        data, synthetic = summary.get("data"), summary.get("synthetic")
+    except (OSError, ValueError):
+        data, synthetic = None, None
+    card = model_card(meta, data, synthetic)
+    write_card(d / "student.onnx", card, "fp32")
+    typer.echo(f"wrote {d / 'student.onnx'} and student.json (max |onnx - torch| = {diff:.2e})")
     if int8:
         quantize_int8(d / "student.onnx", d / "student.int8.onnx")
-        typer.echo(f"wrote {d / 'student.int8.onnx'}")
+        write_card(d / "student.int8.onnx", card, "int8")
+        typer.echo(f"wrote {d / 'student.int8.onnx'} and student.int8.json")
 
 
 @app.command()

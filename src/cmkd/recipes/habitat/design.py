@@ -160,10 +160,8 @@ def design(model_dir: Path, acoustic: Path, legal: Path, sensor: Path, structura
     feed = model_inputs(meta, {m: arrays[m] for m in meta["hparams"]["modalities"]}, str(model_dir))
     outs = dict(zip(meta["hparams"]["targets"], ort_run(ort_session(onnx), feed)))
 
-    def probs(t: str) -> np.ndarray:
-        z = outs[t][0]
-        e = np.exp(z - z.max())
-        return e / e.sum()
+    def probs(t: str) -> np.ndarray:  # the ONNX graph outputs class probabilities
+        return outs[t][0]
 
     seabed_p = probs("seabed")
     seabed = SEABEDS[int(meta["classes"]["seabed"][int(seabed_p.argmax())])]

@@ -71,7 +71,7 @@ def _outputs(ctx: dict) -> dict[str, dict[str, np.ndarray]]:
         res = ort_run(sess, {"visual": data.inputs["visual"][test]})
         names = [o.name for o in sess.get_outputs()]
         got = dict(zip(names, res))
-        out["student_int8"] = {"prob": _softmax(got["material"]), "quality": got["quality"].reshape(-1),
+        out["student_int8"] = {"prob": got["material"], "quality": got["quality"].reshape(-1),
                                "degradation": got["degradation"].argmax(1)}
     return out
 
@@ -224,7 +224,7 @@ def predict_folder(model_dir: Path, folder: Path, int8: bool = False) -> dict:
     got = dict(zip([o.name for o in sess.get_outputs()], ort_run(sess, {name: x})))
     mat_cls = np.asarray(meta["classes"]["material"])
     deg_cls = np.asarray(meta["classes"]["degradation"])
-    prob = _softmax(got["material"])
+    prob = got["material"]  # class probabilities (softmax inside the graph)
     mat = mat_cls[prob.argmax(1)]
     deg = deg_cls[got["degradation"].argmax(1)]
     quality = np.clip(got["quality"].reshape(-1), 0.0, 1.0)
