@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 
 from .errors import CmkdError
@@ -20,6 +19,21 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   rich_markup_mode="markdown",
                   help="cmkd: cross-modal knowledge distillation. Train a teacher on rich modalities, distil it "
                        "into a compact student that needs only the cheap ones, export it to ONNX/INT8.")
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"cmkd {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print the version and exit.")] = False) -> None:
+    """cmkd: cross-modal knowledge distillation. Train a teacher on rich modalities, distil it into a compact
+    student that needs only the cheap ones, export it to ONNX/INT8."""
+
 
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a config key, e.g. --set student.epochs=5 "
                                                                 "(repeatable; values parsed as YAML).")]
@@ -31,6 +45,7 @@ def run(target: Annotated[str, typer.Argument(help="A recipe name (see `cmkd lis
         quick: Annotated[bool, typer.Option(help="A short smoke-test run (few epochs).")] = False,
         overrides: SetOpt = None,
         resume: Annotated[bool, typer.Option(help="Continue an interrupted run from OUT/.ckpt.")] = False,
+        overwrite: Annotated[bool, typer.Option(help="Replace the results of an earlier run in OUT.")] = False,
         quiet: Annotated[bool, typer.Option(help="No progress bars and no summary table.")] = False,
         device: Annotated[str | None, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = None) -> None:
     """Teacher -> baseline student -> distilled student -> test metrics -> ONNX/INT8 -> report.
@@ -40,6 +55,10 @@ def run(target: Annotated[str, typer.Argument(help="A recipe name (see `cmkd lis
     (larger than memory). Launched by torchrun (`torchrun --nproc_per_node=N -m cmkd.cli run ...`) the training is
     data-parallel and rank 0 writes the outputs.
     """
+    done = [f for f in ("metrics.json", "student.pt") if (out / f).exists()]
+    if done and not (resume or overwrite):
+        raise CmkdError(f"--out {out} holds the results of another run ({', '.join(done)}); pass --overwrite to "
+                        "replace them, --resume to continue that run, or another --out")
     from .pipeline import run as run_pipeline
 
     run_pipeline(target, out, overrides=overrides, quick=quick, resume=resume, quiet=quiet, device=device)
@@ -114,6 +133,7 @@ def export(model: Annotated[Path, typer.Option("--model", "-m", help="Output fol
            int8: Annotated[bool, typer.Option(help="Also write the INT8 model.")] = True) -> None:
     """(Re-)export MODEL/student.pt to MODEL/student.onnx (and student.int8.onnx), with a parity check, and write
     their sidecars (student.json, student.int8.json) for the torch-free runtime."""
+    import numpy as np
     import torch
 
     from .edge import model_card, write_card
@@ -321,6 +341,8 @@ def data_cmd(recipe: Annotated[str, typer.Argument(help="A recipe name (see `cmk
         raise CmkdError(f"--out {out}: the file name must end in .npz")
     if not out.parent.is_dir():
         raise CmkdError(f"--out {out}: folder {out.parent} does not exist")
+    import numpy as np
+
     _, arrays, _, synthetic = resolve(recipe, overrides)
     tmp = out.with_name(f".{out.name}.tmp.npz")
     try:
@@ -379,10 +401,38 @@ def habitat_example(out: Annotated[Path, typer.Option("--out", "-o", help="Folde
     typer.echo("wrote " + ", ".join(str(p) for p in paths))
 
 
-def main() -> None:
-    """Entry point: run the app, turning user mistakes into one-line errors with exit code 2."""
+def _click_exceptions() -> tuple[type, type, type, type]:
+    """Click's exception types (vendored by newer typer)."""
     try:
-        app()
+        from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+        from typer.exceptions import Abort
+    except ImportError:  # typer with an external click
+        from click.exceptions import Abort, ClickException, NoArgsIsHelpError, UsageError
+    return ClickException, UsageError, NoArgsIsHelpError, Abort
+
+
+def main() -> None:
+    """Entry point: run the app, turning user mistakes (typer's usage errors too) into one-line errors with exit
+    code 2."""
+    click_error, usage_error, no_args, abort = _click_exceptions()
+    try:
+        rc = app(standalone_mode=False)
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
+    except no_args as e:  # `cmkd` or `cmkd habitat` alone: the help
+        typer.echo(e.format_message())
+        sys.exit(0)
+    except usage_error as e:  # a missing or unknown option, a bad value: one line, with where to look
+        cmd = e.ctx.command_path if getattr(e, "ctx", None) is not None else "cmkd"
+        msg = " ".join(e.format_message().split())
+        typer.echo(f"error: {msg} (see `{cmd} --help`)", err=True)
+        sys.exit(2)
+    except click_error as e:
+        typer.echo(f"error: {' '.join(e.format_message().split())}", err=True)
+        sys.exit(e.exit_code or 1)
+    except abort:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
     except CmkdError as e:
         msg = " ".join(str(e).splitlines()) or type(e).__name__  # always one line
         typer.echo(f"error: {msg}", err=True)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .config import ExperimentConfig, dump_config, validate
-from .errors import CmkdError
+from .errors import CmkdError, require
 
 # name -> (low, high, log scale); width is searched as an index into WIDTHS
 SPACE: dict[str, tuple[float, float, bool]] = {
@@ -137,7 +137,7 @@ def tune(cfg: ExperimentConfig, arrays: dict[str, np.ndarray], trials: int, samp
 
     default_value = evaluate({})
     if sampler == "tpe":
-        import optuna
+        optuna = require("optuna", "tune", "cmkd tune --sampler tpe")
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.create_study(direction="maximize" if sign > 0 else "minimize",

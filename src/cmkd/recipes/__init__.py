@@ -28,12 +28,36 @@ def get_recipe(name: str) -> ModuleType:
     return importlib.import_module(RECIPES[name])
 
 
+def _constants(module: str, names: tuple[str, ...]) -> dict[str, object]:
+    """Module-level literal constants read from a module's source without importing it (no torch for
+    `cmkd list`); {} when the module cannot be found this way."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return {}
+    found: dict[str, object] = {}
+    for node in ast.parse(Path(spec.origin).read_text()).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            if node.targets[0].id in names:
+                try:
+                    found[node.targets[0].id] = ast.literal_eval(node.value)
+                except ValueError:
+                    pass
+    return found
+
+
 def list_recipes() -> dict[str, str]:
-    """Recipe name -> one-line description."""
+    """Recipe name -> one-line description, read from each recipe's ``DESCRIPTION`` and ``SYNTHETIC`` without
+    importing the recipe (and torch) where they are literals."""
     out = {}
-    for name in RECIPES:
-        mod = get_recipe(name)
-        out[name] = mod.DESCRIPTION + (" [synthetic data]" if mod.SYNTHETIC else " [real data]")
+    for name, module in RECIPES.items():
+        c = _constants(module, ("DESCRIPTION", "SYNTHETIC"))
+        if len(c) < 2:
+            mod = get_recipe(name)
+            c = {"DESCRIPTION": mod.DESCRIPTION, "SYNTHETIC": mod.SYNTHETIC}
+        out[name] = f"{c['DESCRIPTION']}" + (" [synthetic data]" if c["SYNTHETIC"] else " [real data]")
     return out
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import CmkdError
+from ...errors import CmkdError, require
 from . import decisions
 from .harmonic import HarmonicModel
 
@@ -53,7 +53,7 @@ def load_tides(path: Path) -> tuple[dict[int, HarmonicModel], list[dict]]:
 
 def read_csv(path: Path, channels: tuple[str, ...]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Per station: (hours since EPOCH on a regular hourly grid, (T, C) readings with NaN gaps)."""
-    import pandas as pd
+    pd = require("pandas", "coastal", "a CSV of gauge readings")
 
     if not path.is_file():
         raise CmkdError(f"input CSV not found: {path}")
