@@ -72,6 +72,23 @@ def test_sidecars_follow_the_schema_and_describe_the_graph(run_dir: Path) -> Non
     assert card["cmkd_version"] == cmkd.__version__
 
 
+def test_json_outputs_are_strict(run_dir: Path) -> None:
+    """Every JSON file of the run parses with NaN / Infinity refused; metrics.json says the run is not quick."""
+    def refuse(name: str) -> None:
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    for f in run_dir.glob("*.json"):
+        json.loads(f.read_text(), parse_constant=refuse)
+    assert json.loads((run_dir / "metrics.json").read_text())["quick"] is False
+
+
+def test_strict_dumps() -> None:
+    from cmkd.io import dumps
+
+    doc = {"a": float("nan"), "b": [np.float32(np.inf), np.int64(3)], "c": np.array([1.5, -np.inf]), 1: (2,)}
+    assert json.loads(dumps(doc)) == {"a": None, "b": [None, 3], "c": [1.5, None], "1": [2]}
+
+
 def test_onnx_outputs_probabilities_with_parity(run_dir: Path) -> None:
     m = json.loads((run_dir / "metrics.json").read_text())
     assert m["export"]["max_abs_diff"] <= 1e-4  # probabilities vs softmax of the torch logits, values vs values

@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from .errors import CmkdError
+from .io import dumps
 
 # markdown: a docstring paragraph is reflowed to the terminal width instead of keeping its source line breaks
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -105,7 +106,7 @@ def predict(model: Annotated[Path, typer.Option("--model", "-m", help="Output fo
         from .recipes.recycling.deploy import predict_folder
 
         result = predict_folder(d, input, int8)
-        atomic_write_text(output, json.dumps(result, indent=1))
+        atomic_write_text(output, dumps(result, indent=1))
         typer.echo(f"wrote {result['n']} route(s) to {output}")
         return
     if input.suffix.lower() == ".csv":  # sensor readings with gaps: the coastal forecast tool
@@ -117,14 +118,14 @@ def predict(model: Annotated[Path, typer.Option("--model", "-m", help="Output fo
         from .recipes.coastal.forecast import forecast_csv
 
         result = forecast_csv(d, input)
-        atomic_write_text(output, json.dumps(result, indent=1))
+        atomic_write_text(output, dumps(result, indent=1))
         typer.echo(f"wrote {len(result['forecasts'])} station forecast(s) with recommendations to {output}")
         return
     onnx = d / ("student.int8.onnx" if int8 else "student.onnx")
     if not onnx.is_file():
         raise CmkdError(f"{onnx} not found; run `cmkd export --model {d}` first")
     result = EdgeModel(onnx).predict(load_npz(input), str(input))  # torch-free: the ONNX file and its sidecar
-    atomic_write_text(output, json.dumps(result))
+    atomic_write_text(output, dumps(result))
     typer.echo(f"wrote {result['n']} predictions to {output}")
 
 
@@ -194,7 +195,7 @@ def evaluate(model: Annotated[Path, typer.Option("--model", "-m", help="Output f
     idx = ds.labelled(ds.indices(2))
     if len(idx) == 0:
         raise CmkdError(f"{data}: no labelled sample to evaluate")
-    typer.echo(json.dumps({"model": role, "n": int(len(idx)),
+    typer.echo(dumps({"model": role, "n": int(len(idx)),
                            "metrics": task_metrics(ds, idx, predict_torch(net, ds, idx))}, indent=2))
 
 
@@ -253,7 +254,7 @@ def adapt(model: Annotated[Path, typer.Option("--model", "-m", help="Output fold
     adapted, report = adapt_model(net, new, shots, original, ewc, epochs, lr, seed, restandardise=restandardise,
                                   train=train, pseudo=pseudo, augment=augment)
     save_adapted(adapted, meta, report, dest / "student_adapted.pt")
-    atomic_write_text(dest / "adapt.json", json.dumps(report, indent=1))
+    atomic_write_text(dest / "adapt.json", dumps(report, indent=1))
     pm = next(iter(report["before"]["new_site"]))
     for site in ("new_site", "original_site"):
         if site in report["before"]:
@@ -380,7 +381,7 @@ def habitat_design(
     from .recipes.habitat.design import design
 
     res = design(_model_dir(model), acoustic, legal, sensor, structural, rules, jurisdiction or None)
-    atomic_write_text(output, json.dumps(res, indent=1))
+    atomic_write_text(output, dumps(res, indent=1))
     comp = ", ".join(f"{j}: {v['rule_engine']}" for j, v in res["compliance"].items())
     typer.echo(f"hull {res['hull_thickness_mm']:.1f} mm, waste {res['waste_capacity_m3']:.2f} m3, buoyancy "
                f"{res['emergency_buoyancy_kn']:.1f} kN; {comp}; {len(res['violations'])} violation(s), "

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -26,6 +25,8 @@ from .evaluate import (
     task_metrics,
     torch_latency_ms,
 )
+from .io import dumps
+from .logs import write_history_csvs
 from .losses import CompositeLoss
 from .models import EnsembleTeacher, MultimodalNet, count_params
 from .train import atomic_save, fit, safe_load, set_seed
@@ -520,7 +521,7 @@ def _run(config: str | ExperimentConfig, out: str | Path, *, overrides: list[str
 
     metrics: dict[str, Any] = {
         "name": cfg.name, "recipe": cfg.recipe, "seed": cfg.seed, "primary_metric": metric,
-        "synthetic": synthetic,
+        "synthetic": synthetic, "quick": bool(quick),
         "data": {"source": source, "n_train": int(len(train)), "n_train_unlabelled": int(len(train_all) - len(train)),
                  "n_val": int(len(val)), "n_test": int(len(test)),
                  "n_test_teacher": int(len(t_test))},
@@ -565,11 +566,12 @@ def _run(config: str | ExperimentConfig, out: str | Path, *, overrides: list[str
             extra = rec.analyse(ctx) or {}
             metrics.update(extra.get("metrics", {}))
             extra_html.extend(extra.get("html", []))
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=_json_default))
+    atomic_write_text(out / "metrics.json", dumps(metrics, indent=2, default=_json_default))
     from .report import write_report
 
     write_report(out / "report.html", metrics, histories, predictions, extra_html)
-    atomic_write_text(out / "histories.json", json.dumps(histories, indent=1, default=_json_default))
+    atomic_write_text(out / "histories.json", dumps(histories, indent=1, default=_json_default))
+    write_history_csvs(out / "logs", histories)
     shutil.rmtree(ck_dir, ignore_errors=True)
     if not quiet:
         print_summary(metrics, out)
@@ -612,7 +614,7 @@ def print_summary(metrics: dict, out: Path | None = None) -> None:
     for name, ref in (metrics.get("references") or {}).items():
         tab.add_row(f"{name} (reference)", "+".join(metrics["models"]["student"]["modalities"]), "-",
                     *[f"{ref[k]:.4f}" if k in ref else "-" for k in names], "-", "")
-    con = Console(file=sys.stdout)
+    con = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 400)  # a log: the table's own width
     con.print(tab)
     for role, m in partial.items():
         where = ("validation samples" if m.get("scored_on") == "val"

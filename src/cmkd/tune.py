@@ -12,7 +12,6 @@ differential evolution, Storn & Price, 1997, on the same box, run for about ``tr
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import numpy as np
 
 from .config import ExperimentConfig, dump_config, validate
 from .errors import CmkdError, require
+from .io import dumps
 
 # name -> (low, high, log scale); width is searched as an index into WIDTHS
 SPACE: dict[str, tuple[float, float, bool]] = {
@@ -174,6 +174,6 @@ def tune(cfg: ExperimentConfig, arrays: dict[str, np.ndarray], trials: int, samp
         from .pipeline import atomic_write_text
 
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "trials.json", json.dumps(result, indent=1))
+        atomic_write_text(out / "trials.json", dumps(result, indent=1))
         atomic_write_text(out / "best.yaml", dump_config(best_cfg))
     return result

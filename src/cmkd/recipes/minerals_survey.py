@@ -37,10 +37,9 @@ sum_c f_c k_c`` scores the estimate (error of the total, interval coverage).
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
+from ..io import dumps
 from .minerals_scene import CLASS_NAMES, generate
 
 COEFFICIENTS = {"olivine": 0.85, "pyroxene": 0.35, "serpentine": 0.45, "basalt": 0.28, "wollastonite": 0.92,
@@ -201,7 +200,7 @@ def analyse(ctx: dict) -> dict:
                "carbonation": carb, "deployment": deployment}
     from ..pipeline import atomic_write_text
 
-    atomic_write_text(out / "survey.json", json.dumps(section, indent=1))
+    atomic_write_text(out / "survey.json", dumps(section, indent=1))
     html = _html(section, scene["coord_row"][test], scene["coord_col"][test], truth, maps)
     return {"metrics": {"survey": section}, "html": [html]}
 

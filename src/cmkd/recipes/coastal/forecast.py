@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import CmkdError, require
+from ...io import dumps
 from . import decisions
 from .harmonic import HarmonicModel
 
@@ -33,7 +34,7 @@ def save_tides(models: dict[int, HarmonicModel], assets: list[dict], path: Path)
         str(s): {"constituents": list(m.constituents), "speeds": m.speeds.tolist(), "mean": m.mean,
                  "trend": m.trend, "t0": m.t0, "coef": m.coef.tolist(), "n_obs": m.n_obs,
                  "rms_residual": m.rms_residual} for s, m in models.items()}}
-    atomic_write_text(path, json.dumps(doc, indent=1))
+    atomic_write_text(path, dumps(doc, indent=1))
 
 
 def load_tides(path: Path) -> tuple[dict[int, HarmonicModel], list[dict]]:

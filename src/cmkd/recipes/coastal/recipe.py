@@ -61,6 +61,7 @@ from functools import lru_cache
 import numpy as np
 
 from ...errors import CmkdError
+from ...io import dumps
 from ...missing import PATTERNS, channel_masks, make_mask
 from . import decisions
 from .harmonic import fit as harmonic_fit
@@ -349,7 +350,7 @@ def analyse(ctx: dict) -> dict:
            "interval": "90% split-conformal", "assets": assets, "recommendations": recs}
     from ...pipeline import atomic_write_text
 
-    atomic_write_text(out / "recommendations.json", json.dumps(doc, indent=2))
+    atomic_write_text(out / "recommendations.json", dumps(doc, indent=2))
     from .forecast import save_tides
 
     observed = np.where(_mixed_masks(scene, np.random.default_rng(int(cfg.seed) + 104_729)), np.nan, scene.sensors)

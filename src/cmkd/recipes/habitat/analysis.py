@@ -3,10 +3,9 @@ every rule-engine recommendation on the test designs (SYNTHETIC data, ILLUSTRATI
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
+from ...io import dumps
 from .rules import evaluate, fix, load_rules, recommend
 from .scene import region_rules
 
@@ -122,7 +121,7 @@ def analyse(ctx: dict) -> dict:
                "disclaimer": "SYNTHETIC sites; ILLUSTRATIVE rules, not legal advice"}
     from ...pipeline import atomic_write_text
 
-    atomic_write_text(out / "habitat.json", json.dumps(section, indent=1))
+    atomic_write_text(out / "habitat.json", dumps(section, indent=1))
     import matplotlib
 
     matplotlib.use("Agg")

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import CmkdError
+from ...io import dumps
 from .policy import Policy
 from .scene import DEGRADATION, MATERIALS
 
@@ -113,8 +114,8 @@ def analyse(ctx: dict) -> dict:
                "true_routes": {r: int(v) for r, v in truth["sent"].items()},
                "sorting": sorting, "per_class_f1": per_class, "energy": en,
                "cost_matrix": policy.cost_matrix()}
-    atomic_write_text(out / "sorting.json", json.dumps(section, indent=1))
-    atomic_write_text(out / "policy.json", json.dumps({"synthetic": True, "materials": MATERIALS,
+    atomic_write_text(out / "sorting.json", dumps(section, indent=1))
+    atomic_write_text(out / "policy.json", dumps({"synthetic": True, "materials": MATERIALS,
                                                        "degradation": DEGRADATION, "policy": policy.to_json()},
                                                       indent=1))
     return {"metrics": {"recycling": section}, "html": [_html(section, policy)]}

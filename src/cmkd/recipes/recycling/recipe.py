@@ -37,12 +37,12 @@ robot's processor while inferring, 5 W), ``png_dir`` (with ``cmkd data``: write 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from ...errors import CmkdError
+from ...io import dumps
 from .scene import DEGRADATION, MATERIALS, generate
 
 DESCRIPTION = "Material sorting: RGB+thermal+NIR teacher -> RGB-only MobileNet student with a sorting policy"
@@ -136,7 +136,7 @@ def write_pngs(folder: Path, visual: np.ndarray, material: np.ndarray, degradati
         paths.append(p)
         labels[p.name] = {"material": MATERIALS[int(material[i])], "degradation": DEGRADATION[int(degradation[i])],
                           "quality": round(float(quality[i]), 4)}
-    atomic_write_text(folder / "labels.json", json.dumps({"synthetic": True, "items": labels}, indent=1))
+    atomic_write_text(folder / "labels.json", dumps({"synthetic": True, "items": labels}, indent=1))
     return paths
 
 
