@@ -131,6 +131,10 @@ def write_card(onnx_path: str | Path, card: dict, precision: str = "fp32") -> Pa
     onnx_path = Path(onnx_path)
     _tag_onnx(onnx_path, {"cmkd.sidecar": sidecar_path(onnx_path).name, "cmkd.format": FORMAT,
                           "cmkd.format_version": str(FORMAT_VERSION), "cmkd.version": card["cmkd_version"]})
+    if precision == "int8":
+        card = {**card, "notes": [*card.get("notes", []), "dynamic INT8 weights: the conformal quantiles were "
+                                  "calibrated on the FP32 student; the INT8 outputs differ slightly (see metrics.json "
+                                  "export.int8_metrics)"]}
     card = {**card, "model": {"file": onnx_path.name, "precision": precision, "bytes": onnx_path.stat().st_size,
                               "sha256": sha256(onnx_path)}}
     path = sidecar_path(onnx_path)
