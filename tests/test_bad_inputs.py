@@ -274,7 +274,8 @@ def good_then_failing(d: Path) -> dict:
         a["y"][np.flatnonzero(a["split"] == 2)[:2]] = 9
 
     bad_data = _exp(d / "bad_data", arrays=unseen)
-    failed = [cli("run", y, "--out", out, "--quick", "--quiet", cwd=d) for y in (bad_cfg, bad_data)]
+    # --overwrite: the earlier run's outputs may be replaced, but only by a run that succeeds
+    failed = [cli("run", y, "--out", out, "--quick", "--quiet", "--overwrite", cwd=d) for y in (bad_cfg, bad_data)]
     return {"good": good, "out": out, "before": before, "failed": failed, "after": _snapshot(out),
             "entries": sorted(p.name for p in out.iterdir())}
 
