@@ -5,21 +5,21 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from typing import Any
-
-import numpy as np
 
 
 def strict(obj: Any) -> Any:
     """``obj`` as plain JSON data: NaN / +-inf -> None, numpy scalars and arrays -> Python values, tuples ->
     lists, dict keys -> str (recursively)."""
+    np = sys.modules.get("numpy")  # no numpy import for the CLI's sake: without it loaded, nothing is numpy
     if isinstance(obj, dict):
         return {str(k): strict(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [strict(v) for v in obj]
-    if isinstance(obj, np.ndarray):
+    if np is not None and isinstance(obj, np.ndarray):
         return strict(obj.tolist())
-    if isinstance(obj, np.generic):
+    if np is not None and isinstance(obj, np.generic):
         return strict(obj.item())
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
