@@ -4,12 +4,11 @@ this folder is on ``sys.path`` and ``from common import ...`` is a plain import.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from cmkd.io import atomic_write_text, json_default
+from cmkd.io import atomic_write_text, dumps
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
@@ -23,7 +22,7 @@ def ms(values: list[float], digits: int = 3) -> str:
 
 def save(name: str, data: object, md: str | None = None) -> None:
     """Write ``benchmarks/NAME.json`` (``data``) and, when given, ``benchmarks/NAME.md`` (``md``, also printed)."""
-    atomic_write_text(BENCH / f"{name}.json", json.dumps(data, indent=1, default=json_default))
+    atomic_write_text(BENCH / f"{name}.json", dumps(data, indent=1))
     if md is not None:
         save_md(name, md)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from cmkd.cli import app
+from cmkd.cli import app, mount_recipe_commands
 
 COMMANDS = [[], ["run"], ["list"], ["predict"], ["export"], ["evaluate"], ["adapt"], ["tune"], ["select"],
             ["data"], ["habitat"], ["habitat", "design"], ["habitat", "example"]]
@@ -13,6 +13,7 @@ COMMANDS = [[], ["run"], ["list"], ["predict"], ["export"], ["evaluate"], ["adap
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "cmkd")
 def test_help_renders(command: list[str]) -> None:
+    mount_recipe_commands(command)  # as main() does: a recipe's own commands once the command line names it
     result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"})
     assert result.exit_code == 0, result.output
     assert "Usage:" in result.output and "--help" in result.output

@@ -142,3 +142,22 @@ def test_read_csv_puts_readings_on_an_hourly_grid(tmp_path: Path) -> None:
     assert len(hours) == 30 and np.isnan(vals[10:20]).all() and not np.isnan(vals[:10]).any()
     with pytest.raises(CmkdError, match="not found"):
         read_csv(tmp_path / "nope.csv", CHANNELS)
+
+
+def test_json_outputs_are_strict(quick_run: Path) -> None:
+    """Every JSON file of a quick coastal run (the run whose metrics.json once held a bare NaN) is strict JSON
+    (NaN / inf written as null), and metrics.json says it is a quick run and follows its schema."""
+    def refuse(name: str) -> None:
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    files = sorted(quick_run.glob("*.json"))
+    assert {"metrics.json", "recommendations.json", "student.json"} <= {f.name for f in files}
+    for f in files:
+        json.loads(f.read_text(), parse_constant=refuse)
+    m = json.loads((quick_run / "metrics.json").read_text())
+    assert m["quick"] is True
+    schema = Path(__file__).resolve().parents[2] / "shared" / "metrics.schema.json"
+    if schema.is_file():
+        import jsonschema
+
+        jsonschema.validate(m, json.loads(schema.read_text()))

@@ -89,6 +89,10 @@ def test_cli_run_predict_evaluate_export(tmp_path: Path) -> None:
     r = cli("run", str(y), "--out", str(tmp_path / "out"), "--quick", *FAST_CLI)
     assert r.returncode == 0, r.stderr
     assert "student" in r.stdout and "accuracy" in r.stdout  # the summary table
+    assert "student epoch 1/" in r.stdout  # off a terminal: a plain line per epoch
+    assert "tea…" not in r.stdout and "│ student_baseline" in r.stdout  # the table at full width, not 80 columns
+    rows = (tmp_path / "out" / "logs" / "student.csv").read_text().splitlines()
+    assert rows[0].startswith("epoch,lr,train_loss") and "val_metric" in rows[0] and len(rows) >= 2
     arr = make_arrays()
     np.savez(tmp_path / "new.npz", img=arr["img"][:7])  # only the student's modality
     r = cli("predict", "--model", str(tmp_path / "out"), "--input", str(tmp_path / "new.npz"),

@@ -116,10 +116,10 @@ def test_mobilenet_encoder_exports_and_quantises(tmp_path: Path) -> None:
     export_onnx(net, {"img": x}, tmp_path / "m.onnx")
     quantize_int8(tmp_path / "m.onnx", tmp_path / "m8.onnx")
     with torch.no_grad():
-        ref = net({"img": x})["y"]["logits"].numpy()
+        ref = torch.softmax(net({"img": x})["y"]["logits"], -1).numpy()  # the graph outputs probabilities
     got = ort_run(ort_session(tmp_path / "m.onnx"), {"img": x.numpy()})[0]
     got8 = ort_run(ort_session(tmp_path / "m8.onnx"), {"img": x.numpy()})[0]
-    assert np.abs(got - ref).max() < 1e-4 and np.abs(got8 - ref).max() < 0.5
+    assert np.abs(got - ref).max() < 1e-4 and np.abs(got8 - ref).max() < 0.1
     # old configs (no encoders key) keep the default image encoder
     plain = MultimodalNet({"img": {"kind": "image", "shape": (3, 16, 16)}},
                           {"y": {"kind": "classification", "n_out": 4}}, width=16, heads=2)

@@ -92,3 +92,21 @@ def test_write_report_minimal(tmp_path: Path) -> None:
     text = path.read_text(encoding="utf-8")
     assert "SYNTHETIC DATA" not in text
     assert "No training history" in text and "No test predictions" in text
+
+
+def test_quick_banner_recipe_tables_and_scrolling(tmp_path: Path) -> None:
+    """A --quick run is marked; recipe sections are tables, not a JSON dump; tables scroll inside their box; the
+    loss plot does not promise a validation curve it does not have."""
+    metrics = _metrics("classification")
+    metrics["quick"] = True
+    metrics["survey"] = {"carbonation": {"estimate_t": 1.23456789, "true_t": 1.1},
+                         "deployment": [{"model": "teacher", "accuracy": 0.9123456}, {"model": "student",
+                                                                                   "accuracy": 0.8}]}
+    hist = {n: [{k: v for k, v in r.items() if k != "val_loss"} for r in rows] for n, rows in _histories().items()}
+    text = write_report(tmp_path / "report.html", metrics, hist, {}).read_text(encoding="utf-8")
+    assert "QUICK RUN (--quick)" in text
+    assert "<pre>" not in text and "1.23456789" not in text and "carbonation.estimate_t" in text
+    assert "<b>deployment</b>" in text and "0.9123" in text
+    assert text.count("<div class='tbl'><table>") == text.count("<table>") > 0
+    assert ".tbl{max-width:100%;overflow-x:auto}" in text
+    assert "QUICK RUN" not in write_report(tmp_path / "r2.html", _metrics("classification"), {}, {}).read_text()

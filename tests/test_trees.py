@@ -108,9 +108,11 @@ def test_onnx_parity_through_onnxruntime_alone(tmp_path, task, k, algorithm):
     out = ort_run(sess, x)
     data.inputs["seq"][te] = x["seq"]
     ref = ts.predict(data, te)
-    key = "y/logits" if task == "classification" else "y/value"
+    key = "y/probs" if task == "classification" else "y/value"  # the graph outputs probabilities, as the network's
     assert out[0].shape == ref[key].shape
     assert np.max(np.abs(out[0] - ref[key])) <= 1e-5
+    if task == "classification":
+        assert np.allclose(out[0].sum(axis=1), 1, atol=1e-5)
     if task == "regression":
         assert out[0].shape[1] == k and np.all(out[1] > 0)
         assert np.allclose(out[1], ts.std_["y"][None, :])

@@ -11,17 +11,31 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 
 from .errors import CmkdError
-from .io import check_out_dir, model_dir
+from .io import check_out_dir, dumps, model_dir
 
 # markdown: a docstring paragraph is reflowed to the terminal width instead of keeping its source line breaks
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode="markdown",
                   help="cmkd: cross-modal knowledge distillation. Train a teacher on rich modalities, distil it "
                        "into a compact student that needs only the cheap ones, export it to ONNX/INT8.")
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"cmkd {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print the version and exit.")] = False) -> None:
+    """cmkd: cross-modal knowledge distillation. Train a teacher on rich modalities, distil it into a compact
+    student that needs only the cheap ones, export it to ONNX/INT8."""
+
 
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a config key, e.g. --set student.epochs=5 "
                                                                 "(repeatable; values parsed as YAML).")]
@@ -33,6 +47,7 @@ def run(target: Annotated[str, typer.Argument(help="A recipe name (see `cmkd lis
         quick: Annotated[bool, typer.Option(help="A short smoke-test run (few epochs).")] = False,
         overrides: SetOpt = None,
         resume: Annotated[bool, typer.Option(help="Continue an interrupted run from OUT/.ckpt.")] = False,
+        overwrite: Annotated[bool, typer.Option(help="Replace the results of an earlier run in OUT.")] = False,
         quiet: Annotated[bool, typer.Option(help="No progress bars and no summary table.")] = False,
         device: Annotated[str | None, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = None) -> None:
     """Teacher -> baseline student -> distilled student -> test metrics -> ONNX/INT8 -> report.
@@ -42,6 +57,10 @@ def run(target: Annotated[str, typer.Argument(help="A recipe name (see `cmkd lis
     (larger than memory). Launched by torchrun (`torchrun --nproc_per_node=N -m cmkd.cli run ...`) the training is
     data-parallel and rank 0 writes the outputs.
     """
+    done = [f for f in ("metrics.json", "student.pt") if (out / f).exists()]
+    if done and not (resume or overwrite):
+        raise CmkdError(f"--out {out} holds the results of another run ({', '.join(done)}); pass --overwrite to "
+                        "replace them, --resume to continue that run, or another --out")
     from .pipeline import run as run_pipeline
 
     run_pipeline(target, out, overrides=overrides, quick=quick, resume=resume, quiet=quiet, device=device)
@@ -56,36 +75,6 @@ def list_cmd() -> None:
         typer.echo(f"{name:12s} {desc}")
 
 
-def _intervals(meta: dict, feed: dict[str, np.ndarray], outs: list[np.ndarray]) -> dict[str, dict]:
-    """Per regression target: the head's std and, when the run calibrated it, the conformal interval."""
-    import yaml
-
-    from .uncertainty import ConformalRegressor, availability_groups
-
-    targets = meta["hparams"]["targets"]
-    reg = [t for t, spec in targets.items() if spec["kind"] == "regression"]
-    cfg = yaml.safe_load(meta["config"])
-    unc = cfg.get("uncertainty") or {}
-    edges = tuple(unc.get("availability_edges") or ())
-    numeric = {m: a for m, a in feed.items() if a.dtype.kind == "f"}
-    chosen = [m for m in unc.get("availability_modalities") or [] if m in numeric] or list(numeric)
-    seen = sum((~np.isnan(numeric[m].reshape(len(numeric[m]), -1))).sum(1) for m in chosen)
-    size = sum(int(np.prod(numeric[m].shape[1:])) for m in chosen)
-    groups = availability_groups(seen / max(size, 1), edges) if edges and size else None
-    res: dict[str, dict] = {}
-    for j, t in enumerate(reg):
-        value, std = outs[list(targets).index(t)], outs[len(targets) + j]
-        entry = {"value": value.tolist(), "std": std.tolist()}
-        states = (meta.get("conformal") or {}).get(t)
-        if states:
-            mu, sd = value.reshape(len(value), -1), std.reshape(len(std), -1)
-            lo, hi = np.empty_like(mu), np.empty_like(mu)
-            for k, st in enumerate(states):
-                lo[:, k], hi[:, k] = ConformalRegressor.from_state(st).interval(mu[:, k], sd[:, k], groups)
-            entry.update({"lower": lo.reshape(value.shape).tolist(), "upper": hi.reshape(value.shape).tolist(),
-                          "interval": f"{round(100 * (1 - states[0]['alpha']))}% split-conformal"})
-        res[t] = entry
-    return res
 
 
 @app.command()
@@ -96,7 +85,8 @@ def predict(model: Annotated[Path, typer.Option("--model", "-m", help="Output fo
             output: Annotated[Path, typer.Option("--output", help="Where to write the predictions JSON.")] = Path(
                 "preds.json"),
             int8: Annotated[bool, typer.Option(help="Use the INT8 model instead of FP32.")] = False) -> None:
-    """Predict with the exported student (ONNX Runtime); needs only the student's modalities.
+    """Predict with the exported student (ONNX Runtime, via the torch-free cmkd.runtime and the model's sidecar
+    student.json); needs only the student's modalities. `<modality>__present` False marks a modality absent.
 
     Regression targets come with the head's std and, when the run calibrated them, split-conformal intervals.
     A CSV input (coastal models) gives per-station forecasts, intervals and resilience recommendations.
@@ -104,17 +94,15 @@ def predict(model: Annotated[Path, typer.Option("--model", "-m", help="Output fo
     """
     import yaml
 
-    from .continual import model_inputs
-    from .data import load_npz
-    from .export import ort_run, ort_session
     from .io import atomic_write_text, safe_load
+    from .runtime import EdgeModel, load_npz
 
     d = model_dir(model)
     if input.is_dir():  # a folder of item images: the recycling sorting tool
         from .recipes.recycling.analysis import predict_folder
 
         result = predict_folder(d, input, int8)
-        atomic_write_text(output, json.dumps(result, indent=1))
+        atomic_write_text(output, dumps(result, indent=1))
         typer.echo(f"wrote {result['n']} route(s) to {output}")
         return
     if input.suffix.lower() == ".csv":  # sensor readings with gaps: the coastal forecast tool
@@ -126,48 +114,28 @@ def predict(model: Annotated[Path, typer.Option("--model", "-m", help="Output fo
         from .recipes.coastal.forecast import forecast_csv
 
         result = forecast_csv(d, input)
-        atomic_write_text(output, json.dumps(result, indent=1))
+        atomic_write_text(output, dumps(result, indent=1))
         typer.echo(f"wrote {len(result['forecasts'])} station forecast(s) with recommendations to {output}")
         return
     onnx = d / ("student.int8.onnx" if int8 else "student.onnx")
     if not onnx.is_file():
         raise CmkdError(f"{onnx} not found; run `cmkd export --model {d}` first")
-    meta = safe_load(d / "student.pt")
-    feed = model_inputs(meta, load_npz(input), str(input))
-    sess = ort_session(onnx, threads=0)
-    outs = ort_run(sess, feed)
-    from .trees import PRODUCER
-
-    if sess.get_modelmeta().producer_name == PRODUCER:  # a tree model deployed as student.onnx: the conformal
-        meta = {**meta, "conformal": {}}  # states of student.pt calibrate the network's std, not its constant one
-    result: dict = {"model": str(onnx), "n": len(next(iter(feed.values()))), "targets": {}}
-    class_names = meta.get("class_names")
-    for (t, spec), o in zip(meta["hparams"]["targets"].items(), outs):
-        if spec["kind"] == "classification":
-            e = np.exp(o - o.max(axis=1, keepdims=True))
-            prob = e / e.sum(axis=1, keepdims=True)
-            classes = meta["classes"][t]
-            k = prob.argmax(axis=1)
-            entry = {"label": [classes[i] for i in k], "probability": prob.max(axis=1).round(5).tolist(),
-                     "probabilities": prob.round(5).tolist(), "classes": classes}
-            if class_names and len(class_names) == len(classes):
-                entry["class_name"] = [class_names[i] for i in k]
-            result["targets"][t] = entry
-        else:
-            result["targets"][t] = {"value": o.tolist()}
-    result["targets"].update(_intervals(meta, feed, outs))
-    atomic_write_text(output, json.dumps(result))
+    result = EdgeModel(onnx).predict(load_npz(input), str(input))  # torch-free: the ONNX file and its sidecar
+    atomic_write_text(output, dumps(result))
     typer.echo(f"wrote {result['n']} predictions to {output}")
 
 
 @app.command()
 def export(model: Annotated[Path, typer.Option("--model", "-m", help="Output folder of `cmkd run`.")],
            int8: Annotated[bool, typer.Option(help="Also write the INT8 model.")] = True) -> None:
-    """(Re-)export MODEL/student.pt to MODEL/student.onnx (and student.int8.onnx), with a parity check."""
+    """(Re-)export MODEL/student.pt to MODEL/student.onnx (and student.int8.onnx), with a parity check, and write
+    their sidecars (student.json, student.int8.json) for the torch-free runtime."""
+    import numpy as np
     import torch
 
     from .checkpoint import load_model
-    from .export import export_onnx, ort_run, ort_session, quantize_int8
+    from .edge import model_card, write_card
+    from .export import export_onnx, ort_run, ort_session, quantize_int8, reference_outputs
 
     d = model_dir(model)
     net, meta = load_model(d / "student.pt")
@@ -180,13 +148,23 @@ def export(model: Annotated[Path, typer.Option("--model", "-m", help="Output fol
     export_onnx(net, example, d / "student.onnx")
     with torch.no_grad():
         out = net(example)
-    ref = [out[t]["logits"] if k == "classification" else out[t]["value"] for t, k in net.target_kinds.items()]
+    ref = reference_outputs({f"{t}/{'logits' if k == 'classification' else 'value'}":
+                             out[t]["logits" if k == "classification" else "value"].numpy()
+                             for t, k in net.target_kinds.items()}, net.target_kinds)
     got = ort_run(ort_session(d / "student.onnx"), {k: v.numpy() for k, v in example.items()})
-    diff = max(float(np.abs(a - b.numpy()).max()) for a, b in zip(got, ref))
-    typer.echo(f"wrote {d / 'student.onnx'} (max |onnx - torch| = {diff:.2e})")
+    diff = max(float(np.abs(a - b).max()) for a, b in zip(got, ref))
+    try:  # the run's data summary for the sidecar, when its metrics.json is there
+        summary = json.loads((d / "metrics.json").read_text())
+        data, synthetic = summary.get("data"), summary.get("synthetic")
+    except (OSError, ValueError):
+        data, synthetic = None, None
+    card = model_card(meta, data, synthetic)
+    write_card(d / "student.onnx", card, "fp32")
+    typer.echo(f"wrote {d / 'student.onnx'} and student.json (max |onnx - torch| = {diff:.2e})")
     if int8:
         quantize_int8(d / "student.onnx", d / "student.int8.onnx")
-        typer.echo(f"wrote {d / 'student.int8.onnx'}")
+        write_card(d / "student.int8.onnx", card, "int8")
+        typer.echo(f"wrote {d / 'student.int8.onnx'} and student.int8.json")
 
 
 @app.command()
@@ -213,7 +191,7 @@ def evaluate(model: Annotated[Path, typer.Option("--model", "-m", help="Output f
     idx = ds.labelled(ds.indices(2))
     if len(idx) == 0:
         raise CmkdError(f"{data}: no labelled sample to evaluate")
-    typer.echo(json.dumps({"model": role, "n": int(len(idx)),
+    typer.echo(dumps({"model": role, "n": int(len(idx)),
                            "metrics": task_metrics(ds, idx, predict_torch(net, ds, idx))}, indent=2))
 
 
@@ -274,7 +252,7 @@ def adapt(model: Annotated[Path, typer.Option("--model", "-m", help="Output fold
     adapted, report = adapt_model(net, new, shots, original, ewc, epochs, lr, seed, restandardise=restandardise,
                                   train=train, pseudo=pseudo, augment=augment)
     save_adapted(adapted, meta, report, dest / "student_adapted.pt")
-    atomic_write_text(dest / "adapt.json", json.dumps(report, indent=1))
+    atomic_write_text(dest / "adapt.json", dumps(report, indent=1))
     pm = next(iter(report["before"]["new_site"]))
     for site in ("new_site", "original_site"):
         if site in report["before"]:
@@ -362,6 +340,8 @@ def data_cmd(recipe: Annotated[str, typer.Argument(help="A recipe name (see `cmk
         raise CmkdError(f"--out {out}: the file name must end in .npz")
     if not out.parent.is_dir():
         raise CmkdError(f"--out {out}: folder {out.parent} does not exist")
+    import numpy as np
+
     _, arrays, _, synthetic = resolve(recipe, overrides)
     tmp = out.with_name(f".{out.name}.tmp.npz")
     try:
@@ -373,23 +353,64 @@ def data_cmd(recipe: Annotated[str, typer.Argument(help="A recipe name (see `cmk
     typer.echo(f"wrote {out} ({len(next(iter(arrays.values())))} samples{', SYNTHETIC' if synthetic else ''})")
 
 
-def _mount_recipe_commands() -> None:
-    """Each recipe's own subcommands (its ``cli`` hook) as ``cmkd <recipe> ...``."""
-    from .recipes import get_recipe, recipe_names
+_MOUNTED: dict[str, bool] = {}  # recipe name -> its real commands are mounted (False: the help-only stub)
 
+
+def mount_recipe_commands(argv: list[str]) -> None:
+    """Each recipe's own subcommands (its ``cli`` hook) as ``cmkd <recipe> ...``. A built-in recipe declares
+    them with a literal ``CLI_HELP`` in its module; that module (and torch with it) is imported only when the
+    command line ``argv`` names the recipe, so ``cmkd --help`` lists the group without loading it."""
+    from .recipes import REGISTRY, cli_help, get_recipe, recipe_names
+
+    words = [a for a in argv if not a.startswith("-")]
     for name in recipe_names():
-        rec = get_recipe(name)
-        if rec.cli is not None:
-            app.add_typer(rec.cli(), name=name)
+        helptext = cli_help(name)
+        if _MOUNTED.get(name):
+            continue
+        if name in REGISTRY or (helptext and words[:1] == [name]):
+            rec = get_recipe(name)
+            if rec.cli is not None:
+                app.registered_groups[:] = [g for g in app.registered_groups if g.name != name]  # the stub
+                app.add_typer(rec.cli(), name=name)
+                _MOUNTED[name] = True
+        elif helptext and name not in _MOUNTED:  # listed in `cmkd --help`; the commands come when it is called
+            app.add_typer(typer.Typer(help=helptext, no_args_is_help=True), name=name)
+            _MOUNTED[name] = False
 
 
-_mount_recipe_commands()
+def _click_exceptions() -> tuple[type, type, type, type]:
+    """Click's exception types (vendored by newer typer)."""
+    try:
+        from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+        from typer.exceptions import Abort
+    except ImportError:  # typer with an external click
+        from click.exceptions import Abort, ClickException, NoArgsIsHelpError, UsageError
+    return ClickException, UsageError, NoArgsIsHelpError, Abort
 
 
 def main() -> None:
-    """Entry point: run the app, turning user mistakes into one-line errors with exit code 2."""
+    """Entry point: run the app, turning user mistakes (typer's usage errors too) into one-line errors with exit
+    code 2."""
+    click_error, usage_error, no_args, abort = _click_exceptions()
     try:
-        app()
+        mount_recipe_commands(sys.argv[1:])
+        rc = app(standalone_mode=False)
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
+    except no_args as e:  # `cmkd` or `cmkd habitat` alone: the help
+        typer.echo(e.format_message())
+        sys.exit(0)
+    except usage_error as e:  # a missing or unknown option, a bad value: one line, with where to look
+        cmd = e.ctx.command_path if getattr(e, "ctx", None) is not None else "cmkd"
+        msg = " ".join(e.format_message().split())
+        typer.echo(f"error: {msg} (see `{cmd} --help`)", err=True)
+        sys.exit(2)
+    except click_error as e:
+        typer.echo(f"error: {' '.join(e.format_message().split())}", err=True)
+        sys.exit(e.exit_code or 1)
+    except abort:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
     except CmkdError as e:
         msg = " ".join(str(e).splitlines()) or type(e).__name__  # always one line
         typer.echo(f"error: {msg}", err=True)

@@ -355,11 +355,35 @@ def validate(raw: dict[str, Any], source: str = "config") -> ExperimentConfig:
         err = e.errors()[0]
         loc = ".".join(str(x) for x in err["loc"])
         if err["type"] == "extra_forbidden":
-            raise CmkdError(f"{source}: unknown key '{loc}'") from None
+            raise CmkdError(f"{source}: unknown key '{loc}'{_did_you_mean(err['loc'])}") from None
         if err["type"] == "missing":
             raise CmkdError(f"{source}: missing required key '{loc}'") from None
         msg = str(err["msg"]).removeprefix("Value error, ")
         raise CmkdError(f"{source}: '{loc}': {msg}" if loc else f"{source}: {msg}") from None
+
+
+def _did_you_mean(loc: tuple) -> str:
+    """``"; did you mean 'epochs'?"`` for an unknown key whose siblings hold a close name (difflib), else ``""``."""
+    import difflib
+    import types
+    import typing
+
+    node: Any = ExperimentConfig
+    for part in loc[:-1]:
+        if isinstance(node, type) and issubclass(node, BaseModel):
+            if part not in node.model_fields:
+                return ""
+            node = node.model_fields[part].annotation
+        elif typing.get_origin(node) is dict:
+            node = typing.get_args(node)[1]
+        else:
+            return ""
+        while typing.get_origin(node) in (typing.Union, types.UnionType):  # Optional[...]: its model, if any
+            node = next((a for a in typing.get_args(node) if a is not type(None)), None)
+    if not (isinstance(node, type) and issubclass(node, BaseModel)):
+        return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(node.model_fields), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:

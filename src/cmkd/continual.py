@@ -39,42 +39,33 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .data import UNLABELLED, MultimodalData, fit_stats, make_batch, tokenize
+from .data import UNLABELLED, MultimodalData, fit_stats, make_batch
 from .errors import CmkdError
 from .evaluate import predict, task_metrics
 from .losses import task_loss
 from .models import MultimodalNet
+from .runtime import check_inputs
+
+
+def model_modalities(meta: dict) -> dict[str, dict]:
+    """A saved model's modalities as :func:`cmkd.runtime.check_inputs` takes them (text with its tokeniser)."""
+    import yaml
+
+    data = (yaml.safe_load(meta.get("config") or "") or {}).get("data") or {}
+    return {m: {**spec, "vocab": data.get("text_vocab", 4096), "length": data.get("text_len", 64)}
+            for m, spec in meta["hparams"]["modalities"].items()}
 
 
 def model_inputs(meta: dict, arrays: dict[str, np.ndarray], src: str) -> dict[str, np.ndarray]:
-    """Check arrays against a saved model's modalities and shapes; tokenise text.
+    """Check arrays against a saved model's modalities and shapes; tokenise text; blank the samples that
+    ``<modality>__present`` marks absent (:func:`cmkd.runtime.check_inputs`).
 
     Args:
         meta: the saved model's metadata (``hparams``, ``config``).
         arrays: the user's arrays (an npz).
         src: the file name, for error messages.
     """
-    import yaml
-
-    cfg = yaml.safe_load(meta["config"])
-    feed = {}
-    for m, spec in meta["hparams"]["modalities"].items():
-        if m not in arrays:
-            raise CmkdError(f"{src}: modality '{m}' needed by the model not found; keys: {', '.join(arrays)}")
-        a = arrays[m]
-        if spec["kind"] == "text":
-            if a.ndim != 1 or a.dtype.kind not in "US":
-                raise CmkdError(f"{src}: text modality '{m}' must be a (N,) array of strings")
-            a = tokenize(a, cfg["data"]["text_vocab"], cfg["data"]["text_len"])
-        else:
-            if tuple(a.shape[1:]) != tuple(spec["shape"]) or a.dtype.kind not in "fiub":
-                raise CmkdError(f"{src}: '{m}' has per-sample shape {tuple(a.shape[1:])} ({a.dtype}), the model "
-                                f"expects {tuple(spec['shape'])} numbers")
-            a = a.astype(np.float32)
-        feed[m] = a
-    if len({len(v) for v in feed.values()}) > 1:
-        raise CmkdError(f"{src}: the model's modalities have different sample counts")
-    return feed
+    return check_inputs(model_modalities(meta), arrays, src)[0]
 
 
 def model_dataset(meta: dict, arrays: dict[str, np.ndarray], src: str, split: str = "all") -> MultimodalData:
@@ -84,12 +75,8 @@ def model_dataset(meta: dict, arrays: dict[str, np.ndarray], src: str, split: st
     """
     import yaml
 
-    inputs = model_inputs(meta, arrays, src)
+    inputs, present = check_inputs(model_modalities(meta), arrays, src)
     n = len(next(iter(inputs.values())))
-    present = {}
-    for m, a in inputs.items():
-        p = ~np.isnan(a.reshape(n, -1)).all(axis=1) if a.dtype.kind == "f" else (a > 0).any(axis=1)
-        present[m] = p & arrays[f"{m}__present"].astype(bool) if f"{m}__present" in arrays else p
     targets, kinds = {}, {}
     for t, spec in meta["hparams"]["targets"].items():
         if t not in arrays or len(arrays[t]) != n:

@@ -8,17 +8,17 @@ optional ``<modality>__present`` masks, one key per target and an optional ``spl
 
 from __future__ import annotations
 
-import zipfile
-import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from .config import DataConfig
 from .errors import CmkdError
+from .runtime import load_npz, mask_absent, observed_share, presence, tokenize
 from .shards import ShardedArray
+
+__all__ = ["MultimodalData", "availability", "build_data", "fit_stats", "load_npz", "make_batch", "tokenize"]
 
 UNLABELLED = -1  # class id of an unlabelled sample (NaN or -1 on disk): used by teacher terms, not by the task
 NDIM = {"vector": 2, "sequence": 3, "image": 4, "signal": 3, "text": 1}
@@ -26,53 +26,6 @@ SHAPE_HINT = {"vector": "(N, F)", "sequence": "(N, T, F)", "image": "(N, C, H, W
               "text": "(N,) strings"}
 # axis that holds the features/channels, after the sample axis is dropped
 FEATURE_AXIS = {"vector": 0, "sequence": 1, "image": 0, "signal": 0}
-
-
-def load_npz(path: str | Path) -> dict[str, np.ndarray]:
-    """Load an ``.npz`` safely (no pickles) into a dict of arrays.
-
-    Raises:
-        CmkdError: when the file is missing, corrupt, or holds object (pickled) arrays.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise CmkdError(f"data file not found: {p}")
-    # np.load would unpickle (refused) or memory-map anything that is not a zip; check the format first
-    if not zipfile.is_zipfile(p):
-        raise CmkdError(f"{p}: not a readable .npz file (not a zip archive; write it with numpy.savez)")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except ValueError as e:
-        if "pickle" in str(e).lower():
-            raise CmkdError(f"{p}: holds object arrays; store text as a unicode array (np.str_), "
-                            "not Python objects") from None
-        raise CmkdError(f"{p}: not a readable .npz file ({str(e).splitlines()[0][:120]})") from None
-    except (OSError, zipfile.BadZipFile, zlib.error, EOFError, KeyError) as e:
-        raise CmkdError(f"{p}: not a readable .npz file ({type(e).__name__})") from None
-    for k, v in arrays.items():
-        if not isinstance(v, np.ndarray):
-            raise CmkdError(f"{p}: member '{k}' is not a .npy array; write the file with numpy.savez")
-    return arrays
-
-
-def tokenize(texts: np.ndarray, vocab: int = 4096, max_len: int = 64) -> np.ndarray:
-    """Hash words to token ids (stable across runs and machines; 0 is padding).
-
-    Args:
-        texts: (N,) strings.
-        vocab: number of token ids.
-        max_len: tokens kept per text.
-
-    Returns:
-        (N, max_len) int64 ids.
-    """
-    out = np.zeros((len(texts), max_len), dtype=np.int64)
-    for i, t in enumerate(texts):
-        words = str(t).lower().replace("\n", " ").split()[:max_len]
-        for j, w in enumerate(words):
-            out[i, j] = 1 + zlib.crc32(w.strip(".,;:()[]\"'").encode()) % (vocab - 1)
-    return out
 
 
 @dataclass
@@ -204,20 +157,11 @@ def build_data(arrays: dict[str, np.ndarray], cfg: DataConfig, seed: int = 0, so
                 raise CmkdError(f"{src}: '{m}' is empty (shape {a.shape})")
             inputs[m] = a
             pres = ~np.isnan(a.reshape(len(a), -1)).all(axis=1)
-        pk = f"{m}__present"
-        if pk in arrays:
-            p = arrays[pk]
-            if p.shape != (n,):
-                raise CmkdError(f"{src}: '{pk}' has shape {p.shape}, expected ({n},)")
-            if p.dtype.kind not in "biuf" or not np.isin(p, (0, 1)).all():
-                raise CmkdError(f"{src}: '{pk}' must hold only True/False (or 1/0), one per sample")
-            pres = pres & p.astype(bool)
+        pres = presence(arrays, m, pres, src)  # the one availability rule (also cmkd predict / evaluate)
         if not pres.all() and isinstance(inputs[m], ShardedArray):
             inputs[m].absent = ~pres  # its rows come back all NaN
-        elif not pres.all():  # an absent modality holds no values: exported models (no flags) see the same thing
-            x = inputs[m].copy()
-            x[~pres] = 0 if kind == "text" else np.nan
-            inputs[m] = x
+        else:  # an absent modality holds no values: exported models (no flags) see the same thing
+            inputs[m] = mask_absent(inputs[m], pres, kind)
         present[m] = pres
     assert n is not None
     targets: dict[str, np.ndarray] = {}
@@ -363,20 +307,9 @@ def _streamed_stats(a: ShardedArray, rows: np.ndarray, other: tuple[int, ...]) -
 
 def availability(data: MultimodalData, idx: np.ndarray, modalities: list[str]) -> np.ndarray:
     """(n,) share of observed (non-NaN) input values over the present numeric ``modalities`` of each sample;
-    an absent modality counts as wholly missing, text counts as observed."""
-    seen = np.zeros(len(idx))
-    total = np.zeros(len(idx))
-    for m in modalities:
-        x = data.inputs[m][idx]
-        size = int(np.prod(x.shape[1:])) if x.ndim > 1 else 1
-        pres = data.present[m][idx]
-        if data.kinds[m] == "text":
-            obs = np.full(len(idx), float(size))
-        else:
-            obs = (~np.isnan(x.reshape(len(idx), -1))).sum(axis=1).astype(float)
-        seen += np.where(pres, obs, 0.0)
-        total += size
-    return seen / np.maximum(total, 1)
+    an absent modality counts as wholly missing, text counts as observed (:func:`cmkd.runtime.observed_share`)."""
+    return observed_share({m: data.inputs[m][idx] for m in modalities}, {m: data.present[m][idx] for m in modalities},
+                          data.kinds, modalities, len(idx))
 
 
 def make_batch(data: MultimodalData, idx: np.ndarray, modalities: list[str],

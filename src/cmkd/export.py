@@ -20,8 +20,8 @@ from .models import MultimodalNet
 
 
 def output_names(net: MultimodalNet) -> list[str]:
-    """ONNX outputs: one per target (class logits or regression values in raw units), then ``<target>_std``
-    (the Gaussian head's standard deviation in raw units) per regression target."""
+    """ONNX outputs: one per target (class probabilities, softmax inside the graph, or regression values in raw
+    units), then ``<target>_std`` (the Gaussian head's standard deviation in raw units) per regression target."""
     kinds = net.target_kinds
     return [*kinds, *[f"{t}_std" for t, k in kinds.items() if k == "regression"]]
 
@@ -37,10 +37,37 @@ class OnnxWrapper(nn.Module):
     def forward(self, *xs: Tensor) -> tuple[Tensor, ...]:
         out = self.net(dict(zip(self.names, xs)))
         kinds = self.net.target_kinds
-        main = [out[t]["logits"] if k == "classification" else out[t]["value"] for t, k in kinds.items()]
+        main = [torch.softmax(out[t]["logits"], dim=-1) if k == "classification" else out[t]["value"]
+                for t, k in kinds.items()]
         std = [torch.exp(0.5 * out[t]["logvar"]) * getattr(self.net, f"tstd_{t}")
                for t, k in kinds.items() if k == "regression"]
         return tuple(main + std)
+
+
+def reference_outputs(preds: dict[str, np.ndarray], target_kinds: dict[str, str]) -> list[np.ndarray]:
+    """The outputs the ONNX graph should give, from :func:`cmkd.evaluate.predict`'s torch predictions (softmax of
+    the logits for classification), in :func:`output_names` order without the std outputs: for parity checks."""
+    res = []
+    for t, k in target_kinds.items():
+        if k == "classification":
+            z = preds[f"{t}/logits"]
+            e = np.exp(z - z.max(axis=1, keepdims=True))
+            res.append(e / e.sum(axis=1, keepdims=True))
+        else:
+            res.append(preds[f"{t}/value"])
+    return res
+
+
+def as_predictions(outs: list[np.ndarray], target_kinds: dict[str, str]) -> dict[str, np.ndarray]:
+    """ONNX outputs back in :func:`cmkd.evaluate.predict`'s keys (log-probabilities as ``<t>/logits``: the same
+    argmax and softmax), for :func:`cmkd.evaluate.task_metrics`."""
+    preds = {}
+    for i, (t, k) in enumerate(target_kinds.items()):
+        if k == "classification":
+            preds[f"{t}/logits"] = np.log(np.clip(outs[i], 1e-30, None))
+        else:
+            preds[f"{t}/value"] = outs[i]
+    return preds
 
 
 def prune_magnitude(net: nn.Module, amount: float, finetune: Callable[[nn.Module], object] | None = None

@@ -1,18 +1,22 @@
 """Atomic file writes, strict JSON and safe checkpoint loading: the bottom of the package (of cmkd it imports
-only ``errors``; torch only inside the checkpoint functions), so every layer, recipes included, writes files the
-same way without loading torch to write a text file."""
+only ``errors``; torch only inside the checkpoint functions, numpy not at all), so every layer, recipes included,
+writes files the same way without loading torch to write a text file, and the CLI starts fast.
+
+Strict JSON: NaN and infinities are written as ``null`` (``JSON.parse`` and other strict readers reject a bare
+``NaN``), numpy scalars and arrays as plain values."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import re
+import sys
 import tempfile
 import warnings
 from pathlib import Path
-
-import numpy as np
+from typing import Any
 
 from .errors import CmkdError
 
@@ -34,18 +38,31 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             os.unlink(tmp)
 
 
-def json_default(o: object) -> object:
-    """``json.dumps`` fallback: numpy scalars and arrays as plain numbers and lists; anything else a TypeError."""
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(type(o).__name__)
+def strict(obj: Any) -> Any:
+    """``obj`` as plain JSON data: NaN / +-inf -> None, numpy scalars and arrays -> Python values, tuples ->
+    lists, dict keys -> str (recursively)."""
+    np = sys.modules.get("numpy")  # no numpy import for the CLI's sake: without it loaded, nothing is numpy
+    if isinstance(obj, dict):
+        return {str(k): strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict(v) for v in obj]
+    if np is not None and isinstance(obj, np.ndarray):
+        return strict(obj.tolist())
+    if np is not None and isinstance(obj, np.generic):
+        return strict(obj.item())
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    return obj
+
+
+def dumps(obj: Any, **kwargs: Any) -> str:
+    """``json.dumps`` of :func:`strict` ``(obj)``; never writes NaN or Infinity (``allow_nan=False``)."""
+    return json.dumps(strict(obj), allow_nan=False, **kwargs)
 
 
 def write_json(path: str | Path, obj: object, indent: int | None = 1) -> None:
-    """Atomically write ``obj`` as JSON (numpy values converted by :func:`json_default`)."""
-    atomic_write_text(path, json.dumps(obj, indent=indent, default=json_default))
+    """Atomically write ``obj`` as strict JSON (see :func:`dumps`)."""
+    atomic_write_text(path, dumps(obj, indent=indent))
 
 
 def atomic_save(obj: object, path: str | Path) -> None:

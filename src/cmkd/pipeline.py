@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,8 @@ from .evaluate import (
     task_metrics,
     torch_latency_ms,
 )
-from .io import atomic_write_text, check_out_dir, json_default
+from .io import atomic_write_text, check_out_dir, dumps
+from .logs import write_history_csvs
 from .models import MultimodalNet, count_params
 from .report import print_summary
 from .resolve import resolve
@@ -81,6 +81,7 @@ class RunState:
     out: Path
     resume: bool
     quiet: bool
+    quick: bool = False
     dev: torch.device | str = "cpu"
     main: bool = True
     recipe: Recipe | None = None
@@ -130,7 +131,7 @@ def stage_resolve(config: str | ExperimentConfig, out: str | Path, overrides: li
         cfg, arrays, source, synthetic = resolve(config, overrides, quick)
     if device:
         cfg.device = device  # type: ignore[assignment]
-    st = RunState(cfg, arrays, source, synthetic, Path(out), resume, quiet)
+    st = RunState(cfg, arrays, source, synthetic, Path(out), resume, quiet, bool(quick))
     st.dev = setup(cfg.device) or resolve_device(cfg.device)
     st.main = is_main()
     torch.set_num_threads(cfg.threads)
@@ -314,7 +315,7 @@ def stage_evaluate(st: RunState) -> None:
     t_test = data.all_present(list(cfg.teacher.modalities), st.test)
     st.metrics = {
         "name": cfg.name, "recipe": cfg.recipe, "seed": cfg.seed, "primary_metric": primary_metric(data),
-        "synthetic": st.synthetic,
+        "synthetic": st.synthetic, "quick": st.quick,
         "data": {"source": st.source, "n_train": int(len(st.train)),
                  "n_train_unlabelled": int(len(st.train_all) - len(st.train)), "n_val": int(len(st.val)),
                  "n_test": int(len(st.test)), "n_test_teacher": int(len(t_test))},
@@ -393,12 +394,13 @@ def stage_analyse(st: RunState) -> None:
 
 
 def stage_write(st: RunState) -> None:
-    """metrics.json, report.html and histories.json (atomically); the checkpoints are removed."""
+    """metrics.json, report.html, histories.json and logs/<model>.csv (atomically); the checkpoints are removed."""
     from .report import write_report
 
-    atomic_write_text(st.out / "metrics.json", json.dumps(st.metrics, indent=2, default=json_default))
+    atomic_write_text(st.out / "metrics.json", dumps(st.metrics, indent=2))
     write_report(st.out / "report.html", st.metrics, st.histories, st.predictions, st.extra_html)
-    atomic_write_text(st.out / "histories.json", json.dumps(st.histories, indent=1, default=json_default))
+    atomic_write_text(st.out / "histories.json", dumps(st.histories, indent=1))
+    write_history_csvs(st.out / "logs", st.histories)
     shutil.rmtree(st.ck_dir, ignore_errors=True)
     if not st.quiet:
         print_summary(st.metrics, st.out)

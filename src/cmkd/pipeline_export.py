@@ -10,8 +10,18 @@ import numpy as np
 
 from .config import ExperimentConfig
 from .data import MultimodalData
+from .edge import model_card, write_card
 from .evaluate import example_inputs, predict, task_metrics
-from .export import export_onnx, ort_latency_ms, ort_run, ort_session, prune_magnitude, quantize_int8
+from .export import (
+    as_predictions,
+    export_onnx,
+    ort_latency_ms,
+    ort_run,
+    ort_session,
+    prune_magnitude,
+    quantize_int8,
+    reference_outputs,
+)
 from .models import MultimodalNet
 
 
@@ -32,10 +42,8 @@ def export_student(student: MultimodalNet, data: MultimodalData, test: np.ndarra
     fp32 = ort_session(out / "student.onnx")
     ref = predict(student, data, test)
     got = ort_run(fp32, feed)
-    diffs = []
-    for i, (t, kind) in enumerate(student.target_kinds.items()):
-        key = f"{t}/logits" if kind == "classification" else f"{t}/value"
-        diffs.append(float(np.max(np.abs(got[i] - ref[key]))))
+    # parity of what the graph outputs: probabilities (softmax of the torch logits) and raw-unit values
+    diffs = [float(np.max(np.abs(g - r))) for g, r in zip(got, reference_outputs(ref, student.target_kinds))]
     res = {"onnx": "student.onnx", "max_abs_diff": max(diffs),
            "onnx_latency_ms": ort_latency_ms(fp32, feed, cfg.export.latency_runs),
            "onnx_bytes": (out / "student.onnx").stat().st_size}
@@ -46,10 +54,37 @@ def export_student(student: MultimodalNet, data: MultimodalData, test: np.ndarra
                       cfg.export.int8_reduce_range)
         q = ort_session(out / "student.int8.onnx")
         qout = ort_run(q, feed)
-        preds = {}
-        for i, (t, kind) in enumerate(student.target_kinds.items()):
-            preds[f"{t}/logits" if kind == "classification" else f"{t}/value"] = qout[i]
+        preds = as_predictions(qout, student.target_kinds)
         res.update({"int8": "student.int8.onnx", "int8_metrics": task_metrics(data, test, preds),
                     "int8_latency_ms": ort_latency_ms(q, feed, cfg.export.latency_runs),
                     "int8_bytes": (out / "student.int8.onnx").stat().st_size})
+    card = student_card(out, data, cfg, pruned=sparsity is not None)
+    if card is not None:
+        write_card(out / "student.onnx", card, "fp32")
+        res["sidecar"] = "student.json"
+        if cfg.export.int8:
+            write_card(out / "student.int8.onnx", card, "int8")
+            res["int8_sidecar"] = "student.int8.json"
     return res
+
+
+def data_summary(data: MultimodalData, synthetic: bool | None = None) -> dict:
+    """What the model was trained on, for the sidecar: source, samples per split, modalities and targets."""
+    split = np.asarray(data.split)
+    return {"source": str(data.source), "synthetic": synthetic,
+            **{f"n_{k}": int((split == i).sum()) for i, k in enumerate(("train", "val", "test", "calibration"))},
+            "modalities": list(data.kinds), "targets": data.target_kinds}
+
+
+def student_card(out: Path, data: MultimodalData, cfg: ExperimentConfig, pruned: bool = False) -> dict | None:
+    """The sidecar of the exported student, from ``out/student.pt``'s metadata (None without it)."""
+    from .io import safe_load
+
+    if not (out / "student.pt").is_file():
+        return None
+    synthetic = data.source == "synthetic"
+    card = model_card(safe_load(out / "student.pt"), data_summary(data, synthetic), synthetic)
+    if pruned:
+        card["notes"].append(f"magnitude-pruned ({cfg.export.prune:.0%} of the weights) after the conformal "
+                             "calibration: the quantiles are those of the unpruned student")
+    return card

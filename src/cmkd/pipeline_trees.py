@@ -27,8 +27,10 @@ import numpy as np
 
 from .config import ExperimentConfig
 from .data import MultimodalData
+from .edge import write_card
 from .evaluate import predict, task_metrics
 from .references import recommendation, references
+from .runtime import read_card, sidecar_path
 from .trees import TreeStudent, ensemble_onnx, export_tree_student, save_onnx
 
 EXPORTABLE_REFS = ("random_forest", "extra_trees")
@@ -98,6 +100,9 @@ def deploy_recommended(cfg: ExperimentConfig, data: MultimodalData, smods: list[
     """Make ``student.onnx`` the recommended model, or the one ``export.model`` pins (module docstring)."""
     if not cfg.export.enabled or "export" not in metrics:
         return
+    net_card = read_card(sidecar_path(out / "student.onnx")) if sidecar_path(out / "student.onnx").is_file() else None
+    if net_card is not None and (out / "student_trees.onnx").is_file():
+        write_card(out / "student_trees.onnx", tree_card(net_card, "student_trees"))
     rec = metrics.get("recommended") or {}
     want = cfg.export.model if cfg.export.model != "auto" else rec.get("model", "student")
     note = None
@@ -118,6 +123,9 @@ def deploy_recommended(cfg: ExperimentConfig, data: MultimodalData, smods: list[
     if want != "student":
         os.replace(out / "student.onnx", out / "student_net.onnx")
         metrics["export"]["onnx"] = "student_net.onnx"
+        if net_card is not None:
+            write_card(out / "student_net.onnx", net_card)
+            sidecar_path(out / "student.onnx").unlink()
         if want == "student_trees":
             deployed.update({k: v for k, v in metrics["export_trees"].items() if k != "onnx"})
             save_onnx(ensemble_onnx({t: {"model": m, "kind": fitted[want].target_kinds[t],
@@ -131,7 +139,20 @@ def deploy_recommended(cfg: ExperimentConfig, data: MultimodalData, smods: list[
                          "std": np.full(data.targets[t].shape[1], rmse or 1.0) if data.target_kinds[t] == "regression"
                          else None} for t, ms in ref.models.items()}
             _export_reference(ref, heads, smods, data, test, out, cfg, deployed)
+    if want != "student" and net_card is not None:
+        write_card(out / "student.onnx", tree_card(net_card, want))
+        deployed["sidecar"] = "student.json"
     metrics["deployed"] = deployed
+
+
+def tree_card(net_card: dict, role: str) -> dict:
+    """The sidecar of a tree model (the tree student or a RandomForest / ExtraTrees reference) exported with the
+    network student's input/output contract: the network's card less its conformal quantiles (calibrated for
+    the network's std, not the trees' constant one)."""
+    notes = [n for n in net_card.get("notes", []) if "pruned" not in n]
+    notes.append("tree ensemble: the regression std output is a constant per target column (the model's RMSE on "
+                 "the validation samples), not calibrated; no conformal intervals")
+    return {**net_card, "role": role, "model_type": "tree_ensemble", "conformal": {}, "notes": notes}
 
 
 def _export_reference(ref, heads: dict, smods: list[str], data: MultimodalData, test: np.ndarray,  # noqa: ANN001
@@ -139,7 +160,7 @@ def _export_reference(ref, heads: dict, smods: list[str], data: MultimodalData, 
     """``student.onnx`` from a RandomForest / ExtraTrees reference (fitted on the non-constant feature columns
     ``ref.keep``; the graph's trees index the full feature vector)."""
     from .export import ort_latency_ms, ort_run, ort_session
-    from .trees import flat_features
+    from .trees import as_logits, flat_features
 
     for h in heads.values():
         h["features"] = np.flatnonzero(ref.keep)
@@ -152,9 +173,10 @@ def _export_reference(ref, heads: dict, smods: list[str], data: MultimodalData, 
     ref_p = ref.predict(flat_features(data, smods, test, cfg.data.text_vocab))
     diffs, preds = [], {}
     for t in heads:
-        key = f"{t}/logits" if data.target_kinds[t] == "classification" else f"{t}/value"
-        preds[key] = got[t]
-        diffs.append(float(np.max(np.abs(got[t] - ref_p[key]), initial=0.0)))
+        clf = data.target_kinds[t] == "classification"
+        key = f"{t}/logits" if clf else f"{t}/value"
+        preds[key] = as_logits(got[t]) if clf else got[t]  # the graph outputs probabilities
+        diffs.append(float(np.max(np.abs(preds[key] - ref_p[key]), initial=0.0)))
     deployed.update({"max_abs_diff": max(diffs), "onnx_latency_ms": ort_latency_ms(sess, feed,
                                                                                    cfg.export.latency_runs),
                      "onnx_bytes": (out / "student.onnx").stat().st_size,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import os
 import sys
 import tempfile
@@ -22,7 +21,7 @@ from matplotlib.figure import Figure
 
 _CORE = ("teacher", "student_baseline", "student")
 _CURVE_KEYS = {"epoch", "train_loss", "val_loss", "val_metric", "lr"}
-_KNOWN_TOP = {"name", "recipe", "seed", "primary_metric", "data", "models", "export", "references",
+_KNOWN_TOP = {"name", "recipe", "seed", "primary_metric", "data", "models", "export", "references", "quick",
               "synthetic", "costs", "uncertainty", "recommended", "deployed", "export_trees"}
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1150px;color:#222;padding:0 1em}
 h1{margin-bottom:.2em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
@@ -32,7 +31,8 @@ th:first-child,td:first-child{text-align:left}th{background:#f3f3f3}tr.primary t
 border-radius:4px}
 .meta span{margin-right:1.5em}.figs{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}
 img{max-width:100%}img.small{max-width:calc(33.3% - .7em)}
-pre{background:#f6f6f6;padding:.8em;overflow:auto;font-size:.85em}.note{color:#666}"""
+pre{background:#f6f6f6;padding:.8em;overflow:auto;font-size:.85em}.note{color:#666}
+.tbl{max-width:100%;overflow-x:auto}.quick{background:#fff3cd;border:1px solid #e0c060;padding:.5em .8em}"""
 
 
 def _esc(value: Any) -> str:
@@ -85,7 +85,7 @@ def _table(header: list[str], rows: list[list[Any]], primary_row: str | None = N
     for row in rows:
         cls = ' class="primary"' if primary_row is not None and row[0] == primary_row else ""
         body.append(f"<tr{cls}>" + "".join(f"<td>{_esc(_fmt(c))}</td>" for c in row) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return f"<div class='tbl'><table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
 
 
 def _img(fig: Figure, alt: str, small: bool = False) -> str:
@@ -205,7 +205,9 @@ def _curves(histories: dict[str, list[dict]], primary: str) -> str:
         xs, ys = _series(histories[name], "val_metric")
         if xs:
             axes[1].plot(xs, ys, "-o", ms=2.5, color=_colour(name, names), label=name)
-    axes[0].set(title="loss (solid train, dashed val)", xlabel="epoch", ylabel="loss")
+    has_val = any(_series(histories[n], "val_loss")[0] for n in names)
+    axes[0].set(title="loss (solid train, dashed val)" if has_val else "training loss", xlabel="epoch",
+                ylabel="loss")
     axes[1].set(title=f"validation {primary}", xlabel="epoch", ylabel=primary)
     if parts:
         for key in parts:
@@ -301,14 +303,18 @@ def _size_latency(metrics: dict) -> str:
     fig = Figure(figsize=(14, 3.8))
     axes = fig.subplots(1, 3)
     bars = [(n, models[n].get("params") or 0, _colour(n, names)) for n in names]
-    size = [(f"{n} fp32", 4 * (models[n].get("params") or 0) / 1e6, _colour(n, names)) for n in names]
+    # like with like: the student's real ONNX files (FP32, INT8); the other models as params x 4 bytes
+    size = [(f"{n} (params x 4 B)", 4 * (models[n].get("params") or 0) / 1e6, _colour(n, names)) for n in names
+            if not (n == "student" and _is_num(export.get("onnx_bytes")))]
+    if _is_num(export.get("onnx_bytes")):
+        size.append(("student fp32 onnx file", export["onnx_bytes"] / 1e6, _colour("student", names)))
     if _is_num(export.get("int8_bytes")):
-        size.append(("student int8 onnx", export["int8_bytes"] / 1e6, "C7"))
+        size.append(("student int8 onnx file", export["int8_bytes"] / 1e6, "C7"))
     lat = [(f"{n} torch", models[n].get("latency_ms") or 0, _colour(n, names)) for n in names]
     for key, label in (("onnx_latency_ms", "student onnx fp32"), ("int8_latency_ms", "student onnx int8")):
         if _is_num(export.get(key)):
             lat.append((label, export[key], "C7"))
-    specs = ((bars, "parameters", "count"), (size, "model size (params x 4 B; INT8 file)", "MB"),
+    specs = ((bars, "parameters", "count"), (size, "model size (ONNX files; others params x 4 B)", "MB"),
              (lat, "latency, batch 1", "ms"))
     for ax, (items, title, unit) in zip(axes, specs, strict=True):
         labels, values, colours = zip(*items, strict=True) if items else ((), (), ())
@@ -337,6 +343,39 @@ def _export(metrics: dict) -> str:
     return out
 
 
+def _section_tables(name: str, value: Any) -> str:
+    """A recipe's metrics.json section as tables: scalars as key/value rows, lists of records as one table each
+    (numbers compact); anything else is summarised, never dumped."""
+    parts = [f"<h3>{_esc(name)}</h3>"]
+    if not isinstance(value, dict):
+        value = {name: value}
+    scalars = _flat(value)
+    if scalars:
+        parts.append(_table(["", "value"], [[k, v] for k, v in scalars.items()]))
+    for key, v in _lists(value):
+        if v and all(isinstance(r, dict) for r in v):
+            cols = list(dict.fromkeys(c for r in v for c, x in _flat(r).items()))
+            rows = [[_flat(r).get(c) for c in cols] for r in v[:50]]
+            more = f"<p class='note'>first 50 of {len(v)} rows (all in metrics.json)</p>" if len(v) > 50 else ""
+            parts.append(f"<p><b>{_esc(key)}</b></p>" + _table(cols, rows) + more)
+        elif v and all(_is_num(x) or isinstance(x, str) for x in v) and len(v) <= 20:
+            parts.append(f"<p><b>{_esc(key)}:</b> {_esc(', '.join(_fmt(x) for x in v))}</p>")
+        else:
+            parts.append(f"<p class='note'>{_esc(key)}: {len(v)} values (in metrics.json)</p>")
+    return "".join(parts)
+
+
+def _lists(value: dict, prefix: str = "") -> list[tuple[str, list]]:
+    """(dotted key, list) of every list inside nested dicts."""
+    out: list[tuple[str, list]] = []
+    for k, v in value.items():
+        if isinstance(v, dict):
+            out += _lists(v, f"{prefix}{k}.")
+        elif isinstance(v, (list, tuple)):
+            out.append((f"{prefix}{k}", list(v)))
+    return out
+
+
 def _header(metrics: dict) -> str:
     """Title line, run metadata and the synthetic-data badge."""
     data = metrics.get("data") or {}
@@ -346,7 +385,9 @@ def _header(metrics: dict) -> str:
             ("train / val / test", " / ".join(_fmt(data.get(k)) for k in ("n_train", "n_val", "n_test"))),
             ("primary metric", metrics.get("primary_metric"))]
     spans = "".join(f"<span><b>{_esc(k)}:</b> {_esc(_fmt(v))}</span>" for k, v in meta)
-    return f"<h1>{_esc(metrics.get('name', 'cmkd run'))}{badge}</h1><p class='meta'>{spans}</p>"
+    quick = ("<p class='quick'><b>QUICK RUN (--quick):</b> a smoke test with few epochs and small data; its "
+             "figures check that the pipeline works and are not results.</p>" if metrics.get("quick") else "")
+    return f"<h1>{_esc(metrics.get('name', 'cmkd run'))}{badge}</h1><p class='meta'>{spans}</p>{quick}"
 
 
 def write_report(path: str | Path, metrics: dict, histories: dict[str, list[dict]],
@@ -381,8 +422,7 @@ def write_report(path: str | Path, metrics: dict, histories: dict[str, list[dict
         *(extra_html or []),
     ]
     if extra:
-        sections += ["<h2>Recipe sections</h2>",
-                     f"<pre>{_esc(json.dumps(extra, indent=2, default=str))}</pre>"]
+        sections += ["<h2>Recipe sections</h2>", *(_section_tables(k, v) for k, v in extra.items())]
     title = _esc(metrics.get("name", "cmkd"))
     page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{title} · cmkd report</title>"
             f"<style>{_CSS}</style></head><body>{''.join(sections)}</body></html>\n")
@@ -426,7 +466,7 @@ def print_summary(metrics: dict, out: Path | None = None) -> None:
     for name, ref in (metrics.get("references") or {}).items():
         tab.add_row(f"{name} (reference)", "+".join(metrics["models"]["student"]["modalities"]), "-",
                     *[f"{ref[k]:.4f}" if k in ref else "-" for k in names], "-", "")
-    con = Console(file=sys.stdout)
+    con = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 400)  # a log: the table's own width
     con.print(tab)
     if metrics.get("recommended"):
         rec, dep = metrics["recommended"], metrics.get("deployed") or {}

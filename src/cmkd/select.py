@@ -11,7 +11,6 @@ the best subset under the budget is chosen on validation. Writes ``select.json``
 from __future__ import annotations
 
 import itertools
-import json
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import numpy as np
 
 from .config import ExperimentConfig
 from .errors import CmkdError
+from .io import dumps
 
 EXHAUSTIVE_MAX = 6
 
@@ -102,7 +102,7 @@ def select(cfg: ExperimentConfig, arrays: dict[str, np.ndarray], budget: float, 
         from .io import atomic_write_text
 
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "select.json", json.dumps(result, indent=1))
+        atomic_write_text(out / "select.json", dumps(result, indent=1))
         plot(result, out / "pareto.png")
     return result
 

@@ -193,6 +193,7 @@ def fit(model: MultimodalNet, data: MultimodalData, train_idx: np.ndarray, val_i
 
         ids = [torch.device(device).index] if torch.device(device).type == "cuda" else None
         step = DistributedDataParallel(step, device_ids=ids, find_unused_parameters=True)
+    plain = not quiet and not sys.stderr.isatty()  # the bar is off there (see _progress)
     with _progress(quiet or me > 0) as prog:
         task = prog.add_task(desc, total=cfg.epochs, completed=start, info="")
         for epoch in range(start, cfg.epochs):
@@ -249,7 +250,13 @@ def fit(model: MultimodalNet, data: MultimodalData, train_idx: np.ndarray, val_i
                              "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
                              "history": history, "best_score": best_score, "best_state": best_state,
                              "bad": bad, "epoch": epoch + 1, "done": done}, ckpt_path)
-            prog.update(task, advance=1, info=f"loss {row['train_loss']:.3f}  val {metric} {val[metric]:.3f}")
+            info = f"loss {row['train_loss']:.3f}  val {metric} {val[metric]:.3f}"
+            if bad >= cfg.patience and epoch + 1 < cfg.epochs:  # early stop: say so, the bar stays at k/N
+                best_k = max(range(len(history)), key=lambda i: sign * history[i]["val_metric"]) + 1
+                info += f"  stopped early at epoch {epoch + 1} (best {best_k})"
+            prog.update(task, advance=1, info=info)
+            if plain and me == 0:  # off a terminal (a log file, CI): one plain line per epoch instead of a bar
+                print(f"{desc} epoch {epoch + 1}/{cfg.epochs}: {info}", flush=True)
             if done:
                 break
     if best_state is not None and select_best:

@@ -16,9 +16,9 @@ must take the network student's raw inputs (one positional input per modality, N
 text as token ids) and flatten them itself, which a converter of a bare estimator does not do; (2) the
 thresholds and leaf values go in as double tensors (``ai.onnx.ml`` opset 3) and NaN follows each node's
 ``missing_go_to_left`` (``nodes_missing_value_tracks_true``), so ONNX Runtime takes exactly scikit-learn's path
-through every tree; (3) no new dependency. The outputs follow :func:`cmkd.export.output_names`: per
-classification target its "logits" (log of the averaged probabilities, so softmax and argmax give the forest's
-probabilities and class), per regression target its values in raw units; then ``<target>_std`` per regression
+through every tree; (3) no new dependency. The outputs follow :func:`cmkd.export.output_names` and the network student's
+contract (:mod:`cmkd.edge`): per classification target the class probabilities (the forest's average), per
+regression target its values in raw units; then ``<target>_std`` per regression
 target, a constant per output column: the tree student's RMSE on the validation samples.
 """
 
@@ -291,6 +291,12 @@ def _tree_nodes(model, n_out: int, class_cols: np.ndarray | None, features: np.n
     return a
 
 
+def as_logits(prob: np.ndarray) -> np.ndarray:
+    """Class probabilities (a tree graph's output) as the log-probabilities that :func:`cmkd.evaluate.predict`
+    and the tree models' ``predict`` call logits (clipped at ``LOG_EPS``)."""
+    return np.log(np.clip(prob, LOG_EPS, None))
+
+
 def ensemble_onnx(heads: dict[str, dict], modalities: list[str], kinds: dict[str, str],
                   shapes: dict[str, tuple[int, ...]], text_vocab: int = 4096):  # noqa: ANN201 - onnx.ModelProto
     """An ONNX model: the raw inputs of ``modalities`` -> one output per head, then ``<t>_std`` per regression head.
@@ -299,8 +305,8 @@ def ensemble_onnx(heads: dict[str, dict], modalities: list[str], kinds: dict[str
         heads: target -> ``{"model": fitted forest, "kind": "classification" | "regression", "std": (K,) or
             None, "n_classes": C (classifiers: the full class count), "classes": classifier column -> class id,
             "features": the model's feature index -> input feature column (None: the same)}``.
-            A classification head built on a regressor outputs log of its (probability) outputs; one built on a
-            classifier the log of ``predict_proba`` spread over the full class list.
+            A classification head built on a regressor outputs its (probability) outputs; one built on a
+            classifier ``predict_proba`` spread over the full class list.
         modalities: input order; ``kinds`` and ``shapes`` (per sample) of each.
         text_vocab: the hashed vocabulary of text inputs (int64 token ids).
     """
@@ -340,7 +346,7 @@ def ensemble_onnx(heads: dict[str, dict], modalities: list[str], kinds: dict[str
             n_out = int(model.n_outputs_)
             cols = None
         a = _tree_nodes(model, n_out, cols, h.get("features"))
-        raw = f"{t}_raw" if kind == "classification" else t
+        raw = t
         nodes.append(helper.make_node(
             "TreeEnsembleRegressor", ["features"], [raw], domain="ai.onnx.ml", n_targets=n_out,
             aggregate_function="AVERAGE", post_transform="NONE",
@@ -349,11 +355,7 @@ def ensemble_onnx(heads: dict[str, dict], modalities: list[str], kinds: dict[str
             nodes_modes=a["modes"], nodes_truenodeids=a["true"], nodes_falsenodeids=a["false"],
             nodes_missing_value_tracks_true=a["missing"], target_treeids=a["t_tree"], target_nodeids=a["t_node"],
             target_ids=a["t_id"], target_weights_as_tensor=numpy_helper.from_array(np.array(a["t_w"], np.float64))))
-        if kind == "classification":
-            inits.append(numpy_helper.from_array(np.array(LOG_EPS, np.float32), f"{t}_eps"))
-            nodes += [helper.make_node("Max", [raw, f"{t}_eps"], [f"{t}_clip"]),
-                      helper.make_node("Log", [f"{t}_clip"], [t])]
-        else:
+        if kind != "classification":
             std = np.asarray(h.get("std") if h.get("std") is not None else np.ones(n_out), np.float32)
             inits.append(numpy_helper.from_array(std.reshape(1, n_out), f"{t}_stdconst"))
             nodes += [helper.make_node("Shape", [t], [f"{t}_shape"]),
@@ -386,8 +388,8 @@ def export_tree_student(student: TreeStudent, data: MultimodalData, idx: np.ndar
     diffs, preds = [], {}
     for t, kind in student.target_kinds.items():
         key = f"{t}/logits" if kind == "classification" else f"{t}/value"
-        preds[key] = got[t]
-        diffs.append(float(np.max(np.abs(got[t] - ref[key]), initial=0.0)))
+        preds[key] = as_logits(got[t]) if kind == "classification" else got[t]  # the graph outputs probabilities
+        diffs.append(float(np.max(np.abs(preds[key] - ref[key]), initial=0.0)))
         if kind == "regression":
             diffs.append(float(np.max(np.abs(got[f"{t}_std"] - ref[f"{t}/std"]), initial=0.0)))
     return {"onnx": Path(path).name, "max_abs_diff": max(diffs), "onnx_latency_ms": ort_latency_ms(sess, feed,

@@ -12,7 +12,6 @@ differential evolution, Storn & Price, 1997, on the same box, run for about ``tr
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from .config import ExperimentConfig, dump_config, validate
-from .errors import CmkdError
+from .errors import CmkdError, require
+from .io import dumps
 
 # name -> (low, high, log scale); width is searched as an index into WIDTHS
 SPACE: dict[str, tuple[float, float, bool]] = {
@@ -132,7 +132,7 @@ def tune(cfg: ExperimentConfig, arrays: dict[str, np.ndarray], trials: int, samp
 
     default_value = evaluate({})
     if sampler == "tpe":
-        import optuna
+        optuna = require("optuna", "tune", "cmkd tune --sampler tpe")
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.create_study(direction="maximize" if sign > 0 else "minimize",
@@ -169,6 +169,6 @@ def tune(cfg: ExperimentConfig, arrays: dict[str, np.ndarray], trials: int, samp
         from .io import atomic_write_text
 
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "trials.json", json.dumps(result, indent=1))
+        atomic_write_text(out / "trials.json", dumps(result, indent=1))
         atomic_write_text(out / "best.yaml", dump_config(best_cfg))
     return result

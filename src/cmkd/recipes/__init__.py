@@ -6,6 +6,7 @@ one line in :data:`RECIPES`; a recipe registered from elsewhere (:func:`register
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 from ..errors import CmkdError
 from .base import REGISTRY, Recipe, register_recipe
@@ -43,6 +44,41 @@ def get_recipe(name: str) -> Recipe:
     return REGISTRY[name]
 
 
+def _constants(module: str, names: tuple[str, ...]) -> dict[str, object]:
+    """Module-level literal constants read from a module's source without importing it (no torch for
+    `cmkd list`); {} when the module cannot be found this way."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return {}
+    found: dict[str, object] = {}
+    for node in ast.parse(Path(spec.origin).read_text()).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            if node.targets[0].id in names:
+                try:
+                    found[node.targets[0].id] = ast.literal_eval(node.value)
+                except ValueError:
+                    pass
+    return found
+
+
+def cli_help(name: str) -> str | None:
+    """The help line of a built-in recipe's own subcommands (its module's literal ``CLI_HELP``, read without
+    importing it), or None when it declares none."""
+    if name not in RECIPES:
+        return None
+    h = _constants(RECIPES[name], ("CLI_HELP",)).get("CLI_HELP")
+    return h if isinstance(h, str) else None
+
+
 def list_recipes() -> dict[str, str]:
-    """Recipe name -> one-line description."""
-    return {name: get_recipe(name).label() for name in recipe_names()}
+    """Recipe name -> one-line description; a built-in recipe's read from its module's literal ``DESCRIPTION``
+    and ``SYNTHETIC`` without importing it (no torch for ``cmkd list``)."""
+    out = {}
+    for name in recipe_names():
+        c = _constants(RECIPES[name], ("DESCRIPTION", "SYNTHETIC")) if name in RECIPES and name not in REGISTRY else {}
+        out[name] = (f"{c['DESCRIPTION']}" + (" [synthetic data]" if c["SYNTHETIC"] else " [real data]")
+                     if len(c) == 2 else get_recipe(name).label())
+    return out

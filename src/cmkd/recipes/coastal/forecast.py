@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import CmkdError
+from ...errors import CmkdError, require
+from ...io import dumps
 from . import decisions
 from .harmonic import HarmonicModel
 
@@ -33,7 +34,7 @@ def save_tides(models: dict[int, HarmonicModel], assets: list[dict], path: Path)
         str(s): {"constituents": list(m.constituents), "speeds": m.speeds.tolist(), "mean": m.mean,
                  "trend": m.trend, "t0": m.t0, "coef": m.coef.tolist(), "n_obs": m.n_obs,
                  "rms_residual": m.rms_residual} for s, m in models.items()}}
-    atomic_write_text(path, json.dumps(doc, indent=1))
+    atomic_write_text(path, dumps(doc, indent=1))
 
 
 def load_tides(path: Path) -> tuple[dict[int, HarmonicModel], list[dict]]:
@@ -53,7 +54,7 @@ def load_tides(path: Path) -> tuple[dict[int, HarmonicModel], list[dict]]:
 
 def read_csv(path: Path, channels: tuple[str, ...]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Per station: (hours since EPOCH on a regular hourly grid, (T, C) readings with NaN gaps)."""
-    import pandas as pd
+    pd = require("pandas", "coastal", "a CSV of gauge readings")
 
     if not path.is_file():
         raise CmkdError(f"input CSV not found: {path}")

@@ -62,6 +62,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import CmkdError
+from ...io import dumps
 from ...missing import PATTERNS, channel_masks, make_mask
 from ..base import Recipe, options_model, register_recipe
 from . import decisions
@@ -348,7 +349,7 @@ def analyse(ctx: dict) -> dict:
            "interval": "90% split-conformal", "assets": assets, "recommendations": recs}
     from ...io import atomic_write_text
 
-    atomic_write_text(out / "recommendations.json", json.dumps(doc, indent=2))
+    atomic_write_text(out / "recommendations.json", dumps(doc, indent=2))
     from .forecast import save_tides
 
     observed = np.where(_mixed_masks(scene, np.random.default_rng(int(cfg.seed) + 104_729)), np.nan, scene.sensors)
@@ -411,8 +412,10 @@ def _html(res: dict, recs: list[dict], figure_html, table_html, escape) -> str: 
         axes[0].legend(fontsize=6, ncol=2, title="colour: model; line: failure pattern", title_fontsize=6)
         axes[1].axhspan(0.87, 0.93, color="0.9")
         axes[1].axhline(0.9, color="k", lw=0.8)
-        axes[1].set(xlabel="sensor readings missing (%)", ylabel="coverage of 90% intervals", ylim=(0.7, 1.0),
-                    title="Calibrated interval coverage")
+        cov = [r["student_coverage_90"] for r in sweep if isinstance(r.get("student_coverage_90"), float)]
+        top = max([1.0, *cov]) + 0.02  # a margin: coverage 1.0 must not sit on the frame
+        axes[1].set(xlabel="sensor readings missing (%)", ylabel="coverage of 90% intervals",
+                    ylim=(min([0.7, *cov]) - 0.02, top), title="Calibrated interval coverage")
         axes[1].legend(fontsize=7)
         parts.append(figure_html(fig, "RMSE and coverage against missing rate"))
         plt.close(fig)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from ...io import atomic_write_text, check_out_dir, model_dir
+from ...io import atomic_write_text, check_out_dir, dumps, model_dir
 from .design import design, example
 
 
@@ -36,7 +35,7 @@ def app() -> typer.Typer:
         """Predict hull thickness, waste capacity, emergency buoyancy and compliance per jurisdiction for a proposed
         habitat; list violations (rule id, text, why), resolved conflicts and a concrete change per violation."""
         res = design(model_dir(model), acoustic, legal, sensor, structural, rules, jurisdiction or None)
-        atomic_write_text(output, json.dumps(res, indent=1))
+        atomic_write_text(output, dumps(res, indent=1))
         comp = ", ".join(f"{j}: {v['rule_engine']}" for j, v in res["compliance"].items())
         typer.echo(f"hull {res['hull_thickness_mm']:.1f} mm, waste {res['waste_capacity_m3']:.2f} m3, buoyancy "
                    f"{res['emergency_buoyancy_kn']:.1f} kN; {comp}; {len(res['violations'])} violation(s), "

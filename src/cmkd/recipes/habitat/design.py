@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import CmkdError
+from ...errors import CmkdError, require
 from .rules import DESIGN_FIELDS, MATERIALS, SEABEDS, STATUSES, load_rules, recommend, required
 from .scene import OCEAN_COLUMNS, SEQ_LEN, SIGNAL_LEN, structural_vector
 
@@ -36,6 +36,7 @@ def read_legal(path: Path) -> str:
     elif suffix == ".pdf":
         import logging
 
+        require("pypdf", "habitat", "a PDF legal brief")
         from pypdf import PdfReader
         from pypdf.errors import PyPdfError
 
@@ -74,7 +75,7 @@ def read_ocean(path: Path) -> tuple[np.ndarray, dict[str, float]]:
     """(1, SEQ_LEN, 4) hourly ocean series (the last SEQ_LEN rows; fewer are padded with gaps) and the site
     facts taken from it: depth (median pressure, dbar ~ m), oxygen and temperature (medians), current (90th
     percentile)."""
-    import pandas as pd
+    pd = require("pandas", "habitat", "the ocean sensor CSV")
 
     if not path.is_file():
         raise CmkdError(f"sensor CSV not found: {path}")
@@ -160,10 +161,8 @@ def design(model_dir: Path, acoustic: Path, legal: Path, sensor: Path, structura
     feed = model_inputs(meta, {m: arrays[m] for m in meta["hparams"]["modalities"]}, str(model_dir))
     outs = dict(zip(meta["hparams"]["targets"], ort_run(ort_session(onnx), feed)))
 
-    def probs(t: str) -> np.ndarray:
-        z = outs[t][0]
-        e = np.exp(z - z.max())
-        return e / e.sum()
+    def probs(t: str) -> np.ndarray:  # the ONNX graph outputs class probabilities
+        return outs[t][0]
 
     seabed_p = probs("seabed")
     seabed = SEABEDS[int(meta["classes"]["seabed"][int(seabed_p.argmax())])]
@@ -223,7 +222,7 @@ def write_pdf(text: str, path: Path, width: int = 90) -> None:
 
 def example(out: Path, seed: int = 0, index: int = 0) -> list[Path]:
     """Write one SYNTHETIC site's design-tool inputs: survey.npy, rules.txt, rules.pdf, ocean.csv, spec.json."""
-    import pandas as pd
+    pd = require("pandas", "habitat", "cmkd habitat example")
 
     from .scene import generate
 

@@ -44,6 +44,8 @@ from .cli import app as habitat_cli
 from .rules import STATUSES, load_rules
 from .scene import generate
 
+# the help line of `cmkd habitat` (read without importing this module, so `cmkd --help` stays fast)
+CLI_HELP = "The habitat recipe's design tool (SYNTHETIC-trained model, ILLUSTRATIVE rules, not legal advice)."
 DESCRIPTION = "Deep-sea habitat design: legal/sonar/ocean/structural teachers -> one fast compliance student"
 SYNTHETIC = True
 JURISDICTIONS = ("national", "unclos", "isa", "environment")

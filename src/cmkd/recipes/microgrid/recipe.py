@@ -62,7 +62,6 @@ Options (``--set options.KEY=VALUE``): ``train_windows`` (16; quick 2), ``val_wi
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -71,6 +70,7 @@ import numpy as np
 import torch
 
 from ...errors import CmkdError
+from ...io import dumps
 from ..base import Recipe, options_model, register_recipe
 from .control import (
     STREAMS,
@@ -416,7 +416,7 @@ def analyse(ctx: dict) -> dict:
     doc = {k: v for k, v in res.items() if k != "series"}
     doc["series"] = {k: {kk: np.round(vv, 4).tolist() for kk, vv in s.items()} for k, s in res["series"].items()}
     doc["series_fields"] = {"actions": list(ACTIONS)}
-    atomic_write_text(out / "closed_loop.json", json.dumps(doc))
+    atomic_write_text(out / "closed_loop.json", dumps(doc))
     metrics = {k: v for k, v in res.items() if k != "series"}
     return {"metrics": {"microgrid": metrics}, "html": [_html(res, figure_html, table_html, escape)]}
 

@@ -37,10 +37,9 @@ sum_c f_c k_c`` scores the estimate (error of the total, interval coverage).
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
+from ...io import dumps
 from .scene import CLASS_NAMES, generate
 
 COEFFICIENTS = {"olivine": 0.85, "pyroxene": 0.35, "serpentine": 0.45, "basalt": 0.28, "wollastonite": 0.92,
@@ -201,7 +200,7 @@ def analyse(ctx: dict) -> dict:
                "carbonation": carb, "deployment": deployment}
     from ...io import atomic_write_text
 
-    atomic_write_text(out / "survey.json", json.dumps(section, indent=1))
+    atomic_write_text(out / "survey.json", dumps(section, indent=1))
     html = _html(section, scene["coord_row"][test], scene["coord_col"][test], truth, maps)
     return {"metrics": {"survey": section}, "html": [html]}
 
@@ -215,24 +214,28 @@ def _deployment(metrics: dict) -> list[dict]:
     """What a survey team weighs: accuracy, sensor power, inference time, model size, preservation."""
     models, costs = metrics["models"], metrics.get("costs", {})
     t = models["teacher"]
+    ex = metrics.get("export") or {}
     rows = []
     for role, m in models.items():
+        # the student's size is its exported FP32 ONNX file (comparable with the INT8 file); others params x 4 B
+        file_size = role == "student" and isinstance(ex.get("onnx_bytes"), int)
         power = float(sum(costs.get(x, 0.0) for x in m["modalities"]))
         rows.append({"model": role, "modalities": m["modalities"], "accuracy": m["metrics"].get("accuracy"),
                      "scored_on": m.get("scored_on", "test"), "sensor_power_w": power,
-                     "latency_ms": m["latency_ms"], "size_bytes": 4 * int(m["params"]),
+                     "latency_ms": m["latency_ms"],
+                     "size_bytes": int(ex["onnx_bytes"]) if file_size else 4 * int(m["params"]),
+                     "size_from": "ONNX FP32 file" if file_size else "params x 4 B",
                      "accuracy_preservation": (m["metrics"].get("accuracy", 0) / t["metrics"]["accuracy"]
                                                if t["metrics"].get("accuracy") else None),
                      "power_reduction": 1 - power / t["cost"] if t.get("cost") else None,
                      "speedup_vs_teacher": t["latency_ms"] / m["latency_ms"] if m["latency_ms"] else None})
-    ex = metrics.get("export") or {}
     if ex.get("int8_metrics"):
         st = models["student"]
         power = float(sum(costs.get(x, 0.0) for x in st["modalities"]))
         acc = ex["int8_metrics"].get("accuracy")
         rows.append({"model": "student INT8 (ONNX Runtime)", "modalities": st["modalities"], "accuracy": acc,
                      "scored_on": "test", "sensor_power_w": power, "latency_ms": ex["int8_latency_ms"],
-                     "size_bytes": int(ex["int8_bytes"]),
+                     "size_bytes": int(ex["int8_bytes"]), "size_from": "ONNX INT8 file",
                      "accuracy_preservation": acc / t["metrics"]["accuracy"] if acc is not None else None,
                      "power_reduction": 1 - power / t["cost"] if t.get("cost") else None,
                      "speedup_vs_teacher": t["latency_ms"] / ex["int8_latency_ms"]})

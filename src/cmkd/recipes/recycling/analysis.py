@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import CmkdError
+from ...io import dumps
 from .policy import Policy
 from .scene import DEGRADATION, MATERIALS
 
@@ -71,7 +72,7 @@ def _outputs(ctx: dict) -> dict[str, dict[str, np.ndarray]]:
         res = ort_run(sess, {"visual": data.inputs["visual"][test]})
         names = [o.name for o in sess.get_outputs()]
         got = dict(zip(names, res))
-        out["student_int8"] = {"prob": _softmax(got["material"]), "quality": got["quality"].reshape(-1),
+        out["student_int8"] = {"prob": got["material"], "quality": got["quality"].reshape(-1),
                                "degradation": got["degradation"].argmax(1)}
     return out
 
@@ -113,8 +114,8 @@ def analyse(ctx: dict) -> dict:
                "true_routes": {r: int(v) for r, v in truth["sent"].items()},
                "sorting": sorting, "per_class_f1": per_class, "energy": en,
                "cost_matrix": policy.cost_matrix()}
-    atomic_write_text(out / "sorting.json", json.dumps(section, indent=1))
-    atomic_write_text(out / "policy.json", json.dumps({"synthetic": True, "materials": MATERIALS,
+    atomic_write_text(out / "sorting.json", dumps(section, indent=1))
+    atomic_write_text(out / "policy.json", dumps({"synthetic": True, "materials": MATERIALS,
                                                        "degradation": DEGRADATION, "policy": policy.to_json()},
                                                       indent=1))
     return {"metrics": {"recycling": section}, "html": [_html(section, policy)]}
@@ -190,41 +191,34 @@ def read_png(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
 
 
 def predict_folder(model_dir: Path, folder: Path, int8: bool = False) -> dict:
-    """Routes of every ``*.png`` in ``folder`` by the run in ``model_dir`` (its ONNX student and policy.json)."""
-    import yaml
-
-    from ...export import ort_run, ort_session
-    from ...io import safe_load
+    """Routes of every ``*.png`` in ``folder`` by the run in ``model_dir`` (its ONNX student, the student's sidecar
+    and policy.json), without torch: :class:`cmkd.runtime.EdgeModel` and the numpy :class:`Policy`."""
+    from ...runtime import EdgeModel, read_card, sidecar_path
 
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png" and p.is_file())
     if not files:
         raise CmkdError(f"{folder}: no .png file in the folder")
-    st = model_dir / "student.pt"
-    if not st.is_file():
-        raise CmkdError(f"{st} not found (the --model folder must be the --out folder of `cmkd run recycling`)")
-    meta = safe_load(st)
-    recipe = (yaml.safe_load(meta.get("config") or "") or {}).get("recipe")
-    if recipe != "recycling":
+    onnx = model_dir / ("student.int8.onnx" if int8 else "student.onnx")
+    if not onnx.is_file():
+        raise CmkdError(f"{onnx} not found (the --model folder must be the --out folder of `cmkd run recycling`; "
+                        f"or run `cmkd export --model {model_dir}`)")
+    card = read_card(sidecar_path(onnx))
+    if card.get("recipe") != "recycling":
         raise CmkdError(f"a folder of PNGs is input for models of the recycling recipe; {model_dir} was trained by "
-                        f"{recipe or 'a YAML experiment'}: pass an .npz")
+                        f"{card.get('recipe') or 'a YAML experiment'}: pass an .npz")
     pol_path = model_dir / "policy.json"
     try:
         saved = json.loads(pol_path.read_text())["policy"]
     except (OSError, ValueError, KeyError, TypeError):
         raise CmkdError(f"{pol_path}: missing or damaged (re-run `cmkd run recycling`)") from None
     policy = Policy(saved)
-    mods = meta["hparams"]["modalities"]
-    (name, spec), = mods.items()
-    shape = tuple(spec["shape"])
+    (spec,) = card["inputs"]
+    name, shape = spec["name"], tuple(spec["shape"])
     x = np.stack([read_png(p, shape) for p in files]).astype(np.float32)
-    onnx = model_dir / ("student.int8.onnx" if int8 else "student.onnx")
-    if not onnx.is_file():
-        raise CmkdError(f"{onnx} not found; run `cmkd export --model {model_dir}` first")
-    sess = ort_session(onnx)
-    got = dict(zip([o.name for o in sess.get_outputs()], ort_run(sess, {name: x})))
-    mat_cls = np.asarray(meta["classes"]["material"])
-    deg_cls = np.asarray(meta["classes"]["degradation"])
-    prob = _softmax(got["material"])
+    got = EdgeModel(onnx).run({name: x})
+    classes = {t["name"]: [c["id"] for c in t.get("classes", [])] for t in card["targets"]}
+    mat_cls, deg_cls = np.asarray(classes["material"]), np.asarray(classes["degradation"])
+    prob = got["material"]  # class probabilities (softmax inside the graph)
     mat = mat_cls[prob.argmax(1)]
     deg = deg_cls[got["degradation"].argmax(1)]
     quality = np.clip(got["quality"].reshape(-1), 0.0, 1.0)

@@ -37,13 +37,13 @@ robot's processor while inferring, 5 W), ``png_dir`` (with ``cmkd data``: write 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ...errors import CmkdError
+from ...io import dumps
 from ..base import Recipe, options_model, register_recipe
 from .analysis import analyse as analyse_sorting
 from .scene import DEGRADATION, MATERIALS, generate
@@ -139,7 +139,7 @@ def write_pngs(folder: Path, visual: np.ndarray, material: np.ndarray, degradati
         paths.append(p)
         labels[p.name] = {"material": MATERIALS[int(material[i])], "degradation": DEGRADATION[int(degradation[i])],
                           "quality": round(float(quality[i]), 4)}
-    atomic_write_text(folder / "labels.json", json.dumps({"synthetic": True, "items": labels}, indent=1))
+    atomic_write_text(folder / "labels.json", dumps({"synthetic": True, "items": labels}, indent=1))
     return paths
 
 

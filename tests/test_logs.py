@@ -1,0 +1,38 @@
+"""Training logs: a CSV per model, a plain line per epoch off a terminal, the early stop said on the bar/line."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pytest
+from helpers import make_config, write_case
+
+import cmkd
+from cmkd.logs import history_csv, write_history_csvs
+
+
+def test_history_csv_columns_and_files(tmp_path: Path) -> None:
+    rows = [{"epoch": 1, "lr": 0.1, "train_loss": 2.0, "val_metric": 0.5},
+            {"epoch": 2, "lr": 0.1, "train_loss": 1.5, "train_kd": 0.3, "val_metric": 0.6}]
+    got = list(csv.DictReader(io.StringIO(history_csv(rows))))
+    assert list(got[0]) == ["epoch", "lr", "train_loss", "val_metric", "train_kd"]
+    assert got[0]["train_kd"] == "" and got[1]["train_kd"] == "0.3"
+    paths = write_history_csvs(tmp_path / "logs", {"student": rows, "teacher": rows[:1], "odd": {"x": 1}})
+    assert sorted(p.name for p in paths) == ["student.csv", "teacher.csv"]
+
+
+def test_plain_epoch_lines_and_early_stop(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Under pytest stderr is not a terminal: every epoch prints one plain line, and an early stop says where."""
+    cfg = make_config(epochs=1)
+    cfg["student"].update(epochs=40, patience=1)
+    y = write_case(tmp_path, config=cfg)
+    cmkd.run(str(y), tmp_path / "out", overrides=["export.enabled=false"])
+    out = capsys.readouterr().out
+    lines = [ln for ln in out.splitlines() if ln.startswith("student epoch ")]
+    assert lines and lines[0].startswith("student epoch 1/40: loss ")
+    assert "stopped early at epoch" in lines[-1] and "(best " in lines[-1]
+    k = int(lines[-1].split("stopped early at epoch ")[1].split()[0])
+    assert k == len(lines) < 40
+    assert len((tmp_path / "out" / "logs" / "student.csv").read_text().splitlines()) == k + 1
