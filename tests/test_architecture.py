@@ -70,8 +70,10 @@ def import_graph() -> dict[str, set[str]]:
                 if name == "import_module" and node.args and isinstance(node.args[0], ast.Constant):
                     if isinstance(node.args[0].value, str):
                         targets = [node.args[0].value]
-            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("cmkd."):
+            elif (isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("cmkd.")
+                  and node.value in modules):
                 targets = [node.value]  # a module named by a string, e.g. a registry's "cmkd.recipes.x" entry
+                # (exactly a module's name: "cmkd.sidecar", an ONNX metadata key, names none)
             for t in targets:
                 hit = _known(t, modules)
                 if hit and hit != mod:

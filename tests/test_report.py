@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from browser import check_report, chromium, problems
 
 from cmkd.report import write_report
 
@@ -110,3 +111,17 @@ def test_quick_banner_recipe_tables_and_scrolling(tmp_path: Path) -> None:
     assert text.count("<div class='tbl'><table>") == text.count("<table>") > 0
     assert ".tbl{max-width:100%;overflow-x:auto}" in text
     assert "QUICK RUN" not in write_report(tmp_path / "r2.html", _metrics("classification"), {}, {}).read_text()
+
+
+@pytest.mark.skipif(chromium() is None, reason="no headless Chromium installed (Debian: apt-get install "
+                    "chromium-headless-shell); the browser check of the report is skipped")
+def test_report_renders_cleanly_in_headless_chromium(tmp_path: Path) -> None:
+    """A real browser: no console error, no network request, every image loads, nothing wider than the window
+    (a wide recipe table scrolls inside its box)."""
+    metrics = _metrics("regression")
+    metrics["quick"] = True
+    metrics["wide"] = {"sweep": [{f"column {i} with a long name": 1.234567 * i for i in range(40)}]}
+    path = write_report(tmp_path / "report.html", metrics, _histories(), _predictions("regression"))
+    check = check_report(path)
+    assert check["images"] >= 5
+    assert problems(check) == []

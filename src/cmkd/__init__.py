@@ -20,8 +20,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .errors import CmkdError
-
-__version__ = "0.1.0"
+from .version import __version__
 
 # public name -> the module that defines it
 _LAZY = {
@@ -53,6 +52,9 @@ def __getattr__(name: str) -> Any:
     mod = _LAZY.get(name)
     if mod is None:
         raise AttributeError(f"module 'cmkd' has no attribute {name!r}")
+    if mod == "config":  # validating a config runs the encoder / loss-term checks those registries register
+        importlib.import_module(".models", __name__)
+        importlib.import_module(".losses", __name__)
     value = getattr(importlib.import_module(f".{mod}", __name__), name)
     globals()[name] = value
     return value

@@ -39,8 +39,9 @@ def register_name_check(name: str) -> Callable[[Callable[[Any], None]], Callable
 def _check_names(name: str, value: Any) -> None:
     """Run the registered check of ``name``; its CmkdError becomes the ValueError pydantic reports."""
     check = NAME_CHECKS.get(name)
-    if check is None:  # a programming error: the registry module was not imported
-        raise RuntimeError(f"no name check registered for {name!r}; import cmkd first")
+    if check is None:  # the registries register their checks when imported (config imports nothing above it)
+        raise RuntimeError(f"no name check registered for {name!r}: import cmkd.models and cmkd.losses before "
+                           "validating a config (cmkd.load_config and cmkd.resolve do)")
     try:
         check(value)
     except CmkdError as e:
@@ -62,6 +63,10 @@ class TargetSpec(_Strict):
     """One prediction target."""
 
     kind: Literal["classification", "regression"]
+    # names of a regression target's output columns (plots and tables use them instead of "output k")
+    columns: list[str] | None = None
+    # a regression target's units, for plots and the edge model's sidecar
+    units: str | None = None
 
 
 class DataConfig(_Strict):

@@ -90,3 +90,50 @@ def make_loss(distill: DistillConfig, student_width: int, teacher_width: int | N
                          temperature_schedule=distill.temperature_schedule, temperature_end=distill.temperature_end,
                          learned_weights=distill.learned_weights, kd_confidence=distill.kd_confidence,
                          kd_ramp=distill.kd_ramp, class_weights=weights)
+
+
+def outlook(data: MultimodalData, train: np.ndarray, train_all: np.ndarray, cache: dict, kd_mask: np.ndarray,
+            histories: dict[str, list[dict]], sign: float, metric: str) -> dict:
+    """"Will distillation help here": the run's measured predictors of a gain from the teacher (the report's
+    section and ``metrics.json`` ``distillation_outlook``).
+
+    - ``n_unlabelled_paired``: training samples without a label that the teacher sees (only the teacher terms
+      use them; with none, kd is close to label smoothing on the labelled samples);
+    - ``teacher_minus_baseline_val``: the teacher's best validation ``metric`` minus student_baseline's, signed so
+      that positive means the teacher is better (little or negative: little to pass on);
+    - ``teacher_agreement_train``: the teacher's ``metric`` on the labelled training samples it sees (how far its
+      soft targets agree with the labels; for regression also ``teacher_r2_train``);
+    - ``verdict``: a one-line reading of the three (a heuristic summary, not a measurement).
+    """
+    lab = train[kd_mask[train]] if len(train) else train
+    unl = np.setdiff1d(train_all, train)
+    n_unl = int(kd_mask[unl].sum()) if len(unl) else 0
+    res: dict = {"metric": metric, "n_labelled": int(len(train)), "n_unlabelled_paired": n_unl}
+    t, b = best_val(histories, "teacher", sign), best_val(histories, "student_baseline", sign)
+    gap = float(t - b) if math.isfinite(t) and math.isfinite(b) else None
+    res["teacher_minus_baseline_val"] = gap
+    first = next(iter(data.target_kinds))
+    part = cache.get(first) or {}
+    if len(lab) and ("logits" in part or "value" in part):
+        from .evaluate import task_metrics
+
+        key = "logits" if "logits" in part else "value"
+        full = part[key].detach().cpu().numpy()
+        m = task_metrics(data, lab, {f"{first}/{key}": full[lab]})
+        res["teacher_agreement_train"] = m.get(metric)
+        if "r2" in m:
+            res["teacher_r2_train"] = m["r2"]
+    rel = gap / max(abs(b), 1e-12) if gap is not None else None
+    if gap is None:
+        verdict = "no teacher/baseline validation history to judge from"
+    elif rel is not None and rel <= 0.01:
+        verdict = ("unlikely: the teacher is not clearly better than the baseline student on validation, so there "
+                   "is little to pass on (distill.fallback keeps the baseline if the distilled student is worse)")
+    elif n_unl < max(len(train), 1):
+        verdict = ("modest: the teacher is better, but few unlabelled paired samples exist, so kd acts mostly "
+                   "on the labelled samples (close to label smoothing)")
+    else:
+        verdict = ("likely: a better teacher and many unlabelled paired samples (the regime where distillation "
+                   "pays; check the student against the references)")
+    res["verdict"] = verdict
+    return res

@@ -15,7 +15,7 @@ import torch
 from .checkpoint import build_model, save_model
 from .config import ExperimentConfig, dump_config
 from .data import MultimodalData, build_data, fit_stats, load_npz
-from .distill import best_val, kd_gate_factor, make_loss
+from .distill import best_val, kd_gate_factor, make_loss, outlook
 from .distributed import resolve_device
 from .errors import CmkdError
 from .evaluate import (
@@ -297,7 +297,8 @@ def _evaluate_model(st: RunState, role: str, model: MultimodalNet, use_conformal
         kind = data.target_kinds[first]
         y_pred = p[f"{first}/logits"].argmax(1) if kind == "classification" else p[f"{first}/value"]
         st.predictions[role] = {"kind": kind, "y_true": data.targets[first][idx], "y_pred": y_pred,
-                                "class_names": cfg.data.class_names}
+                                "class_names": cfg.data.class_names, "columns": cfg.data.targets[first].columns,
+                                "units": cfg.data.targets[first].units}
     save_model(model, st.out / f"{role}.pt", cfg, data, role,
                {t: [c.state() for c in cs] for t, cs in st.conformal.get(role, {}).items()})
     return entry
@@ -322,6 +323,8 @@ def stage_evaluate(st: RunState) -> None:
         "costs": {m: cfg.data.modalities[m].cost for m in data.kinds}, "models": models,
         "distill": {**cfg.distill.model_dump(mode="json"), **st.safe},
     }
+    st.metrics["distillation_outlook"] = outlook(data, st.train, st.train_all, st.cache, st.kd_mask, st.histories,
+                                                 st.sign, primary_metric(data))
     if st.aggregated:  # samples added per aggregation round (already counted in n_train)
         st.metrics["data"]["n_train_aggregated"] = st.aggregated
     if st.conformal:

@@ -22,7 +22,8 @@ from matplotlib.figure import Figure
 _CORE = ("teacher", "student_baseline", "student")
 _CURVE_KEYS = {"epoch", "train_loss", "val_loss", "val_metric", "lr"}
 _KNOWN_TOP = {"name", "recipe", "seed", "primary_metric", "data", "models", "export", "references", "quick",
-              "synthetic", "costs", "uncertainty", "recommended", "deployed", "export_trees"}
+              "synthetic", "costs", "uncertainty", "recommended", "deployed", "export_trees",
+              "distillation_outlook"}
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1150px;color:#222;padding:0 1em}
 h1{margin-bottom:.2em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
@@ -176,6 +177,31 @@ def _references(metrics: dict) -> str:
             "recommendation compares.</p>" + _table(["model", *keys], rows) + note)
 
 
+def _outlook(metrics: dict) -> str:
+    """"Will distillation help here": the measured predictors (``metrics["distillation_outlook"]``) and the
+    run's own answer (distilled student minus student_baseline on test)."""
+    o = metrics.get("distillation_outlook")
+    if not isinstance(o, dict):
+        return ""
+    m = o.get("metric", metrics.get("primary_metric"))
+    models = metrics.get("models", {})
+    s_, b_ = (models.get(r, {}).get("metrics", {}).get(m) for r in ("student", "student_baseline"))
+    rows = [["labelled training samples", o.get("n_labelled")],
+            ["unlabelled paired training samples (teacher terms only)", o.get("n_unlabelled_paired")],
+            [f"teacher minus student_baseline, validation {m} (+ = teacher better)",
+             o.get("teacher_minus_baseline_val")],
+            [f"teacher's {m} on the labelled training samples (agreement with the labels)",
+             o.get("teacher_agreement_train")]]
+    if o.get("teacher_r2_train") is not None:
+        rows.append(["teacher's R2 on the labelled training samples", o["teacher_r2_train"]])
+    if _is_num(s_) and _is_num(b_):
+        rows.append([f"this run: student minus student_baseline, test {m}", s_ - b_])
+    return ("<h2>Will distillation help here?</h2><p class='note'>What predicts a gain from the teacher: unlabelled "
+            "paired samples, a teacher clearly better than the baseline student on validation, and soft targets "
+            "that agree with the labels. Reading: " + html.escape(str(o.get("verdict", ""))) + ".</p>"
+            + _table(["predictor", "value"], rows))
+
+
 def _series(history: list[dict], key: str) -> tuple[list[float], list[float]]:
     """(epochs, values) of ``key`` over the epochs where it is a finite number."""
     xs, ys = [], []
@@ -268,9 +294,10 @@ def _scatter(name: str, pred: dict) -> str:
         idx = np.sort(np.random.default_rng(0).choice(idx, 5000, replace=False))
     fig = Figure(figsize=(3.8, 3.6))
     ax = fig.subplots()
+    cols = pred.get("columns") or []
     for k in range(y_true.shape[1]):
         ax.scatter(y_true[idx, k], y_pred[idx, k], s=6, alpha=0.5,
-                   label=f"output {k}" if y_true.shape[1] > 1 else None)
+                   label=(cols[k] if k < len(cols) else f"output {k}") if y_true.shape[1] > 1 else None)
     finite = np.isfinite(y_true) & np.isfinite(y_pred)
     if finite.any():
         lo = min(y_true[finite].min(), y_pred[finite].min())
@@ -278,7 +305,8 @@ def _scatter(name: str, pred: dict) -> str:
         ax.plot([lo, hi], [lo, hi], "k--", lw=1)
     if y_true.shape[1] > 1:
         ax.legend(fontsize=7)
-    ax.set(xlabel="true", ylabel="predicted", title=name)
+    unit = f" ({pred['units']})" if pred.get("units") else ""
+    ax.set(xlabel=f"true{unit}", ylabel=f"predicted{unit}", title=name)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return _img(fig, f"predicted versus true {name}", small=True)
@@ -414,7 +442,7 @@ def write_report(path: str | Path, metrics: dict, histories: dict[str, list[dict
     extra = {k: v for k, v in metrics.items() if k not in _KNOWN_TOP}
     sections = [
         _header(metrics),
-        "<h2>Summary</h2>", _summary(metrics), _references(metrics), _uncertainty(metrics),
+        "<h2>Summary</h2>", _summary(metrics), _references(metrics), _outlook(metrics), _uncertainty(metrics),
         "<h2>Training curves</h2>", _curves(histories or {}, primary),
         "<h2>Test predictions</h2>", _predictions(predictions or {}),
         "<h2>Size and latency</h2>", _size_latency(metrics),

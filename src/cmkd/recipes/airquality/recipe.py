@@ -49,7 +49,7 @@ def default_config(quick: bool = False) -> dict:
         "data": {"path": str(default_folder()),
                  "modalities": {"sensors": {"kind": "vector", "cost": 1.0},
                                 "reference": {"kind": "vector", "cost": 50.0}},
-                 "targets": {"no2": {"kind": "regression"}}, "split": "split"},
+                 "targets": {"no2": {"kind": "regression", "units": "µg/m3"}}, "split": "split"},
         "teacher": {"modalities": ["sensors", "reference"], "width": 64, "epochs": ep_t, "lr": 3e-3,
                     "batch_size": 64, "patience": 20, "dropout": 0.1},
         "student": {"modalities": ["sensors"], "width": 64, "epochs": ep_s, "lr": 3e-3, "batch_size": 64,

@@ -103,7 +103,7 @@ def default_config(quick: bool = False) -> dict:
                                 "vlissingen": {"kind": "sequence", "cost": 1.0},
                                 "harmonic": {"kind": "vector", "cost": 0.0},
                                 "gap": {"kind": "vector", "cost": 0.0}},
-                 "targets": {"residual": {"kind": "regression"}}, "split": "split"},
+                 "targets": {"residual": {"kind": "regression", "units": "cm"}}, "split": "split"},
         "teacher": {"modalities": ["hoek", "vlissingen", "harmonic", "gap"], "width": 32, "epochs": ep_t,
                     "lr": 2e-3, "batch_size": 128, "patience": 6, "dropout": 0.1},
         "student": {"modalities": ["vlissingen", "harmonic", "gap"], "width": 32, "epochs": ep_s, "lr": 2e-3,
