@@ -36,3 +36,33 @@ def test_plain_epoch_lines_and_early_stop(tmp_path: Path, capsys: pytest.Capture
     k = int(lines[-1].split("stopped early at epoch ")[1].split()[0])
     assert k == len(lines) < 40
     assert len((tmp_path / "out" / "logs" / "student.csv").read_text().splitlines()) == k + 1
+
+
+def test_tensorboard_event_files(tmp_path: Path) -> None:
+    """TFRecord framing with valid masked CRC-32C, a file_version event first, then one scalar event per epoch
+    (train/loss, val/metric, lr) with the history's values."""
+    import struct
+
+    from cmkd.logs import crc32c, read_records, write_tensorboard
+
+    assert crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
+    rows = [{"epoch": 1, "lr": 0.1, "train_loss": 2.0, "train_kd": 0.25, "val_metric": 0.5},
+            {"epoch": 2, "lr": 0.1, "train_loss": 1.5, "val_metric": float("nan")}]
+    (path,) = write_tensorboard(tmp_path / "tb", {"student": rows})
+    assert path.parent.name == "student" and path.name.startswith("events.out.tfevents.")
+    recs = read_records(path)
+    assert len(recs) == 3 and b"brain.Event:2" in recs[0]
+
+    def scalar(rec: bytes, tag: str) -> float | None:
+        i = rec.find(tag.encode())
+        if i < 0:
+            return None
+        j = i + len(tag)
+        assert rec[j] == 0x15  # field 2 (simple_value), wire type 5 (32-bit float)
+        return struct.unpack("<f", rec[j + 1:j + 5])[0]
+
+    assert scalar(recs[1], "train/loss") == 2.0 and scalar(recs[1], "train/kd") == 0.25
+    assert scalar(recs[1], "val/metric") == 0.5 and scalar(recs[2], "train/loss") == 1.5
+    assert scalar(recs[2], "val/metric") is None  # NaN is left out
+    write_tensorboard(tmp_path / "tb", {"student": rows})  # a rerun replaces the model's event file
+    assert len(list(path.parent.glob("events.out.tfevents.*"))) == 1

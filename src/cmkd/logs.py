@@ -1,8 +1,15 @@
-"""Training logs that common tools read: one CSV per model, one row per epoch (``OUT/logs/<model>.csv``).
+"""Training logs that common tools read: one CSV per model, one row per epoch (``OUT/logs/<model>.csv``), and
+TensorBoard event files (``OUT/logs/tensorboard/<model>/events.out.tfevents.*``).
 
 Columns: ``epoch``, ``lr``, ``train_loss`` and every named loss part (``train_task``, ``train_kd``, ...) averaged
-over the epoch's batches, and ``val_metric`` (the primary metric on the validation split, the early-stopping
-criterion). The same rows are in ``histories.json``; a CSV opens in a spreadsheet, pandas or any plotting tool.
+over the epoch's batches, ``val_loss`` (the task loss on the validation split) and ``val_metric`` (the primary
+metric on the validation split, the early-stopping criterion). The same rows are in ``histories.json``; a CSV
+opens in a spreadsheet, pandas or any plotting tool.
+
+TensorBoard rather than MLflow: its event file is a plain, documented record format (TFRecord framing of
+``Event`` protocol buffers with scalar summaries) that ``tensorboard --logdir OUT/logs/tensorboard`` and other
+tools read with no server and no store to set up, and that cmkd writes here in a few lines with no dependency
+(:func:`write_tensorboard`); an MLflow file store would need mlflow's layout and, to read it, mlflow itself.
 """
 
 from __future__ import annotations
@@ -10,6 +17,8 @@ from __future__ import annotations
 import csv
 import io
 import os
+import struct
+import time
 from pathlib import Path
 
 
@@ -43,3 +52,123 @@ def write_history_csvs(folder: str | Path, histories: dict[str, list[dict]]) -> 
             tmp.unlink(missing_ok=True)
         paths.append(path)
     return paths
+
+
+# ---- TensorBoard event files (TFRecord framing, Event protocol buffers written by hand) ----
+
+def _crc32c_table() -> list[int]:
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+_CRC_TABLE = _crc32c_table()
+
+
+def crc32c(data: bytes) -> int:
+    """CRC-32C (Castagnoli), the checksum of TFRecord framing."""
+    c = 0xFFFFFFFF
+    for b in data:
+        c = _CRC_TABLE[(c ^ b) & 0xFF] ^ (c >> 8)
+    return c ^ 0xFFFFFFFF
+
+
+def _masked_crc(data: bytes) -> int:
+    c = crc32c(data)
+    return (((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _field(num: int, wire: int, payload: bytes) -> bytes:
+    return _varint((num << 3) | wire) + payload
+
+
+def _bytes_field(num: int, data: bytes) -> bytes:
+    return _field(num, 2, _varint(len(data)) + data)
+
+
+def event_bytes(wall_time: float, step: int = 0, scalars: dict[str, float] | None = None,
+                file_version: str | None = None) -> bytes:
+    """One serialised ``tensorflow.Event``: wall_time (1, double), step (2, int64), file_version (3, string) or
+    summary (5): ``Summary.value`` (1) entries with tag (1) and simple_value (2, float)."""
+    out = _field(1, 1, struct.pack("<d", wall_time)) + _field(2, 0, _varint(step))
+    if file_version is not None:
+        out += _bytes_field(3, file_version.encode())
+    if scalars:
+        values = b"".join(_bytes_field(1, _bytes_field(1, tag.encode()) + _field(2, 5, struct.pack("<f", v)))
+                          for tag, v in scalars.items())
+        out += _bytes_field(5, values)
+    return out
+
+
+def record(data: bytes) -> bytes:
+    """TFRecord framing: length, masked CRC of the length, data, masked CRC of the data."""
+    n = struct.pack("<Q", len(data))
+    return n + struct.pack("<I", _masked_crc(n)) + data + struct.pack("<I", _masked_crc(data))
+
+
+def read_records(path: str | Path) -> list[bytes]:
+    """The records of a TFRecord file, checksums verified (for tests and for reading the logs back)."""
+    raw, out, i = Path(path).read_bytes(), [], 0
+    while i < len(raw):
+        (n,) = struct.unpack_from("<Q", raw, i)
+        if struct.unpack_from("<I", raw, i + 8)[0] != _masked_crc(raw[i:i + 8]):
+            raise ValueError(f"{path}: bad length checksum at byte {i}")
+        data = raw[i + 12:i + 12 + n]
+        if struct.unpack_from("<I", raw, i + 12 + n)[0] != _masked_crc(data):
+            raise ValueError(f"{path}: bad data checksum at byte {i}")
+        out.append(data)
+        i += 16 + n
+    return out
+
+
+def write_tensorboard(folder: str | Path, histories: dict[str, list[dict]]) -> list[Path]:
+    """``<folder>/<model>/events.out.tfevents.<time>.cmkd``: every numeric column of each model's history as a
+    scalar per epoch (tags ``train/loss``, ``train/kd``, ``val/loss``, ``val/metric``, ``lr``); returns the paths.
+    Earlier event files of the same model are replaced, so a folder holds one run."""
+    folder = Path(folder)
+    paths = []
+    now = time.time()
+    for name, rows in histories.items():
+        if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
+            continue
+        d = folder / name
+        d.mkdir(parents=True, exist_ok=True)
+        for old in d.glob("events.out.tfevents.*"):
+            old.unlink()
+        body = [record(event_bytes(now, 0, file_version="brain.Event:2"))]
+        for i, r in enumerate(rows):
+            step = int(r.get("epoch", i + 1))
+            scalars = {_tag(k): float(v) for k, v in r.items()
+                       if k != "epoch" and isinstance(v, (int, float)) and not isinstance(v, bool) and v == v}
+            body.append(record(event_bytes(now, step, scalars)))
+        path = d / f"events.out.tfevents.{int(now)}.cmkd"
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        try:
+            tmp.write_bytes(b"".join(body))
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        paths.append(path)
+    return paths
+
+
+def _tag(column: str) -> str:
+    """History column -> TensorBoard tag: ``train_kd`` -> ``train/kd``, ``val_metric`` -> ``val/metric``."""
+    for prefix in ("train_", "val_"):
+        if column.startswith(prefix):
+            return prefix[:-1] + "/" + column[len(prefix):]
+    return column

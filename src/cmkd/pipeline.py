@@ -28,7 +28,7 @@ from .evaluate import (
     torch_latency_ms,
 )
 from .io import atomic_write_text, check_out_dir, dumps
-from .logs import write_history_csvs
+from .logs import write_history_csvs, write_tensorboard
 from .models import MultimodalNet, count_params
 from .report import print_summary
 from .resolve import resolve
@@ -404,6 +404,7 @@ def stage_write(st: RunState) -> None:
     write_report(st.out / "report.html", st.metrics, st.histories, st.predictions, st.extra_html)
     atomic_write_text(st.out / "histories.json", dumps(st.histories, indent=1))
     write_history_csvs(st.out / "logs", st.histories)
+    write_tensorboard(st.out / "logs" / "tensorboard", st.histories)
     shutil.rmtree(st.ck_dir, ignore_errors=True)
     if not st.quiet:
         print_summary(st.metrics, st.out)
