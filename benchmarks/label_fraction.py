@@ -29,6 +29,7 @@ import numpy as np
 from common import BENCH, ms, save
 
 import cmkd
+from cmkd.errors import CmkdError
 
 RUNS = BENCH / "label_fraction_runs.jsonl"
 ROLES = ("student", "student_baseline", "student_trees", "best_reference", "recommended")
@@ -159,7 +160,11 @@ def main() -> None:
                 for f in args.fractions:
                     if (case, f, seed) in done:
                         continue
-                    r = one(case, f, seed)
+                    try:
+                        r = one(case, f, seed)
+                    except CmkdError as e:  # e.g. a real recipe's data folder absent
+                        print(f"{case} {f:.0%} seed {seed}: not run ({e})", flush=True)
+                        continue
                     with RUNS.open("a") as fh:
                         fh.write(json.dumps(r) + "\n")
                     print(f"{case} {f:.0%} seed {seed}: student {r.get('student'):.4f} baseline "

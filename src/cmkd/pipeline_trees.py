@@ -51,13 +51,15 @@ def classical_stage(cfg: ExperimentConfig, data: MultimodalData, smods: list[str
     Returns the fitted tree models by name (``student_trees`` and the exportable references), for
     :func:`deploy_recommended`."""
     t0 = time.perf_counter()
+    # the networks are trained: the forests may use every core (their figures do not depend on it)
+    jobs = max(cfg.threads, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     teacher = teacher_outputs(cache)
     fitted: dict = {}
     refs: dict[str, dict] = dict(recipe_refs or {})
     if cfg.references.enabled:
         r = cfg.references
         found = references(data, smods, train, train_all, val, test, teacher, kd_mask, seed=cfg.seed,
-                           n_estimators=r.n_estimators, max_fit_samples=r.max_fit_samples, n_jobs=cfg.threads,
+                           n_estimators=r.n_estimators, max_fit_samples=r.max_fit_samples, n_jobs=jobs,
                            text_vocab=cfg.data.text_vocab, algorithms=tuple(r.algorithms), models=fitted)
         # a recipe's own entries keep their names and figures; a generic one of the same name gets ``_labels``
         rename = {k: (f"{k}_labels" if k in refs else k) for k in found}
@@ -72,7 +74,7 @@ def classical_stage(cfg: ExperimentConfig, data: MultimodalData, smods: list[str
         tc = cfg.trees
         ts = TreeStudent(smods, algorithm=tc.algorithm, n_estimators=tc.n_estimators,
                          min_samples_leaf=tc.min_samples_leaf, max_samples=tc.max_samples,
-                         label_weight=tc.label_weight, seed=cfg.seed, n_jobs=cfg.threads,
+                         label_weight=tc.label_weight, seed=cfg.seed, n_jobs=jobs,
                          text_vocab=cfg.data.text_vocab).fit(data, train_all, teacher, kd_mask, val)
         ex = export_tree_student(ts, data, test, out / "student_trees.onnx", cfg.export.latency_runs)
         val_m = task_metrics(data, val, ts.predict(data, val))

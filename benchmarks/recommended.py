@@ -1,0 +1,107 @@
+"""Is the recommended student ever worse than a one-line classical model? Every built-in recipe, default settings.
+
+For each recipe and seed, a default ``cmkd run`` (export off: the recommendation does not depend on it) gives on
+the TEST split the recommended student (the run's choice on validation among the distilled network, the tree
+student and the references), the best reference on test (the strictest comparison: the maximum over every
+generic reference of the run) and the best reference chosen on validation; the gap is in points of accuracy
+(x100) or in percent of the reference's RMSE. Real-data recipes whose data folder is absent are skipped.
+
+Writes ``benchmarks/recommended.json`` / ``.md``; every run is appended to ``benchmarks/recommended_runs.jsonl``
+as it finishes, so an interrupted sweep resumes.
+
+Usage:
+    python benchmarks/recommended.py [--recipes minerals houston ...] [--seeds 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from common import BENCH, save
+
+import cmkd
+from cmkd.errors import CmkdError
+from cmkd.recipes import recipe_names
+
+RUNS = BENCH / "recommended_runs.jsonl"
+GENERIC = ("random_forest", "extra_trees", "hist_gradient_boosting")
+
+
+def one(recipe: str, seed: int) -> dict:
+    """One default run; the recommended student's and the references' test figures."""
+    t0 = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        m = cmkd.run(recipe, Path(tmp) / "run", quiet=True, overrides=[f"seed={seed}", "export.enabled=false"])
+    metric = m["primary_metric"]
+    higher = metric != "rmse"
+    refs = {k: r for k, r in (m.get("references") or {}).items()
+            if k.startswith(GENERIC) and isinstance(r, dict) and r.get(metric) is not None}
+    pick = max if higher else min
+    best_test = pick(refs, key=lambda k: refs[k][metric]) if refs else None
+    with_val = [k for k in refs if (refs[k].get("val") or {}).get(metric) is not None]
+    best_val = pick(with_val, key=lambda k: refs[k]["val"][metric]) if with_val else None
+    rec = (m.get("recommended") or {}).get("model")
+    rec_test = (m["models"][rec]["metrics"].get(metric) if rec in m["models"]
+                else refs.get(rec, {}).get(metric) if rec else None)
+    out = {"recipe": recipe, "seed": seed, "metric": metric, "seconds": round(time.time() - t0, 1),
+           "classical_stage_s": m.get("classical_stage_s"), "synthetic": m.get("synthetic"),
+           "recommended": rec, "recommended_test": rec_test,
+           "student_test": m["models"]["student"]["metrics"].get(metric),
+           "student_baseline_test": m["models"]["student_baseline"]["metrics"].get(metric),
+           "student_trees_test": (m["models"].get("student_trees") or {}).get("metrics", {}).get(metric),
+           "best_reference_test": best_test, "best_reference_test_value": refs[best_test][metric] if best_test else None,
+           "best_reference_val": best_val, "best_reference_val_test": refs[best_val][metric] if best_val else None}
+    if rec_test is not None and best_test is not None:
+        ref = refs[best_test][metric]
+        out["gap"] = (100 * (rec_test - ref) if higher else 100 * (ref - rec_test) / ref)  # + = recommended better
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--recipes", nargs="+", default=[r for r in recipe_names()])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    args = ap.parse_args()
+    done = set()
+    if RUNS.is_file():
+        done = {(r["recipe"], r["seed"]) for r in map(json.loads, RUNS.read_text().splitlines()) if r}
+    for seed in args.seeds:
+        for recipe in args.recipes:
+            if (recipe, seed) in done:
+                continue
+            try:
+                r = one(recipe, seed)
+            except CmkdError as e:  # a real-data recipe without its data folder
+                print(f"{recipe}: skipped ({e})", flush=True)
+                continue
+            with RUNS.open("a") as fh:
+                fh.write(json.dumps(r) + "\n")
+            print(f"{recipe} seed {seed}: recommended {r['recommended']} {r['recommended_test']:.4f}, best reference "
+                  f"{r['best_reference_test']} {r['best_reference_test_value']:.4f} ({r['seconds']} s)", flush=True)
+    runs = [json.loads(x) for x in RUNS.read_text().splitlines() if x] if RUNS.is_file() else []
+    runs = [r for r in runs if r["recipe"] in args.recipes and r["seed"] in args.seeds]
+    lines = ["## Recommended student against the best classical reference (`python benchmarks/recommended.py`)", "",
+             "Test split, default settings, export off. Gap: points of accuracy, or % of the reference's RMSE; "
+             "+ = the recommended student is better. Best reference on test = the strictest comparison.", "",
+             "| recipe | data | seed | metric | recommended | its test | student | student_baseline | student_trees "
+             "| best reference on test | its test | gap | classical stage s / run s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def f(v: float | None) -> str:
+        return "-" if v is None else f"{v:.4f}"
+
+    for r in runs:
+        lines.append(f"| {r['recipe']} | {'SYNTHETIC' if r['synthetic'] else 'real'} | {r['seed']} | {r['metric']} | "
+                     f"{r['recommended']} | {f(r['recommended_test'])} | {f(r['student_test'])} | "
+                     f"{f(r['student_baseline_test'])} | {f(r['student_trees_test'])} | {r['best_reference_test']} | "
+                     f"{f(r['best_reference_test_value'])} | {r.get('gap', 0):+.2f} | "
+                     f"{r['classical_stage_s']} / {r['seconds']} |")
+    save("recommended", {"runs": runs}, "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
