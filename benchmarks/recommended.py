@@ -53,7 +53,8 @@ def one(recipe: str, seed: int) -> dict:
            "student_test": m["models"]["student"]["metrics"].get(metric),
            "student_baseline_test": m["models"]["student_baseline"]["metrics"].get(metric),
            "student_trees_test": (m["models"].get("student_trees") or {}).get("metrics", {}).get(metric),
-           "best_reference_test": best_test, "best_reference_test_value": refs[best_test][metric] if best_test else None,
+           "best_reference_test": best_test,
+           "best_reference_test_value": refs[best_test][metric] if best_test else None,
            "best_reference_val": best_val, "best_reference_val_test": refs[best_val][metric] if best_val else None}
     if rec_test is not None and best_test is not None:
         ref = refs[best_test][metric]
