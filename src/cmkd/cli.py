@@ -92,9 +92,8 @@ def predict(model: Annotated[Path, typer.Option("--model", "-m", help="Output fo
     A CSV input (coastal models) gives per-station forecasts, intervals and resilience recommendations.
     A folder of PNGs (recycling models) gives one sorting route per image.
     """
-    import yaml
 
-    from .io import atomic_write_text, safe_load
+    from .io import atomic_write_text
     from .runtime import EdgeModel, load_npz
 
     d = model_dir(model)
@@ -106,8 +105,9 @@ def predict(model: Annotated[Path, typer.Option("--model", "-m", help="Output fo
         typer.echo(f"wrote {result['n']} route(s) to {output}")
         return
     if input.suffix.lower() == ".csv":  # sensor readings with gaps: the coastal forecast tool
-        meta = safe_load(d / "student.pt")
-        recipe = (yaml.safe_load(meta.get("config") or "") or {}).get("recipe")
+        from .runtime import read_card, sidecar_path
+
+        recipe = read_card(sidecar_path(d / "student.onnx")).get("recipe")  # torch-free: the deployed sidecar
         if recipe != "coastal":
             raise CmkdError(f"CSV input is for models of the coastal recipe; {d} was trained by "
                             f"{recipe or 'a YAML experiment'}: pass an .npz")

@@ -91,19 +91,16 @@ def read_csv(path: Path, channels: tuple[str, ...]) -> dict[int, tuple[np.ndarra
 
 
 def forecast_csv(model_dir: Path, csv: Path) -> dict:
-    """Forecasts, intervals and recommendations for every station in ``csv`` (see the module docstring)."""
-    import torch
-    import yaml
+    """Forecasts, intervals and recommendations for every station in ``csv`` (see the module docstring), from
+    the deployed ``student.onnx`` and its sidecar through :class:`cmkd.runtime.EdgeModel` (no torch)."""
+    from ...runtime import EdgeModel
+    from .scene import CHANNELS, HORIZONS, WINDOW
 
-    from ...checkpoint import load_model
-    from ...uncertainty import ConformalRegressor, availability_groups
-    from .scene import BANDS, CHANNELS, HORIZONS, WINDOW
-
-    model, meta = load_model(model_dir / "student.pt")
+    edge = EdgeModel(model_dir / "student.onnx")
     tides, assets = load_tides(model_dir / "coastal_tides.json")
     series = read_csv(csv, CHANNELS)
-    shapes = meta["hparams"]["modalities"]
-    out: dict = {"synthetic_model": True, "model": str(model_dir / "student.pt"), "interval": "90% split-conformal",
+    mods = edge.modalities
+    out: dict = {"synthetic_model": True, "model": str(edge.path), "interval": "90% split-conformal",
                  "forecasts": [], "recommendations": []}
     for s, (hours, vals) in series.items():
         if s not in tides:
@@ -112,29 +109,27 @@ def forecast_csv(model_dir: Path, csv: Path) -> dict:
         take = vals[-WINDOW:]
         win[WINDOW - len(take):] = take
         t_now = hours[-1]
-        inputs = {"sensors": torch.tensor(win[None], dtype=torch.float32),
-                  "satellite": torch.full((1, len(BANDS), *shapes["satellite"]["shape"][1:]), float("nan")),
-                  "tide": torch.tensor(tides[s].predict(t_now + np.array([0.0, *HORIZONS]))[None],
-                                       dtype=torch.float32)}
-        present = {"sensors": torch.tensor([True]), "satellite": torch.tensor([False]), "tide": torch.tensor([True])}
-        with torch.no_grad():
-            o = model({k: v for k, v in inputs.items() if k in shapes}, present)
-        tide = inputs["tide"][0, 1:].numpy().astype(float)
-        mu = o["surge"]["value"][0].numpy().astype(float)  # departure from the tide table
-        sd = (torch.exp(0.5 * o["surge"]["logvar"]) * model.tstd_surge)[0].numpy().astype(float)
+        tide_in = tides[s].predict(t_now + np.array([0.0, *HORIZONS]))[None]
+        arrays = {"sensors": win[None].astype(np.float32), "tide": tide_in.astype(np.float32)}
+        if "satellite" in mods:  # no satellite pass with a CSV of readings: the modality is absent
+            arrays["satellite"] = np.full((1, *mods["satellite"]["shape"]), np.nan, np.float32)
+            arrays["satellite__present"] = np.array([False])
+        res = edge.predict({k: v for k, v in arrays.items() if k.split("__")[0] in mods}, str(csv))["targets"]
+        tide = tide_in[0, 1:].astype(float)
+        surge = res["surge"]
+        mu = np.asarray(surge["value"], float)[0]  # departure from the tide table
+        sd = np.asarray(surge["std"], float)[0]
         avail = float(np.mean(~np.isnan(win)))  # the bands are of the sensors' observed share (recipe config)
-        edges = tuple(((yaml.safe_load(meta["config"]) or {}).get("uncertainty") or {}).get("availability_edges")
-                      or ())
-        groups = availability_groups(np.array([avail]), edges) if edges else None
-        states = (meta.get("conformal") or {}).get("surge")
-        if states:
-            lo = np.array([ConformalRegressor.from_state(st).interval(mu[k:k + 1], sd[k:k + 1], groups)[0][0]
-                           for k, st in enumerate(states)])
-            hi = 2 * mu - lo
-        else:
+        if "lower" in surge:
+            lo, hi = np.asarray(surge["lower"], float)[0], np.asarray(surge["upper"], float)[0]
+        else:  # a model without conformal quantiles (a tree model): the Gaussian 90% interval of its std
             lo, hi = mu - 1.645 * sd, mu + 1.645 * sd
+            out["interval"] = "90% Gaussian (std output; no conformal calibration for this model)"
         mu, lo, hi = mu + tide, lo + tide, hi + tide
-        prob = torch.softmax(o["flood"]["logits"], dim=1)[0, 1].item() if "flood" in o else None
+        prob = None
+        if "flood" in res:
+            fl = res["flood"]
+            prob = float(fl["probabilities"][0][fl["classes"].index(1)]) if 1 in fl["classes"] else 0.0
         issued = str(EPOCH + np.timedelta64(int(t_now), "h"))
         out["forecasts"].append({
             "station": s, "issued_at": issued, "readings_available_share": round(avail, 4),
