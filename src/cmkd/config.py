@@ -57,6 +57,8 @@ class ModalitySpec(_Strict):
 
     kind: Kind
     cost: float = Field(1.0, ge=0)
+    # names of a sequence's / vector's channels (the last axis), for tables and plots instead of indices
+    channels: list[str] | None = None
 
 
 class TargetSpec(_Strict):

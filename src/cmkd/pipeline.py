@@ -323,6 +323,9 @@ def stage_evaluate(st: RunState) -> None:
         "costs": {m: cfg.data.modalities[m].cost for m in data.kinds}, "models": models,
         "distill": {**cfg.distill.model_dump(mode="json"), **st.safe},
     }
+    channels = {m: spec.channels for m, spec in cfg.data.modalities.items() if spec.channels}
+    if channels:  # channel names for the report's tables (metric keys keep the indices)
+        st.metrics["channels"] = channels
     st.metrics["distillation_outlook"] = outlook(data, st.train, st.train_all, st.cache, st.kd_mask, st.histories,
                                                  st.sign, primary_metric(data))
     if st.aggregated:  # samples added per aggregation round (already counted in n_train)

@@ -23,7 +23,7 @@ _CORE = ("teacher", "student_baseline", "student")
 _CURVE_KEYS = {"epoch", "train_loss", "val_loss", "val_metric", "lr"}
 _KNOWN_TOP = {"name", "recipe", "seed", "primary_metric", "data", "models", "export", "references", "quick",
               "synthetic", "costs", "uncertainty", "recommended", "deployed", "export_trees",
-              "distillation_outlook"}
+              "distillation_outlook", "channels"}
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1150px;color:#222;padding:0 1em}
 h1{margin-bottom:.2em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
@@ -153,9 +153,20 @@ def _summary(metrics: dict) -> str:
     if any("scored_on" in models[n] for n in names):  # the teacher may be scored on validation samples
         rows.append(["scored on (samples)"] + [f"{models[n].get('scored_on', 'test')} ({models[n].get('n_test', '?')})"
                                                for n in names])
-    rows += [[k] + [flat[n].get(k) for n in names] for k in keys]
+    rows += [[_channel_label(k, metrics.get("channels"))] + [flat[n].get(k) for n in names] for k in keys]
     rows.append(["latency_ms (batch 1)"] + [models[n].get("latency_ms") for n in names])
     return _table(["", *names], rows, primary_row=metrics.get("primary_metric"))
+
+
+def _channel_label(key: str, channels: dict | None) -> str:
+    """``imputation_rmse/sensors/0`` -> ``imputation_rmse/sensors/water_level`` where the modality names its
+    channels (``data.modalities.<m>.channels``); other keys unchanged."""
+    parts = key.split("/")
+    if isinstance(channels, dict) and len(parts) == 3 and parts[1] in channels and parts[2].isdigit():
+        names = channels[parts[1]]
+        if int(parts[2]) < len(names):
+            return f"{parts[0]}/{parts[1]}/{names[int(parts[2])]}"
+    return key
 
 
 def _references(metrics: dict) -> str:

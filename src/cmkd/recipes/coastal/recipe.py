@@ -67,7 +67,7 @@ from ...missing import PATTERNS, channel_masks, make_mask
 from ..base import Recipe, options_model, register_recipe
 from . import decisions
 from .harmonic import fit as harmonic_fit
-from .scene import BANDS, HORIZONS, WINDOW, CoastalScene, generate
+from .scene import BANDS, CHANNELS, HORIZONS, WINDOW, CoastalScene, generate
 
 DESCRIPTION = "Coastal sea level from sparse storm-damaged gauges: satellite+complete-sensor teacher -> sparse student"
 SYNTHETIC = True
@@ -83,8 +83,8 @@ def default_config(quick: bool = False) -> dict:
     return {
         "name": "coastal-synthetic", "seed": 0,
         "data": {"path": None,
-                 "modalities": {"sensors": {"kind": "sequence", "cost": 5.0},
-                                "sensors_full": {"kind": "sequence", "cost": 60.0},
+                 "modalities": {"sensors": {"kind": "sequence", "cost": 5.0, "channels": list(CHANNELS)},
+                                "sensors_full": {"kind": "sequence", "cost": 60.0, "channels": list(CHANNELS)},
                                 "satellite": {"kind": "image", "cost": 0.0},
                                 "tide": {"kind": "vector", "cost": 0.0}},
                  "targets": {"surge": {"kind": "regression", "units": "m", "columns": ["+6 h", "+24 h"]},

@@ -281,6 +281,8 @@ def _html(section: dict, rows: np.ndarray, cols: np.ndarray, truth: np.ndarray, 
             ax.set_xticks([])
             ax.set_yticks([])
         fig.colorbar(im, ax=np.atleast_1d(axes).tolist(), shrink=0.8, label="t CO2 per pixel (illustrative)")
+        parts.append("<p class='note'>Carbonation maps: only the test pixels are drawn (the scene's held-out "
+                     f"area, {len(rows):,} pixels); training and validation pixels are left blank.</p>")
         parts.append(figure_html(fig, "carbonation maps of the test pixels"))
         plt.close(fig)
     return "".join(parts)
