@@ -378,7 +378,8 @@ def _export(metrics: dict) -> str:
     keys2 = list(dict.fromkeys([*student, *int8]))
     if int8:
         out += _table(["metric", "student (PyTorch)", "student INT8 (ONNX Runtime)"],
-                      [[k, student.get(k), int8.get(k)] for k in keys2], metrics.get("primary_metric"))
+                      [[_channel_label(k, metrics.get("channels")), student.get(k), int8.get(k)] for k in keys2],
+                      metrics.get("primary_metric"))
     return out
 
 

@@ -55,7 +55,6 @@ default: three per station relative to its flood threshold, see
 from __future__ import annotations
 
 import copy
-import json
 from functools import lru_cache
 from typing import Any
 
@@ -430,7 +429,10 @@ def _html(res: dict, recs: list[dict], figure_html, table_html, escape) -> str: 
     parts.append("<h2>Coastal: resilience recommendations (synthetic data)</h2>")
     parts.append("<p>The last forecast of each station in the test period, against each asset (full list in "
                  "recommendations.json; rules in <code>cmkd.recipes.coastal.decisions</code>). Road warnings over "
-                 "the test period: " + escape(json.dumps(res.get("warning_skill_road"))) + "</p>")
+                 "the test period:</p>")
+    skill = res.get("warning_skill_road") or {}
+    cols = list(dict.fromkeys(k for v in skill.values() for k in v))
+    parts.append(table_html(["horizon", *cols], [[h, *[v.get(c) for c in cols]] for h, v in skill.items()]))
     rows = [[r["station"], r["asset"], f"+{r['horizon_h']} h", r["risk"], r["evidence"]["predicted_level_m"],
              str(r["evidence"]["interval_90_m"]), r["evidence"]["exceedance_probability"], r["action"]]
             for r in recs]
