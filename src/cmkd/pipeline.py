@@ -131,6 +131,9 @@ def stage_resolve(config: str | ExperimentConfig, out: str | Path, overrides: li
         cfg, arrays, source, synthetic = resolve(config, overrides, quick)
     if device:
         cfg.device = device  # type: ignore[assignment]
+    if quick:  # a smoke test: the classical stage with 25 trees per forest, like the few epochs of the networks
+        cfg.references.n_estimators = min(cfg.references.n_estimators, 25)
+        cfg.trees.n_estimators = min(cfg.trees.n_estimators, 25)
     st = RunState(cfg, arrays, source, synthetic, Path(out), resume, quiet, bool(quick))
     st.dev = setup(cfg.device) or resolve_device(cfg.device)
     st.main = is_main()
