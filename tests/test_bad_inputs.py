@@ -202,6 +202,165 @@ def data_out_folder_missing(d: Path):
     return ["data", "minerals", "--out", d / "nothere" / "x.npz"], ["nothere"]
 
 
+# ---- hostile inputs (a second round): each of these gave a traceback, a hang or a silent wrong result ----
+
+def _npz_with_header(path: Path, key: str, shape: tuple, arrays: dict) -> None:
+    """``arrays`` saved as an npz plus a member ``key`` whose .npy header claims ``shape`` (float64) but holds
+    16 bytes."""
+    import io
+    import zipfile
+
+    np.savez(path, **arrays)
+    buf = io.BytesIO()  # the header writer writes the magic string too
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f8", "fortran_order": False, "shape": shape})
+    buf.write(b"\0" * 16)
+    with zipfile.ZipFile(path, "a") as z:
+        z.writestr(f"{key}.npy", buf.getvalue())
+
+
+@case
+def npz_header_claims_huge_shape(d: Path):
+    p = _exp(d)
+    a = make_arrays()
+    a.pop("vec")
+    _npz_with_header(d / "data.npz", "vec", (10**12,), a)
+    return run_args(p), ["data.npz", "'vec'", "GiB", "CMKD_MAX_ARRAY_BYTES"]
+
+
+@case
+def fifo_as_shard_file(d: Path):
+    from cmkd.shards import write_shards
+
+    a, c = make_arrays(), make_config(epochs=1)
+    c["data"]["path"] = "shards"
+    p = write_case(d, a, c)
+    for i, part in enumerate(np.array_split(np.arange(len(a["y"])), 2)):
+        write_shards(d / "shards", {k: v[part] for k, v in a.items()}, i)
+    label = d / "shards" / "shard_00001" / "y.npy"
+    label.unlink()
+    os.mkfifo(label)
+    return run_args(p), ["y.npy", "not a regular file"]
+
+
+def _regression_case(d: Path, value: float, dtype: type) -> Path:
+    a, c = make_arrays(task="regression"), make_config(task="regression", epochs=1)
+    y = a["y"].astype(dtype)
+    y[5] = value
+    a["y"] = y
+    return write_case(d, a, c)
+
+
+@case
+def regression_target_inf(d: Path):
+    return run_args(_regression_case(d, np.inf, np.float32)), ["data.npz", "'y'", "inf", "sample 5"]
+
+
+@case
+def regression_target_1e300(d: Path):
+    return run_args(_regression_case(d, 1e300, np.float64)), ["data.npz", "'y'", "1e+300"]
+
+
+@case
+def regression_target_3e38(d: Path):
+    return run_args(_regression_case(d, 3e38, np.float32)), ["data.npz", "'y'", "3e+38"]
+
+
+@case
+def seed_negative(d: Path):
+    return run_args(_exp(d), "--set", "seed=-5"), ["'seed'", "0"]
+
+
+@case
+def seed_too_large(d: Path):
+    return run_args(_exp(d), "--set", "seed=1e20"), ["'seed'"]
+
+
+def _renamed(d: Path, new: str) -> Path:
+    def arrays(a: dict) -> None:
+        a[new] = a.pop("vec")
+
+    def config(c: dict) -> None:
+        c["data"]["modalities"][new] = c["data"]["modalities"].pop("vec")
+        c["teacher"]["modalities"] = [new, "img"]
+
+    return _exp(d, arrays=arrays, config=config)
+
+
+@case
+def modality_name_with_dot(d: Path):
+    return run_args(_renamed(d, "a.b")), ["exp.yaml", "data.modalities", "'a.b'"]
+
+
+@case
+def modality_name_empty(d: Path):
+    return run_args(_renamed(d, "")), ["exp.yaml", "data.modalities", "''"]
+
+
+@case
+def adapt_lr_nan(d: Path):
+    (d / "model").mkdir(parents=True)
+    np.savez(d / "data.npz", **make_arrays(n=40))
+    return ["adapt", "--model", d / "model", "--data", d / "data.npz", "--lr", "nan"], ["--lr", "nan"]
+
+
+@case
+def yaml_alias_bomb(d: Path):
+    p = _exp(d)
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, "
+              f"*a{i - 1}, *a{i - 1}, *a{i - 1}]" for i in range(1, 9)]
+    text = p.read_text() + "options:\n" + "".join(f"  {line}\n" for line in lines)
+    p.write_text(text)
+    return run_args(p), ["exp.yaml", "100000 values", "aliases"]
+
+
+@case
+def yaml_too_large(d: Path):
+    p = _exp(d)
+    p.write_text(p.read_text() + "# " + "x" * (1 << 20) + "\n")
+    return run_args(p), ["exp.yaml", "bytes"]
+
+
+@case
+def too_many_classes(d: Path):
+    n = 30000
+
+    def arrays(a: dict) -> None:
+        a.update(make_arrays(n=n))
+        a["y"] = np.arange(n) % 10000  # every class once in train, val and test
+        a["split"] = (np.arange(n) // 10000).astype(np.int64)
+
+    return run_args(_exp(d, arrays=arrays)), ["data.npz", "'y'", "10000 classes", "data.max_classes"]
+
+
+@case
+def duplicated_yaml_key(d: Path):
+    p = _exp(d)
+    p.write_text(p.read_text() + "student: {modalities: [vec]}\n")
+    return run_args(p), ["exp.yaml", "duplicated key 'student'"]
+
+
+@case
+def class_id_inf(d: Path):
+    def inf(a: dict) -> None:
+        a["y"] = a["y"].astype(np.float64)
+        a["y"][7] = np.inf
+
+    return run_args(_exp(d, arrays=inf)), ["data.npz", "'y'", "inf", "sample 7"]
+
+
+@case
+def resume_with_changed_config(d: Path):
+    # an interrupted run's checkpoints and the config they belong to; resuming with another seed is refused
+    from cmkd.config import dump_config, load_config
+
+    p = _exp(d)
+    ck = d / "out" / ".ckpt"
+    ck.mkdir(parents=True)
+    (ck / "config.yaml").write_text(dump_config(load_config(p)))
+    return run_args(p, "--resume", "--set", "seed=7"), ["--resume", "seed"]
+
+
 # ---- bad checkpoints given to predict / evaluate / export ----
 
 MARKER = "PWNED"
