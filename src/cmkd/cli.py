@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -418,7 +419,6 @@ def main() -> None:
     code 2, and SIGINT / SIGTERM into one line saying how to resume."""
     import signal
 
-    click_error, usage_error, no_args, abort = _click_exceptions()
     _SIGNALLED.clear()
     saved = {}
     try:
@@ -427,16 +427,24 @@ def main() -> None:
     except ValueError:  # not the main thread (main() called in-process by a test): leave the handlers alone
         pass
     try:
-        _main(click_error, usage_error, no_args, abort)
+        guarded(_app)
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
 
 
-def _main(click_error: type, usage_error: type, no_args: type, abort: type) -> None:
+def _app() -> object:
+    mount_recipe_commands(sys.argv[1:])
+    return app(standalone_mode=False)
+
+
+def guarded(call: Callable[[], object]) -> None:
+    """Run ``call`` (the app, or one command's function in-process, as the fuzz test does) and turn what it
+    raises into the CLI's exits: one ``error: ...`` line and code 2 for a user's mistake, 130 / 143 with how to
+    resume for an interrupt; its return value, when a non-zero int, is the exit code."""
+    click_error, usage_error, no_args, abort = _click_exceptions()
     try:
-        mount_recipe_commands(sys.argv[1:])
-        rc = app(standalone_mode=False)
+        rc = call()
         if _SIGNALLED or rc == 130:  # typer turns KeyboardInterrupt into exit code 130, silently
             _interrupted(sys.argv[1:])
         if isinstance(rc, int) and rc:

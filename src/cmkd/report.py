@@ -223,6 +223,9 @@ def _curves(histories: dict[str, list[dict]], primary: str) -> str:
     return _img(fig, "training curves")
 
 
+MAX_TICK_CLASSES = 40  # beyond this a confusion matrix has no per-class tick labels
+
+
 def _confusion(name: str, pred: dict) -> str:
     """Row-normalised confusion matrix of one classifier."""
     y_true = np.asarray(pred["y_true"]).astype(int).ravel()
@@ -244,9 +247,13 @@ def _confusion(name: str, pred: dict) -> str:
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     font = 8 if n <= 15 else 6
     tilt = n > 4
-    ax.set_xticks(range(n), names, rotation=45 if tilt else 0, ha="right" if tilt else "center",
-                  fontsize=font)
-    ax.set_yticks(range(n), names, fontsize=font)
+    if n <= MAX_TICK_CLASSES:
+        ax.set_xticks(range(n), names, rotation=45 if tilt else 0, ha="right" if tilt else "center",
+                      fontsize=font)
+        ax.set_yticks(range(n), names, fontsize=font)
+    else:  # many classes: no per-class labels (unreadable and slow to lay out); the matrix alone
+        ax.set_xticks([])
+        ax.set_yticks([])
     if n <= 12:
         for i in range(n):
             for j in range(n):
