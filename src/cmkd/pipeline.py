@@ -32,7 +32,7 @@ from .logs import write_history_csvs
 from .models import MultimodalNet, count_params
 from .report import print_summary
 from .resolve import resolve
-from .rundir import RunDir, close_run_dirs, open_run_dir
+from .rundir import RunDir, open_run_dir, run_dirs
 from .teachers import teacher_targets, train_teachers
 from .train import fit, set_seed
 from .uncertainty import calibrate, interval_metrics
@@ -64,15 +64,11 @@ def run(config: str | ExperimentConfig, out: str | Path = "runs/out", *, overrid
     """
     from .distributed import cleanup
 
-    error: BaseException | None = None
     try:
-        return _run(config, out, overrides=overrides, quick=quick, resume=resume, quiet=quiet, device=device,
-                    arrays=arrays)
-    except BaseException as e:
-        error = e
-        raise
+        with run_dirs():  # the lock released; after a failure the folder as it was (cmkd.rundir)
+            return _run(config, out, overrides=overrides, quick=quick, resume=resume, quiet=quiet, device=device,
+                        arrays=arrays)
     finally:
-        close_run_dirs(error)  # the lock; after a failure the folder as it was (cmkd.rundir)
         cleanup()
 
 

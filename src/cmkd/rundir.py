@@ -13,6 +13,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +24,7 @@ import yaml
 from .errors import CmkdError
 from .io import atomic_write_text, check_out_dir
 
-__all__ = ["RunDir", "close_run_dirs", "config_diff", "open_run_dir"]
+__all__ = ["RunDir", "config_diff", "open_run_dir", "run_dirs"]
 
 LOCK = ".lock"
 STAGING_PREFIX = ".staging-"
@@ -31,7 +34,8 @@ RESUME_IGNORED = ("threads",)
 # hidden temporary files of the atomic writers (``.name.tmp123``, ``.name.tmp.npz``, mkstemp's ``.name.abc123_x``)
 _TEMP = re.compile(r"^\..+\.(tmp\d*(\.\w+)?|[a-z0-9_]{8})$|^\.write-test-\d+$")
 
-_ACTIVE: list[RunDir] = []
+# the run folders opened by the current run (per thread / task: runs in threads of one process stay apart)
+_OPENED: ContextVar[list[RunDir] | None] = ContextVar("cmkd_run_dirs", default=None)
 
 
 class RunDir:
@@ -70,7 +74,6 @@ class RunDir:
                 same = False
             if same:  # not a lock file that its holder removed while we waited for it
                 self._fd = fd
-                _ACTIVE.append(self)
                 return
             os.close(fd)
         raise CmkdError(f"--out {self.out}: cannot take the lock {path}")
@@ -126,8 +129,6 @@ class RunDir:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
-            if self in _ACTIVE:
-                _ACTIVE.remove(self)
         if self.created and error is not None and self.out.is_dir() and not any(self.out.iterdir()):
             self.out.rmdir()
 
@@ -142,13 +143,27 @@ def open_run_dir(out: Path, config_text: str, resume: bool) -> RunDir:
     except BaseException as e:
         rd.close(e)
         raise
+    opened = _OPENED.get()
+    if opened is not None:  # closed by the enclosing run_dirs()
+        opened.append(rd)
     return rd
 
 
-def close_run_dirs(error: BaseException | None = None) -> None:
-    """Close every run folder this process holds (the end of :func:`cmkd.pipeline.run`, success or not)."""
-    for rd in list(_ACTIVE):
-        rd.close(error)
+@contextmanager
+def run_dirs() -> Iterator[None]:
+    """Around one run (:func:`cmkd.pipeline.run`): every folder :func:`open_run_dir` opens inside is closed at the
+    end, success or not (:meth:`RunDir.close`)."""
+    token = _OPENED.set([])
+    error: BaseException | None = None
+    try:
+        yield
+    except BaseException as e:
+        error = e
+        raise
+    finally:
+        for rd in _OPENED.get() or []:
+            rd.close(error)
+        _OPENED.reset(token)
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
