@@ -175,7 +175,7 @@ def _mutate(rng: np.random.Generator, cfg: dict) -> None:
             cfg["data"]["modalities"] = {}
         elif r == 8:
             cfg["data"]["path"] = _pick(rng, ["nothere.npz", "/dev/null", ".", "exp.yaml"])
-        elif r == 9:
+        elif r == 9 and "y" in cfg["data"]["targets"]:
             cfg["data"]["targets"]["y"]["kind"] = _pick(rng, ["classification", "regression", "ranking"])
         elif r == 10:
             cfg["data"]["max_classes"] = _pick(rng, [1, 2, 3])
