@@ -78,7 +78,7 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
     if not zipfile.is_zipfile(p):
         raise CmkdError(f"{p}: not a readable .npz file (not a zip archive; write it with numpy.savez)")
     try:
-        with np.load(p, allow_pickle=False) as z:
+        with open(p, "rb") as fh, np.load(fh, allow_pickle=False) as z:  # our handle: closed on any failure
             check_npz_members(z.zip, p)  # header sizes, before any member is read
             arrays = {k: z[k] for k in z.files}
     except ValueError as e:
