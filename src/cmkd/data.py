@@ -15,7 +15,7 @@ import torch
 
 from .config import DataConfig
 from .errors import CmkdError
-from .runtime import load_npz, mask_absent, observed_share, presence, tokenize
+from .runtime import check_float32_range, load_npz, mask_absent, observed_share, presence, tokenize
 from .shards import ShardedArray
 from .validate import check_class_count, check_class_ids, check_target_values
 
@@ -166,6 +166,7 @@ def build_data(arrays: dict[str, np.ndarray], cfg: DataConfig, seed: int = 0, so
         else:
             if a.dtype.kind not in "fiub":
                 raise CmkdError(f"{src}: '{m}' must be numeric, got dtype {a.dtype}")
+            check_float32_range(a, m, src)  # else the cast warns and makes them inf
             a = a.astype(np.float32)
             if np.isinf(a).any():
                 raise CmkdError(f"{src}: '{m}' contains infinite values; use NaN for missing values")

@@ -119,6 +119,17 @@ def check_npz_members(zf: zipfile.ZipFile, src: str | Path, limit: int | None = 
                             f"largest array a run reads is {limit / 2**30:.3g} GiB (CMKD_MAX_ARRAY_BYTES)")
 
 
+def check_float32_range(a: np.ndarray, name: str, src: str) -> None:
+    """Refuse finite values that float32 cannot hold (they would become infinite, with a warning, when cast)."""
+    if a.dtype.kind == "f" and a.dtype.itemsize > 4 and a.size:
+        with np.errstate(invalid="ignore"):
+            big = np.abs(a) > np.finfo(np.float32).max
+        big &= np.isfinite(a)
+        if big.any():
+            raise CmkdError(f"{src}: '{name}' holds {a[big].flat[0]:g}, beyond the float32 range of the models "
+                            "(about 3.4e38); rescale it")
+
+
 def tokenize(texts: np.ndarray, vocab: int = 4096, max_len: int = 64) -> np.ndarray:
     """Hash words to token ids (stable across runs and machines; 0 is padding): the ``crc32-words-v1`` tokenizer.
 
@@ -215,6 +226,7 @@ def check_inputs(modalities: dict[str, dict], arrays: dict[str, np.ndarray], src
             if tuple(a.shape[1:]) != tuple(spec["shape"]) or a.dtype.kind not in "fiub":
                 raise CmkdError(f"{src}: '{m}' has per-sample shape {tuple(a.shape[1:])} ({a.dtype}), the model "
                                 f"expects {tuple(spec['shape'])} numbers")
+            check_float32_range(a, m, src)
             a = a.astype(np.float32)
             if np.isinf(a).any():
                 raise CmkdError(f"{src}: '{m}' contains infinite values; use NaN for missing values")
