@@ -708,3 +708,38 @@ def test_report_of_many_classes_is_quick() -> None:
     assert "most frequent confusions" in html and "<img" not in html and time.monotonic() - t0 < 30
     small = _confusion("student", {"y_true": y % 60, "y_pred": rng.permutation(y % 60)})
     assert "<img" in small
+
+
+def test_npz_of_an_unknown_zip_version(tmp_path: Path) -> None:
+    """A damaged zip whose central directory asks for zip version 22.5 (zipfile raises NotImplementedError): one
+    line (found by benchmarks/fuzz_inputs.py)."""
+    from cmkd.errors import CmkdError
+    from cmkd.runtime import load_npz
+
+    p = tmp_path / "data.npz"
+    np.savez(p, x=np.zeros(3))
+    raw = bytearray(p.read_bytes())
+    at = raw.index(b"PK\x01\x02")
+    raw[at + 6:at + 8] = (225).to_bytes(2, "little")
+    p.write_bytes(bytes(raw))
+    with pytest.raises(CmkdError, match="not a readable .npz file"):
+        load_npz(p)
+
+
+def test_input_beyond_float32(tmp_path: Path) -> None:
+    """A float64 input of 1e300: one line naming the value, no RuntimeWarning from the cast (fuzz-found)."""
+    import warnings
+
+    from cmkd.config import validate
+    from cmkd.data import build_data
+    from cmkd.errors import CmkdError
+
+    a = {"vec": np.ones((20, 2)), "y": np.arange(20) % 2}
+    a["vec"][3, 1] = 1e300
+    cfg = validate({"data": {"modalities": {"vec": {"kind": "vector"}}, "targets": {"y": {"kind": "classification"}},
+                             "split": None},
+                    "teacher": {"modalities": ["vec"]}, "student": {"modalities": ["vec"]}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(CmkdError, match="'vec' holds 1e\\+300"):
+            build_data(a, cfg.data)

@@ -86,7 +86,8 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
             raise CmkdError(f"{p}: holds object arrays; store text as a unicode array (np.str_), "
                             "not Python objects") from None
         raise CmkdError(f"{p}: not a readable .npz file ({str(e).splitlines()[0][:120]})") from None
-    except (OSError, zipfile.BadZipFile, zlib.error, EOFError, KeyError) as e:
+    except (OSError, zipfile.BadZipFile, zlib.error, EOFError, KeyError, NotImplementedError, RuntimeError,
+            UnicodeDecodeError) as e:  # a damaged zip: an unknown version or compression, "encrypted", ...
         raise CmkdError(f"{p}: not a readable .npz file ({type(e).__name__})") from None
     for k, v in arrays.items():
         if not isinstance(v, np.ndarray):
