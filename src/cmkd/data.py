@@ -97,7 +97,8 @@ def _split(y: np.ndarray | None, n: int, cfg: DataConfig, seed: int) -> np.ndarr
         train, val = train_test_split(rest, test_size=cfg.val_fraction / (1 - cfg.test_fraction),
                                       random_state=seed, stratify=strat_rest)
     except ValueError:  # more classes than the val/test parts hold samples: one sample of each class in each
-        assert strat is not None
+        if strat is None:
+            raise
         return _split_per_class(strat, seed)
     split = np.zeros(n, dtype=np.int64)
     split[val], split[test] = 1, 2
