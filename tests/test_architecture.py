@@ -157,7 +157,10 @@ def test_recipes_do_not_import_entry_layer() -> None:
 
 def test_config_is_at_the_bottom() -> None:
     g = import_graph()
-    assert g["cmkd.config"] <= {"cmkd.errors", "cmkd.names"}, sorted(g["cmkd.config"])
+    assert g["cmkd.config"] <= {"cmkd.errors", "cmkd.names", "cmkd.validate"}, sorted(g["cmkd.config"])
+    # the input checks config uses sit at the bottom too (the torch-free runtime holds the npz reader they share)
+    assert g["cmkd.validate"] <= {"cmkd.errors", "cmkd.runtime"}, sorted(g["cmkd.validate"])
+    assert g["cmkd.runtime"] <= {"cmkd.errors"}, sorted(g["cmkd.runtime"])
 
 
 @pytest.mark.parametrize("edge", [("cmkd.a", "cmkd.b"), ("cmkd.b", "cmkd.a")])

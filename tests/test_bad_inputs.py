@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -202,6 +203,180 @@ def data_out_folder_missing(d: Path):
     return ["data", "minerals", "--out", d / "nothere" / "x.npz"], ["nothere"]
 
 
+# ---- hostile inputs (a second round): each of these gave a traceback, a hang or a silent wrong result ----
+
+def _npz_with_header(path: Path, key: str, shape: tuple, arrays: dict) -> None:
+    """``arrays`` saved as an npz plus a member ``key`` whose .npy header claims ``shape`` (float64) but holds
+    16 bytes."""
+    import io
+    import zipfile
+
+    np.savez(path, **arrays)
+    buf = io.BytesIO()  # the header writer writes the magic string too
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f8", "fortran_order": False, "shape": shape})
+    buf.write(b"\0" * 16)
+    with zipfile.ZipFile(path, "a") as z:
+        z.writestr(f"{key}.npy", buf.getvalue())
+
+
+@case
+def npz_header_claims_huge_shape(d: Path):
+    p = _exp(d)
+    a = make_arrays()
+    a.pop("vec")
+    _npz_with_header(d / "data.npz", "vec", (10**12,), a)
+    return run_args(p), ["data.npz", "'vec'", "GiB", "CMKD_MAX_ARRAY_BYTES"]
+
+
+@case
+def fifo_as_shard_file(d: Path):
+    from cmkd.shards import write_shards
+
+    a, c = make_arrays(), make_config(epochs=1)
+    c["data"]["path"] = "shards"
+    p = write_case(d, a, c)
+    for i, part in enumerate(np.array_split(np.arange(len(a["y"])), 2)):
+        write_shards(d / "shards", {k: v[part] for k, v in a.items()}, i)
+    label = d / "shards" / "shard_00001" / "y.npy"
+    label.unlink()
+    os.mkfifo(label)
+    return run_args(p), ["y.npy", "not a regular file"]
+
+
+def _regression_case(d: Path, value: float, dtype: type) -> Path:
+    a, c = make_arrays(task="regression"), make_config(task="regression", epochs=1)
+    y = a["y"].astype(dtype)
+    y[5] = value
+    a["y"] = y
+    return write_case(d, a, c)
+
+
+@case
+def regression_target_inf(d: Path):
+    return run_args(_regression_case(d, np.inf, np.float32)), ["data.npz", "'y'", "inf", "sample 5"]
+
+
+@case
+def regression_target_1e300(d: Path):
+    return run_args(_regression_case(d, 1e300, np.float64)), ["data.npz", "'y'", "1e+300"]
+
+
+@case
+def regression_target_3e38(d: Path):
+    return run_args(_regression_case(d, 3e38, np.float32)), ["data.npz", "'y'", "3e+38"]
+
+
+@case
+def seed_negative(d: Path):
+    return run_args(_exp(d), "--set", "seed=-5"), ["'seed'", "0"]
+
+
+@case
+def seed_too_large(d: Path):
+    return run_args(_exp(d), "--set", "seed=1e20"), ["'seed'"]
+
+
+def _renamed(d: Path, new: str) -> Path:
+    def arrays(a: dict) -> None:
+        a[new] = a.pop("vec")
+
+    def config(c: dict) -> None:
+        c["data"]["modalities"][new] = c["data"]["modalities"].pop("vec")
+        c["teacher"]["modalities"] = [new, "img"]
+
+    return _exp(d, arrays=arrays, config=config)
+
+
+@case
+def modality_name_with_dot(d: Path):
+    return run_args(_renamed(d, "a.b")), ["exp.yaml", "data.modalities", "'a.b'"]
+
+
+@case
+def modality_name_empty(d: Path):
+    return run_args(_renamed(d, "")), ["exp.yaml", "data.modalities", "''"]
+
+
+@case
+def adapt_lr_nan(d: Path):
+    (d / "model").mkdir(parents=True)
+    np.savez(d / "data.npz", **make_arrays(n=40))
+    return ["adapt", "--model", d / "model", "--data", d / "data.npz", "--lr", "nan"], ["--lr", "nan"]
+
+
+@case
+def yaml_alias_bomb(d: Path):
+    p = _exp(d)
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, "
+              f"*a{i - 1}, *a{i - 1}, *a{i - 1}]" for i in range(1, 9)]
+    text = p.read_text() + "options:\n" + "".join(f"  {line}\n" for line in lines)
+    p.write_text(text)
+    return run_args(p), ["exp.yaml", "100000 values", "aliases"]
+
+
+@case
+def yaml_too_large(d: Path):
+    p = _exp(d)
+    p.write_text(p.read_text() + "# " + "x" * (1 << 20) + "\n")
+    return run_args(p), ["exp.yaml", "bytes"]
+
+
+@case
+def too_many_classes(d: Path):
+    n = 30000
+
+    def arrays(a: dict) -> None:
+        a.update(make_arrays(n=n))
+        a["y"] = np.arange(n) % 10000  # every class once in train, val and test
+        a["split"] = (np.arange(n) // 10000).astype(np.int64)
+
+    return run_args(_exp(d, arrays=arrays)), ["data.npz", "'y'", "10000 classes", "data.max_classes"]
+
+
+@case
+def duplicated_yaml_key(d: Path):
+    p = _exp(d)
+    p.write_text(p.read_text() + "student: {modalities: [vec]}\n")
+    return run_args(p), ["exp.yaml", "duplicated key 'student'"]
+
+
+@case
+def class_id_inf(d: Path):
+    def inf(a: dict) -> None:
+        a["y"] = a["y"].astype(np.float64)
+        a["y"][7] = np.inf
+
+    return run_args(_exp(d, arrays=inf)), ["data.npz", "'y'", "inf", "sample 7"]
+
+
+@case
+def resume_with_changed_config(d: Path):
+    # an interrupted run's checkpoints and the config they belong to; resuming with another seed is refused
+    from cmkd.config import dump_config, load_config
+
+    p = _exp(d)
+    ck = d / "out" / ".ckpt"
+    ck.mkdir(parents=True)
+    (ck / "config.yaml").write_text(dump_config(load_config(p)))
+    return run_args(p, "--resume", "--set", "seed=7"), ["--resume", "seed"]
+
+
+HELD_LOCKS: list[int] = []  # lock files this test process holds for the duration of the module
+
+
+@case
+def lock_held_by_another_run(d: Path):
+    import fcntl
+
+    p = _exp(d)
+    (d / "out").mkdir()
+    fd = os.open(d / "out" / ".lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running `cmkd run` into the same --out does
+    HELD_LOCKS.append(fd)
+    return run_args(p), ["out", "in use by another cmkd run", ".lock"]
+
+
 # ---- bad checkpoints given to predict / evaluate / export ----
 
 MARKER = "PWNED"
@@ -276,8 +451,39 @@ def good_then_failing(d: Path) -> dict:
     bad_data = _exp(d / "bad_data", arrays=unseen)
     # --overwrite: the earlier run's outputs may be replaced, but only by a run that succeeds
     failed = [cli("run", y, "--out", out, "--quick", "--quiet", "--overwrite", cwd=d) for y in (bad_cfg, bad_data)]
+    # what killed runs leave (the next run cleans it), then a run that fails in training (the loss diverges)
+    (out / ".metrics.json.k3x9_q2a").write_text("half")
+    (out / ".student.pt.tmp4242").write_bytes(b"half")
+    (out / ".staging-4242").mkdir()
+    (out / ".staging-4242" / "student.onnx").write_bytes(b"half")
+    failed.append(cli("run", p, "--out", out, "--quiet", "--overwrite", "--set", "teacher.lr=1e9",
+                      "--set", "teacher.grad_clip=1e9", "--set", "teacher.epochs=30", cwd=d))
     return {"good": good, "out": out, "before": before, "failed": failed, "after": _snapshot(out),
-            "entries": sorted(p.name for p in out.iterdir())}
+            "entries": sorted(p.name for p in out.iterdir()), "uses": _uses_of_a_run(d, out)}
+
+
+def _uses_of_a_run(d: Path, out: Path) -> dict:
+    """predict / evaluate given inputs that do not fit the good run's model."""
+    other = d / "other_model"
+    other.mkdir()
+    shutil.copy(out / "student.onnx", other / "student.onnx")  # a valid ONNX whose sidecar is another model's
+    card = json.loads((out / "student.json").read_text())
+    card["inputs"] = [{**card["inputs"][0], "name": "vec", "shape": [6]}]
+    (other / "student.json").write_text(json.dumps(card))
+    a = make_arrays(n=40)
+    np.savez(d / "vec.npz", vec=a["vec"])
+    np.savez(d / "zero.npz", img=a["img"][:0])
+    np.savez(d / "inf.npz", img=np.where(np.arange(40)[:, None, None, None] < 2, np.inf, a["img"]))
+    np.savez(d / "labels_n1.npz", **{**a, "y": a["y"][:, None]})
+    pred = ["--output", d / "preds.json"]
+    return {"other_onnx": (cli("predict", "--model", other, "--input", d / "vec.npz", *pred, cwd=d),
+                           ["student.onnx", "does not match", "student.json"]),
+            "zero_samples": (cli("predict", "--model", out, "--input", d / "zero.npz", *pred, cwd=d),
+                             ["zero.npz", "0 samples"]),
+            "inf_inputs": (cli("predict", "--model", out, "--input", d / "inf.npz", *pred, cwd=d),
+                           ["inf.npz", "'img'", "infinite"]),
+            "labels_n1": (cli("evaluate", "--model", out, "--data", d / "labels_n1.npz", cwd=d),
+                          ["labels_n1.npz", "'y'", "(40, 1)"])}
 
 
 @pytest.fixture(scope="module")
@@ -337,9 +543,203 @@ def test_failed_run_keeps_earlier_outputs(outcomes: dict) -> None:
     assert res["after"]["metrics.json"] == res["before"]["metrics.json"]
     changed = sorted(k for k in res["before"] if res["after"].get(k) != res["before"][k])
     assert not changed, f"a failed run rewrote earlier outputs: {changed}"
+    assert_user_error(res["failed"][2], ["teacher", "loss became"])
     hidden = [e for e in res["entries"] if e.startswith(".")]
-    assert not hidden, f"temporary files left in {res['out']}: {hidden}"
+    assert not hidden, f"temporary files or checkpoints left in {res['out']}: {hidden}"
     # the earlier run is still usable: its metrics parse and name the three models
     metrics = json.loads(res["after"]["metrics.json"])
     assert {"teacher", "student_baseline", "student"} <= set(metrics["models"]) <= {
         "teacher", "student_baseline", "student", "student_trees"}
+
+
+@pytest.mark.parametrize("use", ["other_onnx", "zero_samples", "inf_inputs", "labels_n1"])
+def test_model_given_unfit_inputs(outcomes: dict, use: str) -> None:
+    assert_user_error(*outcomes["__chain__"]["uses"][use])
+
+
+def test_predict_refuses_outputs_that_are_not_finite() -> None:
+    from cmkd.errors import CmkdError
+    from cmkd.runtime import check_outputs
+
+    check_outputs({"y/value": np.zeros((3, 2))}, "x.npz")
+    with pytest.raises(CmkdError, match="not finite for 1 sample"):
+        check_outputs({"y/value": np.array([[0.0], [np.nan], [1.0]])}, "x.npz")
+
+
+# ---- in-process cases: a split that copes, a full disk, signals, the coastal CSV ----
+
+def test_automatic_split_copes_with_many_small_classes() -> None:
+    """40 classes x 3 samples: every class keeps a sample in train, validation and test (a stratified split by
+    fraction cannot: its test part holds 24 samples)."""
+    from cmkd.config import validate
+    from cmkd.data import build_data
+
+    n = 120
+    a = {"vec": np.random.default_rng(0).normal(size=(n, 4)).astype(np.float32), "y": np.arange(n) % 40}
+    cfg = validate({"data": {"modalities": {"vec": {"kind": "vector"}}, "targets": {"y": {"kind": "classification"}},
+                             "split": None},
+                    "teacher": {"modalities": ["vec"]}, "student": {"modalities": ["vec"]}})
+    data = build_data(a, cfg.data, seed=0)
+    for part in (0, 1, 2):
+        assert len(np.unique(data.targets["y"][data.split == part])) == 40, part
+
+
+def _main(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
+    """``cmkd.cli.main`` in this process: (exit code, stderr)."""
+    from cmkd.cli import main
+
+    old = sys.argv
+    sys.argv = ["cmkd", *map(str, argv)]
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    finally:
+        sys.argv = old
+    return code, capsys.readouterr().err
+
+
+def test_disk_full_during_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture) -> None:
+    """ENOSPC while the per-epoch checkpoint is written: one line naming the folder; --out left as it was."""
+    import errno
+
+    import torch
+
+    def full(obj: object, f: object, *a: object, **k: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", full)
+    p = _exp(tmp_path)
+    out = tmp_path / "out"
+    code, err = _main(["run", p, "--out", out, "--quiet"], capsys)
+    lines = err.splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+    assert str(out / ".ckpt") in lines[0] and "No space left on device" in lines[0], err
+    assert not out.exists(), sorted(q.name for q in out.iterdir())
+
+
+def test_signals_say_how_to_resume(tmp_path: Path) -> None:
+    """SIGINT and SIGTERM during `cmkd run`: exit 130 / 143, one line saying how to resume, checkpoints kept."""
+    import signal
+    import time
+
+    c = make_config(epochs=2000)
+    c["teacher"]["patience"] = 5000
+    procs = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        p = write_case(tmp_path / sig.name, config=c)
+        procs[sig] = (subprocess.Popen([sys.executable, "-m", "cmkd.cli", *map(str, run_args(p))], env=ENV,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
+                      p.parent / "out")
+    deadline = time.monotonic() + 240
+    for sig, (proc, out) in procs.items():
+        while not (out / ".ckpt" / "teacher.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(sig)
+    for sig, (proc, out) in procs.items():
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 128 + sig, (sig, proc.returncode, err)
+        lines = err.splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: interrupted by {sig.name}"), err
+        assert "--resume" in lines[0] and str(out) in lines[0], err
+        assert (out / ".ckpt" / "teacher.pt").is_file()
+        assert not [q.name for q in out.iterdir() if q.name not in (".ckpt",)], sorted(out.iterdir())
+
+
+@pytest.mark.parametrize("edit,words", [
+    ("station_name", ["station 'A'", "row 3", "integer"]),
+    ("station_nan", ["station", "row 4", "integer"]),
+    ("mixed_zones", ["time", "one time zone"]),
+    ("reading_inf", ["inf", "'pressure'", "row 2"]),
+    ("reading_huge", ["1e+30", "'pressure'", "row 2"]),
+])
+def test_coastal_csv_refused(tmp_path: Path, edit: str, words: list[str]) -> None:
+    """Gauge CSVs a careless export produces: one line each (read_csv is where the CSV enters)."""
+    pd = pytest.importorskip("pandas")
+    from cmkd.errors import CmkdError
+    from cmkd.recipes.coastal.forecast import EPOCH, read_csv
+    from cmkd.recipes.coastal.scene import CHANNELS
+
+    n = 8
+    df = pd.DataFrame(np.ones((n, len(CHANNELS))), columns=list(CHANNELS))
+    df.insert(0, "station", 0)
+    df.insert(0, "time", [str(EPOCH + np.timedelta64(i, "h")) for i in range(n)])
+    df = df.astype({"station": object, "time": object, "pressure": object})
+    if edit == "station_name":
+        df.loc[2, "station"] = "A"
+    elif edit == "station_nan":
+        df.loc[3, "station"] = np.nan
+    elif edit == "mixed_zones":
+        df.loc[0, "time"] = "2025-01-01T00:00:00+00:00"
+        df.loc[1, "time"] = "2025-01-01T01:00:00+02:00"
+    else:
+        df.loc[1, "pressure"] = "inf" if edit == "reading_inf" else 1e30
+    src = tmp_path / "r.csv"
+    df.to_csv(src, index=False)
+    with pytest.raises(CmkdError) as e:
+        read_csv(src, CHANNELS)
+    msg = str(e.value)
+    assert "\n" not in msg and all(w in msg for w in words), msg
+
+
+def test_no_risk_class_for_a_forecast_that_is_not_finite() -> None:
+    """Safety: a NaN or infinite forecast never becomes "low / no action"."""
+    from cmkd.recipes.coastal import decisions
+
+    assert decisions.risk_class(0.1, 0.0, 0.2, 0.01, 1.0) == "low"
+    for mu, lo, hi, p in [(np.nan, 0.0, 0.2, 0.0), (0.1, -np.inf, 0.2, 0.0), (0.1, 0.0, np.nan, np.nan)]:
+        with pytest.raises(ValueError, match="not finite"):
+            decisions.risk_class(mu, lo, hi, p, 1.0)
+
+
+def test_report_of_many_classes_is_quick() -> None:
+    """1000 classes (the default data.max_classes): a table of the most frequent confusions, no matrix; 60: a matrix
+    without per-class labels."""
+    import time
+
+    from cmkd.report import _confusion
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 1000, 5000)
+    t0 = time.monotonic()
+    html = _confusion("student", {"y_true": y, "y_pred": rng.permutation(y)})
+    assert "most frequent confusions" in html and "<img" not in html and time.monotonic() - t0 < 30
+    small = _confusion("student", {"y_true": y % 60, "y_pred": rng.permutation(y % 60)})
+    assert "<img" in small
+
+
+def test_npz_of_an_unknown_zip_version(tmp_path: Path) -> None:
+    """A damaged zip whose central directory asks for zip version 22.5 (zipfile raises NotImplementedError): one
+    line (found by benchmarks/fuzz_inputs.py)."""
+    from cmkd.errors import CmkdError
+    from cmkd.runtime import load_npz
+
+    p = tmp_path / "data.npz"
+    np.savez(p, x=np.zeros(3))
+    raw = bytearray(p.read_bytes())
+    at = raw.index(b"PK\x01\x02")
+    raw[at + 6:at + 8] = (225).to_bytes(2, "little")
+    p.write_bytes(bytes(raw))
+    with pytest.raises(CmkdError, match="not a readable .npz file"):
+        load_npz(p)
+
+
+def test_input_beyond_float32(tmp_path: Path) -> None:
+    """A float64 input of 1e300: one line naming the value, no RuntimeWarning from the cast (fuzz-found)."""
+    import warnings
+
+    from cmkd.config import validate
+    from cmkd.data import build_data
+    from cmkd.errors import CmkdError
+
+    a = {"vec": np.ones((20, 2)), "y": np.arange(20) % 2}
+    a["vec"][3, 1] = 1e300
+    cfg = validate({"data": {"modalities": {"vec": {"kind": "vector"}}, "targets": {"y": {"kind": "classification"}},
+                             "split": None},
+                    "teacher": {"modalities": ["vec"]}, "student": {"modalities": ["vec"]}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(CmkdError, match="'vec' holds 1e\\+300"):
+            build_data(a, cfg.data)

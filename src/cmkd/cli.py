@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -242,8 +243,10 @@ def adapt(model: Annotated[Path, typer.Option("--model", "-m", help="Output fold
     from .data import load_npz
     from .io import atomic_write_text
     from .resolve import original_dataset
+    from .validate import check_adapt_options
 
     d = model_dir(model)
+    check_adapt_options(shots=shots, ewc=ewc, epochs=epochs, lr=lr, pseudo=pseudo)
     net, meta = load_model(d / "student.pt")
     new = model_dataset(meta, load_npz(data), str(data), "keep")
     original = original_dataset(meta)
@@ -388,13 +391,62 @@ def _click_exceptions() -> tuple[type, type, type, type]:
     return ClickException, UsageError, NoArgsIsHelpError, Abort
 
 
+_SIGNALLED: list[int] = []  # the signal that interrupted this process (SIGINT / SIGTERM)
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    """SIGINT and SIGTERM interrupt the command like Ctrl-C (the run keeps its checkpoints for --resume)."""
+    _SIGNALLED.append(signum)
+    raise KeyboardInterrupt
+
+
+def _interrupted(argv: list[str]) -> None:
+    """One line saying how to continue, and the shell's exit code for the signal (130 SIGINT, 143 SIGTERM)."""
+    import shlex
+    import signal
+
+    signum = _SIGNALLED[0] if _SIGNALLED else signal.SIGINT
+    hint = ""
+    if argv[:1] == ["run"]:
+        again = [a for a in argv if a != "--overwrite"] + ([] if "--resume" in argv else ["--resume"])
+        hint = f"; rerun with --resume to continue: cmkd {shlex.join(again)}"
+    typer.echo(f"error: interrupted by {signal.Signals(signum).name}{hint}", err=True)
+    sys.exit(128 + int(signum))
+
+
 def main() -> None:
     """Entry point: run the app, turning user mistakes (typer's usage errors too) into one-line errors with exit
-    code 2."""
+    code 2, and SIGINT / SIGTERM into one line saying how to resume."""
+    import signal
+
+    _SIGNALLED.clear()
+    saved = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            saved[sig] = signal.signal(sig, _on_signal)
+    except ValueError:  # not the main thread (main() called in-process by a test): leave the handlers alone
+        pass
+    try:
+        guarded(_app)
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def _app() -> object:
+    mount_recipe_commands(sys.argv[1:])
+    return app(standalone_mode=False)
+
+
+def guarded(call: Callable[[], object]) -> None:
+    """Run ``call`` (the app, or one command's function in-process, as the fuzz test does) and turn what it
+    raises into the CLI's exits: one ``error: ...`` line and code 2 for a user's mistake, 130 / 143 with how to
+    resume for an interrupt; its return value, when a non-zero int, is the exit code."""
     click_error, usage_error, no_args, abort = _click_exceptions()
     try:
-        mount_recipe_commands(sys.argv[1:])
-        rc = app(standalone_mode=False)
+        rc = call()
+        if _SIGNALLED or rc == 130:  # typer turns KeyboardInterrupt into exit code 130, silently
+            _interrupted(sys.argv[1:])
         if isinstance(rc, int) and rc:
             sys.exit(rc)
     except no_args as e:  # `cmkd` or `cmkd habitat` alone: the help
@@ -409,8 +461,7 @@ def main() -> None:
         typer.echo(f"error: {' '.join(e.format_message().split())}", err=True)
         sys.exit(e.exit_code or 1)
     except abort:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
+        _interrupted(sys.argv[1:])
     except CmkdError as e:
         msg = " ".join(str(e).splitlines()) or type(e).__name__  # always one line
         typer.echo(f"error: {msg}", err=True)
@@ -420,8 +471,7 @@ def main() -> None:
         typer.echo(f"error: {where}{e.strerror or e}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
+        _interrupted(sys.argv[1:])
 
 
 if __name__ == "__main__":

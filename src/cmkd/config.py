@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import CmkdError
+from .validate import MAX_CLASSES, check_name, check_node_count, safe_load_yaml
 
 Kind = Literal["vector", "sequence", "image", "signal", "text"]
 
@@ -83,12 +84,23 @@ class DataConfig(_Strict):
     test_fraction: float = Field(0.2, gt=0, lt=0.5)
     text_vocab: int = Field(4096, ge=64)
     text_len: int = Field(64, ge=4)
+    max_classes: int = Field(MAX_CLASSES, ge=2)  # classes per classification target a run accepts
 
     @field_validator("targets")
     @classmethod
     def _one_target(cls, v: dict[str, TargetSpec]) -> dict[str, TargetSpec]:
         if not v:
             raise ValueError("at least one target is needed")
+        return v
+
+    @field_validator("modalities", "targets")
+    @classmethod
+    def _valid_names(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for name in v:
+            try:
+                check_name(name, "")
+            except CmkdError as e:
+                raise ValueError(str(e).removeprefix(": ")) from None
         return v
 
 
@@ -244,7 +256,7 @@ class ExperimentConfig(_Strict):
     """The whole experiment, as in the YAML file."""
 
     name: str = "experiment"
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32)
     recipe: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "cpu"
     threads: int = Field(1, ge=1, le=256)  # CPU threads for torch; 1 is fastest for small edge models
@@ -356,6 +368,7 @@ def validate(raw: dict[str, Any], source: str = "config") -> ExperimentConfig:
     """Validate a raw config dict; a problem becomes a one-line CmkdError naming the key."""
     if not isinstance(raw, dict):
         raise CmkdError(f"{source}: the top level must be a mapping of keys to values")
+    check_node_count(raw, source)  # an alias bomb (in the YAML or a --set value) before any copy of it
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as e:
@@ -399,7 +412,7 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     if not p.is_file():
         raise CmkdError(f"config file not found: {p}")
     try:
-        raw = yaml.safe_load(p.read_text())
+        raw = safe_load_yaml(p)  # safe constructors; bounded size and expansion; no duplicated key
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CmkdError(f"{p}: not valid YAML ({first})") from None

@@ -45,6 +45,7 @@ from .evaluate import predict, task_metrics
 from .losses import task_loss
 from .models import MultimodalNet
 from .runtime import check_inputs
+from .validate import check_target_array
 
 
 def model_modalities(meta: dict) -> dict[str, dict]:
@@ -83,6 +84,7 @@ def model_dataset(meta: dict, arrays: dict[str, np.ndarray], src: str, split: st
             raise CmkdError(f"{src}: target '{t}' missing or of the wrong length (need {n} values)")
         kinds[t] = spec["kind"]
         y = arrays[t]
+        check_target_array(y, t, spec["kind"], src)
         if spec["kind"] == "classification":
             classes = np.asarray(meta["classes"][t])
             lab = (~np.isnan(y) if y.dtype.kind == "f" else np.ones(n, bool)) & (y != UNLABELLED)

@@ -15,8 +15,9 @@ import torch
 
 from .config import DataConfig
 from .errors import CmkdError
-from .runtime import load_npz, mask_absent, observed_share, presence, tokenize
+from .runtime import check_float32_range, load_npz, mask_absent, observed_share, presence, tokenize
 from .shards import ShardedArray
+from .validate import check_class_count, check_class_ids, check_target_values
 
 __all__ = ["MultimodalData", "availability", "build_data", "fit_stats", "load_npz", "make_batch", "tokenize"]
 
@@ -90,12 +91,28 @@ def _split(y: np.ndarray | None, n: int, cfg: DataConfig, seed: int) -> np.ndarr
 
     idx = np.arange(n)
     strat = y if y is not None and np.min(np.unique(y, return_counts=True)[1]) >= 3 else None
-    rest, test = train_test_split(idx, test_size=cfg.test_fraction, random_state=seed, stratify=strat)
-    strat_rest = strat[rest] if strat is not None else None
-    train, val = train_test_split(rest, test_size=cfg.val_fraction / (1 - cfg.test_fraction),
-                                  random_state=seed, stratify=strat_rest)
+    try:
+        rest, test = train_test_split(idx, test_size=cfg.test_fraction, random_state=seed, stratify=strat)
+        strat_rest = strat[rest] if strat is not None else None
+        train, val = train_test_split(rest, test_size=cfg.val_fraction / (1 - cfg.test_fraction),
+                                      random_state=seed, stratify=strat_rest)
+    except ValueError:  # more classes than the val/test parts hold samples: one sample of each class in each
+        if strat is None:
+            raise
+        return _split_per_class(strat, seed)
     split = np.zeros(n, dtype=np.int64)
     split[val], split[test] = 1, 2
+    return split
+
+
+def _split_per_class(y: np.ndarray, seed: int) -> np.ndarray:
+    """A seeded split for many small classes (every class has at least 3 samples): one sample of each class in
+    validation, one in test, the rest in training."""
+    rng = np.random.default_rng(seed)
+    split = np.zeros(len(y), dtype=np.int64)
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        split[idx[0]], split[idx[1]] = 1, 2
     return split
 
 
@@ -150,6 +167,7 @@ def build_data(arrays: dict[str, np.ndarray], cfg: DataConfig, seed: int = 0, so
         else:
             if a.dtype.kind not in "fiub":
                 raise CmkdError(f"{src}: '{m}' must be numeric, got dtype {a.dtype}")
+            check_float32_range(a, m, src)  # else the cast warns and makes them inf
             a = a.astype(np.float32)
             if np.isinf(a).any():
                 raise CmkdError(f"{src}: '{m}' contains infinite values; use NaN for missing values")
@@ -177,6 +195,7 @@ def build_data(arrays: dict[str, np.ndarray], cfg: DataConfig, seed: int = 0, so
                 raise CmkdError(f"{src}: classification target '{t}' must have shape (N,), got {y.shape}")
             if y.dtype.kind not in "fiub":
                 raise CmkdError(f"{src}: classification target '{t}' must hold integer class ids, got {y.dtype}")
+            check_class_ids(y, t, src)  # inf or beyond int64: named, before any cast
             if y.dtype.kind == "f":
                 lab = ~np.isnan(y)
                 if not np.all(y[lab] == np.round(y[lab])):
@@ -187,6 +206,7 @@ def build_data(arrays: dict[str, np.ndarray], cfg: DataConfig, seed: int = 0, so
             if y.dtype.kind not in "fiu" or y.ndim not in (1, 2):
                 raise CmkdError(f"{src}: regression target '{t}' must be numeric (N,) or (N, K), got "
                                 f"{y.dtype} {y.shape}")
+            check_target_values(y, t, src)  # inf, or too large for float32 arithmetic
             y = y.astype(np.float32).reshape(n, -1)
             if np.isnan(y).all(axis=0).any():
                 raise CmkdError(f"{src}: regression target '{t}' has a column that is all NaN")
@@ -227,6 +247,7 @@ def build_data(arrays: dict[str, np.ndarray], cfg: DataConfig, seed: int = 0, so
         unseen = np.setdiff1d(np.unique(y[lab]), cls)
         if len(unseen):
             raise CmkdError(f"{src}: target '{t}' has labels absent from training: {unseen.tolist()[:5]}")
+        check_class_count(len(cls), t, src, cfg.max_classes)
         classes[t] = cls
         targets[t] = np.where(lab, np.searchsorted(cls, y), UNLABELLED).astype(np.int64)
     # NaN-only modalities / columns, judged on the training samples that have the modality

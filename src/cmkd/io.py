@@ -33,9 +33,18 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             f.write(text)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
+    except OSError as e:  # a full disk, a quota: name the folder (the earlier file, if any, is intact)
+        raise write_error(path, e) from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def write_error(path: Path, e: BaseException) -> CmkdError:
+    """The one-line error of a failed write: the file, its folder and the reason (e.g. no space left)."""
+    why = getattr(e, "strerror", None) or (str(e).splitlines() or [type(e).__name__])[0][:120]
+    return CmkdError(f"cannot write {path.name} in folder {path.parent} ({why}); free space there or choose "
+                     "another --out")
 
 
 def strict(obj: Any) -> Any:
@@ -74,6 +83,12 @@ def atomic_save(obj: object, path: str | Path) -> None:
     try:
         torch.save(obj, tmp)
         os.replace(tmp, path)
+    except OSError as e:
+        raise write_error(path, e) from None
+    except RuntimeError as e:  # torch's zip writer reports a failed write (a full disk) as a RuntimeError
+        if "writ" not in str(e).lower():
+            raise
+        raise write_error(path, e) from None
     finally:
         if tmp.exists():
             tmp.unlink()

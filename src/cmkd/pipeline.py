@@ -27,11 +27,12 @@ from .evaluate import (
     task_metrics,
     torch_latency_ms,
 )
-from .io import atomic_write_text, check_out_dir, dumps
+from .io import atomic_write_text, dumps
 from .logs import write_history_csvs, write_tensorboard
 from .models import MultimodalNet, count_params
 from .report import print_summary
 from .resolve import resolve
+from .rundir import RunDir, open_run_dir, run_dirs
 from .teachers import teacher_targets, train_teachers
 from .train import fit, set_seed
 from .uncertainty import calibrate, interval_metrics
@@ -64,8 +65,9 @@ def run(config: str | ExperimentConfig, out: str | Path = "runs/out", *, overrid
     from .distributed import cleanup
 
     try:
-        return _run(config, out, overrides=overrides, quick=quick, resume=resume, quiet=quiet, device=device,
-                    arrays=arrays)
+        with run_dirs():  # the lock released; after a failure the folder as it was (cmkd.rundir)
+            return _run(config, out, overrides=overrides, quick=quick, resume=resume, quiet=quiet, device=device,
+                        arrays=arrays)
     finally:
         cleanup()
 
@@ -109,6 +111,7 @@ class RunState:
     cal_all: np.ndarray | None = None
     extra_html: list[str] = field(default_factory=list)
     fitted: dict | None = None  # the classical stage's exportable tree models (references, tree student)
+    rundir: RunDir | None = None  # the locked output folder; outputs go to its staging folder (st.out)
 
     @property
     def distil(self) -> bool:
@@ -167,11 +170,9 @@ def stage_data(st: RunState) -> None:
                             f"{'teacher' if name == 'teacher' else 'teachers.' + name}")
     # the inputs are valid: only now touch the output folder
     st.ck_dir = st.out / ".ckpt"
-    if st.main:
-        check_out_dir(st.out)
-        if not st.resume and st.ck_dir.exists():
-            shutil.rmtree(st.ck_dir)
-        st.ck_dir.mkdir(exist_ok=True)
+    if st.main:  # lock, resume check, staging: outputs are swapped in at the end (cmkd.rundir)
+        st.rundir = open_run_dir(st.out, dump_config(cfg), st.resume)
+        st.out = st.rundir.staging
         atomic_write_text(st.out / "config.yaml", dump_config(cfg))
     st.sign = 1.0 if HIGHER_IS_BETTER[primary_metric(data)] else -1.0
 
@@ -411,6 +412,9 @@ def stage_write(st: RunState) -> None:
     atomic_write_text(st.out / "histories.json", dumps(st.histories, indent=1))
     write_history_csvs(st.out / "logs", st.histories)
     write_tensorboard(st.out / "logs" / "tensorboard", st.histories)
+    if st.rundir is not None:  # every output written: swap them in
+        st.rundir.commit()
+        st.out = st.rundir.out
     shutil.rmtree(st.ck_dir, ignore_errors=True)
     if not st.quiet:
         print_summary(st.metrics, st.out)

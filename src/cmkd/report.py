@@ -260,6 +260,29 @@ def _curves(histories: dict[str, list[dict]], primary: str) -> str:
     return _img(fig, "training curves")
 
 
+MAX_TICK_CLASSES = 40  # beyond this a confusion matrix has no per-class tick labels
+MAX_MATRIX_CLASSES = 300  # beyond this no matrix at all: a table of the most frequent confusions (top k)
+TOP_CONFUSIONS = 20
+
+
+def _top_confusions(name: str, y_true: np.ndarray, y_pred: np.ndarray, names: list[str], labels: np.ndarray) -> str:
+    """Many classes: accuracy and the ``TOP_CONFUSIONS`` most frequent (true, predicted) pairs of errors, counted
+    sparsely (a dense matrix of 10,000 classes would take 800 MB)."""
+    wrong = y_true != y_pred
+    pairs, counts = (np.unique(np.stack([y_true[wrong], y_pred[wrong]], 1), axis=0, return_counts=True)
+                     if wrong.any() else (np.zeros((0, 2), int), np.zeros(0, int)))
+    order = np.argsort(-counts, kind="stable")[:TOP_CONFUSIONS]
+    pos = {int(c): i for i, c in enumerate(labels)}
+
+    def label(c: int) -> str:
+        return names[pos[c]] if c in pos else str(c)
+
+    acc = float(np.mean(~wrong)) if len(y_true) else float("nan")
+    rows = [[label(int(pairs[i, 0])), label(int(pairs[i, 1])), int(counts[i])] for i in order]
+    return (f"<p>{_esc(name)}: {len(labels)} classes, accuracy {acc:.3f}, n={len(y_true)}; too many classes for a "
+            f"matrix, the {len(rows)} most frequent confusions:</p>" + _table(["true", "predicted", "count"], rows))
+
+
 def _confusion(name: str, pred: dict) -> str:
     """Row-normalised confusion matrix of one classifier."""
     y_true = np.asarray(pred["y_true"]).astype(int).ravel()
@@ -267,6 +290,8 @@ def _confusion(name: str, pred: dict) -> str:
     names = pred.get("class_names")
     labels = np.arange(len(names)) if names else np.union1d(y_true, y_pred)
     names = [str(c) for c in (names if names else labels)]
+    if len(labels) > MAX_MATRIX_CLASSES:
+        return _top_confusions(name, y_true, y_pred, names, labels)
     index = {int(c): i for i, c in enumerate(labels)}
     cm = np.zeros((len(labels), len(labels)))
     for t, p in zip(y_true, y_pred, strict=True):
@@ -281,9 +306,13 @@ def _confusion(name: str, pred: dict) -> str:
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     font = 8 if n <= 15 else 6
     tilt = n > 4
-    ax.set_xticks(range(n), names, rotation=45 if tilt else 0, ha="right" if tilt else "center",
-                  fontsize=font)
-    ax.set_yticks(range(n), names, fontsize=font)
+    if n <= MAX_TICK_CLASSES:
+        ax.set_xticks(range(n), names, rotation=45 if tilt else 0, ha="right" if tilt else "center",
+                      fontsize=font)
+        ax.set_yticks(range(n), names, fontsize=font)
+    else:  # many classes: no per-class labels (unreadable and slow to lay out); the matrix alone
+        ax.set_xticks([])
+        ax.set_yticks([])
     if n <= 12:
         for i in range(n):
             for j in range(n):

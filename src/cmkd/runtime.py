@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import zipfile
 import zlib
 from pathlib import Path
@@ -43,6 +44,8 @@ except ImportError:  # this file copied alone onto a device
 FORMAT = "cmkd-edge-model"
 FORMAT_VERSION = 1
 TOKENIZER = "crc32-words-v1"
+# the largest array (bytes) an npz member may hold, read from its .npy header before anything is allocated
+MAX_ARRAY_BYTES = int(os.environ.get("CMKD_MAX_ARRAY_BYTES", 16 << 30))
 
 
 def sidecar_path(onnx_path: str | Path) -> Path:
@@ -75,19 +78,57 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
     if not zipfile.is_zipfile(p):
         raise CmkdError(f"{p}: not a readable .npz file (not a zip archive; write it with numpy.savez)")
     try:
-        with np.load(p, allow_pickle=False) as z:
+        with open(p, "rb") as fh, np.load(fh, allow_pickle=False) as z:  # our handle: closed on any failure
+            check_npz_members(z.zip, p)  # header sizes, before any member is read
             arrays = {k: z[k] for k in z.files}
     except ValueError as e:
         if "pickle" in str(e).lower():
             raise CmkdError(f"{p}: holds object arrays; store text as a unicode array (np.str_), "
                             "not Python objects") from None
         raise CmkdError(f"{p}: not a readable .npz file ({str(e).splitlines()[0][:120]})") from None
-    except (OSError, zipfile.BadZipFile, zlib.error, EOFError, KeyError) as e:
+    except (OSError, zipfile.BadZipFile, zlib.error, EOFError, KeyError, NotImplementedError, RuntimeError,
+            UnicodeDecodeError) as e:  # a damaged zip: an unknown version or compression, "encrypted", ...
         raise CmkdError(f"{p}: not a readable .npz file ({type(e).__name__})") from None
     for k, v in arrays.items():
         if not isinstance(v, np.ndarray):
             raise CmkdError(f"{p}: member '{k}' is not a .npy array; write the file with numpy.savez")
     return arrays
+
+
+def check_npz_members(zf: zipfile.ZipFile, src: str | Path, limit: int | None = None) -> None:
+    """Read every ``.npy`` member's header and refuse one whose shape and dtype claim more than ``limit`` bytes
+    (default :data:`MAX_ARRAY_BYTES`), so a hostile or damaged header never makes numpy allocate terabytes."""
+    limit = MAX_ARRAY_BYTES if limit is None else limit
+    fmt = np.lib.format
+    for info in zf.infolist():
+        if not info.filename.endswith(".npy"):
+            continue
+        key = info.filename[:-4]
+        with zf.open(info) as f:
+            try:
+                version = fmt.read_magic(f)
+                read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+                shape, _, dtype = read(f)
+            except (ValueError, OSError, EOFError, zlib.error, zipfile.BadZipFile) as e:
+                raise CmkdError(f"{src}: member '{key}' is not a readable .npy array "
+                                f"({str(e).splitlines()[0][:100] if str(e) else type(e).__name__})") from None
+        if dtype.hasobject:
+            continue  # refused when read (no pickles), with its own message
+        size = math.prod(shape) * dtype.itemsize
+        if size > limit:
+            raise CmkdError(f"{src}: member '{key}' claims shape {shape} of {dtype} ({size / 2**30:.3g} GiB); the "
+                            f"largest array a run reads is {limit / 2**30:.3g} GiB (CMKD_MAX_ARRAY_BYTES)")
+
+
+def check_float32_range(a: np.ndarray, name: str, src: str) -> None:
+    """Refuse finite values that float32 cannot hold (they would become infinite, with a warning, when cast)."""
+    if a.dtype.kind == "f" and a.dtype.itemsize > 4 and a.size:
+        with np.errstate(invalid="ignore"):
+            big = np.abs(a) > np.finfo(np.float32).max
+        big &= np.isfinite(a)
+        if big.any():
+            raise CmkdError(f"{src}: '{name}' holds {a[big].flat[0]:g}, beyond the float32 range of the models "
+                            "(about 3.4e38); rescale it")
 
 
 def tokenize(texts: np.ndarray, vocab: int = 4096, max_len: int = 64) -> np.ndarray:
@@ -186,12 +227,15 @@ def check_inputs(modalities: dict[str, dict], arrays: dict[str, np.ndarray], src
             if tuple(a.shape[1:]) != tuple(spec["shape"]) or a.dtype.kind not in "fiub":
                 raise CmkdError(f"{src}: '{m}' has per-sample shape {tuple(a.shape[1:])} ({a.dtype}), the model "
                                 f"expects {tuple(spec['shape'])} numbers")
+            check_float32_range(a, m, src)
             a = a.astype(np.float32)
             if np.isinf(a).any():
                 raise CmkdError(f"{src}: '{m}' contains infinite values; use NaN for missing values")
         feed[m] = a
     if len({len(v) for v in feed.values()}) > 1:
         raise CmkdError(f"{src}: the model's modalities have different sample counts")
+    if feed and len(next(iter(feed.values()))) == 0:
+        raise CmkdError(f"{src}: holds 0 samples; nothing to predict")
     for m, a in feed.items():
         kind = modalities[m]["kind"]
         present[m] = presence(arrays, m, observed_rows(a, kind), src)
@@ -236,6 +280,27 @@ def read_card(path: str | Path) -> dict:
     return card
 
 
+def check_session(session: Any, card: dict, path: Path) -> None:
+    """The ONNX file's inputs and outputs are those its sidecar describes (not another run's model)."""
+    ins = sorted(i.name for i in session.get_inputs())
+    want = sorted(i["name"] for i in card.get("inputs") or [])
+    outs = {o.name for o in session.get_outputs()}
+    named = {v for t in card.get("targets") or [] for v in (t.get("outputs") or {}).values() if isinstance(v, str)}
+    if ins != want or not named <= outs:
+        raise CmkdError(f"{path}: the ONNX model (inputs {', '.join(ins)}) does not match its sidecar "
+                        f"{sidecar_path(path).name} (inputs {', '.join(want)}); re-export with `cmkd export`")
+
+
+def check_outputs(outs: dict[str, np.ndarray], src: str) -> None:
+    """Refuse predictions that are not finite (inputs far outside the training range overflow the network):
+    never written as if they were results."""
+    for name, v in outs.items():
+        bad = ~np.isfinite(np.asarray(v, dtype=np.float64).reshape(len(v), -1)).all(axis=1)
+        if bad.any():
+            raise CmkdError(f"{src}: the model's output '{name}' is not finite for {int(bad.sum())} sample(s) (first: "
+                            f"{int(np.flatnonzero(bad)[0])}); inputs far outside the training range?")
+
+
 class EdgeModel:
     """An exported model (ONNX + sidecar) run with ONNX Runtime.
 
@@ -259,6 +324,7 @@ class EdgeModel:
             self.session = ort.InferenceSession(str(self.path), so, providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001
             raise CmkdError(f"{self.path}: not a loadable ONNX model ({str(e).splitlines()[0][:160]})") from None
+        check_session(self.session, self.card, self.path)
 
     @property
     def modalities(self) -> dict[str, dict]:
@@ -300,6 +366,7 @@ class EdgeModel:
         """
         feed, present = self.inputs(arrays, src)
         outs = self.run(feed)
+        check_outputs(outs, src)
         band = self.bands(feed, present)
         n = len(next(iter(feed.values())))
         result: dict[str, Any] = {"model": str(self.path), "n": n, "targets": {}}

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CmkdError
+from .validate import check_regular_file
 
 
 class ShardedArray:
@@ -31,6 +32,7 @@ class ShardedArray:
         self.name = name
         self.maps = []
         for f in self.files:
+            check_regular_file(f, "shard file")  # a FIFO would block np.load forever
             try:
                 self.maps.append(np.load(f, mmap_mode="r", allow_pickle=False))
             except (ValueError, OSError) as e:

@@ -83,7 +83,10 @@ def exceedance_probability(mu: np.ndarray, hi: np.ndarray, elevation: float) -> 
 
 
 def risk_class(mu: float, lo: float, hi: float, p: float, elevation: float) -> str:
-    """The risk class of one forecast against one asset (rules in the module docstring)."""
+    """The risk class of one forecast against one asset (rules in the module docstring); a forecast that is not
+    finite has no risk class (never "low / no action"): a ValueError."""
+    if not all(math.isfinite(v) for v in (mu, lo, hi, p)):
+        raise ValueError(f"no risk class for a forecast that is not finite (level {mu}, interval [{lo}, {hi}])")
     if lo >= elevation:
         return "severe"
     if mu >= elevation or p >= 0.5:

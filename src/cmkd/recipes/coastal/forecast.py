@@ -24,6 +24,7 @@ from . import decisions
 from .harmonic import HarmonicModel
 
 EPOCH = np.datetime64("2025-01-01T00:00")
+MAX_READING = 1e6  # the largest plausible sensor reading (m, m/s, hPa, ...): beyond it the CSV is refused
 
 
 def save_tides(models: dict[int, HarmonicModel], assets: list[dict], path: Path) -> None:
@@ -67,7 +68,13 @@ def read_csv(path: Path, channels: tuple[str, ...]) -> dict[int, tuple[np.ndarra
     if missing:
         raise CmkdError(f"{path}: missing column(s) {', '.join(missing)}; needs time, optional station, and "
                         f"{', '.join(channels)}")
-    t = pd.to_datetime(df["time"], errors="coerce")
+    try:
+        t = pd.to_datetime(df["time"], errors="coerce")
+    except (ValueError, TypeError) as e:  # e.g. "Mixed timezones detected"
+        raise CmkdError(f"{path}: timestamps in column 'time' cannot be read together ({str(e).split('.')[0]}); "
+                        "give every timestamp in one time zone") from None
+    if getattr(t.dt, "tz", None) is not None:  # one zone, stated: as UTC, naive like the recipe's EPOCH
+        t = t.dt.tz_convert("UTC").dt.tz_localize(None)
     if t.isna().any():
         bad = int(np.flatnonzero(t.isna().to_numpy())[0])
         raise CmkdError(f"{path}: unparseable timestamp {df['time'].iloc[bad]!r} on data row {bad + 1}")
@@ -75,9 +82,13 @@ def read_csv(path: Path, channels: tuple[str, ...]) -> dict[int, tuple[np.ndarra
         values = df[list(channels)].apply(pd.to_numeric, errors="raise").to_numpy(dtype=float)
     except (ValueError, TypeError) as e:
         raise CmkdError(f"{path}: non-numeric sensor value ({str(e)[:100]})") from None
+    if np.isinf(values).any() or (np.abs(np.nan_to_num(values)) > MAX_READING).any():
+        i, j = np.argwhere(np.isinf(values) | (np.abs(np.nan_to_num(values)) > MAX_READING))[0]
+        raise CmkdError(f"{path}: reading {values[i, j]!r} of '{channels[j]}' on data row {i + 1} is not a plausible "
+                        f"value (finite, at most {MAX_READING:g} in size); leave a missing reading empty")
     if np.isnan(values).all():
         raise CmkdError(f"{path}: every sensor reading is empty (all NaN); nothing to forecast from")
-    station = df["station"].to_numpy() if "station" in df.columns else np.zeros(len(df), dtype=int)
+    station = _stations(df, path) if "station" in df.columns else np.zeros(len(df), dtype=int)
     hours = ((t.to_numpy().astype("datetime64[m]") - EPOCH) / np.timedelta64(60, "m")).astype(float)
     out = {}
     for s in np.unique(station):
@@ -88,6 +99,25 @@ def read_csv(path: Path, channels: tuple[str, ...]) -> dict[int, tuple[np.ndarra
         vals[h - h.min()] = values[sel]
         out[int(s)] = (grid.astype(float), vals)
     return out
+
+
+def _stations(df: object, path: Path) -> np.ndarray:
+    """The ``station`` column as integer ids: a name, an empty cell or a fraction is a one-line error."""
+    col = df["station"]  # type: ignore[index]
+    v = np.asarray([_station_id(x) for x in col.tolist()], dtype=object)
+    bad = np.flatnonzero([x is None for x in v])
+    if len(bad):
+        raise CmkdError(f"{path}: station {col.iloc[bad[0]]!r} on data row {bad[0] + 1} is not an integer id "
+                        "(every row needs its station's number)")
+    return v.astype(np.int64)
+
+
+def _station_id(x: object) -> int | None:
+    try:
+        f = float(x)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return int(f) if np.isfinite(f) and f == round(f) and abs(f) < 2**31 else None
 
 
 def forecast_csv(model_dir: Path, csv: Path) -> dict:
@@ -126,6 +156,9 @@ def forecast_csv(model_dir: Path, csv: Path) -> dict:
             lo, hi = mu - 1.645 * sd, mu + 1.645 * sd
             out["interval"] = "90% Gaussian (std output; no conformal calibration for this model)"
         mu, lo, hi = mu + tide, lo + tide, hi + tide
+        if not np.isfinite(np.concatenate([mu, lo, hi])).all():  # never a recommendation from such a forecast
+            raise CmkdError(f"{csv}: the forecast of station {s} is not finite (readings far outside the training "
+                            "range?); no recommendation issued")
         prob = None
         if "flood" in res:
             fl = res["flood"]
