@@ -10,15 +10,13 @@ from __future__ import annotations
 import argparse
 import collections
 import re
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, save
+from common import save
 
-sys.path.insert(0, str(ROOT / "tests"))
-from fuzz_inputs import TIME_LIMIT_S, check_case  # noqa: E402
+from cmkd.fuzz import TIME_LIMIT_S, check_case
 
 
 def _kind(line: str | None) -> str:

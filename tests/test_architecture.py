@@ -15,7 +15,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PKG = SRC / "cmkd"
 
 # The entry layer sits above the recipes: it may import recipes, recipes may not import it.
-ENTRY = {"cmkd.cli", "cmkd.pipeline", "cmkd.pipeline_export", "cmkd.resolve", "cmkd.tune", "cmkd.select",
+ENTRY = {"cmkd.cli", "cmkd.fuzz", "cmkd.pipeline", "cmkd.pipeline_export", "cmkd.resolve", "cmkd.tune", "cmkd.select",
          "cmkd.__main__"}
 # The registry: it names and loads the recipes, so it may import them (lazily, by name).
 REGISTRY = {"cmkd.recipes"}

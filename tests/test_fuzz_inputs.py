@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from fuzz_inputs import check_case
+from cmkd.fuzz import check_case
 
 CASES = 240
 BUDGET_S = 60.0

@@ -9,7 +9,8 @@ of cases run in a minute. The property checked on every case:
 * never a traceback, never longer than :data:`TIME_LIMIT_S`;
 * on failure, ``--out`` exactly as it was before (absent, or an earlier run's files byte for byte).
 
-Used by ``tests/test_fuzz_inputs.py`` (a few hundred cases) and ``benchmarks/fuzz_inputs.py`` (thousands).
+Used by ``tests/test_fuzz_inputs.py`` (a few hundred cases) and ``benchmarks/fuzz_inputs.py`` (thousands); in the
+package so that neither imports the other's folder.
 """
 
 from __future__ import annotations
@@ -201,8 +202,8 @@ def _earlier_run(rng: np.random.Generator, out: Path) -> None:
 
 def run_case(argv: list[str]) -> tuple[int, str, float]:
     """``cmkd ARGV`` in this process, the pipeline cut after its data stage: (exit code, stderr, seconds)."""
-    import cmkd.pipeline as pipeline
-    from cmkd.cli import guarded, run
+    from . import pipeline
+    from .cli import guarded, run
 
     assert argv[0] == "run" and argv[2] == "--out"
     sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
