@@ -71,7 +71,10 @@ def import_graph() -> dict[str, set[str]]:
                     if isinstance(node.args[0].value, str):
                         targets = [node.args[0].value]
             elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("cmkd."):
-                targets = [node.value]  # a module named by a string, e.g. a registry's "cmkd.recipes.x" entry
+                # a module named by a string, e.g. a registry's "cmkd.recipes.x" entry; a string whose only known
+                # prefix is the package itself ("cmkd.sidecar", an ONNX metadata key) names no module
+                hit = _known(node.value, modules)
+                targets = [node.value] if hit and hit != "cmkd" else []
             for t in targets:
                 hit = _known(t, modules)
                 if hit and hit != mod:

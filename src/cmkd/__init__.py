@@ -19,9 +19,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ._version import __version__
 from .errors import CmkdError
-
-__version__ = "0.1.0"
 
 # public name -> the module that defines it
 _LAZY = {

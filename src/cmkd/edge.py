@@ -50,7 +50,7 @@ def edge_card(*, inputs: list[dict], targets: list[dict], outputs: list[dict], c
         role, model_type, name, recipe, synthetic: what the model is and where it came from.
         notes: free-text caveats.
     """
-    from . import __version__
+    from ._version import __version__
 
     return {"format": FORMAT, "format_version": FORMAT_VERSION, "cmkd_version": __version__, "role": role,
             "model_type": model_type, "name": name, "recipe": recipe, "synthetic": synthetic,
