@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import losses, models  # noqa: F401 - the registries register their config name checks on import
 from .config import ExperimentConfig, apply_overrides, load_yaml, validate
 from .data import MultimodalData, build_data, load_npz
 from .errors import CmkdError
