@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from run_benchmarks import ms, save  # noqa: E402 - benchmarks/ is on sys.path
+from common import ms, save
 from sklearn.ensemble import ExtraTreesRegressor, RandomForestRegressor
 
 from cmkd.recipes.airquality.data import chronological_split, label_mask, read_table

@@ -1,7 +1,7 @@
 """Safe distillation: student_baseline vs distilled student under each distillation variant, several seeds.
 
 Cases: the ``airquality`` recipe (REAL data) at ``--fraction`` labels, or ``sparse-regression`` /
-``sparse-classification`` (SYNTHETIC, ``tests/helpers.make_sparse_case``: 1-2% labels, a teacher only slightly
+``sparse-classification`` (SYNTHETIC, ``cmkd.cases.make_sparse_case``: 1-2% labels, a teacher only slightly
 better than the baseline, a third of the unlabelled samples out of the labelled range). Variants are chosen on
 VALIDATION (best epoch's primary metric); test is reported beside it.
 
@@ -16,19 +16,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import yaml
-from run_benchmarks import ms, save  # noqa: E402 - benchmarks/ is on sys.path
+from common import ms, save
 
 import cmkd
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from helpers import make_sparse_case, sparse_case_config  # noqa: E402
+from cmkd.cases import make_sparse_case, sparse_case_config
 
 # variant name -> config overrides (on top of the recipe's defaults)
 VARIANTS: dict[str, list[str]] = {
