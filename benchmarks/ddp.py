@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+from common import ROOT, save
 
-from common import save  # noqa: E402
-from test_distributed import TOLERANCE, ddp_case, run_ddp  # noqa: E402
-
-import cmkd  # noqa: E402
+import cmkd
+from cmkd.cases import DDP_TOLERANCE as TOLERANCE
+from cmkd.cases import ddp_case
+from cmkd.distributed import torchrun
 
 
 def main() -> None:
@@ -37,7 +35,7 @@ def main() -> None:
     rows = []
     for i in range(args.runs):
         t0 = time.time()
-        r = run_ddp(y, out / f"ddp-{i}")
+        r = torchrun(["run", str(y), "--out", str(out / f"ddp-{i}"), "--quiet"])
         row = {"run": i, "returncode": r.returncode, "wall_s": time.time() - t0}
         if r.returncode == 0:
             two = json.loads((out / f"ddp-{i}" / "metrics.json").read_text())

@@ -70,10 +70,11 @@ def import_graph() -> dict[str, set[str]]:
                 if name == "import_module" and node.args and isinstance(node.args[0], ast.Constant):
                     if isinstance(node.args[0].value, str):
                         targets = [node.args[0].value]
-            elif (isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("cmkd.")
-                  and node.value in modules):
-                targets = [node.value]  # a module named by a string, e.g. a registry's "cmkd.recipes.x" entry
-                # (exactly a module's name: "cmkd.sidecar", an ONNX metadata key, names none)
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("cmkd."):
+                # a module named by a string, e.g. a registry's "cmkd.recipes.x" entry; a string whose only known
+                # prefix is the package itself ("cmkd.sidecar", an ONNX metadata key) names no module
+                hit = _known(node.value, modules)
+                targets = [node.value] if hit and hit != "cmkd" else []
             for t in targets:
                 hit = _known(t, modules)
                 if hit and hit != mod:

@@ -2,7 +2,8 @@
 
 Each recipe: a description and synthetic flag for ``cmkd list``, default configs (quick and full) that the
 schema accepts and whose options its options model accepts, and a one-line error naming an unknown option key.
-The quick end-to-end runs live in each recipe's own test module (one module-scoped run each)."""
+The quick end-to-end runs (metrics contract, report) are in test_recipes_conformance_runs.py, one test per
+recipe so pytest-xdist spreads them."""
 
 from __future__ import annotations
 

@@ -15,8 +15,8 @@ import cmkd
 from cmkd.config import validate
 from cmkd.data import availability, build_data
 from cmkd.errors import CmkdError
-from cmkd.missing import PATTERNS, channel_masks, make_mask, modality_dropout, time_since_observed
-from cmkd.models import SequenceEncoder
+from cmkd.missing import PATTERNS, channel_masks, make_mask
+from cmkd.models import SequenceEncoder, drop_modalities
 from cmkd.uncertainty import ConformalRegressor, availability_groups, conformal_quantile, conformal_sets
 
 
@@ -53,8 +53,18 @@ def test_mask_errors_and_helpers() -> None:
         make_mask("random", 10, 1.5, rng)
     ch = channel_masks(np.array([True, False, False, False] * 50), 3, rng, 0.1)
     assert ch.shape == (200, 3) and ch[::4].all()
-    assert modality_dropout(np.ones(1000, bool), 0.2, rng).mean() == pytest.approx(0.8, abs=0.05)
-    assert time_since_observed(np.array([0, 1, 0, 0, 1], bool)).tolist() == [1, 0, 1, 2, 0]
+
+
+def test_modality_dropout_keeps_one_modality_and_never_restores_one() -> None:
+    torch.manual_seed(0)
+    absent = torch.zeros(4000, 2, dtype=torch.bool)
+    absent[:1000, 1] = True  # these samples have only their first modality
+    out = drop_modalities(absent, 0.2)
+    assert (out | ~absent).all()  # an absent modality stays absent
+    assert (~out).any(dim=1).all()  # every sample keeps at least one modality
+    assert not out[:1000, 0].any()  # a sample's only modality is never dropped
+    # both present: each dropped with p = 0.2, unless both are (then neither): 0.2 - 0.2 ** 2 = 0.16
+    assert out[1000:].float().mean().item() == pytest.approx(0.16, abs=0.02)
 
 
 def test_sequence_encoder_time_since_last_observation() -> None:

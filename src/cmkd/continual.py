@@ -286,6 +286,44 @@ def _lists(stats: dict[str, dict[str, np.ndarray]]) -> dict:
     return {k: {kk: np.asarray(vv).ravel().tolist() for kk, vv in v.items()} for k, v in stats.items()}
 
 
+def _check_adapt_args(ewc_lambda: float, epochs: int, lr: float, pseudo: int, score_part: int) -> None:
+    """One-line errors for the settings of :func:`adapt` that cannot work."""
+    if ewc_lambda < 0:
+        raise CmkdError(f"--ewc must be >= 0, got {ewc_lambda}")
+    if epochs < 0 or lr <= 0:
+        raise CmkdError(f"--epochs must be >= 0 and --lr > 0, got {epochs} and {lr}")
+    if pseudo < 0:
+        raise CmkdError(f"--pseudo must be >= 0, got {pseudo}")
+    if score_part not in (1, 2):
+        raise CmkdError(f"score_part must be 1 (validation) or 2 (test), got {score_part}")
+
+
+def _scored_samples(new: MultimodalData, original: MultimodalData | None, chosen: np.ndarray,
+                    score_part: int) -> tuple[np.ndarray, np.ndarray]:
+    """The samples that score :func:`adapt`: the new site's labelled non-shot samples (of part ``score_part``
+    when it has one) and the original site's labelled samples of that part (empty without ``original``)."""
+    rest = new.labelled(np.setdiff1d(np.arange(new.n), chosen))
+    if new.n and len(new.indices(score_part)):
+        rest = new.labelled(np.setdiff1d(new.indices(score_part), chosen))
+    if len(rest) == 0:
+        raise CmkdError("the new-site data has no labelled sample left to score the adapted model")
+    orig_test = (original.labelled(original.indices(score_part)) if original is not None
+                 else np.array([], dtype=int))
+    return rest, orig_test
+
+
+def _make_ewc(adapted: MultimodalNet, original: MultimodalData | None, ewc_lambda: float, seed: int) -> EWC | None:
+    """The EWC penalty anchored at ``adapted``'s current weights (Fisher from the original training split), or
+    None when ``ewc_lambda`` is 0."""
+    ewc = None
+    if ewc_lambda > 0:
+        if original is None:
+            raise CmkdError("--ewc needs the original training data (the run's data could not be loaded)")
+        fisher = fisher_diagonal(adapted, original, original.labelled(original.indices(0)), seed=seed)
+        ewc = EWC(adapted, fisher, ewc_lambda)
+    return ewc
+
+
 def adapt(model: MultimodalNet, new: MultimodalData, shots: int, original: MultimodalData | None = None,
           ewc_lambda: float = 0.0, epochs: int = 50, lr: float = 1e-3, seed: int = 0, restandardise: bool = True,
           train: str = "all", score_part: int = 2, pseudo: int = 0, augment: bool = True
@@ -318,24 +356,11 @@ def adapt(model: MultimodalNet, new: MultimodalData, shots: int, original: Multi
         both sites before and after (and after restandardisation alone), shots used, settings, both sites'
         standardisation statistics.
     """
-    if ewc_lambda < 0:
-        raise CmkdError(f"--ewc must be >= 0, got {ewc_lambda}")
-    if epochs < 0 or lr <= 0:
-        raise CmkdError(f"--epochs must be >= 0 and --lr > 0, got {epochs} and {lr}")
-    if pseudo < 0:
-        raise CmkdError(f"--pseudo must be >= 0, got {pseudo}")
-    if score_part not in (1, 2):
-        raise CmkdError(f"score_part must be 1 (validation) or 2 (test), got {score_part}")
+    _check_adapt_args(ewc_lambda, epochs, lr, pseudo, score_part)
     _trainable(model, train)
     pool = new.indices(0) if len(new.indices(0)) else np.arange(new.n)
     chosen = sample_shots(new, pool, shots, seed)
-    rest = new.labelled(np.setdiff1d(np.arange(new.n), chosen))
-    if new.n and len(new.indices(score_part)):
-        rest = new.labelled(np.setdiff1d(new.indices(score_part), chosen))
-    if len(rest) == 0:
-        raise CmkdError("the new-site data has no labelled sample left to score the adapted model")
-    orig_test = (original.labelled(original.indices(score_part)) if original is not None
-                 else np.array([], dtype=int))
+    rest, orig_test = _scored_samples(new, original, chosen, score_part)
     orig_stats = input_stats(model)
     new_stats = site_stats(model, new) if restandardise else None
 
@@ -349,12 +374,7 @@ def adapt(model: MultimodalNet, new: MultimodalData, shots: int, original: Multi
 
     before = scores(model)
     adapted = copy.deepcopy(model)
-    ewc = None
-    if ewc_lambda > 0:
-        if original is None:
-            raise CmkdError("--ewc needs the original training data (the run's data could not be loaded)")
-        fisher = fisher_diagonal(adapted, original, original.labelled(original.indices(0)), seed=seed)
-        ewc = EWC(adapted, fisher, ewc_lambda)
+    ewc = _make_ewc(adapted, original, ewc_lambda, seed)
     restandardised = None
     if new_stats is not None:
         adapted.set_stats(new_stats)

@@ -116,74 +116,64 @@ def _split_per_class(y: np.ndarray, seed: int) -> np.ndarray:
     return split
 
 
-def build_data(arrays: dict[str, np.ndarray], cfg: DataConfig, seed: int = 0, source: str = "synthetic",
-               modalities: list[str] | None = None) -> MultimodalData:
-    """Check the arrays against the config and build a :class:`MultimodalData`.
-
-    Every problem raises a one-line CmkdError that names the key and the source.
-
-    Args:
-        arrays: the dataset dict (npz contents).
-        cfg: the ``data`` section of the config.
-        seed: seeds the stratified split when the data has none.
-        source: a path or "synthetic", used in messages and metrics.
-        modalities: the modalities actually used (default: all in cfg).
+def _add_modality(arrays: dict[str, np.ndarray], cfg: DataConfig, m: str, n: int | None, src: str,
+                  inputs: dict[str, np.ndarray], present: dict[str, np.ndarray]) -> int:
+    """Check modality ``m`` (declared, shape, dtype, finite, sample count), store its values in ``inputs`` and
+    its availability in ``present``; return the sample count (``n``, or this modality's when ``n`` is None).
     """
-    src = source
-    mods = modalities or list(cfg.modalities)
-    n = None
-    inputs: dict[str, np.ndarray] = {}
-    present: dict[str, np.ndarray] = {}
-    for m in mods:
-        if m not in cfg.modalities:
-            raise CmkdError(f"config: modality '{m}' is used by teacher/student but not declared in "
-                            f"data.modalities ({', '.join(cfg.modalities)})")
-        kind = cfg.modalities[m].kind
-        if m not in arrays:
-            raise CmkdError(f"{src}: modality '{m}' not found; keys present: {', '.join(sorted(arrays))}")
-        a = arrays[m]
-        if a.ndim != NDIM[kind]:
-            raise CmkdError(f"{src}: '{m}' has shape {a.shape}, but kind '{kind}' needs {SHAPE_HINT[kind]}")
-        if n is None:
-            n = len(a)
-        elif len(a) != n:
-            raise CmkdError(f"{src}: '{m}' has {len(a)} samples, other keys have {n}")
-        if kind == "text":
-            if a.dtype.kind not in "US":
-                raise CmkdError(f"{src}: text modality '{m}' must be an array of strings, got {a.dtype}")
-            inputs[m] = tokenize(a, cfg.text_vocab, cfg.text_len)
-            pres = np.array([len(str(t).strip()) > 0 for t in a])
-        elif isinstance(a, ShardedArray):  # on disk: checked chunk by chunk, gathered batch by batch
-            if a.raw_dtype.kind not in "fiub":
-                raise CmkdError(f"{src}: '{m}' must be numeric, got dtype {a.raw_dtype}")
-            if a.size == 0:
-                raise CmkdError(f"{src}: '{m}' is empty (shape {a.shape})")
-            pres = np.zeros(len(a), dtype=bool)
-            for rows, x in a.chunks():
-                if np.isinf(x).any():
-                    raise CmkdError(f"{src}: '{m}' contains infinite values; use NaN for missing values")
-                pres[rows] = ~np.isnan(x.reshape(len(x), -1)).all(axis=1)
-            inputs[m] = a
-        else:
-            if a.dtype.kind not in "fiub":
-                raise CmkdError(f"{src}: '{m}' must be numeric, got dtype {a.dtype}")
-            check_float32_range(a, m, src)  # else the cast warns and makes them inf
-            a = a.astype(np.float32)
-            if np.isinf(a).any():
+    if m not in cfg.modalities:
+        raise CmkdError(f"config: modality '{m}' is used by teacher/student but not declared in "
+                        f"data.modalities ({', '.join(cfg.modalities)})")
+    kind = cfg.modalities[m].kind
+    if m not in arrays:
+        raise CmkdError(f"{src}: modality '{m}' not found; keys present: {', '.join(sorted(arrays))}")
+    a = arrays[m]
+    if a.ndim != NDIM[kind]:
+        raise CmkdError(f"{src}: '{m}' has shape {a.shape}, but kind '{kind}' needs {SHAPE_HINT[kind]}")
+    if n is None:
+        n = len(a)
+    elif len(a) != n:
+        raise CmkdError(f"{src}: '{m}' has {len(a)} samples, other keys have {n}")
+    if kind == "text":
+        if a.dtype.kind not in "US":
+            raise CmkdError(f"{src}: text modality '{m}' must be an array of strings, got {a.dtype}")
+        inputs[m] = tokenize(a, cfg.text_vocab, cfg.text_len)
+        pres = np.array([len(str(t).strip()) > 0 for t in a])
+    elif isinstance(a, ShardedArray):  # on disk: checked chunk by chunk, gathered batch by batch
+        if a.raw_dtype.kind not in "fiub":
+            raise CmkdError(f"{src}: '{m}' must be numeric, got dtype {a.raw_dtype}")
+        if a.size == 0:
+            raise CmkdError(f"{src}: '{m}' is empty (shape {a.shape})")
+        pres = np.zeros(len(a), dtype=bool)
+        for rows, x in a.chunks():
+            if np.isinf(x).any():
                 raise CmkdError(f"{src}: '{m}' contains infinite values; use NaN for missing values")
-            if a.size == 0 or a[0].size == 0:
-                raise CmkdError(f"{src}: '{m}' is empty (shape {a.shape})")
-            inputs[m] = a
-            pres = ~np.isnan(a.reshape(len(a), -1)).all(axis=1)
-        pres = presence(arrays, m, pres, src)  # the one availability rule (also cmkd predict / evaluate)
-        if not pres.all() and isinstance(inputs[m], ShardedArray):
-            inputs[m].absent = ~pres  # its rows come back all NaN
-        else:  # an absent modality holds no values: exported models (no flags) see the same thing
-            inputs[m] = mask_absent(inputs[m], pres, kind)
-        present[m] = pres
-    assert n is not None
+            pres[rows] = ~np.isnan(x.reshape(len(x), -1)).all(axis=1)
+        inputs[m] = a
+    else:
+        if a.dtype.kind not in "fiub":
+            raise CmkdError(f"{src}: '{m}' must be numeric, got dtype {a.dtype}")
+        check_float32_range(a, m, src)  # else the cast warns and makes them inf
+        a = a.astype(np.float32)
+        if np.isinf(a).any():
+            raise CmkdError(f"{src}: '{m}' contains infinite values; use NaN for missing values")
+        if a.size == 0 or a[0].size == 0:
+            raise CmkdError(f"{src}: '{m}' is empty (shape {a.shape})")
+        inputs[m] = a
+        pres = ~np.isnan(a.reshape(len(a), -1)).all(axis=1)
+    pres = presence(arrays, m, pres, src)  # the one availability rule (also cmkd predict / evaluate)
+    if not pres.all() and isinstance(inputs[m], ShardedArray):
+        inputs[m].absent = ~pres  # its rows come back all NaN
+    else:  # an absent modality holds no values: exported models (no flags) see the same thing
+        inputs[m] = mask_absent(inputs[m], pres, kind)
+    present[m] = pres
+    return n
+
+
+def _check_targets(arrays: dict[str, np.ndarray], cfg: DataConfig, n: int, src: str) -> dict[str, np.ndarray]:
+    """Check every target of the config (present, length, dtype, shape); regression targets become float32
+    (N, K). Classification targets are returned as on disk (encoded later by :func:`_encode_classes`)."""
     targets: dict[str, np.ndarray] = {}
-    classes: dict[str, np.ndarray] = {}
     for t, spec in cfg.targets.items():
         if t not in arrays:
             raise CmkdError(f"{src}: target '{t}' not found; keys present: {', '.join(sorted(arrays))}")
@@ -211,7 +201,13 @@ def build_data(arrays: dict[str, np.ndarray], cfg: DataConfig, seed: int = 0, so
             if np.isnan(y).all(axis=0).any():
                 raise CmkdError(f"{src}: regression target '{t}' has a column that is all NaN")
             targets[t] = y
-    # split
+    return targets
+
+
+def _resolve_split(arrays: dict[str, np.ndarray], cfg: DataConfig, targets: dict[str, np.ndarray], n: int,
+                   seed: int, src: str) -> np.ndarray:
+    """The split from the ``split`` key (a validation part carved from train when it has none), else a seeded
+    stratified split; train and test must be non-empty."""
     if cfg.split and cfg.split in arrays:
         split = arrays[cfg.split]
         if split.shape != (n,):
@@ -233,7 +229,14 @@ def build_data(arrays: dict[str, np.ndarray], cfg: DataConfig, seed: int = 0, so
     for part, name in ((0, "train"), (2, "test")):
         if (split == part).sum() == 0:
             raise CmkdError(f"{src}: the {name} split is empty (key '{cfg.split}')")
-    train = split == 0
+    return split
+
+
+def _encode_classes(cfg: DataConfig, targets: dict[str, np.ndarray], train: np.ndarray, n: int,
+                    src: str) -> dict[str, np.ndarray]:
+    """Replace each classification target by class ids (UNLABELLED where missing) in place; return the
+    original label values per target. Needs two classes in training and no label unseen in training."""
+    classes: dict[str, np.ndarray] = {}
     for t, spec in cfg.targets.items():
         if spec.kind != "classification":
             continue
@@ -250,6 +253,12 @@ def build_data(arrays: dict[str, np.ndarray], cfg: DataConfig, seed: int = 0, so
         check_class_count(len(cls), t, src, cfg.max_classes)
         classes[t] = cls
         targets[t] = np.where(lab, np.searchsorted(cls, y), UNLABELLED).astype(np.int64)
+    return classes
+
+
+def _check_dead_features(inputs: dict[str, np.ndarray], present: dict[str, np.ndarray], cfg: DataConfig,
+                         train: np.ndarray, src: str) -> None:
+    """Reject a modality absent from every training sample, or with a feature/channel NaN in all of them."""
     # NaN-only modalities / columns, judged on the training samples that have the modality
     for m, a in inputs.items():
         kind = cfg.modalities[m].kind
@@ -269,6 +278,34 @@ def build_data(arrays: dict[str, np.ndarray], cfg: DataConfig, seed: int = 0, so
         if dead.any():
             raise CmkdError(f"{src}: modality '{m}' has feature/channel {int(np.flatnonzero(dead)[0])} that is "
                             "NaN in every training sample; drop it")
+
+
+def build_data(arrays: dict[str, np.ndarray], cfg: DataConfig, seed: int = 0, source: str = "synthetic",
+               modalities: list[str] | None = None) -> MultimodalData:
+    """Check the arrays against the config and build a :class:`MultimodalData`.
+
+    Every problem raises a one-line CmkdError that names the key and the source.
+
+    Args:
+        arrays: the dataset dict (npz contents).
+        cfg: the ``data`` section of the config.
+        seed: seeds the stratified split when the data has none.
+        source: a path or "synthetic", used in messages and metrics.
+        modalities: the modalities actually used (default: all in cfg).
+    """
+    src = source
+    mods = modalities or list(cfg.modalities)
+    n = None
+    inputs: dict[str, np.ndarray] = {}
+    present: dict[str, np.ndarray] = {}
+    for m in mods:
+        n = _add_modality(arrays, cfg, m, n, src, inputs, present)
+    assert n is not None
+    targets = _check_targets(arrays, cfg, n, src)
+    split = _resolve_split(arrays, cfg, targets, n, seed, src)
+    train = split == 0
+    classes = _encode_classes(cfg, targets, train, n, src)
+    _check_dead_features(inputs, present, cfg, train, src)
     return MultimodalData(inputs, present, targets, split, {m: cfg.modalities[m].kind for m in mods},
                           {t: s.kind for t, s in cfg.targets.items()}, classes, source)
 

@@ -10,6 +10,7 @@ wrapped. Only rank 0 writes files. Without ``torchrun`` everything here is a no-
 from __future__ import annotations
 
 import os
+import subprocess
 
 import torch
 import torch.distributed as dist
@@ -74,3 +75,21 @@ def resolve_device(name: str) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise CmkdError(f"device {name!r} requested but CUDA is not available; use --device auto or cpu")
     return dev
+
+
+def torchrun(cli_args: list[str], nproc: int = 2, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``cmkd <cli_args>`` under torchrun with ``nproc`` local processes (one thread each, a free port on
+    127.0.0.1), as a subprocess of this Python; returns the completed process (output captured as text).
+
+    Example: ``torchrun(["run", "exp.yaml", "--out", "runs/ddp", "--quiet"])``.
+    """
+    import socket
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
+                           f"--master_port={port}", "-m", "cmkd", *cli_args],
+                          capture_output=True, text=True, timeout=timeout, env=env)

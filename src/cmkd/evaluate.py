@@ -50,6 +50,16 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, 
             "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0))}
 
 
+def rmse(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Root-mean-square error pooled over every element where both arrays are finite (all outputs together).
+
+    :func:`regression_metrics` instead averages the per-output RMSEs (observed targets only, in float64 through
+    sklearn); use this one for a single pooled figure, e.g. a level error over several horizons.
+    """
+    ok = np.isfinite(y_true) & np.isfinite(y_pred)
+    return float(np.sqrt(np.mean((y_true[ok] - y_pred[ok]) ** 2)))
+
+
 def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     """RMSE, MAE and R^2 over observed (non-NaN) values, averaged over output columns."""
     y_true, y_pred = y_true.reshape(len(y_true), -1), y_pred.reshape(len(y_pred), -1)

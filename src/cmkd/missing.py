@@ -11,9 +11,10 @@ hours is missing; the last outage is cut short so the fraction is exact:
   ``z`` the standardised severity) and last longer there (a destroyed sensor waits for a repair crew), so the
   readings are missing precisely during the extremes that matter: missing not at random.
 
-Whole-modality dropout of a sample (a satellite pass lost to cloud, a sensor station down) is
-:func:`modality_dropout`; in training, :class:`cmkd.models.MultimodalNet` drops modalities with
-``modality_dropout``.
+Whole-modality dropout of a sample (a satellite pass lost to cloud, a sensor station down) is the data's
+``<modality>__present`` flag; in training, :class:`cmkd.models.MultimodalNet` drops modalities with the model's
+``modality_dropout`` (:func:`cmkd.models.drop_modalities`), and the sequence encoder computes the time since each
+feature was last observed (:meth:`cmkd.models.SequenceEncoder.time_since`).
 """
 
 from __future__ import annotations
@@ -118,21 +119,3 @@ def channel_masks(station_down: np.ndarray, n_channels: int, rng: np.random.Gene
     for c in range(n_channels):
         out[:, c] |= bursty_mask(len(station_down), channel_rate, rng, mean_len)
     return out
-
-
-def modality_dropout(present: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
-    """Drop a whole modality for a random share ``p`` of samples: returns the new (N,) presence flags."""
-    return np.asarray(present, dtype=bool) & (rng.random(len(present)) >= p)
-
-
-def time_since_observed(observed: np.ndarray, cap: float | None = None) -> np.ndarray:
-    """Readings since the last observation along axis 0 (0 where observed now), for (T,) or (T, C) masks.
-
-    Before the first observation the count runs from the start of the series (as if observed at index -1).
-    """
-    obs = np.asarray(observed, dtype=bool)
-    t = np.arange(obs.shape[0], dtype=float).reshape(-1, *([1] * (obs.ndim - 1)))
-    last = np.where(obs, t, -1.0)
-    last = np.maximum.accumulate(last, axis=0)
-    out = t - last
-    return np.minimum(out, cap) if cap is not None else out

@@ -311,6 +311,22 @@ class FusionBlock(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+def drop_modalities(absent: Tensor, p: float) -> Tensor:
+    """Whole-modality dropout: mark each present modality of a sample absent with probability ``p``, unless that
+    would leave the sample with none (then it keeps what it had).
+
+    Args:
+        absent: (B, M) bool, True where a sample's modality is already absent.
+        p: drop probability per present modality.
+
+    Returns:
+        (B, M) bool, the new absent flags (a superset of ``absent``).
+    """
+    drop = torch.rand(absent.shape, device=absent.device) < p
+    keep_any = (~(absent | drop)).any(dim=1, keepdim=True)
+    return torch.where(keep_any, absent | drop, absent)
+
+
 class MultimodalNet(nn.Module):
     """Per-modality encoders -> cross-modal attention fusion -> one head per target.
 
@@ -404,9 +420,7 @@ class MultimodalNet(nn.Module):
         if present is not None:
             absent = absent | torch.stack([~present[m].to(torch.bool) for m in self.names], dim=1)
         if self.training and self.modality_dropout > 0 and len(self.names) > 1:
-            drop = torch.rand(absent.shape, device=absent.device) < self.modality_dropout
-            keep_any = (~(absent | drop)).any(dim=1, keepdim=True)
-            absent = torch.where(keep_any, absent | drop, absent)
+            absent = drop_modalities(absent, self.modality_dropout)
         toks = toks * (~absent).unsqueeze(-1).to(toks.dtype)
         x = torch.cat([self.cls.expand(b, -1, -1), toks], dim=1)  # (B, 1+M, D)
         pad = torch.cat([torch.zeros(b, 1, dtype=torch.bool, device=x.device), absent], dim=1)

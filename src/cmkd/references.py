@@ -134,6 +134,40 @@ def _pseudo(data: MultimodalData, idx: np.ndarray, preds: dict[str, np.ndarray])
     return out
 
 
+def _teacher_rows(data: MultimodalData, train_all: np.ndarray, teacher: dict[str, np.ndarray],
+                  teacher_mask: np.ndarray | None) -> set[int]:
+    """Positions in ``train_all`` where the teacher supplies a target for at least one target."""
+    rows: set[int] = set()
+    for t in data.target_kinds:
+        r, _ = soft_targets(data, t, train_all, teacher, teacher_mask)
+        rows.update(r.tolist())
+    return rows
+
+
+def _teacher_labels(data: MultimodalData, t_idx: np.ndarray, teacher: dict[str, np.ndarray],
+                    teacher_mask: np.ndarray | None) -> dict[str, np.ndarray]:
+    """Targets of samples ``t_idx``: the labels where known, else the teacher's prediction (labels only where
+    the teacher saw nothing)."""
+    tp = {k: np.asarray(v)[t_idx] for k, v in teacher.items() if "/" in k}
+    ys = _pseudo(data, t_idx, tp)
+    if teacher_mask is not None:  # no teacher there: labels only
+        seen = np.asarray(teacher_mask, bool)[t_idx]
+        for t, kind in data.target_kinds.items():
+            own = data.targets[t][t_idx]
+            ys[t][~seen] = own[~seen] if kind == "classification" else own.reshape(len(t_idx), -1)[~seen]
+    return ys
+
+
+def _entry(data: MultimodalData, val: np.ndarray, test: np.ndarray, x_val: np.ndarray, x_test: np.ndarray,
+           algo: str, how: str, model: _Model, n_fit: int, t0: float) -> dict:
+    """A reference's result: test metrics, validation metrics, how it was trained and its fit time."""
+    entry: dict = dict(task_metrics(data, test, model.predict(x_test)))
+    entry.update({"val": task_metrics(data, val, model.predict(x_val)) if len(val) else {},
+                  "algorithm": algo, "trained_on": how, "n_fit": int(n_fit),
+                  "fit_s": round(time.perf_counter() - t0, 3)})
+    return entry
+
+
 def references(data: MultimodalData, student_modalities: list[str], train_labelled: np.ndarray,
                train_all: np.ndarray, val: np.ndarray, test: np.ndarray,
                teacher: dict[str, np.ndarray] | None = None, teacher_mask: np.ndarray | None = None, seed: int = 0,
@@ -182,10 +216,7 @@ def references(data: MultimodalData, student_modalities: list[str], train_labell
     x_lab = x_of(lab)
     t_idx = None
     if teacher is not None and len(unl):
-        rows = set()
-        for t in data.target_kinds:
-            r, _ = soft_targets(data, t, train_all, teacher, teacher_mask)
-            rows.update(r.tolist())
+        rows = _teacher_rows(data, train_all, teacher, teacher_mask)
         t_idx = cap(train_all[np.array(sorted(rows), dtype=int)]) if rows else None
     unl_cap = cap(unl) if len(unl) else unl
     out: dict[str, dict] = {}
@@ -193,11 +224,7 @@ def references(data: MultimodalData, student_modalities: list[str], train_labell
     def score(name: str, algo: str, how: str, model: _Model, n_fit: int, t0: float) -> None:
         if not model.models:
             return
-        entry: dict = dict(task_metrics(data, test, model.predict(x_test)))
-        entry.update({"val": task_metrics(data, val, model.predict(x_val)) if len(val) else {},
-                      "algorithm": algo, "trained_on": how, "n_fit": int(n_fit),
-                      "fit_s": round(time.perf_counter() - t0, 3)})
-        out[name] = entry
+        out[name] = _entry(data, val, test, x_val, x_test, algo, how, model, n_fit, t0)
         if models is not None:
             models[name] = model
 
@@ -209,13 +236,7 @@ def references(data: MultimodalData, student_modalities: list[str], train_labell
             continue
         if t_idx is not None and len(t_idx):
             t0 = time.perf_counter()
-            tp = {k: np.asarray(v)[t_idx] for k, v in teacher.items() if "/" in k}
-            ys = _pseudo(data, t_idx, tp)
-            if teacher_mask is not None:  # no teacher there: labels only
-                seen = np.asarray(teacher_mask, bool)[t_idx]
-                for t, kind in data.target_kinds.items():
-                    own = data.targets[t][t_idx]
-                    ys[t][~seen] = own[~seen] if kind == "classification" else own.reshape(len(t_idx), -1)[~seen]
+            ys = _teacher_labels(data, t_idx, teacher, teacher_mask)
             m = _Model(algo, data, seed, n_estimators, n_jobs).fit(x_of(t_idx), ys)
             score(f"{algo}_teacher_labels", algo, "teacher_labels", m, len(t_idx), t0)
         t0 = time.perf_counter()

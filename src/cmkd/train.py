@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +113,193 @@ class _Step(torch.nn.Module):
         return parts
 
 
+def _optimiser(model: MultimodalNet, loss_fn: CompositeLoss, cfg: ModelConfig) -> tuple:
+    """AdamW over the model's and the loss's parameters, with the warm-up + cosine schedule.
+
+    Returns:
+        ``(params, opt, sched)``.
+    """
+    params = list(model.parameters()) + list(loss_fn.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: _lr_factor(e, cfg.warmup_epochs, cfg.epochs))
+    return params, opt, sched
+
+
+def _epoch_row(model: MultimodalNet, data: MultimodalData, val_idx: np.ndarray, metric: str, epoch: int,
+               lr: float, sums: dict[str, float], nb: int, device: torch.device | str) -> tuple[dict, dict]:
+    """Score the model on the validation samples; return the epoch's history row and the validation metrics."""
+    preds = predict(model, data, val_idx, device=device)
+    val = task_metrics(data, val_idx, preds)
+    row = {"epoch": epoch + 1, "lr": lr, **{f"train_{k}": v / nb for k, v in sums.items()},
+           "val_metric": val[metric]}
+    return row, val
+
+
+def _keep_best(score: float, best_score: float, best_state: dict | None, bad: int,
+               model: MultimodalNet) -> tuple[float, dict | None, int]:
+    """Keep a copy of the model's state when ``score`` (higher is better) beats the best so far, else count one
+    more epoch without improvement. Returns ``(best_score, best_state, bad)``."""
+    if score > best_score:
+        best_score, best_state, bad = score, copy.deepcopy(model.state_dict()), 0
+    else:
+        bad += 1
+    return best_score, best_state, bad
+
+
+def _resume_from(ckpt_path: str | Path, model: MultimodalNet, loss_fn: CompositeLoss,
+                 opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler) -> tuple:
+    """Load a per-epoch checkpoint into the model, loss, optimiser, schedule and torch RNG.
+
+    Returns:
+        ``(history, best_score, best_state, bad, start_epoch, done)``.
+    """
+    ck = safe_load(ckpt_path)
+    try:
+        model.load_state_dict(ck["model"])
+        loss_fn.load_state_dict(ck["loss"])
+        opt.load_state_dict(ck["opt"])
+        sched.load_state_dict(ck["sched"])
+        torch.set_rng_state(ck["rng"])
+        if torch.cuda.is_available() and ck.get("cuda_rng"):
+            torch.cuda.set_rng_state_all(ck["cuda_rng"])
+        history, best_score, best_state = ck["history"], ck["best_score"], ck["best_state"]
+        bad, start = ck["bad"], ck["epoch"]
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise CmkdError(f"{ckpt_path}: cannot resume from this checkpoint ({str(e)[:120]})") from None
+    return history, best_score, best_state, bad, start, bool(ck.get("done"))
+
+
+def _save_checkpoint(ckpt_path: str | Path, model: MultimodalNet, loss_fn: CompositeLoss,
+                     opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler, history: list[dict],
+                     best_score: float, best_state: dict | None, bad: int, epoch: int, done: bool) -> None:
+    """Write the state after ``epoch`` (0-based) atomically, everything :func:`_resume_from` needs."""
+    atomic_save({"model": model.state_dict(), "loss": loss_fn.state_dict(),
+                 "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": torch.get_rng_state(),
+                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                 "history": history, "best_score": best_score, "best_state": best_state,
+                 "bad": bad, "epoch": epoch + 1, "done": done}, ckpt_path)
+
+
+def _make_step(model: MultimodalNet, loss_fn: CompositeLoss, teacher: MultimodalNet | None, mixup: float,
+               cfg: ModelConfig, device: torch.device | str) -> tuple[torch.nn.Module, int, int]:
+    """Move the model and loss to ``device`` and build the training step, wrapped in DistributedDataParallel
+    when more than one rank runs.
+
+    Returns:
+        ``(step, n_ranks, rank)``.
+    """
+    from .distributed import rank, world_size
+
+    n_ranks, me = world_size(), rank()
+    model.to(device)
+    loss_fn.to(device)
+    step: torch.nn.Module = _Step(model, loss_fn, teacher, mixup, cfg.input_noise)
+    if n_ranks > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [torch.device(device).index] if torch.device(device).type == "cuda" else None
+        step = DistributedDataParallel(step, device_ids=ids, find_unused_parameters=True)
+    return step, n_ranks, me
+
+
+def _batch_modalities(model: MultimodalNet, loss_fn: CompositeLoss, teacher: MultimodalNet | None,
+                      mixup: float) -> tuple[list[str], dict[str, str], list[str]]:
+    """The student's modalities, the impute term's sources (student modality -> its complete version) and every
+    modality a training batch must carry (the student's, the teacher's when mixing up, the impute sources)."""
+    mods = list(model.encoders)
+    sources = dict(loss_fn.impute_sources)  # student modality -> its complete version (impute term)
+    batch_mods = list(dict.fromkeys(mods + (list(teacher.encoders) if teacher is not None and mixup > 0 else [])
+                                    + list(sources.values())))
+    return mods, sources, batch_mods
+
+
+@dataclass
+class _Feed:
+    """What turns a slice of sample indices into a training batch (fixed for one :func:`fit`)."""
+
+    data: MultimodalData
+    batch_mods: list[str]
+    mods: list[str]
+    sources: dict[str, str]
+    target_stats: dict
+    teacher_cache: dict | None
+    kd_mask: np.ndarray | None
+    n_ranks: int
+    me: int
+    device: torch.device | str
+
+    def batch(self, idx: np.ndarray, model: MultimodalNet, loss_fn: CompositeLoss) -> tuple[dict, dict | None]:
+        """This rank's share of the global batch ``idx`` and the teacher outputs for it (or None)."""
+        data, batch_mods, mods, sources, device = self.data, self.batch_mods, self.mods, self.sources, self.device
+        target_stats, teacher_cache, kd_mask, n_ranks, me = (self.target_stats, self.teacher_cache, self.kd_mask,
+                                                             self.n_ranks, self.me)
+        if n_ranks > 1:
+            from .distributed import shard
+
+            idx = shard(idx, n_ranks, me)
+        batch = make_batch(data, idx, batch_mods, target_stats, device)
+        if loss_fn.adaptive:
+            batch["availability"] = torch.from_numpy(availability(data, idx, mods)).float().to(device)
+        if sources:
+            batch["impute_truth"] = {m: model.standardise(m, batch["inputs"][src])
+                                     for m, src in sources.items()}
+        t_out = None
+        if teacher_cache is not None:
+            ti = torch.from_numpy(idx)
+            t_out = {k: ({kk: vv[ti].to(device) for kk, vv in v.items()} if isinstance(v, dict)
+                         else v[ti].to(device)) for k, v in teacher_cache.items()}
+            if kd_mask is not None:
+                batch["kd_mask"] = torch.from_numpy(kd_mask[idx]).to(device)
+        return batch, t_out
+
+
+def _train_epoch(step: torch.nn.Module, opt: torch.optim.Optimizer, params: list, feed: _Feed,
+                 train_idx: np.ndarray, cfg: ModelConfig, seed: int, epoch: int, desc: str) -> tuple[dict, int]:
+    """One pass over the training samples in this epoch's seeded order.
+
+    Returns:
+        ``(sums, nb)``: the sum of every loss part over the batches, and the number of batches.
+    """
+    model, loss_fn = _unwrap(step).model, _unwrap(step).loss_fn
+    device = feed.device
+    model.train()
+    loss_fn.set_progress(epoch / max(1, cfg.epochs - 1))  # annealed kd temperature, if scheduled
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    order = train_idx[torch.randperm(len(train_idx), generator=g).numpy()]
+    sums: dict[str, float] = {}
+    nb = 0
+    for s in range(0, len(order), cfg.batch_size):
+        idx = order[s:s + cfg.batch_size]
+        batch, t_out = feed.batch(idx, model, loss_fn)
+        parts = step(batch, t_out, device)
+        if not torch.isfinite(parts["loss"]):
+            raise CmkdError(f"{desc}: the loss became {parts['loss'].item()} at epoch {epoch + 1}; "
+                            "lower the learning rate (--set <model>.lr=...) or check the data")
+        opt.zero_grad(set_to_none=True)
+        parts["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        for k, v in parts.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach())
+        nb += 1
+    return sums, nb
+
+
+def _unwrap(step: torch.nn.Module) -> _Step:
+    """The :class:`_Step` inside a DistributedDataParallel wrapper (or ``step`` itself)."""
+    return step.module if hasattr(step, "module") else step
+
+
+def _epoch_info(row: dict, val: dict, metric: str, sign: float, history: list[dict], bad: int, epoch: int,
+                cfg: ModelConfig) -> str:
+    """The progress line of one epoch: train loss, validation metric, and an early stop when there is one."""
+    info = f"loss {row['train_loss']:.3f}  val {metric} {val[metric]:.3f}"
+    if bad >= cfg.patience and epoch + 1 < cfg.epochs:  # early stop: say so, the bar stays at k/N
+        best_k = max(range(len(history)), key=lambda i: sign * history[i]["val_metric"]) + 1
+        info += f"  stopped early at epoch {epoch + 1} (best {best_k})"
+    return info
+
+
 def fit(model: MultimodalNet, data: MultimodalData, train_idx: np.ndarray, val_idx: np.ndarray,
         cfg: ModelConfig, loss_fn: CompositeLoss, *, seed: int, target_stats: dict,
         teacher_cache: dict | None = None, kd_mask: np.ndarray | None = None,
@@ -153,107 +341,35 @@ def fit(model: MultimodalNet, data: MultimodalData, train_idx: np.ndarray, val_i
     Returns:
         The history: one dict per epoch (train loss and parts, val loss, val metric, lr).
     """
-    mods = list(model.encoders)
-    sources = dict(loss_fn.impute_sources)  # student modality -> its complete version (impute term)
-    batch_mods = list(dict.fromkeys(mods + (list(teacher.encoders) if teacher is not None and mixup > 0 else [])
-                                    + list(sources.values())))
-    params = list(model.parameters()) + list(loss_fn.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: _lr_factor(e, cfg.warmup_epochs, cfg.epochs))
+    mods, sources, batch_mods = _batch_modalities(model, loss_fn, teacher, mixup)
+    params, opt, sched = _optimiser(model, loss_fn, cfg)
     metric, higher = selection_metric(model, data)
     sign = 1.0 if higher else -1.0
     history: list[dict] = []
     best_score, best_state, bad, start = -math.inf, None, 0, 0
     if resume and ckpt_path and Path(ckpt_path).exists():
-        ck = safe_load(ckpt_path)
-        try:
-            model.load_state_dict(ck["model"])
-            loss_fn.load_state_dict(ck["loss"])
-            opt.load_state_dict(ck["opt"])
-            sched.load_state_dict(ck["sched"])
-            torch.set_rng_state(ck["rng"])
-            if torch.cuda.is_available() and ck.get("cuda_rng"):
-                torch.cuda.set_rng_state_all(ck["cuda_rng"])
-            history, best_score, best_state = ck["history"], ck["best_score"], ck["best_state"]
-            bad, start = ck["bad"], ck["epoch"]
-        except (KeyError, RuntimeError, ValueError) as e:
-            raise CmkdError(f"{ckpt_path}: cannot resume from this checkpoint ({str(e)[:120]})") from None
-        if ck.get("done"):
+        history, best_score, best_state, bad, start, finished = _resume_from(ckpt_path, model, loss_fn, opt, sched)
+        if finished:
             if select_best:
                 model.load_state_dict(best_state)
             return history
-    model.to(device)
-    loss_fn.to(device)
-    from .distributed import rank, shard, world_size
-
-    n_ranks, me = world_size(), rank()
-    step: torch.nn.Module = _Step(model, loss_fn, teacher, mixup, cfg.input_noise)
-    if n_ranks > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        ids = [torch.device(device).index] if torch.device(device).type == "cuda" else None
-        step = DistributedDataParallel(step, device_ids=ids, find_unused_parameters=True)
+    step, n_ranks, me = _make_step(model, loss_fn, teacher, mixup, cfg, device)
     plain = not quiet and not sys.stderr.isatty()  # the bar is off there (see _progress)
+    feed = _Feed(data, batch_mods, mods, sources, target_stats, teacher_cache, kd_mask, n_ranks, me, device)
     with _progress(quiet or me > 0) as prog:
         task = prog.add_task(desc, total=cfg.epochs, completed=start, info="")
         for epoch in range(start, cfg.epochs):
-            model.train()
-            loss_fn.set_progress(epoch / max(1, cfg.epochs - 1))  # annealed kd temperature, if scheduled
-            g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-            order = train_idx[torch.randperm(len(train_idx), generator=g).numpy()]
-            sums: dict[str, float] = {}
-            nb = 0
-            for s in range(0, len(order), cfg.batch_size):
-                idx = order[s:s + cfg.batch_size]
-                if n_ranks > 1:
-                    idx = shard(idx, n_ranks, me)
-                batch = make_batch(data, idx, batch_mods, target_stats, device)
-                if loss_fn.adaptive:
-                    batch["availability"] = torch.from_numpy(availability(data, idx, mods)).float().to(device)
-                if sources:
-                    batch["impute_truth"] = {m: model.standardise(m, batch["inputs"][src])
-                                             for m, src in sources.items()}
-                t_out = None
-                if teacher_cache is not None:
-                    ti = torch.from_numpy(idx)
-                    t_out = {k: ({kk: vv[ti].to(device) for kk, vv in v.items()} if isinstance(v, dict)
-                                 else v[ti].to(device)) for k, v in teacher_cache.items()}
-                    if kd_mask is not None:
-                        batch["kd_mask"] = torch.from_numpy(kd_mask[idx]).to(device)
-                parts = step(batch, t_out, device)
-                if not torch.isfinite(parts["loss"]):
-                    raise CmkdError(f"{desc}: the loss became {parts['loss'].item()} at epoch {epoch + 1}; "
-                                    "lower the learning rate (--set <model>.lr=...) or check the data")
-                opt.zero_grad(set_to_none=True)
-                parts["loss"].backward()
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                opt.step()
-                for k, v in parts.items():
-                    sums[k] = sums.get(k, 0.0) + float(v.detach())
-                nb += 1
+            sums, nb = _train_epoch(step, opt, params, feed, train_idx, cfg, seed, epoch, desc)
             lr = opt.param_groups[0]["lr"]
             sched.step()
-            preds = predict(model, data, val_idx, device=device)
-            val = task_metrics(data, val_idx, preds)
-            row = {"epoch": epoch + 1, "lr": lr, **{f"train_{k}": v / nb for k, v in sums.items()},
-                   "val_metric": val[metric]}
+            row, val = _epoch_row(model, data, val_idx, metric, epoch, lr, sums, nb, device)
             history.append(row)
-            score = sign * val[metric]
-            if score > best_score:
-                best_score, best_state, bad = score, copy.deepcopy(model.state_dict()), 0
-            else:
-                bad += 1
+            best_score, best_state, bad = _keep_best(sign * val[metric], best_score, best_state, bad, model)
             done = bad >= cfg.patience or epoch + 1 == cfg.epochs
             if ckpt_path and me == 0:
-                atomic_save({"model": model.state_dict(), "loss": loss_fn.state_dict(),
-                             "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": torch.get_rng_state(),
-                             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                             "history": history, "best_score": best_score, "best_state": best_state,
-                             "bad": bad, "epoch": epoch + 1, "done": done}, ckpt_path)
-            info = f"loss {row['train_loss']:.3f}  val {metric} {val[metric]:.3f}"
-            if bad >= cfg.patience and epoch + 1 < cfg.epochs:  # early stop: say so, the bar stays at k/N
-                best_k = max(range(len(history)), key=lambda i: sign * history[i]["val_metric"]) + 1
-                info += f"  stopped early at epoch {epoch + 1} (best {best_k})"
+                _save_checkpoint(ckpt_path, model, loss_fn, opt, sched, history, best_score, best_state, bad,
+                                 epoch, done)
+            info = _epoch_info(row, val, metric, sign, history, bad, epoch, cfg)
             prog.update(task, advance=1, info=info)
             if plain and me == 0:  # off a terminal (a log file, CI): one plain line per epoch instead of a bar
                 print(f"{desc} epoch {epoch + 1}/{cfg.epochs}: {info}", flush=True)

@@ -265,17 +265,11 @@ def load(config: dict, quick: bool = False) -> dict[str, np.ndarray]:
 # analysis: sparsity sweep, harmonic baseline, interval coverage, imputation, recommendations
 
 
-def _rmse(y: np.ndarray, p: np.ndarray) -> float:
-    ok = np.isfinite(y) & np.isfinite(p)
-    return float(np.sqrt(np.mean((y[ok] - p[ok]) ** 2)))
-
-
 def analyse(ctx: dict) -> dict:
     """Sparsity sweep (every pattern x 0/30/60/80/90% missing) of the teacher, student_baseline, student and the
     harmonic baseline, calibrated-interval coverage per level, imputation error, and recommendations."""
-    from ...evaluate import predict
+    from ...evaluate import predict, rmse
     from ...report import escape, figure_html, table_html
-    from ...uncertainty import interval_metrics
 
     cfg, data, models, out = ctx["cfg"], ctx["data"], ctx["models"], ctx["out"]
     test, dev = ctx["test"], ctx["device"]
@@ -285,49 +279,86 @@ def analyse(ctx: dict) -> dict:
     rng = np.random.default_rng(int(cfg.seed) + 7)
     yl = arrays0["level"][test]  # the true level (m); models predict its departure from the harmonic tide
     res: dict = {"synthetic": True, "horizons_h": list(HORIZONS), "levels": list(LEVELS), "sweep": []}
-
-    def score(d, tag: str, rate: float) -> dict:  # noqa: ANN001
-        row: dict = {"pattern": tag, "missing": rate}
-        row["harmonic"] = _rmse(yl, d.inputs["tide"][test][:, 1:])
-        row["available_share"] = float(1 - np.isnan(d.inputs["sensors"][test]).mean())
-        for role in ("student_baseline", "student"):
-            m = models[role]
-            p = predict(m, d, test, device=dev)
-            row[role] = _rmse(yl, d.inputs["tide"][test][:, 1:] + p["surge/value"])
-            if role in ctx["conformal"]:
-                iv = interval_metrics(m, d, test, p, ctx["conformal"][role], cfg)
-                row[f"{role}_coverage_90"], row[f"{role}_width_90"] = iv["coverage_90"], iv["width_90"]
-            if role == "student" and "imputed/sensors" in p:
-                gap = np.isnan(d.inputs["sensors"][test][..., 0])
-                enc = m.encoders["sensors"]
-                mean, std = float(enc.mean[0, 0]), float(enc.std[0, 0])
-                rec = p["imputed/sensors"][..., 0] * std + mean
-                truth = d.inputs["sensors_full"][test][..., 0]
-                row["imputation_rmse_water_level"] = _rmse(truth[gap], rec[gap]) if gap.any() else float("nan")
-        return row
-
     if o.get("sweep", True):
-        for pattern, rate in sweep_conditions():
-            masks = pattern_masks(scene, pattern if rate > 0 else "random", rate, rng, int(o["block_days"]))
-            arr, _ = build(raw, masks=masks)  # the base samples: a prefix of the run's samples
-            d = copy.copy(data)
-            d.inputs, d.targets = dict(data.inputs), dict(data.targets)
-            n0 = len(arr["split"])
-            for key, store in (("sensors", d.inputs), ("tide", d.inputs), ("surge", d.targets)):
-                store[key] = store[key].copy()
-                store[key][:n0] = arr[key]
-            res["sweep"].append(score(d, pattern, rate))
+        res["sweep"] += _sweep(ctx, raw, o, scene, rng, yl)
     tmask = data.all_present(list(models["teacher"].encoders), test)
     pt = predict(models["teacher"], data, tmask, device=dev)
-    res["teacher_rmse_complete_sensors"] = _rmse(data.targets["surge"][tmask], pt["surge/value"])
+    res["teacher_rmse_complete_sensors"] = rmse(data.targets["surge"][tmask], pt["surge/value"])
     acc = _acceptance(res)
     res["acceptance"] = acc
 
     # recommendations: the last test forecast of every station, and warning skill over the whole test period
-    student = models["student"]
-    p = predict(student, data, test, device=dev)
+    mu, lo, hi = _forecast_intervals(ctx)
+    thr = flood_thresholds(scene, int(o["block_days"]))
+    assets = o.get("assets") or decisions.default_assets(thr)
+    st = arrays0["station"][test]
+    recs = _write_recommendations(out, scene, arrays0, test, mu, lo, hi, assets)
+    _write_tides(out, scene, int(cfg.seed), int(o["block_days"]), assets)
+    road = np.array([next(a["elevation_m"] for a in assets if a["station"] == s and a["kind"] == "road")
+                     for s in st])
+    res["warning_skill_road"] = {
+        f"+{h}h": decisions.warning_skill(mu[:, k], lo[:, k], hi[:, k], yl[:, k], road)
+        for k, h in enumerate(HORIZONS)}
+    res["recommendations_file"] = "recommendations.json"
+    html = [_html(res, recs, figure_html, table_html, escape)]
+    return {"metrics": {"coastal": res}, "html": html}
+
+
+def _score_condition(ctx: dict, d: Any, tag: str, rate: float, yl: np.ndarray) -> dict:
+    """One sweep row: RMSE of the harmonic baseline and of both students on the test samples of ``d`` (the
+    run's data with one sweep condition's failures), the students' interval coverage and the imputation error."""
+    from ...evaluate import predict, rmse
+    from ...uncertainty import interval_metrics
+
+    cfg, models, test, dev = ctx["cfg"], ctx["models"], ctx["test"], ctx["device"]
+    row: dict = {"pattern": tag, "missing": rate}
+    row["harmonic"] = rmse(yl, d.inputs["tide"][test][:, 1:])
+    row["available_share"] = float(1 - np.isnan(d.inputs["sensors"][test]).mean())
+    for role in ("student_baseline", "student"):
+        m = models[role]
+        p = predict(m, d, test, device=dev)
+        row[role] = rmse(yl, d.inputs["tide"][test][:, 1:] + p["surge/value"])
+        if role in ctx["conformal"]:
+            iv = interval_metrics(m, d, test, p, ctx["conformal"][role], cfg)
+            row[f"{role}_coverage_90"], row[f"{role}_width_90"] = iv["coverage_90"], iv["width_90"]
+        if role == "student" and "imputed/sensors" in p:
+            gap = np.isnan(d.inputs["sensors"][test][..., 0])
+            enc = m.encoders["sensors"]
+            mean, std = float(enc.mean[0, 0]), float(enc.std[0, 0])
+            rec = p["imputed/sensors"][..., 0] * std + mean
+            truth = d.inputs["sensors_full"][test][..., 0]
+            row["imputation_rmse_water_level"] = rmse(truth[gap], rec[gap]) if gap.any() else float("nan")
+    return row
+
+
+def _sweep(ctx: dict, raw: dict, o: dict, scene: CoastalScene, rng: np.random.Generator,
+           yl: np.ndarray) -> list[dict]:
+    """Score every sweep condition (:func:`sweep_conditions`): its failures replace the sensors, tide and surge
+    of the run's base samples (a prefix of its samples), in a shallow copy of the run's data."""
+    data = ctx["data"]
+    rows = []
+    for pattern, rate in sweep_conditions():
+        masks = pattern_masks(scene, pattern if rate > 0 else "random", rate, rng, int(o["block_days"]))
+        arr, _ = build(raw, masks=masks)  # the base samples: a prefix of the run's samples
+        d = copy.copy(data)
+        d.inputs, d.targets = dict(data.inputs), dict(data.targets)
+        n0 = len(arr["split"])
+        for key, store in (("sensors", d.inputs), ("tide", d.inputs), ("surge", d.targets)):
+            store[key] = store[key].copy()
+            store[key][:n0] = arr[key]
+        rows.append(_score_condition(ctx, d, pattern, rate, yl))
+    return rows
+
+
+def _forecast_intervals(ctx: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The student's forecast level on the test samples and its 90% interval (split-conformal when calibrated,
+    else the Gaussian head's), in metres: ``(mu, lo, hi)``, each (n_test, len(HORIZONS))."""
+    from ...evaluate import predict
     from ...uncertainty import intervals, uncertainty_groups
 
+    cfg, data, test = ctx["cfg"], ctx["data"], ctx["test"]
+    student = ctx["models"]["student"]
+    p = predict(student, data, test, device=ctx["device"])
     groups = uncertainty_groups(data, test, list(student.encoders), cfg)
     cal = ctx["conformal"].get("student", {}).get("surge")
     tide_t = data.inputs["tide"][test][:, 1:]
@@ -337,8 +368,14 @@ def analyse(ctx: dict) -> dict:
     else:  # no calibration: the Gaussian head's 90% interval
         lo, hi = p["surge/value"] - 1.645 * p["surge/std"], p["surge/value"] + 1.645 * p["surge/std"]
     lo, hi = lo + tide_t, hi + tide_t
-    thr = flood_thresholds(scene, int(o["block_days"]))
-    assets = o.get("assets") or decisions.default_assets(thr)
+    return mu, lo, hi
+
+
+def _write_recommendations(out: Any, scene: CoastalScene, arrays0: dict, test: np.ndarray, mu: np.ndarray,
+                           lo: np.ndarray, hi: np.ndarray, assets: list[dict]) -> list[dict]:
+    """Recommendations from the last test forecast of every station, written to ``recommendations.json``."""
+    from ...io import atomic_write_text
+
     st, hr = arrays0["station"][test], arrays0["hour"][test]
     recs = []
     for s in np.unique(st):
@@ -347,23 +384,18 @@ def analyse(ctx: dict) -> dict:
                                     HORIZONS, assets)
     doc = {"synthetic": True, "generated_from": "cmkd coastal recipe (synthetic data), student model",
            "interval": "90% split-conformal", "assets": assets, "recommendations": recs}
-    from ...io import atomic_write_text
-
     atomic_write_text(out / "recommendations.json", dumps(doc, indent=2))
+    return recs
+
+
+def _write_tides(out: Any, scene: CoastalScene, seed: int, block_days: int, assets: list[dict]) -> None:
+    """``coastal_tides.json``: every station's harmonic fit on its available (mixed-failure) pre-test readings."""
     from .forecast import save_tides
 
-    observed = np.where(_mixed_masks(scene, np.random.default_rng(int(cfg.seed) + 104_729)), np.nan, scene.sensors)
-    fit = hour_split(scene.level.shape[1], int(o["block_days"])) != 2
+    observed = np.where(_mixed_masks(scene, np.random.default_rng(seed + 104_729)), np.nan, scene.sensors)
+    fit = hour_split(scene.level.shape[1], block_days) != 2
     save_tides({s: harmonic_fit(scene.hours[fit], observed[s, fit, 0]) for s in range(scene.level.shape[0])},
                assets, out / "coastal_tides.json")
-    road = np.array([next(a["elevation_m"] for a in assets if a["station"] == s and a["kind"] == "road")
-                     for s in st])
-    res["warning_skill_road"] = {
-        f"+{h}h": decisions.warning_skill(mu[:, k], lo[:, k], hi[:, k], yl[:, k], road)
-        for k, h in enumerate(HORIZONS)}
-    res["recommendations_file"] = "recommendations.json"
-    html = [_html(res, recs, figure_html, table_html, escape)]
-    return {"metrics": {"coastal": res}, "html": html}
 
 
 def _acceptance(res: dict) -> dict:

@@ -106,6 +106,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...errors import CmkdError
+from ...synth import ar1, causal_filter, smooth_field
 
 CHANNELS: tuple[str, ...] = (
     "water_level", "wind_speed", "wind_dir_onshore", "pressure", "wave_height", "salinity", "turbidity",
@@ -162,15 +163,6 @@ class CoastalScene:
     storms: list[dict] = field(default_factory=list)
 
 
-def _causal_filter(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """Causal convolution ``y[t] = sum_k kernel[k] x[t - k]`` along the last axis (FFT); kernel broadcasts."""
-    n = x.shape[-1]
-    k = kernel.shape[-1]
-    nfft = 1 << int(np.ceil(np.log2(n + k)))
-    y = np.fft.irfft(np.fft.rfft(x, nfft) * np.fft.rfft(kernel, nfft), nfft)
-    return y[..., :n]
-
-
 def _relax(x: np.ndarray, tau: float | np.ndarray) -> np.ndarray:
     """First-order lag ``dy/dt = (x - y) / tau`` (hours, unit gain) along the last axis; ``tau`` may be (S, 1)."""
     tau_arr = np.asarray(tau, dtype=float)
@@ -178,29 +170,7 @@ def _relax(x: np.ndarray, tau: float | np.ndarray) -> np.ndarray:
     a = np.exp(-1.0 / tau_arr)
     kern = (1 - a) * a ** np.arange(k)
     kern = kern / kern.sum(axis=-1, keepdims=True)
-    return _causal_filter(x, kern)
-
-
-def _ar1(rng: np.random.Generator, shape: tuple[int, ...], tau: float, std: float) -> np.ndarray:
-    """Stationary AR(1) series along the last axis: e-folding ``tau`` steps, marginal std ``std``."""
-    a = np.exp(-1.0 / tau)
-    burn = int(np.ceil(6 * tau))
-    e = rng.standard_normal((*shape[:-1], shape[-1] + burn))
-    k = int(np.ceil(12 * tau)) + 1
-    x = _causal_filter(e, a ** np.arange(k)) * np.sqrt(1 - a * a)
-    return std * x[..., burn:]
-
-
-def _smooth_fields(rng: np.random.Generator, lead: tuple[int, ...], size: int, sigma: float) -> np.ndarray:
-    """Unit-variance spatially smooth Gaussian fields of shape ``(*lead, size, size)`` (separable Gaussian)."""
-    pad = int(np.ceil(2 * sigma))
-    m = size + 2 * pad
-    noise = rng.standard_normal((*lead, m, m))
-    i = np.arange(size)[:, None] + pad
-    j = np.arange(m)[None, :]
-    kern = np.exp(-0.5 * ((i - j) / sigma) ** 2)
-    kern = kern / np.sqrt((kern**2).sum(axis=1, keepdims=True))
-    return kern @ noise @ kern.T
+    return causal_filter(x, kern)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -314,11 +284,11 @@ def generate(seed: int = 0, n_stations: int = 6, days: int = 730, patch: int = 8
     amplitudes, phases, tide = _tides(rng, hours, x_km)
 
     # --- weather: background + storms
-    pressure = (1013.0 + 4.0 * np.cos(annual * (doy - 200)))[None, :] + _ar1(rng, (1, n_hours), 60, 6.0) \
-        + _ar1(rng, (n, n_hours), 24, 1.0)
+    pressure = (1013.0 + 4.0 * np.cos(annual * (doy - 200)))[None, :] + ar1(rng, (1, n_hours), 60, 6.0) \
+        + ar1(rng, (n, n_hours), 24, 1.0)
     breeze = np.maximum(np.cos(2 * np.pi * (hours % 24 - 15) / 24), 0.0)[None, :]
-    wx = 4.0 + _ar1(rng, (1, n_hours), 24, 3.0) + _ar1(rng, (n, n_hours), 12, 1.0)
-    wy = 1.0 + _ar1(rng, (1, n_hours), 24, 3.0) + _ar1(rng, (n, n_hours), 12, 1.0) - 1.0 * breeze
+    wx = 4.0 + ar1(rng, (1, n_hours), 24, 3.0) + ar1(rng, (n, n_hours), 12, 1.0)
+    wy = 1.0 + ar1(rng, (1, n_hours), 24, 3.0) + ar1(rng, (n, n_hours), 12, 1.0) - 1.0 * breeze
     storms = _draw_storms(rng, n_hours)
     dp_storm, w_storm = _storm_fields(storms, x_km, n_hours)
     pressure = pressure - dp_storm
@@ -336,7 +306,7 @@ def generate(seed: int = 0, n_stations: int = 6, days: int = 730, patch: int = 8
     setup = _RHO_AIR * cd * shelf_l / (_RHO_W * _G * shelf_h) * speed * (w_on + 0.5 * wx)
     forcing = _IB * (_P_REF - pressure) + setup
     tau = rng.uniform(4, 10, n)[:, None]
-    surge = _relax(forcing, tau) + 0.7 * _ar1(rng, (1, n_hours), 30, 0.03) + 0.3 * _ar1(rng, (n, n_hours), 30, 0.03)
+    surge = _relax(forcing, tau) + 0.7 * ar1(rng, (1, n_hours), 30, 0.03) + 0.3 * ar1(rng, (n, n_hours), 30, 0.03)
 
     trend = 0.0033
     z0 = sum(amplitudes.values()) + 0.2
@@ -348,16 +318,16 @@ def generate(seed: int = 0, n_stations: int = 6, days: int = 730, patch: int = 8
     speed_m = np.hypot(wxm, wym)
     dir_on = -wym / np.maximum(speed_m, 1e-6)
     depth = rng.uniform(5, 12, n)[:, None] + tide + surge
-    swell = 0.3 * np.exp(_ar1(rng, (n, n_hours), 36, 0.4))
+    swell = 0.3 * np.exp(ar1(rng, (n, n_hours), 36, 0.4))
     hs = np.minimum(_relax(swell + 0.0107 * speed**2, 4.0), 0.55 * np.maximum(depth, 0.5))
     hs_m = hs * np.exp(rng.normal(0, 0.05, hs.shape))
     rain = 0.15 * dp_storm                                       # mm/h
     hk = np.arange(240, dtype=float)
     hydro = hk**2 * np.exp(-hk / 12.0)
-    runoff = _causal_filter(rain, hydro / hydro.sum())
+    runoff = causal_filter(rain, hydro / hydro.sum())
     salinity = rng.uniform(27, 34, n)[:, None] - 1.5 * np.cos(annual * (doy - 100))[None, :] \
-        - rng.uniform(3, 8, n)[:, None] * runoff / (runoff + 1.0) + _ar1(rng, (n, n_hours), 48, 0.3)
-    turb_true = rng.uniform(2, 8, n)[:, None] * np.exp(_ar1(rng, (n, n_hours), 48, 0.3)) \
+        - rng.uniform(3, 8, n)[:, None] * runoff / (runoff + 1.0) + ar1(rng, (n, n_hours), 48, 0.3)
+    turb_true = rng.uniform(2, 8, n)[:, None] * np.exp(ar1(rng, (n, n_hours), 48, 0.3)) \
         + _relax(3.0 * hs**2 + 10.0 * runoff, 24.0)
     strat = 0.5 + 0.5 * np.cos(annual * (doy - 225))[None, :]
     mixing = _relax(0.01 * strat * np.maximum(speed - 8.0, 0.0) ** 2, 72.0)
@@ -407,12 +377,12 @@ def _satellite(rng: np.random.Generator, patch: int, days: int, amplitudes: dict
     rows = np.arange(size, dtype=float)[:, None]
     cols = np.arange(size, dtype=float)[None, :]
     # static geometry per station: shoreline row, land mask, elevation, river mouth
-    shore = size * 0.5 + 0.6 * _smooth_fields(rng, (n,), size, size / 3)[:, 0, :][:, None, :]  # (S, 1, W)
+    shore = size * 0.5 + 0.6 * smooth_field(rng, (n, size, size), size / 3)[:, 0, :][:, None, :]  # (S, 1, W)
     dist = rows[None] - shore                                                                 # (S, H, W)
     land = dist > 0
     mhws = z0 + amplitudes["M2"] + amplitudes["S2"]
     rise = (mhws - z0 + rng.uniform(0.2, 0.5, n))[:, None, None]
-    elev = z0[:, None, None] + rise * np.maximum(dist, 0.0) / 2.0 + 0.1 * _smooth_fields(rng, (n,), size, size / 4)
+    elev = z0[:, None, None] + rise * np.maximum(dist, 0.0) / 2.0 + 0.1 * smooth_field(rng, (n, size, size), size / 4)
     mouth = rng.uniform(0, size - 1, n)[:, None, None]
     d_mouth = np.hypot(rows[None] - shore, cols[None] - mouth)                                # (S, H, W)
     offshore = np.maximum(-dist, 0.0)
@@ -435,8 +405,8 @@ def _satellite(rng: np.random.Generator, patch: int, days: int, amplitudes: dict
     sed = np.where(land[:, None], 1.0, np.log1p(conc)) + rng.normal(0, 0.05, (n, days, size, size))
     # surface temperature
     sst = temp_d[..., None, None] + 0.1 * offshore[:, None] - 0.5 * mix_d[..., None, None] * \
-        (offshore[:, None] / size) + 0.2 * _smooth_fields(rng, (n, days), size, size / 4)
-    lst = (temp_d + 3.0 * season + 1.5)[..., None, None] + 0.5 * _smooth_fields(rng, (n, days), size, size / 4)
+        (offshore[:, None] / size) + 0.2 * smooth_field(rng, (n, days, size, size), size / 4)
+    lst = (temp_d + 3.0 * season + 1.5)[..., None, None] + 0.5 * smooth_field(rng, (n, days, size, size), size / 4)
     temp = np.where(land[:, None], lst, sst)
     # SAR wetness
     flood = _sigmoid((level_now[..., None, None] - elev[:, None]) / 0.05)
@@ -449,11 +419,11 @@ def _satellite(rng: np.random.Generator, patch: int, days: int, amplitudes: dict
     satellite = np.stack([sed, temp, wet], axis=2).astype(np.float32)
 
     # clouds and overpasses
-    z = 0.6 * _ar1(rng, (1, days), 1.0 / -np.log(0.6), 1.0) + 0.8 * _ar1(rng, (n, days), 1.0 / -np.log(0.6), 1.0)
+    z = 0.6 * ar1(rng, (1, days), 1.0 / -np.log(0.6), 1.0) + 0.8 * ar1(rng, (n, days), 1.0 / -np.log(0.6), 1.0)
     z = z / np.hypot(0.6, 0.8)
     low = (1013.0 - pressure[:, t_pass]) / 10.0
     frac = _sigmoid(0.2 + 1.5 * z + 1.2 * low)
-    field_ = _smooth_fields(rng, (n, days), size, size / 3).reshape(n, days, -1)
+    field_ = smooth_field(rng, (n, days, size, size), size / 3).reshape(n, days, -1)
     rank = np.argsort(np.argsort(field_, axis=-1), axis=-1)
     cloud = (rank < np.round(frac * size * size)[..., None]).reshape(n, days, size, size)
     overpass = (rng.random((1, days)) >= 0.14) & (rng.random((n, days)) >= 0.07)

@@ -28,7 +28,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
+
+from ...synth import ar1_from_rest, smooth_field
 
 DT_H = 5 / 60  # one step, hours
 STEPS_PER_DAY = 288
@@ -96,14 +97,6 @@ class Weather:
         return len(self.hour)
 
 
-def _ar1(rng: np.random.Generator, n: int, phi: float, sigma: float) -> np.ndarray:
-    out = np.zeros(n)
-    e = rng.normal(0, sigma, n)
-    for i in range(1, n):
-        out[i] = phi * out[i - 1] + e[i]
-    return out
-
-
 def weather(seed: int, days: float) -> Weather:
     """Simulate ``days`` of exogenous series (5-minute steps, starting at midnight) from ``seed``."""
     rng = np.random.default_rng(seed)
@@ -127,19 +120,20 @@ def weather(seed: int, days: float) -> Weather:
     cloud = 1 / (1 + np.exp(-z))
     irr = np.clip(clear * (1 - 0.8 * cloud ** 1.5) * (1 + 0.03 * rng.normal(size=n)), 0, None)
     daily_cloud = np.array([cloud[day == d].mean() for d in range(n_days)])[day]
-    t_out = 14 + 6 * season + 6 * np.sin(2 * np.pi * (hour - 9) / 24) - 3 * daily_cloud + _ar1(rng, n, 0.995, 0.08)
+    t_out = (14 + 6 * season + 6 * np.sin(2 * np.pi * (hour - 9) / 24) - 3 * daily_cloud
+             + ar1_from_rest(rng, n, 0.995, 0.08))
     staff = ((hour >= 8) & (hour < 18)).astype(float)
-    base = np.clip(2.0 + 1.0 * staff + _ar1(rng, n, 0.97, 0.06), 1.0, None)
+    base = np.clip(2.0 + 1.0 * staff + ar1_from_rest(rng, n, 0.97, 0.06), 1.0, None)
     tou = np.where((hour >= 17) & (hour < 21), 0.36, np.where((hour < 7) | (hour >= 22), 0.10, 0.20))
-    price = np.clip(tou * (1 + _ar1(rng, n, 0.99, 0.01)) + 0.01 * rng.normal(size=n), 0.02, None)
+    price = np.clip(tou * (1 + ar1_from_rest(rng, n, 0.99, 0.01)) + 0.01 * rng.normal(size=n), 0.02, None)
     sun = np.sin(np.pi * frac)
-    carbon = np.clip(0.45 - 0.18 * sun + _ar1(rng, n, 0.99, 0.006), 0.05, None)
+    carbon = np.clip(0.45 - 0.18 * sun + ar1_from_rest(rng, n, 0.99, 0.006), 0.05, None)
     cav = np.zeros(n)
     state = 0
     for i in range(n):  # two-state Markov chain: ~10% of the time cavitating, episodes ~ 40 min
         state = int(rng.random() < (0.97 if state else 0.004))
         cav[i] = state
-    patterns = gaussian_filter(rng.normal(size=(n // 12 + 2, IMG, IMG)), sigma=(0, 2.0, 2.0), mode="wrap")
+    patterns = smooth_field(rng, (n // 12 + 2, IMG, IMG), 2.0, boundary="wrap")
     return Weather(seed=seed, hour=hour, clear=clear, cloud=cloud, irradiance=irr, t_out=t_out, base_load=base,
                    price=price, carbon=carbon, cav=cav, wear0=float(rng.uniform(0.1, 0.8)), patterns=patterns)
 

@@ -49,6 +49,8 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy.ndimage import gaussian_filter, uniform_filter
 
+from ...synth import smooth_field
+
 CLASS_NAMES: list[str] = [
     "olivine", "pyroxene", "serpentine", "basalt", "wollastonite", "carbonate", "clay", "regolith",
 ]
@@ -66,15 +68,10 @@ _ENDMEMBERS: dict[str, tuple[float, float, list[tuple[float, float, float]]]] = 
                           (2200, 35, 0.25)]),
     "regolith": (0.12, 0.25, [(400, 80, 0.60), (900, 110, 0.12)]),
 }
+# the scene's random fields: zero mean, unit std per field, mirrored edges (cmkd.synth.smooth_field)
+_FIELD = {"boundary": "reflect", "standardise": True}
 _ELEV_OFFSET = np.array([0.5, 0.5, 0.0, 1.5, 0.3, -0.3, -1.0, 0.0])  # m, per class
 _ROUGHNESS = np.array([0.20, 0.20, 0.15, 0.35, 0.12, 0.10, 0.05, 0.10])  # m, per class
-
-
-def _field(rng: np.random.Generator, shape: tuple[int, ...], sigma: float) -> np.ndarray:
-    """Zero-mean, unit-std Gaussian random field smoothed over the last two axes."""
-    sig = (0,) * (len(shape) - 2) + (sigma, sigma)
-    f = gaussian_filter(rng.standard_normal(shape), sig, mode="reflect")
-    return (f - f.mean(axis=(-2, -1), keepdims=True)) / f.std(axis=(-2, -1), keepdims=True)
 
 
 def endmember_spectra(wavelengths: np.ndarray, shift: np.ndarray | None = None,
@@ -117,7 +114,7 @@ def _site_params(site: int) -> dict[str, float | np.ndarray]:
 
 def _mineral_map(rng: np.random.Generator, size: int, prior: np.ndarray) -> tuple[np.ndarray, ...]:
     """Return the (H, W) class map, second-choice class map and logit margin between them."""
-    fields = _field(rng, (len(CLASS_NAMES), size, size), 4.0)  # (K, H, W)
+    fields = smooth_field(rng, (len(CLASS_NAMES), size, size), 4.0, **_FIELD)  # (K, H, W)
     fields[5] = 0.6 * fields[2] + 0.8 * fields[5]  # carbonate follows serpentine
     bias = np.zeros(len(CLASS_NAMES))
     for _ in range(40):  # calibrate area fractions to the prior
@@ -198,13 +195,13 @@ def generate(seed: int = 0, size: int = 96, patch: int = 5, n_bands: int = 128, 
     d = rng.uniform(0.6, 1.4, (size, size, n_cls, 1))
     em = (a[..., None] + s[..., None] * x) * np.exp(-d * absorb)
     refl = np.einsum("hwk,hwkb->hwb", frac, em)  # (H, W, B)
-    dust = np.clip(sp["dust"] + 0.08 * _field(rng, (size, size), 10.0), 0.0, 0.5)[..., None]
+    dust = np.clip(sp["dust"] + 0.08 * smooth_field(rng, (size, size), 10.0, **_FIELD), 0.0, 0.5)[..., None]
     refl = (1 - dust) * refl + dust * _dust_spectrum(wl)
-    resid = 1.0 + 0.05 * _field(rng, (size, size), 6.0)[..., None]  # imperfect topographic correction
+    resid = 1.0 + 0.05 * smooth_field(rng, (size, size), 6.0, **_FIELD)[..., None]  # imperfect topographic correction
     hsi = refl * resid + rng.normal(0.0, 0.006, refl.shape)
 
     # LiDAR: elevation (H, W) in m and roughness
-    terrain = 6.0 * _field(rng, (size, size), 15.0)
+    terrain = 6.0 * smooth_field(rng, (size, size), 15.0, **_FIELD)
     offset = gaussian_filter(_ELEV_OFFSET[labels], 2.0)
     rough = gaussian_filter(rng.standard_normal((size, size)), 0.7) * 2.0 * _ROUGHNESS[labels]
     elev = terrain + offset + rough + rng.normal(0.0, 0.03, (size, size))
@@ -218,7 +215,7 @@ def generate(seed: int = 0, size: int = 96, patch: int = 5, n_bands: int = 128, 
     gy, gx = np.gradient(elev)
     zen, azi = np.deg2rad(sp["zenith"]), rng.uniform(0, 2 * np.pi)
     shade = (np.cos(zen) - np.sin(zen) * (gx * np.cos(azi) + gy * np.sin(azi))) / np.sqrt(1 + gx**2 + gy**2)
-    illum = sp["gain"] * np.exp(0.15 * _field(rng, (size, size), 12.0)) * np.clip(shade, 0.05, None)
+    illum = sp["gain"] * np.exp(0.15 * smooth_field(rng, (size, size), 12.0, **_FIELD)) * np.clip(shade, 0.05, None)
     rgb = rgb * illum / np.cos(zen) + rng.normal(0.0, 0.01, rgb.shape)
 
     # samples: interior pixels whose patch stays inside one split's stripes
