@@ -66,3 +66,13 @@ def test_tensorboard_event_files(tmp_path: Path) -> None:
     assert scalar(recs[2], "val/metric") is None  # NaN is left out
     write_tensorboard(tmp_path / "tb", {"student": rows})  # a rerun replaces the model's event file
     assert len(list(path.parent.glob("events.out.tfevents.*"))) == 1
+
+
+def test_validation_loss_is_logged(tmp_path: Path) -> None:
+    """Every epoch row has val_loss (the task loss on validation), finite and positive, in the CSV too."""
+    cfg = make_config(epochs=2)
+    y = write_case(tmp_path, config=cfg)
+    cmkd.run(str(y), tmp_path / "out", quiet=True, overrides=["export.enabled=false", "references=false",
+                                                               "trees=false"])
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "out" / "logs" / "teacher.csv").read_text())))
+    assert rows and all(float(r["val_loss"]) > 0 for r in rows)

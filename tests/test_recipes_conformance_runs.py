@@ -1,7 +1,9 @@
 """Every registered recipe runs ``--quick`` end to end, shrunk by overrides to seconds: its metrics.json meets the
-contract (``shared/metrics.schema.json``) and its report.html renders. Real-data recipes skip, saying so, where
-their data folder is absent. One test per recipe, so pytest-xdist spreads them (``--dist loadfile`` keeps a
-file together: the runs live here, apart from the fast protocol checks in test_recipes_conformance.py)."""
+contract (``shared/metrics.schema.json``) and its report.html renders (in headless Chromium too, where installed:
+no console error, network request, broken image or content wider than the window). Real-data recipes skip,
+saying so, where their data folder is absent. One test per recipe, so pytest-xdist spreads them (``--dist
+loadfile`` keeps a file together: the runs live here, apart from the fast protocol checks in
+test_recipes_conformance.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import os
 from pathlib import Path
 
 import pytest
+from browser import check_report, chromium, problems
 
 import cmkd
 from cmkd.recipes import RECIPES
@@ -43,6 +46,9 @@ def test_quick_run_meets_the_contract(name: str, tmp_path: Path) -> None:
     assert html.strip() and "Traceback" not in html
     for role in doc["models"]:
         assert role in html, f"report.html does not name {role}"
+    if chromium() is not None:  # a real browser: no console error, network request, broken image, overflow
+        check = check_report(out / "report.html")
+        assert check["images"] > 0 and problems(check) == [], problems(check)
 
 
 # A complete recipe outside the package, as its author writes it: the Recipe plus one registration line. Adding

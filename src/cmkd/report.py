@@ -243,7 +243,7 @@ def _curves(histories: dict[str, list[dict]], primary: str) -> str:
         if xs:
             axes[1].plot(xs, ys, "-o", ms=2.5, color=_colour(name, names), label=name)
     has_val = any(_series(histories[n], "val_loss")[0] for n in names)
-    axes[0].set(title="loss (solid train, dashed val)" if has_val else "training loss", xlabel="epoch",
+    axes[0].set(title="loss (solid train, dashed val task loss)" if has_val else "training loss", xlabel="epoch",
                 ylabel="loss")
     axes[1].set(title=f"validation {primary}", xlabel="epoch", ylabel=primary)
     if parts:

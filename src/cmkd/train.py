@@ -131,8 +131,34 @@ def _epoch_row(model: MultimodalNet, data: MultimodalData, val_idx: np.ndarray, 
     preds = predict(model, data, val_idx, device=device)
     val = task_metrics(data, val_idx, preds)
     row = {"epoch": epoch + 1, "lr": lr, **{f"train_{k}": v / nb for k, v in sums.items()},
-           "val_metric": val[metric]}
+           "val_loss": validation_loss(model, data, val_idx, preds), "val_metric": val[metric]}
     return row, val
+
+
+def validation_loss(model: MultimodalNet, data: MultimodalData, idx: np.ndarray, preds: dict[str, np.ndarray]
+                    ) -> float:
+    """The task loss on samples ``idx`` from their predictions, averaged over the model's targets:
+    cross-entropy over the labelled samples for a classification target, the mean squared error of the
+    standardised value (``(y - value) / tstd``, as the head is trained) for a regression target. No teacher
+    term: it says how the model fits held-out labels, the curve beside the training loss."""
+    parts = []
+    for t, kind in model.target_kinds.items():
+        y = data.targets[t][idx]
+        if kind == "classification" and f"{t}/logits" in preds:
+            lab = y >= 0
+            if lab.any():
+                z = preds[f"{t}/logits"][lab].astype(np.float64)
+                z = z - z.max(axis=1, keepdims=True)
+                logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+                parts.append(float(-logp[np.arange(lab.sum()), y[lab]].mean()))
+        elif f"{t}/value" in preds:
+            yy = np.asarray(y, np.float64).reshape(len(idx), -1)
+            v = np.asarray(preds[f"{t}/value"], np.float64).reshape(yy.shape)
+            sd = getattr(model, f"tstd_{t}").detach().cpu().numpy().astype(np.float64)
+            ok = np.isfinite(yy)
+            if ok.any():
+                parts.append(float(np.mean((((yy - v) / sd)[ok]) ** 2)))
+    return float(np.mean(parts)) if parts else float("nan")
 
 
 def _keep_best(score: float, best_score: float, best_state: dict | None, bad: int,
