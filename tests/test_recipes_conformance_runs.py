@@ -35,6 +35,11 @@ def test_quick_run_meets_the_contract(name: str, tmp_path: Path) -> None:
         pytest.skip(f"{name}: real data folder {DATA / REAL[name]} absent (set CMKD_DATA)")
     out = tmp_path / name
     m = cmkd.run(name, out, quick=True, quiet=True, overrides=TINY + SMALL.get(name, []))
+    def refuse(name: str) -> None:
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    for f in out.rglob("*.json"):  # strict JSON everywhere: NaN / Infinity are written as null
+        json.loads(f.read_text(), parse_constant=refuse)
     doc = json.loads((out / "metrics.json").read_text())
     assert doc["recipe"] == name and doc["quick"] is True and set(doc) == set(m)
     assert {"teacher", "student_baseline", "student"} <= set(doc["models"])
