@@ -4,6 +4,7 @@ this folder is on ``sys.path`` and ``from common import ...`` is a plain import.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -31,3 +32,16 @@ def save_md(name: str, md: str) -> None:
     """Write ``benchmarks/NAME.md`` and print it."""
     atomic_write_text(BENCH / f"{name}.md", md.rstrip("\n") + "\n")
     print(md)
+
+
+def read_runs(path: Path) -> list[dict]:
+    """The records of a sweep's ``.jsonl`` file (one run per line), [] when it does not exist yet."""
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def append_run(path: Path, record: dict) -> None:
+    """Append one run's record to a sweep's ``.jsonl`` file as it finishes, so an interrupted sweep resumes."""
+    with path.open("a") as fh:
+        fh.write(json.dumps(record) + "\n")

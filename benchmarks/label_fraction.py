@@ -20,13 +20,12 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from common import BENCH, ms, save
+from common import BENCH, append_run, ms, read_runs, save
 
 import cmkd
 from cmkd.errors import CmkdError
@@ -75,9 +74,7 @@ def one(case: str, fraction: float, seed: int) -> dict:
 
 def load_runs() -> list[dict]:
     """Every run recorded so far."""
-    if not RUNS.is_file():
-        return []
-    return [json.loads(line) for line in RUNS.read_text().splitlines() if line.strip()]
+    return read_runs(RUNS)
 
 
 def table(runs: list[dict], cases: list[str], fractions: list[float]) -> str:
@@ -165,8 +162,7 @@ def main() -> None:
                     except CmkdError as e:  # e.g. a real recipe's data folder absent
                         print(f"{case} {f:.0%} seed {seed}: not run ({e})", flush=True)
                         continue
-                    with RUNS.open("a") as fh:
-                        fh.write(json.dumps(r) + "\n")
+                    append_run(RUNS, r)
                     print(f"{case} {f:.0%} seed {seed}: student {r.get('student'):.4f} baseline "
                           f"{r.get('student_baseline'):.4f} ({r['seconds']} s)", flush=True)
     runs = [r for r in load_runs() if r["case"] in args.cases and r["fraction"] in args.fractions]

@@ -16,12 +16,11 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
-from common import BENCH, save
+from common import BENCH, append_run, read_runs, save
 
 import cmkd
 from cmkd.errors import CmkdError
@@ -67,9 +66,7 @@ def main() -> None:
     ap.add_argument("--recipes", nargs="+", default=[r for r in recipe_names()])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     args = ap.parse_args()
-    done = set()
-    if RUNS.is_file():
-        done = {(r["recipe"], r["seed"]) for r in map(json.loads, RUNS.read_text().splitlines()) if r}
+    done = {(r["recipe"], r["seed"]) for r in read_runs(RUNS)}
     for seed in args.seeds:
         for recipe in args.recipes:
             if (recipe, seed) in done:
@@ -79,12 +76,10 @@ def main() -> None:
             except CmkdError as e:  # a real-data recipe without its data folder
                 print(f"{recipe}: skipped ({e})", flush=True)
                 continue
-            with RUNS.open("a") as fh:
-                fh.write(json.dumps(r) + "\n")
+            append_run(RUNS, r)
             print(f"{recipe} seed {seed}: recommended {r['recommended']} {r['recommended_test']:.4f}, best reference "
                   f"{r['best_reference_test']} {r['best_reference_test_value']:.4f} ({r['seconds']} s)", flush=True)
-    runs = [json.loads(x) for x in RUNS.read_text().splitlines() if x] if RUNS.is_file() else []
-    runs = [r for r in runs if r["recipe"] in args.recipes and r["seed"] in args.seeds]
+    runs = [r for r in read_runs(RUNS) if r["recipe"] in args.recipes and r["seed"] in args.seeds]
     lines = ["## Recommended student against the best classical reference (`python benchmarks/recommended.py`)", "",
              "Test split, default settings, export off. Gap: points of accuracy, or % of the reference's RMSE; "
              "+ = the recommended student is better. Best reference on test = the strictest comparison.", "",
