@@ -36,31 +36,22 @@ from .trees import TreeStudent, ensemble_onnx, export_tree_student, save_onnx
 EXPORTABLE_REFS = ("random_forest", "extra_trees")
 
 
-def classical_stage(*args, **kwargs) -> dict:  # noqa: ANN002, ANN003 - the signature of _classical_stage
-    """Fill ``metrics`` with the references, the tree student and the recommendation (see the module docstring),
-    with native thread pools (OpenMP of HistGradientBoosting, BLAS) held to ``cfg.threads``: more threads than
-    that oversubscribe a loaded machine (measured: a quick coastal run's classical stage 12 s at 1 thread, 222 s
-    with two jobs beside other work). Returns the fitted tree models by name."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=args[0].threads if args else kwargs["cfg"].threads):
-        return _classical_stage(*args, **kwargs)
-
-
 def teacher_outputs(cache: dict) -> dict[str, np.ndarray]:
     """The pipeline's teacher cache (target -> {"logits" | "value" | ...: tensor}) as ``<target>/<key>`` arrays."""
     return {f"{t}/{k}": v.detach().cpu().numpy() for t, part in cache.items() if isinstance(part, dict)
             for k, v in part.items()}
 
 
-def _classical_stage(cfg: ExperimentConfig, data: MultimodalData, smods: list[str], train: np.ndarray,
+def classical_stage(cfg: ExperimentConfig, data: MultimodalData, smods: list[str], train: np.ndarray,
                     train_all: np.ndarray, val: np.ndarray, test: np.ndarray, cache: dict, kd_mask: np.ndarray,
                     student, metric: str, out: Path, metrics: dict, recipe_refs: dict | None = None,  # noqa: ANN001
                     device: str = "cpu") -> dict:
-    """:func:`classical_stage` without the thread limit. Returns the fitted tree models by name (``student_trees``
-    and the exportable references), for :func:`deploy_recommended`."""
+    """Fill ``metrics`` with the references, the tree student and the recommendation (see the module docstring).
+    The forests use ``cfg.threads`` jobs; the caller holds the native thread pools to the same (see
+    :func:`cmkd.pipeline.stage_references`). Returns the fitted tree models by name (``student_trees`` and the
+    exportable references), for :func:`deploy_recommended`."""
     t0 = time.perf_counter()
-    jobs = cfg.threads  # as the networks (see classical_stage)
+    jobs = cfg.threads
     teacher = teacher_outputs(cache)
     fitted: dict = {}
     refs: dict[str, dict] = dict(recipe_refs or {})
