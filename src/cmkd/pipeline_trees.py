@@ -160,25 +160,13 @@ def _export_reference(ref, heads: dict, smods: list[str], data: MultimodalData, 
                       out: Path, cfg: ExperimentConfig, deployed: dict) -> None:
     """``student.onnx`` from a RandomForest / ExtraTrees reference (fitted on the non-constant feature columns
     ``ref.keep``; the graph's trees index the full feature vector)."""
-    from .export import ort_latency_ms, ort_run, ort_session
-    from .trees import as_logits, flat_features
+    from .trees import check_onnx, flat_features
 
     for h in heads.values():
         h["features"] = np.flatnonzero(ref.keep)
     kinds = {m: data.kinds[m] for m in smods}
     shapes = {m: tuple(data.inputs[m].shape[1:]) for m in smods}
     save_onnx(ensemble_onnx(heads, smods, kinds, shapes, cfg.data.text_vocab), out / "student.onnx")
-    sess = ort_session(out / "student.onnx")
-    feed = {m: data.inputs[m][test] for m in smods}
-    got = dict(zip([o.name for o in sess.get_outputs()], ort_run(sess, feed)))
     ref_p = ref.predict(flat_features(data, smods, test, cfg.data.text_vocab))
-    diffs, preds = [], {}
-    for t in heads:
-        clf = data.target_kinds[t] == "classification"
-        key = f"{t}/logits" if clf else f"{t}/value"
-        preds[key] = as_logits(got[t]) if clf else got[t]  # the graph outputs probabilities
-        diffs.append(float(np.max(np.abs(preds[key] - ref_p[key]), initial=0.0)))
-    deployed.update({"max_abs_diff": max(diffs), "onnx_latency_ms": ort_latency_ms(sess, feed,
-                                                                                   cfg.export.latency_runs),
-                     "onnx_bytes": (out / "student.onnx").stat().st_size,
-                     "onnx_metrics": task_metrics(data, test, preds)})
+    deployed.update(check_onnx(out / "student.onnx", smods, {t: data.target_kinds[t] for t in heads}, data, test,
+                               ref_p, cfg.export.latency_runs))

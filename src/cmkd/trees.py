@@ -370,28 +370,35 @@ def ensemble_onnx(heads: dict[str, dict], modalities: list[str], kinds: dict[str
     return proto
 
 
-def export_tree_student(student: TreeStudent, data: MultimodalData, idx: np.ndarray, path: str | Path,
-                        latency_runs: int = 200) -> dict:
-    """Write ``student`` to ONNX at ``path`` and check it through ONNX Runtime on samples ``idx``.
+def check_onnx(path: str | Path, modalities: list[str], target_kinds: dict[str, str], data: MultimodalData,
+               idx: np.ndarray, ref: dict[str, np.ndarray], latency_runs: int = 200) -> dict:
+    """Run a tree model's ONNX file through ONNX Runtime on samples ``idx`` and compare with scikit-learn's
+    predictions ``ref`` (``<t>/logits`` or ``<t>/value``, and ``<t>/std`` where the model has one).
 
-    Returns ``onnx`` (file name), ``max_abs_diff`` (largest difference of any output between ONNX Runtime and
-    scikit-learn), ``onnx_latency_ms`` (batch 1, one thread, median, as for the network student),
-    ``onnx_bytes`` and ``onnx_metrics`` (:func:`cmkd.evaluate.task_metrics` of the ONNX outputs)."""
+    Returns ``max_abs_diff`` (largest difference of any output), ``onnx_latency_ms`` (batch 1, one thread,
+    median, as for the network student), ``onnx_bytes`` and ``onnx_metrics`` (:func:`cmkd.evaluate.task_metrics`
+    of the ONNX outputs)."""
     from .evaluate import task_metrics
     from .export import ort_latency_ms, ort_run, ort_session
 
-    path = student.to_onnx(path)
     sess = ort_session(path)
-    feed = {m: data.inputs[m][idx] for m in student.modalities}
+    feed = {m: data.inputs[m][idx] for m in modalities}
     got = dict(zip([o.name for o in sess.get_outputs()], ort_run(sess, feed)))
-    ref = student.predict(data, idx)
     diffs, preds = [], {}
-    for t, kind in student.target_kinds.items():
+    for t, kind in target_kinds.items():
         key = f"{t}/logits" if kind == "classification" else f"{t}/value"
         preds[key] = as_logits(got[t]) if kind == "classification" else got[t]  # the graph outputs probabilities
         diffs.append(float(np.max(np.abs(preds[key] - ref[key]), initial=0.0)))
-        if kind == "regression":
+        if f"{t}/std" in ref:
             diffs.append(float(np.max(np.abs(got[f"{t}_std"] - ref[f"{t}/std"]), initial=0.0)))
-    return {"onnx": Path(path).name, "max_abs_diff": max(diffs), "onnx_latency_ms": ort_latency_ms(sess, feed,
-                                                                                                   latency_runs),
+    return {"max_abs_diff": max(diffs), "onnx_latency_ms": ort_latency_ms(sess, feed, latency_runs),
             "onnx_bytes": Path(path).stat().st_size, "onnx_metrics": task_metrics(data, idx, preds)}
+
+
+def export_tree_student(student: TreeStudent, data: MultimodalData, idx: np.ndarray, path: str | Path,
+                        latency_runs: int = 200) -> dict:
+    """Write ``student`` to ONNX at ``path`` and check it through ONNX Runtime on samples ``idx``
+    (:func:`check_onnx`); returns its figures and ``onnx`` (the file name)."""
+    path = student.to_onnx(path)
+    return {"onnx": Path(path).name, **check_onnx(path, student.modalities, student.target_kinds, data, idx,
+                                                  student.predict(data, idx), latency_runs)}
