@@ -26,6 +26,7 @@ from common import ms, save
 
 import cmkd
 from cmkd.cases import make_sparse_case, sparse_case_config
+from cmkd.distill import best_val
 
 # variant name -> config overrides (on top of the recipe's defaults)
 VARIANTS: dict[str, list[str]] = {
@@ -42,12 +43,6 @@ VARIANTS: dict[str, list[str]] = {
     "task_kd_gate": ["distill.weights={task: 1.0, kd: 1.0}", "distill.kd_gate=0.05"],
     "task_kd_ramp": ["distill.weights={task: 1.0, kd: 1.0}", "distill.kd_ramp=0.3"],
 }
-
-
-def best_val(hist: list[dict], higher: bool) -> float:
-    """Best validation metric of a training history."""
-    v = [r["val_metric"] for r in hist]
-    return float(max(v) if higher else min(v))
 
 
 def one(case: str, variant: str, seed: int, fraction: float, extra: list[str]) -> dict:
@@ -72,7 +67,7 @@ def one(case: str, variant: str, seed: int, fraction: float, extra: list[str]) -
            "fallback": m["distill"].get("fallback"), "kd_gate_factor": m["distill"].get("kd_gate_factor")}
     for role in ("teacher", "student_baseline", "student"):
         out[f"{role}_test"] = m["models"][role]["metrics"][metric]
-        out[f"{role}_val"] = best_val(hist[role], higher)
+        out[f"{role}_val"] = (1 if higher else -1) * best_val(hist, role, 1 if higher else -1)
     return out
 
 
