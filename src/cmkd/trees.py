@@ -254,41 +254,49 @@ def save_onnx(proto, path: str | Path) -> Path:  # noqa: ANN001 - onnx.ModelProt
 
 
 def _tree_nodes(model, n_out: int, class_cols: np.ndarray | None, features: np.ndarray | None = None  # noqa: ANN001
-                ) -> dict[str, list]:
+                ) -> dict:
     """The ``TreeEnsembleRegressor`` attributes of a fitted scikit-learn forest (regressor or classifier).
 
     For a classifier each leaf's class fractions go to the columns ``class_cols`` (the full class list's index
     of each of ``model.classes_``); the ensemble's average is then ``predict_proba``. ``features`` maps the
     model's feature index to the graph's feature column (a model fitted on a subset of the columns)."""
-    a: dict[str, list] = {k: [] for k in ("treeids", "nodeids", "featureids", "values", "modes", "true", "false",
-                                          "missing", "t_tree", "t_node", "t_id", "t_w")}
-    for ti, est in enumerate(model.estimators_):
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("treeids", "nodeids", "featureids", "values", "leaf",
+                                                          "true", "false", "missing", "t_tree", "t_node", "t_id",
+                                                          "t_w")}
+    feat_map = None if features is None else np.asarray(features, np.int64)
+    for ti, est in enumerate(model.estimators_):  # node by node in scikit-learn's order, leaves' targets after
         tr = est.tree_
-        left, right = tr.children_left, tr.children_right
-        miss = getattr(tr, "missing_go_to_left", np.zeros(tr.node_count, np.uint8))
-        value = tr.value  # (nodes, n_outputs, 1) for regressors, (nodes, 1, n_classes) fractions for classifiers
-        for i in range(tr.node_count):
-            leaf = left[i] == -1
-            a["treeids"].append(ti)
-            a["nodeids"].append(i)
-            f = int(tr.feature[i])
-            a["featureids"].append(0 if leaf else int(features[f]) if features is not None else f)
-            a["values"].append(0.0 if leaf else float(tr.threshold[i]))
-            a["modes"].append("LEAF" if leaf else "BRANCH_LEQ")
-            a["true"].append(0 if leaf else int(left[i]))
-            a["false"].append(0 if leaf else int(right[i]))
-            a["missing"].append(0 if leaf else int(miss[i]))
-            if leaf:
-                v = value[i].reshape(-1)
-                if class_cols is not None:
-                    v = v / max(v.sum(), 1e-300)
-                cols = class_cols if class_cols is not None else np.arange(n_out)
-                for j, w in zip(cols, v):
-                    a["t_tree"].append(ti)
-                    a["t_node"].append(i)
-                    a["t_id"].append(int(j))
-                    a["t_w"].append(float(w))
-    return a
+        n = tr.node_count
+        left, right = tr.children_left.astype(np.int64), tr.children_right.astype(np.int64)
+        leaf = left == -1
+        miss = np.asarray(getattr(tr, "missing_go_to_left", np.zeros(n, np.uint8)), np.int64)
+        f = tr.feature.astype(np.int64)
+        f = np.where(leaf, 0, f if feat_map is None else feat_map[np.where(leaf, 0, f)])
+        parts["treeids"].append(np.full(n, ti, np.int64))
+        parts["nodeids"].append(np.arange(n, dtype=np.int64))
+        parts["featureids"].append(f)
+        parts["values"].append(np.where(leaf, 0.0, tr.threshold.astype(np.float64)))
+        parts["leaf"].append(leaf)
+        parts["true"].append(np.where(leaf, 0, left))
+        parts["false"].append(np.where(leaf, 0, right))
+        parts["missing"].append(np.where(leaf, 0, miss))
+        # (nodes, n_outputs, 1) for regressors, (nodes, 1, n_classes) fractions for classifiers
+        v = tr.value.reshape(n, -1)[leaf].astype(np.float64)
+        if class_cols is not None:
+            v = v / np.maximum(v.sum(axis=1, keepdims=True), 1e-300)
+        cols = np.asarray(class_cols if class_cols is not None else np.arange(n_out), np.int64)
+        k = min(v.shape[1], len(cols))
+        leaves = np.flatnonzero(leaf)
+        parts["t_tree"].append(np.full(len(leaves) * k, ti, np.int64))
+        parts["t_node"].append(np.repeat(leaves, k))
+        parts["t_id"].append(np.tile(cols[:k], len(leaves)))
+        parts["t_w"].append(v[:, :k].reshape(-1))
+    a = {k: np.concatenate(v) for k, v in parts.items()}
+    out: dict[str, list] = {k: a[k].tolist() for k in ("treeids", "nodeids", "featureids", "true", "false", "missing",
+                                                       "t_tree", "t_node", "t_id")}
+    out["values"], out["t_w"] = a["values"], a["t_w"]  # float64 arrays, stored as tensors
+    out["modes"] = np.where(a["leaf"], b"LEAF", b"BRANCH_LEQ").tolist()
+    return out
 
 
 def as_logits(prob: np.ndarray) -> np.ndarray:
@@ -310,7 +318,6 @@ def ensemble_onnx(heads: dict[str, dict], modalities: list[str], kinds: dict[str
         modalities: input order; ``kinds`` and ``shapes`` (per sample) of each.
         text_vocab: the hashed vocabulary of text inputs (int64 token ids).
     """
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     nodes, inits, inputs, feats = [], [], [], []
@@ -351,10 +358,10 @@ def ensemble_onnx(heads: dict[str, dict], modalities: list[str], kinds: dict[str
             "TreeEnsembleRegressor", ["features"], [raw], domain="ai.onnx.ml", n_targets=n_out,
             aggregate_function="AVERAGE", post_transform="NONE",
             nodes_treeids=a["treeids"], nodes_nodeids=a["nodeids"], nodes_featureids=a["featureids"],
-            nodes_values_as_tensor=numpy_helper.from_array(np.array(a["values"], np.float64)),
+            nodes_values_as_tensor=numpy_helper.from_array(np.asarray(a["values"], np.float64)),
             nodes_modes=a["modes"], nodes_truenodeids=a["true"], nodes_falsenodeids=a["false"],
             nodes_missing_value_tracks_true=a["missing"], target_treeids=a["t_tree"], target_nodeids=a["t_node"],
-            target_ids=a["t_id"], target_weights_as_tensor=numpy_helper.from_array(np.array(a["t_w"], np.float64))))
+            target_ids=a["t_id"], target_weights_as_tensor=numpy_helper.from_array(np.asarray(a["t_w"], np.float64))))
         if kind != "classification":
             std = np.asarray(h.get("std") if h.get("std") is not None else np.ones(n_out), np.float32)
             inits.append(numpy_helper.from_array(std.reshape(1, n_out), f"{t}_stdconst"))
@@ -366,8 +373,7 @@ def ensemble_onnx(heads: dict[str, dict], modalities: list[str], kinds: dict[str
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("ai.onnx.ml", 3)],
                               producer_name=PRODUCER)
     proto.ir_version = min(proto.ir_version, 10)
-    onnx.checker.check_model(proto)
-    return proto
+    return proto  # checked by save_onnx, which every caller writes it with (the check costs a second per 1M nodes)
 
 
 def check_onnx(path: str | Path, modalities: list[str], target_kinds: dict[str, str], data: MultimodalData,
