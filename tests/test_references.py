@@ -48,6 +48,16 @@ def test_without_unlabelled_samples_or_teacher_only_label_references():
     assert set(refs) == {"extra_trees", "extra_trees_self_training"}
 
 
+def test_self_training_only_for_the_algorithms_asked():
+    data, teacher = sparse_case("regression", n=200, label_share=0.3)
+    tr = data.indices(0)
+    args = (data, ["vec"], data.labelled(tr), tr, data.indices(1), data.indices(2), teacher)
+    refs = references(*args, n_estimators=5, self_training=("random_forest",))
+    assert {k for k in refs if k.endswith("_self_training")} == {"random_forest_self_training"}
+    assert {k for k in references(*args, n_estimators=5, self_training=()) if k.endswith("_self_training")} == set()
+    assert validate(make_config()).references.self_training == ["extra_trees"]
+
+
 def test_teacher_pseudo_labels_help_with_few_labels_and_a_good_teacher():
     """The classical cross-modal baseline: at 5% labels a RandomForest on a good (synthetic) teacher's
     pseudo-labels beats one on the labels alone (mean test accuracy over seeds 0-2)."""

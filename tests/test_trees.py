@@ -139,8 +139,9 @@ def test_run_writes_references_tree_student_and_the_recommended_student_onnx(tmp
     m = cmkd.run(str(write_case(tmp_path, arrays=arr, config=cfg)), tmp_path / "out", quiet=True)
     out = tmp_path / "out"
     saved = json.loads((out / "metrics.json").read_text())
-    assert {"random_forest", "extra_trees_teacher_labels", "hist_gradient_boosting_self_training"} <= set(
-        saved["references"])
+    # self-training: ExtraTrees only by default (references.self_training)
+    assert {"random_forest", "extra_trees_teacher_labels", "extra_trees_self_training"} <= set(saved["references"])
+    assert not {"random_forest_self_training", "hist_gradient_boosting_self_training"} & set(saved["references"])
     st = saved["models"]["student_trees"]
     assert st["modalities"] == ["seq"] and st["params"] > 0 and st["latency_ms"] > 0
     assert st["n_fit"]["y"] > m["data"]["n_train"]  # labelled + unlabelled samples with the teacher's targets

@@ -227,6 +227,12 @@ class ReferencesConfig(_Strict):
         default_factory=lambda: ["random_forest", "extra_trees", "hist_gradient_boosting"])
     n_estimators: int = Field(100, ge=1)  # trees per forest, boosting iterations
     max_fit_samples: int = Field(20000, ge=10)  # a seeded random subset of the training samples beyond this
+    # which algorithms also get one round of self-training where unlabelled samples exist ([] = none). Default
+    # ExtraTrees only, the cheapest: over the 50 runs of benchmarks/label_fraction.py a self-training reference
+    # was never the best on validation, and on minerals each scored below its labels-only fit (README table),
+    # while HistGradientBoosting's cost most of the stage's time (recycling: 76 of 249 s)
+    self_training: list[Literal["random_forest", "extra_trees", "hist_gradient_boosting"]] = Field(
+        default_factory=lambda: ["extra_trees"])
 
 
 class TreesConfig(_Strict):

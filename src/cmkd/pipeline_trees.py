@@ -59,7 +59,8 @@ def classical_stage(cfg: ExperimentConfig, data: MultimodalData, smods: list[str
         r = cfg.references
         found = references(data, smods, train, train_all, val, test, teacher, kd_mask, seed=cfg.seed,
                            n_estimators=r.n_estimators, max_fit_samples=r.max_fit_samples, n_jobs=jobs,
-                           text_vocab=cfg.data.text_vocab, algorithms=tuple(r.algorithms), models=fitted)
+                           text_vocab=cfg.data.text_vocab, algorithms=tuple(r.algorithms), models=fitted,
+                           self_training=tuple(r.self_training))
         # a recipe's own entries keep their names and figures; a generic one of the same name gets ``_labels``
         rename = {k: (f"{k}_labels" if k in refs else k) for k in found}
         refs.update({rename[k]: v for k, v in found.items()})

@@ -7,7 +7,9 @@ NaN kept, text as a bag of hashed words), RandomForest, ExtraTrees and HistGradi
 - ``<algo>_teacher_labels``: on the teacher's pseudo-labels over every training sample the teacher saw (its
   argmax class or its mean; the true label where known): the classical cross-modal baseline;
 - ``<algo>_self_training``: one round of self-training: the labels-only model labels the unlabelled training
-  samples itself (its class or value), then a fresh model is fitted on labels plus those pseudo-labels.
+  samples itself (its class or value), then a fresh model is fitted on labels plus those pseudo-labels (for the
+  algorithms in ``self_training``; a run's default is ExtraTrees only, see
+  :class:`cmkd.config.ReferencesConfig`).
 
 The last two exist only where unlabelled training samples exist (and, for the first, a teacher). Each entry holds
 the test metrics (flat, as :func:`cmkd.evaluate.task_metrics` names them, so a recipe's own ``references()``
@@ -172,8 +174,8 @@ def references(data: MultimodalData, student_modalities: list[str], train_labell
                train_all: np.ndarray, val: np.ndarray, test: np.ndarray,
                teacher: dict[str, np.ndarray] | None = None, teacher_mask: np.ndarray | None = None, seed: int = 0,
                n_estimators: int = 100, max_fit_samples: int = 20000, n_jobs: int | None = 1,
-               text_vocab: int = 4096, algorithms: tuple[str, ...] = ALGORITHMS, models: dict | None = None
-               ) -> dict[str, dict]:
+               text_vocab: int = 4096, algorithms: tuple[str, ...] = ALGORITHMS, models: dict | None = None,
+               self_training: tuple[str, ...] = ALGORITHMS) -> dict[str, dict]:
     """Classical references on the student's modalities (see the module docstring).
 
     Args:
@@ -193,6 +195,7 @@ def references(data: MultimodalData, student_modalities: list[str], train_labell
         algorithms: which of :data:`ALGORITHMS`.
         models: when a dict, the fitted models go in it by name (their ``predict(x)`` takes
             :func:`cmkd.trees.flat_features`).
+        self_training: which of ``algorithms`` also get the ``_self_training`` reference.
 
     Returns:
         name -> test metrics, plus ``val`` (validation metrics), ``algorithm``, ``trained_on`` (``labels``,
@@ -239,6 +242,8 @@ def references(data: MultimodalData, student_modalities: list[str], train_labell
             ys = _teacher_labels(data, t_idx, teacher, teacher_mask)
             m = _Model(algo, data, seed, n_estimators, n_jobs).fit(x_of(t_idx), ys)
             score(f"{algo}_teacher_labels", algo, "teacher_labels", m, len(t_idx), t0)
+        if algo not in self_training:
+            continue
         t0 = time.perf_counter()
         both = np.concatenate([lab, unl_cap])
         own = base.predict(x_of(unl_cap))
