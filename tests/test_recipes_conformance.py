@@ -35,6 +35,14 @@ def test_default_config_is_valid(recipe: Recipe, quick: bool) -> None:
     assert recipe.options is not None, "declare the options the recipe reads (options_model(...))"
 
 
+@pytest.mark.parametrize("quick", [True, False])
+def test_every_model_pins_its_batch_size(recipe: Recipe, quick: bool) -> None:
+    """The library's auto batch size (small data) must not change a recipe's figures: each recipe pins its own."""
+    cfg = validate({**recipe.default_config(quick=quick), "recipe": recipe.name}, source=recipe.name)
+    models = {"teacher": cfg.teacher, "student": cfg.student, **{f"teachers.{k}": v for k, v in cfg.teachers.items()}}
+    assert [k for k, m in models.items() if m.batch_size is None] == []
+
+
 def test_unknown_option_is_a_one_line_error(recipe: Recipe) -> None:
     with pytest.raises(CmkdError) as e:
         recipe.check_options({**(recipe.default_config(quick=True).get("options") or {}), "no_such_option": 1})

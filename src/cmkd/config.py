@@ -112,11 +112,17 @@ class ModelConfig(_Strict):
     heads: int = Field(4, ge=1)
     depth: int = Field(1, ge=1, le=8)
     dropout: float = Field(0.1, ge=0, lt=1)
-    epochs: int = Field(60, ge=1)
-    batch_size: int = Field(128, ge=1)
+    # null (default) = auto: enough epochs for about 1,600 optimiser steps, at least 60 and at most 200
+    epochs: int | None = Field(None, ge=1)
+    # null (default) = auto: 128, or fewer on small data so that every epoch has at least 8 batches (at least 8
+    # samples each): min(128, max(8, ceil(n / 8))) for the n samples the model trains on. On 30-300 training
+    # samples the former defaults (128, 60 epochs, patience 12) meant 60-180 optimiser steps in all and undertrained
+    # networks that lost to a RandomForest (benchmarks/small_data.md); see cmkd.train.schedule_for
+    batch_size: int | None = Field(None, ge=1)
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
-    patience: int = Field(12, ge=1)
+    # null (default) = auto: a fifth of the epochs, at least 12 (early stopping on a small validation set is noisy)
+    patience: int | None = Field(None, ge=1)
     grad_clip: float = Field(1.0, gt=0)
     warmup_epochs: int = Field(2, ge=0)
     modality_dropout: float = Field(0.0, ge=0, lt=1)

@@ -53,7 +53,7 @@ def resolve(target: str, overrides: list[str] | None = None, quick: bool = False
         arrays = load_npz(dp)
     if quick:
         for m in (cfg.teacher, cfg.student):
-            m.epochs = min(m.epochs, 5)
+            m.epochs = min(m.epochs, 5) if m.epochs is not None else 5
         cfg.export.latency_runs = min(cfg.export.latency_runs, 30)
     return cfg, arrays, str(dp), False
 

@@ -125,6 +125,27 @@ def _optimiser(model: MultimodalNet, loss_fn: CompositeLoss, cfg: ModelConfig) -
     return params, opt, sched
 
 
+MIN_STEPS = 1600  # optimiser steps the auto epoch count aims at (benchmarks/small_data.md)
+
+
+def batch_size_for(cfg: ModelConfig, n: int) -> int:
+    """The batch size of a model training on ``n`` samples: ``cfg.batch_size``, or when that is None (auto)
+    ``min(128, max(8, ceil(n / 8)))``: at least 8 batches per epoch on small data (see ``ModelConfig``)."""
+    return int(cfg.batch_size) if cfg.batch_size is not None else min(128, max(8, math.ceil(n / 8)))
+
+
+def schedule_for(cfg: ModelConfig, n: int) -> ModelConfig:
+    """``cfg`` with its auto (None) ``batch_size``, ``epochs`` and ``patience`` made concrete for ``n`` training
+    samples: the batch size of :func:`batch_size_for`; epochs for about :data:`MIN_STEPS` optimiser steps, between
+    60 and 200; patience a fifth of the epochs, at least 12. On a few thousand samples or more that is 128, 60
+    and 12, the former defaults; on 100 samples 13, 200 and 40."""
+    bs = batch_size_for(cfg, n)
+    per_epoch = math.ceil(max(n, 1) / bs)
+    epochs = cfg.epochs if cfg.epochs is not None else min(200, max(60, math.ceil(MIN_STEPS / per_epoch)))
+    patience = cfg.patience if cfg.patience is not None else max(12, epochs // 5)
+    return cfg.model_copy(update={"batch_size": bs, "epochs": epochs, "patience": patience})
+
+
 def _epoch_row(model: MultimodalNet, data: MultimodalData, val_idx: np.ndarray, metric: str, epoch: int,
                lr: float, sums: dict[str, float], nb: int, device: torch.device | str) -> tuple[dict, dict]:
     """Score the model on the validation samples; return the epoch's history row and the validation metrics."""
@@ -339,7 +360,7 @@ def fit(model: MultimodalNet, data: MultimodalData, train_idx: np.ndarray, val_i
         data: the dataset.
         train_idx: training sample indices.
         val_idx: validation sample indices (early stopping on the primary metric).
-        cfg: epochs, batch size, learning rate, weight decay, patience, clipping.
+        cfg: epochs, batch size, learning rate, weight decay, patience, clipping (auto ones: :func:`schedule_for`).
         loss_fn: a CompositeLoss (its projections are trained too).
         seed: seeds batch order (per epoch, so a resumed run sees the same batches).
         target_stats: regression target standardisation.
@@ -367,6 +388,7 @@ def fit(model: MultimodalNet, data: MultimodalData, train_idx: np.ndarray, val_i
     Returns:
         The history: one dict per epoch (train loss and parts, val loss, val metric, lr).
     """
+    cfg = schedule_for(cfg, len(train_idx))  # auto batch size, epochs and patience made concrete
     mods, sources, batch_mods = _batch_modalities(model, loss_fn, teacher, mixup)
     params, opt, sched = _optimiser(model, loss_fn, cfg)
     metric, higher = selection_metric(model, data)

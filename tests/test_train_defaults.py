@@ -1,0 +1,34 @@
+"""Training defaults that hold on small data (ModelConfig.batch_size auto; benchmarks/small_data.md)."""
+
+from __future__ import annotations
+
+from helpers import make_config
+
+from cmkd.config import ModelConfig, validate
+from cmkd.train import batch_size_for, schedule_for
+
+
+def test_auto_batch_size_gives_at_least_eight_batches_on_small_data():
+    auto = ModelConfig()
+    assert auto.batch_size is None  # the default is auto
+    assert [batch_size_for(auto, n) for n in (10, 30, 100, 300, 1000, 5000)] == [8, 8, 13, 38, 125, 128]
+    for n in (30, 100, 300, 1000):  # at least 8 batches an epoch up to 128 per batch
+        assert -(-n // batch_size_for(auto, n)) >= 8 or batch_size_for(auto, n) == 8
+    assert batch_size_for(ModelConfig(batch_size=64), 30) == 64  # a pinned size is kept
+
+
+def test_a_config_may_pin_or_leave_the_batch_size():
+    raw = make_config()
+    raw["student"].pop("batch_size", None)
+    cfg = validate(raw)
+    assert cfg.student.batch_size is None and cfg.teacher.batch_size == 64
+
+
+def test_auto_epochs_and_patience_aim_at_enough_steps():
+    auto = ModelConfig()
+    assert auto.epochs is None and auto.patience is None
+    got = {n: (c.batch_size, c.epochs, c.patience) for n in (100, 2000, 5000, 50000)
+           for c in [schedule_for(auto, n)]}
+    assert got == {100: (13, 200, 40), 2000: (128, 100, 20), 5000: (128, 60, 12), 50000: (128, 60, 12)}
+    pinned = schedule_for(ModelConfig(epochs=7, patience=3, batch_size=32), 100)
+    assert (pinned.batch_size, pinned.epochs, pinned.patience) == (32, 7, 3)
