@@ -183,3 +183,59 @@ def test_run_export_model_pins_the_network_and_switches_turn_the_stage_off(tmp_p
     m = cmkd.run(str(write_case(tmp_path / "b", config=cfg)), tmp_path / "b" / "out", quiet=True)
     assert not {"references", "recommended", "deployed", "export_trees"} & set(m)
     assert "student_trees" not in m["models"]
+
+
+def test_histgradientboosting_onnx_parity_binary_multiclass_and_regression(tmp_path):
+    """HistGradientBoosting in ONNX (summed trees + baseline, sigmoid / softmax, classes spread over the full
+    class list, a subset of the feature columns, NaN routed per node) matches scikit-learn through onnxruntime."""
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+    from cmkd.trees import ensemble_onnx, save_onnx
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 6)).astype(np.float32)
+    x[rng.random(x.shape) < 0.1] = np.nan
+    xf = np.nan_to_num(x)
+    keep = np.array([0, 1, 2, 3, 5])  # the models see 5 of the 6 columns
+    c4 = HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(
+        x[:, keep], (xf[:, 0] > 0).astype(int) + 2 * (xf[:, 1] > 0.5))
+    c2 = HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(x[:, keep], (xf[:, 2] > 0).astype(int))
+    rs = [HistGradientBoostingRegressor(max_iter=20, random_state=0).fit(x[:, keep], v)
+          for v in (10 * xf[:, 0] + rng.normal(size=400), 3 + xf[:, 3])]
+    heads = {"a": {"model": c4, "kind": "classification", "n_classes": 6, "classes": np.array([0, 2, 3, 5]),
+                   "features": keep},
+             "b": {"model": c2, "kind": "classification", "n_classes": 2, "features": keep},
+             "r": {"model": rs, "kind": "regression", "std": np.ones(2), "features": keep}}
+    sess = ort_session(save_onnx(ensemble_onnx(heads, ["x"], {"x": "vector"}, {"x": (6,)}), tmp_path / "hgb.onnx"))
+    out = dict(zip([o.name for o in sess.get_outputs()], ort_run(sess, {"x": x})))
+    want_a = np.zeros((400, 6))
+    want_a[:, [0, 2, 3, 5]] = c4.predict_proba(x[:, keep])
+    assert np.max(np.abs(out["a"] - want_a)) <= 1e-5
+    assert np.max(np.abs(out["b"] - c2.predict_proba(x[:, keep]))) <= 1e-5
+    assert np.max(np.abs(out["r"] - np.stack([m.predict(x[:, keep]) for m in rs], 1))) <= 1e-5
+    assert out["r_std"].shape == (400, 2)
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_run_deploys_a_histgradientboosting_reference(tmp_path, task):
+    """export.model pins the HistGradientBoosting reference: student.onnx holds it, with its parity and figures."""
+    import json
+
+    from helpers import write_case
+
+    import cmkd
+
+    cfg = make_config(student="seq", teacher=["vec", "seq"], epochs=1, task=task)
+    cfg["references"] = {"n_estimators": 10, "algorithms": ["hist_gradient_boosting"], "self_training": []}
+    cfg["trees"] = False
+    cfg["export"]["model"] = "hist_gradient_boosting"
+    out = tmp_path / "out"
+    cmkd.run(str(write_case(tmp_path, arrays=make_arrays(240, 0, task), config=cfg)), out, quiet=True)
+    saved = json.loads((out / "metrics.json").read_text())
+    dep = saved["deployed"]
+    assert dep["model"] == "hist_gradient_boosting" and dep["max_abs_diff"] <= 1e-5
+    metric = "accuracy" if task == "classification" else "rmse"
+    assert dep["onnx_metrics"][metric] == pytest.approx(saved["references"]["hist_gradient_boosting"][metric],
+                                                        abs=1e-5)
+    assert (out / "student_net.onnx").is_file() and (out / "student.json").is_file()
+    assert json.loads((out / "student.json").read_text())["model_type"] == "tree_ensemble"

@@ -220,7 +220,7 @@ class ExportConfig(_Strict):
     int8_per_channel: bool = False
     int8_reduce_range: bool = False
     # which model becomes student.onnx: auto = the recommended one (metrics.json "recommended"), or a name
-    # (student, student_trees, or a random_forest / extra_trees reference)
+    # (student, student_trees, or a random_forest / extra_trees / hist_gradient_boosting reference)
     model: str = "auto"
 
 

@@ -10,11 +10,12 @@ Two calls, kept apart from the network stages so that they can move with the pip
   student, the tree student and the references (ties toward the cheaper model, see
   :func:`cmkd.references.recommend`).
 - :func:`deploy_recommended` (last, after the recipe's analysis has read the network's files): with
-  ``export.model`` ``auto`` and a tree model recommended (the tree student or a RandomForest / ExtraTrees
-  reference), ``student.onnx`` becomes that model (same inputs and outputs as the network's), the network's own
-  file is kept as ``student_net.onnx`` and ``metrics["export"]`` (the network's figures, INT8 included, unchanged)
-  says so; ``metrics["deployed"]`` names what ``student.onnx`` holds. A HistGradientBoosting reference has no
-  ONNX form here: when it is recommended, the best exportable candidate is deployed and the note says so.
+  ``export.model`` ``auto`` and a tree model recommended (the tree student or a RandomForest / ExtraTrees /
+  HistGradientBoosting reference), ``student.onnx`` becomes that model (same inputs and outputs as the
+  network's), the network's own file is kept as ``student_net.onnx`` and ``metrics["export"]`` (the network's
+  figures, INT8 included, unchanged) says so; ``metrics["deployed"]`` names what ``student.onnx`` holds. A
+  candidate without an ONNX form (a HistGradientBoosting regressor with an output column it could not fit) is
+  replaced by the best exportable one, and the note says so.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from .references import recommendation, references
 from .runtime import read_card, sidecar_path
 from .trees import TreeStudent, ensemble_onnx, export_tree_student, save_onnx
 
-EXPORTABLE_REFS = ("random_forest", "extra_trees")
+EXPORTABLE_REFS = ("random_forest", "extra_trees", "hist_gradient_boosting")
 
 
 def teacher_outputs(cache: dict) -> dict[str, np.ndarray]:
@@ -64,7 +65,8 @@ def classical_stage(cfg: ExperimentConfig, data: MultimodalData, smods: list[str
         # a recipe's own entries keep their names and figures; a generic one of the same name gets ``_labels``
         rename = {k: (f"{k}_labels" if k in refs else k) for k in found}
         refs.update({rename[k]: v for k, v in found.items()})
-        fitted = {rename[k]: m for k, m in fitted.items() if m.algorithm in EXPORTABLE_REFS}
+        fitted = {rename[k]: m for k, m in fitted.items() if m.algorithm in EXPORTABLE_REFS
+                  and all(e is not None for ms in m.models.values() for e in ms)}  # every output fitted
     if refs:
         metrics["references"] = refs
     cands: dict[str, dict] = {}
@@ -134,10 +136,11 @@ def deploy_recommended(cfg: ExperimentConfig, data: MultimodalData, smods: list[
                                          "std": fitted[want].std_.get(t)}
                                      for t, m in fitted[want].models_.items()}, smods, fitted[want].kinds,
                                     fitted[want].shapes, cfg.data.text_vocab), out / "student.onnx")
-        else:  # a RandomForest / ExtraTrees reference: one classifier or regressor per target
+        else:  # a reference: one classifier or regressor per target (HistGradientBoosting: per output column)
             ref = fitted[want]
             rmse = (metrics.get("references", {}).get(want, {}).get("val") or {}).get("rmse")
-            heads = {t: {"model": ms[0], "kind": data.target_kinds[t], "n_classes": len(data.classes.get(t, [])),
+            heads = {t: {"model": ms if ref.algorithm == "hist_gradient_boosting" else ms[0],  # HGB: one per column
+                         "kind": data.target_kinds[t], "n_classes": len(data.classes.get(t, [])),
                          "std": np.full(data.targets[t].shape[1], rmse or 1.0) if data.target_kinds[t] == "regression"
                          else None} for t, ms in ref.models.items()}
             _export_reference(ref, heads, smods, data, test, out, cfg, deployed)
@@ -148,9 +151,9 @@ def deploy_recommended(cfg: ExperimentConfig, data: MultimodalData, smods: list[
 
 
 def tree_card(net_card: dict, role: str) -> dict:
-    """The sidecar of a tree model (the tree student or a RandomForest / ExtraTrees reference) exported with the
-    network student's input/output contract: the network's card less its conformal quantiles (calibrated for
-    the network's std, not the trees' constant one)."""
+    """The sidecar of a tree model (the tree student or a RandomForest / ExtraTrees / HistGradientBoosting
+    reference) exported with the network student's input/output contract: the network's card less its conformal
+    quantiles (calibrated for the network's std, not the trees' constant one)."""
     notes = [n for n in net_card.get("notes", []) if "pruned" not in n]
     notes.append("tree ensemble: the regression std output is a constant per target column (the model's RMSE on "
                  "the validation samples), not calibrated; no conformal intervals")
@@ -159,8 +162,8 @@ def tree_card(net_card: dict, role: str) -> dict:
 
 def _export_reference(ref, heads: dict, smods: list[str], data: MultimodalData, test: np.ndarray,  # noqa: ANN001
                       out: Path, cfg: ExperimentConfig, deployed: dict) -> None:
-    """``student.onnx`` from a RandomForest / ExtraTrees reference (fitted on the non-constant feature columns
-    ``ref.keep``; the graph's trees index the full feature vector)."""
+    """``student.onnx`` from a RandomForest / ExtraTrees / HistGradientBoosting reference (fitted on the
+    non-constant feature columns ``ref.keep``; the graph's trees index the full feature vector)."""
     from .trees import check_onnx, flat_features
 
     for h in heads.values():

@@ -291,12 +291,106 @@ def _tree_nodes(model, n_out: int, class_cols: np.ndarray | None, features: np.n
         parts["t_node"].append(np.repeat(leaves, k))
         parts["t_id"].append(np.tile(cols[:k], len(leaves)))
         parts["t_w"].append(v[:, :k].reshape(-1))
+    return _attributes(parts)
+
+
+def is_boosting(model) -> bool:  # noqa: ANN001
+    """A fitted scikit-learn HistGradientBoosting estimator (trees summed, not averaged)."""
+    return hasattr(model, "_predictors")
+
+
+def _boosting_nodes(models: list, features: np.ndarray | None = None) -> tuple[dict, list[float]]:
+    """``TreeEnsembleRegressor`` attributes (aggregate ``SUM``) and base values of fitted HistGradientBoosting
+    estimators whose raw outputs are stacked: each estimator's trees of iteration i, output k go to target column
+    ``offset + k`` (one column for a regressor or a binary classifier, one per class otherwise). Leaf values are
+    the raw contributions (learning rate applied); a node sends ``x <= num_threshold`` left and NaN where
+    ``missing_go_to_left`` says, as scikit-learn's predictor does. ``features`` maps the model's feature index to
+    the graph's feature column."""
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("treeids", "nodeids", "featureids", "values", "leaf",
+                                                          "true", "false", "missing", "t_tree", "t_node", "t_id",
+                                                          "t_w")}
+    feat_map = None if features is None else np.asarray(features, np.int64)
+    base: list[float] = []
+    ti, offset = 0, 0
+    for est in models:
+        b = np.asarray(est._baseline_prediction, np.float64).reshape(-1)
+        base += b.tolist()
+        for per_output in est._predictors:
+            for k, pred in enumerate(per_output):
+                nd = pred.nodes
+                if nd["is_categorical"].any():
+                    raise CmkdError("HistGradientBoosting with categorical splits has no ONNX form here")
+                n = len(nd)
+                leaf = nd["is_leaf"].astype(bool)
+                f = nd["feature_idx"].astype(np.int64)
+                f = np.where(leaf, 0, f if feat_map is None else feat_map[np.where(leaf, 0, f)])
+                parts["treeids"].append(np.full(n, ti, np.int64))
+                parts["nodeids"].append(np.arange(n, dtype=np.int64))
+                parts["featureids"].append(f)
+                parts["values"].append(np.where(leaf, 0.0, nd["num_threshold"].astype(np.float64)))
+                parts["leaf"].append(leaf)
+                parts["true"].append(np.where(leaf, 0, nd["left"].astype(np.int64)))
+                parts["false"].append(np.where(leaf, 0, nd["right"].astype(np.int64)))
+                parts["missing"].append(np.where(leaf, 0, nd["missing_go_to_left"].astype(np.int64)))
+                leaves = np.flatnonzero(leaf)
+                parts["t_tree"].append(np.full(len(leaves), ti, np.int64))
+                parts["t_node"].append(leaves)
+                parts["t_id"].append(np.full(len(leaves), offset + k, np.int64))
+                parts["t_w"].append(nd["value"][leaf].astype(np.float64))
+                ti += 1
+        offset += len(b)
+    return _attributes(parts), base
+
+
+def _attributes(parts: dict[str, list[np.ndarray]]) -> dict:
+    """Per-tree arrays concatenated into the operator's attribute lists (values and weights as float64)."""
     a = {k: np.concatenate(v) for k, v in parts.items()}
-    out: dict[str, list] = {k: a[k].tolist() for k in ("treeids", "nodeids", "featureids", "true", "false", "missing",
-                                                       "t_tree", "t_node", "t_id")}
+    out: dict = {k: a[k].tolist() for k in ("treeids", "nodeids", "featureids", "true", "false", "missing",
+                                            "t_tree", "t_node", "t_id")}
     out["values"], out["t_w"] = a["values"], a["t_w"]  # float64 arrays, stored as tensors
     out["modes"] = np.where(a["leaf"], b"LEAF", b"BRANCH_LEQ").tolist()
     return out
+
+
+def _boosting_graph(t: str, ests: list, h: dict, nodes: list, inits: list) -> int:
+    """Append the nodes of a HistGradientBoosting head to ``nodes`` (output ``t``); returns its column count.
+
+    Regression: one estimator per output column, the summed trees plus each one's baseline. Classification: one
+    classifier; its raw scores through a sigmoid (two classes) or a softmax, as ``predict_proba`` does, then
+    spread over the full class list (``h["classes"]``: the full class id of each of ``classes_``)."""
+    from onnx import helper, numpy_helper
+
+    if any(e is None for e in ests):
+        raise CmkdError(f"target '{t}': a HistGradientBoosting output column was not fitted; no ONNX form")
+    a, base = _boosting_nodes(ests, h.get("features"))
+    clf = h["kind"] == "classification"
+    raw = f"{t}_raw" if clf else t
+    nodes.append(helper.make_node(
+        "TreeEnsembleRegressor", ["features"], [raw], domain="ai.onnx.ml", n_targets=len(base),
+        aggregate_function="SUM", post_transform="NONE",
+        base_values_as_tensor=numpy_helper.from_array(np.asarray(base, np.float64)),
+        nodes_treeids=a["treeids"], nodes_nodeids=a["nodeids"], nodes_featureids=a["featureids"],
+        nodes_values_as_tensor=numpy_helper.from_array(a["values"]),
+        nodes_modes=a["modes"], nodes_truenodeids=a["true"], nodes_falsenodeids=a["false"],
+        nodes_missing_value_tracks_true=a["missing"], target_treeids=a["t_tree"], target_nodeids=a["t_node"],
+        target_ids=a["t_id"], target_weights_as_tensor=numpy_helper.from_array(a["t_w"])))
+    if not clf:
+        return len(base)
+    est = ests[0]
+    n_out = int(h["n_classes"])
+    cols = np.asarray(h.get("classes", est.classes_), np.int64)
+    if len(base) == 1:  # binary: p(second class) = sigmoid(raw)
+        inits.append(numpy_helper.from_array(np.ones((1, 1), np.float32), f"{t}_one"))
+        nodes += [helper.make_node("Sigmoid", [raw], [f"{t}_p1"]),
+                  helper.make_node("Sub", [f"{t}_one", f"{t}_p1"], [f"{t}_p0"]),
+                  helper.make_node("Concat", [f"{t}_p0", f"{t}_p1"], [f"{t}_pm"], axis=1)]
+    else:
+        nodes.append(helper.make_node("Softmax", [raw], [f"{t}_pm"], axis=1))
+    spread = np.zeros((len(cols), n_out), np.float32)
+    spread[np.arange(len(cols)), cols] = 1.0
+    inits.append(numpy_helper.from_array(spread, f"{t}_spread"))
+    nodes.append(helper.make_node("MatMul", [f"{t}_pm", f"{t}_spread"], [t]))
+    return n_out
 
 
 def as_logits(prob: np.ndarray) -> np.ndarray:
@@ -345,6 +439,16 @@ def ensemble_onnx(heads: dict[str, dict], modalities: list[str], kinds: dict[str
     outputs, std_outputs = [], []
     for t, h in heads.items():
         model, kind = h["model"], h["kind"]
+        if is_boosting(model[0] if isinstance(model, list) else model):
+            n_out = _boosting_graph(t, model if isinstance(model, list) else [model], h, nodes, inits)
+            if kind != "classification":
+                std = np.asarray(h.get("std") if h.get("std") is not None else np.ones(n_out), np.float32)
+                inits.append(numpy_helper.from_array(std.reshape(1, n_out), f"{t}_stdconst"))
+                nodes += [helper.make_node("Shape", [t], [f"{t}_shape"]),
+                          helper.make_node("Expand", [f"{t}_stdconst", f"{t}_shape"], [f"{t}_std"])]
+                std_outputs.append(helper.make_tensor_value_info(f"{t}_std", TensorProto.FLOAT, ["batch", n_out]))
+            outputs.append(helper.make_tensor_value_info(t, TensorProto.FLOAT, ["batch", n_out]))
+            continue
         is_clf = hasattr(model, "classes_")
         if is_clf:
             n_out = int(h["n_classes"])
