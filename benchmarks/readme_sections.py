@@ -4,7 +4,8 @@
 Usage:
     python benchmarks/readme_sections.py
 
-Sections (each only when its .md exists): habitat.md (benchmarks/habitat.py), microgrid.md
+Sections (each only when its .md exists): recommended.md (benchmarks/recommended.py), small_data.md
+(benchmarks/small_data.py), habitat.md (benchmarks/habitat.py), microgrid.md
 (benchmarks/microgrid.py), recycling.md (benchmarks/recycling.py), sensor_select.md (benchmarks/sensor_select.py),
 ddp.md (benchmarks/ddp.py), sharded.md (benchmarks/sharded.py), coastal_real_bound.md
 (benchmarks/coastal_real_bound.py), minerals_ceiling.md (benchmarks/minerals_ceiling.py), houston_validation.md
@@ -17,7 +18,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- more:start -->", "<!-- more:end -->"
-SECTIONS = [("habitat", "Habitat design (`python benchmarks/habitat.py`)"),
+SECTIONS = [("recommended", "The recommended student against the best classical reference "
+             "(`python benchmarks/recommended.py`)"),
+            ("small_data", "Small data: the default network against one-line classical models "
+             "(`python benchmarks/small_data.py`)"),
+            ("habitat", "Habitat design (`python benchmarks/habitat.py`)"),
             ("microgrid", "Microgrid controller (`python benchmarks/microgrid.py`)"),
             ("recycling", "Recycling sorter (`python benchmarks/recycling.py`)"),
             ("sensor_select", "Sensor selection (`python benchmarks/sensor_select.py`)"),
@@ -35,8 +40,10 @@ def main() -> None:
     for name, title in SECTIONS:
         md = ROOT / "benchmarks" / f"{name}.md"
         if md.is_file():  # headings inside a benchmark's .md become level-4 headings under its section
-            body = "\n".join(f"#### {ln.lstrip('#').strip()}" if ln.startswith("#") else ln
-                             for ln in md.read_text().strip().splitlines())
+            lines = md.read_text().strip().splitlines()
+            if lines and lines[0].startswith("#") and f"benchmarks/{name}.py" in lines[0]:
+                lines = lines[1:]  # the .md's own title repeats the section's
+            body = "\n".join(f"#### {ln.lstrip('#').strip()}" if ln.startswith("#") else ln for ln in lines).strip()
             parts.append(f"### {title}\n\n{body}")
     readme = ROOT / "README.md"
     text = readme.read_text()
