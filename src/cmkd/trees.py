@@ -352,6 +352,30 @@ def _attributes(parts: dict[str, list[np.ndarray]]) -> dict:
     return out
 
 
+def _forest_graph(t: str, model, h: dict, nodes: list) -> int:  # noqa: ANN001 - a fitted forest
+    """Append the ``TreeEnsembleRegressor`` (aggregate ``AVERAGE``) of a RandomForest / ExtraTrees head to
+    ``nodes`` (output ``t``: a regressor's outputs, or a classifier's ``predict_proba`` over the full class list);
+    returns its column count."""
+    from onnx import helper, numpy_helper
+
+    if hasattr(model, "classes_"):
+        n_out = int(h["n_classes"])
+        cols = np.asarray(h.get("classes", model.classes_), np.int64)
+    else:
+        n_out = int(model.n_outputs_)
+        cols = None
+    a = _tree_nodes(model, n_out, cols, h.get("features"))
+    nodes.append(helper.make_node(
+        "TreeEnsembleRegressor", ["features"], [t], domain="ai.onnx.ml", n_targets=n_out,
+        aggregate_function="AVERAGE", post_transform="NONE",
+        nodes_treeids=a["treeids"], nodes_nodeids=a["nodeids"], nodes_featureids=a["featureids"],
+        nodes_values_as_tensor=numpy_helper.from_array(np.asarray(a["values"], np.float64)),
+        nodes_modes=a["modes"], nodes_truenodeids=a["true"], nodes_falsenodeids=a["false"],
+        nodes_missing_value_tracks_true=a["missing"], target_treeids=a["t_tree"], target_nodeids=a["t_node"],
+        target_ids=a["t_id"], target_weights_as_tensor=numpy_helper.from_array(np.asarray(a["t_w"], np.float64))))
+    return n_out
+
+
 def _boosting_graph(t: str, ests: list, h: dict, nodes: list, inits: list) -> int:
     """Append the nodes of a HistGradientBoosting head to ``nodes`` (output ``t``); returns its column count.
 
@@ -441,31 +465,8 @@ def ensemble_onnx(heads: dict[str, dict], modalities: list[str], kinds: dict[str
         model, kind = h["model"], h["kind"]
         if is_boosting(model[0] if isinstance(model, list) else model):
             n_out = _boosting_graph(t, model if isinstance(model, list) else [model], h, nodes, inits)
-            if kind != "classification":
-                std = np.asarray(h.get("std") if h.get("std") is not None else np.ones(n_out), np.float32)
-                inits.append(numpy_helper.from_array(std.reshape(1, n_out), f"{t}_stdconst"))
-                nodes += [helper.make_node("Shape", [t], [f"{t}_shape"]),
-                          helper.make_node("Expand", [f"{t}_stdconst", f"{t}_shape"], [f"{t}_std"])]
-                std_outputs.append(helper.make_tensor_value_info(f"{t}_std", TensorProto.FLOAT, ["batch", n_out]))
-            outputs.append(helper.make_tensor_value_info(t, TensorProto.FLOAT, ["batch", n_out]))
-            continue
-        is_clf = hasattr(model, "classes_")
-        if is_clf:
-            n_out = int(h["n_classes"])
-            cols = np.asarray(h.get("classes", model.classes_), np.int64)
         else:
-            n_out = int(model.n_outputs_)
-            cols = None
-        a = _tree_nodes(model, n_out, cols, h.get("features"))
-        raw = t
-        nodes.append(helper.make_node(
-            "TreeEnsembleRegressor", ["features"], [raw], domain="ai.onnx.ml", n_targets=n_out,
-            aggregate_function="AVERAGE", post_transform="NONE",
-            nodes_treeids=a["treeids"], nodes_nodeids=a["nodeids"], nodes_featureids=a["featureids"],
-            nodes_values_as_tensor=numpy_helper.from_array(np.asarray(a["values"], np.float64)),
-            nodes_modes=a["modes"], nodes_truenodeids=a["true"], nodes_falsenodeids=a["false"],
-            nodes_missing_value_tracks_true=a["missing"], target_treeids=a["t_tree"], target_nodeids=a["t_node"],
-            target_ids=a["t_id"], target_weights_as_tensor=numpy_helper.from_array(np.asarray(a["t_w"], np.float64))))
+            n_out = _forest_graph(t, model, h, nodes)
         if kind != "classification":
             std = np.asarray(h.get("std") if h.get("std") is not None else np.ones(n_out), np.float32)
             inits.append(numpy_helper.from_array(std.reshape(1, n_out), f"{t}_stdconst"))
