@@ -32,3 +32,31 @@ def test_auto_epochs_and_patience_aim_at_enough_steps():
     assert got == {100: (13, 200, 40), 2000: (128, 100, 20), 5000: (128, 60, 12), 50000: (128, 60, 12)}
     pinned = schedule_for(ModelConfig(epochs=7, patience=3, batch_size=32), 100)
     assert (pinned.batch_size, pinned.epochs, pinned.patience) == (32, 7, 3)
+
+
+def test_refit_keeps_the_batch_size_of_the_run_that_chose_the_epochs(tmp_path, monkeypatch):
+    """student.refit retrains on train + validation for the chosen epoch count; with an auto batch size it keeps
+    the first run's batch size (not the one the larger set would get)."""
+    from helpers import write_case
+
+    import cmkd
+    import cmkd.pipeline as pipeline
+
+    seen: list = []
+    real_fit = pipeline.fit
+
+    def spy(model, data, idx, val, mcfg, *a, **kw):  # noqa: ANN001, ANN202
+        seen.append((kw.get("desc"), len(idx), mcfg.batch_size))
+        return real_fit(model, data, idx, val, mcfg, *a, **kw)
+
+    monkeypatch.setattr(pipeline, "fit", spy)
+    cfg = make_config(epochs=2)
+    cfg["student"].pop("batch_size")
+    cfg["student"]["refit"] = True
+    cfg.update({"references": False, "trees": False, "export": {"enabled": False}})
+    cmkd.run(str(write_case(tmp_path, config=cfg)), tmp_path / "out", quiet=True)
+    first = {d: (n, b) for d, n, b in seen}
+    n, b = first["student_baseline"]
+    assert b is None  # auto: made concrete inside fit
+    assert first["student_baseline_refit"][1] == batch_size_for(ModelConfig(), n)
+    assert first["student_baseline_refit"][0] > n

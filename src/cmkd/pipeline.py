@@ -33,7 +33,7 @@ from .resolve import resolve
 from .run_state import RunState
 from .rundir import open_run_dir, run_dirs
 from .teachers import teacher_targets, train_teachers
-from .train import fit, set_seed
+from .train import batch_size_for, fit, set_seed
 from .uncertainty import calibrate, interval_metrics
 
 
@@ -154,7 +154,9 @@ def train_student(st: RunState, role: str, mods: list[str], distil: bool, t_mode
     for stage, mcfg, idx, select in stages:
         if mcfg is None:
             best = int(np.argmax([st.sign * r["val_metric"] for r in st.histories[role]])) + 1
-            mcfg = cfg.student.model_copy(update={"epochs": best, "patience": best + 1})
+            # the batch size of the run that chose the epoch count (an auto one would follow the larger set)
+            mcfg = cfg.student.model_copy(update={"epochs": best, "patience": best + 1,
+                                                  "batch_size": batch_size_for(cfg.student, len(fit_idx))})
         set_seed(cfg.seed + 1)
         imp = [m for m in cfg.distill.impute if m in mods] if distil and cfg.distill.weights.get("impute") else None
         model = build_model(data, mods, cfg.student, cfg, impute=imp or None)
