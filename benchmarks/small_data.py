@@ -64,10 +64,12 @@ VARIANTS = {
     "auto_periodic": lambda n: _batch(_auto(n)) + OLD + ["teacher.encoders={vector: periodic}",
                                                          "student.encoders={vector: periodic}"],
     "default": lambda n: [],  # the library's defaults now: auto batch size, epochs and patience
+    "mobilenet": lambda n: ["teacher.encoders={image: mobilenet}", "student.encoders={image: mobilenet}"],
 }
 LABELS = {"batch128": "former defaults (batch 128, 60 epochs, patience 12)", "batch_auto": "auto batch, 60 epochs",
           "auto_long": "auto batch, 200 epochs, patience 40", "auto_periodic": "auto batch, periodic vector encoder",
-          "default": "defaults now (auto batch, epochs, patience)"}
+          "default": "defaults now (auto batch, epochs, patience)",
+          "mobilenet": "defaults now, MobileNet image encoder"}
 
 
 def _houston() -> dict[str, np.ndarray]:
@@ -215,7 +217,8 @@ def table(runs: list[dict]) -> str:
         row += [_ms([r["recommended_test"] for r in rec]), _ms([_gap(r) for r in rec])]
         data = "SYNTHETIC" if case in ("signal", "sequence") else "real"
         lines.append(f"| {case} | {data} | {rs[0]['metric']} | {n} | " + " | ".join(row) + f" | {len(refs)} |")
-    tried = [v for v in ("batch_auto", "auto_long", "auto_periodic") if any(r["variant"] == v for r in runs)]
+    tried = [v for v in ("batch_auto", "auto_long", "auto_periodic", "mobilenet")
+             if any(r["variant"] == v for r in runs)]
     if tried:
         lines += ["", "Variants tried on the way (the network only; each pins the settings it names):", "",
                   "| case | n train | " + " | ".join(LABELS[v] for v in tried) + " |",
@@ -223,9 +226,15 @@ def table(runs: list[dict]) -> str:
         for case, n in cells:
             rs = [r for r in runs if r["case"] == case and r["n"] == n]
             if any(r["variant"] in tried for r in rs):
-                lines.append(f"| {case} | {n} | " + " | ".join(_ms([r["network"] for r in rs if r["variant"] == v])
-                                                               for v in tried) + " |")
+                lines.append(f"| {case} | {n} | " + " | ".join(_tried_cell(rs, v, tried) for v in tried) + " |")
     return "\n".join(lines) + "\n\n" + summary(runs, cells) + "\n"
+
+
+def _tried_cell(rs: list[dict], v: str, tried: list[str]) -> str:
+    """The network's figure under variant ``v`` in one case/size row, saying so when fewer seeds ran."""
+    full = max(sum(r["variant"] == t for r in rs) for t in tried)
+    vals = [r["network"] for r in rs if r["variant"] == v]
+    return _ms(vals) + (f" ({len(vals)} of {full} seeds)" if 0 < len(vals) < full else "")
 
 
 def summary(runs: list[dict], cells: list[tuple[str, int]]) -> str:
