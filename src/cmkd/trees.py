@@ -253,6 +253,30 @@ def save_onnx(proto, path: str | Path) -> Path:  # noqa: ANN001 - onnx.ModelProt
     return path
 
 
+_PARTS = ("treeids", "nodeids", "featureids", "values", "leaf", "true", "false", "missing", "t_tree", "t_node", "t_id",
+          "t_w")
+
+
+def _add_tree(parts: dict[str, list[np.ndarray]], ti: int, leaf: np.ndarray, feature: np.ndarray,
+              threshold: np.ndarray, left: np.ndarray, right: np.ndarray, missing: np.ndarray,
+              feat_map: np.ndarray | None, t_node: np.ndarray, t_id: np.ndarray, t_w: np.ndarray) -> None:
+    """Append tree ``ti``'s node arrays (scikit-learn's node order; leaves get zeros for every branch field, a
+    branch's feature goes through ``feat_map`` when given) and its leaves' target entries to ``parts``."""
+    f = feature.astype(np.int64)
+    parts["treeids"].append(np.full(len(leaf), ti, np.int64))
+    parts["nodeids"].append(np.arange(len(leaf), dtype=np.int64))
+    parts["featureids"].append(np.where(leaf, 0, f if feat_map is None else feat_map[np.where(leaf, 0, f)]))
+    parts["values"].append(np.where(leaf, 0.0, threshold.astype(np.float64)))
+    parts["leaf"].append(leaf)
+    parts["true"].append(np.where(leaf, 0, left.astype(np.int64)))
+    parts["false"].append(np.where(leaf, 0, right.astype(np.int64)))
+    parts["missing"].append(np.where(leaf, 0, missing.astype(np.int64)))
+    parts["t_tree"].append(np.full(len(t_node), ti, np.int64))
+    parts["t_node"].append(t_node)
+    parts["t_id"].append(t_id)
+    parts["t_w"].append(t_w)
+
+
 def _tree_nodes(model, n_out: int, class_cols: np.ndarray | None, features: np.ndarray | None = None  # noqa: ANN001
                 ) -> dict:
     """The ``TreeEnsembleRegressor`` attributes of a fitted scikit-learn forest (regressor or classifier).
@@ -260,37 +284,22 @@ def _tree_nodes(model, n_out: int, class_cols: np.ndarray | None, features: np.n
     For a classifier each leaf's class fractions go to the columns ``class_cols`` (the full class list's index
     of each of ``model.classes_``); the ensemble's average is then ``predict_proba``. ``features`` maps the
     model's feature index to the graph's feature column (a model fitted on a subset of the columns)."""
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("treeids", "nodeids", "featureids", "values", "leaf",
-                                                          "true", "false", "missing", "t_tree", "t_node", "t_id",
-                                                          "t_w")}
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in _PARTS}
     feat_map = None if features is None else np.asarray(features, np.int64)
-    for ti, est in enumerate(model.estimators_):  # node by node in scikit-learn's order, leaves' targets after
+    cols = np.asarray(class_cols if class_cols is not None else np.arange(n_out), np.int64)
+    for ti, est in enumerate(model.estimators_):
         tr = est.tree_
         n = tr.node_count
-        left, right = tr.children_left.astype(np.int64), tr.children_right.astype(np.int64)
-        leaf = left == -1
-        miss = np.asarray(getattr(tr, "missing_go_to_left", np.zeros(n, np.uint8)), np.int64)
-        f = tr.feature.astype(np.int64)
-        f = np.where(leaf, 0, f if feat_map is None else feat_map[np.where(leaf, 0, f)])
-        parts["treeids"].append(np.full(n, ti, np.int64))
-        parts["nodeids"].append(np.arange(n, dtype=np.int64))
-        parts["featureids"].append(f)
-        parts["values"].append(np.where(leaf, 0.0, tr.threshold.astype(np.float64)))
-        parts["leaf"].append(leaf)
-        parts["true"].append(np.where(leaf, 0, left))
-        parts["false"].append(np.where(leaf, 0, right))
-        parts["missing"].append(np.where(leaf, 0, miss))
+        leaf = tr.children_left == -1
         # (nodes, n_outputs, 1) for regressors, (nodes, 1, n_classes) fractions for classifiers
         v = tr.value.reshape(n, -1)[leaf].astype(np.float64)
         if class_cols is not None:
             v = v / np.maximum(v.sum(axis=1, keepdims=True), 1e-300)
-        cols = np.asarray(class_cols if class_cols is not None else np.arange(n_out), np.int64)
         k = min(v.shape[1], len(cols))
         leaves = np.flatnonzero(leaf)
-        parts["t_tree"].append(np.full(len(leaves) * k, ti, np.int64))
-        parts["t_node"].append(np.repeat(leaves, k))
-        parts["t_id"].append(np.tile(cols[:k], len(leaves)))
-        parts["t_w"].append(v[:, :k].reshape(-1))
+        _add_tree(parts, ti, leaf, tr.feature, tr.threshold, tr.children_left, tr.children_right,
+                  np.asarray(getattr(tr, "missing_go_to_left", np.zeros(n, np.uint8))), feat_map,
+                  np.repeat(leaves, k), np.tile(cols[:k], len(leaves)), v[:, :k].reshape(-1))
     return _attributes(parts)
 
 
@@ -306,9 +315,7 @@ def _boosting_nodes(models: list, features: np.ndarray | None = None) -> tuple[d
     the raw contributions (learning rate applied); a node sends ``x <= num_threshold`` left and NaN where
     ``missing_go_to_left`` says, as scikit-learn's predictor does. ``features`` maps the model's feature index to
     the graph's feature column."""
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("treeids", "nodeids", "featureids", "values", "leaf",
-                                                          "true", "false", "missing", "t_tree", "t_node", "t_id",
-                                                          "t_w")}
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in _PARTS}
     feat_map = None if features is None else np.asarray(features, np.int64)
     base: list[float] = []
     ti, offset = 0, 0
@@ -320,23 +327,11 @@ def _boosting_nodes(models: list, features: np.ndarray | None = None) -> tuple[d
                 nd = pred.nodes
                 if nd["is_categorical"].any():
                     raise CmkdError("HistGradientBoosting with categorical splits has no ONNX form here")
-                n = len(nd)
                 leaf = nd["is_leaf"].astype(bool)
-                f = nd["feature_idx"].astype(np.int64)
-                f = np.where(leaf, 0, f if feat_map is None else feat_map[np.where(leaf, 0, f)])
-                parts["treeids"].append(np.full(n, ti, np.int64))
-                parts["nodeids"].append(np.arange(n, dtype=np.int64))
-                parts["featureids"].append(f)
-                parts["values"].append(np.where(leaf, 0.0, nd["num_threshold"].astype(np.float64)))
-                parts["leaf"].append(leaf)
-                parts["true"].append(np.where(leaf, 0, nd["left"].astype(np.int64)))
-                parts["false"].append(np.where(leaf, 0, nd["right"].astype(np.int64)))
-                parts["missing"].append(np.where(leaf, 0, nd["missing_go_to_left"].astype(np.int64)))
                 leaves = np.flatnonzero(leaf)
-                parts["t_tree"].append(np.full(len(leaves), ti, np.int64))
-                parts["t_node"].append(leaves)
-                parts["t_id"].append(np.full(len(leaves), offset + k, np.int64))
-                parts["t_w"].append(nd["value"][leaf].astype(np.float64))
+                _add_tree(parts, ti, leaf, nd["feature_idx"], nd["num_threshold"], nd["left"], nd["right"],
+                          nd["missing_go_to_left"], feat_map, leaves, np.full(len(leaves), offset + k, np.int64),
+                          nd["value"][leaf].astype(np.float64))
                 ti += 1
         offset += len(b)
     return _attributes(parts), base
@@ -352,27 +347,33 @@ def _attributes(parts: dict[str, list[np.ndarray]]) -> dict:
     return out
 
 
+def _ensemble_node(out: str, a: dict, n_targets: int, aggregate: str, base: list[float] | None = None):  # noqa: ANN202
+    """The ``ai.onnx.ml`` ``TreeEnsembleRegressor`` node from ``features`` to ``out`` with the attributes ``a``
+    (thresholds, leaf weights and ``base`` values as double tensors)."""
+    from onnx import helper, numpy_helper
+
+    extra = {} if base is None else {"base_values_as_tensor": numpy_helper.from_array(np.asarray(base, np.float64))}
+    return helper.make_node(
+        "TreeEnsembleRegressor", ["features"], [out], domain="ai.onnx.ml", n_targets=n_targets,
+        aggregate_function=aggregate, post_transform="NONE", **extra,
+        nodes_treeids=a["treeids"], nodes_nodeids=a["nodeids"], nodes_featureids=a["featureids"],
+        nodes_values_as_tensor=numpy_helper.from_array(a["values"]),
+        nodes_modes=a["modes"], nodes_truenodeids=a["true"], nodes_falsenodeids=a["false"],
+        nodes_missing_value_tracks_true=a["missing"], target_treeids=a["t_tree"], target_nodeids=a["t_node"],
+        target_ids=a["t_id"], target_weights_as_tensor=numpy_helper.from_array(a["t_w"]))
+
+
 def _forest_graph(t: str, model, h: dict, nodes: list) -> int:  # noqa: ANN001 - a fitted forest
     """Append the ``TreeEnsembleRegressor`` (aggregate ``AVERAGE``) of a RandomForest / ExtraTrees head to
     ``nodes`` (output ``t``: a regressor's outputs, or a classifier's ``predict_proba`` over the full class list);
     returns its column count."""
-    from onnx import helper, numpy_helper
-
     if hasattr(model, "classes_"):
         n_out = int(h["n_classes"])
         cols = np.asarray(h.get("classes", model.classes_), np.int64)
     else:
         n_out = int(model.n_outputs_)
         cols = None
-    a = _tree_nodes(model, n_out, cols, h.get("features"))
-    nodes.append(helper.make_node(
-        "TreeEnsembleRegressor", ["features"], [t], domain="ai.onnx.ml", n_targets=n_out,
-        aggregate_function="AVERAGE", post_transform="NONE",
-        nodes_treeids=a["treeids"], nodes_nodeids=a["nodeids"], nodes_featureids=a["featureids"],
-        nodes_values_as_tensor=numpy_helper.from_array(np.asarray(a["values"], np.float64)),
-        nodes_modes=a["modes"], nodes_truenodeids=a["true"], nodes_falsenodeids=a["false"],
-        nodes_missing_value_tracks_true=a["missing"], target_treeids=a["t_tree"], target_nodeids=a["t_node"],
-        target_ids=a["t_id"], target_weights_as_tensor=numpy_helper.from_array(np.asarray(a["t_w"], np.float64))))
+    nodes.append(_ensemble_node(t, _tree_nodes(model, n_out, cols, h.get("features")), n_out, "AVERAGE"))
     return n_out
 
 
@@ -389,15 +390,7 @@ def _boosting_graph(t: str, ests: list, h: dict, nodes: list, inits: list) -> in
     a, base = _boosting_nodes(ests, h.get("features"))
     clf = h["kind"] == "classification"
     raw = f"{t}_raw" if clf else t
-    nodes.append(helper.make_node(
-        "TreeEnsembleRegressor", ["features"], [raw], domain="ai.onnx.ml", n_targets=len(base),
-        aggregate_function="SUM", post_transform="NONE",
-        base_values_as_tensor=numpy_helper.from_array(np.asarray(base, np.float64)),
-        nodes_treeids=a["treeids"], nodes_nodeids=a["nodeids"], nodes_featureids=a["featureids"],
-        nodes_values_as_tensor=numpy_helper.from_array(a["values"]),
-        nodes_modes=a["modes"], nodes_truenodeids=a["true"], nodes_falsenodeids=a["false"],
-        nodes_missing_value_tracks_true=a["missing"], target_treeids=a["t_tree"], target_nodeids=a["t_node"],
-        target_ids=a["t_id"], target_weights_as_tensor=numpy_helper.from_array(a["t_w"])))
+    nodes.append(_ensemble_node(raw, a, len(base), "SUM", base))
     if not clf:
         return len(base)
     est = ests[0]
