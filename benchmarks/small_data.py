@@ -26,25 +26,26 @@ as it finishes (an interrupted sweep resumes).
 from __future__ import annotations
 
 import argparse
-import math
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import yaml
-from common import BENCH, append_run, read_runs, save
+from common import BENCH, append_run, ms, read_runs, save
 
 import cmkd
+from cmkd.config import ModelConfig
 from cmkd.errors import CmkdError
+from cmkd.train import batch_size_for
 
 RUNS = BENCH / "small_data_runs.jsonl"
 REFS = ("random_forest", "extra_trees", "hist_gradient_boosting")
 N_TEST = 3000
 
 
-def _auto(n: int) -> int:
-    return min(128, max(8, math.ceil(n / 8)))
+def _auto(n: int) -> int:  # the library's auto batch size for n training samples
+    return batch_size_for(ModelConfig(), n)
 
 
 OLD = ["teacher.epochs=60", "student.epochs=60", "teacher.patience=12", "student.patience=12"]  # former defaults
@@ -179,9 +180,9 @@ def _gap(r: dict) -> float:
     return 100 * (r["recommended_test"] - max(vals))
 
 
-def _ms(vals: list[float | None]) -> str:
+def _ms(vals: list[float | None]) -> str:  # common.ms (sample std) over the runs that have the figure
     v = [x for x in vals if x is not None]
-    return f"{np.mean(v):.3f} ± {np.std(v):.3f}" if v else "-"
+    return ms(v) if v else "-"
 
 
 def _best(r: dict) -> float:
