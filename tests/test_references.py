@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import make_config
+from helpers import make_arrays, make_config
 from test_trees import sparse_case
 
 from cmkd.config import validate
@@ -106,3 +106,62 @@ def test_config_switches():
     raw.update({"references": False, "trees": False})
     cfg = validate(raw, source="t")
     assert not cfg.references.enabled and not cfg.trees.enabled and cfg.export.model == "auto"
+
+
+def test_a_set_stop_event_starts_no_further_fit():
+    import threading
+
+    data, teacher = sparse_case("classification", n=200, label_share=0.3)
+    tr = data.indices(0)
+    stop = threading.Event()
+    stop.set()
+    assert references(data, ["vec"], data.labelled(tr), tr, data.indices(1), data.indices(2), teacher,
+                      n_estimators=5, stop=stop) == {}
+
+
+def test_background_hands_back_the_value_or_the_error_of_its_call():
+    from cmkd.errors import CmkdError
+    from cmkd.pipeline_trees import Background
+
+    def ok(x, stop):
+        return x + 1
+
+    def bad(stop):
+        raise CmkdError("tree student: target 'y' has 1 training samples")
+
+    for background in (True, False):
+        b = Background(ok, 1, background=background)
+        assert b.result() == 2 and b.waited_s >= 0
+        with pytest.raises(CmkdError, match="tree student"):
+            Background(bad, background=background).result()
+
+
+def test_classical_fits_in_the_background_give_the_figures_of_a_run_in_sequence(tmp_path):
+    """references.background (the default) fits the references and the tree student while the students train:
+    the same figures as after them, and metrics.json says what the stage added to the run's wall time."""
+    from helpers import write_case
+
+    import cmkd
+
+    arr = make_arrays(200, 0)
+    tr = np.flatnonzero(arr["split"] == 0)
+    arr["y"] = arr["y"].astype(float)
+    arr["y"][tr[::2]] = np.nan  # half the training samples unlabelled: every kind of reference
+    cfg = make_config(student="seq", teacher=["vec", "seq"], epochs=2)
+    cfg["references"] = {"n_estimators": 5}
+    cfg["trees"] = {"n_estimators": 5}
+    runs = {}
+    for background in (True, False):
+        cfg["references"]["background"] = background
+        d = tmp_path / str(background)
+        runs[background] = cmkd.run(str(write_case(d, arrays=arr, config=cfg)), d / "out", quiet=True)
+    a, b = runs[True], runs[False]
+
+    def figures(m: dict) -> dict:  # everything but the fit seconds
+        return {k: {f: v for f, v in r.items() if f != "fit_s"} for k, r in m["references"].items()}
+
+    assert figures(a) == figures(b) and len(figures(a)) == 7
+    assert a["models"]["student_trees"]["metrics"] == b["models"]["student_trees"]["metrics"]
+    assert a["recommended"] == b["recommended"]
+    for m in (a, b):
+        assert 0 <= m["classical_added_s"] and 0 < m["classical_stage_s"]

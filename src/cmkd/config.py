@@ -239,6 +239,9 @@ class ReferencesConfig(_Strict):
     # while HistGradientBoosting's cost most of the stage's time (recycling: 76 of 249 s)
     self_training: list[Literal["random_forest", "extra_trees", "hist_gradient_boosting"]] = Field(
         default_factory=lambda: ["extra_trees"])
+    # fit the references and the tree student in a background thread while the students train (same figures;
+    # they need only the teacher's outputs); false: after the students, in sequence
+    background: bool = True
 
 
 class TreesConfig(_Strict):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -132,7 +133,10 @@ def _targets(st: RunState, teacher: torch.nn.Module, mods: list[str]) -> tuple[d
 
 def stage_teachers(st: RunState) -> None:
     """The teacher on its own modalities with the task loss (with ``teachers:``, an ensemble of members) and its
-    outputs on every sample, which the students learn from."""
+    outputs on every sample, which the students learn from. The classical fits start beside it (unless a
+    recipe's aggregation rounds will add training samples: then after them)."""
+    if st.recipe is None or st.recipe.aggregate is None:
+        start_classical(st)
     st.teacher, members = train_teachers(st.cfg, st.data, st.train, st.val, st.stats, st.histories,
                                          ck_dir=st.ck_dir, resume=st.resume, quiet=st.quiet, device=st.dev)
     st.models["teacher"] = st.teacher
@@ -192,10 +196,39 @@ def _aggregate(st: RunState, extra: dict) -> None:
     st.aggregated.append(m_new)
 
 
+def start_classical(st: RunState) -> None:
+    """Start the classical fits (references, tree student: :func:`cmkd.pipeline_trees.classical_fits`) once the
+    training data are final: in a background thread (``references.background``) beside the teacher and the
+    students, else deferred to :func:`stage_references`. They take nothing from the networks but the teacher's
+    outputs (handed over by :func:`give_teacher`), so the figures are the same either way."""
+    cfg = st.cfg
+    if st.classical is not None or not st.main or not (cfg.references.enabled or cfg.trees.enabled):
+        return
+    from .pipeline_trees import Background, Handoff, classical_fits
+
+    st.teacher_handoff = Handoff()
+    if st.cache:  # the teacher has trained already
+        give_teacher(st)
+    st.classical = Background(classical_fits, cfg, st.data, list(cfg.student.modalities), st.train, st.train_all,
+                              st.val, st.test, st.teacher_handoff, background=cfg.references.background)
+
+
+def give_teacher(st: RunState) -> None:
+    """Hand the teacher's outputs (final: after any aggregation round) to the classical fits."""
+    from .pipeline_trees import teacher_outputs
+
+    if st.teacher_handoff is not None:
+        st.teacher_handoff.put((teacher_outputs(st.cache), st.kd_mask))
+
+
 def stage_students(st: RunState) -> None:
     """Baseline student (task loss only) and distilled student from the same initialisation; then dataset
-    aggregation rounds and progressive distillation when configured."""
+    aggregation rounds and progressive distillation when configured. The classical fits get the teacher's
+    outputs once they and the training data are final (before the students, or after the aggregation rounds,
+    which add samples)."""
     smods = list(st.cfg.student.modalities)
+    if st.recipe is None or st.recipe.aggregate is None:
+        give_teacher(st)
     for role in ("student_baseline", "student"):
         train_student(st, role, smods, role == "student" and st.distil, st.teacher, st.cache, st.kd_mask)
     # safe distillation: with distill.fallback, a distilled student worse on validation than the baseline is
@@ -215,6 +248,7 @@ def stage_students(st: RunState) -> None:
         _aggregate(st, extra)
         train_student(st, "student", smods, st.distil, st.teacher, st.cache, st.kd_mask,
                       tag=f"_round{len(st.aggregated)}")
+    start_classical(st)
     # progressive distillation: teacher -> assistant_1 -> ... -> student_progressive (Mirzadeh et al., 2020);
     # each model learns from the previous one's targets for its own modalities (they differ with teacher_view)
     prev = st.teacher
@@ -323,18 +357,24 @@ def stage_references(st: RunState) -> None:
     cfg = st.cfg
     if st.recipe is not None and st.recipe.references is not None:
         st.metrics["references"] = st.recipe.references(st.data, list(cfg.student.modalities), cfg.seed)
-    if cfg.references.enabled or cfg.trees.enabled:
+    if st.classical is not None:
         from threadpoolctl import threadpool_limits
 
-        from .pipeline_trees import classical_stage
+        from .pipeline_trees import classical_finish
 
         # native pools (HistGradientBoosting's OpenMP, BLAS) held to cfg.threads like the networks: more
         # oversubscribe a loaded machine (a quick coastal run's classical stage: 12 s at 1 thread, 222 s with two)
         with threadpool_limits(limits=cfg.threads):
-            st.fitted = classical_stage(cfg, st.data, list(cfg.student.modalities), st.train, st.train_all,
-                                        st.val, st.test, st.cache, st.kd_mask, st.models.get("student"),
-                                        primary_metric(st.data), st.out, st.metrics,
-                                        st.metrics.get("references"), st.dev)
+            fits = st.classical.result()
+            t0 = time.perf_counter()
+            st.fitted = classical_finish(cfg, st.data, list(cfg.student.modalities), st.val, st.test, fits,
+                                         st.models.get("student"), primary_metric(st.data), st.out, st.metrics,
+                                         st.metrics.get("references"), st.dev)
+        finish = time.perf_counter() - t0
+        # the work (fits + tree-student export), and what it added to the run's wall time (the wait for the
+        # background fits + the export)
+        st.metrics["classical_stage_s"] = round(fits.seconds + finish, 2)
+        st.metrics["classical_added_s"] = round(st.classical.waited_s + finish, 2)
 
 
 def stage_deploy(st: RunState) -> None:
@@ -384,10 +424,15 @@ OUTPUT_STAGES = (stage_evaluate, stage_export, stage_references, stage_analyse, 
 def _run(config: str | ExperimentConfig, out: str | Path, *, overrides: list[str] | None, quick: bool,
          resume: bool, quiet: bool, device: str | None, arrays: dict[str, np.ndarray] | None) -> dict:
     st = stage_resolve(config, out, overrides, quick, resume, quiet, device, arrays)
-    for stage in TRAIN_STAGES:
-        stage(st)
-    if not st.main:  # data-parallel workers: training done, rank 0 evaluates and writes
-        return {}
-    for stage in OUTPUT_STAGES:
-        stage(st)
+    try:
+        for stage in TRAIN_STAGES:
+            stage(st)
+        if not st.main:  # data-parallel workers: training done, rank 0 evaluates and writes
+            return {}
+        for stage in OUTPUT_STAGES:
+            stage(st)
+    except BaseException:
+        if st.classical is not None:  # the background fits start nothing more
+            st.classical.cancel()
+        raise
     return st.metrics

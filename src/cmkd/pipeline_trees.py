@@ -1,8 +1,11 @@
 """The classical stage of :func:`cmkd.pipeline.run`: references, the tree student, the recommended student.
 
-Two calls, kept apart from the network stages so that they can move with the pipeline:
+Kept apart from the network stages so that they can move with the pipeline:
 
-- :func:`classical_stage` (after the network models are scored): ``metrics["references"]`` (merged with a
+- :func:`classical_fits`: the references and the tree student fitted. They need only the data and the teacher's
+  outputs, so :func:`cmkd.pipeline.start_classical` runs them in a :class:`Background` thread while the students
+  train (``references.background``; the figures are the same in sequence).
+- :func:`classical_finish` (after the network models are scored): ``metrics["references"]`` (merged with a
   recipe's own ``references()`` hook, whose entries keep their names and figures; a generic reference of the
   same name is stored as ``<name>_labels``), the tree student as
   ``metrics["models"]["student_trees"]`` plus ``student_trees.onnx`` and its figures in
@@ -21,8 +24,12 @@ Two calls, kept apart from the network stages so that they can move with the pip
 from __future__ import annotations
 
 import os
+import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -43,41 +50,140 @@ def teacher_outputs(cache: dict) -> dict[str, np.ndarray]:
             for k, v in part.items()}
 
 
-def classical_stage(cfg: ExperimentConfig, data: MultimodalData, smods: list[str], train: np.ndarray,
-                    train_all: np.ndarray, val: np.ndarray, test: np.ndarray, cache: dict, kd_mask: np.ndarray,
-                    student, metric: str, out: Path, metrics: dict, recipe_refs: dict | None = None,  # noqa: ANN001
-                    device: str = "cpu") -> dict:
-    """Fill ``metrics`` with the references, the tree student and the recommendation (see the module docstring).
-    The forests use ``cfg.threads`` jobs; the caller holds the native thread pools to the same (see
-    :func:`cmkd.pipeline.stage_references`). Returns the fitted tree models by name (``student_trees`` and the
-    exportable references), for :func:`deploy_recommended`."""
+@dataclass
+class ClassicalFits:
+    """What :func:`classical_fits` fitted: the references' entries and models, the tree student, seconds."""
+
+    refs: dict[str, dict] = field(default_factory=dict)
+    fitted: dict = field(default_factory=dict)  # exportable references by name (every output fitted)
+    trees: TreeStudent | None = None
+    seconds: float = 0.0
+
+
+class Handoff:
+    """A value one thread puts once and another waits for (the teacher's outputs, for the background fits)."""
+
+    def __init__(self) -> None:
+        self._ready = threading.Event()
+        self.value: Any = None
+
+    def put(self, value: Any) -> None:
+        self.value = value
+        self._ready.set()
+
+    def get(self, stop: threading.Event | None = None) -> Any:
+        """The value, once put; None if ``stop`` is set first."""
+        while not self._ready.wait(0.1):
+            if stop is not None and stop.is_set():
+                return None
+        return self.value
+
+
+def classical_fits(cfg: ExperimentConfig, data: MultimodalData, smods: list[str], train: np.ndarray,
+                   train_all: np.ndarray, val: np.ndarray, test: np.ndarray,
+                   teacher: Handoff | tuple[dict[str, np.ndarray], np.ndarray | None],
+                   stop: threading.Event | None = None) -> ClassicalFits:
+    """The references and the tree student, fitted. They take nothing from the networks but the teacher's outputs
+    (``teacher``: ``(outputs as teacher_outputs gives them, the teacher's sample mask)``, or a :class:`Handoff`
+    that will hold them), so they can run in a background thread (:class:`Background`): the references on the
+    labels and their self-training first, while the teacher trains; those on its pseudo-labels and the tree
+    student once its outputs are handed over, while the students train. Forests use ``cfg.threads`` jobs and
+    HistGradientBoosting ``cfg.threads`` OpenMP threads (a per-thread setting). ``stop`` set: no further fit
+    starts (the run failed elsewhere)."""
+    from threadpoolctl import threadpool_limits
+
+    from .references import ALGORITHMS, KINDS
+
     t0 = time.perf_counter()
-    jobs = cfg.threads
-    teacher = teacher_outputs(cache)
+    fits = ClassicalFits()
+    r = cfg.references
     fitted: dict = {}
+    with threadpool_limits(limits=cfg.threads, user_api="openmp"):
+        def refs(kinds: tuple[str, ...], outputs: dict | None, mask: np.ndarray | None) -> None:
+            fits.refs.update(references(
+                data, smods, train, train_all, val, test, outputs, mask, seed=cfg.seed, n_estimators=r.n_estimators,
+                max_fit_samples=r.max_fit_samples, n_jobs=cfg.threads, text_vocab=cfg.data.text_vocab,
+                algorithms=tuple(r.algorithms), models=fitted, self_training=tuple(r.self_training), stop=stop,
+                kinds=kinds))
+
+        if r.enabled:
+            refs(("labels", "self_training"), None, None)
+        got = teacher.get(stop) if isinstance(teacher, Handoff) else teacher
+        if got is not None:
+            outputs, mask = got
+            if r.enabled:
+                refs(("teacher_labels",), outputs, mask)
+            if cfg.trees.enabled and not (stop is not None and stop.is_set()):
+                tc = cfg.trees
+                fits.trees = TreeStudent(smods, algorithm=tc.algorithm, n_estimators=tc.n_estimators,
+                                         min_samples_leaf=tc.min_samples_leaf, max_samples=tc.max_samples,
+                                         label_weight=tc.label_weight, seed=cfg.seed, n_jobs=cfg.threads,
+                                         text_vocab=cfg.data.text_vocab).fit(data, train_all, outputs, mask, val)
+    # the table's order: per algorithm, labels / teacher_labels / self_training
+    order = {(a, k): i for i, (a, k) in enumerate((a, k) for a in ALGORITHMS for k in KINDS)}
+    fits.refs = dict(sorted(fits.refs.items(), key=lambda kv: order[(kv[1]["algorithm"], kv[1]["trained_on"])]))
+    fits.fitted = {k: m for k, m in fitted.items() if m.algorithm in EXPORTABLE_REFS
+                   and all(e is not None for ms in m.models.values() for e in ms)}  # every output fitted
+    fits.seconds = time.perf_counter() - t0
+    return fits
+
+
+class Background:
+    """``fn(*args, stop=<Event>)`` in a daemon thread; :meth:`result` waits for it and re-raises its error.
+    With ``background=False`` the call is deferred to :meth:`result` instead (the same figures, in sequence)."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any, background: bool = True) -> None:
+        self.fn, self.args, self.stop = fn, args, threading.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.waited_s = 0.0
+        self.thread = threading.Thread(target=self._call, name="cmkd-classical", daemon=True) if background else None
+        if self.thread is not None:
+            self.thread.start()
+
+    def _call(self) -> None:
+        try:
+            self.value = self.fn(*self.args, stop=self.stop)
+        except BaseException as e:  # noqa: BLE001 - handed to the caller of result()
+            self.error = e
+
+    def result(self) -> Any:
+        """The function's value (raises its error). ``waited_s``: the seconds this call took (the wait for the
+        thread; deferred, the call itself)."""
+        t0 = time.perf_counter()
+        if self.thread is None:
+            self._call()
+        else:
+            self.thread.join()
+        self.waited_s = time.perf_counter() - t0
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+    def cancel(self) -> None:
+        """No further fit starts (the one running finishes)."""
+        self.stop.set()
+
+
+def classical_finish(cfg: ExperimentConfig, data: MultimodalData, smods: list[str], val: np.ndarray,
+                     test: np.ndarray, fits: ClassicalFits, student, metric: str, out: Path,  # noqa: ANN001
+                     metrics: dict, recipe_refs: dict | None = None, device: str = "cpu") -> dict:
+    """Fill ``metrics`` with the references, the tree student (exported to ``student_trees.onnx``, timed and
+    checked) and the recommendation (see the module docstring). Returns the fitted tree models by name
+    (``student_trees`` and the exportable references), for :func:`deploy_recommended`."""
     refs: dict[str, dict] = dict(recipe_refs or {})
-    if cfg.references.enabled:
-        r = cfg.references
-        found = references(data, smods, train, train_all, val, test, teacher, kd_mask, seed=cfg.seed,
-                           n_estimators=r.n_estimators, max_fit_samples=r.max_fit_samples, n_jobs=jobs,
-                           text_vocab=cfg.data.text_vocab, algorithms=tuple(r.algorithms), models=fitted,
-                           self_training=tuple(r.self_training))
-        # a recipe's own entries keep their names and figures; a generic one of the same name gets ``_labels``
-        rename = {k: (f"{k}_labels" if k in refs else k) for k in found}
-        refs.update({rename[k]: v for k, v in found.items()})
-        fitted = {rename[k]: m for k, m in fitted.items() if m.algorithm in EXPORTABLE_REFS
-                  and all(e is not None for ms in m.models.values() for e in ms)}  # every output fitted
+    # a recipe's own entries keep their names and figures; a generic one of the same name gets ``_labels``
+    rename = {k: (f"{k}_labels" if k in refs else k) for k in fits.refs}
+    refs.update({rename[k]: v for k, v in fits.refs.items()})
+    fitted = {rename[k]: m for k, m in fits.fitted.items()}
     if refs:
         metrics["references"] = refs
     cands: dict[str, dict] = {}
     if "student" in metrics["models"] and student is not None:
         cands["student"] = {"val": task_metrics(data, val, predict(student, data, val, device=device))}
-    if cfg.trees.enabled:
+    ts = fits.trees
+    if ts is not None:
         tc = cfg.trees
-        ts = TreeStudent(smods, algorithm=tc.algorithm, n_estimators=tc.n_estimators,
-                         min_samples_leaf=tc.min_samples_leaf, max_samples=tc.max_samples,
-                         label_weight=tc.label_weight, seed=cfg.seed, n_jobs=jobs,
-                         text_vocab=cfg.data.text_vocab).fit(data, train_all, teacher, kd_mask, val)
         ex = export_tree_student(ts, data, test, out / "student_trees.onnx", cfg.export.latency_runs)
         val_m = task_metrics(data, val, ts.predict(data, val))
         metrics["models"]["student_trees"] = {
@@ -95,7 +201,6 @@ def classical_stage(cfg: ExperimentConfig, data: MultimodalData, smods: list[str
             cands[k] = {"val": v["val"]}
     if cands:
         metrics["recommended"] = recommendation(cands, metric)
-    metrics["classical_stage_s"] = round(time.perf_counter() - t0, 2)  # references + tree student, wall seconds
     return fitted
 
 

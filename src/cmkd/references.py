@@ -22,6 +22,7 @@ random) so that they add little to a run.
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -31,6 +32,7 @@ from .evaluate import HIGHER_IS_BETTER, task_metrics
 from .trees import LOG_EPS, flat_features, forest, soft_targets
 
 ALGORITHMS = ("random_forest", "extra_trees", "hist_gradient_boosting")
+KINDS = ("labels", "teacher_labels", "self_training")  # what a reference is trained on (``trained_on``)
 # the cheaper model wins a tie on validation: references (one line of scikit-learn) < tree student < network
 SIMPLICITY = {"reference": 0, "student_trees": 1, "student": 2}
 
@@ -175,7 +177,8 @@ def references(data: MultimodalData, student_modalities: list[str], train_labell
                teacher: dict[str, np.ndarray] | None = None, teacher_mask: np.ndarray | None = None, seed: int = 0,
                n_estimators: int = 100, max_fit_samples: int = 20000, n_jobs: int | None = 1,
                text_vocab: int = 4096, algorithms: tuple[str, ...] = ALGORITHMS, models: dict | None = None,
-               self_training: tuple[str, ...] = ALGORITHMS) -> dict[str, dict]:
+               self_training: tuple[str, ...] = ALGORITHMS, stop: threading.Event | None = None,
+               kinds: tuple[str, ...] = KINDS) -> dict[str, dict]:
     """Classical references on the student's modalities (see the module docstring).
 
     Args:
@@ -196,16 +199,20 @@ def references(data: MultimodalData, student_modalities: list[str], train_labell
         models: when a dict, the fitted models go in it by name (their ``predict(x)`` takes
             :func:`cmkd.trees.flat_features`).
         self_training: which of ``algorithms`` also get the ``_self_training`` reference.
+        stop: once set, no further fit starts (what was fitted is returned).
+        kinds: which of :data:`KINDS` to fit (``labels`` and ``self_training`` need no teacher: they can start
+            while it trains).
 
     Returns:
         name -> test metrics, plus ``val`` (validation metrics), ``algorithm``, ``trained_on`` (``labels``,
         ``teacher_labels`` or ``self_training``), ``n_fit`` (training samples) and ``fit_s`` (seconds).
     """
-    rng = np.random.default_rng(seed)
     unl = np.setdiff1d(train_all, train_labelled)
 
-    def cap(idx: np.ndarray) -> np.ndarray:
-        return np.sort(rng.choice(idx, max_fit_samples, replace=False)) if len(idx) > max_fit_samples else idx
+    def cap(idx: np.ndarray, pool: int) -> np.ndarray:  # each pool its own seeded draw: any subset of kinds alike
+        if len(idx) <= max_fit_samples:
+            return idx
+        return np.sort(np.random.default_rng([seed, pool]).choice(idx, max_fit_samples, replace=False))
 
     feats = {}
 
@@ -215,14 +222,17 @@ def references(data: MultimodalData, student_modalities: list[str], train_labell
             feats[key] = flat_features(data, student_modalities, idx, text_vocab)
         return feats[key]
 
-    lab, x_val, x_test = cap(train_labelled), x_of(val), x_of(test)
+    lab, x_val, x_test = cap(train_labelled, 0), x_of(val), x_of(test)
     x_lab = x_of(lab)
     t_idx = None
-    if teacher is not None and len(unl):
+    if teacher is not None and len(unl) and "teacher_labels" in kinds:
         rows = _teacher_rows(data, train_all, teacher, teacher_mask)
-        t_idx = cap(train_all[np.array(sorted(rows), dtype=int)]) if rows else None
-    unl_cap = cap(unl) if len(unl) else unl
+        t_idx = cap(train_all[np.array(sorted(rows), dtype=int)], 1) if rows else None
+    unl_cap = cap(unl, 2) if len(unl) else unl
     out: dict[str, dict] = {}
+
+    def stopped() -> bool:
+        return stop is not None and stop.is_set()
 
     def score(name: str, algo: str, how: str, model: _Model, n_fit: int, t0: float) -> None:
         if not model.models:
@@ -232,17 +242,21 @@ def references(data: MultimodalData, student_modalities: list[str], train_labell
             models[name] = model
 
     for algo in algorithms:
-        t0 = time.perf_counter()
-        base = _Model(algo, data, seed, n_estimators, n_jobs).fit(x_lab, _labels(data, lab))
-        score(algo, algo, "labels", base, len(lab), t0)
-        if not base.models or not len(unl):
-            continue
-        if t_idx is not None and len(t_idx):
+        if stopped():
+            break
+        selftrain = "self_training" in kinds and algo in self_training and len(unl)
+        base = None
+        if "labels" in kinds or selftrain:
+            t0 = time.perf_counter()
+            base = _Model(algo, data, seed, n_estimators, n_jobs).fit(x_lab, _labels(data, lab))
+            if "labels" in kinds:
+                score(algo, algo, "labels", base, len(lab), t0)
+        if t_idx is not None and len(t_idx) and not stopped():
             t0 = time.perf_counter()
             ys = _teacher_labels(data, t_idx, teacher, teacher_mask)
             m = _Model(algo, data, seed, n_estimators, n_jobs).fit(x_of(t_idx), ys)
             score(f"{algo}_teacher_labels", algo, "teacher_labels", m, len(t_idx), t0)
-        if algo not in self_training:
+        if not selftrain or base is None or not base.models or stopped():
             continue
         t0 = time.perf_counter()
         both = np.concatenate([lab, unl_cap])

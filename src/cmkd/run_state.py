@@ -59,6 +59,8 @@ class RunState:
     conformal: dict[str, dict] = field(default_factory=dict)
     cal_all: np.ndarray | None = None
     extra_html: list[str] = field(default_factory=list)
+    classical: Any = None  # the classical fits, running beside the networks (cmkd.pipeline_trees.Background)
+    teacher_handoff: Any = None  # where they get the teacher's outputs (cmkd.pipeline_trees.Handoff)
     fitted: dict | None = None  # the classical stage's exportable tree models (references, tree student)
     rundir: RunDir | None = None  # the locked output folder; outputs go to its staging folder (st.out)
 

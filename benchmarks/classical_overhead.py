@@ -1,0 +1,120 @@
+"""How much longer does the classical stage (references + tree student) make a default run? Wall clock.
+
+For each built-in recipe (seed 0, the settings of ``benchmarks/recommended.py``: export off, except for microgrid,
+whose closed-loop analysis runs the exported INT8 student), one default ``cmkd run`` and one with
+``references.enabled=false trees.enabled=false``, back to back on an otherwise idle machine; the overhead is
+their difference over the second. The default fits the references and the tree student in a background thread
+beside the teacher and the students (``references.background``); a third run per recipe with
+``references.background=false`` (the stage in sequence after the networks, as before) shows what that saves.
+Each run also records ``classical_stage_s`` (the stage's own seconds) and ``classical_added_s`` (what the run
+waited for it), and whether its test figures match the sequential run's (they must: the fits take nothing from
+the networks but the teacher's outputs).
+
+One seed: wall-clock figures on a shared 2-core machine move by a few percent from run to run.
+Writes ``benchmarks/classical_overhead.json`` / ``.md``; runs are appended to
+``benchmarks/classical_overhead_runs.jsonl`` as they finish, so an interrupted sweep resumes.
+
+Usage:
+    python benchmarks/classical_overhead.py [--recipes airquality recycling ...] [--no-sequential]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from common import BENCH, append_run, read_runs, save
+
+import cmkd
+from cmkd.errors import CmkdError
+from cmkd.recipes import recipe_names
+
+RUNS = BENCH / "classical_overhead_runs.jsonl"
+NEEDS_EXPORT = ("microgrid",)  # its closed-loop analysis runs the exported INT8 student
+MODES = {"background": [], "off": ["references.enabled=false", "trees.enabled=false"],
+         "sequential": ["references.background=false"]}
+
+
+def one(recipe: str, mode: str) -> dict:
+    """One run of ``recipe`` in ``mode``: wall seconds and the figures to compare."""
+    over = ["seed=0"] + ([] if recipe in NEEDS_EXPORT else ["export.enabled=false"]) + MODES[mode]
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        m = cmkd.run(recipe, Path(tmp) / "run", quiet=True, overrides=over)
+    metric = m["primary_metric"]
+    return {"recipe": recipe, "mode": mode, "seconds": round(time.perf_counter() - t0, 1), "metric": metric,
+            "synthetic": m.get("synthetic"), "cpus": len(os.sched_getaffinity(0)),
+            "classical_stage_s": m.get("classical_stage_s"), "classical_added_s": m.get("classical_added_s"),
+            "student_test": m["models"]["student"]["metrics"].get(metric),
+            "references_test": {k: r.get(metric) for k, r in (m.get("references") or {}).items()
+                                if isinstance(r, dict)},
+            "student_trees_test": (m["models"].get("student_trees") or {}).get("metrics", {}).get(metric),
+            "recommended": (m.get("recommended") or {}).get("model")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--recipes", nargs="+", default=list(recipe_names()))
+    ap.add_argument("--no-sequential", action="store_true", help="skip the runs with references.background=false")
+    args = ap.parse_args()
+    modes = ["off", "background"] + ([] if args.no_sequential else ["sequential"])
+    done = {(r["recipe"], r["mode"]) for r in read_runs(RUNS)}
+    for recipe in args.recipes:
+        for mode in modes:
+            if (recipe, mode) in done:
+                continue
+            try:
+                r = one(recipe, mode)
+            except CmkdError as e:  # a real-data recipe without its data folder
+                print(f"{recipe}: skipped ({e})", flush=True)
+                break
+            append_run(RUNS, r)
+            print(f"{recipe} {mode}: {r['seconds']} s (classical {r['classical_stage_s']} s, added "
+                  f"{r['classical_added_s']} s)", flush=True)
+    runs = [r for r in read_runs(RUNS) if r["recipe"] in args.recipes]
+    save("classical_overhead", {"runs": runs}, table(runs))
+
+
+def table(runs: list[dict]) -> str:
+    """The markdown section: per recipe the run without the stage, with it (background, sequential), overhead."""
+    by = {(r["recipe"], r["mode"]): r for r in runs}
+    recipes = list(dict.fromkeys(r["recipe"] for r in runs))
+    lines = ["## What the classical stage adds to a run (`python benchmarks/classical_overhead.py`)", "",
+             "Wall seconds of a default run (seed 0; export off except for microgrid) without the classical stage "
+             "(`references.enabled=false trees.enabled=false`), with it as it runs by default (fitted in a "
+             "background thread beside the teacher and the students) and with it in sequence after the networks "
+             "(`references.background=false`). Overhead: seconds over the run without the stage. \"Stage s\": the "
+             "stage's own seconds (its fits and the tree student's export); \"waited s\": what the default run "
+             "waited for it after the networks. One run each on a 2-core machine.", "",
+             "| recipe | data | without s | default s | overhead | stage s | waited s | sequential s | overhead "
+             "| same figures |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    over = []
+    for k in recipes:
+        off, bg, seq = by.get((k, "off")), by.get((k, "background")), by.get((k, "sequential"))
+        if off is None or bg is None:
+            continue
+
+        def pct(r: dict | None, off: dict = off) -> str:
+            return "-" if r is None else f"{100 * (r['seconds'] - off['seconds']) / off['seconds']:+.0f}%"
+
+        same = "-" if seq is None else ("yes" if (bg["references_test"], bg["student_trees_test"], bg["student_test"])
+                                        == (seq["references_test"], seq["student_trees_test"],
+                                            seq["student_test"]) else "NO")
+        over.append((100 * (bg["seconds"] - off["seconds"]) / off["seconds"], k))
+        lines.append(f"| {k} | {'SYNTHETIC' if bg['synthetic'] else 'real'} | {off['seconds']} | {bg['seconds']} | "
+                     f"{pct(bg)} | {bg['classical_stage_s']} | {bg['classical_added_s']} | "
+                     f"{seq['seconds'] if seq else '-'} | {pct(seq)} | {same} |")
+    if over:
+        over.sort(reverse=True)
+        lines += ["", "A default run takes longer by " + ", ".join(f"{p:.0f}% ({k})" for p, k in over)
+                  + " than the same run without the classical stage. `references.algorithms`, "
+                    "`references.self_training`, `references.n_estimators` or `references: false` cut it further."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
