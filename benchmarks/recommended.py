@@ -89,8 +89,9 @@ def main() -> None:
 
 
 def summary(runs: list[dict]) -> str:
-    """The table read plainly: where a classical model is recommended, where the recommended student is behind
-    the best reference on test by more than 1 point / 2% of the RMSE, and the classical stage's share of a run."""
+    """The table read plainly: where a classical model is recommended, and where the recommended student is
+    behind the best reference on test by more than 1 point / 2% of the RMSE (what the classical stage adds to a
+    run's wall time: benchmarks/classical_overhead.py)."""
     def val(r: dict, key: str) -> str:
         v = r[key]
         return f"{v:.3f}" if r["metric"] != "rmse" or v < 1 else f"{v:.1f}"
@@ -125,13 +126,6 @@ def summary(runs: list[dict]) -> str:
     if ahead:
         out.append("Ahead of every reference on test: " + "; ".join(
             f"{r['recipe']} by {r['gap']:.1f}{'%' if r['metric'] == 'rmse' else ' points'}" for r in ahead) + ".")
-    share = sorted(((100 * r["classical_stage_s"] / max(r["seconds"] - r["classical_stage_s"], 1e-9), r["recipe"])
-                    for r in runs if r.get("classical_stage_s") is not None), reverse=True)
-    if share:
-        out.append("The classical stage (references + tree student) makes a default run longer by "
-                   + ", ".join(f"{p:.0f}% ({k})" for p, k in share)
-                   + " (its seconds over the rest of the run); `references.algorithms`, `references.self_training`, "
-                     "`references.n_estimators` or `references: false` cut it.")
     return "\n\n".join(out)
 
 
@@ -142,10 +136,10 @@ def table(runs: list[dict]) -> str:
              "analysis runs the exported INT8 student; its run time includes the export). Gap: points of "
              "accuracy, or % of the reference's RMSE; + = the recommended student is better. \"Best reference on "
              "test\" is the best of the run's references on the test split, chosen with hindsight: the strictest "
-             "comparison.", "",
+             "comparison. What the classical stage adds to a run's wall time: `benchmarks/classical_overhead.py`.", "",
              "| recipe | data | seed | metric | recommended | its test | student | student_baseline | student_trees "
-             "| best reference on test | its test | gap | classical stage s / run s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| best reference on test | its test | gap |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def f(v: float | None) -> str:
         return "-" if v is None else f"{v:.4f}"
@@ -154,8 +148,7 @@ def table(runs: list[dict]) -> str:
         lines.append(f"| {r['recipe']} | {'SYNTHETIC' if r['synthetic'] else 'real'} | {r['seed']} | {r['metric']} | "
                      f"{r['recommended']} | {f(r['recommended_test'])} | {f(r['student_test'])} | "
                      f"{f(r['student_baseline_test'])} | {f(r['student_trees_test'])} | {r['best_reference_test']} | "
-                     f"{f(r['best_reference_test_value'])} | {r.get('gap', 0):+.2f} | "
-                     f"{r['classical_stage_s']} / {r['seconds']} |")
+                     f"{f(r['best_reference_test_value'])} | {r.get('gap', 0):+.2f} |")
     return "\n".join(lines) + "\n\n" + summary(runs) + "\n"
 
 

@@ -134,6 +134,10 @@ def test_background_hands_back_the_value_or_the_error_of_its_call():
         assert b.result() == 2 and b.waited_s >= 0
         with pytest.raises(CmkdError, match="tree student"):
             Background(bad, background=background).result()
+    b = Background(bad)  # in the background: check() raises it as soon as it has failed
+    b.thread.join()
+    with pytest.raises(CmkdError, match="tree student"):
+        b.check()
 
 
 def test_classical_fits_in_the_background_give_the_figures_of_a_run_in_sequence(tmp_path):

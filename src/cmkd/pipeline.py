@@ -151,6 +151,8 @@ def train_student(st: RunState, role: str, mods: list[str], distil: bool, t_mode
     ``tag`` makes the checkpoint file of a retraining (an aggregation round) its own. With ``student.refit``:
     choose the epoch count on validation, then retrain on train + val for that many epochs."""
     cfg, data = st.cfg, st.data
+    if st.classical is not None:  # the classical fits failed (e.g. a target without samples): say so now
+        st.classical.check()
     fit_idx = st.train_all if distil else st.train
     stages = [(role, cfg.student, fit_idx, True)]
     if cfg.student.refit:
@@ -199,8 +201,9 @@ def _aggregate(st: RunState, extra: dict) -> None:
 def start_classical(st: RunState) -> None:
     """Start the classical fits (references, tree student: :func:`cmkd.pipeline_trees.classical_fits`) once the
     training data are final: in a background thread (``references.background``) beside the teacher and the
-    students, else deferred to :func:`stage_references`. They take nothing from the networks but the teacher's
-    outputs (handed over by :func:`give_teacher`), so the figures are the same either way."""
+    students, else deferred until they have trained (:func:`wait_classical`). They take nothing from the
+    networks but the teacher's outputs (handed over by :func:`give_teacher`), so the figures are the same either
+    way."""
     cfg = st.cfg
     if st.classical is not None or not st.main or not (cfg.references.enabled or cfg.trees.enabled):
         return
@@ -211,6 +214,15 @@ def start_classical(st: RunState) -> None:
         give_teacher(st)
     st.classical = Background(classical_fits, cfg, st.data, list(cfg.student.modalities), st.train, st.train_all,
                               st.val, st.test, st.teacher_handoff, background=cfg.references.background)
+
+
+def wait_classical(st: RunState) -> None:
+    """Wait for the classical fits (deferred: run them now), so that nothing runs beside what follows."""
+    if st.classical is not None:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=st.cfg.threads):  # native pools held to cfg.threads (a deferred run)
+            st.classical.result()
 
 
 def give_teacher(st: RunState) -> None:
@@ -297,6 +309,7 @@ def stage_evaluate(st: RunState) -> None:
     """Every model on the test split (the teacher where it has all its modalities), conformal calibration of
     regression heads (on split 3 when the data has one, else validation), and the metrics.json skeleton."""
     cfg, data = st.cfg, st.data
+    wait_classical(st)  # the networks' latencies and the export are timed on an otherwise idle process
     cal_all = data.labelled(data.indices(3))
     cal_split = "calibration" if len(cal_all) else "val"
     st.cal_all = cal_all if len(cal_all) else st.val
@@ -365,7 +378,7 @@ def stage_references(st: RunState) -> None:
         # native pools (HistGradientBoosting's OpenMP, BLAS) held to cfg.threads like the networks: more
         # oversubscribe a loaded machine (a quick coastal run's classical stage: 12 s at 1 thread, 222 s with two)
         with threadpool_limits(limits=cfg.threads):
-            fits = st.classical.result()
+            fits = st.classical.result()  # waited for in stage_evaluate
             t0 = time.perf_counter()
             st.fitted = classical_finish(cfg, st.data, list(cfg.student.modalities), st.val, st.test, fits,
                                          st.models.get("student"), primary_metric(st.data), st.out, st.metrics,
