@@ -213,7 +213,7 @@ def start_classical(st: RunState) -> None:
     if st.cache:  # the teacher has trained already
         give_teacher(st)
     st.classical = Background(classical_fits, cfg, st.data, list(cfg.student.modalities), st.train, st.train_all,
-                              st.val, st.test, st.teacher_handoff, background=cfg.references.background)
+                              st.val, st.test, st.teacher_handoff, st.out, background=cfg.references.background)
 
 
 def wait_classical(st: RunState) -> None:

@@ -57,6 +57,8 @@ class ClassicalFits:
     refs: dict[str, dict] = field(default_factory=dict)
     fitted: dict = field(default_factory=dict)  # exportable references by name (every output fitted)
     trees: TreeStudent | None = None
+    trees_export: dict = field(default_factory=dict)  # student_trees.onnx written and checked, not yet timed
+    trees_metrics: dict = field(default_factory=dict)  # its scikit-learn figures: {"val": ..., "test": ...}
     seconds: float = 0.0
 
 
@@ -81,15 +83,16 @@ class Handoff:
 
 def classical_fits(cfg: ExperimentConfig, data: MultimodalData, smods: list[str], train: np.ndarray,
                    train_all: np.ndarray, val: np.ndarray, test: np.ndarray,
-                   teacher: Handoff | tuple[dict[str, np.ndarray], np.ndarray | None],
+                   teacher: Handoff | tuple[dict[str, np.ndarray], np.ndarray | None], out: Path | None = None,
                    stop: threading.Event | None = None) -> ClassicalFits:
     """The references and the tree student, fitted. They take nothing from the networks but the teacher's outputs
     (``teacher``: ``(outputs as teacher_outputs gives them, the teacher's sample mask)``, or a :class:`Handoff`
     that will hold them), so they can run in a background thread (:class:`Background`): the references on the
     labels and their self-training first, while the teacher trains; those on its pseudo-labels and the tree
     student once its outputs are handed over, while the students train. Forests use ``cfg.threads`` jobs and
-    HistGradientBoosting ``cfg.threads`` OpenMP threads (a per-thread setting). ``stop`` set: no further fit
-    starts (the run failed elsewhere)."""
+    HistGradientBoosting ``cfg.threads`` OpenMP threads (a per-thread setting). With ``out``, the tree student
+    is written to ``out/student_trees.onnx`` and checked through ONNX Runtime (its latency is timed later, by
+    :func:`classical_finish`). ``stop`` set: no further fit starts (the run failed elsewhere)."""
     from threadpoolctl import threadpool_limits
 
     from .references import ALGORITHMS, KINDS
@@ -119,6 +122,10 @@ def classical_fits(cfg: ExperimentConfig, data: MultimodalData, smods: list[str]
                                          min_samples_leaf=tc.min_samples_leaf, max_samples=tc.max_samples,
                                          label_weight=tc.label_weight, seed=cfg.seed, n_jobs=cfg.threads,
                                          text_vocab=cfg.data.text_vocab).fit(data, train_all, outputs, mask, val)
+                fits.trees_metrics = {"val": task_metrics(data, val, fits.trees.predict(data, val)),
+                                      "test": task_metrics(data, test, fits.trees.predict(data, test))}
+                if out is not None:  # written and checked here; timed once nothing runs beside (finish)
+                    fits.trees_export = export_tree_student(fits.trees, data, test, out / "student_trees.onnx", 0)
     # the table's order: per algorithm, labels / teacher_labels / self_training
     order = {(a, k): i for i, (a, k) in enumerate((a, k) for a in ALGORITHMS for k in KINDS)}
     fits.refs = dict(sorted(fits.refs.items(), key=lambda kv: order[(kv[1]["algorithm"], kv[1]["trained_on"])]))
@@ -192,12 +199,13 @@ def classical_finish(cfg: ExperimentConfig, data: MultimodalData, smods: list[st
     ts = fits.trees
     if ts is not None:
         tc = cfg.trees
-        ex = export_tree_student(ts, data, test, out / "student_trees.onnx", cfg.export.latency_runs)
-        val_m = task_metrics(data, val, ts.predict(data, val))
+        ex = fits.trees_export or export_tree_student(ts, data, test, out / "student_trees.onnx", 0)
+        ex["onnx_latency_ms"] = _latency(out / "student_trees.onnx", smods, data, test, cfg.export.latency_runs)
+        val_m = fits.trees_metrics["val"]
         metrics["models"]["student_trees"] = {
             "modalities": list(smods), "params": int(sum(e.tree_.node_count for m in ts.models_.values()
                                                          for e in m.estimators_)),
-            "metrics": task_metrics(data, test, ts.predict(data, test)), "val_metrics": val_m,
+            "metrics": fits.trees_metrics["test"], "val_metrics": val_m,
             "latency_ms": ex["onnx_latency_ms"], "latency_from": "onnx", "n_test": int(len(test)),
             "cost": float(sum(cfg.data.modalities[m].cost for m in smods)), "scored_on": "test",
             "algorithm": tc.algorithm, "n_fit": ts.n_fit_}
@@ -210,6 +218,13 @@ def classical_finish(cfg: ExperimentConfig, data: MultimodalData, smods: list[st
     if cands:
         metrics["recommended"] = recommendation(cands, metric)
     return fitted
+
+
+def _latency(path: Path, smods: list[str], data: MultimodalData, idx: np.ndarray, runs: int) -> float:
+    """Batch-1 latency of an ONNX file through ONNX Runtime (as :func:`cmkd.trees.check_onnx` times it)."""
+    from .export import ort_latency_ms, ort_session
+
+    return ort_latency_ms(ort_session(path), {m: data.inputs[m][idx] for m in smods}, runs)
 
 
 def deploy_recommended(cfg: ExperimentConfig, data: MultimodalData, smods: list[str], test: np.ndarray,

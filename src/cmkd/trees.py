@@ -480,8 +480,8 @@ def check_onnx(path: str | Path, modalities: list[str], target_kinds: dict[str, 
     predictions ``ref`` (``<t>/logits`` or ``<t>/value``, and ``<t>/std`` where the model has one).
 
     Returns ``max_abs_diff`` (largest difference of any output), ``onnx_latency_ms`` (batch 1, one thread,
-    median, as for the network student), ``onnx_bytes`` and ``onnx_metrics`` (:func:`cmkd.evaluate.task_metrics`
-    of the ONNX outputs)."""
+    median, as for the network student; None with ``latency_runs=0``), ``onnx_bytes`` and ``onnx_metrics``
+    (:func:`cmkd.evaluate.task_metrics` of the ONNX outputs)."""
     from .evaluate import task_metrics
     from .export import ort_latency_ms, ort_run, ort_session
 
@@ -495,7 +495,8 @@ def check_onnx(path: str | Path, modalities: list[str], target_kinds: dict[str, 
         diffs.append(float(np.max(np.abs(preds[key] - ref[key]), initial=0.0)))
         if f"{t}/std" in ref:
             diffs.append(float(np.max(np.abs(got[f"{t}_std"] - ref[f"{t}/std"]), initial=0.0)))
-    return {"max_abs_diff": max(diffs), "onnx_latency_ms": ort_latency_ms(sess, feed, latency_runs),
+    return {"max_abs_diff": max(diffs),
+            "onnx_latency_ms": ort_latency_ms(sess, feed, latency_runs) if latency_runs else None,
             "onnx_bytes": Path(path).stat().st_size, "onnx_metrics": task_metrics(data, idx, preds)}
 
 
