@@ -6,8 +6,8 @@ whose closed-loop analysis runs the exported INT8 student), one default ``cmkd r
 their difference over the second. The default fits the references and the tree student in a background thread
 beside the teacher and the students (``references.background``); a third run per recipe with
 ``references.background=false`` (the stage in sequence after the networks, as before) shows what that saves.
-Each run also records ``classical_stage_s`` (the stage's own seconds) and ``classical_added_s`` (what the run
-waited for it), and whether its test figures match the sequential run's (they must: the fits take nothing from
+Each run also records ``classical_added_s`` (what the run waited for the stage once the networks had trained),
+and whether its test figures match the sequential run's (they must: the fits take nothing from
 the networks but the teacher's outputs).
 
 One seed: wall-clock figures on a shared 2-core machine move by a few percent from run to run.
@@ -38,15 +38,15 @@ MODES = {"background": [], "off": ["references.enabled=false", "trees.enabled=fa
          "sequential": ["references.background=false"]}
 
 
-def one(recipe: str, mode: str) -> dict:
+def one(recipe: str, mode: str, repeat: int = 0) -> dict:
     """One run of ``recipe`` in ``mode``: wall seconds and the figures to compare."""
     over = ["seed=0"] + ([] if recipe in NEEDS_EXPORT else ["export.enabled=false"]) + MODES[mode]
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         m = cmkd.run(recipe, Path(tmp) / "run", quiet=True, overrides=over)
     metric = m["primary_metric"]
-    return {"recipe": recipe, "mode": mode, "seconds": round(time.perf_counter() - t0, 1), "metric": metric,
-            "synthetic": m.get("synthetic"), "cpus": len(os.sched_getaffinity(0)),
+    return {"recipe": recipe, "mode": mode, "repeat": repeat, "seconds": round(time.perf_counter() - t0, 1),
+            "metric": metric, "synthetic": m.get("synthetic"), "cpus": len(os.sched_getaffinity(0)),
             "classical_stage_s": m.get("classical_stage_s"), "classical_added_s": m.get("classical_added_s"),
             "student_test": m["models"]["student"]["metrics"].get(metric),
             "references_test": {k: r.get(metric) for k, r in (m.get("references") or {}).items()
@@ -59,37 +59,42 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipes", nargs="+", default=list(recipe_names()))
     ap.add_argument("--no-sequential", action="store_true", help="skip the runs with references.background=false")
+    ap.add_argument("--repeats", type=int, default=1, help="runs per recipe and mode (the table has the median)")
     args = ap.parse_args()
     modes = ["off", "background"] + ([] if args.no_sequential else ["sequential"])
-    done = {(r["recipe"], r["mode"]) for r in read_runs(RUNS)}
+    done = {(r["recipe"], r["mode"], r.get("repeat", 0)) for r in read_runs(RUNS)}
     for recipe in args.recipes:
-        for mode in modes:
-            if (recipe, mode) in done:
-                continue
-            try:
-                r = one(recipe, mode)
-            except CmkdError as e:  # a real-data recipe without its data folder
-                print(f"{recipe}: skipped ({e})", flush=True)
-                break
-            append_run(RUNS, r)
-            print(f"{recipe} {mode}: {r['seconds']} s (classical {r['classical_stage_s']} s, added "
-                  f"{r['classical_added_s']} s)", flush=True)
+        for rep in range(args.repeats):
+            for mode in modes:
+                if (recipe, mode, rep) in done:
+                    continue
+                try:
+                    r = one(recipe, mode, rep)
+                except CmkdError as e:  # a real-data recipe without its data folder
+                    print(f"{recipe}: skipped ({e})", flush=True)
+                    break
+                append_run(RUNS, r)
+                print(f"{recipe} {mode}: {r['seconds']} s (classical {r['classical_stage_s']} s, added "
+                      f"{r['classical_added_s']} s)", flush=True)
     runs = [r for r in read_runs(RUNS) if r["recipe"] in args.recipes]
     save("classical_overhead", {"runs": runs}, table(runs))
 
 
 def table(runs: list[dict]) -> str:
     """The markdown section: per recipe the run without the stage, with it (background, sequential), overhead."""
-    by = {(r["recipe"], r["mode"]): r for r in runs}
+    by: dict[tuple[str, str], dict] = {}
+    for k, mode in {(r["recipe"], r["mode"]) for r in runs}:  # the median run of each recipe and mode
+        rs = sorted((r for r in runs if (r["recipe"], r["mode"]) == (k, mode)), key=lambda r: r["seconds"])
+        by[(k, mode)] = {**rs[(len(rs) - 1) // 2], "n": len(rs)}
     recipes = list(dict.fromkeys(r["recipe"] for r in runs))
     lines = ["## What the classical stage adds to a run (`python benchmarks/classical_overhead.py`)", "",
              "Wall seconds of a default run (seed 0; export off except for microgrid) without the classical stage "
              "(`references.enabled=false trees.enabled=false`), with it as it runs by default (fitted in a "
              "background thread beside the teacher and the students) and with it in sequence after the networks "
-             "(`references.background=false`). Overhead: seconds over the run without the stage. \"Stage s\": the "
-             "stage's own seconds (its fits and the tree student's export); \"waited s\": what the default run "
-             "waited for it after the networks. One run each on a 2-core machine.", "",
-             "| recipe | data | without s | default s | overhead | stage s | waited s | sequential s | overhead "
+             "(`references.background=false`). Overhead: seconds over the run without the stage; \"waited s\": "
+             "what the default run waited for the stage once the networks had trained (`classical_added_s`). On a "
+             "2-core machine; the median of n runs where n > 1.", "",
+             "| recipe | data | n | without s | default s | overhead | waited s | sequential s | overhead "
              "| same figures |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     over = []
@@ -105,8 +110,9 @@ def table(runs: list[dict]) -> str:
                                         == (seq["references_test"], seq["student_trees_test"],
                                             seq["student_test"]) else "NO")
         over.append((100 * (bg["seconds"] - off["seconds"]) / off["seconds"], k))
-        lines.append(f"| {k} | {'SYNTHETIC' if bg['synthetic'] else 'real'} | {off['seconds']} | {bg['seconds']} | "
-                     f"{pct(bg)} | {bg['classical_stage_s']} | {bg['classical_added_s']} | "
+        lines.append(f"| {k} | {'SYNTHETIC' if bg['synthetic'] else 'real'} | {min(off['n'], bg['n'])} | "
+                     f"{off['seconds']} | {bg['seconds']} | "
+                     f"{pct(bg)} | {bg['classical_added_s']} | "
                      f"{seq['seconds'] if seq else '-'} | {pct(seq)} | {same} |")
     if over:
         over.sort(reverse=True)

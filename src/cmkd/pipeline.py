@@ -384,8 +384,8 @@ def stage_references(st: RunState) -> None:
                                          st.models.get("student"), primary_metric(st.data), st.out, st.metrics,
                                          st.metrics.get("references"), st.dev)
         finish = time.perf_counter() - t0
-        # the work (fits + tree-student export), and what it added to the run's wall time (the wait for the
-        # background fits + the export)
+        # the work (fits, tree-student export, its latency, the recommendation), and what it added to the run's
+        # wall time (the wait for the background fits once the networks had trained + the rest)
         st.metrics["classical_stage_s"] = round(fits.seconds + finish, 2)
         st.metrics["classical_added_s"] = round(st.classical.waited_s + finish, 2)
 

@@ -111,7 +111,9 @@ def classical_fits(cfg: ExperimentConfig, data: MultimodalData, smods: list[str]
 
         if r.enabled:
             refs(("labels", "self_training"), None, None)
+        t_wait = time.perf_counter()
         got = teacher.get(stop) if isinstance(teacher, Handoff) else teacher
+        t0 += time.perf_counter() - t_wait  # the seconds of the fits, not of the wait for the teacher
         if got is not None:
             outputs, mask = got
             if r.enabled:
