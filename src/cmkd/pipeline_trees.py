@@ -83,14 +83,14 @@ class Handoff:
 
 def classical_fits(cfg: ExperimentConfig, data: MultimodalData, smods: list[str], train: np.ndarray,
                    train_all: np.ndarray, val: np.ndarray, test: np.ndarray,
-                   teacher: Handoff | tuple[dict[str, np.ndarray], np.ndarray | None], out: Path | None = None,
+                   teacher: Handoff | tuple[dict[str, np.ndarray], np.ndarray | None], out: Path,
                    stop: threading.Event | None = None) -> ClassicalFits:
     """The references and the tree student, fitted. They take nothing from the networks but the teacher's outputs
     (``teacher``: ``(outputs as teacher_outputs gives them, the teacher's sample mask)``, or a :class:`Handoff`
     that will hold them), so they can run in a background thread (:class:`Background`): the references on the
     labels and their self-training first, while the teacher trains; those on its pseudo-labels and the tree
     student once its outputs are handed over, while the students train. Forests use ``cfg.threads`` jobs and
-    HistGradientBoosting ``cfg.threads`` OpenMP threads (a per-thread setting). With ``out``, the tree student
+    HistGradientBoosting ``cfg.threads`` OpenMP threads (a per-thread setting). The tree student
     is written to ``out/student_trees.onnx`` and checked through ONNX Runtime (its latency is timed later, by
     :func:`classical_finish`). ``stop`` set: no further fit starts (the run failed elsewhere)."""
     from threadpoolctl import threadpool_limits
@@ -126,8 +126,8 @@ def classical_fits(cfg: ExperimentConfig, data: MultimodalData, smods: list[str]
                                          text_vocab=cfg.data.text_vocab).fit(data, train_all, outputs, mask, val)
                 fits.trees_metrics = {"val": task_metrics(data, val, fits.trees.predict(data, val)),
                                       "test": task_metrics(data, test, fits.trees.predict(data, test))}
-                if out is not None:  # written and checked here; timed once nothing runs beside (finish)
-                    fits.trees_export = export_tree_student(fits.trees, data, test, out / "student_trees.onnx", 0)
+                # written and checked here; timed by classical_finish, once nothing runs beside
+                fits.trees_export = export_tree_student(fits.trees, data, test, out / "student_trees.onnx", 0)
     # the table's order: per algorithm, labels / teacher_labels / self_training
     order = {(a, k): i for i, (a, k) in enumerate((a, k) for a in ALGORITHMS for k in KINDS)}
     fits.refs = dict(sorted(fits.refs.items(), key=lambda kv: order[(kv[1]["algorithm"], kv[1]["trained_on"])]))
@@ -201,7 +201,7 @@ def classical_finish(cfg: ExperimentConfig, data: MultimodalData, smods: list[st
     ts = fits.trees
     if ts is not None:
         tc = cfg.trees
-        ex = fits.trees_export or export_tree_student(ts, data, test, out / "student_trees.onnx", 0)
+        ex = fits.trees_export
         ex["onnx_latency_ms"] = _latency(out / "student_trees.onnx", smods, data, test, cfg.export.latency_runs)
         val_m = fits.trees_metrics["val"]
         metrics["models"]["student_trees"] = {
