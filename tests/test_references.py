@@ -169,3 +169,29 @@ def test_classical_fits_in_the_background_give_the_figures_of_a_run_in_sequence(
     assert a["recommended"] == b["recommended"]
     for m in (a, b):
         assert 0 <= m["classical_added_s"] and 0 < m["classical_stage_s"]
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_figures_do_not_depend_on_the_thread_count(task):
+    """The background fits widen their thread count once the networks have trained (cmkd.pipeline_trees.Threads):
+    one thread, two, or a count that changes between fits give the same references."""
+    from cmkd.pipeline_trees import Threads
+
+    data, teacher = sparse_case(task, n=300, label_share=0.3)
+    tr = data.indices(0)
+    args = (data, ["seq", "txt"], data.labelled(tr), tr, data.indices(1), data.indices(2), teacher)
+    calls = []
+
+    def changing() -> int:  # 1, 2, 1, 2, ...: read as each fit starts
+        calls.append(1)
+        return 1 + len(calls) % 2
+
+    threads = Threads(1)
+    threads.widen(2)
+    threads.widen(1)  # never narrows
+    assert threads() == 2
+    runs = [references(*args, seed=0, n_estimators=10, n_jobs=n) for n in (1, threads, changing)]
+    assert len(calls) > 3
+    for r in runs[1:]:
+        assert {k: {f: v for f, v in e.items() if f != "fit_s"} for k, e in r.items()} == {
+            k: {f: v for f, v in e.items() if f != "fit_s"} for k, e in runs[0].items()}

@@ -207,20 +207,28 @@ def start_classical(st: RunState) -> None:
     cfg = st.cfg
     if st.classical is not None or not st.main or not (cfg.references.enabled or cfg.trees.enabled):
         return
-    from .pipeline_trees import Background, Handoff, classical_fits
+    from .pipeline_trees import Background, Handoff, Threads, classical_fits
 
     st.teacher_handoff = Handoff()
     if st.cache:  # the teacher has trained already
         give_teacher(st)
+    st.classical_threads = Threads(cfg.threads)
     st.classical = Background(classical_fits, cfg, st.data, list(cfg.student.modalities), st.train, st.train_all,
-                              st.val, st.test, st.teacher_handoff, st.out, background=cfg.references.background)
+                              st.val, st.test, st.teacher_handoff, st.out, st.classical_threads,
+                              background=cfg.references.background)
 
 
 def wait_classical(st: RunState) -> None:
-    """Wait for the classical fits (deferred: run them now), so that nothing runs beside what follows."""
+    """Wait for the classical fits (deferred: run them now), so that nothing runs beside what follows. The networks
+    have trained: the fits still to start may use every core of this process's share of the machine."""
     if st.classical is not None:
         from threadpoolctl import threadpool_limits
 
+        from .distributed import world_size
+        from .pipeline_trees import available_cores
+
+        if st.classical_threads is not None:
+            st.classical_threads.widen(max(1, available_cores() // world_size()))
         with threadpool_limits(limits=st.cfg.threads):  # native pools held to cfg.threads (a deferred run)
             st.classical.result()
 

@@ -81,16 +81,41 @@ class Handoff:
         return self.value
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class Threads:
+    """The classical fits' thread count, read as each fit starts: ``cfg.threads`` while the networks train beside
+    them; :meth:`widen` once the run only waits for them (:func:`cmkd.pipeline.wait_classical`), so that the
+    cores the networks no longer use are not left idle. The fits' figures do not depend on it (forests draw
+    each tree's seed before they fan out; HistGradientBoosting's threads split the features)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __call__(self) -> int:
+        return self.n
+
+    def widen(self, n: int) -> None:
+        self.n = max(self.n, n)
+
+
 def classical_fits(cfg: ExperimentConfig, data: MultimodalData, smods: list[str], train: np.ndarray,
                    train_all: np.ndarray, val: np.ndarray, test: np.ndarray,
                    teacher: Handoff | tuple[dict[str, np.ndarray], np.ndarray | None], out: Path,
-                   stop: threading.Event | None = None) -> ClassicalFits:
+                   threads: Threads | None = None, stop: threading.Event | None = None) -> ClassicalFits:
     """The references and the tree student, fitted. They take nothing from the networks but the teacher's outputs
     (``teacher``: ``(outputs as teacher_outputs gives them, the teacher's sample mask)``, or a :class:`Handoff`
     that will hold them), so they can run in a background thread (:class:`Background`): the references on the
     labels and their self-training first, while the teacher trains; those on its pseudo-labels and the tree
-    student once its outputs are handed over, while the students train. Forests use ``cfg.threads`` jobs and
-    HistGradientBoosting ``cfg.threads`` OpenMP threads (a per-thread setting). The tree student
+    student once its outputs are handed over, while the students train. Forests use ``threads()`` jobs and
+    HistGradientBoosting ``threads()`` OpenMP threads (a per-thread setting), read as each fit starts (default
+    ``cfg.threads``). The tree student
     is written to ``out/student_trees.onnx`` and checked through ONNX Runtime (its latency is timed later, by
     :func:`classical_finish`). ``stop`` set: no further fit starts (the run failed elsewhere)."""
     from threadpoolctl import threadpool_limits
@@ -100,12 +125,13 @@ def classical_fits(cfg: ExperimentConfig, data: MultimodalData, smods: list[str]
     t0 = time.perf_counter()
     fits = ClassicalFits()
     r = cfg.references
+    threads = threads or Threads(cfg.threads)
     fitted: dict = {}
     with threadpool_limits(limits=cfg.threads, user_api="openmp"):
         def refs(kinds: tuple[str, ...], outputs: dict | None, mask: np.ndarray | None) -> None:
             fits.refs.update(references(
                 data, smods, train, train_all, val, test, outputs, mask, seed=cfg.seed, n_estimators=r.n_estimators,
-                max_fit_samples=r.max_fit_samples, n_jobs=cfg.threads, text_vocab=cfg.data.text_vocab,
+                max_fit_samples=r.max_fit_samples, n_jobs=threads, text_vocab=cfg.data.text_vocab,
                 algorithms=tuple(r.algorithms), models=fitted, self_training=tuple(r.self_training), stop=stop,
                 kinds=kinds))
 
@@ -122,7 +148,7 @@ def classical_fits(cfg: ExperimentConfig, data: MultimodalData, smods: list[str]
                 tc = cfg.trees
                 fits.trees = TreeStudent(smods, algorithm=tc.algorithm, n_estimators=tc.n_estimators,
                                          min_samples_leaf=tc.min_samples_leaf, max_samples=tc.max_samples,
-                                         label_weight=tc.label_weight, seed=cfg.seed, n_jobs=cfg.threads,
+                                         label_weight=tc.label_weight, seed=cfg.seed, n_jobs=threads(),
                                          text_vocab=cfg.data.text_vocab).fit(data, train_all, outputs, mask, val)
                 fits.trees_metrics = {"val": task_metrics(data, val, fits.trees.predict(data, val)),
                                       "test": task_metrics(data, test, fits.trees.predict(data, test))}

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -40,11 +41,14 @@ SIMPLICITY = {"reference": 0, "student_trees": 1, "student": 2}
 class _Model:
     """One fitted estimator per target, predicting in :func:`cmkd.evaluate.predict`'s format."""
 
-    def __init__(self, algorithm: str, data: MultimodalData, seed: int, n_estimators: int, n_jobs: int | None
-                 ) -> None:
+    def __init__(self, algorithm: str, data: MultimodalData, seed: int, n_estimators: int,
+                 n_jobs: int | Callable[[], int] | None) -> None:
         self.algorithm, self.data, self.seed, self.n_estimators, self.n_jobs = (algorithm, data, seed,
                                                                                 n_estimators, n_jobs)
         self.models: dict[str, list] = {}
+
+    def _jobs(self) -> int | None:  # a callable is read when a fit starts (the thread budget may have grown)
+        return self.n_jobs() if callable(self.n_jobs) else self.n_jobs
 
     def _est(self, classification: bool, n_features: int, i: int):  # noqa: ANN202
         if self.algorithm == "hist_gradient_boosting":
@@ -52,13 +56,13 @@ class _Model:
 
             cls = HistGradientBoostingClassifier if classification else HistGradientBoostingRegressor
             return cls(max_iter=self.n_estimators, random_state=self.seed + i)
-        return forest(self.algorithm, classification, self.n_estimators, self.seed + i, self.n_jobs, n_features)
+        return forest(self.algorithm, classification, self.n_estimators, self.seed + i, self._jobs(), n_features)
 
     def _threads(self):  # noqa: ANN202 - OpenMP threads of HistGradientBoosting: n_jobs (all for None / -1)
         from threadpoolctl import threadpool_limits
 
-        return threadpool_limits(limits=self.n_jobs if self.n_jobs and self.n_jobs > 0 else None,
-                                 user_api="openmp")
+        n = self._jobs()
+        return threadpool_limits(limits=n if n and n > 0 else None, user_api="openmp")
 
     def fit(self, x: np.ndarray, ys: dict[str, np.ndarray]) -> _Model:
         with self._threads():
@@ -175,7 +179,7 @@ def _entry(data: MultimodalData, val: np.ndarray, test: np.ndarray, x_val: np.nd
 def references(data: MultimodalData, student_modalities: list[str], train_labelled: np.ndarray,
                train_all: np.ndarray, val: np.ndarray, test: np.ndarray,
                teacher: dict[str, np.ndarray] | None = None, teacher_mask: np.ndarray | None = None, seed: int = 0,
-               n_estimators: int = 100, max_fit_samples: int = 20000, n_jobs: int | None = 1,
+               n_estimators: int = 100, max_fit_samples: int = 20000, n_jobs: int | Callable[[], int] | None = 1,
                text_vocab: int = 4096, algorithms: tuple[str, ...] = ALGORITHMS, models: dict | None = None,
                self_training: tuple[str, ...] = ALGORITHMS, stop: threading.Event | None = None,
                kinds: tuple[str, ...] = KINDS) -> dict[str, dict]:
@@ -193,7 +197,8 @@ def references(data: MultimodalData, student_modalities: list[str], train_labell
         seed: random state.
         n_estimators: trees per forest, boosting iterations of HistGradientBoosting.
         max_fit_samples: at most this many training samples per fit (a seeded random subset).
-        n_jobs: threads of the forests.
+        n_jobs: threads of the forests and of HistGradientBoosting (OpenMP); a callable is asked before each fit
+            (the figures do not depend on it).
         text_vocab: hashed vocabulary size of text modalities.
         algorithms: which of :data:`ALGORITHMS`.
         models: when a dict, the fitted models go in it by name (their ``predict(x)`` takes

@@ -61,6 +61,7 @@ class RunState:
     extra_html: list[str] = field(default_factory=list)
     classical: Any = None  # the classical fits, running beside the networks (cmkd.pipeline_trees.Background)
     teacher_handoff: Any = None  # where they get the teacher's outputs (cmkd.pipeline_trees.Handoff)
+    classical_threads: Any = None  # their thread count, widened once the networks have trained (Threads)
     fitted: dict | None = None  # the classical stage's exportable tree models (references, tree student)
     rundir: RunDir | None = None  # the locked output folder; outputs go to its staging folder (st.out)
 
