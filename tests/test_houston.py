@@ -85,3 +85,33 @@ def test_quick_run_scores_the_official_test_pixels(tmp_path) -> None:  # noqa: A
         assert m["models"][role]["scored_on"] == "test" and m["models"][role]["n_test"] == 12197
         assert 1 / 15 < m["models"][role]["metrics"]["accuracy"] <= 1
     assert {"random_forest", "extra_trees"} <= set(m["references"])
+
+
+def test_label_mask_keeps_a_share_of_every_class() -> None:
+    """options.label_fraction: per class max(2, round(f * n)) training labels, every val/test label, seeded."""
+    labels = np.repeat(np.arange(5), [200, 100, 50, 10, 3])
+    split = np.zeros(len(labels), np.int64)
+    split[::7] = 1
+    split[1::7] = 2
+    keep = houston.class_label_mask(labels, split, 0.05, seed=0)
+    assert keep[split != 0].all()
+    for c in range(5):
+        n = ((labels == c) & (split == 0)).sum()
+        assert keep[(labels == c) & (split == 0)].sum() == min(n, max(2, round(0.05 * n))), c
+    np.testing.assert_array_equal(keep, houston.class_label_mask(labels, split, 0.05, seed=0))
+    assert not np.array_equal(keep, houston.class_label_mask(labels, split, 0.05, seed=1))
+    assert houston.class_label_mask(labels, split, 1.0, seed=0).all()
+    with pytest.raises(houston.CmkdError, match="label_fraction"):
+        houston.class_label_mask(labels, split, 0.0, seed=0)
+
+
+def test_sparse_labels_leave_paired_unlabelled_pixels() -> None:
+    cfg = _config_or_skip()
+    cfg["options"] = {"label_fraction": 0.02}
+    a = houston.load(cfg)
+    tr = a["split"] == 0
+    lab = a["label"] != -1
+    assert (a["label"][a["split"] != 0] != -1).all()  # validation and test keep every label
+    assert set(np.unique(a["label"][tr & lab])) == set(range(1, 16))  # every class has labels
+    assert 0.015 < (tr & lab).sum() / tr.sum() < 0.04
+    assert a["hsi__present"][tr & ~lab].all()  # the unlabelled pixels are paired (hyperspectral + LiDAR)

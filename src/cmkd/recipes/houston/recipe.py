@@ -11,6 +11,15 @@ Validation is spatially disjoint from training (whole annotated polygons of each
 refit (``student.refit``) on training + validation pixels for the epoch count chosen on validation, so no
 labelled pixel is wasted (the tree references also use all of them).
 
+Label-sparse regime (``--set options.label_fraction=0.02``, default 1): only that share of each class's training
+pixels (at least 2 per class, seeded) keeps its label; the others stay paired (hyperspectral + LiDAR) but
+unlabelled, as when a field campaign labels a few pixels of a scene both instruments imaged. The teacher then
+learns from the labelled pixels only and the students' kd term acts on every training pixel. Validation keeps
+its labels (early stopping and the recommendation). Pass ``--set student.refit=false`` with it: a refit on
+training + validation pixels would hand the networks the validation labels that the classical references on
+the labels never see (``benchmarks/label_fraction.py`` does); the recipe's own 500-tree references, trained on
+every labelled training + validation pixel, are left out (the run's references on the labels stand in).
+
 Data folder: ``../shared/data/houston2013_mdlrs_subset`` relative to the project, or ``$CMKD_DATA`` (a folder
 holding ``houston2013_mdlrs_subset`` or the subset folder itself), or ``--set data.path=FOLDER``.
 """
@@ -92,7 +101,24 @@ def default_config(quick: bool = False) -> dict:
         # (0.769), kd+feature+relation at T=4 (0.762), kd+rkd (0.759) and kd+mse feature (0.757)
         "distill": {"temperature": 2.0, "weights": {"task": 1.0, "kd": 1.0}},
         "export": {"latency_runs": 50 if quick else 200},
+        "options": {"label_fraction": 1.0},
     }
+
+
+def class_label_mask(labels: np.ndarray, split: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """(N,) bool: which samples keep their label: every validation / test sample and, of each class's training
+    samples, ``max(2, round(fraction * n_class))`` drawn at random (seeded), so every class has labels to learn."""
+    if not 0 < fraction <= 1:
+        raise CmkdError(f"options.label_fraction must be in (0, 1], got {fraction}")
+    if fraction == 1:
+        return np.ones(len(labels), bool)
+    keep = split != 0
+    rng = np.random.default_rng([seed, 21])
+    for c in np.unique(labels[split == 0]):
+        members = np.flatnonzero((labels == c) & (split == 0))
+        k = min(len(members), max(2, int(round(fraction * len(members)))))
+        keep[rng.choice(members, size=k, replace=False)] = True
+    return keep
 
 
 def _mat(path: Path) -> np.ndarray:
@@ -241,19 +267,27 @@ def load(config: dict, quick: bool = False) -> dict[str, np.ndarray]:
         _, val = train_test_split(np.arange(n_tr), test_size=frac, random_state=config["seed"], stratify=y_tr)
         split[val] = 1
     hsi = np.concatenate([hsi_tr, np.full((n_te, hsi_tr.shape[1]), np.nan, np.float32)])
+    label = np.concatenate([y_tr, y_te])
+    keep = class_label_mask(label, split, float((config.get("options") or {}).get("label_fraction") or 1.0),
+                            int(config["seed"]))
+    label[~keep] = -1  # unlabelled (cmkd.data.UNLABELLED)
     return {"hsi": hsi, "hsi__present": np.arange(n_tr + n_te) < n_tr, "lidar": np.concatenate([lid_tr, lid_te]),
-            "label": np.concatenate([y_tr, y_te]), "split": split}
+            "label": label, "split": split}
 
 
 def references(data, modalities: list[str], seed: int) -> dict[str, dict]:  # noqa: ANN001
-    """RandomForest and ExtraTrees (500 trees) on the student's modalities: train -> official test."""
+    """RandomForest and ExtraTrees (500 trees) on the student's modalities: train + validation -> official test.
+    None with sparse labels (``options.label_fraction`` < 1): the run's references on the labels stand in."""
     from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
 
+    from ...data import UNLABELLED
     from ...evaluate import classification_metrics
 
     tr, te = np.flatnonzero(data.split != 2), data.indices(2)
-    x = np.concatenate([data.inputs[m].reshape(data.n, -1) for m in modalities], axis=1)
     y = data.targets["label"]
+    if (y[tr] == UNLABELLED).any():
+        return {}
+    x = np.concatenate([data.inputs[m].reshape(data.n, -1) for m in modalities], axis=1)
     out = {}
     for name, cls in (("random_forest", RandomForestClassifier), ("extra_trees", ExtraTreesClassifier)):
         clf = cls(n_estimators=500, random_state=seed, n_jobs=-1).fit(x[tr], y[tr])
@@ -263,5 +297,5 @@ def references(data, modalities: list[str], seed: int) -> dict[str, dict]:  # no
 
 RECIPE = register_recipe(Recipe(
     name="houston", description=DESCRIPTION, synthetic=SYNTHETIC, default_config=default_config, load=load,
-    options=options_model("houston"), references=references,
+    options=options_model("houston", label_fraction=float), references=references,
 ))
