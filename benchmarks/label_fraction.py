@@ -15,7 +15,7 @@ sweep (more seeds) reuses what is there. Writes ``benchmarks/label_fraction.json
 ``benchmarks/label_fraction.png`` (mean ± std over seeds against the label fraction).
 
 Usage:
-    python benchmarks/label_fraction.py [--cases airquality minerals] [--fractions 0.01 0.02 0.05 0.2 1.0]
+    python benchmarks/label_fraction.py [--cases airquality minerals houston] [--fractions 0.01 0.02 0.05 0.2 1.0]
         [--seeds 0 1 2 3 4]
 """
 
@@ -150,7 +150,7 @@ def plot(runs: list[dict], cases: list[str], fractions: list[float], path: Path)
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cases", nargs="+", default=["airquality", "minerals"])
+    ap.add_argument("--cases", nargs="+", default=["airquality", "minerals", "houston"])
     ap.add_argument("--fractions", nargs="+", type=float, default=[0.01, 0.02, 0.05, 0.2, 1.0])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     ap.add_argument("--report-only", action="store_true", help="Only rebuild the table and figure from the runs.")
