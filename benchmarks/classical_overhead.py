@@ -116,6 +116,15 @@ def table(runs: list[dict]) -> str:
                      f"{off['seconds']} | {bg['seconds']} | "
                      f"{pct(bg)} | {bg['classical_added_s']} |"
                      + (f" {seq['seconds'] if seq else '-'} | {pct(seq)} | {same} |" if has_seq else ""))
+    spread = []
+    for k in recipes:
+        for mode, what in (("off", "without the stage"), ("background", "default")):
+            sec = [r["seconds"] for r in runs if (r["recipe"], r["mode"]) == (k, mode)]
+            if len(sec) > 1:
+                spread.append(f"{k} {what} {min(sec)}-{max(sec)} s")
+    if spread:
+        lines += ["", "Runs of one setting differ on this shared machine (read one run's overhead loosely; the table "
+                  "has the median): " + ", ".join(spread) + "."]
     if over:
         over.sort(reverse=True)
         lines += ["", "A default run takes longer by " + ", ".join(f"{p:.0f}% ({k})" for p, k in over)
@@ -127,7 +136,8 @@ def table(runs: list[dict]) -> str:
         if late:
             lines += ["", "In " + ", ".join(late) + " the fits wait for the recipe's dataset-aggregation rounds, "
                       "which add labelled training samples, and so run after the networks, in sequence (the "
-                      "\"waited s\" column). Elsewhere the run waits a few seconds at most; what remains of the "
+                      "\"waited s\" column), with every core of the machine (the networks have trained). "
+                      "Elsewhere the run waits a few seconds at most; what remains of the "
                       "overhead is the background thread slowing the networks' training on the shared cores (most "
                       "on short runs: airquality's networks train in about 15 s)."]
     return "\n".join(lines) + "\n"
