@@ -74,6 +74,10 @@ def one(case: str, fraction: float, seed: int) -> dict:
     elif rec in (m.get("references") or {}):
         out["recommended"] = m["references"][rec].get(metric)
     out["outlook"] = m.get("distillation_outlook")
+    # every candidate's validation and test figure, so that another choice rule can be replayed on these runs
+    out["candidates"] = {k: {"val": v, "test": (m["models"][k]["metrics"].get(metric) if k in m["models"]
+                                                else (m.get("references") or {}).get(k, {}).get(metric))}
+                         for k, v in ((m.get("recommended") or {}).get("val") or {}).items()}
     return out
 
 
