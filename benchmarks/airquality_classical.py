@@ -17,7 +17,8 @@ import numpy as np
 from common import ms, save
 from sklearn.ensemble import ExtraTreesRegressor, RandomForestRegressor
 
-from cmkd.recipes.airquality.data import chronological_split, label_mask, read_table
+from cmkd.recipes.airquality.data import chronological_split, read_table
+from cmkd.recipes.base import label_mask
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ from cmkd.distill import kd_gate_factor
 from cmkd.errors import CmkdError
 from cmkd.losses import CompositeLoss
 from cmkd.recipes.airquality import data as aq
+from cmkd.recipes.base import label_mask
 
 HAVE_DATA = (aq.default_folder() / aq.FILE).is_file()
 needs_data = pytest.mark.skipif(not HAVE_DATA, reason=f"air quality data absent ({aq.default_folder()})")
@@ -44,7 +45,7 @@ def test_missing_folder_and_bad_fraction(tmp_path: Path) -> None:
     with pytest.raises(CmkdError, match="looked for .*AirQualityUCI.csv"):
         aq.read_table(tmp_path)
     with pytest.raises(CmkdError, match="label_fraction"):
-        aq.label_mask(aq.chronological_split(100), 0.0, 0)
+        label_mask(aq.chronological_split(100), 0.0, 0)
 
 
 @needs_data

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from cmkd.recipes.base import label_mask
 from cmkd.recipes.houston import recipe as houston
 
 
@@ -93,21 +94,24 @@ def test_label_mask_keeps_a_share_of_every_class() -> None:
     split = np.zeros(len(labels), np.int64)
     split[::7] = 1
     split[1::7] = 2
-    keep = houston.class_label_mask(labels, split, 0.05, seed=0)
+    keep = label_mask(split, 0.05, seed=0, labels=labels)
     assert keep[split != 0].all()
     for c in range(5):
         n = ((labels == c) & (split == 0)).sum()
         assert keep[(labels == c) & (split == 0)].sum() == min(n, max(2, round(0.05 * n))), c
-    np.testing.assert_array_equal(keep, houston.class_label_mask(labels, split, 0.05, seed=0))
-    assert not np.array_equal(keep, houston.class_label_mask(labels, split, 0.05, seed=1))
-    assert houston.class_label_mask(labels, split, 1.0, seed=0).all()
+    np.testing.assert_array_equal(keep, label_mask(split, 0.05, seed=0, labels=labels))
+    assert not np.array_equal(keep, label_mask(split, 0.05, seed=1, labels=labels))
+    assert label_mask(split, 1.0, seed=0, labels=labels).all()
     with pytest.raises(houston.CmkdError, match="label_fraction"):
-        houston.class_label_mask(labels, split, 0.0, seed=0)
+        label_mask(split, 0.0, seed=0, labels=labels)
 
 
 def test_sparse_labels_leave_paired_unlabelled_pixels() -> None:
     cfg = _config_or_skip()
     cfg["options"] = {"label_fraction": 0.02}
+    with pytest.raises(houston.CmkdError, match="student.refit=false"):  # the recipe's refit would use val labels
+        houston.load(cfg)
+    cfg["student"]["refit"] = False
     a = houston.load(cfg)
     tr = a["split"] == 0
     lab = a["label"] != -1

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from ..errors import CmkdError
@@ -79,6 +80,29 @@ def options_model(name: str, **fields: Any) -> type[BaseModel]:
     it reads, e.g. ``options_model("habitat", n=int, region=int, rules=str)``."""
     spec = {k: (t | None, None) for k, t in fields.items()}
     return create_model(f"{name.title().replace('-', '')}Options", __config__=ConfigDict(extra="forbid"), **spec)
+
+
+def label_mask(split: np.ndarray, fraction: float, seed: int, labels: np.ndarray | None = None) -> np.ndarray:
+    """(n,) bool: which samples keep their label in a recipe's label-sparse regime (``options.label_fraction``):
+    every validation / test sample and, seeded, ``round(fraction * n_train)`` training ones drawn at random (at
+    least 2), or with ``labels`` ``max(2, round(fraction * n_class))`` of each class's training samples, so that
+    every class has labels to learn."""
+    if not 0 < fraction <= 1:
+        raise CmkdError(f"options.label_fraction must be in (0, 1], got {fraction}")
+    keep = split != 0
+    if labels is None:
+        tr = np.flatnonzero(split == 0)
+        k = max(2, int(round(fraction * len(tr))))
+        keep[np.random.default_rng(seed).choice(tr, size=min(k, len(tr)), replace=False)] = True
+        return keep
+    if fraction == 1:
+        return np.ones(len(labels), bool)
+    rng = np.random.default_rng([seed, 21])  # per-class draws: a stream of their own
+    for c in np.unique(labels[split == 0]):
+        members = np.flatnonzero((labels == c) & (split == 0))
+        k = min(len(members), max(2, int(round(fraction * len(members)))))
+        keep[rng.choice(members, size=k, replace=False)] = True
+    return keep
 
 
 def register_recipe(recipe: Recipe) -> Recipe:

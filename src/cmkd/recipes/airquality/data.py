@@ -76,15 +76,3 @@ def chronological_split(n: int, val: float = 0.1, test: float = 0.3) -> np.ndarr
     split[:n_tr] = 0
     split[n_tr:n_tr + n_va] = 1
     return split
-
-
-def label_mask(split: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """(n,) bool: which samples keep their label: every validation/test one and ``round(fraction * n_train)``
-    training ones drawn at random (seeded), at least 2."""
-    if not 0 < fraction <= 1:
-        raise CmkdError(f"options.label_fraction must be in (0, 1], got {fraction}")
-    tr = np.flatnonzero(split == 0)
-    k = max(2, int(round(fraction * len(tr))))
-    keep = split != 0
-    keep[np.random.default_rng(seed).choice(tr, size=min(k, len(tr)), replace=False)] = True
-    return keep

@@ -15,9 +15,9 @@ Label-sparse regime (``--set options.label_fraction=0.02``, default 1): only tha
 pixels (at least 2 per class, seeded) keeps its label; the others stay paired (hyperspectral + LiDAR) but
 unlabelled, as when a field campaign labels a few pixels of a scene both instruments imaged. The teacher then
 learns from the labelled pixels only and the students' kd term acts on every training pixel. Validation keeps
-its labels (early stopping and the recommendation). Pass ``--set student.refit=false`` with it: a refit on
-training + validation pixels would hand the networks the validation labels that the classical references on
-the labels never see (``benchmarks/label_fraction.py`` does); the recipe's own 500-tree references, trained on
+its labels (early stopping and the recommendation). It needs ``--set student.refit=false`` (a one-line error
+says so otherwise): a refit on training + validation pixels would hand the networks the validation labels that
+the classical references on the labels never see. The recipe's own 500-tree references, trained on
 every labelled training + validation pixel, are left out (the run's references on the labels stand in).
 
 Data folder: ``../shared/data/houston2013_mdlrs_subset`` relative to the project, or ``$CMKD_DATA`` (a folder
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import CmkdError
-from ..base import Recipe, options_model, register_recipe
+from ..base import Recipe, label_mask, options_model, register_recipe
 
 DESCRIPTION = "Houston 2013 land cover: HSI+LiDAR teacher -> LiDAR-only student, official test pixels"
 SYNTHETIC = False
@@ -103,22 +103,6 @@ def default_config(quick: bool = False) -> dict:
         "export": {"latency_runs": 50 if quick else 200},
         "options": {"label_fraction": 1.0},
     }
-
-
-def class_label_mask(labels: np.ndarray, split: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """(N,) bool: which samples keep their label: every validation / test sample and, of each class's training
-    samples, ``max(2, round(fraction * n_class))`` drawn at random (seeded), so every class has labels to learn."""
-    if not 0 < fraction <= 1:
-        raise CmkdError(f"options.label_fraction must be in (0, 1], got {fraction}")
-    if fraction == 1:
-        return np.ones(len(labels), bool)
-    keep = split != 0
-    rng = np.random.default_rng([seed, 21])
-    for c in np.unique(labels[split == 0]):
-        members = np.flatnonzero((labels == c) & (split == 0))
-        k = min(len(members), max(2, int(round(fraction * len(members)))))
-        keep[rng.choice(members, size=k, replace=False)] = True
-    return keep
 
 
 def _mat(path: Path) -> np.ndarray:
@@ -248,6 +232,11 @@ def load(config: dict, quick: bool = False) -> dict[str, np.ndarray]:
     """
     from sklearn.model_selection import train_test_split
 
+    fraction = (config.get("options") or {}).get("label_fraction")
+    fraction = 1.0 if fraction is None else float(fraction)
+    if 0 < fraction < 1 and (config.get("student") or {}).get("refit"):
+        raise CmkdError(f"options.label_fraction={fraction:g} needs --set student.refit=false (a refit would train "
+                        "the networks on the validation labels, which the references on the labels never see)")
     folder = Path(config["data"]["path"] or default_folder())
     missing = [f for f in FILES if not (folder / f).is_file()]
     if missing:
@@ -268,8 +257,7 @@ def load(config: dict, quick: bool = False) -> dict[str, np.ndarray]:
         split[val] = 1
     hsi = np.concatenate([hsi_tr, np.full((n_te, hsi_tr.shape[1]), np.nan, np.float32)])
     label = np.concatenate([y_tr, y_te])
-    keep = class_label_mask(label, split, float((config.get("options") or {}).get("label_fraction") or 1.0),
-                            int(config["seed"]))
+    keep = label_mask(split, fraction, int(config["seed"]), labels=label)
     label[~keep] = -1  # unlabelled (cmkd.data.UNLABELLED)
     return {"hsi": hsi, "hsi__present": np.arange(n_tr + n_te) < n_tr, "lidar": np.concatenate([lid_tr, lid_te]),
             "label": label, "split": split}
