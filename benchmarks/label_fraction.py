@@ -67,17 +67,15 @@ def one(case: str, fraction: float, seed: int) -> dict:
         if role in m["models"]:
             out[role] = m["models"][role]["metrics"].get(metric)
     out["best_reference_name"], out["best_reference"] = _best_reference(m, metric, higher)
-    rec = (m.get("recommended") or {}).get("model")
-    out["recommended_name"] = rec
-    if rec in m["models"]:
-        out["recommended"] = m["models"][rec]["metrics"].get(metric)
-    elif rec in (m.get("references") or {}):
-        out["recommended"] = m["references"][rec].get(metric)
-    out["outlook"] = m.get("distillation_outlook")
     # every candidate's validation and test figure, so that another choice rule can be replayed on these runs
     out["candidates"] = {k: {"val": v, "test": (m["models"][k]["metrics"].get(metric) if k in m["models"]
                                                 else (m.get("references") or {}).get(k, {}).get(metric))}
                          for k, v in ((m.get("recommended") or {}).get("val") or {}).items()}
+    rec = (m.get("recommended") or {}).get("model")
+    out["recommended_name"] = rec
+    if rec in out["candidates"]:
+        out["recommended"] = out["candidates"][rec]["test"]
+    out["outlook"] = m.get("distillation_outlook")
     return out
 
 
