@@ -9,10 +9,27 @@ from pathlib import Path
 
 import numpy as np
 
+from cmkd.config import ReferencesConfig
 from cmkd.io import atomic_write_text, dumps
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
+# the recommendation's tie rule of today's default runs (standard errors; cmkd.references.recommendation)
+TIE_SE = ReferencesConfig().tie_se
+
+
+def rule_holds(record: dict, key: str = "recommended") -> bool:
+    """Whether a recorded run's recommendation (``record[key]``, a model name) is what today's rule gives.
+
+    True for a run recorded under today's ``tie_se``, and for a run of any rule whose recommendation is a
+    reference: the tie rule only moves a choice toward a cheaper model, and among equally cheap (reference)
+    candidates to the better validation figure, so a reference that was strictly best stays recommended
+    (tests/test_references.py). A run that recommended a network or the tree student before has to run again.
+    """
+    if record.get("tie_se") == TIE_SE:
+        return True
+    rec = record.get(key)
+    return isinstance(rec, str) and not rec.startswith("student")
 
 
 def ms(values: list[float], digits: int = 3) -> str:

@@ -8,7 +8,9 @@ generic reference of the run) and the best reference chosen on validation; the g
 (x100) or in percent of the reference's RMSE. Real-data recipes whose data folder is absent are skipped.
 
 Writes ``benchmarks/recommended.json`` / ``.md``; every run is appended to ``benchmarks/recommended_runs.jsonl``
-as it finishes, so an interrupted sweep resumes.
+as it finishes, so an interrupted sweep resumes. A recorded run is reused while its recommendation holds under
+today's tie rule (``references.tie_se``; ``common.rule_holds``): one recorded under another rule that had
+recommended a network or the tree student runs again.
 
 Usage:
     python benchmarks/recommended.py [--recipes minerals houston ...] [--seeds 0]
@@ -21,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import BENCH, append_run, read_runs, save
+from common import BENCH, TIE_SE, append_run, read_runs, rule_holds, save
 
 import cmkd
 from cmkd.errors import CmkdError
@@ -59,7 +61,8 @@ def one(recipe: str, seed: int) -> dict:
            "student_trees_test": (m["models"].get("student_trees") or {}).get("metrics", {}).get(metric),
            "best_reference_test": best_test,
            "best_reference_test_value": refs[best_test][metric] if best_test else None,
-           "best_reference_val": best_val, "best_reference_val_test": refs[best_val][metric] if best_val else None}
+           "best_reference_val": best_val, "best_reference_val_test": refs[best_val][metric] if best_val else None,
+           "tie_se": TIE_SE, "best_on_val": (m.get("recommended") or {}).get("best_on_val")}
     if rec_test is not None and best_test is not None:
         ref = refs[best_test][metric]
         out["gap"] = (100 * (rec_test - ref) if higher else 100 * (ref - rec_test) / ref)  # + = recommended better
@@ -71,7 +74,7 @@ def main() -> None:
     ap.add_argument("--recipes", nargs="+", default=[r for r in recipe_names()])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     args = ap.parse_args()
-    done = {(r["recipe"], r["seed"]) for r in read_runs(RUNS)}
+    done = {(r["recipe"], r["seed"]) for r in read_runs(RUNS) if rule_holds(r)}
     for seed in args.seeds:
         for recipe in args.recipes:
             if (recipe, seed) in done:
@@ -84,7 +87,8 @@ def main() -> None:
             append_run(RUNS, r)
             print(f"{recipe} seed {seed}: recommended {r['recommended']} {r['recommended_test']:.4f}, best reference "
                   f"{r['best_reference_test']} {r['best_reference_test_value']:.4f} ({r['seconds']} s)", flush=True)
-    runs = [r for r in read_runs(RUNS) if r["recipe"] in args.recipes and r["seed"] in args.seeds]
+    latest = {(r["recipe"], r["seed"]): r for r in read_runs(RUNS) if rule_holds(r)}  # the last valid record
+    runs = [r for k, r in latest.items() if k[0] in args.recipes and k[1] in args.seeds]
     save("recommended", {"runs": runs}, table(runs))
 
 
@@ -107,7 +111,8 @@ def summary(runs: list[dict]) -> str:
     tag = {True: "SYNTHETIC", False: "real"}
     out = []
     if refs:
-        out.append("Where a classical model is better on validation the run recommends it: " + "; ".join(
+        out.append("Where a classical model is better on validation, or within one standard error of the best "
+                   "validation figure (then the cheaper model is preferred), the run recommends it: " + "; ".join(
             f"{r['recipe']} ({tag[bool(r['synthetic'])]}) {r['recommended']} {val(r, 'recommended_test')} against "
             f"{val(r, 'student_test')} for the network student" for r in refs)
             + " (`student.onnx` then holds that model"

@@ -9,7 +9,7 @@ from test_trees import sparse_case
 
 from cmkd.config import validate
 from cmkd.evaluate import task_metrics
-from cmkd.references import recommend, recommendation, references
+from cmkd.references import recommend, recommendation, references, standard_error
 from cmkd.trees import flat_features
 
 ALL = {f"{a}{s}" for a in ("random_forest", "extra_trees", "hist_gradient_boosting")
@@ -98,6 +98,35 @@ def test_recommend_best_on_validation_and_ties_to_the_cheaper_model():
         recommend({"a": {"val": float("nan")}}, "accuracy")
     rec = recommendation(tie, "accuracy")
     assert rec["model"] == "extra_trees" and "tie" in rec["why"] and rec["val"]["student"] == 0.9
+
+
+def test_standard_error_of_validation_figures():
+    assert standard_error("accuracy", 0.5, 100) == pytest.approx(0.05)
+    assert standard_error("label/accuracy", 0.9, 400) == pytest.approx(0.015)
+    assert standard_error("rmse", 10.0, 50) == pytest.approx(1.0)
+    assert standard_error("mae", 2.0, 100) == pytest.approx(0.2 * np.sqrt(np.pi / 2 - 1))
+    assert standard_error("r2", 0.8, 200) == pytest.approx(0.02)
+    assert standard_error("accuracy", 0.7, 1) == 0.0 and standard_error("accuracy", float("nan"), 100) == 0.0
+    assert standard_error("brier", 0.1, 100) == 0.0  # unknown: a strict comparison
+
+
+def test_recommendation_ties_within_standard_errors_go_to_the_cheaper_model():
+    # 330 validation pixels (houston-like): SE of 0.638 is 0.0265; ExtraTrees 0.632 lies within one SE
+    c = {"student": {"val": 0.638}, "extra_trees_self_training": {"val": 0.632}, "extra_trees": {"val": 0.611},
+         "random_forest_teacher_labels": {"val": 0.569}}
+    assert recommendation(c, "accuracy")["model"] == "student"  # strict by default (tie_se 0)
+    rec = recommendation(c, "accuracy", n_val=330, tie_se=1.0)
+    # self-training (0.632) is within 0.0265 of 0.638, ExtraTrees (0.611) just outside
+    assert rec["model"] == "extra_trees_self_training" and rec["best_on_val"] == "student"
+    assert rec["tie_tolerance"] == pytest.approx(np.sqrt(0.638 * 0.362 / 330))
+    assert "within 1 standard error" in rec["why"] and "student" in rec["why"] and "cheapest" in rec["why"]
+    # a larger validation set resolves the difference: the network stays
+    assert recommendation(c, "accuracy", n_val=100_000, tie_se=1.0)["model"] == "student"
+    # RMSE (lower is better): 30.0 on 200 samples has SE 1.5; 31.2 is tied, 32 is not
+    r = {"student": {"val": 30.0}, "student_trees": {"val": 31.2}, "random_forest": {"val": 32.0}}
+    rec = recommendation(r, "rmse", n_val=200, tie_se=1.0)
+    assert rec["model"] == "student_trees" and rec["best_on_val"] == "student"
+    assert recommendation(r, "rmse", n_val=200, tie_se=2.0)["model"] == "random_forest"
 
 
 def test_config_switches():
@@ -195,3 +224,20 @@ def test_figures_do_not_depend_on_the_thread_count(task):
     for r in runs[1:]:
         assert {k: {f: v for f, v in e.items() if f != "fit_s"} for k, e in r.items()} == {
             k: {f: v for f, v in e.items() if f != "fit_s"} for k, e in runs[0].items()}
+
+
+def test_a_strictly_best_reference_stays_recommended_under_any_tie_tolerance():
+    # benchmarks/common.py rule_holds() relies on this: the tie rule only moves toward a cheaper model
+    rng = np.random.default_rng(0)
+    names = ["student", "student_trees", "random_forest", "extra_trees", "hist_gradient_boosting_teacher_labels"]
+    checked = 0
+    for _ in range(300):
+        c = {k: {"val": float(v)} for k, v in zip(names, rng.uniform(0.5, 0.7, len(names)))}
+        for metric in ("accuracy", "rmse"):
+            strict = recommend(c, metric)
+            if strict.startswith("student"):
+                continue
+            checked += 1
+            for tie_se in (0.5, 1.0, 3.0):
+                assert recommendation(c, metric, n_val=50, tie_se=tie_se)["model"] == strict
+    assert checked > 100

@@ -242,6 +242,12 @@ class ReferencesConfig(_Strict):
     # fit the references and the tree student in a background thread while the students train (same figures;
     # they need only the teacher's outputs); false: after the students, in sequence
     background: bool = True
+    # the recommended student (metrics.json ``recommended``): candidates whose validation figure lies within
+    # ``tie_se`` standard errors of the best one (cmkd.references.standard_error, on the validation samples)
+    # are tied and the cheapest of them wins (a reference, then the tree student, then the network): the
+    # one-standard-error rule; 0 = the strictly best figure. Applies with ``enabled: false`` too (tree student
+    # against network)
+    tie_se: float = Field(1.0, ge=0)
 
 
 class TreesConfig(_Strict):

@@ -284,6 +284,46 @@ def simplicity(name: str) -> int:
     return SIMPLICITY.get(name, 2 if name.startswith("student") else SIMPLICITY["reference"])
 
 
+def standard_error(metric: str, value: float, n: int) -> float:
+    """Approximate standard error of a validation figure ``value`` of ``metric`` measured on ``n`` samples.
+
+    accuracy and macro F1: ``sqrt(p (1 - p) / n)`` (a binomial proportion; for macro F1 a rough stand-in); RMSE:
+    ``rmse / sqrt(2 n)`` and MAE: ``mae sqrt(pi/2 - 1) / sqrt(n)`` (normal errors); R^2: ``(1 - r2) sqrt(2 / n)``.
+    ``metric`` may carry a ``<target>/`` prefix. 0 where ``n`` < 2, the value is not finite, or the metric is
+    unknown (a strict comparison)."""
+    name = metric.split("/")[-1]
+    if n < 2 or not np.isfinite(value):
+        return 0.0
+    if name in ("accuracy", "macro_f1"):
+        p = min(max(value, 0.0), 1.0)
+        return float(np.sqrt(p * (1 - p) / n))
+    if name == "rmse":
+        return float(abs(value) / np.sqrt(2 * n))
+    if name == "mae":
+        return float(abs(value) * np.sqrt(np.pi / 2 - 1) / np.sqrt(n))
+    if name == "r2":
+        return float(max(1 - value, 0.0) * np.sqrt(2 / n))
+    return 0.0
+
+
+def _pick(candidates: dict[str, dict | float], metric: str, hib: bool, tol: float) -> tuple[str, str, dict]:
+    """(recommended, best on validation, finite validation figures): the cheapest candidate within ``tol`` of
+    the best validation figure; among equally cheap ones the better figure, then the name."""
+    vals = {k: _val(v, metric) for k, v in candidates.items()}
+    vals = {k: v for k, v in vals.items() if np.isfinite(v)}
+    if not vals:
+        raise ValueError(f"no candidate has a finite validation {metric}")
+    best_name = (max if hib else min)(sorted(vals), key=vals.__getitem__)
+    best = vals[best_name]
+    tied = [k for k, v in vals.items() if abs(v - best) <= tol]
+
+    def cost(k: str) -> tuple:
+        c = candidates[k].get("cost") if isinstance(candidates[k], dict) else None
+        return (c if c is not None else 0.0, simplicity(k), -vals[k] if hib else vals[k], k)
+
+    return min(tied, key=cost), best_name, vals
+
+
 def recommend(candidates: dict[str, dict | float], metric: str, higher_is_better: bool | None = None,
               tol: float = 0.0) -> str:
     """The name of the best candidate on validation.
@@ -291,37 +331,45 @@ def recommend(candidates: dict[str, dict | float], metric: str, higher_is_better
     Args:
         candidates: name -> ``{"val": value}`` or ``{"val": {metric: value, ...}}`` or the value itself; an
             optional ``"cost"`` breaks ties (lower wins) before :func:`simplicity` (reference < ``student_trees``
-            < network student) and the name. Candidates without a finite value are ignored.
+            < network student), then the better figure, then the name. Candidates without a finite value are
+            ignored.
         metric: the metric's name (e.g. ``accuracy``, ``rmse``).
         higher_is_better: default from :data:`cmkd.evaluate.HIGHER_IS_BETTER`.
         tol: values within ``tol`` of the best count as a tie.
     """
     hib = HIGHER_IS_BETTER.get(metric.split("/")[-1], True) if higher_is_better is None else higher_is_better
-    vals = {k: _val(v, metric) for k, v in candidates.items()}
-    vals = {k: v for k, v in vals.items() if np.isfinite(v)}
-    if not vals:
-        raise ValueError(f"no candidate has a finite validation {metric}")
-    best = max(vals.values()) if hib else min(vals.values())
-    tied = [k for k, v in vals.items() if abs(v - best) <= tol]
-
-    def cost(k: str) -> tuple:
-        c = candidates[k].get("cost") if isinstance(candidates[k], dict) else None
-        return (c if c is not None else 0.0, simplicity(k), k)
-
-    return min(tied, key=cost)
+    return _pick(candidates, metric, hib, tol)[0]
 
 
 def recommendation(candidates: dict[str, dict | float], metric: str, higher_is_better: bool | None = None,
-                   tol: float = 0.0) -> dict:
-    """:func:`recommend` with its reasons: ``{"model", "why", "val": {name: value}}``."""
-    name = recommend(candidates, metric, higher_is_better, tol)
-    vals = {k: _val(v, metric) for k, v in candidates.items()}
+                   tol: float = 0.0, n_val: int | None = None, tie_se: float = 0.0) -> dict:
+    """:func:`recommend` with its reasons: ``{"model", "why", "val": {name: value}, "best_on_val",
+    "tie_tolerance"}``.
+
+    With ``n_val`` (validation samples behind the figures) and ``tie_se`` > 0, candidates within ``tie_se``
+    standard errors (:func:`standard_error` of the best figure) of the best are tied too, and the cheapest of
+    them is recommended: a difference the validation set cannot resolve does not buy a costlier model (the
+    one-standard-error rule). The larger of ``tol`` and that tolerance applies.
+    """
     hib = HIGHER_IS_BETTER.get(metric.split("/")[-1], True) if higher_is_better is None else higher_is_better
+    best0 = _pick(candidates, metric, hib, 0.0)[1]
+    se = standard_error(metric, _val(candidates[best0], metric), n_val or 0) if tie_se > 0 else 0.0
+    tol = max(tol, tie_se * se)
+    name, best_name, vals = _pick(candidates, metric, hib, tol)
+    if vals[name] == vals[best_name]:
+        best_name = name
+    vals = {k: _val(v, metric) for k, v in candidates.items()}
     others = sorted((v, k) for k, v in vals.items() if k != name and np.isfinite(v))
     runner = (others[-1] if hib else others[0]) if others else None
-    why = f"best validation {metric} ({vals[name]:.4f}) of {len(vals)} candidates"
-    if runner is not None:
-        why += f"; next {runner[1]} ({runner[0]:.4f})"
-        if abs(runner[0] - vals[name]) <= tol:
-            why += ", a tie broken toward the cheaper model"
-    return {"model": name, "why": why, "val": vals}
+    if name == best_name:
+        why = f"best validation {metric} ({vals[name]:.4f}) of {len(vals)} candidates"
+        if runner is not None:
+            why += f"; next {runner[1]} ({runner[0]:.4f})"
+            if abs(runner[0] - vals[name]) <= tol:
+                why += ", a tie broken toward the cheaper model"
+    else:
+        how = (f"{tie_se:g} standard error(s) ({tol:.4f}, {n_val} validation samples)"
+               if se > 0 and tol == tie_se * se else f"{tol:.4f}")
+        why = (f"validation {metric} {vals[name]:.4f} is within {how} of the best, {best_name} "
+               f"({vals[best_name]:.4f}): the cheapest of the tied models; {len(vals)} candidates")
+    return {"model": name, "why": why, "val": vals, "best_on_val": best_name, "tie_tolerance": float(tol)}
