@@ -149,7 +149,8 @@ def test_run_writes_references_tree_student_and_the_recommended_student_onnx(tmp
     rec = saved["recommended"]
     assert rec["model"] in rec["val"] and {"student", "student_trees"} <= set(rec["val"])
     best = max(rec["val"].values())
-    assert rec["val"][rec["model"]] == best
+    assert rec["val"][rec["best_on_val"]] == best  # the recommended one is within the tie tolerance of it
+    assert best - rec["tie_tolerance"] <= rec["val"][rec["model"]] <= best
     dep = saved["deployed"]
     assert dep["onnx"] == "student.onnx"
     if dep["model"] != "student":
@@ -239,3 +240,26 @@ def test_run_deploys_a_histgradientboosting_reference(tmp_path, task):
                                                         abs=1e-5)
     assert (out / "student_net.onnx").is_file() and (out / "student.json").is_file()
     assert json.loads((out / "student.json").read_text())["model_type"] == "tree_ensemble"
+
+
+def test_a_refit_network_is_recommended_on_its_figure_before_the_refit(tmp_path):
+    """With student.refit the network trains on the validation samples too; the recommendation must not compare
+    that training figure with the references' out-of-sample ones."""
+    import json
+
+    from helpers import write_case
+
+    import cmkd
+
+    cfg = make_config(student="seq", teacher=["vec", "seq"], epochs=3)
+    cfg["student"]["refit"] = True
+    cfg["references"] = {"n_estimators": 5, "algorithms": ["extra_trees"]}
+    cfg["trees"] = {"n_estimators": 5}
+    cfg["export"]["enabled"] = False
+    m = cmkd.run(str(write_case(tmp_path, config=cfg)), tmp_path / "out", quiet=True)
+    hist = json.loads((tmp_path / "out" / "histories.json").read_text())
+    assert "student_refit" in hist
+    rec = m["recommended"]
+    role = "student_baseline" if m["distill"]["fallback"] else "student"
+    assert rec["val"]["student"] == pytest.approx(max(r["val_metric"] for r in hist[role]))
+    assert rec["student_val_from"].startswith("before the refit")

@@ -241,6 +241,17 @@ def give_teacher(st: RunState) -> None:
         st.teacher_handoff.put((teacher_outputs(st.cache), st.kd_mask))
 
 
+def _selection_val(st: RunState) -> dict[str, float] | None:
+    """With ``student.refit`` the deployed network has trained on the validation samples, so its validation
+    figure would be a training figure: the recommendation gets the figure it had before the refit instead (the
+    best epoch's, as the fallback compares; of the baseline when the fallback replaced the student). None
+    without a refit (the network is scored on validation as it is)."""
+    if not st.cfg.student.refit or "student" not in st.models:
+        return None
+    v = best_val(st.histories, "student_baseline" if (st.safe or {}).get("fallback") else "student", st.sign)
+    return {primary_metric(st.data): st.sign * v} if np.isfinite(v) else None
+
+
 def stage_students(st: RunState) -> None:
     """Baseline student (task loss only) and distilled student from the same initialisation; then dataset
     aggregation rounds and progressive distillation when configured. The classical fits get the teacher's
@@ -390,7 +401,7 @@ def stage_references(st: RunState) -> None:
             t0 = time.perf_counter()
             st.fitted = classical_finish(cfg, st.data, list(cfg.student.modalities), st.val, st.test, fits,
                                          st.models.get("student"), primary_metric(st.data), st.out, st.metrics,
-                                         st.metrics.get("references"), st.dev)
+                                         st.metrics.get("references"), st.dev, student_val=_selection_val(st))
         finish = time.perf_counter() - t0
         # the work (fits, tree-student export, its latency, the recommendation), and what it added to the run's
         # wall time (the wait for the background fits once the networks had trained + the rest)

@@ -210,10 +210,13 @@ class Background:
 
 def classical_finish(cfg: ExperimentConfig, data: MultimodalData, smods: list[str], val: np.ndarray,
                      test: np.ndarray, fits: ClassicalFits, student, metric: str, out: Path,  # noqa: ANN001
-                     metrics: dict, recipe_refs: dict | None = None, device: str = "cpu") -> dict:
+                     metrics: dict, recipe_refs: dict | None = None, device: str = "cpu",
+                     student_val: dict[str, float] | None = None) -> dict:
     """Fill ``metrics`` with the references, the tree student (exported to ``student_trees.onnx``, timed and
-    checked) and the recommendation (see the module docstring). Returns the fitted tree models by name
-    (``student_trees`` and the exportable references), for :func:`deploy_recommended`."""
+    checked) and the recommendation (see the module docstring). ``student_val``: the network's validation
+    figures to compare, where scoring ``student`` on ``val`` would not be out of sample (a refit on train +
+    val). Returns the fitted tree models by name (``student_trees`` and the exportable references), for
+    :func:`deploy_recommended`."""
     refs: dict[str, dict] = dict(recipe_refs or {})
     # a recipe's own entries keep their names and figures; a generic one of the same name gets ``_labels``
     rename = {k: (f"{k}_labels" if k in refs else k) for k in fits.refs}
@@ -223,7 +226,8 @@ def classical_finish(cfg: ExperimentConfig, data: MultimodalData, smods: list[st
         metrics["references"] = refs
     cands: dict[str, dict] = {}
     if "student" in metrics["models"] and student is not None:
-        cands["student"] = {"val": task_metrics(data, val, predict(student, data, val, device=device))}
+        cands["student"] = {"val": student_val if student_val is not None
+                            else task_metrics(data, val, predict(student, data, val, device=device))}
     ts = fits.trees
     if ts is not None:
         tc = cfg.trees
@@ -246,6 +250,8 @@ def classical_finish(cfg: ExperimentConfig, data: MultimodalData, smods: list[st
     if cands:
         metrics["recommended"] = recommendation(cands, metric, n_val=_n_scored(data, val, metric),
                                                 tie_se=cfg.references.tie_se)
+        if student_val is not None and "student" in cands:
+            metrics["recommended"]["student_val_from"] = "before the refit on train + validation (best epoch)"
     return fitted
 
 
