@@ -62,7 +62,8 @@ def one(recipe: str, seed: int) -> dict:
            "best_reference_test": best_test,
            "best_reference_test_value": refs[best_test][metric] if best_test else None,
            "best_reference_val": best_val, "best_reference_val_test": refs[best_val][metric] if best_val else None,
-           "tie_se": TIE_SE, "best_on_val": (m.get("recommended") or {}).get("best_on_val")}
+           "tie_se": TIE_SE, "best_on_val": (m.get("recommended") or {}).get("best_on_val"),
+           "val": (m.get("recommended") or {}).get("val")}  # every candidate's validation figure
     if rec_test is not None and best_test is not None:
         ref = refs[best_test][metric]
         out["gap"] = (100 * (rec_test - ref) if higher else 100 * (ref - rec_test) / ref)  # + = recommended better
@@ -88,7 +89,7 @@ def main() -> None:
             print(f"{recipe} seed {seed}: recommended {r['recommended']} {r['recommended_test']:.4f}, best reference "
                   f"{r['best_reference_test']} {r['best_reference_test_value']:.4f} ({r['seconds']} s)", flush=True)
     latest = {(r["recipe"], r["seed"]): r for r in read_runs(RUNS) if rule_holds(r)}  # the last valid record
-    runs = [r for k, r in latest.items() if k[0] in args.recipes and k[1] in args.seeds]
+    runs = [latest[(rcp, s)] for s in args.seeds for rcp in args.recipes if (rcp, s) in latest]
     save("recommended", {"runs": runs}, table(runs))
 
 

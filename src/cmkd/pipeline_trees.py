@@ -252,6 +252,7 @@ def classical_finish(cfg: ExperimentConfig, data: MultimodalData, smods: list[st
                                                 tie_se=cfg.references.tie_se)
         if student_val is not None and "student" in cands:
             metrics["recommended"]["student_val_from"] = "before the refit on train + validation (best epoch)"
+            metrics["recommended"]["why"] += "; the network's figure is from before its refit on train + validation"
     return fitted
 
 
