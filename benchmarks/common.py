@@ -14,22 +14,28 @@ from cmkd.io import atomic_write_text, dumps
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
-# the recommendation's tie rule of today's default runs (standard errors; cmkd.references.recommendation)
+# the recommendation's tie rule of today's default runs (standard errors; cmkd.references.recommendation; 0 =
+# the strictly best on validation)
 TIE_SE = ReferencesConfig().tie_se
 
 
-def rule_holds(record: dict, key: str = "recommended") -> bool:
+def rule_holds(record: dict, key: str = "recommended", best_key: str = "best_on_val") -> bool:
     """Whether a recorded run's recommendation (``record[key]``, a model name) is what today's rule gives.
 
-    True for a run recorded under today's ``tie_se``, and for a run of any rule whose recommendation is a
+    True for a run recorded under today's ``tie_se`` (a record without one was recorded under the strict rule,
+    ``tie_se`` 0); under the strict rule, also for a run of another rule whose strictly best candidate
+    (``record[best_key]``) is what it recommended; and under any rule for a strict run that recommended a
     reference: the tie rule only moves a choice toward a cheaper model, and among equally cheap (reference)
-    candidates to the better validation figure, so a reference that was strictly best stays recommended
-    (tests/test_references.py). A run that recommended a network or the tree student before has to run again.
+    candidates to the better validation figure, so a strictly best reference stays recommended
+    (tests/test_references.py). Any other run has to run again.
     """
-    if record.get("tie_se") == TIE_SE:
-        return True
+    tie = record.get("tie_se", 0.0)
     rec = record.get(key)
-    return isinstance(rec, str) and not rec.startswith("student")
+    if tie == TIE_SE:
+        return True
+    if TIE_SE == 0:
+        return rec is not None and record.get(best_key) == rec
+    return tie == 0 and isinstance(rec, str) and not rec.startswith("student")
 
 
 def ms(values: list[float], digits: int = 3) -> str:

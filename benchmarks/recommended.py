@@ -90,7 +90,24 @@ def main() -> None:
                   f"{r['best_reference_test']} {r['best_reference_test_value']:.4f} ({r['seconds']} s)", flush=True)
     latest = {(r["recipe"], r["seed"]): r for r in read_runs(RUNS) if rule_holds(r)}  # the last valid record
     runs = [latest[(rcp, s)] for s in args.seeds for rcp in args.recipes if (rcp, s) in latest]
-    save("recommended", {"runs": runs}, table(runs))
+    other = other_rule(read_runs(RUNS), runs)
+    save("recommended", {"runs": runs, "other_rule": other}, table(runs) + (f"\n{other}\n" if other else ""))
+
+
+def other_rule(records: list[dict], runs: list[dict]) -> str:
+    """Where a run recorded under another ``references.tie_se`` recommended something else than the table's."""
+    now = {(r["recipe"], r["seed"]): r for r in runs}
+    diff = {}
+    for r in records:
+        k = (r["recipe"], r["seed"])
+        if r.get("tie_se", 0.0) != TIE_SE and k in now and r["recommended"] != now[k]["recommended"]:
+            diff[(k, r["tie_se"])] = (f"{r['recipe']} (seed {r['seed']}) would take {r['recommended']} "
+                                      f"({r['recommended_test']:.4f} on test, against "
+                                      f"{now[k]['recommended_test']:.4f})")
+    if not diff:
+        return ""
+    return "Under another tie rule (`references.tie_se`, runs recorded with it): " + "; ".join(
+        f"tie_se {t:g}: {v}" for (_, t), v in diff.items()) + "."
 
 
 def summary(runs: list[dict]) -> str:
@@ -112,8 +129,9 @@ def summary(runs: list[dict]) -> str:
     tag = {True: "SYNTHETIC", False: "real"}
     out = []
     if refs:
-        out.append("Where a classical model is better on validation, or within one standard error of the best "
-                   "validation figure (then the cheaper model is preferred), the run recommends it: " + "; ".join(
+        out.append("Where a classical model is better on validation"
+                   + (f", or within {TIE_SE:g} standard error(s) of the best validation figure (then the cheaper "
+                      "model is preferred)" if TIE_SE else "") + ", the run recommends it: " + "; ".join(
             f"{r['recipe']} ({tag[bool(r['synthetic'])]}) {r['recommended']} {val(r, 'recommended_test')} against "
             f"{val(r, 'student_test')} for the network student" for r in refs)
             + " (`student.onnx` then holds that model"
