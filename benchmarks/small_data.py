@@ -169,6 +169,7 @@ def one(case: str, n: int, seed: int, variant: str) -> dict:
     out["recommended"] = rec
     out["recommended_test"] = (m["models"]["student"]["metrics"][metric] if rec == "student" else out.get(rec))
     out["tie_se"] = TIE_SE
+    out["best_on_val"] = (m.get("recommended") or {}).get("best_on_val")  # the strict rule's choice
     return out
 
 
