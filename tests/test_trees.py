@@ -263,3 +263,40 @@ def test_a_refit_network_is_recommended_on_its_figure_before_the_refit(tmp_path)
     role = "student_baseline" if m["distill"]["fallback"] else "student"
     assert rec["val"]["student"] == pytest.approx(max(r["val_metric"] for r in hist[role]))
     assert rec["student_val_from"].startswith("before the refit")
+
+
+def test_fit_memo_shares_only_identical_fits():
+    from cmkd.trees import FitMemo, forest
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(80, 5)).astype(np.float32), rng.normal(size=80).astype(np.float32)
+    memo = FitMemo()
+    a = memo.fit(forest("extra_trees", False, 5, 0, 1, 5), x, y)
+    # the same forest on the same data (y as float64, another thread count): the first fit, and what a fit gives
+    b = memo.fit(forest("extra_trees", False, 5, 0, 2, 5), x, y.astype(np.float64))
+    assert b is a and memo.hits == 1
+    fresh = forest("extra_trees", False, 5, 0, 1, 5).fit(x, y)
+    assert np.array_equal(fresh.predict(x), a.predict(x))
+    # another seed, other targets, another algorithm: fitted anew
+    assert memo.fit(forest("extra_trees", False, 5, 1, 1, 5), x, y) is not a
+    assert memo.fit(forest("extra_trees", False, 5, 0, 1, 5), x, y + 1) is not a
+    assert memo.fit(forest("random_forest", False, 5, 0, 1, 5), x, y) is not a
+    assert memo.hits == 1
+
+
+def test_a_fully_labelled_regression_run_fits_the_tree_student_once(tmp_path):
+    """Every training sample labelled: the tree student (ExtraTrees on the labels) is the extra_trees reference,
+    fitted once, with the same figures."""
+    from helpers import write_case
+
+    import cmkd
+
+    cfg = make_config(task="regression", student="seq", teacher=["vec", "seq"], epochs=1)
+    cfg["references"] = {"n_estimators": 5, "algorithms": ["extra_trees"]}
+    cfg["trees"] = {"n_estimators": 5}
+    cfg["export"]["enabled"] = False
+    m = cmkd.run(str(write_case(tmp_path, config=cfg, task="regression")), tmp_path / "out", quiet=True)
+    st = m["models"]["student_trees"]
+    assert st["shared_fits"] == 1
+    assert st["metrics"]["rmse"] == m["references"]["extra_trees"]["rmse"]
+    assert m["export_trees"]["max_abs_diff"] <= 1e-5

@@ -39,7 +39,7 @@ from .edge import write_card
 from .evaluate import predict, task_metrics
 from .references import recommendation, references
 from .runtime import read_card, sidecar_path
-from .trees import TreeStudent, ensemble_onnx, export_tree_student, save_onnx
+from .trees import FitMemo, TreeStudent, ensemble_onnx, export_tree_student, save_onnx
 
 EXPORTABLE_REFS = ("random_forest", "extra_trees", "hist_gradient_boosting")
 
@@ -59,6 +59,7 @@ class ClassicalFits:
     trees: TreeStudent | None = None
     trees_export: dict = field(default_factory=dict)  # student_trees.onnx written and checked, not yet timed
     trees_metrics: dict = field(default_factory=dict)  # its scikit-learn figures: {"val": ..., "test": ...}
+    shared_fits: int = 0  # forests fitted once for two models (FitMemo)
     seconds: float = 0.0
 
 
@@ -127,13 +128,14 @@ def classical_fits(cfg: ExperimentConfig, data: MultimodalData, smods: list[str]
     r = cfg.references
     threads = threads or Threads(cfg.threads)
     fitted: dict = {}
+    memo = FitMemo()  # the tree student on labels only is the extra_trees reference: fitted once
     with threadpool_limits(limits=cfg.threads, user_api="openmp"):
         def refs(kinds: tuple[str, ...], outputs: dict | None, mask: np.ndarray | None) -> None:
             fits.refs.update(references(
                 data, smods, train, train_all, val, test, outputs, mask, seed=cfg.seed, n_estimators=r.n_estimators,
                 max_fit_samples=r.max_fit_samples, n_jobs=threads, text_vocab=cfg.data.text_vocab,
                 algorithms=tuple(r.algorithms), models=fitted, self_training=tuple(r.self_training), stop=stop,
-                kinds=kinds))
+                kinds=kinds, memo=memo))
 
         if r.enabled:
             refs(("labels", "self_training"), None, None)
@@ -149,7 +151,8 @@ def classical_fits(cfg: ExperimentConfig, data: MultimodalData, smods: list[str]
                 fits.trees = TreeStudent(smods, algorithm=tc.algorithm, n_estimators=tc.n_estimators,
                                          min_samples_leaf=tc.min_samples_leaf, max_samples=tc.max_samples,
                                          label_weight=tc.label_weight, seed=cfg.seed, n_jobs=threads(),
-                                         text_vocab=cfg.data.text_vocab).fit(data, train_all, outputs, mask, val)
+                                         text_vocab=cfg.data.text_vocab).fit(data, train_all, outputs, mask, val,
+                                                                             memo=memo)
                 fits.trees_metrics = {"val": task_metrics(data, val, fits.trees.predict(data, val)),
                                       "test": task_metrics(data, test, fits.trees.predict(data, test))}
                 # written and checked here; timed by classical_finish, once nothing runs beside
@@ -160,6 +163,7 @@ def classical_fits(cfg: ExperimentConfig, data: MultimodalData, smods: list[str]
     fits.fitted = {k: m for k, m in fitted.items() if m.algorithm in EXPORTABLE_REFS
                    and all(e is not None for ms in m.models.values() for e in ms)}  # every output fitted
     fits.seconds = time.perf_counter() - t0
+    fits.shared_fits = memo.hits
     return fits
 
 
@@ -240,7 +244,7 @@ def classical_finish(cfg: ExperimentConfig, data: MultimodalData, smods: list[st
             "metrics": fits.trees_metrics["test"], "val_metrics": val_m,
             "latency_ms": ex["onnx_latency_ms"], "latency_from": "onnx", "n_test": int(len(test)),
             "cost": float(sum(cfg.data.modalities[m].cost for m in smods)), "scored_on": "test",
-            "algorithm": tc.algorithm, "n_fit": ts.n_fit_}
+            "algorithm": tc.algorithm, "n_fit": ts.n_fit_, "shared_fits": fits.shared_fits}
         metrics["export_trees"] = ex
         cands["student_trees"] = {"val": val_m}
         fitted["student_trees"] = ts

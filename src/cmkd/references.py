@@ -30,7 +30,7 @@ import numpy as np
 
 from .data import UNLABELLED, MultimodalData
 from .evaluate import HIGHER_IS_BETTER, task_metrics
-from .trees import LOG_EPS, flat_features, forest, soft_targets
+from .trees import LOG_EPS, FitMemo, flat_features, forest, soft_targets
 
 ALGORITHMS = ("random_forest", "extra_trees", "hist_gradient_boosting")
 KINDS = ("labels", "teacher_labels", "self_training")  # what a reference is trained on (``trained_on``)
@@ -42,9 +42,10 @@ class _Model:
     """One fitted estimator per target, predicting in :func:`cmkd.evaluate.predict`'s format."""
 
     def __init__(self, algorithm: str, data: MultimodalData, seed: int, n_estimators: int,
-                 n_jobs: int | Callable[[], int] | None) -> None:
+                 n_jobs: int | Callable[[], int] | None, memo: FitMemo | None = None) -> None:
         self.algorithm, self.data, self.seed, self.n_estimators, self.n_jobs = (algorithm, data, seed,
                                                                                 n_estimators, n_jobs)
+        self.memo = memo
         self.models: dict[str, list] = {}
 
     def _jobs(self) -> int | None:  # a callable is read when a fit starts (the thread budget may have grown)
@@ -100,7 +101,9 @@ class _Model:
                     ok = ~np.isnan(y).any(axis=1)
                     if ok.sum() >= 2:
                         yy = y[ok, 0] if y.shape[1] == 1 else y[ok]
-                        self.models[t] = [self._est(False, x.shape[1], i).fit(x[ok], yy)]
+                        est = self._est(False, x.shape[1], i)
+                        self.models[t] = [self.memo.fit(est, x[ok], yy) if self.memo is not None
+                                          else est.fit(x[ok], yy)]
         return self
 
     def _predict(self, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -182,7 +185,7 @@ def references(data: MultimodalData, student_modalities: list[str], train_labell
                n_estimators: int = 100, max_fit_samples: int = 20000, n_jobs: int | Callable[[], int] | None = 1,
                text_vocab: int = 4096, algorithms: tuple[str, ...] = ALGORITHMS, models: dict | None = None,
                self_training: tuple[str, ...] = ALGORITHMS, stop: threading.Event | None = None,
-               kinds: tuple[str, ...] = KINDS) -> dict[str, dict]:
+               kinds: tuple[str, ...] = KINDS, memo: FitMemo | None = None) -> dict[str, dict]:
     """Classical references on the student's modalities (see the module docstring).
 
     Args:
@@ -207,6 +210,8 @@ def references(data: MultimodalData, student_modalities: list[str], train_labell
         stop: once set, no further fit starts (what was fitted is returned).
         kinds: which of :data:`KINDS` to fit (``labels`` and ``self_training`` need no teacher: they can start
             while it trains).
+        memo: shares forests fitted on identical rows and targets (:class:`cmkd.trees.FitMemo`), e.g. with the
+            tree student.
 
     Returns:
         name -> test metrics, plus ``val`` (validation metrics), ``algorithm``, ``trained_on`` (``labels``,
@@ -253,13 +258,13 @@ def references(data: MultimodalData, student_modalities: list[str], train_labell
         base = None
         if "labels" in kinds or selftrain:
             t0 = time.perf_counter()
-            base = _Model(algo, data, seed, n_estimators, n_jobs).fit(x_lab, _labels(data, lab))
+            base = _Model(algo, data, seed, n_estimators, n_jobs, memo).fit(x_lab, _labels(data, lab))
             if "labels" in kinds:
                 score(algo, algo, "labels", base, len(lab), t0)
         if t_idx is not None and len(t_idx) and not stopped():
             t0 = time.perf_counter()
             ys = _teacher_labels(data, t_idx, teacher, teacher_mask)
-            m = _Model(algo, data, seed, n_estimators, n_jobs).fit(x_of(t_idx), ys)
+            m = _Model(algo, data, seed, n_estimators, n_jobs, memo).fit(x_of(t_idx), ys)
             score(f"{algo}_teacher_labels", algo, "teacher_labels", m, len(t_idx), t0)
         if not selftrain or base is None or not base.models or stopped():
             continue
@@ -268,7 +273,8 @@ def references(data: MultimodalData, student_modalities: list[str], train_labell
         own = base.predict(x_of(unl_cap))
         pseudo = _pseudo(data, unl_cap, own)
         ys = {t: np.concatenate([y, pseudo[t]]) for t, y in _labels(data, lab).items()}
-        m = _Model(algo, data, seed + 1, n_estimators, n_jobs).fit(np.concatenate([x_lab, x_of(unl_cap)]), ys)
+        m = _Model(algo, data, seed + 1, n_estimators, n_jobs, memo).fit(np.concatenate([x_lab, x_of(unl_cap)]),
+                                                                      ys)
         score(f"{algo}_self_training", algo, "self_training", m, len(both), t0)
     return out
 

@@ -24,6 +24,7 @@ target, a constant per output column: the tree student's RMSE on the validation 
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,6 +140,39 @@ def soft_targets(data: MultimodalData, target: str, idx: np.ndarray, teacher: di
     return np.flatnonzero(keep), out[keep]
 
 
+def _digest(a: np.ndarray) -> tuple:
+    a = np.ascontiguousarray(a)
+    return a.shape, a.dtype.str, hashlib.blake2b(a.tobytes(), digest_size=16).hexdigest()
+
+
+class FitMemo:
+    """Fitted forests by estimator class, parameters (``n_jobs`` aside) and the exact training arrays.
+
+    A run's classical stage may fit the same forest twice: with every training sample labelled (and
+    ``trees.label_weight`` 1) the tree student's regression targets are the labels, so its ExtraTrees is the
+    ``extra_trees`` reference, same seed, same rows. :meth:`fit` returns the first fit then (a forest is
+    deterministic given ``random_state``, whatever its thread count); ``hits`` counts the fits saved."""
+
+    def __init__(self) -> None:
+        self._fits: dict[tuple, object] = {}
+        self.hits = 0
+
+    def fit(self, est, x: np.ndarray, y: np.ndarray):  # noqa: ANN001, ANN201 - a scikit-learn estimator
+        params = sorted((k, repr(v)) for k, v in est.get_params().items() if k != "n_jobs")
+        # as the forests see them: X in float32, y in float64 (scikit-learn's tree DTYPE and DOUBLE)
+        key = (type(est).__name__, tuple(params), _digest(np.asarray(x, np.float32)),
+               _digest(np.asarray(y, np.float64)))
+        if key in self._fits:
+            self.hits += 1
+            return self._fits[key]
+        self._fits[key] = est.fit(x, y)
+        return self._fits[key]
+
+
+def _fit(est, x: np.ndarray, y: np.ndarray, memo: FitMemo | None):  # noqa: ANN001, ANN202
+    return memo.fit(est, x, y) if memo is not None else est.fit(x, y)
+
+
 @dataclass
 class TreeStudent:
     """A tree-ensemble student distilled from the teacher's soft targets (see the module docstring).
@@ -169,7 +203,8 @@ class TreeStudent:
     n_fit_: dict = field(default_factory=dict)
 
     def fit(self, data: MultimodalData, train_idx: np.ndarray, teacher: dict[str, np.ndarray] | None = None,
-            teacher_mask: np.ndarray | None = None, val_idx: np.ndarray | None = None) -> TreeStudent:
+            teacher_mask: np.ndarray | None = None, val_idx: np.ndarray | None = None,
+            memo: FitMemo | None = None) -> TreeStudent:
         """Fit one forest per target on the training samples ``train_idx`` (labelled and unlabelled).
 
         Args:
@@ -178,6 +213,7 @@ class TreeStudent:
             teacher: full-length teacher outputs, ``<target>/logits`` or ``<target>/value`` (None: labels only).
             teacher_mask: (N,) bool, where the teacher's outputs apply (None: everywhere).
             val_idx: validation samples; each regression output's RMSE there becomes its ``<target>_std``.
+            memo: shares a forest fitted already on the same rows and targets (:class:`FitMemo`).
         """
         self.kinds = {m: data.kinds[m] for m in self.modalities}
         self.shapes = {m: tuple(data.inputs[m].shape[1:]) for m in self.modalities}
@@ -191,7 +227,7 @@ class TreeStudent:
                                 "teacher prediction; it needs at least 2")
             model = forest(self.algorithm, False, self.n_estimators, self.seed + i, self.n_jobs, x_all.shape[1],
                            self.min_samples_leaf, self.max_samples)
-            self.models_[t] = model.fit(x_all[rows], y[:, 0] if y.shape[1] == 1 else y)
+            self.models_[t] = _fit(model, x_all[rows], y[:, 0] if y.shape[1] == 1 else y, memo)
             self.n_fit_[t] = int(len(rows))
         self.std_ = {}
         for t, kind in data.target_kinds.items():
