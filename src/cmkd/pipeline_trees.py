@@ -252,21 +252,12 @@ def classical_finish(cfg: ExperimentConfig, data: MultimodalData, smods: list[st
         if isinstance(v, dict) and isinstance(v.get("val"), dict) and v["val"]:
             cands[k] = {"val": v["val"]}
     if cands:
-        metrics["recommended"] = recommendation(cands, metric, n_val=_n_scored(data, val, metric),
+        metrics["recommended"] = recommendation(cands, metric, n_val=len(data.labelled(val)),
                                                 tie_se=cfg.references.tie_se)
         if student_val is not None and "student" in cands:
             metrics["recommended"]["student_val_from"] = "before the refit on train + validation (best epoch)"
             metrics["recommended"]["why"] += "; the network's figure is from before its refit on train + validation"
     return fitted
-
-
-def _n_scored(data: MultimodalData, idx: np.ndarray, metric: str) -> int:
-    """How many of samples ``idx`` carry a label of the target that ``metric`` (``[<target>/]<name>``) scores."""
-    t = metric.split("/")[0] if "/" in metric else next(iter(data.target_kinds))
-    y = data.targets[t][idx]
-    if data.target_kinds[t] == "classification":
-        return int((y >= 0).sum())
-    return int((~np.isnan(y.reshape(len(y), -1))).any(axis=1).sum())
 
 
 def _latency(path: Path, smods: list[str], data: MultimodalData, idx: np.ndarray, runs: int) -> float:

@@ -30,7 +30,7 @@ import numpy as np
 
 from .data import UNLABELLED, MultimodalData
 from .evaluate import HIGHER_IS_BETTER, task_metrics
-from .trees import LOG_EPS, FitMemo, flat_features, forest, soft_targets
+from .trees import LOG_EPS, FitMemo, fit_once, flat_features, forest, soft_targets
 
 ALGORITHMS = ("random_forest", "extra_trees", "hist_gradient_boosting")
 KINDS = ("labels", "teacher_labels", "self_training")  # what a reference is trained on (``trained_on``)
@@ -101,9 +101,7 @@ class _Model:
                     ok = ~np.isnan(y).any(axis=1)
                     if ok.sum() >= 2:
                         yy = y[ok, 0] if y.shape[1] == 1 else y[ok]
-                        est = self._est(False, x.shape[1], i)
-                        self.models[t] = [self.memo.fit(est, x[ok], yy) if self.memo is not None
-                                          else est.fit(x[ok], yy)]
+                        self.models[t] = [fit_once(self._est(False, x.shape[1], i), x[ok], yy, self.memo)]
         return self
 
     def _predict(self, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -312,22 +310,24 @@ def standard_error(metric: str, value: float, n: int) -> float:
     return 0.0
 
 
-def _pick(candidates: dict[str, dict | float], metric: str, hib: bool, tol: float) -> tuple[str, str, dict]:
-    """(recommended, best on validation, finite validation figures): the cheapest candidate within ``tol`` of
-    the best validation figure; among equally cheap ones the better figure, then the name."""
-    vals = {k: _val(v, metric) for k, v in candidates.items()}
-    vals = {k: v for k, v in vals.items() if np.isfinite(v)}
-    if not vals:
-        raise ValueError(f"no candidate has a finite validation {metric}")
-    best_name = (max if hib else min)(sorted(vals), key=vals.__getitem__)
-    best = vals[best_name]
-    tied = [k for k, v in vals.items() if abs(v - best) <= tol]
+def _pick(vals: dict[str, float], candidates: dict[str, dict | float], hib: bool, tol: float) -> str:
+    """The cheapest of the candidates within ``tol`` of the best of ``vals`` (finite validation figures); among
+    equally cheap ones the better figure, then the name."""
+    best = max(vals.values()) if hib else min(vals.values())
 
     def cost(k: str) -> tuple:
         c = candidates[k].get("cost") if isinstance(candidates[k], dict) else None
         return (c if c is not None else 0.0, simplicity(k), -vals[k] if hib else vals[k], k)
 
-    return min(tied, key=cost), best_name, vals
+    return min((k for k, v in vals.items() if abs(v - best) <= tol), key=cost)
+
+
+def _finite(candidates: dict[str, dict | float], metric: str) -> dict[str, float]:
+    vals = {k: _val(v, metric) for k, v in candidates.items()}
+    vals = {k: v for k, v in vals.items() if np.isfinite(v)}
+    if not vals:
+        raise ValueError(f"no candidate has a finite validation {metric}")
+    return vals
 
 
 def recommend(candidates: dict[str, dict | float], metric: str, higher_is_better: bool | None = None,
@@ -344,7 +344,7 @@ def recommend(candidates: dict[str, dict | float], metric: str, higher_is_better
         tol: values within ``tol`` of the best count as a tie.
     """
     hib = HIGHER_IS_BETTER.get(metric.split("/")[-1], True) if higher_is_better is None else higher_is_better
-    return _pick(candidates, metric, hib, tol)[0]
+    return _pick(_finite(candidates, metric), candidates, hib, tol)
 
 
 def recommendation(candidates: dict[str, dict | float], metric: str, higher_is_better: bool | None = None,
@@ -358,11 +358,12 @@ def recommendation(candidates: dict[str, dict | float], metric: str, higher_is_b
     one-standard-error rule). The larger of ``tol`` and that tolerance applies.
     """
     hib = HIGHER_IS_BETTER.get(metric.split("/")[-1], True) if higher_is_better is None else higher_is_better
-    best0 = _pick(candidates, metric, hib, 0.0)[1]
-    se = standard_error(metric, _val(candidates[best0], metric), n_val or 0) if tie_se > 0 else 0.0
+    finite = _finite(candidates, metric)
+    best_name = _pick(finite, candidates, hib, 0.0)  # the strictly best (an exact tie: the cheaper)
+    se = standard_error(metric, finite[best_name], n_val or 0) if tie_se > 0 else 0.0
     tol = max(tol, tie_se * se)
-    name, best_name, vals = _pick(candidates, metric, hib, tol)
-    if vals[name] == vals[best_name]:
+    name = _pick(finite, candidates, hib, tol)
+    if finite[name] == finite[best_name]:
         best_name = name
     vals = {k: _val(v, metric) for k, v in candidates.items()}
     others = sorted((v, k) for k, v in vals.items() if k != name and np.isfinite(v))

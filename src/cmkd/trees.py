@@ -169,7 +169,8 @@ class FitMemo:
         return self._fits[key]
 
 
-def _fit(est, x: np.ndarray, y: np.ndarray, memo: FitMemo | None):  # noqa: ANN001, ANN202
+def fit_once(est, x: np.ndarray, y: np.ndarray, memo: FitMemo | None):  # noqa: ANN001, ANN201
+    """``est.fit(x, y)``, or through ``memo`` (:class:`FitMemo`) when one is given."""
     return memo.fit(est, x, y) if memo is not None else est.fit(x, y)
 
 
@@ -227,7 +228,7 @@ class TreeStudent:
                                 "teacher prediction; it needs at least 2")
             model = forest(self.algorithm, False, self.n_estimators, self.seed + i, self.n_jobs, x_all.shape[1],
                            self.min_samples_leaf, self.max_samples)
-            self.models_[t] = _fit(model, x_all[rows], y[:, 0] if y.shape[1] == 1 else y, memo)
+            self.models_[t] = fit_once(model, x_all[rows], y[:, 0] if y.shape[1] == 1 else y, memo)
             self.n_fit_[t] = int(len(rows))
         self.std_ = {}
         for t, kind in data.target_kinds.items():
