@@ -135,8 +135,10 @@ def table(runs: list[dict]) -> str:
         late = [k for k in recipes if (k, "background") in by and get_recipe(k).aggregate is not None]
         if late:
             lines += ["", "In " + ", ".join(late) + " the fits wait for the recipe's dataset-aggregation rounds, "
-                      "which add labelled training samples, and so run after the networks, in sequence (the "
-                      "\"waited s\" column), with every core of the machine (the networks have trained). "
+                      "which add labelled training samples: they start once the last round's samples are in "
+                      "(`aggregate_rounds` announces how many rounds there are), beside that round's retraining, "
+                      "and what is left of them when the networks have trained runs with every core of the "
+                      "machine while the run waits (the \"waited s\" column). "
                       "Elsewhere the run waits a few seconds at most; what remains of the "
                       "overhead is the background thread slowing the networks' training on the shared cores (most "
                       "on short runs: airquality's networks train in about 15 s)."]

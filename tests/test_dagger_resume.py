@@ -91,3 +91,59 @@ def test_tiny_recipe_is_listed_and_checks_its_options() -> None:
             pipeline.resolve(NAME, ["options.nn=3"], quick=True)
     finally:
         mp.undo()
+
+
+def _run_tiny(tmp: Path, rounds: int | None, aggregate=_aggregate) -> tuple[dict, list[str]]:  # noqa: ANN001
+    """The tiny recipe run ``--quick`` with ``aggregate_rounds`` announcing ``rounds`` (None: no hook); returns
+    its metrics and the order in which the students' trainings and the classical fits' start happened."""
+    import dataclasses
+
+    recipe = dataclasses.replace(TINY, aggregate=aggregate,
+                                 aggregate_rounds=None if rounds is None else (lambda config: rounds))
+    mp = pytest.MonkeyPatch()
+    mp.setitem(REGISTRY, NAME, recipe)
+    order: list[str] = []
+    real_fit, real_start = pipeline.fit, pipeline.start_classical
+
+    def fit(*args, **kw):  # noqa: ANN002, ANN003, ANN202
+        order.append(f"fit {kw.get('desc')}")
+        return real_fit(*args, **kw)
+
+    def start(st):  # noqa: ANN001, ANN202
+        if st.classical is None:
+            order.append(f"classical after {len(st.aggregated)} rounds")
+        return real_start(st)
+
+    mp.setattr(pipeline, "fit", fit)
+    mp.setattr(pipeline, "start_classical", start)
+    try:
+        metrics = pipeline.run(NAME, tmp, quick=True, quiet=True, overrides=["export.enabled=false"])
+    finally:
+        mp.undo()
+    return metrics, order
+
+
+def test_announced_rounds_start_the_classical_fits_beside_the_last_retraining(tmp_path: Path) -> None:
+    """With ``aggregate_rounds`` the fits start once the last round's samples are in, before that round's
+    retraining (microgrid: the stage ran after the networks, +34% on a default run); the figures are the
+    same as when they start after the rounds."""
+    late, late_order = _run_tiny(tmp_path / "late", None)
+    early, early_order = _run_tiny(tmp_path / "early", 2)
+    assert late_order.index("classical after 2 rounds") > max(i for i, o in enumerate(late_order) if o == "fit student")
+    k = early_order.index("classical after 2 rounds")
+    assert early_order[k + 1] == "fit student" and early_order.count("fit student") == 3
+    assert early["data"]["n_train_aggregated"] == late["data"]["n_train_aggregated"] == [30, 30]
+    def figures(m: dict) -> dict:  # what each reference scored (not its fit seconds)
+        return {k: {f: v for f, v in r.items() if f != "fit_s"} for k, r in m["references"].items()}
+
+    assert early["references"] and figures(early) == figures(late)
+    assert early["models"]["student_trees"]["metrics"] == late["models"]["student_trees"]["metrics"]
+    assert early["recommended"]["val"] == late["recommended"]["val"]
+
+
+def test_a_round_the_recipe_did_not_announce_is_an_error(tmp_path: Path) -> None:
+    from cmkd.errors import CmkdError
+
+    with pytest.raises(CmkdError, match=r"aggregate\(\) returned samples for round 1, but aggregate_rounds\(\) "
+                                         r"said 1"):
+        _run_tiny(tmp_path / "bad", 1)

@@ -26,7 +26,14 @@ from cmkd.recipes.microgrid.control import (
     store_surplus,
 )
 from cmkd.recipes.microgrid.oracle import solve
-from cmkd.recipes.microgrid.recipe import aggregate, build, dagger_window, default_config, feasible_progress
+from cmkd.recipes.microgrid.recipe import (
+    aggregate,
+    aggregate_rounds,
+    build,
+    dagger_window,
+    default_config,
+    feasible_progress,
+)
 from cmkd.recipes.microgrid.scene import DT_H, PLANT, State, Weather, pump_audio, step, weather
 
 SCHEMA = Path(__file__).resolve().parents[2] / "shared" / "metrics.schema.json"
@@ -213,6 +220,10 @@ def test_dagger_labels_the_states_the_policy_visits_with_the_oracles_actions() -
     cfg = default_config(quick=True)
     assert aggregate(cfg, nn.Linear(1, 1), 0) is None
     assert default_config()["options"]["dagger_rounds"] >= 1
+    # the rounds it announces (the classical fits start beside the last one's retraining): as many as it runs
+    assert aggregate_rounds(cfg) == 0 and aggregate_rounds(default_config()) == default_config()["options"][
+        "dagger_rounds"]
+    assert aggregate_rounds({**cfg, "options": {**cfg["options"], "dagger_rounds": 3}}) == 3
 
 
 @pytest.fixture(scope="module")

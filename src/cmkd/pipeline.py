@@ -134,8 +134,8 @@ def _targets(st: RunState, teacher: torch.nn.Module, mods: list[str]) -> tuple[d
 def stage_teachers(st: RunState) -> None:
     """The teacher on its own modalities with the task loss (with ``teachers:``, an ensemble of members) and its
     outputs on every sample, which the students learn from. The classical fits start beside it (unless a
-    recipe's aggregation rounds will add training samples: then after them)."""
-    if st.recipe is None or st.recipe.aggregate is None:
+    recipe's aggregation rounds will add training samples: then beside the last round's retraining)."""
+    if _data_final(st):
         start_classical(st)
     st.teacher, members = train_teachers(st.cfg, st.data, st.train, st.val, st.stats, st.histories,
                                          ck_dir=st.ck_dir, resume=st.resume, quiet=st.quiet, device=st.dev)
@@ -198,6 +198,18 @@ def _aggregate(st: RunState, extra: dict) -> None:
     st.aggregated.append(m_new)
 
 
+def _aggregate_rounds(st: RunState) -> int | None:
+    """How many aggregation rounds the recipe announces (its ``aggregate_rounds`` hook), None when it does not."""
+    if st.recipe is None or st.recipe.aggregate is None or st.recipe.aggregate_rounds is None:
+        return None
+    return int(st.recipe.aggregate_rounds(st.cfg.model_dump(mode="json")))
+
+
+def _data_final(st: RunState) -> bool:
+    """Are the training data final before the students train (no aggregation round will add samples)?"""
+    return st.recipe is None or st.recipe.aggregate is None or _aggregate_rounds(st) == 0
+
+
 def start_classical(st: RunState) -> None:
     """Start the classical fits (references, tree student: :func:`cmkd.pipeline_trees.classical_fits`) once the
     training data are final: in a background thread (``references.background``) beside the teacher and the
@@ -255,10 +267,11 @@ def _selection_val(st: RunState) -> dict[str, float] | None:
 def stage_students(st: RunState) -> None:
     """Baseline student (task loss only) and distilled student from the same initialisation; then dataset
     aggregation rounds and progressive distillation when configured. The classical fits get the teacher's
-    outputs once they and the training data are final (before the students, or after the aggregation rounds,
-    which add samples)."""
+    outputs once they and the training data are final (before the students; with aggregation rounds, which add
+    samples, once the last round's are in: beside its retraining when the recipe announces its rounds, else after
+    it)."""
     smods = list(st.cfg.student.modalities)
-    if st.recipe is None or st.recipe.aggregate is None:
+    if _data_final(st):
         give_teacher(st)
     for role in ("student_baseline", "student"):
         train_student(st, role, smods, role == "student" and st.distil, st.teacher, st.cache, st.kd_mask)
@@ -272,11 +285,17 @@ def stage_students(st: RunState) -> None:
     # dataset aggregation (e.g. DAgger, Ross et al. 2011): the recipe's ``aggregate`` hook returns extra training
     # samples labelled at the states its trained student visits (None: no more rounds); the distilled student is
     # retrained on the union. Validation and test keep their indices; the baseline keeps the original data.
+    rounds = _aggregate_rounds(st)
     while st.recipe is not None and st.recipe.aggregate is not None:
         extra = st.recipe.aggregate(st.cfg.model_dump(mode="json"), st.models["student"], len(st.aggregated))
         if not extra:
             break
+        if st.classical is not None:  # started as the data were final: a round the recipe did not announce
+            raise CmkdError(f"recipe {st.cfg.recipe}: aggregate() returned samples for round {len(st.aggregated)}, "
+                            f"but aggregate_rounds() said {rounds}")
         _aggregate(st, extra)
+        if rounds is not None and len(st.aggregated) >= rounds:  # the training data are final: fit beside
+            start_classical(st)                                  # the last retraining
         train_student(st, "student", smods, st.distil, st.teacher, st.cache, st.kd_mask,
                       tag=f"_round{len(st.aggregated)}")
     start_classical(st)

@@ -7,6 +7,9 @@ each) and imported on first use. The pipeline calls the optional hooks through t
 - ``references(data, modalities, seed) -> {name: metrics}``: classical reference models on the test split;
 - ``aggregate(config, student, round) -> arrays | None``: extra training samples labelled where the trained
   student goes (dataset aggregation, e.g. DAgger); None when there are no more rounds;
+- ``aggregate_rounds(config) -> int``: with ``aggregate``, how many rounds it will return samples for: the
+  training data are then final once the last round's samples are in, and the classical fits start beside that
+  round's retraining instead of after it;
 - ``analyse(ctx) -> {"metrics": {...}, "html": [...]}``: the recipe's domain outputs after evaluation;
 - ``cli() -> typer.Typer``: the recipe's own subcommands, mounted as ``cmkd <name> ...``.
 """
@@ -40,6 +43,7 @@ class Recipe:
             (``load`` checks what it reads).
         references: optional hook, classical reference models.
         aggregate: optional hook, dataset aggregation rounds.
+        aggregate_rounds: optional hook with ``aggregate``, its number of rounds (read from the config).
         analyse: optional hook, domain outputs.
         cli: optional hook, a factory of the recipe's own typer subcommands.
     """
@@ -52,6 +56,7 @@ class Recipe:
     options: type[BaseModel] | None = None
     references: Callable[..., dict] | None = None
     aggregate: Callable[..., dict | None] | None = None
+    aggregate_rounds: Callable[[dict], int] | None = None
     analyse: Callable[[dict], dict] | None = None
     cli: Callable[[], Any] | None = None
 

@@ -274,6 +274,12 @@ def deployed_controller(policy: Policy, w: Weather, options: dict) -> Policy:
     return store_surplus(policy, w) if options["store_surplus"] else policy
 
 
+def aggregate_rounds(config: dict) -> int:
+    """How many DAgger rounds :func:`aggregate` will return samples for (``options.dagger_rounds``): the training
+    data are final once the last round's samples are in, so the classical fits run beside its retraining."""
+    return int(_opts(config, False)["dagger_rounds"])
+
+
 def aggregate(config: dict, student: torch.nn.Module, round_: int, quick: bool = False
               ) -> dict[str, np.ndarray] | None:
     """DAgger round ``round_`` (``options.dagger_rounds`` in all; None after the last): the trained student runs in
@@ -485,5 +491,5 @@ RECIPE = register_recipe(Recipe(
     options=options_model("microgrid", window_days=float, stride=int, train_windows=int, val_windows=int,
                           test_windows=int, eval_days=float, dagger_rounds=int, dagger_windows=int, dagger_every=int,
                           inverter_limits=bool, stop_when_met=bool, store_surplus=bool),
-    aggregate=aggregate, analyse=analyse,
+    aggregate=aggregate, aggregate_rounds=aggregate_rounds, analyse=analyse,
 ))
