@@ -4,7 +4,8 @@
 Usage:
     python benchmarks/readme_sections.py
 
-Sections (each only when its .md exists): recommended.md (benchmarks/recommended.py), classical_overhead.md
+Sections (each only when its .md exists): recommended.md (benchmarks/recommended.py), blend.md
+(benchmarks/blend.py), classical_overhead.md
 (benchmarks/classical_overhead.py), small_data.md
 (benchmarks/small_data.py), habitat.md (benchmarks/habitat.py), microgrid.md
 (benchmarks/microgrid.py), recycling.md (benchmarks/recycling.py), sensor_select.md (benchmarks/sensor_select.py),
@@ -21,6 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- more:start -->", "<!-- more:end -->"
 SECTIONS = [("recommended", "The recommended student against the best classical reference "
              "(`python benchmarks/recommended.py`)"),
+            ("blend", "The blended student: the network and its best tree partner averaged "
+             "(`python benchmarks/blend.py`)"),
             ("classical_overhead", "What the classical stage adds to a run "
              "(`python benchmarks/classical_overhead.py`)"),
             ("small_data", "Small data: the default network against one-line classical models "

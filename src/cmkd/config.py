@@ -220,7 +220,8 @@ class ExportConfig(_Strict):
     int8_per_channel: bool = False
     int8_reduce_range: bool = False
     # which model becomes student.onnx: auto = the recommended one (metrics.json "recommended"), or a name
-    # (student, student_trees, or a random_forest / extra_trees / hist_gradient_boosting reference)
+    # (student, student_trees, a random_forest / extra_trees / hist_gradient_boosting reference, or student_blend
+    # with references.blend)
     model: str = "auto"
 
 
@@ -250,6 +251,10 @@ class ReferencesConfig(_Strict):
     # airquality at 1% / 20%, where the network generalises better than its margin on validation says (README).
     # Applies with ``enabled: false`` too (tree student against network)
     tie_se: float = Field(0.0, ge=0)
+    # also offer ``student_blend`` (cmkd.blend): the network student's and the best tree model's (on validation)
+    # outputs averaged, one ONNX graph when deployed. Off by default until measured on every benchmark
+    # (benchmarks/blend.py)
+    blend: bool = False
 
 
 class TreesConfig(_Strict):

@@ -176,6 +176,8 @@ def train_student(st: RunState, role: str, mods: list[str], distil: bool, t_mode
             teacher_cache=t_cache if distil else None, kd_mask=t_mask, ckpt_path=st.ck_dir / f"{stage}{tag}.pt",
             resume=st.resume, quiet=st.quiet, desc=stage, device=st.dev, teacher=t_model if distil else None,
             mixup=cfg.distill.mixup if distil else 0.0, select_best=select)
+        if select and cfg.student.refit and cfg.references.blend:  # the blend's validation figure, out of sample
+            st.pre_refit_val[role] = predict(model, data, st.val, device=st.dev)
     st.models[role] = model
     return model
 
@@ -420,7 +422,9 @@ def stage_references(st: RunState) -> None:
             t0 = time.perf_counter()
             st.fitted = classical_finish(cfg, st.data, list(cfg.student.modalities), st.val, st.test, fits,
                                          st.models.get("student"), primary_metric(st.data), st.out, st.metrics,
-                                         st.metrics.get("references"), st.dev, student_val=_selection_val(st))
+                                         st.metrics.get("references"), st.dev, student_val=_selection_val(st),
+                                         student_val_preds=st.pre_refit_val.get(
+                                             "student_baseline" if st.safe.get("fallback") else "student"))
         finish = time.perf_counter() - t0
         # the work (fits, tree-student export, its latency, the recommendation), and what it added to the run's
         # wall time (the wait for the background fits once the networks had trained + the rest)

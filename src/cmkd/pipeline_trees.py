@@ -215,11 +215,13 @@ class Background:
 def classical_finish(cfg: ExperimentConfig, data: MultimodalData, smods: list[str], val: np.ndarray,
                      test: np.ndarray, fits: ClassicalFits, student, metric: str, out: Path,  # noqa: ANN001
                      metrics: dict, recipe_refs: dict | None = None, device: str = "cpu",
-                     student_val: dict[str, float] | None = None) -> dict:
+                     student_val: dict[str, float] | None = None,
+                     student_val_preds: dict[str, np.ndarray] | None = None) -> dict:
     """Fill ``metrics`` with the references, the tree student (exported to ``student_trees.onnx``, timed and
     checked) and the recommendation (see the module docstring). ``student_val``: the network's validation
     figures to compare, where scoring ``student`` on ``val`` would not be out of sample (a refit on train +
-    val). Returns the fitted tree models by name (``student_trees`` and the exportable references), for
+    val); ``student_val_preds``: its validation predictions then (for the blend, ``references.blend``). Returns
+    the fitted tree models by name (``student_trees``, the exportable references and a blend's partner), for
     :func:`deploy_recommended`."""
     refs: dict[str, dict] = dict(recipe_refs or {})
     # a recipe's own entries keep their names and figures; a generic one of the same name gets ``_labels``
@@ -251,6 +253,12 @@ def classical_finish(cfg: ExperimentConfig, data: MultimodalData, smods: list[st
     for k, v in refs.items():
         if isinstance(v, dict) and isinstance(v.get("val"), dict) and v["val"]:
             cands[k] = {"val": v["val"]}
+    if cfg.references.blend and "student" in cands:
+        blend = _blend(cfg, data, smods, val, test, student, fitted, cands, metric, device, student_val_preds)
+        if blend is not None:
+            metrics["student_blend"] = blend
+            cands["student_blend"] = {"val": blend["val"]}
+            fitted["student_blend"] = blend["partner"]  # deploy_recommended composes the two graphs
     if cands:
         metrics["recommended"] = recommendation(cands, metric, n_val=len(data.labelled(val)),
                                                 tie_se=cfg.references.tie_se)
@@ -258,6 +266,38 @@ def classical_finish(cfg: ExperimentConfig, data: MultimodalData, smods: list[st
             metrics["recommended"]["student_val_from"] = "before the refit on train + validation (best epoch)"
             metrics["recommended"]["why"] += "; the network's figure is from before its refit on train + validation"
     return fitted
+
+
+def _tree_predict(name: str, model, data: MultimodalData, smods: list[str], idx: np.ndarray,  # noqa: ANN001
+                  vocab: int) -> dict[str, np.ndarray]:
+    """A tree model's predictions: the tree student's, or a reference's on the flattened student inputs."""
+    from .trees import flat_features
+
+    return model.predict(data, idx) if name == "student_trees" else model.predict(
+        flat_features(data, smods, idx, vocab))
+
+
+def _blend(cfg: ExperimentConfig, data: MultimodalData, smods: list[str], val: np.ndarray, test: np.ndarray,
+           student, fitted: dict, cands: dict, metric: str, device: str,  # noqa: ANN001
+           student_val_preds: dict[str, np.ndarray] | None) -> dict | None:
+    """``metrics["student_blend"]`` (:mod:`cmkd.blend`): the network student averaged with the tree model best on
+    validation among ``fitted``; its validation and test figures. None without a fitted tree model."""
+    from .blend import WEIGHT, blend_predictions
+
+    trees = {k: cands[k] for k in fitted if k in cands}
+    if not trees:
+        return None
+    partner = recommendation(trees, metric)["model"]
+    kinds = dict(data.target_kinds)
+    net = {"val": student_val_preds if student_val_preds is not None else predict(student, data, val, device=device),
+           "test": predict(student, data, test, device=device)}
+    figs = {}
+    for split, idx in (("val", val), ("test", test)):
+        tree = _tree_predict(partner, fitted[partner], data, smods, idx, cfg.data.text_vocab)
+        figs[split] = task_metrics(data, idx, blend_predictions(net[split], tree, kinds, WEIGHT))
+    return {"partner": partner, "weight": WEIGHT, "modalities": list(smods), "metrics": figs["test"],
+            "val": figs["val"], "val_from": "before the network's refit on train + validation"
+            if student_val_preds is not None else "the deployed network"}
 
 
 def _latency(path: Path, smods: list[str], data: MultimodalData, idx: np.ndarray, runs: int) -> float:
@@ -298,20 +338,16 @@ def deploy_recommended(cfg: ExperimentConfig, data: MultimodalData, smods: list[
         if net_card is not None:
             write_card(out / "student_net.onnx", net_card)
             sidecar_path(out / "student.onnx").unlink()
-        if want == "student_trees":
+        if want == "student_blend":
+            _export_blend(fitted[want], fitted, data, smods, test, out, cfg, metrics, deployed)
+        elif want == "student_trees":
             deployed.update({k: v for k, v in metrics["export_trees"].items() if k != "onnx"})
             save_onnx(ensemble_onnx({t: {"model": m, "kind": fitted[want].target_kinds[t],
                                          "std": fitted[want].std_.get(t)}
                                      for t, m in fitted[want].models_.items()}, smods, fitted[want].kinds,
                                     fitted[want].shapes, cfg.data.text_vocab), out / "student.onnx")
         else:  # a reference: one classifier or regressor per target (HistGradientBoosting: per output column)
-            ref = fitted[want]
-            rmse = (metrics.get("references", {}).get(want, {}).get("val") or {}).get("rmse")
-            heads = {t: {"model": ms if ref.algorithm == "hist_gradient_boosting" else ms[0],  # HGB: one per column
-                         "kind": data.target_kinds[t], "n_classes": len(data.classes.get(t, [])),
-                         "std": np.full(data.targets[t].shape[1], rmse or 1.0) if data.target_kinds[t] == "regression"
-                         else None} for t, ms in ref.models.items()}
-            _export_reference(ref, heads, smods, data, test, out, cfg, deployed)
+            _export_reference(fitted[want], want, smods, data, test, out / "student.onnx", cfg, metrics, deployed)
     if want != "student" and net_card is not None:
         write_card(out / "student.onnx", tree_card(net_card, want))
         deployed["sidecar"] = "student.json"
@@ -320,25 +356,66 @@ def deploy_recommended(cfg: ExperimentConfig, data: MultimodalData, smods: list[
 
 def tree_card(net_card: dict, role: str) -> dict:
     """The sidecar of a tree model (the tree student or a RandomForest / ExtraTrees / HistGradientBoosting
-    reference) exported with the network student's input/output contract: the network's card less its conformal
-    quantiles (calibrated for the network's std, not the trees' constant one)."""
+    reference) or of the blend (``student_blend``) exported with the network student's input/output contract: the
+    network's card less its conformal quantiles (calibrated for the network's std, not the trees' constant one)."""
     notes = [n for n in net_card.get("notes", []) if "pruned" not in n]
+    if role == "student_blend":
+        notes.append("blend: the average of the network student's and a tree ensemble's outputs (cmkd.blend); the "
+                     "regression std output is the average of the network's and the trees' constant one, not "
+                     "calibrated; no conformal intervals")
+        return {**net_card, "role": role, "model_type": "network_tree_blend", "conformal": {}, "notes": notes}
     notes.append("tree ensemble: the regression std output is a constant per target column (the model's RMSE on "
                  "the validation samples), not calibrated; no conformal intervals")
     return {**net_card, "role": role, "model_type": "tree_ensemble", "conformal": {}, "notes": notes}
 
 
-def _export_reference(ref, heads: dict, smods: list[str], data: MultimodalData, test: np.ndarray,  # noqa: ANN001
-                      out: Path, cfg: ExperimentConfig, deployed: dict) -> None:
-    """``student.onnx`` from a RandomForest / ExtraTrees / HistGradientBoosting reference (fitted on the
-    non-constant feature columns ``ref.keep``; the graph's trees index the full feature vector)."""
+def _export_reference(ref, name: str, smods: list[str], data: MultimodalData, test: np.ndarray,  # noqa: ANN001
+                      path: Path, cfg: ExperimentConfig, metrics: dict, deployed: dict | None) -> None:
+    """``path`` from the RandomForest / ExtraTrees / HistGradientBoosting reference ``name`` (fitted on the
+    non-constant feature columns ``ref.keep``; the graph's trees index the full feature vector); with
+    ``deployed``, checked through ONNX Runtime into it. Regression std outputs: the reference's validation RMSE."""
     from .trees import check_onnx, flat_features
 
-    for h in heads.values():
-        h["features"] = np.flatnonzero(ref.keep)
+    rmse = (metrics.get("references", {}).get(name, {}).get("val") or {}).get("rmse")
+    heads = {t: {"model": ms if ref.algorithm == "hist_gradient_boosting" else ms[0],  # HGB: one per column
+                 "kind": data.target_kinds[t], "n_classes": len(data.classes.get(t, [])),
+                 "std": np.full(data.targets[t].shape[1], rmse or 1.0) if data.target_kinds[t] == "regression"
+                 else None, "features": np.flatnonzero(ref.keep)} for t, ms in ref.models.items()}
     kinds = {m: data.kinds[m] for m in smods}
     shapes = {m: tuple(data.inputs[m].shape[1:]) for m in smods}
-    save_onnx(ensemble_onnx(heads, smods, kinds, shapes, cfg.data.text_vocab), out / "student.onnx")
-    ref_p = ref.predict(flat_features(data, smods, test, cfg.data.text_vocab))
-    deployed.update(check_onnx(out / "student.onnx", smods, {t: data.target_kinds[t] for t in heads}, data, test,
-                               ref_p, cfg.export.latency_runs))
+    save_onnx(ensemble_onnx(heads, smods, kinds, shapes, cfg.data.text_vocab), path)
+    if deployed is not None:
+        ref_p = ref.predict(flat_features(data, smods, test, cfg.data.text_vocab))
+        deployed.update(check_onnx(path, smods, {t: data.target_kinds[t] for t in heads}, data, test, ref_p,
+                                   cfg.export.latency_runs))
+
+
+def _export_blend(partner: str, fitted: dict, data: MultimodalData, smods: list[str], test: np.ndarray, out: Path,
+                  cfg: ExperimentConfig, metrics: dict, deployed: dict) -> None:
+    """``student.onnx`` as the blend of ``student_net.onnx`` (the network, moved there) and ``partner``'s tree
+    graph (:func:`cmkd.blend.blend_onnx`), checked through ONNX Runtime against the two files' own outputs
+    averaged (``max_abs_diff``) and scored on the test split from its outputs (``onnx_metrics``)."""
+    from .blend import WEIGHT, blend_onnx
+    from .evaluate import task_metrics
+    from .export import as_predictions, ort_latency_ms, ort_run, ort_session
+
+    tree_path = out / "student_trees.onnx"
+    if partner != "student_trees":
+        tree_path = out / f".{partner}.onnx"
+        _export_reference(fitted[partner], partner, smods, data, test, tree_path, cfg, metrics, None)
+    try:
+        save_onnx(blend_onnx(out / "student_net.onnx", tree_path, WEIGHT), out / "student.onnx")
+        feed = {m: data.inputs[m][test] for m in smods}
+        sess = ort_session(out / "student.onnx")
+        got = ort_run(sess, feed)
+        parts = [ort_run(ort_session(p), feed) for p in (out / "student_net.onnx", tree_path)]
+    finally:
+        if partner != "student_trees":
+            tree_path.unlink(missing_ok=True)
+    want = [WEIGHT * a + (1 - WEIGHT) * b for a, b in zip(*parts)]
+    kinds = {t: data.target_kinds[t] for t in data.target_kinds}
+    deployed.update({"partner": partner, "weight": WEIGHT,
+                     "max_abs_diff": max(float(np.max(np.abs(g - w), initial=0.0)) for g, w in zip(got, want)),
+                     "onnx_latency_ms": ort_latency_ms(sess, feed, cfg.export.latency_runs),
+                     "onnx_bytes": (out / "student.onnx").stat().st_size,
+                     "onnx_metrics": task_metrics(data, test, as_predictions(got, kinds))})

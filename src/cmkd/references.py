@@ -35,7 +35,7 @@ from .trees import LOG_EPS, FitMemo, fit_once, flat_features, forest, soft_targe
 ALGORITHMS = ("random_forest", "extra_trees", "hist_gradient_boosting")
 KINDS = ("labels", "teacher_labels", "self_training")  # what a reference is trained on (``trained_on``)
 # the cheaper model wins a tie on validation: references (one line of scikit-learn) < tree student < network
-SIMPLICITY = {"reference": 0, "student_trees": 1, "student": 2}
+SIMPLICITY = {"reference": 0, "student_trees": 1, "student": 2, "student_blend": 3}
 
 
 class _Model:
@@ -284,7 +284,8 @@ def _val(entry: dict | float, metric: str) -> float:
 
 
 def simplicity(name: str) -> int:
-    """Rank of a candidate's cost for tie-breaking: a reference 0, ``student_trees`` 1, a network 2."""
+    """Rank of a candidate's cost for tie-breaking: a reference 0, ``student_trees`` 1, a network 2, the blend of
+    a network and trees (``student_blend``) 3."""
     return SIMPLICITY.get(name, 2 if name.startswith("student") else SIMPLICITY["reference"])
 
 

@@ -53,6 +53,8 @@ class RunState:
     histories: dict[str, list[dict]] = field(default_factory=dict)
     aggregated: list[int] = field(default_factory=list)  # samples added per aggregation round
     safe: dict[str, Any] = field(default_factory=dict)  # safe distillation: kd gate factor, fallback taken
+    # with student.refit and references.blend: each network's validation predictions before its refit
+    pre_refit_val: dict[str, dict] = field(default_factory=dict)
     # evaluation and outputs
     metrics: dict[str, Any] = field(default_factory=dict)
     predictions: dict[str, dict] = field(default_factory=dict)
