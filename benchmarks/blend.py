@@ -16,6 +16,7 @@ so an interrupted sweep resumes.
 
 Usage:
     python benchmarks/blend.py [--cases minerals airquality coastal-real houston] [--seeds 0 1 2 3 4]
+                               [--label-fractions 0.01 0.2]
 """
 
 from __future__ import annotations
@@ -38,12 +39,14 @@ GENERIC = ("random_forest", "extra_trees", "hist_gradient_boosting")
 CASES = ("minerals", "airquality", "coastal-real", "houston")
 
 
-def one(recipe: str, seed: int) -> dict:
-    """One run with the blend on: every candidate's validation and test figure."""
+def one(recipe: str, seed: int, fraction: float | None = None) -> dict:
+    """One run with the blend on (``options.label_fraction`` = ``fraction`` unless None): every candidate's
+    validation and test figure."""
     t0 = time.time()
+    over = [f"seed={seed}", "export.enabled=false", "references.blend=true"]
+    over += [] if fraction is None else [f"options.label_fraction={fraction}"]
     with tempfile.TemporaryDirectory() as tmp:
-        m = cmkd.run(recipe, Path(tmp) / "run", quiet=True,
-                     overrides=[f"seed={seed}", "export.enabled=false", "references.blend=true"])
+        m = cmkd.run(recipe, Path(tmp) / "run", quiet=True, overrides=over)
     metric = m["primary_metric"]
     rec = m["recommended"]
     test = {k: m["models"][k]["metrics"].get(metric) for k in ("student", "student_baseline", "student_trees")
@@ -52,7 +55,8 @@ def one(recipe: str, seed: int) -> dict:
                  if k.startswith(GENERIC) and isinstance(r, dict)})
     blend = m.get("student_blend") or {}
     test["student_blend"] = (blend.get("metrics") or {}).get(metric)
-    return {"recipe": recipe, "seed": seed, "metric": metric, "synthetic": m.get("synthetic"),
+    return {"recipe": recipe, "seed": seed, "label_fraction": fraction, "metric": metric,
+            "synthetic": m.get("synthetic"),
             "seconds": round(time.time() - t0, 1), "val": rec["val"], "test": test,
             "recommended": rec["model"], "partner": blend.get("partner"),
             "recommended_without": recommend({k: v for k, v in rec["val"].items() if k != "student_blend"}, metric)}
@@ -72,14 +76,15 @@ def table(runs: list[dict]) -> str:
              "| case | data | metric | seeds | network student | blend | recommended, without blend | its gap | "
              "recommended, with blend | its gap | best reference on test | blend recommended | partners |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for case in dict.fromkeys(r["recipe"] for r in runs):
-        rs = sorted((r for r in runs if r["recipe"] == case), key=lambda r: r["seed"])
+    for key in dict.fromkeys((r["recipe"], r.get("label_fraction")) for r in runs):
+        rs = sorted((r for r in runs if (r["recipe"], r.get("label_fraction")) == key), key=lambda r: r["seed"])
+        case = key[0] + ("" if key[1] is None else f" ({100 * key[1]:g}% labels)")
         metric = rs[0]["metric"]
         pick = min if metric == "rmse" else max
         best = [pick(v for k, v in r["test"].items() if k.startswith(GENERIC) and v is not None) for r in rs]
         without = [r["test"][r["recommended_without"]] for r in rs]
         with_ = [r["test"][r["recommended"]] for r in rs]
-        d = 1 if metric == "rmse" else 3
+        d = 1 if metric == "rmse" and np.median(best) >= 1 else 3  # decimals: ug/m3 or cm, else 4
         partners = ", ".join(f"{p} {n}" for p, n in sorted(
             {p: sum(r["partner"] == p for r in rs) for p in {r["partner"] for r in rs}}.items()))
         lines.append(
@@ -106,21 +111,26 @@ def main() -> None:
     ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(recipe_names()),
                     help="built-in recipes (default: the four above)")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    ap.add_argument("--label-fractions", nargs="+", type=float, default=[None],
+                    help="options.label_fraction values to run (recipes that have it: airquality, minerals, "
+                         "houston); default: the recipe's own")
     ap.add_argument("--report-only", action="store_true", help="rebuild the table from every recorded run")
     args = ap.parse_args()
-    done = {(r["recipe"], r["seed"]) for r in read_runs(RUNS)}
-    for case in args.cases if not args.report_only else []:
-        for seed in args.seeds:
-            if (case, seed) in done:
-                continue
-            try:
-                r = one(case, seed)
-            except CmkdError as e:  # a real-data recipe without its data folder
-                print(f"{case}: skipped ({e})", flush=True)
-                break
-            append_run(RUNS, r)
-            print(f"{case} seed {seed}: recommended {r['recommended']} (without the blend "
-                  f"{r['recommended_without']}), {r['seconds']} s", flush=True)
+    done = {(r["recipe"], r["seed"], r.get("label_fraction")) for r in read_runs(RUNS)}
+    todo = [(c, f, s) for c in args.cases for f in args.label_fractions for s in args.seeds]
+    skipped: set[str] = set()
+    for case, fraction, seed in todo if not args.report_only else []:
+        if (case, seed, fraction) in done or case in skipped:
+            continue
+        try:
+            r = one(case, seed, fraction)
+        except CmkdError as e:  # a real-data recipe without its data folder
+            print(f"{case}: skipped ({e})", flush=True)
+            skipped.add(case)
+            continue
+        append_run(RUNS, r)
+        print(f"{case} label_fraction {fraction} seed {seed}: recommended {r['recommended']} (without the blend "
+              f"{r['recommended_without']}), {r['seconds']} s", flush=True)
     runs = read_runs(RUNS)  # every recorded case
     save("blend", {"runs": runs}, table(runs))
 

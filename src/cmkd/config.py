@@ -252,8 +252,8 @@ class ReferencesConfig(_Strict):
     # Applies with ``enabled: false`` too (tree student against network)
     tie_se: float = Field(0.0, ge=0)
     # also offer ``student_blend`` (cmkd.blend): the network student's and the best tree model's (on validation)
-    # outputs averaged, one ONNX graph when deployed. Off by default until measured on every benchmark
-    # (benchmarks/blend.py)
+    # outputs averaged, one ONNX graph when deployed. Off by default: in benchmarks/blend.py it won most of the
+    # recommendations it changed, but lost some on airquality at 1% / 20% labels (README)
     blend: bool = False
 
 
