@@ -255,6 +255,11 @@ def give_teacher(st: RunState) -> None:
         st.teacher_handoff.put((teacher_outputs(st.cache), st.kd_mask))
 
 
+def _deployed_network(st: RunState) -> str:
+    """The network behind ``st.models["student"]``: the baseline's training when the safe fallback replaced it."""
+    return "student_baseline" if st.safe.get("fallback") else "student"
+
+
 def _selection_val(st: RunState) -> dict[str, float] | None:
     """With ``student.refit`` the deployed network has trained on the validation samples, so its validation
     figure would be a training figure: the recommendation gets the figure it had before the refit instead (the
@@ -262,7 +267,7 @@ def _selection_val(st: RunState) -> dict[str, float] | None:
     without a refit (the network is scored on validation as it is)."""
     if not st.cfg.student.refit or "student" not in st.models:
         return None
-    v = best_val(st.histories, "student_baseline" if (st.safe or {}).get("fallback") else "student", st.sign)
+    v = best_val(st.histories, _deployed_network(st), st.sign)
     return {primary_metric(st.data): st.sign * v} if np.isfinite(v) else None
 
 
@@ -423,8 +428,7 @@ def stage_references(st: RunState) -> None:
             st.fitted = classical_finish(cfg, st.data, list(cfg.student.modalities), st.val, st.test, fits,
                                          st.models.get("student"), primary_metric(st.data), st.out, st.metrics,
                                          st.metrics.get("references"), st.dev, student_val=_selection_val(st),
-                                         student_val_preds=st.pre_refit_val.get(
-                                             "student_baseline" if st.safe.get("fallback") else "student"))
+                                         student_val_preds=st.pre_refit_val.get(_deployed_network(st)))
         finish = time.perf_counter() - t0
         # the work (fits, tree-student export, its latency, the recommendation), and what it added to the run's
         # wall time (the wait for the background fits once the networks had trained + the rest)

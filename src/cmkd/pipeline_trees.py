@@ -374,7 +374,7 @@ def _export_reference(ref, name: str, smods: list[str], data: MultimodalData, te
     """``path`` from the RandomForest / ExtraTrees / HistGradientBoosting reference ``name`` (fitted on the
     non-constant feature columns ``ref.keep``; the graph's trees index the full feature vector); with
     ``deployed``, checked through ONNX Runtime into it. Regression std outputs: the reference's validation RMSE."""
-    from .trees import check_onnx, flat_features
+    from .trees import check_onnx
 
     rmse = (metrics.get("references", {}).get(name, {}).get("val") or {}).get("rmse")
     heads = {t: {"model": ms if ref.algorithm == "hist_gradient_boosting" else ms[0],  # HGB: one per column
@@ -385,8 +385,8 @@ def _export_reference(ref, name: str, smods: list[str], data: MultimodalData, te
     shapes = {m: tuple(data.inputs[m].shape[1:]) for m in smods}
     save_onnx(ensemble_onnx(heads, smods, kinds, shapes, cfg.data.text_vocab), path)
     if deployed is not None:
-        ref_p = ref.predict(flat_features(data, smods, test, cfg.data.text_vocab))
-        deployed.update(check_onnx(path, smods, {t: data.target_kinds[t] for t in heads}, data, test, ref_p,
+        deployed.update(check_onnx(path, smods, {t: data.target_kinds[t] for t in heads}, data, test,
+                                   _tree_predict(name, ref, data, smods, test, cfg.data.text_vocab),
                                    cfg.export.latency_runs))
 
 
