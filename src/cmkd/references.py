@@ -66,8 +66,13 @@ class _Model:
         return threadpool_limits(limits=n if n and n > 0 else None, user_api="openmp")
 
     def fit(self, x: np.ndarray, ys: dict[str, np.ndarray]) -> _Model:
+        return self._fit(x, ys)
+
+    def _fit_one(self, est, x: np.ndarray, y: np.ndarray):  # noqa: ANN001, ANN202
+        # the thread budget is read per estimator (per output column of HistGradientBoosting): one widened while
+        # a model's columns are fitted serves its next columns
         with self._threads():
-            return self._fit(x, ys)
+            return est.fit(x, y)
 
     def predict(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Per target ``t/logits`` (log of the class probabilities over every class) or ``t/value``."""
@@ -87,14 +92,15 @@ class _Model:
                 ok = y != UNLABELLED
                 if len(np.unique(y[ok])) < 2:
                     continue
-                self.models[t] = [self._est(True, x.shape[1], i).fit(x[ok], y[ok])]
+                self.models[t] = [self._fit_one(self._est(True, x.shape[1], i), x[ok], y[ok])]
             else:
                 y = y.reshape(len(y), -1)
                 if self.algorithm == "hist_gradient_boosting":  # one model per output column
                     cols = []
                     for k in range(y.shape[1]):
                         ok = ~np.isnan(y[:, k])
-                        cols.append(self._est(False, x.shape[1], i).fit(x[ok], y[ok, k]) if ok.sum() >= 2 else None)
+                        cols.append(self._fit_one(self._est(False, x.shape[1], i), x[ok], y[ok, k])
+                                    if ok.sum() >= 2 else None)
                     if any(c is not None for c in cols):
                         self.models[t] = cols
                 else:
