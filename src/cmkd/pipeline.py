@@ -384,12 +384,13 @@ def stage_evaluate(st: RunState) -> None:
                                      "availability_edges": cfg.uncertainty.availability_edges}
 
 
-def stage_export(st: RunState) -> None:
-    """ONNX and INT8 export of the student (pruned and briefly fine-tuned first with ``export.prune``)."""
+def stage_prune(st: RunState) -> None:
+    """With ``export.prune``: the student's pruned copy, fine-tuned with its own training loss for
+    ``export.prune_epochs`` (training: it runs before the run waits for the classical fits, beside them)."""
     cfg = st.cfg
-    if not cfg.export.enabled:
+    if not (cfg.export.enabled and cfg.export.prune > 0):
         return
-    from .pipeline_export import export_student
+    from .pipeline_export import prune_student
 
     def finetune(net: MultimodalNet) -> None:  # the pruned student, retrained briefly with its own loss
         ep, distil = cfg.export.prune_epochs, st.distil
@@ -404,8 +405,17 @@ def stage_export(st: RunState) -> None:
             device=st.dev, teacher=st.teacher if distil else None)
         net.cpu()
 
-    st.metrics["export"] = export_student(st.models["student"], st.data, st.test, st.out, cfg,
-                                          finetune if cfg.export.prune_epochs else None)
+    st.pruned = prune_student(st.models["student"], cfg.export.prune, finetune if cfg.export.prune_epochs else None)
+
+
+def stage_export(st: RunState) -> None:
+    """ONNX and INT8 export of the student (its pruned copy from :func:`stage_prune` with ``export.prune``)."""
+    cfg = st.cfg
+    if not cfg.export.enabled:
+        return
+    from .pipeline_export import export_student
+
+    st.metrics["export"] = export_student(st.models["student"], st.data, st.test, st.out, cfg, st.pruned)
 
 
 def stage_references(st: RunState) -> None:
@@ -476,8 +486,10 @@ def stage_write(st: RunState) -> None:
 
 
 TRAIN_STAGES = (stage_data, stage_teachers, stage_students)
-# references after export, as before the stages were named (same call order, same figures)
-OUTPUT_STAGES = (stage_evaluate, stage_export, stage_references, stage_analyse, stage_deploy, stage_write)
+# references after export, as before the stages were named (same call order, same figures); the pruned student's
+# fine-tuning first: it trains, beside the classical fits, before stage_evaluate waits for them
+OUTPUT_STAGES = (stage_prune, stage_evaluate, stage_export, stage_references, stage_analyse, stage_deploy,
+                 stage_write)
 
 
 def _run(config: str | ExperimentConfig, out: str | Path, *, overrides: list[str] | None, quick: bool,

@@ -25,18 +25,24 @@ from .export import (
 from .models import MultimodalNet
 
 
+def prune_student(student: MultimodalNet, amount: float,
+                  finetune: Callable[[MultimodalNet], object] | None = None) -> tuple[MultimodalNet, float]:
+    """A magnitude-pruned copy of the student (``finetune(net)`` then retrains it with the pruned weights held at
+    zero, :func:`cmkd.export.prune_magnitude`) and its share of zero Linear/Conv weights."""
+    net = copy.deepcopy(student).cpu().eval()
+    return net, prune_magnitude(net, amount, finetune)
+
+
 def export_student(student: MultimodalNet, data: MultimodalData, test: np.ndarray, out: Path,
-                   cfg: ExperimentConfig, finetune: Callable[[MultimodalNet], object] | None = None) -> dict:
+                   cfg: ExperimentConfig, pruned: tuple[MultimodalNet, float] | None = None) -> dict:
     """Export the student to ``student.onnx`` and ``student.int8.onnx`` and measure them on the test split.
 
-    With ``export.prune`` > 0 a copy of the student is magnitude-pruned first (the exported files and their
-    metrics are the pruned model's; ``sparsity`` is the share of zero Linear/Conv weights); ``finetune(net)``
-    then retrains it with the pruned weights held at zero (:func:`cmkd.export.prune_magnitude`)."""
+    ``pruned``: ``(net, sparsity)`` from :func:`prune_student` (``export.prune`` > 0): the exported files and their
+    metrics are the pruned model's; ``sparsity`` is the share of zero Linear/Conv weights."""
     mods = list(student.encoders)
     sparsity = None
-    if cfg.export.prune > 0:
-        student = copy.deepcopy(student).cpu().eval()
-        sparsity = prune_magnitude(student, cfg.export.prune, finetune)
+    if pruned is not None:
+        student, sparsity = pruned
     export_onnx(student, example_inputs(data, mods, 2), out / "student.onnx")
     feed = {m: data.inputs[m][test] for m in mods}
     fp32 = ort_session(out / "student.onnx")
