@@ -137,8 +137,10 @@ def table(runs: list[dict]) -> str:
             lines += ["", "In " + ", ".join(late) + " the fits wait for the recipe's dataset-aggregation rounds, "
                       "which add labelled training samples: they start once the last round's samples are in "
                       "(`aggregate_rounds` announces how many rounds there are), beside that round's retraining, "
-                      "and what is left of them when the networks have trained runs with every core of the "
-                      "machine while the run waits (the \"waited s\" column). "
+                      "and beside the pruned student's fine-tuning (`export.prune_epochs`, which runs before the "
+                      "wait); what is left of them then runs with every core of the machine while the run waits "
+                      "(the \"waited s\" column; HistGradientBoosting, fitted per output column, takes the freed "
+                      "cores from its next column on). "
                       "Elsewhere the run waits a few seconds at most; what remains of the "
                       "overhead is the background thread slowing the networks' training on the shared cores (most "
                       "on short runs: airquality's networks train in about 15 s)."]
