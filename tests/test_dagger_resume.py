@@ -7,6 +7,7 @@ in round k load round k's weights into round 0), and the pruning fine-tune must 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,33 @@ def test_pruning_finetune_resumes(calls: list[dict]) -> None:
     assert pruned and all(c["resume"] for c in pruned)
     assert all(c["resume"] for c in calls)
 
+
+
+def test_pruned_student_finetunes_before_the_run_waits_for_the_classical_fits(tmp_path: Path) -> None:
+    # the fine-tuning trains: it runs beside the background fits, before stage_evaluate waits for them
+    mp = pytest.MonkeyPatch()
+    mp.setitem(REGISTRY, NAME, TINY)
+    order: list[str] = []
+    real_fit, real_wait = pipeline.fit, pipeline.wait_classical
+
+    def fit(*args, **kw):  # noqa: ANN002, ANN003, ANN202
+        order.append(f"fit {kw.get('desc')}")
+        return real_fit(*args, **kw)
+
+    def wait(st):  # noqa: ANN001, ANN202
+        order.append("wait")
+        return real_wait(st)
+
+    mp.setattr(pipeline, "fit", fit)
+    mp.setattr(pipeline, "wait_classical", wait)
+    try:
+        metrics = pipeline.run(NAME, tmp_path, quick=True, quiet=True)
+    finally:
+        mp.undo()
+    assert order.index("fit student_pruned") < order.index("wait") == len(order) - 1
+    ex = metrics["export"]
+    assert ex["prune"] == 0.3 and 0.25 < ex["sparsity"] < 0.35 and ex["max_abs_diff"] <= 1e-4
+    assert math.isfinite(ex["pruned_metrics"][metrics["primary_metric"]])  # the pruned model's own test figure
 
 
 def test_tiny_recipe_is_listed_and_checks_its_options() -> None:
