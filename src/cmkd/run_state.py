@@ -55,7 +55,7 @@ class RunState:
     safe: dict[str, Any] = field(default_factory=dict)  # safe distillation: kd gate factor, fallback taken
     # with student.refit and references.blend: each network's validation predictions before its refit
     pre_refit_val: dict[str, dict] = field(default_factory=dict)
-    pruned: tuple | None = None  # (the pruned, fine-tuned student, its sparsity): stage_prune for the export
+    pruned: tuple[MultimodalNet, float] | None = None  # stage_prune: (the pruned, fine-tuned student, sparsity)
     # evaluation and outputs
     metrics: dict[str, Any] = field(default_factory=dict)
     predictions: dict[str, dict] = field(default_factory=dict)
