@@ -36,6 +36,36 @@ def test_every_reference_with_test_and_validation_metrics(task):
             metric] == pytest.approx(r["val"][metric])
 
 
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_refit_adds_the_labelled_validation_samples_to_the_final_fit_only(task):
+    """refit (a run with student.refit): the validation figure is the first fit's, the test figure and the kept
+    model those of the same fit on its rows plus the labelled validation samples."""
+    data, teacher = sparse_case(task, n=300, label_share=0.3)
+    tr = data.indices(0)
+    lab, val, te = data.labelled(tr), data.indices(1), data.indices(2)
+    args = (data, ["seq", "txt"], lab, tr, val, te, teacher)
+    kw = {"seed": 0, "n_estimators": 10, "algorithms": ("extra_trees", "hist_gradient_boosting")}
+    firsts, models = {}, {}
+    first = references(*args, **kw, models=firsts)
+    refit = references(*args, **kw, models=models, refit=True)
+    both = np.concatenate([lab, data.labelled(val)])
+    alone = references(data, ["seq", "txt"], both, both, val, te, None, **kw, kinds=("labels",))
+    metric = "accuracy" if task == "classification" else "rmse"
+    assert set(refit) == set(first)
+    for name, r in refit.items():
+        assert r["refit_on_val"] == len(data.labelled(val)) and r["n_fit"] == first[name]["n_fit"], name
+        assert r["val"][metric] == pytest.approx(first[name]["val"][metric]), name
+        x = flat_features(data, ["seq", "txt"], te)
+        assert task_metrics(data, te, models[name].predict(x))[metric] == pytest.approx(r[metric]), name
+        # the validation predictions a blend reads are the first fit's (out of sample)
+        xv = flat_features(data, ["seq", "txt"], val)
+        for k, p in firsts[name].predict(xv).items():
+            assert np.allclose(models[name].val_preds_[k], p), name
+    for name in ("extra_trees", "hist_gradient_boosting"):  # on the labels: a fit on train + val labels
+        assert refit[name][metric] == pytest.approx(alone[name][metric]), name
+    assert any(refit[k][metric] != first[k][metric] for k in refit)
+
+
 def test_without_unlabelled_samples_or_teacher_only_label_references():
     data, teacher = sparse_case("classification", n=200, label_share=1.0)
     tr = data.indices(0)

@@ -263,6 +263,11 @@ def test_a_refit_network_is_recommended_on_its_figure_before_the_refit(tmp_path)
     role = "student_baseline" if m["distill"]["fallback"] else "student"
     assert rec["val"]["student"] == pytest.approx(max(r["val_metric"] for r in hist[role]))
     assert rec["student_val_from"].startswith("before the refit")
+    # the tree models' final fits add the labelled validation samples too; their validation figures stay the
+    # first fits' (out of sample), as the network's does
+    n_val = m["data"]["n_val"]
+    assert m["models"]["student_trees"]["refit_on_val"] == n_val == m["references"]["extra_trees"]["refit_on_val"]
+    assert m["export_trees"]["max_abs_diff"] <= 1e-5
 
 
 def test_fit_memo_shares_only_identical_fits():

@@ -126,7 +126,10 @@ class ModelConfig(_Strict):
     grad_clip: float = Field(1.0, gt=0)
     warmup_epochs: int = Field(2, ge=0)
     modality_dropout: float = Field(0.0, ge=0, lt=1)
-    refit: bool = False  # students: after early stopping, retrain on train + val for the best epoch count
+    # students: after early stopping, retrain on train + val for the best epoch count; the tree student and the
+    # references are fitted again on train + val too (test figures and deployed models; validation figures, which
+    # the recommendation compares, stay the first fits')
+    refit: bool = False
     # std of Gaussian noise added in training to numeric inputs, in units of each feature's training std; 0 = off
     input_noise: float = Field(0.0, ge=0)
     # modality kind -> encoder name where the kind's default encoder is not wanted, e.g. {image: mobilenet}

@@ -59,6 +59,7 @@ class ClassicalFits:
     trees: TreeStudent | None = None
     trees_export: dict = field(default_factory=dict)  # student_trees.onnx written and checked, not yet timed
     trees_metrics: dict = field(default_factory=dict)  # its scikit-learn figures: {"val": ..., "test": ...}
+    trees_refit_on_val: int = 0  # student.refit: validation samples its final fit added
     shared_fits: int = 0  # forests fitted once for two models (FitMemo)
     seconds: float = 0.0
 
@@ -135,7 +136,7 @@ def classical_fits(cfg: ExperimentConfig, data: MultimodalData, smods: list[str]
                 data, smods, train, train_all, val, test, outputs, mask, seed=cfg.seed, n_estimators=r.n_estimators,
                 max_fit_samples=r.max_fit_samples, n_jobs=threads, text_vocab=cfg.data.text_vocab,
                 algorithms=tuple(r.algorithms), models=fitted, self_training=tuple(r.self_training), stop=stop,
-                kinds=kinds, memo=memo))
+                kinds=kinds, memo=memo, refit=cfg.student.refit))
 
         if r.enabled:
             refs(("labels", "self_training"), None, None)
@@ -153,8 +154,20 @@ def classical_fits(cfg: ExperimentConfig, data: MultimodalData, smods: list[str]
                                          label_weight=tc.label_weight, seed=cfg.seed, n_jobs=threads(),
                                          text_vocab=cfg.data.text_vocab).fit(data, train_all, outputs, mask, val,
                                                                              memo=memo)
-                fits.trees_metrics = {"val": task_metrics(data, val, fits.trees.predict(data, val)),
-                                      "test": task_metrics(data, test, fits.trees.predict(data, test))}
+                fits.trees_metrics = {"val": task_metrics(data, val, fits.trees.predict(data, val))}
+                val_lab = data.labelled(val) if cfg.student.refit else val[:0]
+                if len(val_lab):  # student.refit: the final fit adds the labelled validation samples, as the
+                    # network's does; the validation figure (and each output's std) stay the first fit's
+                    first = fits.trees
+                    fits.trees = TreeStudent(
+                        smods, algorithm=tc.algorithm, n_estimators=tc.n_estimators,
+                        min_samples_leaf=tc.min_samples_leaf, max_samples=tc.max_samples, label_weight=tc.label_weight,
+                        seed=cfg.seed, n_jobs=threads(), text_vocab=cfg.data.text_vocab,
+                    ).fit(data, np.concatenate([train_all, val_lab]), outputs, mask, None, memo=memo)
+                    fits.trees.std_ = first.std_
+                    fits.trees.val_preds_ = first.predict(data, val)  # out of sample, for a blend
+                    fits.trees_refit_on_val = int(len(val_lab))
+                fits.trees_metrics["test"] = task_metrics(data, test, fits.trees.predict(data, test))
                 # written and checked here; timed by classical_finish, once nothing runs beside
                 fits.trees_export = export_tree_student(fits.trees, data, test, out / "student_trees.onnx", 0)
     # the table's order: per algorithm, labels / teacher_labels / self_training
@@ -247,6 +260,8 @@ def classical_finish(cfg: ExperimentConfig, data: MultimodalData, smods: list[st
             "latency_ms": ex["onnx_latency_ms"], "latency_from": "onnx", "n_test": int(len(test)),
             "cost": float(sum(cfg.data.modalities[m].cost for m in smods)), "scored_on": "test",
             "algorithm": tc.algorithm, "n_fit": ts.n_fit_, "shared_fits": fits.shared_fits}
+        if fits.trees_refit_on_val:
+            metrics["models"]["student_trees"]["refit_on_val"] = fits.trees_refit_on_val
         metrics["export_trees"] = ex
         cands["student_trees"] = {"val": val_m}
         fitted["student_trees"] = ts
@@ -293,7 +308,9 @@ def _blend(cfg: ExperimentConfig, data: MultimodalData, smods: list[str], val: n
            "test": predict(student, data, test, device=device)}
     figs = {}
     for split, idx in (("val", val), ("test", test)):
-        tree = _tree_predict(partner, fitted[partner], data, smods, idx, cfg.data.text_vocab)
+        model = fitted[partner]
+        tree = (model.val_preds_ if split == "val" and getattr(model, "val_preds_", None) is not None
+                else _tree_predict(partner, model, data, smods, idx, cfg.data.text_vocab))
         figs[split] = task_metrics(data, idx, blend_predictions(net[split], tree, kinds, WEIGHT))
     return {"partner": partner, "weight": WEIGHT, "modalities": list(smods), "metrics": figs["test"],
             "val": figs["val"], "val_from": "before the network's refit on train + validation"

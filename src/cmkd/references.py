@@ -173,11 +173,18 @@ def _teacher_labels(data: MultimodalData, t_idx: np.ndarray, teacher: dict[str, 
     return ys
 
 
+def _val_preds(model: _Model, x_val: np.ndarray) -> dict[str, np.ndarray]:
+    model.val_preds_ = model.predict(x_val)  # kept: a blend's validation figure needs the pre-refit model's
+    return model.val_preds_
+
+
 def _entry(data: MultimodalData, val: np.ndarray, test: np.ndarray, x_val: np.ndarray, x_test: np.ndarray,
-           algo: str, how: str, model: _Model, n_fit: int, t0: float) -> dict:
-    """A reference's result: test metrics, validation metrics, how it was trained and its fit time."""
+           algo: str, how: str, model: _Model, n_fit: int, t0: float, val_model: _Model | None = None) -> dict:
+    """A reference's result: test metrics (of ``model``), validation metrics (of ``val_model``, default
+    ``model``), how it was trained and its fit time."""
     entry: dict = dict(task_metrics(data, test, model.predict(x_test)))
-    entry.update({"val": task_metrics(data, val, model.predict(x_val)) if len(val) else {},
+    vm = model if val_model is None else val_model
+    entry.update({"val": task_metrics(data, val, _val_preds(vm, x_val)) if len(val) else {},
                   "algorithm": algo, "trained_on": how, "n_fit": int(n_fit),
                   "fit_s": round(time.perf_counter() - t0, 3)})
     return entry
@@ -189,7 +196,7 @@ def references(data: MultimodalData, student_modalities: list[str], train_labell
                n_estimators: int = 100, max_fit_samples: int = 20000, n_jobs: int | Callable[[], int] | None = 1,
                text_vocab: int = 4096, algorithms: tuple[str, ...] = ALGORITHMS, models: dict | None = None,
                self_training: tuple[str, ...] = ALGORITHMS, stop: threading.Event | None = None,
-               kinds: tuple[str, ...] = KINDS, memo: FitMemo | None = None) -> dict[str, dict]:
+               kinds: tuple[str, ...] = KINDS, memo: FitMemo | None = None, refit: bool = False) -> dict[str, dict]:
     """Classical references on the student's modalities (see the module docstring).
 
     Args:
@@ -216,6 +223,9 @@ def references(data: MultimodalData, student_modalities: list[str], train_labell
             while it trains).
         memo: shares forests fitted on identical rows and targets (:class:`cmkd.trees.FitMemo`), e.g. with the
             tree student.
+        refit: as a network with ``student.refit``: once its validation figure is taken, each reference is fitted
+            again on its training rows plus the labelled validation samples (their labels); its test metrics and
+            the model in ``models`` are that refit's (``refit_on_val``: how many validation samples it added).
 
     Returns:
         name -> test metrics, plus ``val`` (validation metrics), ``algorithm``, ``trained_on`` (``labels``,
@@ -248,12 +258,27 @@ def references(data: MultimodalData, student_modalities: list[str], train_labell
     def stopped() -> bool:
         return stop is not None and stop.is_set()
 
-    def score(name: str, algo: str, how: str, model: _Model, n_fit: int, t0: float) -> None:
+    val_lab = data.labelled(val) if refit else val[:0]
+
+    def again(algo: str, seed_: int, x: np.ndarray, ys: dict[str, np.ndarray]) -> _Model | None:
+        """The same fit on its rows plus the labelled validation samples (``refit``); None without them."""
+        if not len(val_lab) or stopped():
+            return None
+        yv = _labels(data, val_lab)
+        ys2 = {t: np.concatenate([y, yv[t].reshape((len(val_lab),) + y.shape[1:])]) for t, y in ys.items()}
+        return _Model(algo, data, seed_, n_estimators, n_jobs, memo).fit(np.concatenate([x, x_of(val_lab)]), ys2)
+
+    def score(name: str, algo: str, how: str, model: _Model, n_fit: int, t0: float,
+              final: _Model | None = None) -> None:
         if not model.models:
             return
-        out[name] = _entry(data, val, test, x_val, x_test, algo, how, model, n_fit, t0)
+        keep = model if final is None or not final.models else final
+        out[name] = _entry(data, val, test, x_val, x_test, algo, how, keep, n_fit, t0, val_model=model)
+        if keep is not model:
+            out[name]["refit_on_val"] = int(len(val_lab))
+            keep.val_preds_ = model.val_preds_  # out of sample: the first fit's
         if models is not None:
-            models[name] = model
+            models[name] = keep
 
     for algo in algorithms:
         if stopped():
@@ -264,12 +289,13 @@ def references(data: MultimodalData, student_modalities: list[str], train_labell
             t0 = time.perf_counter()
             base = _Model(algo, data, seed, n_estimators, n_jobs, memo).fit(x_lab, _labels(data, lab))
             if "labels" in kinds:
-                score(algo, algo, "labels", base, len(lab), t0)
+                score(algo, algo, "labels", base, len(lab), t0, again(algo, seed, x_lab, _labels(data, lab)))
         if t_idx is not None and len(t_idx) and not stopped():
             t0 = time.perf_counter()
             ys = _teacher_labels(data, t_idx, teacher, teacher_mask)
             m = _Model(algo, data, seed, n_estimators, n_jobs, memo).fit(x_of(t_idx), ys)
-            score(f"{algo}_teacher_labels", algo, "teacher_labels", m, len(t_idx), t0)
+            score(f"{algo}_teacher_labels", algo, "teacher_labels", m, len(t_idx), t0,
+                  again(algo, seed, x_of(t_idx), ys))
         if not selftrain or base is None or not base.models or stopped():
             continue
         t0 = time.perf_counter()
@@ -277,9 +303,9 @@ def references(data: MultimodalData, student_modalities: list[str], train_labell
         own = base.predict(x_of(unl_cap))
         pseudo = _pseudo(data, unl_cap, own)
         ys = {t: np.concatenate([y, pseudo[t]]) for t, y in _labels(data, lab).items()}
-        m = _Model(algo, data, seed + 1, n_estimators, n_jobs, memo).fit(np.concatenate([x_lab, x_of(unl_cap)]),
-                                                                      ys)
-        score(f"{algo}_self_training", algo, "self_training", m, len(both), t0)
+        x_both = np.concatenate([x_lab, x_of(unl_cap)])
+        m = _Model(algo, data, seed + 1, n_estimators, n_jobs, memo).fit(x_both, ys)
+        score(f"{algo}_self_training", algo, "self_training", m, len(both), t0, again(algo, seed + 1, x_both, ys))
     return out
 
 
