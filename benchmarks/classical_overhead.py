@@ -106,7 +106,7 @@ def table(runs: list[dict]) -> str:
             continue
 
         def pct(r: dict | None, off: dict = off) -> str:
-            return "-" if r is None else f"{100 * (r['seconds'] - off['seconds']) / off['seconds']:+.0f}%"
+            return "-" if r is None else f"{round(100 * (r['seconds'] - off['seconds']) / off['seconds']):+d}%"
 
         same = "-" if seq is None else ("yes" if (bg["references_test"], bg["student_trees_test"], bg["student_test"])
                                         == (seq["references_test"], seq["student_trees_test"],
@@ -127,7 +127,7 @@ def table(runs: list[dict]) -> str:
                   "has the median): " + ", ".join(spread) + "."]
     if over:
         over.sort(reverse=True)
-        lines += ["", "A default run takes longer by " + ", ".join(f"{p:.0f}% ({k})" for p, k in over)
+        lines += ["", "A default run takes longer by " + ", ".join(f"{round(p):d}% ({k})" for p, k in over)
                   + " than the same run without the classical stage. `references.algorithms`, "
                     "`references.self_training`, `references.n_estimators` or `references: false` cut it further."]
         from cmkd.recipes import get_recipe

@@ -5,7 +5,7 @@ Usage:
     python benchmarks/readme_sections.py
 
 Sections (each only when its .md exists): recommended.md (benchmarks/recommended.py), blend.md
-(benchmarks/blend.py), classical_overhead.md
+(benchmarks/blend.py), selection_optimism.md (benchmarks/selection_optimism.py), classical_overhead.md
 (benchmarks/classical_overhead.py), small_data.md
 (benchmarks/small_data.py), habitat.md (benchmarks/habitat.py), microgrid.md
 (benchmarks/microgrid.py), recycling.md (benchmarks/recycling.py), sensor_select.md (benchmarks/sensor_select.py),
@@ -24,6 +24,8 @@ SECTIONS = [("recommended", "The recommended student against the best classical 
              "(`python benchmarks/recommended.py`)"),
             ("blend", "The blended student: the network and its best tree partner averaged "
              "(`python benchmarks/blend.py`)"),
+            ("selection_optimism", "How optimistic is the network's validation figure? "
+             "(`python benchmarks/selection_optimism.py`)"),
             ("classical_overhead", "What the classical stage adds to a run "
              "(`python benchmarks/classical_overhead.py`)"),
             ("small_data", "Small data: the default network against one-line classical models "
