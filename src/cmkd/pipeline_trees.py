@@ -149,23 +149,24 @@ def classical_fits(cfg: ExperimentConfig, data: MultimodalData, smods: list[str]
                 refs(("teacher_labels",), outputs, mask)
             if cfg.trees.enabled and not (stop is not None and stop.is_set()):
                 tc = cfg.trees
-                fits.trees = TreeStudent(smods, algorithm=tc.algorithm, n_estimators=tc.n_estimators,
-                                         min_samples_leaf=tc.min_samples_leaf, max_samples=tc.max_samples,
-                                         label_weight=tc.label_weight, seed=cfg.seed, n_jobs=threads(),
-                                         text_vocab=cfg.data.text_vocab).fit(data, train_all, outputs, mask, val,
-                                                                             memo=memo)
-                fits.trees_metrics = {"val": task_metrics(data, val, fits.trees.predict(data, val))}
+
+                def tree_student() -> TreeStudent:  # as configured; the thread budget read as it is made
+                    return TreeStudent(smods, algorithm=tc.algorithm, n_estimators=tc.n_estimators,
+                                       min_samples_leaf=tc.min_samples_leaf, max_samples=tc.max_samples,
+                                       label_weight=tc.label_weight, seed=cfg.seed, n_jobs=threads(),
+                                       text_vocab=cfg.data.text_vocab)
+
+                fits.trees = tree_student().fit(data, train_all, outputs, mask, val, memo=memo)
+                val_preds = fits.trees.predict(data, val)
+                fits.trees_metrics = {"val": task_metrics(data, val, val_preds)}
                 val_lab = data.labelled(val) if cfg.student.refit else val[:0]
                 if len(val_lab):  # student.refit: the final fit adds the labelled validation samples, as the
                     # network's does; the validation figure (and each output's std) stay the first fit's
                     first = fits.trees
-                    fits.trees = TreeStudent(
-                        smods, algorithm=tc.algorithm, n_estimators=tc.n_estimators,
-                        min_samples_leaf=tc.min_samples_leaf, max_samples=tc.max_samples, label_weight=tc.label_weight,
-                        seed=cfg.seed, n_jobs=threads(), text_vocab=cfg.data.text_vocab,
-                    ).fit(data, np.concatenate([train_all, val_lab]), outputs, mask, None, memo=memo)
+                    fits.trees = tree_student().fit(data, np.concatenate([train_all, val_lab]), outputs, mask, None,
+                                                    memo=memo)
                     fits.trees.std_ = first.std_
-                    fits.trees.val_preds_ = first.predict(data, val)  # out of sample, for a blend
+                    fits.trees.val_preds_ = val_preds  # the first fit's (out of sample), for a blend
                     fits.trees_refit_on_val = int(len(val_lab))
                 fits.trees_metrics["test"] = task_metrics(data, test, fits.trees.predict(data, test))
                 # written and checked here; timed by classical_finish, once nothing runs beside

@@ -65,9 +65,6 @@ class _Model:
         n = self._jobs()
         return threadpool_limits(limits=n if n and n > 0 else None, user_api="openmp")
 
-    def fit(self, x: np.ndarray, ys: dict[str, np.ndarray]) -> _Model:
-        return self._fit(x, ys)
-
     def _fit_one(self, est, x: np.ndarray, y: np.ndarray):  # noqa: ANN001, ANN202
         # the thread budget is read per estimator (per output column of HistGradientBoosting): one widened while
         # a model's columns are fitted serves its next columns
@@ -79,7 +76,7 @@ class _Model:
         with self._threads():
             return self._predict(x)
 
-    def _fit(self, x: np.ndarray, ys: dict[str, np.ndarray]) -> _Model:
+    def fit(self, x: np.ndarray, ys: dict[str, np.ndarray]) -> _Model:
         """``ys``: target -> (n,) class ids or (n, K) values, NaN / -1 where that sample has none.
 
         Columns constant over ``x`` (e.g. words of a bag that never occur) are dropped first."""
