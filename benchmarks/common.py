@@ -5,6 +5,7 @@ this folder is on ``sys.path`` and ``from common import ...`` is a plain import.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -68,3 +69,28 @@ def append_run(path: Path, record: dict) -> None:
     """Append one run's record to a sweep's ``.jsonl`` file as it finishes, so an interrupted sweep resumes."""
     with path.open("a") as fh:
         fh.write(json.dumps(record) + "\n")
+
+
+def sweep(path: Path, cases: list[str], fractions: list, seeds: list[int], one: Callable[..., dict],
+          describe: Callable[[dict], str]) -> None:
+    """Run ``one(case, seed, fraction)`` for every case, label fraction and seed not yet recorded in ``path``
+    (records keyed by ``recipe``, ``seed``, ``label_fraction``), appending each record as it finishes; a case
+    whose data folder is absent (a CmkdError) is skipped with its reason. ``describe(record)`` is the progress
+    line's end."""
+    from cmkd.errors import CmkdError
+
+    done = {(r["recipe"], r["seed"], r.get("label_fraction")) for r in read_runs(path)}
+    skipped: set[str] = set()
+    for case in cases:
+        for fraction in fractions:
+            for seed in seeds:
+                if (case, seed, fraction) in done or case in skipped:
+                    continue
+                try:
+                    r = one(case, seed, fraction)
+                except CmkdError as e:  # a real-data recipe without its data folder
+                    print(f"{case}: skipped ({e})", flush=True)
+                    skipped.add(case)
+                    continue
+                append_run(path, r)
+                print(f"{case} label_fraction {fraction} seed {seed}: {describe(r)}", flush=True)

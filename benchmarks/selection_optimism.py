@@ -35,10 +35,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import BENCH, append_run, ms, read_runs, save
+from common import BENCH, ms, read_runs, save, sweep
 
 import cmkd
-from cmkd.errors import CmkdError
 from cmkd.recipes import recipe_names
 from cmkd.references import recommend
 
@@ -130,22 +129,9 @@ def main() -> None:
                     help="options.label_fraction values (airquality, minerals, houston); default: the recipe's own")
     ap.add_argument("--report-only", action="store_true", help="rebuild the table from every recorded run")
     args = ap.parse_args()
-    done = {(r["recipe"], r["seed"], r.get("label_fraction")) for r in read_runs(RUNS)}
-    skipped: set[str] = set()
-    for case in args.cases if not args.report_only else []:
-        for fraction in args.label_fractions:
-            for seed in args.seeds:
-                if (case, seed, fraction) in done or case in skipped:
-                    continue
-                try:
-                    r = one(case, seed, fraction)
-                except CmkdError as e:  # a real-data recipe without its data folder
-                    print(f"{case}: skipped ({e})", flush=True)
-                    skipped.add(case)
-                    continue
-                append_run(RUNS, r)
-                print(f"{case} label_fraction {fraction} seed {seed}: recommended {r['recommended']}, "
-                      f"{r['seconds']} s", flush=True)
+    if not args.report_only:
+        sweep(RUNS, args.cases, args.label_fractions, args.seeds, one,
+              lambda r: f"recommended {r['recommended']}, {r['seconds']} s")
     runs = read_runs(RUNS)
     save("selection_optimism", {"runs": runs}, table(runs))
 

@@ -79,23 +79,30 @@ def test_pruning_finetune_resumes(calls: list[dict]) -> None:
     assert all(c["resume"] for c in calls)
 
 
-
-def test_pruned_student_finetunes_before_the_run_waits_for_the_classical_fits(tmp_path: Path) -> None:
-    # the fine-tuning trains: it runs beside the background fits, before stage_evaluate waits for them
-    mp = pytest.MonkeyPatch()
-    mp.setitem(REGISTRY, NAME, TINY)
+def _record_fits(mp: pytest.MonkeyPatch) -> list[str]:
+    """Record each training (``fit <desc>``) of the run in a list, in order; the list is returned."""
     order: list[str] = []
-    real_fit, real_wait = pipeline.fit, pipeline.wait_classical
+    real_fit = pipeline.fit
 
     def fit(*args, **kw):  # noqa: ANN002, ANN003, ANN202
         order.append(f"fit {kw.get('desc')}")
         return real_fit(*args, **kw)
 
+    mp.setattr(pipeline, "fit", fit)
+    return order
+
+
+def test_pruned_student_finetunes_before_the_run_waits_for_the_classical_fits(tmp_path: Path) -> None:
+    # the fine-tuning trains: it runs beside the background fits, before stage_evaluate waits for them
+    mp = pytest.MonkeyPatch()
+    mp.setitem(REGISTRY, NAME, TINY)
+    order = _record_fits(mp)
+    real_wait = pipeline.wait_classical
+
     def wait(st):  # noqa: ANN001, ANN202
         order.append("wait")
         return real_wait(st)
 
-    mp.setattr(pipeline, "fit", fit)
     mp.setattr(pipeline, "wait_classical", wait)
     try:
         metrics = pipeline.run(NAME, tmp_path, quick=True, quiet=True)
@@ -130,19 +137,14 @@ def _run_tiny(tmp: Path, rounds: int | None, aggregate=_aggregate) -> tuple[dict
                                  aggregate_rounds=None if rounds is None else (lambda config: rounds))
     mp = pytest.MonkeyPatch()
     mp.setitem(REGISTRY, NAME, recipe)
-    order: list[str] = []
-    real_fit, real_start = pipeline.fit, pipeline.start_classical
-
-    def fit(*args, **kw):  # noqa: ANN002, ANN003, ANN202
-        order.append(f"fit {kw.get('desc')}")
-        return real_fit(*args, **kw)
+    order = _record_fits(mp)
+    real_start = pipeline.start_classical
 
     def start(st):  # noqa: ANN001, ANN202
         if st.classical is None:
             order.append(f"classical after {len(st.aggregated)} rounds")
         return real_start(st)
 
-    mp.setattr(pipeline, "fit", fit)
     mp.setattr(pipeline, "start_classical", start)
     try:
         metrics = pipeline.run(NAME, tmp, quick=True, quiet=True, overrides=["export.enabled=false"])
