@@ -27,14 +27,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import BENCH, ms, read_runs, save, sweep
+from common import BENCH, GENERIC, by_case, gap, ms, read_runs, save, sweep
 
 import cmkd
 from cmkd.recipes import recipe_names
 from cmkd.references import recommend
 
 RUNS = BENCH / "blend_runs.jsonl"
-GENERIC = ("random_forest", "extra_trees", "hist_gradient_boosting")
 CASES = ("minerals", "airquality", "coastal-real", "houston")
 
 
@@ -61,11 +60,6 @@ def one(recipe: str, seed: int, fraction: float | None = None) -> dict:
             "recommended_without": recommend({k: v for k, v in rec["val"].items() if k != "student_blend"}, metric)}
 
 
-def gap(value: float, ref: float, metric: str) -> float:
-    """Points of accuracy (x100), or percent of the reference's RMSE; + = ``value`` is better."""
-    return 100 * (value - ref) if metric != "rmse" else 100 * (ref - value) / ref
-
-
 def table(runs: list[dict]) -> str:
     lines = ["## The blended student: the network and its best tree partner averaged (`python benchmarks/blend.py`)",
              "", "Test figures, mean ± std over seeds; one run per seed with `references.blend=true` (export off) "
@@ -75,12 +69,7 @@ def table(runs: list[dict]) -> str:
              "| case | data | metric | seeds | network student | blend | recommended, without blend | its gap | "
              "recommended, with blend | its gap | best reference on test | blend recommended | partners |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for key in dict.fromkeys((r["recipe"], r.get("label_fraction")) for r in runs):
-        rs = sorted((r for r in runs if (r["recipe"], r.get("label_fraction")) == key), key=lambda r: r["seed"])
-        case = key[0] + ("" if key[1] is None else f" ({100 * key[1]:g}% labels)")
-        metric = rs[0]["metric"]
-        pick = min if metric == "rmse" else max
-        best = [pick(v for k, v in r["test"].items() if k.startswith(GENERIC) and v is not None) for r in rs]
+    for case, rs, metric, best in by_case(runs):
         without = [r["test"][r["recommended_without"]] for r in rs]
         with_ = [r["test"][r["recommended"]] for r in rs]
         d = 1 if metric == "rmse" and np.median(best) >= 1 else 3  # decimals: ug/m3 or cm, else 4

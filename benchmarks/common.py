@@ -94,3 +94,25 @@ def sweep(path: Path, cases: list[str], fractions: list, seeds: list[int], one: 
                     continue
                 append_run(path, r)
                 print(f"{case} label_fraction {fraction} seed {seed}: {describe(r)}", flush=True)
+
+
+GENERIC = ("random_forest", "extra_trees", "hist_gradient_boosting")  # the run's generic references' names
+
+
+def gap(value: float, ref: float, metric: str) -> float:
+    """Points of accuracy (x100), or percent of the reference's RMSE; + = ``value`` is better."""
+    return 100 * (value - ref) if metric != "rmse" else 100 * (ref - value) / ref
+
+
+def by_case(runs: list[dict]) -> list[tuple[str, list[dict], str, list[float]]]:
+    """Records with ``recipe``, ``label_fraction``, ``seed``, ``metric`` and ``test`` figures, grouped per case and
+    label fraction: (case label, its runs by seed, metric, each run's best generic reference on test)."""
+    out = []
+    for key in dict.fromkeys((r["recipe"], r.get("label_fraction")) for r in runs):
+        rs = sorted((r for r in runs if (r["recipe"], r.get("label_fraction")) == key), key=lambda r: r["seed"])
+        case = key[0] + ("" if key[1] is None else f" ({100 * key[1]:g}% labels)")
+        metric = rs[0]["metric"]
+        pick = min if metric == "rmse" else max
+        best = [pick(v for k, v in r["test"].items() if k.startswith(GENERIC) and v is not None) for r in rs]
+        out.append((case, rs, metric, best))
+    return out

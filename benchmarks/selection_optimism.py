@@ -35,14 +35,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import BENCH, ms, read_runs, save, sweep
+from common import BENCH, GENERIC, by_case, gap, ms, read_runs, save, sweep
 
 import cmkd
 from cmkd.recipes import recipe_names
 from cmkd.references import recommend
 
 RUNS = BENCH / "selection_optimism_runs.jsonl"
-GENERIC = ("random_forest", "extra_trees", "hist_gradient_boosting")
 CASES = ("houston", "minerals", "airquality", "coastal-real")
 WINDOWS = (1, 2, 3)
 
@@ -83,11 +82,6 @@ def pick(r: dict, rule: str) -> str:
     return recommend(val, r["metric"])
 
 
-def gap(value: float, ref: float, metric: str) -> float:
-    """Points of accuracy (x100), or percent of the reference's RMSE; + = ``value`` is better."""
-    return 100 * (value - ref) if metric != "rmse" else 100 * (ref - value) / ref
-
-
 def table(runs: list[dict]) -> str:
     rules = ["best"] + [f"window {k}" for k in WINDOWS]
     lines = ["## How optimistic is the network's validation figure? (`python benchmarks/selection_optimism.py`)", "",
@@ -98,12 +92,7 @@ def table(runs: list[dict]) -> str:
              "network.", "",
              "| case | data | metric | seeds | optimism | " + " | ".join(f"`{x}` gap (network chosen)" for x in rules)
              + " |", "|---|---|---|---|---|" + "---|" * len(rules)]
-    for key in dict.fromkeys((r["recipe"], r.get("label_fraction")) for r in runs):
-        rs = sorted((r for r in runs if (r["recipe"], r.get("label_fraction")) == key), key=lambda r: r["seed"])
-        case = key[0] + ("" if key[1] is None else f" ({100 * key[1]:g}% labels)")
-        metric = rs[0]["metric"]
-        best_fn = min if metric == "rmse" else max
-        best = [best_fn(v for k, v in r["test"].items() if k.startswith(GENERIC) and v is not None) for r in rs]
+    for case, rs, metric, best in by_case(runs):
         opt = [gap(r["val"]["student"], window_figure(r["curve"], metric, 2), metric) for r in rs if r["curve"]]
         cells = []
         for rule in rules:
