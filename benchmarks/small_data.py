@@ -66,11 +66,13 @@ VARIANTS = {
                                                          "student.encoders={vector: periodic}"],
     "default": lambda n: [],  # the library's defaults now: auto batch size, epochs and patience
     "mobilenet": lambda n: ["teacher.encoders={image: mobilenet}", "student.encoders={image: mobilenet}"],
+    "augment": lambda n: ["teacher.augment=true", "student.augment=true"],
 }
 LABELS = {"batch128": "former defaults (batch 128, 60 epochs, patience 12)", "batch_auto": "auto batch, 60 epochs",
           "auto_long": "auto batch, 200 epochs, patience 40", "auto_periodic": "auto batch, periodic vector encoder",
           "default": "defaults now (auto batch, epochs, patience)",
-          "mobilenet": "defaults now, MobileNet image encoder"}
+          "mobilenet": "defaults now, MobileNet image encoder",
+          "augment": "defaults now, flips / quarter turns of the image patches"}
 
 
 def _houston() -> dict[str, np.ndarray]:

@@ -132,6 +132,9 @@ class ModelConfig(_Strict):
     refit: bool = False
     # std of Gaussian noise added in training to numeric inputs, in units of each feature's training std; 0 = off
     input_noise: float = Field(0.0, ge=0)
+    # random flips / quarter turns of square image inputs in training, each sample its own (patches of a scene
+    # have no preferred orientation; leave it off where orientation carries meaning). Off by default
+    augment: bool = False
     # modality kind -> encoder name where the kind's default encoder is not wanted, e.g. {image: mobilenet}
     encoders: dict[str, str] = Field(default_factory=dict)
     # encoder name -> its keyword options, e.g. {periodic: {sigma: 0.03}}

@@ -45,6 +45,7 @@ from .evaluate import predict, task_metrics
 from .losses import task_loss
 from .models import MultimodalNet
 from .runtime import check_inputs
+from .train import turn_images
 from .validate import check_target_array
 
 
@@ -222,16 +223,6 @@ def _trainable(model: MultimodalNet, train: str) -> list[nn.Parameter]:
     return [p for p in model.parameters() if id(p) not in frozen]
 
 
-def _dihedral(x: Tensor) -> Tensor:
-    """Each (C, H, W) sample of a square image batch under one of the 8 flips / quarter turns, at random."""
-    if x.ndim != 4 or x.shape[-1] != x.shape[-2]:
-        return x
-    k = torch.randint(0, 4, (x.shape[0],))
-    flip = torch.rand(x.shape[0]) < 0.5
-    out = torch.stack([torch.rot90(xi, int(ki), dims=(1, 2)) for xi, ki in zip(x, k)])
-    return torch.where(flip[:, None, None, None], out.flip(-1), out)
-
-
 def finetune(model: MultimodalNet, data: MultimodalData, idx: np.ndarray, epochs: int = 50, lr: float = 1e-3,
              batch_size: int = 64, ewc: EWC | None = None, seed: int = 0, train: str = "all",
              augment: bool = False) -> list[dict]:
@@ -251,8 +242,7 @@ def finetune(model: MultimodalNet, data: MultimodalData, idx: np.ndarray, epochs
         for s in range(0, len(order), batch_size):
             batch = make_batch(data, order[s:s + batch_size], mods, stats)
             if augment:
-                batch["inputs"] = {m: _dihedral(x) if model.hparams["modalities"][m]["kind"] == "image" else x
-                                   for m, x in batch["inputs"].items()}
+                batch["inputs"] = turn_images(batch["inputs"], model, True)
             loss = task_loss(model(batch["inputs"], batch["present"]), None, batch)
             p = ewc(model) if ewc is not None else loss.new_zeros(())
             opt.zero_grad(set_to_none=True)

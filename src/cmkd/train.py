@@ -88,26 +88,49 @@ def _jitter(inputs: dict[str, torch.Tensor], model: MultimodalNet, sigma: float)
     return out
 
 
+def dihedral(x: torch.Tensor) -> torch.Tensor:
+    """Each (C, H, W) sample of a square image batch under one of the 8 flips / quarter turns, at random (a
+    batch of another shape is returned as it is)."""
+    if x.ndim != 4 or x.shape[-1] != x.shape[-2]:
+        return x
+    k = torch.randint(0, 4, (x.shape[0],))
+    turned = torch.stack([torch.rot90(x, int(r), dims=(2, 3)) for r in range(4)])[k, torch.arange(x.shape[0])]
+    flip = torch.rand(x.shape[0]) < 0.5
+    return torch.where(flip[:, None, None, None], turned.flip(-1), turned)
+
+
+def turn_images(inputs: dict[str, torch.Tensor], model: MultimodalNet, on: bool) -> dict[str, torch.Tensor]:
+    """Flip / quarter-turn augmentation of the model's image modalities (:func:`dihedral`, each sample its own
+    draw); other modalities, and everything when ``on`` is False, are left as they are."""
+    if not on:
+        return inputs
+    kinds = model.hparams["modalities"]
+    return {m: dihedral(x) if m in kinds and kinds[m]["kind"] == "image" else x for m, x in inputs.items()}
+
+
 class _Step(torch.nn.Module):
     """One training step's forward (student, loss, optional mixup) as one module, so that DistributedDataParallel
     synchronises the gradients of the model and of the loss's own parameters (projections, learned weights)."""
 
     def __init__(self, model: MultimodalNet, loss_fn: CompositeLoss, teacher: MultimodalNet | None, mixup: float,
-                 noise: float) -> None:
+                 noise: float, augment: bool = False) -> None:
         super().__init__()
         self.model, self.loss_fn = model, loss_fn
         self.teacher = [teacher]  # a list: the frozen teacher is not a submodule (never wrapped or synchronised)
-        self.mixup, self.noise = mixup, noise
+        self.mixup, self.noise, self.augment = mixup, noise, augment
+
+    def _inputs(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return _jitter(turn_images(inputs, self.model, self.augment), self.model, self.noise)
 
     def forward(self, batch: dict, t_out: dict | None, device: torch.device | str) -> dict:
         model, loss_fn, teacher = self.model, self.loss_fn, self.teacher[0]
-        out = model(_jitter(batch["inputs"], model, self.noise), batch["present"])
+        out = model(self._inputs(batch["inputs"]), batch["present"])
         parts = loss_fn(out, t_out, batch)
         if self.mixup > 0 and teacher is not None:
             mixed = _mix(batch, list(teacher.encoders), self.mixup, device)
             with torch.no_grad():
                 t_mix = teacher(mixed["inputs"], mixed["present"])
-            s_mix = model(_jitter(mixed["inputs"], model, self.noise), mixed["present"])
+            s_mix = model(self._inputs(mixed["inputs"]), mixed["present"])
             extra = loss_fn(s_mix, t_mix, mixed, exclude=("task",))
             parts = {k: parts.get(k, 0) + extra.get(k, 0) for k in {*parts, *extra}}
         return parts
@@ -240,7 +263,7 @@ def _make_step(model: MultimodalNet, loss_fn: CompositeLoss, teacher: Multimodal
     n_ranks, me = world_size(), rank()
     model.to(device)
     loss_fn.to(device)
-    step: torch.nn.Module = _Step(model, loss_fn, teacher, mixup, cfg.input_noise)
+    step: torch.nn.Module = _Step(model, loss_fn, teacher, mixup, cfg.input_noise, cfg.augment)
     if n_ranks > 1:
         from torch.nn.parallel import DistributedDataParallel
 
@@ -382,8 +405,9 @@ def fit(model: MultimodalNet, data: MultimodalData, train_idx: np.ndarray, val_i
     Under ``torchrun`` (see :mod:`cmkd.distributed`) the model and loss are wrapped in DistributedDataParallel,
     each rank takes its share of every global batch, and only rank 0 writes checkpoints.
 
-    ``cfg.input_noise`` > 0 adds Gaussian noise to the model's numeric inputs in training (see :func:`_jitter`);
-    teacher outputs stay those of the clean inputs.
+    ``cfg.input_noise`` > 0 adds Gaussian noise to the model's numeric inputs in training (see :func:`_jitter`),
+    ``cfg.augment`` random flips / quarter turns to its square image inputs (:func:`turn_images`); teacher
+    outputs stay those of the clean inputs.
 
     Returns:
         The history: one dict per epoch (train loss and parts, val loss, val metric, lr).
