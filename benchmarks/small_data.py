@@ -26,17 +26,20 @@ as it finishes (an interrupted sweep resumes).
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import yaml
-from common import BENCH, TIE_SE, append_run, ms, read_runs, rule_holds, save
+from common import BENCH, TIE_SE, append_run, gap, ms, read_runs, rule_holds, save
+from selection_optimism import pick
 
 import cmkd
 from cmkd.config import ModelConfig
 from cmkd.errors import CmkdError
+from cmkd.references import recommendation
 from cmkd.train import batch_size_for
 
 RUNS = BENCH / "small_data_runs.jsonl"
@@ -162,6 +165,7 @@ def one(case: str, n: int, seed: int, variant: str) -> dict:
         np.savez(Path(tmp) / "data.npz", **arrays)
         (Path(tmp) / "exp.yaml").write_text(yaml.safe_dump(cfg))
         m = cmkd.run(str(Path(tmp) / "exp.yaml"), Path(tmp) / "run", quiet=True, overrides=VARIANTS[variant](n))
+        hist = json.loads((Path(tmp) / "run" / "histories.json").read_text())
     metric = m["primary_metric"]
     out = {"case": case, "n": n, "seed": seed, "variant": variant, "metric": metric, "kind": kind,
            "seconds": round(time.time() - t0, 1), "network": m["models"]["student_baseline"]["metrics"][metric]}
@@ -172,6 +176,12 @@ def one(case: str, n: int, seed: int, variant: str) -> dict:
     out["recommended_test"] = (m["models"]["student"]["metrics"][metric] if rec == "student" else out.get(rec))
     out["tie_se"] = TIE_SE
     out["best_on_val"] = (m.get("recommended") or {}).get("best_on_val")  # the strict rule's choice
+    # what other rules would have chosen (rules_table): every candidate's validation figure, the network's
+    # validation curve (the student's epochs), the number of validation samples and the student's test figure
+    out["val"] = (m.get("recommended") or {}).get("val")
+    out["curve"] = [r["val_metric"] for r in hist.get("student", []) if r.get("val_metric") is not None]
+    out["n_val"] = int((arrays["split"] == 1).sum())
+    out["student_test"] = m["models"]["student"]["metrics"][metric]
     return out
 
 
@@ -243,7 +253,7 @@ def table(runs: list[dict]) -> str:
             rs = [r for r in runs if r["case"] == case and r["n"] == n]
             if any(r["variant"] in tried for r in rs):
                 lines.append(f"| {case} | {n} | " + " | ".join(_tried_cell(rs, v, tried) for v in tried) + " |")
-    return "\n".join(lines) + "\n\n" + summary(runs, cells) + "\n"
+    return "\n".join(lines) + "\n\n" + summary(runs, cells) + "\n" + rules_table(runs, cells)
 
 
 def _tried_cell(rs: list[dict], v: str, tried: list[str]) -> str:
@@ -251,6 +261,56 @@ def _tried_cell(rs: list[dict], v: str, tried: list[str]) -> str:
     full = max(sum(r["variant"] == t for r in rs) for t in tried)
     vals = [r["network"] for r in rs if r["variant"] == v]
     return _ms(vals) + (f" ({len(vals)} of {full} seeds)" if 0 < len(vals) < full else "")
+
+
+RULES = ("best", "window 2", "tie_se 1")
+
+
+def rule_pick(r: dict, rule: str) -> str:
+    """What run ``r`` recommends under ``rule``: ``best`` (the network's best-epoch validation figure, a run's
+    rule now), ``window k`` (the mean of the epochs within k of the best, :func:`selection_optimism.pick`) or
+    ``tie_se k`` (candidates within k standard errors of the best tied, the cheaper wins)."""
+    if rule.startswith("tie_se"):
+        return recommendation(r["val"], r["metric"], n_val=r["n_val"], tie_se=float(rule.split()[1]))["model"]
+    return pick(r, rule)
+
+
+def rules_table(runs: list[dict], cells: list[tuple[str, int]]) -> str:
+    """Markdown: the recommended model's test gap to the best reference under each rule, per case and size."""
+    rec = [r for r in runs if r["variant"] == "default" and "curve" in r]
+    if not rec:
+        return ""
+
+    def test_of(r: dict, name: str) -> float:
+        return {"student": r["student_test"], "student_baseline": r["network"]}.get(name, r.get(name))
+
+    lines = ["", "What other recommendation rules would have chosen on the same runs (defaults now): the "
+             "recommended model's gap to the best reference on test, mean ± std over seeds (points of accuracy, or "
+             "% of the RMSE; + = better), and in brackets how many runs chose the network. `best`: the network's "
+             "best-epoch validation figure (what a run does); `window 2`: the mean of the epochs within 2 of it "
+             "(`benchmarks/selection_optimism.py`); `tie_se 1`: candidates within one standard error of the best "
+             "validation figure tied, the cheaper wins (`references.tie_se`).", "",
+             "| case | n train | n val | " + " | ".join(f"`{x}`" for x in RULES) + " |",
+             "|---|---|---|" + "---|" * len(RULES)]
+    for case, n in cells:
+        rs = [r for r in rec if r["case"] == case and r["n"] == n]
+        if not rs:
+            continue
+        row = []
+        for rule in RULES:
+            chosen = [rule_pick(r, rule) for r in rs]
+            g = [gap(test_of(r, c), _best(r), r["metric"]) for r, c in zip(rs, chosen)]
+            row.append(f"{ms(g, 2)} ({sum(c == 'student' for c in chosen)})")
+        lines.append(f"| {case} | {n} | {rs[0]['n_val']} | " + " | ".join(row) + " |")
+    for rule in RULES[1:]:
+        behind = [r for r in rec if gap(test_of(r, rule_pick(r, rule)), _best(r), r["metric"])
+                  < (-2.0 if r["metric"] == "rmse" else -1.0)]
+        g = [gap(test_of(r, rule_pick(r, rule)), _best(r), r["metric"]) for r in rec]
+        lines += ["", f"`{rule}`: median gap {np.median(g):+.1f}, mean {np.mean(g):+.1f}, worst {min(g):+.1f}; "
+                  f"{len(behind)} of {len(rec)} runs more than 1 point (2% of the RMSE) behind."]
+    g = [gap(test_of(r, rule_pick(r, "best")), _best(r), r["metric"]) for r in rec]
+    lines += ["", f"`best`: median gap {np.median(g):+.1f}, mean {np.mean(g):+.1f}, worst {min(g):+.1f}."]
+    return "\n".join(lines) + "\n"
 
 
 def summary(runs: list[dict], cells: list[tuple[str, int]]) -> str:
@@ -294,7 +354,9 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--variants", nargs="+", default=["batch128", "default"], choices=list(VARIANTS))
     args = ap.parse_args()
-    done = {(r["case"], r["n"], r["seed"], r["variant"]) for r in load_runs()}
+    # a default run recorded before the validation figures were (no "curve") runs again for rules_table
+    done = {(r["case"], r["n"], r["seed"], r["variant"]) for r in load_runs()
+            if r["variant"] != "default" or "curve" in r}
     for case in args.cases:
         for n in args.sizes:
             for seed in args.seeds:

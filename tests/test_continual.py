@@ -137,7 +137,8 @@ def test_using_stats_restores(trained: Path) -> None:
 
 
 def test_pseudo_labels_and_augmentation(trained: Path) -> None:
-    from cmkd.continual import _dihedral, pseudo_label
+    from cmkd.continual import pseudo_label
+    from cmkd.train import dihedral
 
     model, meta = load_model(trained / "run" / "student.pt")
     arrays = dict(np.load(trained / "site.npz"))
@@ -148,7 +149,7 @@ def test_pseudo_labels_and_augmentation(trained: Path) -> None:
     assert set(extra) <= set(pool) and np.bincount(data2.targets["y"][extra]).max() <= 4
     assert (data2.targets["y"][extra] >= 0).all() and (data.targets["y"] == -1).all()
     x = torch.arange(2 * 3 * 5 * 5, dtype=torch.float32).reshape(2, 3, 5, 5)
-    y = _dihedral(x)
+    y = dihedral(x)
     assert y.shape == x.shape and torch.equal(y.reshape(2, -1).sort(1).values, x.reshape(2, -1).sort(1).values)
     assert torch.equal(y[:, :, 2, 2], x[:, :, 2, 2])  # the centre pixel stays the centre
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from helpers import make_config
+from helpers import make_arrays, make_config
 
 from cmkd.config import ModelConfig, validate
 from cmkd.train import batch_size_for, schedule_for
@@ -60,3 +60,54 @@ def test_refit_keeps_the_batch_size_of_the_run_that_chose_the_epochs(tmp_path, m
     assert b is None  # auto: made concrete inside fit
     assert first["student_baseline_refit"][1] == batch_size_for(ModelConfig(), n)
     assert first["student_baseline_refit"][0] > n
+
+
+def test_augment_turns_each_image_sample_by_one_of_the_eight_symmetries_and_leaves_other_inputs():
+    import torch
+
+    from cmkd.models import MultimodalNet
+    from cmkd.train import turn_images
+
+    net = MultimodalNet({"img": {"kind": "image", "shape": (2, 4, 4)}, "vec": {"kind": "vector", "shape": (3,)}},
+                        {"y": {"kind": "classification", "n_out": 2}})
+    torch.manual_seed(0)
+    img, vec = torch.randn(64, 2, 4, 4), torch.randn(64, 3)
+    out = turn_images({"img": img, "vec": vec}, net, True)
+    assert out["vec"] is vec
+    seen = set()
+    for a, b in zip(img, out["img"]):
+        forms = [torch.rot90(a, k, dims=(1, 2)) for k in range(4)]
+        forms += [f.flip(-1) for f in forms]
+        hits = [i for i, f in enumerate(forms) if torch.equal(f, b)]
+        assert len(hits) == 1  # exactly one of the 8 flips / quarter turns, the channels turned together
+        seen.add(hits[0])
+    assert len(seen) == 8  # every symmetry is drawn (64 samples)
+    assert turn_images({"img": img}, net, False)["img"] is img
+
+
+def test_augment_reaches_the_training_step_of_the_model_that_sets_it(tmp_path, monkeypatch):
+    """``student.augment`` turns the student's image batches in training; the teacher (augment off) sees them
+    as they are, and prediction never turns them."""
+    from helpers import write_case
+
+    import cmkd
+    import cmkd.train as train
+
+    calls: list = []
+    real = train.dihedral
+
+    def spy(x):  # noqa: ANN001, ANN202
+        calls.append(tuple(x.shape))
+        return real(x)
+
+    monkeypatch.setattr(train, "dihedral", spy)
+    cfg = make_config(epochs=2)
+    cfg["student"]["augment"] = True
+    cfg.update({"references": False, "trees": False, "export": {"enabled": False}})
+    m = cmkd.run(str(write_case(tmp_path, config=cfg)), tmp_path / "out", quiet=True)
+    assert m["models"]["student"]["metrics"]
+    assert calls and all(c[1:] == (2, 5, 5) for c in calls)  # the student's image modality only
+    # the two networks with the student's settings (student, student_baseline): 2 epochs each, batch 64
+    n_train = int((make_arrays()["split"] == 0).sum())
+    assert len(calls) == 2 * 2 * -(-n_train // 64)
+    assert validate(cfg).teacher.augment is False and validate(cfg).student.augment is True
