@@ -33,7 +33,7 @@ def register_encoder(kind: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
 
 # alternative encoders, chosen per model with ``ModelConfig.encoders`` (modality kind -> name): name -> the kinds
 # it accepts. The default encoder of a kind is the one registered under the kind's own name.
-ALTERNATIVES: dict[str, tuple[str, ...]] = {"mobilenet": ("image",), "periodic": ("vector",)}
+ALTERNATIVES: dict[str, tuple[str, ...]] = {"mobilenet": ("image",), "periodic": ("vector",), "flat": ("image",)}
 
 
 def encoder_option_names(name: str, user: bool = True) -> list[str]:
@@ -205,6 +205,25 @@ class ImageEncoder(_Numeric):
         v, m = self.prepare(x)
         h = self.conv(torch.cat([v, m], dim=1))  # (B, D, H, W)
         return self.out(torch.cat([h.mean(dim=(2, 3)), h[:, :, self.centre[0], self.centre[1]]], dim=1))
+
+
+@register_encoder("flat")
+class FlatImageEncoder(_Numeric):
+    """(B, C, H, W) -> (B, D): the patch flattened into the MLP of :class:`VectorEncoder` (every pixel of every
+    band one feature, as a tree ensemble on the flattened patch sees it; no weight sharing across positions).
+    Meant for small patches (a 7 x 7 neighbourhood around a labelled pixel). Select it per model with
+    ``encoders: {image: flat}``.
+    """
+
+    def __init__(self, shape: tuple[int, ...], width: int, dropout: float = 0.1) -> None:
+        super().__init__(shape, (shape[0], 1, 1))
+        f = math.prod(shape)
+        self.net = nn.Sequential(nn.Linear(2 * f, 2 * width), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(2 * width, width), nn.LayerNorm(width))
+
+    def forward(self, x: Tensor) -> Tensor:
+        v, m = self.prepare(x)
+        return self.net(torch.cat([v.flatten(1), m.flatten(1)], dim=1))
 
 
 class InvertedResidual(nn.Module):
