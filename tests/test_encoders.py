@@ -1,4 +1,4 @@
-"""The periodic vector encoder and the teacher's student-view targets, on tiny SYNTHETIC data."""
+"""The periodic vector and flat image encoders and the teacher's student-view targets, on tiny SYNTHETIC data."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from cmkd.config import validate
 from cmkd.data import build_data
 from cmkd.errors import CmkdError
 from cmkd.export import export_onnx, ort_run, ort_session
-from cmkd.models import MultimodalNet, PeriodicVectorEncoder, create_encoder
+from cmkd.models import FlatImageEncoder, MultimodalNet, PeriodicVectorEncoder, create_encoder
 from cmkd.teachers import teacher_targets
 
 
@@ -39,6 +39,31 @@ def test_periodic_encoder_exports_and_masks_missing_values(tmp_path: Path) -> No
     with torch.no_grad():
         ref = torch.softmax(net({"v": x})["y"]["logits"], -1).numpy()  # the graph outputs probabilities
     got = ort_run(ort_session(tmp_path / "m.onnx"), {"v": x.numpy()})[0]
+    assert np.abs(got - ref).max() < 1e-4
+
+
+def test_flat_image_encoder_sees_each_pixel_masks_missing_ones_and_exports(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    enc = create_encoder("image", (2, 5, 5), 8, name="flat").eval()
+    assert isinstance(enc, FlatImageEncoder)
+    with pytest.raises(CmkdError, match="does not take"):
+        create_encoder("vector", (5,), 8, name="flat")
+    x = torch.randn(3, 2, 5, 5)
+    y = x.clone()
+    x[0, 1, 4, 0], y[0, 1, 4, 0] = float("nan"), 55.0
+    with torch.no_grad():
+        a, b = enc(x), enc(y)
+        flipped = enc(torch.flip(x, dims=(3,)))
+    assert torch.isfinite(a).all()
+    assert not torch.allclose(a[0], b[0]) and torch.allclose(a[1:], b[1:])  # only the changed sample moves
+    assert not torch.allclose(flipped[1:], a[1:])  # no pooling: a pixel's position matters
+    net = MultimodalNet({"img": {"kind": "image", "shape": (2, 5, 5)}},
+                        {"y": {"kind": "classification", "n_out": 3}}, width=8, heads=2,
+                        encoders={"image": "flat"}).eval()
+    export_onnx(net, {"img": x}, tmp_path / "m.onnx")
+    with torch.no_grad():
+        ref = torch.softmax(net({"img": x})["y"]["logits"], -1).numpy()
+    got = ort_run(ort_session(tmp_path / "m.onnx"), {"img": x.numpy()})[0]
     assert np.abs(got - ref).max() < 1e-4
 
 
