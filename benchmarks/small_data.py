@@ -71,13 +71,15 @@ VARIANTS = {
     "mobilenet": lambda n: ["teacher.encoders={image: mobilenet}", "student.encoders={image: mobilenet}"],
     "augment": lambda n: ["teacher.augment=true", "student.augment=true"],
     "flat": lambda n: ["teacher.encoders={image: flat}", "student.encoders={image: flat}"],
+    "ensemble5": lambda n: ["student.ensemble=5"],
 }
 LABELS = {"batch128": "former defaults (batch 128, 60 epochs, patience 12)", "batch_auto": "auto batch, 60 epochs",
           "auto_long": "auto batch, 200 epochs, patience 40", "auto_periodic": "auto batch, periodic vector encoder",
           "default": "defaults now (auto batch, epochs, patience)",
           "mobilenet": "defaults now, MobileNet image encoder",
           "augment": "defaults now, flips / quarter turns of the image patches",
-          "flat": "defaults now, image patch flattened into an MLP"}
+          "flat": "defaults now, image patch flattened into an MLP",
+          "ensemble5": "defaults now, 5 networks averaged (student.ensemble=5)"}
 
 
 def _houston() -> dict[str, np.ndarray]:
@@ -245,7 +247,7 @@ def table(runs: list[dict]) -> str:
         row += [_ms([r["recommended_test"] for r in rec]), _ms([_gap(r) for r in rec])]
         data = "SYNTHETIC" if case in ("signal", "sequence") else "real"
         lines.append(f"| {case} | {data} | {rs[0]['metric']} | {n} | " + " | ".join(row) + f" | {len(refs)} |")
-    tried = [v for v in ("batch_auto", "auto_long", "auto_periodic", "mobilenet", "augment", "flat")
+    tried = [v for v in ("batch_auto", "auto_long", "auto_periodic", "mobilenet", "augment", "flat", "ensemble5")
              if any(r["variant"] == v for r in runs)]
     if tried:
         lines += ["", "Variants tried on the way (the network only; each pins the settings it names):", "",

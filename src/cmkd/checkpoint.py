@@ -57,6 +57,7 @@ def load_model(path: str | Path) -> tuple[MultimodalNet, dict]:
         if "ensemble" in hp:
             model = EnsembleTeacher({k: _net(h) for k, h in hp["ensemble"].items()}, hp["temperatures"],
                                     hp["weights"])
+            model.hparams.update({k: hp[k] for k in ("modalities", "targets") if k in hp})  # an ensemble student
         else:
             model = _net(hp)
         model.load_state_dict(ck["state_dict"])

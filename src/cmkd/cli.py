@@ -248,6 +248,9 @@ def adapt(model: Annotated[Path, typer.Option("--model", "-m", help="Output fold
     d = model_dir(model)
     check_adapt_options(shots=shots, ewc=ewc, epochs=epochs, lr=lr, pseudo=pseudo)
     net, meta = load_model(d / "student.pt")
+    if "ensemble" in meta["hparams"]:
+        raise CmkdError(f"{d / 'student.pt'} is an ensemble of {len(meta['hparams']['ensemble'])} networks "
+                        "(student.ensemble); cmkd adapt fine-tunes one network: train with student.ensemble=1")
     new = model_dataset(meta, load_npz(data), str(data), "keep")
     original = original_dataset(meta)
     dest = out or d / "adapt"

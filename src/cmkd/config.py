@@ -135,6 +135,11 @@ class ModelConfig(_Strict):
     # random flips / quarter turns of square image inputs in training, each sample its own (patches of a scene
     # have no preferred orientation; leave it off where orientation carries meaning). Off by default
     augment: bool = False
+    # students: train this many networks, each from its own initialisation and batch order, and average their
+    # outputs (class probabilities; regression means, with the mixture's variance): a deep ensemble, one ONNX
+    # graph. On a few hundred samples one network's accuracy depends much on its initialisation; the average
+    # less. Costs that many times the training and the inference. 1 = one network (the default)
+    ensemble: int = Field(1, ge=1, le=16)
     # modality kind -> encoder name where the kind's default encoder is not wanted, e.g. {image: mobilenet}
     encoders: dict[str, str] = Field(default_factory=dict)
     # encoder name -> its keyword options, e.g. {periodic: {sigma: 0.03}}
@@ -345,6 +350,12 @@ class ExperimentConfig(_Strict):
                                      f"data.modalities ({', '.join(self.data.modalities)})")
             if len(set(mods)) != len(mods):
                 raise ValueError(f"'{role}.modalities' lists a modality twice")
+        if self.teacher.ensemble != 1 or any(t.ensemble != 1 for t in self.teachers.values()):
+            raise ValueError("'ensemble' is a student setting (student.ensemble); for several teachers use "
+                             "'teachers:'")
+        if self.student.ensemble > 1 and self.export.prune > 0:
+            raise ValueError("'export.prune' does not take an ensemble student: set student.ensemble to 1 or "
+                             "export.prune to 0")
         for name, spec in self.teachers.items():
             bad = [t for t in spec.targets or [] if t not in self.data.targets]
             if bad or spec.targets == []:

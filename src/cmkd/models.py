@@ -579,3 +579,15 @@ class EnsembleTeacher(nn.Module):
                 value = mean * getattr(self, f"tstd_{t}") + getattr(self, f"tmean_{t}")
                 result[t] = {"mean": mean, "logvar": torch.log(mix_var).clamp(-10, 10), "value": value}
         return result
+
+
+def ensemble_of(members: list[MultimodalNet], temperature: float = 1.0) -> EnsembleTeacher:
+    """Networks on the same modalities and targets as one model (``student.ensemble``): an
+    :class:`EnsembleTeacher` of equal weights, members ``m0``, ``m1``, ... (class probabilities averaged;
+    regression means averaged, the mixture's variance). Its ``hparams`` also carry the members' ``modalities``
+    and ``targets``, as a network's do (the edge sidecar reads them)."""
+    names = [f"m{k}" for k in range(len(members))]
+    ens = EnsembleTeacher(dict(zip(names, members, strict=True)), dict.fromkeys(names, float(temperature)),
+                          dict.fromkeys(names, 1.0))
+    ens.hparams.update({k: members[0].hparams[k] for k in ("modalities", "targets")})
+    return ens

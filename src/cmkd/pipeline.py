@@ -28,7 +28,7 @@ from .evaluate import (
 )
 from .io import atomic_write_text, dumps
 from .logs import write_history_csvs, write_tensorboard
-from .models import MultimodalNet, count_params
+from .models import MultimodalNet, count_params, ensemble_of
 from .report import print_summary
 from .resolve import resolve
 from .run_state import RunState
@@ -149,37 +149,62 @@ def train_student(st: RunState, role: str, mods: list[str], distil: bool, t_mode
                   t_cache: dict, t_mask: np.ndarray, tag: str = "") -> MultimodalNet:
     """Train one student-sized model (optionally distilled from ``t_model``) and keep it in ``st.models``;
     ``tag`` makes the checkpoint file of a retraining (an aggregation round) its own. With ``student.refit``:
-    choose the epoch count on validation, then retrain on train + val for that many epochs."""
+    choose the epoch count on validation, then retrain on train + val for that many epochs. With
+    ``student.ensemble`` K > 1: K such networks, each its own initialisation and batch order (member ``k``'s
+    histories and checkpoints are ``<role>_m<k>``; the first member's are the one network's), averaged
+    (:func:`cmkd.models.ensemble_of`)."""
     cfg, data = st.cfg, st.data
     if st.classical is not None:  # the classical fits failed (e.g. a target without samples): say so now
         st.classical.check()
     fit_idx = st.train_all if distil else st.train
-    stages = [(role, cfg.student, fit_idx, True)]
-    if cfg.student.refit:
-        stages.append((f"{role}_refit", None, np.concatenate([fit_idx, st.val]), False))
-    for stage, mcfg, idx, select in stages:
-        if mcfg is None:
-            best = int(np.argmax([st.sign * r["val_metric"] for r in st.histories[role]])) + 1
-            # the batch size of the run that chose the epoch count (an auto one would follow the larger set)
-            mcfg = cfg.student.model_copy(update={"epochs": best, "patience": best + 1,
-                                                  "batch_size": batch_size_for(cfg.student, len(fit_idx))})
-        set_seed(cfg.seed + 1)
-        imp = [m for m in cfg.distill.impute if m in mods] if distil and cfg.distill.weights.get("impute") else None
-        model = build_model(data, mods, cfg.student, cfg, impute=imp or None)
-        model.set_stats(st.stats)
-        set_seed(cfg.seed + 2)
-        loss = make_loss(cfg.distill, cfg.student.width, t_model.width, baseline=not distil, data=data,
-                         train=st.train, device=st.dev,
-                         gate=kd_gate_factor(st.histories, st.sign, cfg.distill.kd_gate))
-        st.histories[stage] = fit(
-            model, data, idx, st.val, mcfg, loss, seed=cfg.seed + 1, target_stats=st.stats,
-            teacher_cache=t_cache if distil else None, kd_mask=t_mask, ckpt_path=st.ck_dir / f"{stage}{tag}.pt",
-            resume=st.resume, quiet=st.quiet, desc=stage, device=st.dev, teacher=t_model if distil else None,
-            mixup=cfg.distill.mixup if distil else 0.0, select_best=select)
-        if select and cfg.student.refit and cfg.references.blend:  # the blend's validation figure, out of sample
-            st.pre_refit_val[role] = predict(model, data, st.val, device=st.dev)
+    members, before_refit = [], []
+    for k in range(cfg.student.ensemble):
+        name, off = (role, 0) if k == 0 else (f"{role}_m{k}", 1000 * k)
+        stages = [(name, cfg.student, fit_idx, True)]
+        if cfg.student.refit:
+            stages.append((f"{name}_refit", None, np.concatenate([fit_idx, st.val]), False))
+        for stage, mcfg, idx, select in stages:
+            if mcfg is None:
+                best = int(np.argmax([st.sign * r["val_metric"] for r in st.histories[name]])) + 1
+                # the batch size of the run that chose the epoch count (an auto one would follow the larger set)
+                mcfg = cfg.student.model_copy(update={"epochs": best, "patience": best + 1,
+                                                      "batch_size": batch_size_for(cfg.student, len(fit_idx))})
+            set_seed(cfg.seed + off + 1)
+            imp = ([m for m in cfg.distill.impute if m in mods] if distil and cfg.distill.weights.get("impute")
+                   else None)
+            model = build_model(data, mods, cfg.student, cfg, impute=imp or None)
+            model.set_stats(st.stats)
+            set_seed(cfg.seed + off + 2)
+            loss = make_loss(cfg.distill, cfg.student.width, t_model.width, baseline=not distil, data=data,
+                             train=st.train, device=st.dev,
+                             gate=kd_gate_factor(st.histories, st.sign, cfg.distill.kd_gate))
+            st.histories[stage] = fit(
+                model, data, idx, st.val, mcfg, loss, seed=cfg.seed + off + 1, target_stats=st.stats,
+                teacher_cache=t_cache if distil else None, kd_mask=t_mask,
+                ckpt_path=st.ck_dir / f"{stage}{tag}.pt", resume=st.resume, quiet=st.quiet, desc=stage,
+                device=st.dev, teacher=t_model if distil else None, mixup=cfg.distill.mixup if distil else 0.0,
+                select_best=select)
+            if select:
+                before_refit.append(model)
+        members.append(model)
+    if len(members) > 1:
+        model = ensemble_of(members, cfg.distill.temperature)
+        chosen = ensemble_of(before_refit, cfg.distill.temperature)  # the members as early stopping left them
+        preds = predict(chosen, data, st.val, device=st.dev)
+        st.ensemble_val[role] = st.sign * task_metrics(data, st.val, preds)[primary_metric(data)]
+    else:
+        preds = predict(before_refit[0], data, st.val, device=st.dev) if cfg.student.refit and cfg.references.blend \
+            else None
+    if cfg.student.refit and cfg.references.blend:  # the blend's validation figure, out of sample
+        st.pre_refit_val[role] = preds
     st.models[role] = model
     return model
+
+
+def network_val(st: RunState, role: str) -> float:
+    """``sign`` x a network's validation figure as the run compares networks (the fallback, the recommendation
+    after a refit): an ensemble's own (:attr:`RunState.ensemble_val`), else the best epoch's of its history."""
+    return st.ensemble_val.get(role, best_val(st.histories, role, st.sign))
 
 
 def _aggregate(st: RunState, extra: dict) -> None:
@@ -267,7 +292,7 @@ def _selection_val(st: RunState) -> dict[str, float] | None:
     without a refit (the network is scored on validation as it is)."""
     if not st.cfg.student.refit or "student" not in st.models:
         return None
-    v = best_val(st.histories, _deployed_network(st), st.sign)
+    v = network_val(st, _deployed_network(st))
     return {primary_metric(st.data): st.sign * v} if np.isfinite(v) else None
 
 
@@ -285,8 +310,7 @@ def stage_students(st: RunState) -> None:
     # safe distillation: with distill.fallback, a distilled student worse on validation than the baseline is
     # replaced by the baseline (never worse on validation)
     st.safe = {"kd_gate_factor": kd_gate_factor(st.histories, st.sign, st.cfg.distill.kd_gate), "fallback": False}
-    if st.cfg.distill.fallback and (best_val(st.histories, "student", st.sign)
-                                    < best_val(st.histories, "student_baseline", st.sign)):
+    if st.cfg.distill.fallback and network_val(st, "student") < network_val(st, "student_baseline"):
         st.models["student"] = copy.deepcopy(st.models["student_baseline"])
         st.safe["fallback"] = True
     # dataset aggregation (e.g. DAgger, Ross et al. 2011): the recipe's ``aggregate`` hook returns extra training
