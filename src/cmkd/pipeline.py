@@ -313,6 +313,8 @@ def stage_students(st: RunState) -> None:
     if st.cfg.distill.fallback and network_val(st, "student") < network_val(st, "student_baseline"):
         st.models["student"] = copy.deepcopy(st.models["student_baseline"])
         st.safe["fallback"] = True
+        if "student_baseline" in st.ensemble_val:  # the deployed ensemble's figure is the baseline's now
+            st.ensemble_val["student"] = st.ensemble_val["student_baseline"]
     # dataset aggregation (e.g. DAgger, Ross et al. 2011): the recipe's ``aggregate`` hook returns extra training
     # samples labelled at the states its trained student visits (None: no more rounds); the distilled student is
     # retrained on the union. Validation and test keep their indices; the baseline keeps the original data.
@@ -362,6 +364,8 @@ def _evaluate_model(st: RunState, role: str, model: MultimodalNet, use_conformal
              "latency_ms": torch_latency_ms(model, example_inputs(data, mods), cfg.export.latency_runs),
              "n_test": int(len(idx)), "cost": float(sum(costs[m] for m in mods)),
              "scored_on": "test" if np.isin(idx, test).all() else "val"}
+    if role in st.ensemble_val:  # student.ensemble: how many networks, and their average's validation figure
+        entry["ensemble"] = {"members": len(model.members), "val": st.sign * st.ensemble_val[role]}
     first = next(iter(data.target_kinds))
     if len(idx) and (f"{first}/logits" in p or f"{first}/value" in p):
         kind = data.target_kinds[first]
