@@ -247,8 +247,7 @@ def table(runs: list[dict]) -> str:
         row += [_ms([r["recommended_test"] for r in rec]), _ms([_gap(r) for r in rec])]
         data = "SYNTHETIC" if case in ("signal", "sequence") else "real"
         lines.append(f"| {case} | {data} | {rs[0]['metric']} | {n} | " + " | ".join(row) + f" | {len(refs)} |")
-    tried = [v for v in ("batch_auto", "auto_long", "auto_periodic", "mobilenet", "augment", "flat", "ensemble5")
-             if any(r["variant"] == v for r in runs)]
+    tried = [v for v in VARIANTS if v not in ("batch128", "default") and any(r["variant"] == v for r in runs)]
     if tried:
         lines += ["", "Variants tried on the way (the network only; each pins the settings it names):", "",
                   "| case | n train | " + " | ".join(LABELS[v] for v in tried) + " |",

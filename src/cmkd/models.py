@@ -98,6 +98,12 @@ class _Numeric(nn.Module):
         return torch.where(mask, x, torch.zeros_like(x)), mask.to(x.dtype)
 
 
+def _mlp(n_in: int, width: int, dropout: float) -> nn.Sequential:
+    """The two-layer MLP of the vector-like encoders: ``n_in`` -> 2 ``width`` -> ``width``, layer-normalised."""
+    return nn.Sequential(nn.Linear(n_in, 2 * width), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * width, width),
+                         nn.LayerNorm(width))
+
+
 @register_encoder("vector")
 class VectorEncoder(_Numeric):
     """(B, F) -> (B, D): an MLP over values and their observed-mask."""
@@ -105,8 +111,7 @@ class VectorEncoder(_Numeric):
     def __init__(self, shape: tuple[int, ...], width: int, dropout: float = 0.1) -> None:
         super().__init__(shape, (shape[0],))
         f = shape[0]
-        self.net = nn.Sequential(nn.Linear(2 * f, 2 * width), nn.GELU(), nn.Dropout(dropout),
-                                 nn.Linear(2 * width, width), nn.LayerNorm(width))
+        self.net = _mlp(2 * f, width, dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         v, m = self.prepare(x)
@@ -134,8 +139,7 @@ class PeriodicVectorEncoder(_Numeric):
         self.freq = nn.Parameter(torch.randn(f, n_freq) * sigma)
         self.w = nn.Parameter(torch.randn(f, 2 * n_freq, embed) / math.sqrt(2 * n_freq))
         self.b = nn.Parameter(torch.zeros(f, embed))
-        self.net = nn.Sequential(nn.Linear(f * embed + f, 2 * width), nn.GELU(), nn.Dropout(dropout),
-                                 nn.Linear(2 * width, width), nn.LayerNorm(width))
+        self.net = _mlp(f * embed + f, width, dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         v, m = self.prepare(x)  # (B, F)
@@ -217,9 +221,7 @@ class FlatImageEncoder(_Numeric):
 
     def __init__(self, shape: tuple[int, ...], width: int, dropout: float = 0.1) -> None:
         super().__init__(shape, (shape[0], 1, 1))
-        f = math.prod(shape)
-        self.net = nn.Sequential(nn.Linear(2 * f, 2 * width), nn.GELU(), nn.Dropout(dropout),
-                                 nn.Linear(2 * width, width), nn.LayerNorm(width))
+        self.net = _mlp(2 * math.prod(shape), width, dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         v, m = self.prepare(x)

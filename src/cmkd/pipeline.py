@@ -187,16 +187,18 @@ def train_student(st: RunState, role: str, mods: list[str], distil: bool, t_mode
             if select:
                 before_refit.append(model)
         members.append(model)
-    if len(members) > 1:
-        model = ensemble_of(members, cfg.distill.temperature)
-        chosen = ensemble_of(before_refit, cfg.distill.temperature)  # the members as early stopping left them
+
+    def one(nets: list[MultimodalNet]) -> torch.nn.Module:
+        return nets[0] if len(nets) == 1 else ensemble_of(nets, cfg.distill.temperature)
+
+    model, chosen = one(members), one(before_refit)  # chosen: as early stopping left them (before any refit)
+    blend_val = cfg.student.refit and cfg.references.blend  # the blend's validation figure, out of sample
+    if len(members) > 1 or blend_val:
         preds = predict(chosen, data, st.val, device=st.dev)
-        st.ensemble_val[role] = st.sign * task_metrics(data, st.val, preds)[primary_metric(data)]
-    else:
-        preds = predict(before_refit[0], data, st.val, device=st.dev) if cfg.student.refit and cfg.references.blend \
-            else None
-    if cfg.student.refit and cfg.references.blend:  # the blend's validation figure, out of sample
-        st.pre_refit_val[role] = preds
+        if len(members) > 1:
+            st.ensemble_val[role] = st.sign * task_metrics(data, st.val, preds)[primary_metric(data)]
+        if blend_val:
+            st.pre_refit_val[role] = preds
     st.models[role] = model
     return model
 
