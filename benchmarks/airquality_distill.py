@@ -1,7 +1,7 @@
 """Safe distillation: student_baseline vs distilled student under each distillation variant, several seeds.
 
 Cases: the ``airquality`` recipe (REAL data) at ``--fraction`` labels, or ``sparse-regression`` /
-``sparse-classification`` (SYNTHETIC, ``cmkd.cases.make_sparse_case``: 1-2% labels, a teacher only slightly
+``sparse-classification`` (SYNTHETIC, ``cmkd.data.cases.make_sparse_case``: 1-2% labels, a teacher only slightly
 better than the baseline, a third of the unlabelled samples out of the labelled range). Variants are chosen on
 VALIDATION (best epoch's primary metric); test is reported beside it.
 
@@ -25,8 +25,8 @@ import yaml
 from common import ms, save
 
 import cmkd
-from cmkd.cases import make_sparse_case, sparse_case_config
-from cmkd.distill import best_val
+from cmkd.data.cases import make_sparse_case, sparse_case_config
+from cmkd.training.distill import best_val
 
 # variant name -> config overrides (on top of the recipe's defaults)
 VARIANTS: dict[str, list[str]] = {

@@ -15,7 +15,7 @@ from cmkd.io import atomic_write_text, dumps
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
-# the recommendation's tie rule of today's default runs (standard errors; cmkd.references.recommendation; 0 =
+# the recommendation's tie rule of today's default runs (standard errors; cmkd.classical.references.recommendation; 0 =
 # the strictly best on validation)
 TIE_SE = ReferencesConfig().tie_se
 

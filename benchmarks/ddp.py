@@ -17,9 +17,9 @@ from pathlib import Path
 from common import ROOT, save
 
 import cmkd
-from cmkd.cases import DDP_TOLERANCE as TOLERANCE
-from cmkd.cases import ddp_case
-from cmkd.distributed import torchrun
+from cmkd.data.cases import DDP_TOLERANCE as TOLERANCE
+from cmkd.data.cases import ddp_case
+from cmkd.training.distributed import torchrun
 
 
 def main() -> None:

@@ -23,10 +23,10 @@ import numpy as np
 from common import ms, save
 
 import cmkd
-from cmkd.checkpoint import load_model
-from cmkd.continual import adapt, model_dataset
+from cmkd.nn.checkpoint import load_model
+from cmkd.pipeline.resolve import original_dataset, resolve
 from cmkd.recipes.habitat.analysis import measure_speed
-from cmkd.resolve import original_dataset, resolve
+from cmkd.training.continual import adapt, model_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 JUR = ("national", "unclos", "isa", "environment")
@@ -87,7 +87,7 @@ def main() -> None:
 
 def speed(run_dir: Path, seed: int) -> dict:
     """The habitat speed figures of a saved run (default config, ``seed``), measured again."""
-    from cmkd.data import build_data
+    from cmkd.data.arrays import build_data
 
     cfg, arrays, source, _ = resolve("habitat", [f"seed={seed}"])
     data = build_data(arrays, cfg.data, cfg.seed, source, modalities=list(cfg.data.modalities))

@@ -81,12 +81,12 @@ def sweep_seed(seed: int) -> dict:
     import torch
     from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
 
-    from cmkd.checkpoint import build_model
-    from cmkd.data import build_data, fit_stats
-    from cmkd.distill import make_loss
-    from cmkd.resolve import resolve
-    from cmkd.teachers import teacher_targets, train_teachers
-    from cmkd.train import fit, set_seed
+    from cmkd.data.arrays import build_data, fit_stats
+    from cmkd.nn.checkpoint import build_model
+    from cmkd.pipeline.resolve import resolve
+    from cmkd.training.distill import make_loss
+    from cmkd.training.fit import fit, set_seed
+    from cmkd.training.teachers import teacher_targets, train_teachers
 
     torch.set_num_threads(1)
     cfg, arrays, src, _ = resolve("houston", [f"seed={seed}"])
@@ -111,7 +111,7 @@ def sweep_seed(seed: int) -> dict:
         c, _, _, _ = resolve("houston", [f"seed={seed}"] + s_over + (d_over or []))
         d = c.distill
         cache, mask = caches[d.teacher_view]
-        # the same order of seeding and construction as cmkd.pipeline's students (the loss is built after the
+        # the same order of seeding and construction as cmkd.pipeline.core's students (the loss is built after the
         # second seed, as there), so each entry's validation curve is the one `cmkd run` would record
         set_seed(seed + 1)
         model = build_model(data, smods, c.student, c)

@@ -21,11 +21,11 @@ import numpy as np
 from common import ms, save
 
 import cmkd
-from cmkd.checkpoint import load_model
-from cmkd.continual import adapt, model_dataset
-from cmkd.evaluate import predict
-from cmkd.resolve import original_dataset, resolve
-from cmkd.tune import tune
+from cmkd.evaluation.metrics import predict
+from cmkd.nn.checkpoint import load_model
+from cmkd.pipeline.resolve import original_dataset, resolve
+from cmkd.pipeline.tune import tune
+from cmkd.training.continual import adapt, model_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 EWC_LAMBDAS = (0.0, 1.0, 10.0, 100.0)

@@ -38,8 +38,8 @@ import numpy as np
 from common import BENCH, GENERIC, by_case, gap, ms, read_runs, save, sweep
 
 import cmkd
+from cmkd.classical.references import recommend
 from cmkd.recipes import recipe_names
-from cmkd.references import recommend
 
 RUNS = BENCH / "selection_optimism_runs.jsonl"
 CASES = ("houston", "minerals", "airquality", "coastal-real")

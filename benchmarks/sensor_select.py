@@ -17,8 +17,8 @@ from pathlib import Path
 
 from common import ROOT, save
 
-from cmkd.resolve import resolve
-from cmkd.select import select
+from cmkd.pipeline.resolve import resolve
+from cmkd.pipeline.select import select
 
 
 def main() -> None:

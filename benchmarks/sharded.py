@@ -24,7 +24,7 @@ import numpy as np
 import yaml
 from common import save
 
-from cmkd.shards import write_shards
+from cmkd.data.shards import write_shards
 
 BANDS, PER_SHARD = 2560, 50_000
 

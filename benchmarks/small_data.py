@@ -37,10 +37,10 @@ from common import BENCH, TIE_SE, append_run, gap, ms, read_runs, rule_holds, sa
 from selection_optimism import pick
 
 import cmkd
+from cmkd.classical.references import recommendation
 from cmkd.config import ModelConfig
 from cmkd.errors import CmkdError
-from cmkd.references import recommendation
-from cmkd.train import batch_size_for
+from cmkd.training.fit import batch_size_for
 
 RUNS = BENCH / "small_data_runs.jsonl"
 REFS = ("random_forest", "extra_trees", "hist_gradient_boosting")

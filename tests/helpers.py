@@ -1,6 +1,6 @@
-"""The tests' tiny seeded SYNTHETIC datasets: they live in :mod:`cmkd.cases` (the benchmarks use them too)."""
+"""The tests' tiny seeded SYNTHETIC datasets: they live in :mod:`cmkd.data.cases` (the benchmarks use them too)."""
 
-from cmkd.cases import (  # noqa: F401 - re-exported for the tests
+from cmkd.data.cases import (  # noqa: F401 - re-exported for the tests
     KINDS,
     WORDS,
     make_arrays,

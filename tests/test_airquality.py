@@ -13,11 +13,11 @@ import yaml
 from helpers import make_sparse_case, sparse_case_config
 
 import cmkd
-from cmkd.distill import kd_gate_factor
 from cmkd.errors import CmkdError
-from cmkd.losses import CompositeLoss
+from cmkd.nn.losses import CompositeLoss
 from cmkd.recipes.airquality import data as aq
 from cmkd.recipes.base import label_mask
+from cmkd.training.distill import kd_gate_factor
 
 HAVE_DATA = (aq.default_folder() / aq.FILE).is_file()
 needs_data = pytest.mark.skipif(not HAVE_DATA, reason=f"air quality data absent ({aq.default_folder()})")

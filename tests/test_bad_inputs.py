@@ -230,7 +230,7 @@ def npz_header_claims_huge_shape(d: Path):
 
 @case
 def fifo_as_shard_file(d: Path):
-    from cmkd.shards import write_shards
+    from cmkd.data.shards import write_shards
 
     a, c = make_arrays(), make_config(epochs=1)
     c["data"]["path"] = "shards"
@@ -572,7 +572,7 @@ def test_automatic_split_copes_with_many_small_classes() -> None:
     """40 classes x 3 samples: every class keeps a sample in train, validation and test (a stratified split by
     fraction cannot: its test part holds 24 samples)."""
     from cmkd.config import validate
-    from cmkd.data import build_data
+    from cmkd.data.arrays import build_data
 
     n = 120
     a = {"vec": np.random.default_rng(0).normal(size=(n, 4)).astype(np.float32), "y": np.arange(n) % 40}
@@ -699,7 +699,7 @@ def test_report_of_many_classes_is_quick() -> None:
     without per-class labels."""
     import time
 
-    from cmkd.report import _confusion
+    from cmkd.evaluation.report import _confusion
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 1000, 5000)
@@ -731,7 +731,7 @@ def test_input_beyond_float32(tmp_path: Path) -> None:
     import warnings
 
     from cmkd.config import validate
-    from cmkd.data import build_data
+    from cmkd.data.arrays import build_data
     from cmkd.errors import CmkdError
 
     a = {"vec": np.ones((20, 2)), "y": np.arange(20) % 2}

@@ -1,4 +1,5 @@
-"""The blended student (``references.blend``, :mod:`cmkd.blend`): the network and its tree partner averaged, in
+"""The blended student (``references.blend``, :mod:`cmkd.classical.blend`): the network and its tree partner
+averaged, in
 metrics.json beside the references, recommended on validation like the others, deployed as one ONNX graph."""
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ import pytest
 from helpers import make_arrays, make_config, write_case
 
 import cmkd
-from cmkd.blend import blend_predictions
+from cmkd.classical.blend import blend_predictions
 from cmkd.config import validate
-from cmkd.data import build_data
-from cmkd.export import ort_run, ort_session
+from cmkd.data.arrays import build_data
+from cmkd.export.onnx import ort_run, ort_session
 
 
 def test_blend_predictions_average_probabilities_values_and_stds() -> None:

@@ -12,10 +12,10 @@ import pytest
 import torch
 from helpers import make_arrays, write_case
 
-from cmkd.checkpoint import load_model
-from cmkd.continual import EWC, fisher_diagonal, model_dataset, sample_shots
 from cmkd.errors import CmkdError
-from cmkd.resolve import original_dataset
+from cmkd.nn.checkpoint import load_model
+from cmkd.pipeline.resolve import original_dataset
+from cmkd.training.continual import EWC, fisher_diagonal, model_dataset, sample_shots
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -101,7 +101,7 @@ def test_cli_data_writes_a_recipe_npz(tmp_path: Path) -> None:
 def test_restandardise_fits_new_site_and_keeps_original(trained: Path) -> None:
     """Restandardisation loads the new site's label-free statistics; the original site keeps (and is scored with)
     its own, and the input model is untouched."""
-    from cmkd.continual import adapt, input_stats
+    from cmkd.training.continual import adapt, input_stats
 
     model, meta = load_model(trained / "run" / "student.pt")
     original = original_dataset(meta)
@@ -125,7 +125,7 @@ def test_restandardise_fits_new_site_and_keeps_original(trained: Path) -> None:
 
 
 def test_using_stats_restores(trained: Path) -> None:
-    from cmkd.continual import input_stats, site_stats, using_stats
+    from cmkd.training.continual import input_stats, site_stats, using_stats
 
     model, meta = load_model(trained / "run" / "student.pt")
     new = model_dataset(meta, dict(np.load(trained / "site.npz")), "site.npz", "keep")
@@ -137,8 +137,8 @@ def test_using_stats_restores(trained: Path) -> None:
 
 
 def test_pseudo_labels_and_augmentation(trained: Path) -> None:
-    from cmkd.continual import pseudo_label
-    from cmkd.train import dihedral
+    from cmkd.training.continual import pseudo_label
+    from cmkd.training.fit import dihedral
 
     model, meta = load_model(trained / "run" / "student.pt")
     arrays = dict(np.load(trained / "site.npz"))
@@ -158,7 +158,7 @@ def test_cli_adapt_options(trained: Path, tmp_path: Path) -> None:
     import inspect
 
     from cmkd import cli as cli_mod
-    from cmkd.continual import adapt
+    from cmkd.training.continual import adapt
 
     sig = inspect.signature(adapt).parameters  # the library and the CLI share the defaults chosen on validation
     assert sig["restandardise"].default is cli_mod.RESTANDARDISE_DEFAULT

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from helpers import make_arrays, make_config
 
-import cmkd.pipeline as pipeline
+import cmkd.pipeline.core as pipeline
 from cmkd.recipes.base import REGISTRY, Recipe, options_model
 
 NAME = "tiny-dagger"

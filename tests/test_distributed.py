@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cmkd.cases import DDP_TOLERANCE as TOLERANCE
-from cmkd.cases import ddp_case
-from cmkd.distributed import shard, torchrun
+from cmkd.data.cases import DDP_TOLERANCE as TOLERANCE
+from cmkd.data.cases import ddp_case
+from cmkd.training.distributed import shard, torchrun
 
 
 def run_ddp(yaml: Path, out: Path, nproc: int = 2):  # noqa: ANN201 - a CompletedProcess

@@ -11,13 +11,13 @@ import torch
 from helpers import make_arrays, make_config, write_case
 
 import cmkd
-from cmkd.checkpoint import load_model
 from cmkd.config import validate
-from cmkd.data import build_data
+from cmkd.data.arrays import build_data
 from cmkd.errors import CmkdError
-from cmkd.export import export_onnx, ort_run, ort_session
-from cmkd.models import FlatImageEncoder, MultimodalNet, PeriodicVectorEncoder, create_encoder
-from cmkd.teachers import teacher_targets
+from cmkd.export.onnx import export_onnx, ort_run, ort_session
+from cmkd.nn.checkpoint import load_model
+from cmkd.nn.models import FlatImageEncoder, MultimodalNet, PeriodicVectorEncoder, create_encoder
+from cmkd.training.teachers import teacher_targets
 
 
 def test_periodic_encoder_exports_and_masks_missing_values(tmp_path: Path) -> None:

@@ -12,13 +12,13 @@ import torch
 from helpers import make_arrays, make_config, write_case
 
 import cmkd
-from cmkd.checkpoint import load_model
 from cmkd.config import validate
-from cmkd.data import build_data
+from cmkd.data.arrays import build_data
 from cmkd.errors import CmkdError
-from cmkd.evaluate import predict, task_metrics
-from cmkd.export import ort_run, ort_session
-from cmkd.models import EnsembleTeacher
+from cmkd.evaluation.metrics import predict, task_metrics
+from cmkd.export.onnx import ort_run, ort_session
+from cmkd.nn.checkpoint import load_model
+from cmkd.nn.models import EnsembleTeacher
 
 
 def _cfg(k: int, task: str = "classification") -> dict:
@@ -103,7 +103,7 @@ def test_a_refit_ensemble_refits_each_member_and_is_compared_on_its_figure_from_
 def test_network_val_prefers_the_ensembles_figure() -> None:
     from types import SimpleNamespace
 
-    from cmkd.pipeline import network_val
+    from cmkd.pipeline.core import network_val
 
     st = SimpleNamespace(ensemble_val={"student": 0.7}, sign=1.0,
                          histories={"student": [{"val_metric": 0.9}], "student_baseline": [{"val_metric": 0.6}]})

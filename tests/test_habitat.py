@@ -187,7 +187,7 @@ def test_design_tool_bad_inputs(quick_run: Path, tmp_path: Path) -> None:
 def test_paired_latency_orders_calls() -> None:
     import time
 
-    from cmkd.evaluate import paired_latency_ms
+    from cmkd.evaluation.metrics import paired_latency_ms
 
     lat = paired_latency_ms({"fast": lambda: None, "slow": lambda: time.sleep(0.002)}, runs=20, warmup=1, block=5)
     assert set(lat) == {"fast", "slow"}

@@ -10,7 +10,7 @@ import pytest
 from helpers import make_config, write_case
 
 import cmkd
-from cmkd.logs import history_csv, write_history_csvs
+from cmkd.evaluation.logs import history_csv, write_history_csvs
 
 
 def test_history_csv_columns_and_files(tmp_path: Path) -> None:
@@ -43,7 +43,7 @@ def test_tensorboard_event_files(tmp_path: Path) -> None:
     (train/loss, val/metric, lr) with the history's values."""
     import struct
 
-    from cmkd.logs import crc32c, read_records, write_tensorboard
+    from cmkd.evaluation.logs import crc32c, read_records, write_tensorboard
 
     assert crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
     rows = [{"epoch": 1, "lr": 0.1, "train_loss": 2.0, "train_kd": 0.25, "val_metric": 0.5},

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from cmkd.errors import CmkdError
-from cmkd.losses import LOSSES, CompositeLoss, kd_loss, rkd, similarity_preserving
+from cmkd.nn.losses import LOSSES, CompositeLoss, kd_loss, rkd, similarity_preserving
 
 D64 = torch.float64
 LN2, LN3 = math.log(2.0), math.log(3.0)

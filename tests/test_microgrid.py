@@ -15,7 +15,7 @@ from torch import nn
 
 import cmkd
 from cmkd.errors import CmkdError
-from cmkd.export import prune_magnitude
+from cmkd.export.onnx import prune_magnitude
 from cmkd.recipes.microgrid.control import (
     Observer,
     inverter_limits,

@@ -13,11 +13,11 @@ import torch
 from helpers import make_arrays, make_config, write_case
 
 import cmkd
-from cmkd.checkpoint import load_model
 from cmkd.config import validate
 from cmkd.errors import CmkdError
-from cmkd.losses import kd_loss
-from cmkd.models import EnsembleTeacher, MultimodalNet
+from cmkd.nn.checkpoint import load_model
+from cmkd.nn.losses import kd_loss
+from cmkd.nn.models import EnsembleTeacher, MultimodalNet
 
 
 def _config(**teachers: dict) -> dict:
@@ -121,7 +121,7 @@ def test_tiny_run_with_three_teachers(tmp_path: Path) -> None:
 
 
 def test_tune_trains_the_ensemble_once_and_searches_the_student(tmp_path: Path) -> None:
-    from cmkd.tune import tune
+    from cmkd.pipeline.tune import tune
 
     cfg = _config(vec={"modalities": ["vec"], "temperature": 2.0}, sig={"modalities": ["sig"]})
     cfg["distill"] = {"kd_confidence": True, "weights": {"task": 1.0, "kd": 1.0, "feature": 0.5}}

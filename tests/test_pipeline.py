@@ -66,7 +66,7 @@ def test_student_scored_on_all_test_samples_teacher_on_complete_ones(tmp_path: P
 
 def test_summary_marks_a_model_scored_on_fewer_samples(capsys: pytest.CaptureFixture[str]) -> None:
     """The terminal table flags a teacher scored on a subset of the test samples, or on validation samples."""
-    from cmkd.report import print_summary
+    from cmkd.evaluation.report import print_summary
 
     def model(n: int, on: str = "test") -> dict:
         return {"modalities": ["a"], "params": 10, "metrics": {"rmse": 1.0}, "latency_ms": 0.1, "cost": 1.0,

@@ -11,8 +11,8 @@ import pytest
 
 from cmkd.config import validate
 from cmkd.errors import CmkdError
+from cmkd.pipeline.resolve import resolve
 from cmkd.recipes import RECIPES, Recipe, get_recipe, list_recipes
-from cmkd.resolve import resolve
 
 
 @pytest.fixture(params=sorted(RECIPES))

@@ -59,7 +59,7 @@ def test_quick_run_meets_the_contract(name: str, tmp_path: Path) -> None:
 # A complete recipe outside the package, as its author writes it: the Recipe plus one registration line. Adding
 # it touches no core file; the CLI runs it like a built-in one.
 EXAMPLE = '''"""tiny-example: a SYNTHETIC recipe defined outside cmkd."""
-from cmkd.cases import make_arrays, make_config
+from cmkd.data.cases import make_arrays, make_config
 from cmkd.recipes import Recipe, register_recipe
 from cmkd.recipes.base import options_model
 

@@ -14,10 +14,10 @@ import pytest
 import torch
 
 import cmkd
-from cmkd.checkpoint import load_model
 from cmkd.errors import CmkdError
-from cmkd.export import export_onnx, ort_run, ort_session, quantize_int8
-from cmkd.models import MobileNetEncoder, MultimodalNet, create_encoder
+from cmkd.export.onnx import export_onnx, ort_run, ort_session, quantize_int8
+from cmkd.nn.checkpoint import load_model
+from cmkd.nn.models import MobileNetEncoder, MultimodalNet, create_encoder
 from cmkd.recipes.recycling import scene
 from cmkd.recipes.recycling.analysis import read_png
 from cmkd.recipes.recycling.policy import Policy

@@ -1,4 +1,4 @@
-"""Classical references and the recommended student (cmkd.references) on tiny seeded SYNTHETIC data."""
+"""Classical references and the recommended student (cmkd.classical.references) on tiny seeded SYNTHETIC data."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import pytest
 from helpers import make_arrays, make_config
 from test_trees import sparse_case
 
+from cmkd.classical.references import recommend, recommendation, references, standard_error
+from cmkd.classical.trees import flat_features
 from cmkd.config import validate
-from cmkd.evaluate import task_metrics
-from cmkd.references import recommend, recommendation, references, standard_error
-from cmkd.trees import flat_features
+from cmkd.evaluation.metrics import task_metrics
 
 ALL = {f"{a}{s}" for a in ("random_forest", "extra_trees", "hist_gradient_boosting")
        for s in ("", "_teacher_labels", "_self_training")}
@@ -180,7 +180,7 @@ def test_a_set_stop_event_starts_no_further_fit():
 
 def test_background_hands_back_the_value_or_the_error_of_its_call():
     from cmkd.errors import CmkdError
-    from cmkd.pipeline_trees import Background
+    from cmkd.pipeline.classical_stage import Background
 
     def ok(x, stop):
         return x + 1
@@ -232,9 +232,10 @@ def test_classical_fits_in_the_background_give_the_figures_of_a_run_in_sequence(
 
 @pytest.mark.parametrize("task", ["classification", "regression"])
 def test_figures_do_not_depend_on_the_thread_count(task):
-    """The background fits widen their thread count once the networks have trained (cmkd.pipeline_trees.Threads):
+    """The background fits widen their thread count once the networks have trained
+    (cmkd.pipeline.classical_stage.Threads):
     one thread, two, or a count that changes between fits give the same references."""
-    from cmkd.pipeline_trees import Threads
+    from cmkd.pipeline.classical_stage import Threads
 
     data, teacher = sparse_case(task, n=300, label_share=0.3)
     tr = data.indices(0)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from browser import check_report, chromium, problems
 
-from cmkd.report import write_report
+from cmkd.evaluation.report import write_report
 
 
 def _metrics(kind: str) -> dict:

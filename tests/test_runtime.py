@@ -17,10 +17,10 @@ import pytest
 from helpers import make_arrays, make_config, write_case
 
 import cmkd
-from cmkd.continual import model_inputs
-from cmkd.edge import schema
+from cmkd.export.sidecar import schema
 from cmkd.runtime import EdgeModel, sha256
-from cmkd.train import safe_load
+from cmkd.training.continual import model_inputs
+from cmkd.training.fit import safe_load
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -117,7 +117,7 @@ def test_predict_honours_present_mask(run_dir: Path, tmp_path: Path) -> None:
 
 
 def test_model_inputs_and_dataset_share_the_presence_rule(run_dir: Path) -> None:
-    from cmkd.continual import model_dataset
+    from cmkd.training.continual import model_dataset
 
     meta = safe_load(run_dir / "student.pt")
     arr = _arrays(30)

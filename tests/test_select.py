@@ -13,7 +13,7 @@ from helpers import make_config, write_case
 
 from cmkd.config import validate
 from cmkd.errors import CmkdError
-from cmkd.select import pareto_front, select
+from cmkd.pipeline.select import pareto_front, select
 
 
 def test_pareto_front_by_hand() -> None:

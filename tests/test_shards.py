@@ -12,8 +12,8 @@ import yaml
 from helpers import make_arrays, make_config, write_case
 
 import cmkd
+from cmkd.data.shards import ShardedArray, load_shards, write_shards
 from cmkd.errors import CmkdError
-from cmkd.shards import ShardedArray, load_shards, write_shards
 
 
 def shard_arrays(arrays: dict, folder: Path, sizes: list[int]) -> Path:

@@ -13,11 +13,11 @@ from helpers import make_arrays, make_config
 
 import cmkd
 from cmkd.config import validate
-from cmkd.data import availability, build_data
+from cmkd.data.arrays import availability, build_data
+from cmkd.data.missing import PATTERNS, channel_masks, make_mask
 from cmkd.errors import CmkdError
-from cmkd.missing import PATTERNS, channel_masks, make_mask
-from cmkd.models import SequenceEncoder, drop_modalities
-from cmkd.uncertainty import ConformalRegressor, availability_groups, conformal_quantile, conformal_sets
+from cmkd.evaluation.uncertainty import ConformalRegressor, availability_groups, conformal_quantile, conformal_sets
+from cmkd.nn.models import SequenceEncoder, drop_modalities
 
 
 @pytest.mark.parametrize("pattern", PATTERNS)
@@ -154,8 +154,8 @@ def test_impute_config_errors() -> None:
 
 
 def test_class_balance_and_temperature_schedule_in_a_run(tmp_path: Path) -> None:
-    from cmkd.data import build_data as bd
-    from cmkd.distill import class_balance_weights
+    from cmkd.data.arrays import build_data as bd
+    from cmkd.training.distill import class_balance_weights
 
     arrays = make_arrays(200)
     arrays["y"][:150] = 0  # an imbalanced problem

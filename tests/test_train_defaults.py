@@ -5,7 +5,7 @@ from __future__ import annotations
 from helpers import make_arrays, make_config
 
 from cmkd.config import ModelConfig, validate
-from cmkd.train import batch_size_for, schedule_for
+from cmkd.training.fit import batch_size_for, schedule_for
 
 
 def test_auto_batch_size_gives_at_least_eight_batches_on_small_data():
@@ -40,7 +40,7 @@ def test_refit_keeps_the_batch_size_of_the_run_that_chose_the_epochs(tmp_path, m
     from helpers import write_case
 
     import cmkd
-    import cmkd.pipeline as pipeline
+    import cmkd.pipeline.core as pipeline
 
     seen: list = []
     real_fit = pipeline.fit
@@ -65,8 +65,8 @@ def test_refit_keeps_the_batch_size_of_the_run_that_chose_the_epochs(tmp_path, m
 def test_augment_turns_each_image_sample_by_one_of_the_eight_symmetries_and_leaves_other_inputs():
     import torch
 
-    from cmkd.models import MultimodalNet
-    from cmkd.train import turn_images
+    from cmkd.nn.models import MultimodalNet
+    from cmkd.training.fit import turn_images
 
     net = MultimodalNet({"img": {"kind": "image", "shape": (2, 4, 4)}, "vec": {"kind": "vector", "shape": (3,)}},
                         {"y": {"kind": "classification", "n_out": 2}})
@@ -91,7 +91,7 @@ def test_augment_reaches_the_training_step_of_the_model_that_sets_it(tmp_path, m
     from helpers import write_case
 
     import cmkd
-    import cmkd.train as train
+    import cmkd.training.fit as train
 
     calls: list = []
     real = train.dihedral

@@ -1,4 +1,4 @@
-"""The tree-ensemble student (cmkd.trees) on tiny seeded SYNTHETIC data: soft targets, distillation, ONNX."""
+"""The tree-ensemble student (cmkd.classical.trees) on tiny seeded SYNTHETIC data: soft targets, distillation, ONNX."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from helpers import make_arrays, make_config
 
+from cmkd.classical.trees import TreeStudent, bag_of_words, export_tree_student, flat_features, soft_targets
 from cmkd.config import validate
-from cmkd.data import build_data
-from cmkd.evaluate import task_metrics
-from cmkd.export import ort_run, ort_session
-from cmkd.trees import TreeStudent, bag_of_words, export_tree_student, flat_features, soft_targets
+from cmkd.data.arrays import build_data
+from cmkd.evaluation.metrics import task_metrics
+from cmkd.export.onnx import ort_run, ort_session
 
 
 def sparse_case(task: str, n: int = 400, label_share: float = 0.1, seed: int = 0, k: int = 1):
@@ -191,7 +191,7 @@ def test_histgradientboosting_onnx_parity_binary_multiclass_and_regression(tmp_p
     class list, a subset of the feature columns, NaN routed per node) matches scikit-learn through onnxruntime."""
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
-    from cmkd.trees import ensemble_onnx, save_onnx
+    from cmkd.classical.trees import ensemble_onnx, save_onnx
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(400, 6)).astype(np.float32)
@@ -271,7 +271,7 @@ def test_a_refit_network_is_recommended_on_its_figure_before_the_refit(tmp_path)
 
 
 def test_fit_memo_shares_only_identical_fits():
-    from cmkd.trees import FitMemo, forest
+    from cmkd.classical.trees import FitMemo, forest
 
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(80, 5)).astype(np.float32), rng.normal(size=80).astype(np.float32)

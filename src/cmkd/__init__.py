@@ -6,7 +6,7 @@ A teacher trained on rich modalities is distilled into a compact student that se
     metrics = cmkd.run("minerals", out="runs/minerals")          # a built-in recipe
     metrics = cmkd.run("my.yaml", out="runs/mine")               # your own npz + YAML
 
-The building blocks are public too: :class:`MultimodalNet`, the loss terms in :mod:`cmkd.losses`
+The building blocks are public too: :class:`MultimodalNet`, the loss terms in :mod:`cmkd.nn.losses`
 (``task_loss``, ``kd_loss``, ``feature_loss``, ``relation_loss``, ``contrastive_loss``, ``CompositeLoss``).
 An exported student runs without torch through :mod:`cmkd.runtime` (numpy + onnxruntime).
 
@@ -19,16 +19,16 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .errors import CmkdError
-from .version import __version__
+from cmkd.errors import CmkdError
+from cmkd.version import __version__
 
 # public name -> the module that defines it
 _LAZY = {
     "ExperimentConfig": "config", "load_config": "config",
-    "LOSSES": "losses", "CompositeLoss": "losses", "contrastive_loss": "losses", "feature_loss": "losses",
-    "kd_loss": "losses", "relation_loss": "losses", "task_loss": "losses",
-    "ENCODERS": "models", "MultimodalNet": "models",
-    "load_model": "checkpoint", "run": "pipeline",
+    "LOSSES": "nn.losses", "CompositeLoss": "nn.losses", "contrastive_loss": "nn.losses",
+    "feature_loss": "nn.losses", "kd_loss": "nn.losses", "relation_loss": "nn.losses", "task_loss": "nn.losses",
+    "ENCODERS": "nn.models", "MultimodalNet": "nn.models",
+    "load_model": "nn.checkpoint", "run": "pipeline.core",
     "list_recipes": "recipes",
     "EdgeModel": "runtime",
 }
@@ -38,13 +38,13 @@ __all__ = ["ENCODERS", "LOSSES", "CmkdError", "CompositeLoss", "EdgeModel", "Exp
            "load_model", "relation_loss", "run", "task_loss"]
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the eager imports
-    from .checkpoint import load_model
-    from .config import ExperimentConfig, load_config
-    from .losses import LOSSES, CompositeLoss, contrastive_loss, feature_loss, kd_loss, relation_loss, task_loss
-    from .models import ENCODERS, MultimodalNet
-    from .pipeline import run
-    from .recipes import list_recipes
-    from .runtime import EdgeModel
+    from cmkd.config import ExperimentConfig, load_config
+    from cmkd.nn.checkpoint import load_model
+    from cmkd.nn.losses import LOSSES, CompositeLoss, contrastive_loss, feature_loss, kd_loss, relation_loss, task_loss
+    from cmkd.nn.models import ENCODERS, MultimodalNet
+    from cmkd.pipeline.core import run
+    from cmkd.recipes import list_recipes
+    from cmkd.runtime import EdgeModel
 
 
 def __getattr__(name: str) -> Any:
@@ -53,8 +53,8 @@ def __getattr__(name: str) -> Any:
     if mod is None:
         raise AttributeError(f"module 'cmkd' has no attribute {name!r}")
     if mod == "config":  # validating a config runs the encoder / loss-term checks those registries register
-        importlib.import_module(".models", __name__)
-        importlib.import_module(".losses", __name__)
+        importlib.import_module(".nn.models", __name__)
+        importlib.import_module(".nn.losses", __name__)
     value = getattr(importlib.import_module(f".{mod}", __name__), name)
     globals()[name] = value
     return value

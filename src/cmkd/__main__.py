@@ -1,6 +1,6 @@
 """``python -m cmkd``: the ``cmkd`` command line."""
 
-from .cli import main
+from cmkd.cli import main
 
 if __name__ == "__main__":
     main()

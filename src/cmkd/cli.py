@@ -14,8 +14,8 @@ from typing import Annotated
 
 import typer
 
-from .errors import CmkdError
-from .io import check_out_dir, dumps, model_dir
+from cmkd.errors import CmkdError
+from cmkd.io import check_out_dir, dumps, model_dir
 
 # markdown: a docstring paragraph is reflowed to the terminal width instead of keeping its source line breaks
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -25,7 +25,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 def _version(value: bool) -> None:
     if value:
-        from .version import __version__
+        from cmkd.version import __version__
 
         typer.echo(f"cmkd {__version__}")
         raise typer.Exit()
@@ -62,7 +62,7 @@ def run(target: Annotated[str, typer.Argument(help="A recipe name (see `cmkd lis
     if done and not (resume or overwrite):
         raise CmkdError(f"--out {out} holds the results of another run ({', '.join(done)}); pass --overwrite to "
                         "replace them, --resume to continue that run, or another --out")
-    from .pipeline import run as run_pipeline
+    from cmkd.pipeline.core import run as run_pipeline
 
     run_pipeline(target, out, overrides=overrides, quick=quick, resume=resume, quiet=quiet, device=device)
 
@@ -70,7 +70,7 @@ def run(target: Annotated[str, typer.Argument(help="A recipe name (see `cmkd lis
 @app.command("list")
 def list_cmd() -> None:
     """List the built-in recipes."""
-    from .recipes import list_recipes
+    from cmkd.recipes import list_recipes
 
     for name, desc in list_recipes().items():
         typer.echo(f"{name:12s} {desc}")
@@ -94,25 +94,25 @@ def predict(model: Annotated[Path, typer.Option("--model", "-m", help="Output fo
     A folder of PNGs (recycling models) gives one sorting route per image.
     """
 
-    from .io import atomic_write_text
-    from .runtime import EdgeModel, load_npz
+    from cmkd.io import atomic_write_text
+    from cmkd.runtime import EdgeModel, load_npz
 
     d = model_dir(model)
     if input.is_dir():  # a folder of item images: the recycling sorting tool
-        from .recipes.recycling.analysis import predict_folder
+        from cmkd.recipes.recycling.analysis import predict_folder
 
         result = predict_folder(d, input, int8)
         atomic_write_text(output, dumps(result, indent=1))
         typer.echo(f"wrote {result['n']} route(s) to {output}")
         return
     if input.suffix.lower() == ".csv":  # sensor readings with gaps: the coastal forecast tool
-        from .runtime import read_card, sidecar_path
+        from cmkd.runtime import read_card, sidecar_path
 
         recipe = read_card(sidecar_path(d / "student.onnx")).get("recipe")  # torch-free: the deployed sidecar
         if recipe != "coastal":
             raise CmkdError(f"CSV input is for models of the coastal recipe; {d} was trained by "
                             f"{recipe or 'a YAML experiment'}: pass an .npz")
-        from .recipes.coastal.forecast import forecast_csv
+        from cmkd.recipes.coastal.forecast import forecast_csv
 
         result = forecast_csv(d, input)
         atomic_write_text(output, dumps(result, indent=1))
@@ -134,9 +134,9 @@ def export(model: Annotated[Path, typer.Option("--model", "-m", help="Output fol
     import numpy as np
     import torch
 
-    from .checkpoint import load_model
-    from .edge import model_card, write_card
-    from .export import export_onnx, ort_run, ort_session, quantize_int8, reference_outputs
+    from cmkd.export.onnx import export_onnx, ort_run, ort_session, quantize_int8, reference_outputs
+    from cmkd.export.sidecar import model_card, write_card
+    from cmkd.nn.checkpoint import load_model
 
     d = model_dir(model)
     net, meta = load_model(d / "student.pt")
@@ -176,11 +176,11 @@ def evaluate(model: Annotated[Path, typer.Option("--model", "-m", help="Output f
              split: Annotated[str, typer.Option(help="'all' samples, or 'test' (split == 2 when the npz has "
                                                      "a split key).")] = "all") -> None:
     """Score a saved model on labelled data and print its metrics as JSON."""
-    from .checkpoint import load_model
-    from .continual import model_dataset
-    from .data import load_npz
-    from .evaluate import predict as predict_torch
-    from .evaluate import task_metrics
+    from cmkd.data.arrays import load_npz
+    from cmkd.evaluation.metrics import predict as predict_torch
+    from cmkd.evaluation.metrics import task_metrics
+    from cmkd.nn.checkpoint import load_model
+    from cmkd.training.continual import model_dataset
 
     d = model_dir(model)
     if role not in ("student", "student_baseline", "teacher"):
@@ -197,7 +197,7 @@ def evaluate(model: Annotated[Path, typer.Option("--model", "-m", help="Output f
 
 
 # defaults of `cmkd adapt`, chosen on the VALIDATION splits of the minerals recipe (benchmarks/minerals_workflow.md);
-# the same as those of cmkd.continual.adapt (a test checks it)
+# the same as those of cmkd.training.continual.adapt (a test checks it)
 RESTANDARDISE_DEFAULT = True
 AUGMENT_DEFAULT = True
 
@@ -237,13 +237,13 @@ def adapt(model: Annotated[Path, typer.Option("--model", "-m", help="Output fold
     --restandardise the adapted model holds the new site's input statistics; adapt.json keeps both sites' (the
     original site is scored with its own).
     """
-    from .checkpoint import load_model
-    from .continual import adapt as adapt_model
-    from .continual import model_dataset, save_adapted
-    from .data import load_npz
-    from .io import atomic_write_text
-    from .resolve import original_dataset
-    from .validate import check_adapt_options
+    from cmkd.data.arrays import load_npz
+    from cmkd.io import atomic_write_text
+    from cmkd.nn.checkpoint import load_model
+    from cmkd.pipeline.resolve import original_dataset
+    from cmkd.training.continual import adapt as adapt_model
+    from cmkd.training.continual import model_dataset, save_adapted
+    from cmkd.validate import check_adapt_options
 
     d = model_dir(model)
     check_adapt_options(shots=shots, ewc=ewc, epochs=epochs, lr=lr, pseudo=pseudo)
@@ -280,8 +280,8 @@ def tune_cmd(target: Annotated[str, typer.Argument(help="A recipe name or an exp
     from rich.console import Console
     from rich.table import Table
 
-    from .resolve import resolve
-    from .tune import tune
+    from cmkd.pipeline.resolve import resolve
+    from cmkd.pipeline.tune import tune
 
     cfg, arrays, _, _ = resolve(target, overrides, quick)
     check_out_dir(out)  # before the trials, not after them
@@ -313,8 +313,8 @@ def select_cmd(target: Annotated[str, typer.Argument(help="A recipe name or an e
     from rich.console import Console
     from rich.table import Table
 
-    from .resolve import resolve
-    from .select import select
+    from cmkd.pipeline.resolve import resolve
+    from cmkd.pipeline.select import select
 
     cfg, arrays, _, _ = resolve(target, overrides, quick)
     check_out_dir(out)  # before the trainings, not after them
@@ -340,7 +340,7 @@ def data_cmd(recipe: Annotated[str, typer.Argument(help="A recipe name (see `cmk
              overrides: SetOpt = None) -> None:
     """Write a recipe's arrays as an .npz (the bring-your-own-data format): a template for your own data, or
     data for `cmkd adapt` / `cmkd evaluate` (e.g. a new synthetic site: --set options.site=1)."""
-    from .resolve import resolve
+    from cmkd.pipeline.resolve import resolve
 
     if out.suffix != ".npz":
         raise CmkdError(f"--out {out}: the file name must end in .npz")
@@ -366,7 +366,7 @@ def mount_recipe_commands(argv: list[str]) -> None:
     """Each recipe's own subcommands (its ``cli`` hook) as ``cmkd <recipe> ...``. A built-in recipe declares
     them with a literal ``CLI_HELP`` in its module; that module (and torch with it) is imported only when the
     command line ``argv`` names the recipe, so ``cmkd --help`` lists the group without loading it."""
-    from .recipes import REGISTRY, cli_help, get_recipe, recipe_names
+    from cmkd.recipes import REGISTRY, cli_help, get_recipe, recipe_names
 
     words = [a for a in argv if not a.startswith("-")]
     for name in recipe_names():

@@ -15,8 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import CmkdError
-from .validate import MAX_CLASSES, check_name, check_node_count, safe_load_yaml
+from cmkd.errors import CmkdError
+from cmkd.validate import MAX_CLASSES, check_name, check_node_count, safe_load_yaml
 
 Kind = Literal["vector", "sequence", "image", "signal", "text"]
 
@@ -41,8 +41,8 @@ def _check_names(name: str, value: Any) -> None:
     """Run the registered check of ``name``; its CmkdError becomes the ValueError pydantic reports."""
     check = NAME_CHECKS.get(name)
     if check is None:  # the registries register their checks when imported (config imports nothing above it)
-        raise RuntimeError(f"no name check registered for {name!r}: import cmkd.models and cmkd.losses before "
-                           "validating a config (cmkd.load_config and cmkd.resolve do)")
+        raise RuntimeError(f"no name check registered for {name!r}: import cmkd.nn.models and cmkd.nn.losses before "
+                           "validating a config (cmkd.load_config and cmkd.pipeline.resolve do)")
     try:
         check(value)
     except CmkdError as e:
@@ -117,7 +117,7 @@ class ModelConfig(_Strict):
     # null (default) = auto: 128, or fewer on small data so that every epoch has at least 8 batches (at least 8
     # samples each): min(128, max(8, ceil(n / 8))) for the n samples the model trains on. On 30-300 training
     # samples the former defaults (128, 60 epochs, patience 12) meant 60-180 optimiser steps in all and undertrained
-    # networks that lost to a RandomForest (benchmarks/small_data.md); see cmkd.train.schedule_for
+    # networks that lost to a RandomForest (benchmarks/small_data.md); see cmkd.training.fit.schedule_for
     batch_size: int | None = Field(None, ge=1)
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
@@ -169,7 +169,7 @@ class TeacherSpec(ModelConfig):
 
 
 class DistillConfig(_Strict):
-    """Distillation loss settings. Weights are per loss term (see ``cmkd.losses.LOSSES``)."""
+    """Distillation loss settings. Weights are per loss term (see ``cmkd.nn.losses.LOSSES``)."""
 
     temperature: float = Field(4.0, gt=0)
     # kd temperature annealed over training from `temperature` to `temperature_end` (constant: no schedule)
@@ -237,7 +237,7 @@ class ExportConfig(_Strict):
 
 
 class ReferencesConfig(_Strict):
-    """Classical references on the student's modalities (:mod:`cmkd.references`); ``references: false`` in the
+    """Classical references on the student's modalities (:mod:`cmkd.classical.references`); ``references: false`` in the
     YAML is short for ``{enabled: false}``."""
 
     enabled: bool = True
@@ -255,21 +255,22 @@ class ReferencesConfig(_Strict):
     # they need only the teacher's outputs); false: after the students, in sequence
     background: bool = True
     # the recommended student (metrics.json ``recommended``): candidates whose validation figure lies within
-    # ``tie_se`` standard errors of the best one (cmkd.references.standard_error, on the validation samples)
+    # ``tie_se`` standard errors of the best one (cmkd.classical.references.standard_error, on the validation samples)
     # are tied and the cheapest of them wins (a reference, then the tree student, then the network): the
     # one-standard-error rule. Default 0, the strictly best figure: over the 75 runs of
     # benchmarks/label_fraction.py, 1 helped houston at 5% / 20% labels but cost more at 1% / 2% and on
     # airquality at 1% / 20%, where the network generalises better than its margin on validation says (README).
     # Applies with ``enabled: false`` too (tree student against network)
     tie_se: float = Field(0.0, ge=0)
-    # also offer ``student_blend`` (cmkd.blend): the network student's and the best tree model's (on validation)
+    # also offer ``student_blend`` (cmkd.classical.blend): the network student's and the best tree model's (on
+    # validation)
     # outputs averaged, one ONNX graph when deployed. Off by default: in benchmarks/blend.py it won most of the
     # recommendations it changed, but lost some on airquality at 1% / 20% labels (README)
     blend: bool = False
 
 
 class TreesConfig(_Strict):
-    """The tree-ensemble student (:class:`cmkd.trees.TreeStudent`, role ``student_trees``), distilled from the
+    """The tree-ensemble student (:class:`cmkd.classical.trees.TreeStudent`, role ``student_trees``), distilled from the
     teacher's soft targets on the student's modalities; ``trees: false`` is short for ``{enabled: false}``."""
 
     enabled: bool = True

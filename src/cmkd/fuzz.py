@@ -202,8 +202,8 @@ def _earlier_run(rng: np.random.Generator, out: Path) -> None:
 
 def run_case(argv: list[str]) -> tuple[int, str, float]:
     """``cmkd ARGV`` in this process, the pipeline cut after its data stage: (exit code, stderr, seconds)."""
-    from . import pipeline
-    from .cli import guarded, run
+    from cmkd.cli import guarded, run
+    from cmkd.pipeline import core as pipeline
 
     assert argv[0] == "run" and argv[2] == "--out"
     sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]

@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .errors import CmkdError
+from cmkd.errors import CmkdError
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

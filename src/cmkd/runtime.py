@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 try:  # part of the cmkd package: its one user-facing exception type (the CLI prints it on one line)
-    from .errors import CmkdError
+    from cmkd.errors import CmkdError
 except ImportError:  # this file copied alone onto a device
     class CmkdError(Exception):  # type: ignore[no-redef]
         """A user-facing error (bad input, missing file)."""

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from .errors import CmkdError
-from .runtime import MAX_ARRAY_BYTES
+from cmkd.errors import CmkdError
+from cmkd.runtime import MAX_ARRAY_BYTES
 
 __all__ = ["MAX_ARRAY_BYTES", "MAX_CLASSES", "MAX_TARGET_ABS", "MAX_YAML_BYTES", "MAX_YAML_NODES", "NAME_RE",
            "check_adapt_options", "check_class_count", "check_class_ids", "check_finite_option", "check_name",

@@ -8,8 +8,8 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from ..errors import CmkdError
-from .base import REGISTRY, Recipe, register_recipe
+from cmkd.errors import CmkdError
+from cmkd.recipes.base import REGISTRY, Recipe, register_recipe
 
 __all__ = ["RECIPES", "Recipe", "get_recipe", "list_recipes", "recipe_names", "register_recipe"]
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-from ..errors import CmkdError
+from cmkd.errors import CmkdError
 
 REGISTRY: dict[str, Recipe] = {}
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import CmkdError
+from cmkd.errors import CmkdError
 
 FOLDER = "air_quality_uci_cheap_vs_reference"
 FILE = "AirQualityUCI.csv"
@@ -24,7 +24,7 @@ MISSING = -200.0
 
 def default_folder() -> Path:
     """``$CMKD_DATA`` if set, else ``shared/data/air_quality_uci_cheap_vs_reference`` beside the project."""
-    from ...io import shared_data_folder
+    from cmkd.io import shared_data_folder
 
     return shared_data_folder(FOLDER)
 

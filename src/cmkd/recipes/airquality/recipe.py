@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..base import Recipe, label_mask, options_model, register_recipe
-from .data import chronological_split, default_folder, read_table
+from cmkd.recipes.airquality.data import chronological_split, default_folder, read_table
+from cmkd.recipes.base import Recipe, label_mask, options_model, register_recipe
 
 DESCRIPTION = "Air quality: MOX sensors + reference analysers teacher -> MOX-sensor student, NO2, 5% labels"
 SYNTHETIC = False

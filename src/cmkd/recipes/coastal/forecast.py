@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import CmkdError, require
-from ...io import dumps
-from . import decisions
-from .harmonic import HarmonicModel
+from cmkd.errors import CmkdError, require
+from cmkd.io import dumps
+from cmkd.recipes.coastal import decisions
+from cmkd.recipes.coastal.harmonic import HarmonicModel
 
 EPOCH = np.datetime64("2025-01-01T00:00")
 MAX_READING = 1e6  # the largest plausible sensor reading (m, m/s, hPa, ...): beyond it the CSV is refused
@@ -29,7 +29,7 @@ MAX_READING = 1e6  # the largest plausible sensor reading (m, m/s, hPa, ...): be
 
 def save_tides(models: dict[int, HarmonicModel], assets: list[dict], path: Path) -> None:
     """Write per-station harmonic models and the assets as JSON (atomically)."""
-    from ...io import atomic_write_text
+    from cmkd.io import atomic_write_text
 
     doc = {"epoch": str(EPOCH), "assets": assets, "stations": {
         str(s): {"constituents": list(m.constituents), "speeds": m.speeds.tolist(), "mean": m.mean,
@@ -123,8 +123,8 @@ def _station_id(x: object) -> int | None:
 def forecast_csv(model_dir: Path, csv: Path) -> dict:
     """Forecasts, intervals and recommendations for every station in ``csv`` (see the module docstring), from
     the deployed ``student.onnx`` and its sidecar through :class:`cmkd.runtime.EdgeModel` (no torch)."""
-    from ...runtime import EdgeModel
-    from .scene import CHANNELS, HORIZONS, WINDOW
+    from cmkd.recipes.coastal.scene import CHANNELS, HORIZONS, WINDOW
+    from cmkd.runtime import EdgeModel
 
     edge = EdgeModel(model_dir / "student.onnx")
     tides, assets = load_tides(model_dir / "coastal_tides.json")

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...errors import CmkdError
+from cmkd.errors import CmkdError
 
 #: constituent name -> angular speed in degrees per hour
 CONSTITUENTS: dict[str, float] = {

@@ -15,7 +15,7 @@ Samples: one per station every ``options.stride`` hours (default 6). Modalities:
   O1 + trend on the station's AVAILABLE water-level readings before the test period (what a harbour master has).
 
 Failures of the training/validation/calibration data: every 30-day block of every station draws a pattern
-(random, bursty, storm-correlated; :mod:`cmkd.missing`) and a missing rate ~ U(0, 0.95), plus 3% independent
+(random, bursty, storm-correlated; :mod:`cmkd.data.missing`) and a missing rate ~ U(0, 0.95), plus 3% independent
 channel failures, so models meet every sparsity level. The test data default to the same mix; the sparsity sweep
 (:func:`analyse`) re-applies each pattern at 0/30/60/80/90% missing to the test period and scores every model,
 the classic harmonic baseline and the calibrated intervals at each level.
@@ -60,13 +60,13 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import CmkdError
-from ...io import dumps
-from ...missing import PATTERNS, channel_masks, make_mask
-from ..base import Recipe, options_model, register_recipe
-from . import decisions
-from .harmonic import fit as harmonic_fit
-from .scene import BANDS, CHANNELS, HORIZONS, WINDOW, CoastalScene, generate
+from cmkd.data.missing import PATTERNS, channel_masks, make_mask
+from cmkd.errors import CmkdError
+from cmkd.io import dumps
+from cmkd.recipes.base import Recipe, options_model, register_recipe
+from cmkd.recipes.coastal import decisions
+from cmkd.recipes.coastal.harmonic import fit as harmonic_fit
+from cmkd.recipes.coastal.scene import BANDS, CHANNELS, HORIZONS, WINDOW, CoastalScene, generate
 
 DESCRIPTION = "Coastal sea level from sparse storm-damaged gauges: satellite+complete-sensor teacher -> sparse student"
 SYNTHETIC = True
@@ -268,8 +268,8 @@ def load(config: dict, quick: bool = False) -> dict[str, np.ndarray]:
 def analyse(ctx: dict) -> dict:
     """Sparsity sweep (every pattern x 0/30/60/80/90% missing) of the teacher, student_baseline, student and the
     harmonic baseline, calibrated-interval coverage per level, imputation error, and recommendations."""
-    from ...evaluate import predict, rmse
-    from ...report import escape, figure_html, table_html
+    from cmkd.evaluation.metrics import predict, rmse
+    from cmkd.evaluation.report import escape, figure_html, table_html
 
     cfg, data, models, out = ctx["cfg"], ctx["data"], ctx["models"], ctx["out"]
     test, dev = ctx["test"], ctx["device"]
@@ -307,8 +307,8 @@ def analyse(ctx: dict) -> dict:
 def _score_condition(ctx: dict, d: Any, tag: str, rate: float, yl: np.ndarray) -> dict:
     """One sweep row: RMSE of the harmonic baseline and of both students on the test samples of ``d`` (the
     run's data with one sweep condition's failures), the students' interval coverage and the imputation error."""
-    from ...evaluate import predict, rmse
-    from ...uncertainty import interval_metrics
+    from cmkd.evaluation.metrics import predict, rmse
+    from cmkd.evaluation.uncertainty import interval_metrics
 
     cfg, models, test, dev = ctx["cfg"], ctx["models"], ctx["test"], ctx["device"]
     row: dict = {"pattern": tag, "missing": rate}
@@ -353,8 +353,8 @@ def _sweep(ctx: dict, raw: dict, o: dict, scene: CoastalScene, rng: np.random.Ge
 def _forecast_intervals(ctx: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The student's forecast level on the test samples and its 90% interval (split-conformal when calibrated,
     else the Gaussian head's), in metres: ``(mu, lo, hi)``, each (n_test, len(HORIZONS))."""
-    from ...evaluate import predict
-    from ...uncertainty import intervals, uncertainty_groups
+    from cmkd.evaluation.metrics import predict
+    from cmkd.evaluation.uncertainty import intervals, uncertainty_groups
 
     cfg, data, test = ctx["cfg"], ctx["data"], ctx["test"]
     student = ctx["models"]["student"]
@@ -374,7 +374,7 @@ def _forecast_intervals(ctx: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def _write_recommendations(out: Any, scene: CoastalScene, arrays0: dict, test: np.ndarray, mu: np.ndarray,
                            lo: np.ndarray, hi: np.ndarray, assets: list[dict]) -> list[dict]:
     """Recommendations from the last test forecast of every station, written to ``recommendations.json``."""
-    from ...io import atomic_write_text
+    from cmkd.io import atomic_write_text
 
     st, hr = arrays0["station"][test], arrays0["hour"][test]
     recs = []
@@ -390,7 +390,7 @@ def _write_recommendations(out: Any, scene: CoastalScene, arrays0: dict, test: n
 
 def _write_tides(out: Any, scene: CoastalScene, seed: int, block_days: int, assets: list[dict]) -> None:
     """``coastal_tides.json``: every station's harmonic fit on its available (mixed-failure) pre-test readings."""
-    from .forecast import save_tides
+    from cmkd.recipes.coastal.forecast import save_tides
 
     observed = np.where(_mixed_masks(scene, np.random.default_rng(seed + 104_729)), np.nan, scene.sensors)
     fit = hour_split(scene.level.shape[1], block_days) != 2

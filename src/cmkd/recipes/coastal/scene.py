@@ -2,7 +2,7 @@
 daily satellite patches. Everything here is simulated; no real data is involved.
 
 The generator returns the COMPLETE truth (no missing readings) plus what is needed to apply failures later:
-a ``severity`` series for storm-correlated sensor outages (:func:`cmkd.missing.make_mask` with
+a ``severity`` series for storm-correlated sensor outages (:func:`cmkd.data.missing.make_mask` with
 ``pattern="storm"``), a cloud mask and an overpass flag for the satellite. All parameters below are physical
 textbook values or plain assumptions, stated with their source or rationale; none was tuned on any model's
 results. Everything is drawn from one ``numpy.random.Generator`` seeded with ``seed``.
@@ -105,8 +105,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...errors import CmkdError
-from ...synth import ar1, causal_filter, smooth_field
+from cmkd.data.synth import ar1, causal_filter, smooth_field
+from cmkd.errors import CmkdError
 
 CHANNELS: tuple[str, ...] = (
     "water_level", "wind_speed", "wind_dir_onshore", "pressure", "wave_height", "salinity", "turbidity",
@@ -253,7 +253,7 @@ def _storm_fields(storms: list[dict], x_km: np.ndarray, n_hours: int):
 
 
 def generate(seed: int = 0, n_stations: int = 6, days: int = 730, patch: int = 8) -> CoastalScene:
-    """Generate a synthetic coastal scene (complete truth; apply failures with :mod:`cmkd.missing`).
+    """Generate a synthetic coastal scene (complete truth; apply failures with :mod:`cmkd.data.missing`).
 
     Args:
         seed: seed of the one random generator everything is drawn from.

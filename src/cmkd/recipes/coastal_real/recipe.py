@@ -5,7 +5,7 @@ Waterweg), 1976-1994, from ``../shared/data/tide_gauge_netherlands_rws`` (or ``$
 or the folder itself, or ``--set data.path=FOLDER``). Both records are complete; outages are simulated.
 
 **Sparse gauge.** Vlissingen keeps ``options.available`` (default 0.2) of its hours in every calendar year. The
-rest is removed by outages from :mod:`cmkd.missing` (``options.pattern``): ``bursty`` (geometric outages of mean
+rest is removed by outages from :mod:`cmkd.data.missing` (``options.pattern``): ``bursty`` (geometric outages of mean
 ``options.mean_len`` hours at random starts), ``storm`` (outages start preferentially, and last longer, where the
 smoothed storm surge is large: missing not at random) or ``mixed`` (default: ``options.storm_share`` of the
 missing hours from storm outages, the rest bursty). The storm severity is the 13-hour running mean of
@@ -57,10 +57,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import CmkdError
-from ...missing import make_mask, storm_mask
-from ..base import Recipe, options_model, register_recipe
-from ..coastal import harmonic
+from cmkd.data.missing import make_mask, storm_mask
+from cmkd.errors import CmkdError
+from cmkd.recipes.base import Recipe, options_model, register_recipe
+from cmkd.recipes.coastal import harmonic
 
 DESCRIPTION = "Dutch tide gauges: Vlissingen gap-filling, Hoek van Holland teacher -> sparse-Vlissingen student"
 SYNTHETIC = False
@@ -74,7 +74,7 @@ HARM_OFFSETS = np.arange(-6, 7)
 
 def default_folder() -> Path:
     """``$CMKD_DATA`` if set, else ``shared/data`` beside the project (or the working directory)."""
-    from ...io import shared_data_folder
+    from cmkd.io import shared_data_folder
 
     return shared_data_folder(FOLDER)
 
@@ -265,7 +265,7 @@ def references(data, modalities: list[str], seed: int) -> dict[str, dict]:  # no
     """The harmonic prediction alone, and ridge regression on Hoek van Holland's window (teacher modality)."""
     from sklearn.linear_model import RidgeCV
 
-    from ...evaluate import regression_metrics
+    from cmkd.evaluation.metrics import regression_metrics
 
     y = data.targets["residual"].reshape(-1)
     tr, te = data.indices(0), data.indices(2)
@@ -312,7 +312,7 @@ def error_by_distance(gap: np.ndarray, y: np.ndarray, preds: dict[str, np.ndarra
 def analyse(ctx: dict) -> dict:
     """metrics.json ``coastal_real``: the sparse gauge's availability, the outage settings, and every model's test
     RMSE by the hidden hour's distance to the nearest reading (with a report table and figure)."""
-    from ...evaluate import predict
+    from cmkd.evaluation.metrics import predict
 
     cfg, data = ctx["cfg"], ctx["data"]
     opts = {**default_config()["options"], **cfg.options}
@@ -345,7 +345,7 @@ def _html(rows: list[dict], w: int) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ...report import figure_html, table_html
+    from cmkd.evaluation.report import figure_html, table_html
 
     names = list(rows[0]["rmse"]) if rows else []
     parts = ["<h2>Coastal (real): gap-fill error by distance to the nearest reading</h2>",

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...io import dumps
-from .rules import evaluate, fix, load_rules, recommend
-from .scene import generate, region_rules
+from cmkd.io import dumps
+from cmkd.recipes.habitat.rules import evaluate, fix, load_rules, recommend
+from cmkd.recipes.habitat.scene import generate, region_rules
 
 JURISDICTIONS = ("national", "unclos", "isa", "environment")
 
@@ -55,15 +55,16 @@ def measure_speed(ctx: dict) -> dict[str, float]:
     Like for like twice: PyTorch against PyTorch, and both exported to ONNX and run by ONNX Runtime (the
     ensemble is exported here, to a temporary file, exactly as the student is; its parity with the PyTorch
     ensemble on the first test samples is returned as ``ensemble_onnx_max_abs_diff``). The student's INT8 model
-    (the design tool's) is timed in the same rounds. Round-robin timing (:func:`cmkd.evaluate.paired_latency_ms`)
+    (the design tool's) is timed in the same rounds. Round-robin timing
+    (:func:`cmkd.evaluation.metrics.paired_latency_ms`)
     keeps the ratios fair on a machine that other work is loading. ``<name>_ms`` are medians and
     ``<name>_min_ms`` the best runs; the speed-ups are ratios of the best runs.
     """
     import tempfile
     from pathlib import Path
 
-    from ...evaluate import example_inputs, paired_latency_ms, predict
-    from ...export import export_onnx, ort_run, ort_session, reference_outputs
+    from cmkd.evaluation.metrics import example_inputs, paired_latency_ms, predict
+    from cmkd.export.onnx import export_onnx, ort_run, ort_session, reference_outputs
 
     data, test, cfg, out = ctx["data"], ctx["test"], ctx["cfg"], ctx["out"]
     ens, student = ctx["models"]["teacher"].cpu().eval(), ctx["models"]["student"].cpu().eval()
@@ -101,7 +102,7 @@ def measure_speed(ctx: dict) -> dict[str, float]:
 
 def analyse(ctx: dict) -> dict:
     """Metrics section ``habitat`` and the report's habitat section."""
-    from ...report import figure_html, table_html
+    from cmkd.evaluation.report import figure_html, table_html
 
     cfg, metrics, out = ctx["cfg"], ctx["metrics"], ctx["out"]
     o = cfg.options
@@ -118,7 +119,7 @@ def analyse(ctx: dict) -> dict:
                "test_conflicts_resolved": conflicts,
                "compliance_gap_student_vs_ensemble": table["student"]["mean"] - table["teacher"]["mean"],
                "disclaimer": "SYNTHETIC sites; ILLUSTRATIVE rules, not legal advice"}
-    from ...io import atomic_write_text
+    from cmkd.io import atomic_write_text
 
     atomic_write_text(out / "habitat.json", dumps(section, indent=1))
     import matplotlib

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from ...io import atomic_write_text, check_out_dir, dumps, model_dir
-from .design import design, example
+from cmkd.io import atomic_write_text, check_out_dir, dumps, model_dir
+from cmkd.recipes.habitat.design import design, example
 
 
 def app() -> typer.Typer:

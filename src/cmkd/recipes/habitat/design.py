@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import CmkdError, require
-from .rules import DESIGN_FIELDS, MATERIALS, SEABEDS, STATUSES, load_rules, recommend, required
-from .scene import OCEAN_COLUMNS, SEQ_LEN, SIGNAL_LEN, structural_vector
+from cmkd.errors import CmkdError, require
+from cmkd.recipes.habitat.rules import DESIGN_FIELDS, MATERIALS, SEABEDS, STATUSES, load_rules, recommend, required
+from cmkd.recipes.habitat.scene import OCEAN_COLUMNS, SEQ_LEN, SIGNAL_LEN, structural_vector
 
 SPEC_KEYS = (*DESIGN_FIELDS, "distance_nm")
 INT_KEYS = ("crew", "mission_days", "national_permit", "isa_contract", "eia_done", "mining_support")
@@ -134,9 +134,9 @@ def design(model_dir: Path, acoustic: Path, legal: Path, sensor: Path, structura
     """Predict and check one habitat design; returns the design report (see the module docs)."""
     import yaml
 
-    from ...continual import model_inputs
-    from ...export import ort_run, ort_session
-    from ...io import safe_load
+    from cmkd.export.onnx import ort_run, ort_session
+    from cmkd.io import safe_load
+    from cmkd.training.continual import model_inputs
 
     rs = load_rules(rules)
     if jurisdictions:
@@ -147,7 +147,7 @@ def design(model_dir: Path, acoustic: Path, legal: Path, sensor: Path, structura
         raise CmkdError(f"{model_dir} holds a model of {cfg.get('recipe') or 'a YAML experiment'}, not of the "
                         "habitat recipe")
     if (cfg.get("options") or {}).get("region", 0) == 1:
-        from .scene import region_rules
+        from cmkd.recipes.habitat.scene import region_rules
 
         rs = region_rules(rs, 1)
     spec = read_spec(structural)
@@ -169,7 +169,7 @@ def design(model_dir: Path, acoustic: Path, legal: Path, sensor: Path, structura
     site = {**facts, "distance_nm": float(spec["distance_nm"]), "seabed": seabed}
     proposed = {k: spec[k] for k in DESIGN_FIELDS}
     recs, fixed, final = recommend(rs, site, proposed, jurisdictions)
-    from .rules import evaluate
+    from cmkd.recipes.habitat.rules import evaluate
 
     check = evaluate(rs, site, proposed, jurisdictions)
     predicted = {}
@@ -224,7 +224,7 @@ def example(out: Path, seed: int = 0, index: int = 0) -> list[Path]:
     """Write one SYNTHETIC site's design-tool inputs: survey.npy, rules.txt, rules.pdf, ocean.csv, spec.json."""
     pd = require("pandas", "habitat", "cmkd habitat example")
 
-    from .scene import generate
+    from cmkd.recipes.habitat.scene import generate
 
     arrays, records = generate(max(index + 1, 8), seed)
     rec = records[index]

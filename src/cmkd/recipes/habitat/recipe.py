@@ -37,12 +37,12 @@ from functools import lru_cache
 
 import numpy as np
 
-from ...errors import CmkdError
-from ..base import Recipe, options_model, register_recipe
-from .analysis import analyse as analyse_sites
-from .cli import app as habitat_cli
-from .rules import STATUSES, load_rules
-from .scene import generate
+from cmkd.errors import CmkdError
+from cmkd.recipes.base import Recipe, options_model, register_recipe
+from cmkd.recipes.habitat.analysis import analyse as analyse_sites
+from cmkd.recipes.habitat.cli import app as habitat_cli
+from cmkd.recipes.habitat.rules import STATUSES, load_rules
+from cmkd.recipes.habitat.scene import generate
 
 # the help line of `cmkd habitat` (read without importing this module, so `cmkd --help` stays fast)
 CLI_HELP = "The habitat recipe's design tool (SYNTHETIC-trained model, ILLUSTRATIVE rules, not legal advice)."

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from ...errors import CmkdError
+from cmkd.errors import CmkdError
 
 STATUSES = ("n/a", "compliant", "violation")
 SEABEDS = ("sediment", "clay", "basalt", "nodule_field", "hydrothermal_vent")

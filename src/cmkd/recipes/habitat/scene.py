@@ -29,7 +29,17 @@ import copy
 
 import numpy as np
 
-from .rules import MATERIALS, SEABEDS, STATUSES, Rule, RuleSet, evaluate, load_rules, recommend, required
+from cmkd.recipes.habitat.rules import (
+    MATERIALS,
+    SEABEDS,
+    STATUSES,
+    Rule,
+    RuleSet,
+    evaluate,
+    load_rules,
+    recommend,
+    required,
+)
 
 SIGNAL_LEN, SEQ_LEN = 512, 48
 OCEAN_COLUMNS = ("temperature_c", "oxygen_mg_l", "current_m_s", "pressure_dbar")
@@ -69,7 +79,7 @@ def legal_brief(rs: RuleSet, site: dict, zone: str) -> str:
                 continue
             site_conds = [c for c in r.when if c["field"] in site or c["field"] == "zone"]
             facts = {**site, "zone": zone}
-            from .rules import OPS
+            from cmkd.recipes.habitat.rules import OPS
 
             if all(OPS[c["op"]](facts[c["field"]], c["value"]) for c in site_conds):
                 parts.append(f"{r.id} ({r.category}): {r.text}")

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import CmkdError
-from ..base import Recipe, label_mask, options_model, register_recipe
+from cmkd.errors import CmkdError
+from cmkd.recipes.base import Recipe, label_mask, options_model, register_recipe
 
 DESCRIPTION = "Houston 2013 land cover: HSI+LiDAR teacher -> LiDAR-only student, official test pixels"
 SYNTHETIC = False
@@ -44,7 +44,7 @@ FILES = ["HSI_TrSet.mat", "LiDAR_TrSet.mat", "LiDAR_TeSet.mat", "TrLabel.mat", "
 
 def default_folder() -> Path:
     """``$CMKD_DATA`` if set, else ``shared/data`` beside the project (or the working directory)."""
-    from ...io import shared_data_folder
+    from cmkd.io import shared_data_folder
 
     return shared_data_folder(FOLDER)
 
@@ -258,7 +258,7 @@ def load(config: dict, quick: bool = False) -> dict[str, np.ndarray]:
     hsi = np.concatenate([hsi_tr, np.full((n_te, hsi_tr.shape[1]), np.nan, np.float32)])
     label = np.concatenate([y_tr, y_te])
     keep = label_mask(split, fraction, int(config["seed"]), labels=label)
-    label[~keep] = -1  # unlabelled (cmkd.data.UNLABELLED)
+    label[~keep] = -1  # unlabelled (cmkd.data.arrays.UNLABELLED)
     return {"hsi": hsi, "hsi__present": np.arange(n_tr + n_te) < n_tr, "lidar": np.concatenate([lid_tr, lid_te]),
             "label": label, "split": split}
 
@@ -268,8 +268,8 @@ def references(data, modalities: list[str], seed: int) -> dict[str, dict]:  # no
     None with sparse labels (``options.label_fraction`` < 1): the run's references on the labels stand in."""
     from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
 
-    from ...data import UNLABELLED
-    from ...evaluate import classification_metrics
+    from cmkd.data.arrays import UNLABELLED
+    from cmkd.evaluation.metrics import classification_metrics
 
     tr, te = np.flatnonzero(data.split != 2), data.indices(2)
     y = data.targets["label"]

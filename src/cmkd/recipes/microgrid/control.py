@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .scene import (
+from cmkd.recipes.microgrid.scene import (
     DT_H,
     HIGH,
     LOW,

@@ -26,8 +26,8 @@ import numpy as np
 from scipy import sparse
 from scipy.optimize import linprog
 
-from ...errors import CmkdError
-from .scene import DT_H, PLANT, STEPS_PER_DAY, Plant, Weather
+from cmkd.errors import CmkdError
+from cmkd.recipes.microgrid.scene import DT_H, PLANT, STEPS_PER_DAY, Plant, Weather
 
 # variables per step, in this order
 VARS = ("c", "d", "e", "imp", "cur", "pump", "led", "valve", "temp", "heat", "cool", "tp", "tm", "gl", "gc", "db",

@@ -69,10 +69,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...errors import CmkdError
-from ...io import dumps
-from ..base import Recipe, options_model, register_recipe
-from .control import (
+from cmkd.errors import CmkdError
+from cmkd.io import dumps
+from cmkd.recipes.base import Recipe, options_model, register_recipe
+from cmkd.recipes.microgrid.control import (
     STREAMS,
     Observer,
     Policy,
@@ -84,8 +84,8 @@ from .control import (
     stop_when_met,
     store_surplus,
 )
-from .oracle import solve
-from .scene import ACTIONS, DT_H, PLANT, STEPS_PER_DAY, State, Weather, step, weather
+from cmkd.recipes.microgrid.oracle import solve
+from cmkd.recipes.microgrid.scene import ACTIONS, DT_H, PLANT, STEPS_PER_DAY, State, Weather, step, weather
 
 DESCRIPTION = "Farm microgrid edge controller: sky/audio/history/optimiser teachers -> real-time student"
 SYNTHETIC = True
@@ -366,7 +366,7 @@ def closed_loop(config: dict, int8_path: str | Path, torch_model: torch.nn.Modul
     Returns:
         ``controllers`` name -> totals, ``series`` name -> per-step arrays, ``acceptance``, ``control_step_ms``.
     """
-    from ...export import ort_session
+    from cmkd.export.onnx import ort_session
 
     o = _opts(config, quick)
     seed = int(config["seed"])
@@ -411,8 +411,8 @@ def closed_loop(config: dict, int8_path: str | Path, torch_model: torch.nn.Modul
 def analyse(ctx: dict) -> dict:
     """Closed loop on held-out weather (rule-based, student INT8, student with each stream missing, oracle),
     ``OUT/closed_loop.json`` and time-series figures."""
-    from ...io import atomic_write_text
-    from ...report import escape, figure_html, table_html
+    from cmkd.evaluation.report import escape, figure_html, table_html
+    from cmkd.io import atomic_write_text
 
     cfg, out = ctx["cfg"], ctx["out"]
     raw = cfg.model_dump(mode="json")

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...synth import ar1_from_rest, smooth_field
+from cmkd.data.synth import ar1_from_rest, smooth_field
 
 DT_H = 5 / 60  # one step, hours
 STEPS_PER_DAY = 288

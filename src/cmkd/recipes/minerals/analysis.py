@@ -39,8 +39,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...io import dumps
-from .scene import CLASS_NAMES, generate
+from cmkd.io import dumps
+from cmkd.recipes.minerals.scene import CLASS_NAMES, generate
 
 COEFFICIENTS = {"olivine": 0.85, "pyroxene": 0.35, "serpentine": 0.45, "basalt": 0.28, "wollastonite": 0.92,
                 "carbonate": 0.0, "clay": 0.05, "regolith": 0.10}
@@ -86,7 +86,7 @@ def calibrated_carbonation(probs: np.ndarray, fractions: np.ndarray, coef: np.nd
     """
     from scipy.stats import t as student_t
 
-    from ...errors import CmkdError
+    from cmkd.errors import CmkdError
 
     if method not in CALIBRATION_METHODS:
         raise CmkdError(f"carbonation calibration method must be one of {', '.join(CALIBRATION_METHODS)}, "
@@ -138,7 +138,7 @@ def calibrated_carbonation(probs: np.ndarray, fractions: np.ndarray, coef: np.nd
 def survey_options(opts: dict) -> tuple[dict[str, float], str]:
     """The carbonation coefficient table and calibration method of a run's ``options``, checked (the recipe's
     ``load`` calls this too, so a bad value stops the run before any training)."""
-    from ...errors import CmkdError
+    from cmkd.errors import CmkdError
 
     table = {**COEFFICIENTS, **(opts.get("carbonation") or {})}
     unknown = sorted(set(table) - set(CLASS_NAMES))
@@ -153,8 +153,8 @@ def survey_options(opts: dict) -> tuple[dict[str, float], str]:
 
 def analyse(ctx: dict) -> dict:
     """Carbonation estimates of the teacher and the students on the test pixels, and the deployment table."""
-    from ...errors import CmkdError
-    from ...evaluate import predict
+    from cmkd.errors import CmkdError
+    from cmkd.evaluation.metrics import predict
 
     cfg, data, models, test, out = ctx["cfg"], ctx["data"], ctx["models"], ctx["test"], ctx["out"]
     opts = cfg.options or {}
@@ -198,7 +198,7 @@ def analyse(ctx: dict) -> dict:
     deployment = _deployment(ctx["metrics"])
     section = {"synthetic": True, "coefficients": table, "t_per_pixel_at_full_coefficient": scale,
                "carbonation": carb, "deployment": deployment}
-    from ...io import atomic_write_text
+    from cmkd.io import atomic_write_text
 
     atomic_write_text(out / "survey.json", dumps(section, indent=1))
     html = _html(section, scene["coord_row"][test], scene["coord_col"][test], truth, maps)
@@ -248,7 +248,7 @@ def _html(section: dict, rows: np.ndarray, cols: np.ndarray, truth: np.ndarray, 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ...report import figure_html, table_html
+    from cmkd.evaluation.report import figure_html, table_html
 
     parts = ["<h2>Survey: deployment (synthetic data)</h2>",
              table_html(["model", "accuracy", "sensor power (W)", "latency ms", "size (bytes)", "accuracy / teacher",

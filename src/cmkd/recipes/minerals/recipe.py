@@ -29,10 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import CmkdError
-from ..base import Recipe, options_model, register_recipe
-from .analysis import analyse as survey_analyse
-from .scene import CLASS_NAMES, generate
+from cmkd.errors import CmkdError
+from cmkd.recipes.base import Recipe, options_model, register_recipe
+from cmkd.recipes.minerals.analysis import analyse as survey_analyse
+from cmkd.recipes.minerals.scene import CLASS_NAMES, generate
 
 DESCRIPTION = "Mineral survey: HSI+LiDAR+RGB teacher -> RGB-only student (planetary geology, carbon sequestration)"
 SYNTHETIC = True
@@ -62,7 +62,7 @@ def default_config(quick: bool = False) -> dict:
 def load(config: dict, quick: bool = False) -> dict[str, np.ndarray]:
     """Generate the scene for ``config["seed"]`` (a smaller one with ``quick``) and hide the labels of the
     training pixels outside the ground-truth sample (class id -1)."""
-    from .analysis import survey_options
+    from cmkd.recipes.minerals.analysis import survey_options
 
     opts = config.get("options") or {}
     survey_options(opts)  # carbonation table and calibration method: fail before training, not after

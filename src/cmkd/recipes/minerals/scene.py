@@ -49,7 +49,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy.ndimage import gaussian_filter, uniform_filter
 
-from ...synth import smooth_field
+from cmkd.data.synth import smooth_field
 
 CLASS_NAMES: list[str] = [
     "olivine", "pyroxene", "serpentine", "basalt", "wollastonite", "carbonate", "clay", "regolith",
@@ -68,7 +68,7 @@ _ENDMEMBERS: dict[str, tuple[float, float, list[tuple[float, float, float]]]] = 
                           (2200, 35, 0.25)]),
     "regolith": (0.12, 0.25, [(400, 80, 0.60), (900, 110, 0.12)]),
 }
-# the scene's random fields: zero mean, unit std per field, mirrored edges (cmkd.synth.smooth_field)
+# the scene's random fields: zero mean, unit std per field, mirrored edges (cmkd.data.synth.smooth_field)
 _FIELD = {"boundary": "reflect", "standardise": True}
 _ELEV_OFFSET = np.array([0.5, 0.5, 0.0, 1.5, 0.3, -0.3, -1.0, 0.0])  # m, per class
 _ROUGHNESS = np.array([0.20, 0.20, 0.15, 0.35, 0.12, 0.10, 0.05, 0.10])  # m, per class

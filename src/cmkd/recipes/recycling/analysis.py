@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import CmkdError
-from ...io import dumps
-from .policy import Policy
-from .scene import DEGRADATION, MATERIALS
+from cmkd.errors import CmkdError
+from cmkd.io import dumps
+from cmkd.recipes.recycling.policy import Policy
+from cmkd.recipes.recycling.scene import DEGRADATION, MATERIALS
 
 ROLES = ("teacher", "student_baseline", "student")
 
@@ -57,8 +57,8 @@ def energy(metrics: dict, acquisition_s: float, compute_w: float) -> dict:
 
 def _outputs(ctx: dict) -> dict[str, dict[str, np.ndarray]]:
     """Per model: material probabilities, quality and degradation ids on the test items."""
-    from ...evaluate import predict
-    from ...export import ort_run, ort_session
+    from cmkd.evaluation.metrics import predict
+    from cmkd.export.onnx import ort_run, ort_session
 
     data, test = ctx["data"], ctx["test"]
     out = {}
@@ -81,7 +81,7 @@ def analyse(ctx: dict) -> dict:
     """The recipe's report section and ``sorting.json`` / ``policy.json`` (see the module docstring)."""
     from sklearn.metrics import f1_score
 
-    from ...io import atomic_write_text
+    from cmkd.io import atomic_write_text
 
     cfg, data, test, out = ctx["cfg"], ctx["data"], ctx["test"], Path(ctx["out"])
     opts = cfg.options or {}
@@ -124,7 +124,7 @@ def analyse(ctx: dict) -> dict:
 def _html(section: dict, policy: Policy) -> str:
     from matplotlib.figure import Figure
 
-    from ...report import figure_html, table_html
+    from cmkd.evaluation.report import figure_html, table_html
 
     sorting, en = section["sorting"], section["energy"]
     roles = list(sorting)
@@ -193,7 +193,7 @@ def read_png(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
 def predict_folder(model_dir: Path, folder: Path, int8: bool = False) -> dict:
     """Routes of every ``*.png`` in ``folder`` by the run in ``model_dir`` (its ONNX student, the student's sidecar
     and policy.json), without torch: :class:`cmkd.runtime.EdgeModel` and the numpy :class:`Policy`."""
-    from ...runtime import EdgeModel, read_card, sidecar_path
+    from cmkd.runtime import EdgeModel, read_card, sidecar_path
 
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png" and p.is_file())
     if not files:

@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import CmkdError
-from .scene import DEGRADATION, MATERIALS
+from cmkd.errors import CmkdError
+from cmkd.recipes.recycling.scene import DEGRADATION, MATERIALS
 
 DEFAULT_POLICY: dict[str, Any] = {
     "q_reuse": 0.75, "q_repair": 0.35, "q_dispose": 0.15,

@@ -42,11 +42,11 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import CmkdError
-from ...io import dumps
-from ..base import Recipe, options_model, register_recipe
-from .analysis import analyse as analyse_sorting
-from .scene import DEGRADATION, MATERIALS, generate
+from cmkd.errors import CmkdError
+from cmkd.io import dumps
+from cmkd.recipes.base import Recipe, options_model, register_recipe
+from cmkd.recipes.recycling.analysis import analyse as analyse_sorting
+from cmkd.recipes.recycling.scene import DEGRADATION, MATERIALS, generate
 
 DESCRIPTION = "Material sorting: RGB+thermal+NIR teacher -> RGB-only MobileNet student with a sorting policy"
 SYNTHETIC = True
@@ -126,7 +126,7 @@ def write_pngs(folder: Path, visual: np.ndarray, material: np.ndarray, degradati
     (the true material, degradation and quality of each file: SYNTHETIC items)."""
     from PIL import Image
 
-    from ...io import atomic_write_text
+    from cmkd.io import atomic_write_text
 
     folder.mkdir(parents=True, exist_ok=True)
     paths, labels = [], {}

@@ -1,0 +1,1 @@
+"""Data: arrays + presence + split, npz and sharded loading, missingness patterns, synthetic helpers."""

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, conformal intervals, the HTML report, training logs."""

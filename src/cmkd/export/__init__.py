@@ -1,0 +1,1 @@
+"""Edge export: ONNX / INT8 graphs, parity checks, the model sidecar."""

@@ -1,0 +1,1 @@
+"""Networks: encoders, the multimodal net, ensembles, loss terms, checkpoints."""

@@ -1,0 +1,1 @@
+"""Training: the fit loop, distillation losses and gates, teachers, DDP, continual adaptation."""

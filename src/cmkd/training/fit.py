@@ -1,0 +1,452 @@
+"""Training: AdamW, warm-up + cosine schedule, early stopping, gradient clipping, progress bar, atomic
+checkpoints every epoch and exact resume."""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cmkd.config import ModelConfig
+from cmkd.data.arrays import MultimodalData, availability, make_batch
+from cmkd.errors import CmkdError
+from cmkd.evaluation.metrics import predict, selection_metric, task_metrics
+from cmkd.io import atomic_save, safe_load
+from cmkd.nn.losses import CompositeLoss
+from cmkd.nn.models import MultimodalNet
+
+
+def set_seed(seed: int) -> None:
+    """Seed torch and numpy and ask torch for deterministic kernels."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def _lr_factor(epoch: int, warmup: int, total: int) -> float:
+    if epoch < warmup:
+        return (epoch + 1) / (warmup + 1)
+    progress = (epoch - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _progress(quiet: bool):  # noqa: ANN202 - rich types are optional detail
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
+                    disable=quiet or not sys.stderr.isatty(), transient=False)
+
+
+def _mix(batch: dict, teacher_mods: list[str], alpha: float, device: torch.device | str) -> dict:
+    """Mix every sample with a random partner of the same batch: x' = lam x + (1 - lam) x[perm]."""
+    b = len(next(iter(batch["present"].values())))
+    perm = torch.randperm(b)
+    lam = torch.distributions.Beta(alpha, alpha).sample((b,)).to(device)
+    inputs, present = {}, {}
+    for m in {*batch["inputs"], *teacher_mods} & set(batch["inputs"]):
+        x = batch["inputs"][m]
+        if x.dtype.is_floating_point:
+            w = lam.reshape(-1, *([1] * (x.dim() - 1)))
+            inputs[m] = w * x + (1 - w) * x[perm]
+            present[m] = batch["present"][m] & batch["present"][m][perm]
+        else:  # token ids cannot be interpolated: keep the dominant sample's text
+            inputs[m] = torch.where((lam >= 0.5).reshape(-1, 1), x, x[perm])
+            present[m] = batch["present"][m]
+    out = {"inputs": inputs, "present": present, "targets": batch["targets"]}
+    if "kd_mask" in batch:
+        out["kd_mask"] = batch["kd_mask"] & batch["kd_mask"][perm]
+    return out
+
+
+def _jitter(inputs: dict[str, torch.Tensor], model: MultimodalNet, sigma: float) -> dict[str, torch.Tensor]:
+    """Gaussian input-noise augmentation: ``x + sigma * std * eps`` for the model's numeric modalities.
+
+    Noise is scaled by each feature's training standard deviation (the encoder's ``std`` buffer), so ``sigma``
+    is in standardised units; missing values (NaN) stay missing and non-numeric inputs are left as they are.
+
+    Args:
+        inputs: modality -> raw batch tensor.
+        model: the network being trained (its encoders hold the standardisation).
+        sigma: noise standard deviation in standardised units; 0 returns ``inputs`` unchanged.
+
+    Returns:
+        A new inputs dict.
+    """
+    if sigma <= 0:
+        return inputs
+    out = dict(inputs)
+    for m, enc in model.encoders.items():
+        x, std = inputs.get(m), getattr(enc, "std", None)
+        if x is not None and std is not None and x.dtype.is_floating_point:
+            out[m] = x + sigma * std * torch.randn_like(x)
+    return out
+
+
+def dihedral(x: torch.Tensor) -> torch.Tensor:
+    """Each (C, H, W) sample of a square image batch under one of the 8 flips / quarter turns, at random (a
+    batch of another shape is returned as it is)."""
+    if x.ndim != 4 or x.shape[-1] != x.shape[-2]:
+        return x
+    k = torch.randint(0, 4, (x.shape[0],))
+    turned = torch.stack([torch.rot90(x, int(r), dims=(2, 3)) for r in range(4)])[k, torch.arange(x.shape[0])]
+    flip = torch.rand(x.shape[0]) < 0.5
+    return torch.where(flip[:, None, None, None], turned.flip(-1), turned)
+
+
+def turn_images(inputs: dict[str, torch.Tensor], model: MultimodalNet, on: bool) -> dict[str, torch.Tensor]:
+    """Flip / quarter-turn augmentation of the model's image modalities (:func:`dihedral`, each sample its own
+    draw); other modalities, and everything when ``on`` is False, are left as they are."""
+    if not on:
+        return inputs
+    kinds = model.hparams["modalities"]
+    return {m: dihedral(x) if m in kinds and kinds[m]["kind"] == "image" else x for m, x in inputs.items()}
+
+
+class _Step(torch.nn.Module):
+    """One training step's forward (student, loss, optional mixup) as one module, so that DistributedDataParallel
+    synchronises the gradients of the model and of the loss's own parameters (projections, learned weights)."""
+
+    def __init__(self, model: MultimodalNet, loss_fn: CompositeLoss, teacher: MultimodalNet | None, mixup: float,
+                 noise: float, augment: bool = False) -> None:
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+        self.teacher = [teacher]  # a list: the frozen teacher is not a submodule (never wrapped or synchronised)
+        self.mixup, self.noise, self.augment = mixup, noise, augment
+
+    def _inputs(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return _jitter(turn_images(inputs, self.model, self.augment), self.model, self.noise)
+
+    def forward(self, batch: dict, t_out: dict | None, device: torch.device | str) -> dict:
+        model, loss_fn, teacher = self.model, self.loss_fn, self.teacher[0]
+        out = model(self._inputs(batch["inputs"]), batch["present"])
+        parts = loss_fn(out, t_out, batch)
+        if self.mixup > 0 and teacher is not None:
+            mixed = _mix(batch, list(teacher.encoders), self.mixup, device)
+            with torch.no_grad():
+                t_mix = teacher(mixed["inputs"], mixed["present"])
+            s_mix = model(self._inputs(mixed["inputs"]), mixed["present"])
+            extra = loss_fn(s_mix, t_mix, mixed, exclude=("task",))
+            parts = {k: parts.get(k, 0) + extra.get(k, 0) for k in {*parts, *extra}}
+        return parts
+
+
+def _optimiser(model: MultimodalNet, loss_fn: CompositeLoss, cfg: ModelConfig) -> tuple:
+    """AdamW over the model's and the loss's parameters, with the warm-up + cosine schedule.
+
+    Returns:
+        ``(params, opt, sched)``.
+    """
+    params = list(model.parameters()) + list(loss_fn.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: _lr_factor(e, cfg.warmup_epochs, cfg.epochs))
+    return params, opt, sched
+
+
+MIN_STEPS = 1600  # optimiser steps the auto epoch count aims at (benchmarks/small_data.md)
+
+
+def batch_size_for(cfg: ModelConfig, n: int) -> int:
+    """The batch size of a model training on ``n`` samples: ``cfg.batch_size``, or when that is None (auto)
+    ``min(128, max(8, ceil(n / 8)))``: at least 8 batches per epoch on small data (see ``ModelConfig``)."""
+    return int(cfg.batch_size) if cfg.batch_size is not None else min(128, max(8, math.ceil(n / 8)))
+
+
+def schedule_for(cfg: ModelConfig, n: int) -> ModelConfig:
+    """``cfg`` with its auto (None) ``batch_size``, ``epochs`` and ``patience`` made concrete for ``n`` training
+    samples: the batch size of :func:`batch_size_for`; epochs for about :data:`MIN_STEPS` optimiser steps, between
+    60 and 200; patience a fifth of the epochs, at least 12. On a few thousand samples or more that is 128, 60
+    and 12, the former defaults; on 100 samples 13, 200 and 40."""
+    bs = batch_size_for(cfg, n)
+    per_epoch = math.ceil(max(n, 1) / bs)
+    epochs = cfg.epochs if cfg.epochs is not None else min(200, max(60, math.ceil(MIN_STEPS / per_epoch)))
+    patience = cfg.patience if cfg.patience is not None else max(12, epochs // 5)
+    return cfg.model_copy(update={"batch_size": bs, "epochs": epochs, "patience": patience})
+
+
+def _epoch_row(model: MultimodalNet, data: MultimodalData, val_idx: np.ndarray, metric: str, epoch: int,
+               lr: float, sums: dict[str, float], nb: int, device: torch.device | str) -> tuple[dict, dict]:
+    """Score the model on the validation samples; return the epoch's history row and the validation metrics."""
+    preds = predict(model, data, val_idx, device=device)
+    val = task_metrics(data, val_idx, preds)
+    row = {"epoch": epoch + 1, "lr": lr, **{f"train_{k}": v / nb for k, v in sums.items()},
+           "val_loss": validation_loss(model, data, val_idx, preds), "val_metric": val[metric]}
+    return row, val
+
+
+def validation_loss(model: MultimodalNet, data: MultimodalData, idx: np.ndarray, preds: dict[str, np.ndarray]
+                    ) -> float:
+    """The task loss on samples ``idx`` from their predictions, averaged over the model's targets:
+    cross-entropy over the labelled samples for a classification target, the mean squared error of the
+    standardised value (``(y - value) / tstd``, as the head is trained) for a regression target. No teacher
+    term: it says how the model fits held-out labels, the curve beside the training loss."""
+    parts = []
+    for t, kind in model.target_kinds.items():
+        y = data.targets[t][idx]
+        if kind == "classification" and f"{t}/logits" in preds:
+            lab = y >= 0
+            if lab.any():
+                z = preds[f"{t}/logits"][lab].astype(np.float64)
+                z = z - z.max(axis=1, keepdims=True)
+                logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+                parts.append(float(-logp[np.arange(lab.sum()), y[lab]].mean()))
+        elif f"{t}/value" in preds:
+            yy = np.asarray(y, np.float64).reshape(len(idx), -1)
+            v = np.asarray(preds[f"{t}/value"], np.float64).reshape(yy.shape)
+            sd = getattr(model, f"tstd_{t}").detach().cpu().numpy().astype(np.float64)
+            ok = np.isfinite(yy)
+            if ok.any():
+                parts.append(float(np.mean((((yy - v) / sd)[ok]) ** 2)))
+    return float(np.mean(parts)) if parts else float("nan")
+
+
+def _keep_best(score: float, best_score: float, best_state: dict | None, bad: int,
+               model: MultimodalNet) -> tuple[float, dict | None, int]:
+    """Keep a copy of the model's state when ``score`` (higher is better) beats the best so far, else count one
+    more epoch without improvement. Returns ``(best_score, best_state, bad)``."""
+    if score > best_score:
+        best_score, best_state, bad = score, copy.deepcopy(model.state_dict()), 0
+    else:
+        bad += 1
+    return best_score, best_state, bad
+
+
+def _resume_from(ckpt_path: str | Path, model: MultimodalNet, loss_fn: CompositeLoss,
+                 opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler) -> tuple:
+    """Load a per-epoch checkpoint into the model, loss, optimiser, schedule and torch RNG.
+
+    Returns:
+        ``(history, best_score, best_state, bad, start_epoch, done)``.
+    """
+    ck = safe_load(ckpt_path)
+    try:
+        model.load_state_dict(ck["model"])
+        loss_fn.load_state_dict(ck["loss"])
+        opt.load_state_dict(ck["opt"])
+        sched.load_state_dict(ck["sched"])
+        torch.set_rng_state(ck["rng"])
+        if torch.cuda.is_available() and ck.get("cuda_rng"):
+            torch.cuda.set_rng_state_all(ck["cuda_rng"])
+        history, best_score, best_state = ck["history"], ck["best_score"], ck["best_state"]
+        bad, start = ck["bad"], ck["epoch"]
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise CmkdError(f"{ckpt_path}: cannot resume from this checkpoint ({str(e)[:120]})") from None
+    return history, best_score, best_state, bad, start, bool(ck.get("done"))
+
+
+def _save_checkpoint(ckpt_path: str | Path, model: MultimodalNet, loss_fn: CompositeLoss,
+                     opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler, history: list[dict],
+                     best_score: float, best_state: dict | None, bad: int, epoch: int, done: bool) -> None:
+    """Write the state after ``epoch`` (0-based) atomically, everything :func:`_resume_from` needs."""
+    atomic_save({"model": model.state_dict(), "loss": loss_fn.state_dict(),
+                 "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": torch.get_rng_state(),
+                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                 "history": history, "best_score": best_score, "best_state": best_state,
+                 "bad": bad, "epoch": epoch + 1, "done": done}, ckpt_path)
+
+
+def _make_step(model: MultimodalNet, loss_fn: CompositeLoss, teacher: MultimodalNet | None, mixup: float,
+               cfg: ModelConfig, device: torch.device | str) -> tuple[torch.nn.Module, int, int]:
+    """Move the model and loss to ``device`` and build the training step, wrapped in DistributedDataParallel
+    when more than one rank runs.
+
+    Returns:
+        ``(step, n_ranks, rank)``.
+    """
+    from cmkd.training.distributed import rank, world_size
+
+    n_ranks, me = world_size(), rank()
+    model.to(device)
+    loss_fn.to(device)
+    step: torch.nn.Module = _Step(model, loss_fn, teacher, mixup, cfg.input_noise, cfg.augment)
+    if n_ranks > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [torch.device(device).index] if torch.device(device).type == "cuda" else None
+        step = DistributedDataParallel(step, device_ids=ids, find_unused_parameters=True)
+    return step, n_ranks, me
+
+
+def _batch_modalities(model: MultimodalNet, loss_fn: CompositeLoss, teacher: MultimodalNet | None,
+                      mixup: float) -> tuple[list[str], dict[str, str], list[str]]:
+    """The student's modalities, the impute term's sources (student modality -> its complete version) and every
+    modality a training batch must carry (the student's, the teacher's when mixing up, the impute sources)."""
+    mods = list(model.encoders)
+    sources = dict(loss_fn.impute_sources)  # student modality -> its complete version (impute term)
+    batch_mods = list(dict.fromkeys(mods + (list(teacher.encoders) if teacher is not None and mixup > 0 else [])
+                                    + list(sources.values())))
+    return mods, sources, batch_mods
+
+
+@dataclass
+class _Feed:
+    """What turns a slice of sample indices into a training batch (fixed for one :func:`fit`)."""
+
+    data: MultimodalData
+    batch_mods: list[str]
+    mods: list[str]
+    sources: dict[str, str]
+    target_stats: dict
+    teacher_cache: dict | None
+    kd_mask: np.ndarray | None
+    n_ranks: int
+    me: int
+    device: torch.device | str
+
+    def batch(self, idx: np.ndarray, model: MultimodalNet, loss_fn: CompositeLoss) -> tuple[dict, dict | None]:
+        """This rank's share of the global batch ``idx`` and the teacher outputs for it (or None)."""
+        data, batch_mods, mods, sources, device = self.data, self.batch_mods, self.mods, self.sources, self.device
+        target_stats, teacher_cache, kd_mask, n_ranks, me = (self.target_stats, self.teacher_cache, self.kd_mask,
+                                                             self.n_ranks, self.me)
+        if n_ranks > 1:
+            from cmkd.training.distributed import shard
+
+            idx = shard(idx, n_ranks, me)
+        batch = make_batch(data, idx, batch_mods, target_stats, device)
+        if loss_fn.adaptive:
+            batch["availability"] = torch.from_numpy(availability(data, idx, mods)).float().to(device)
+        if sources:
+            batch["impute_truth"] = {m: model.standardise(m, batch["inputs"][src])
+                                     for m, src in sources.items()}
+        t_out = None
+        if teacher_cache is not None:
+            ti = torch.from_numpy(idx)
+            t_out = {k: ({kk: vv[ti].to(device) for kk, vv in v.items()} if isinstance(v, dict)
+                         else v[ti].to(device)) for k, v in teacher_cache.items()}
+            if kd_mask is not None:
+                batch["kd_mask"] = torch.from_numpy(kd_mask[idx]).to(device)
+        return batch, t_out
+
+
+def _train_epoch(step: torch.nn.Module, opt: torch.optim.Optimizer, params: list, feed: _Feed,
+                 train_idx: np.ndarray, cfg: ModelConfig, seed: int, epoch: int, desc: str) -> tuple[dict, int]:
+    """One pass over the training samples in this epoch's seeded order.
+
+    Returns:
+        ``(sums, nb)``: the sum of every loss part over the batches, and the number of batches.
+    """
+    model, loss_fn = _unwrap(step).model, _unwrap(step).loss_fn
+    device = feed.device
+    model.train()
+    loss_fn.set_progress(epoch / max(1, cfg.epochs - 1))  # annealed kd temperature, if scheduled
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    order = train_idx[torch.randperm(len(train_idx), generator=g).numpy()]
+    sums: dict[str, float] = {}
+    nb = 0
+    for s in range(0, len(order), cfg.batch_size):
+        idx = order[s:s + cfg.batch_size]
+        batch, t_out = feed.batch(idx, model, loss_fn)
+        parts = step(batch, t_out, device)
+        if not torch.isfinite(parts["loss"]):
+            raise CmkdError(f"{desc}: the loss became {parts['loss'].item()} at epoch {epoch + 1}; "
+                            "lower the learning rate (--set <model>.lr=...) or check the data")
+        opt.zero_grad(set_to_none=True)
+        parts["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        for k, v in parts.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach())
+        nb += 1
+    return sums, nb
+
+
+def _unwrap(step: torch.nn.Module) -> _Step:
+    """The :class:`_Step` inside a DistributedDataParallel wrapper (or ``step`` itself)."""
+    return step.module if hasattr(step, "module") else step
+
+
+def _epoch_info(row: dict, val: dict, metric: str, sign: float, history: list[dict], bad: int, epoch: int,
+                cfg: ModelConfig) -> str:
+    """The progress line of one epoch: train loss, validation metric, and an early stop when there is one."""
+    info = f"loss {row['train_loss']:.3f}  val {metric} {val[metric]:.3f}"
+    if bad >= cfg.patience and epoch + 1 < cfg.epochs:  # early stop: say so, the bar stays at k/N
+        best_k = max(range(len(history)), key=lambda i: sign * history[i]["val_metric"]) + 1
+        info += f"  stopped early at epoch {epoch + 1} (best {best_k})"
+    return info
+
+
+def fit(model: MultimodalNet, data: MultimodalData, train_idx: np.ndarray, val_idx: np.ndarray,
+        cfg: ModelConfig, loss_fn: CompositeLoss, *, seed: int, target_stats: dict,
+        teacher_cache: dict | None = None, kd_mask: np.ndarray | None = None,
+        ckpt_path: str | Path | None = None, resume: bool = False, quiet: bool = False,
+        desc: str = "train", device: torch.device | str = "cpu", teacher: MultimodalNet | None = None,
+        mixup: float = 0.0, select_best: bool = True) -> list[dict]:
+    """Train ``model`` in place and restore its best validation state.
+
+    Args:
+        model: the network.
+        data: the dataset.
+        train_idx: training sample indices.
+        val_idx: validation sample indices (early stopping on the primary metric).
+        cfg: epochs, batch size, learning rate, weight decay, patience, clipping (auto ones: :func:`schedule_for`).
+        loss_fn: a CompositeLoss (its projections are trained too).
+        seed: seeds batch order (per epoch, so a resumed run sees the same batches).
+        target_stats: regression target standardisation.
+        teacher_cache: teacher outputs for every sample (tensors with N rows, nested by target), or None.
+        kd_mask: (N,) bool, samples where the teacher saw at least one of its modalities.
+        ckpt_path: where to write the per-epoch checkpoint (atomically).
+        resume: continue from ``ckpt_path`` when it exists.
+        quiet: no progress bar.
+        desc: progress bar label.
+        device: torch device.
+        teacher: the teacher model, needed for ``mixup``.
+        mixup: when > 0, each batch is also mixed with a shuffled copy of itself (weights ~ Beta(a, a)); the
+            teacher, which sees its own modalities mixed the same way, supervises the student on the mixed
+            samples with every teacher term (the task term stays on the clean batch). This transfers the
+            teacher's function between training samples, where labels say nothing.
+        select_best: restore the best validation state at the end (else keep the last epoch's state, for a
+            refit whose validation samples are part of its training set).
+
+    Under ``torchrun`` (see :mod:`cmkd.training.distributed`) the model and loss are wrapped in DistributedDataParallel,
+    each rank takes its share of every global batch, and only rank 0 writes checkpoints.
+
+    ``cfg.input_noise`` > 0 adds Gaussian noise to the model's numeric inputs in training (see :func:`_jitter`),
+    ``cfg.augment`` random flips / quarter turns to its square image inputs (:func:`turn_images`); teacher
+    outputs stay those of the clean inputs.
+
+    Returns:
+        The history: one dict per epoch (train loss and parts, val loss, val metric, lr).
+    """
+    cfg = schedule_for(cfg, len(train_idx))  # auto batch size, epochs and patience made concrete
+    mods, sources, batch_mods = _batch_modalities(model, loss_fn, teacher, mixup)
+    params, opt, sched = _optimiser(model, loss_fn, cfg)
+    metric, higher = selection_metric(model, data)
+    sign = 1.0 if higher else -1.0
+    history: list[dict] = []
+    best_score, best_state, bad, start = -math.inf, None, 0, 0
+    if resume and ckpt_path and Path(ckpt_path).exists():
+        history, best_score, best_state, bad, start, finished = _resume_from(ckpt_path, model, loss_fn, opt, sched)
+        if finished:
+            if select_best:
+                model.load_state_dict(best_state)
+            return history
+    step, n_ranks, me = _make_step(model, loss_fn, teacher, mixup, cfg, device)
+    plain = not quiet and not sys.stderr.isatty()  # the bar is off there (see _progress)
+    feed = _Feed(data, batch_mods, mods, sources, target_stats, teacher_cache, kd_mask, n_ranks, me, device)
+    with _progress(quiet or me > 0) as prog:
+        task = prog.add_task(desc, total=cfg.epochs, completed=start, info="")
+        for epoch in range(start, cfg.epochs):
+            sums, nb = _train_epoch(step, opt, params, feed, train_idx, cfg, seed, epoch, desc)
+            lr = opt.param_groups[0]["lr"]
+            sched.step()
+            row, val = _epoch_row(model, data, val_idx, metric, epoch, lr, sums, nb, device)
+            history.append(row)
+            best_score, best_state, bad = _keep_best(sign * val[metric], best_score, best_state, bad, model)
+            done = bad >= cfg.patience or epoch + 1 == cfg.epochs
+            if ckpt_path and me == 0:
+                _save_checkpoint(ckpt_path, model, loss_fn, opt, sched, history, best_score, best_state, bad,
+                                 epoch, done)
+            info = _epoch_info(row, val, metric, sign, history, bad, epoch, cfg)
+            prog.update(task, advance=1, info=info)
+            if plain and me == 0:  # off a terminal (a log file, CI): one plain line per epoch instead of a bar
+                print(f"{desc} epoch {epoch + 1}/{cfg.epochs}: {info}", flush=True)
+            if done:
+                break
+    if best_state is not None and select_best:
+        model.load_state_dict(best_state)
+    return history
