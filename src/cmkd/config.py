@@ -20,6 +20,20 @@ from cmkd.validate import MAX_CLASSES, check_name, check_node_count, safe_load_y
 
 Kind = Literal["vector", "sequence", "image", "signal", "text"]
 
+
+class Role:
+    """Model roles: the config sections (``teacher``, ``student``), the checkpoints (``<role>.pt``), the keys of
+    metrics.json's ``models`` and the edge sidecar's ``role``. Plain ``str`` constants, not an enum: they go into
+    YAML, JSON and weights-only checkpoints as the strings they are."""
+
+    TEACHER = "teacher"
+    STUDENT = "student"
+    BASELINE = "student_baseline"  # the student trained on the labels alone
+    ADAPTED = "student_adapted"  # the student after `cmkd adapt`
+    TREES = "student_trees"  # the tree-ensemble student (classical.trees)
+    BLEND = "student_blend"  # the network student averaged with a tree ensemble (classical.blend)
+    CORE = (TEACHER, BASELINE, STUDENT)  # the three models every run trains, in report order
+
 # Registry-name checks, registered by the registries above this module (``models``: encoders and their options;
 # ``losses``: loss terms), so that config imports nothing from them. ``import cmkd`` imports both registries,
 # so the checks are in place before any config is validated.
