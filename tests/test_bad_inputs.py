@@ -699,14 +699,14 @@ def test_report_of_many_classes_is_quick() -> None:
     without per-class labels."""
     import time
 
-    from cmkd.evaluation.report import _confusion
+    from cmkd.evaluation.figures import confusion_html
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 1000, 5000)
     t0 = time.monotonic()
-    html = _confusion("student", {"y_true": y, "y_pred": rng.permutation(y)})
+    html = confusion_html("student", {"y_true": y, "y_pred": rng.permutation(y)})
     assert "most frequent confusions" in html and "<img" not in html and time.monotonic() - t0 < 30
-    small = _confusion("student", {"y_true": y % 60, "y_pred": rng.permutation(y % 60)})
+    small = confusion_html("student", {"y_true": y % 60, "y_pred": rng.permutation(y % 60)})
     assert "<img" in small
 
 
