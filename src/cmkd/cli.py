@@ -6,7 +6,6 @@ User mistakes print one line (``error: ...``) on stderr and exit with code 2; ne
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -76,8 +75,6 @@ def list_cmd() -> None:
         typer.echo(f"{name:12s} {desc}")
 
 
-
-
 @app.command()
 def predict(model: Annotated[Path, typer.Option("--model", "-m", help="Output folder of `cmkd run`.")],
             input: Annotated[Path, typer.Option("--input", "-i", help=(
@@ -131,40 +128,12 @@ def export(model: Annotated[Path, typer.Option("--model", "-m", help="Output fol
            int8: Annotated[bool, typer.Option(help="Also write the INT8 model.")] = True) -> None:
     """(Re-)export MODEL/student.pt to MODEL/student.onnx (and student.int8.onnx), with a parity check, and write
     their sidecars (student.json, student.int8.json) for the torch-free runtime."""
-    import numpy as np
-    import torch
-
-    from cmkd.export.onnx import export_onnx, ort_run, ort_session, quantize_int8, reference_outputs
-    from cmkd.export.sidecar import model_card, write_card
-    from cmkd.nn.checkpoint import load_model
+    from cmkd.pipeline.export_stage import reexport
 
     d = model_dir(model)
-    net, meta = load_model(d / "student.pt")
-    gen = torch.Generator().manual_seed(0)
-    example = {}
-    for m, spec in meta["hparams"]["modalities"].items():
-        shape = (4, *spec["shape"])
-        example[m] = (torch.randint(1, 50, (4, 8), generator=gen) if spec["kind"] == "text"
-                      else torch.randn(shape, generator=gen))
-    export_onnx(net, example, d / "student.onnx")
-    with torch.no_grad():
-        out = net(example)
-    ref = reference_outputs({f"{t}/{'logits' if k == 'classification' else 'value'}":
-                             out[t]["logits" if k == "classification" else "value"].numpy()
-                             for t, k in net.target_kinds.items()}, net.target_kinds)
-    got = ort_run(ort_session(d / "student.onnx"), {k: v.numpy() for k, v in example.items()})
-    diff = max(float(np.abs(a - b).max()) for a, b in zip(got, ref))
-    try:  # the run's data summary for the sidecar, when its metrics.json is there
-        summary = json.loads((d / "metrics.json").read_text())
-        data, synthetic = summary.get("data"), summary.get("synthetic")
-    except (OSError, ValueError):
-        data, synthetic = None, None
-    card = model_card(meta, data, synthetic)
-    write_card(d / "student.onnx", card, "fp32")
+    diff = reexport(d, int8)
     typer.echo(f"wrote {d / 'student.onnx'} and student.json (max |onnx - torch| = {diff:.2e})")
     if int8:
-        quantize_int8(d / "student.onnx", d / "student.int8.onnx")
-        write_card(d / "student.int8.onnx", card, "int8")
         typer.echo(f"wrote {d / 'student.int8.onnx'} and student.int8.json")
 
 
@@ -176,6 +145,7 @@ def evaluate(model: Annotated[Path, typer.Option("--model", "-m", help="Output f
              split: Annotated[str, typer.Option(help="'all' samples, or 'test' (split == 2 when the npz has "
                                                      "a split key).")] = "all") -> None:
     """Score a saved model on labelled data and print its metrics as JSON."""
+    from cmkd.config import Role
     from cmkd.data.arrays import load_npz
     from cmkd.evaluation.metrics import predict as predict_torch
     from cmkd.evaluation.metrics import task_metrics
@@ -183,8 +153,9 @@ def evaluate(model: Annotated[Path, typer.Option("--model", "-m", help="Output f
     from cmkd.training.continual import model_dataset
 
     d = model_dir(model)
-    if role not in ("student", "student_baseline", "teacher"):
-        raise CmkdError(f"--role {role!r}: valid: student, student_baseline, teacher")
+    roles = (Role.STUDENT, Role.BASELINE, Role.TEACHER)
+    if role not in roles:
+        raise CmkdError(f"--role {role!r}: valid: {', '.join(roles)}")
     if split not in ("all", "test"):
         raise CmkdError(f"--split {split!r}: valid: all, test")
     net, meta = load_model(d / f"{role}.pt")
@@ -340,6 +311,7 @@ def data_cmd(recipe: Annotated[str, typer.Argument(help="A recipe name (see `cmk
              overrides: SetOpt = None) -> None:
     """Write a recipe's arrays as an .npz (the bring-your-own-data format): a template for your own data, or
     data for `cmkd adapt` / `cmkd evaluate` (e.g. a new synthetic site: --set options.site=1)."""
+    from cmkd.io import atomic_write
     from cmkd.pipeline.resolve import resolve
 
     if out.suffix != ".npz":
@@ -349,13 +321,7 @@ def data_cmd(recipe: Annotated[str, typer.Argument(help="A recipe name (see `cmk
     import numpy as np
 
     _, arrays, _, synthetic = resolve(recipe, overrides)
-    tmp = out.with_name(f".{out.name}.tmp.npz")
-    try:
-        np.savez_compressed(tmp, **arrays)
-        tmp.replace(out)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise CmkdError(f"--out {out}: cannot write ({e.strerror or e})") from None
+    atomic_write(out, lambda tmp: np.savez_compressed(tmp, **arrays))
     typer.echo(f"wrote {out} ({len(next(iter(arrays.values())))} samples{', SYNTHETIC' if synthetic else ''})")
 
 

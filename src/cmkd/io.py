@@ -15,29 +15,56 @@ import re
 import sys
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from cmkd.errors import CmkdError
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write text to a temporary file beside ``path``, then rename over it."""
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """Write ``path`` atomically through ``write``: it is called with a hidden temporary file beside ``path``
+    (same folder, so the final rename is atomic; same suffix, for writers that pick the format from it, such as
+    ``numpy.savez`` or ``Figure.savefig``), which is then renamed over ``path``. Never a half-written file; an
+    earlier ``path`` stays intact when writing fails.
+
+    The temporary file is ``.<name>.<8 random characters>.tmp<suffix>`` (``tempfile.mkstemp``); a run folder's
+    cleaning (:mod:`cmkd.pipeline.rundir`) recognises the ones a killed process left. A failure to write (a full
+    disk, a quota, a read-only folder) is the one-line :func:`write_error`.
+
+    Args:
+        path: the file to write.
+        write: ``write(tmp)`` writes the content to ``tmp`` (e.g. ``lambda p: torch.save(obj, p)``).
+
+    Returns:
+        ``path``.
+    """
     path = Path(path)
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
     except OSError as e:
         raise CmkdError(f"cannot write {path} ({e.strerror or e})") from None
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
+        write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; outputs are meant to be shared
         os.replace(tmp, path)
     except OSError as e:  # a full disk, a quota: name the folder (the earlier file, if any, is intact)
         raise write_error(path, e) from None
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically (:func:`atomic_write`)."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (:func:`atomic_write`)."""
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def write_error(path: Path, e: BaseException) -> CmkdError:
@@ -74,24 +101,19 @@ def write_json(path: str | Path, obj: object, indent: int | None = 1) -> None:
     atomic_write_text(path, dumps(obj, indent=indent))
 
 
-def atomic_save(obj: object, path: str | Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename: never a half-written file."""
+def atomic_save(obj: object, path: str | Path) -> Path:
+    """``torch.save`` through :func:`atomic_write`: never a half-written checkpoint."""
     import torch
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except OSError as e:
-        raise write_error(path, e) from None
-    except RuntimeError as e:  # torch's zip writer reports a failed write (a full disk) as a RuntimeError
-        if "writ" not in str(e).lower():
-            raise
-        raise write_error(path, e) from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    def save(tmp: Path) -> None:
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as e:  # torch's zip writer reports a failed write (a full disk) as a RuntimeError
+            if "writ" not in str(e).lower():
+                raise
+            raise OSError((str(e).splitlines() or ["write failed"])[0][:120]) from None
+
+    return atomic_write(path, save)
 
 
 def safe_load(path: str | Path) -> dict:

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import struct
 import time
 from pathlib import Path
+
+from cmkd.io import atomic_write_bytes, atomic_write_text
 
 
 def history_csv(rows: list[dict]) -> str:
@@ -43,14 +44,7 @@ def write_history_csvs(folder: str | Path, histories: dict[str, list[dict]]) -> 
     for name, rows in histories.items():
         if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
             continue
-        path = folder / f"{name}.csv"
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        try:
-            tmp.write_text(history_csv(rows))
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        paths.append(path)
+        paths.append(atomic_write_text(folder / f"{name}.csv", history_csv(rows)))
     return paths
 
 
@@ -155,14 +149,7 @@ def write_tensorboard(folder: str | Path, histories: dict[str, list[dict]]) -> l
             scalars = {_tag(k): float(v) for k, v in r.items()
                        if k != "epoch" and isinstance(v, (int, float)) and not isinstance(v, bool) and v == v}
             body.append(record(event_bytes(now, step, scalars)))
-        path = d / f"events.out.tfevents.{int(now)}.cmkd"
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        try:
-            tmp.write_bytes(b"".join(body))
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        paths.append(path)
+        paths.append(atomic_write_bytes(d / f"events.out.tfevents.{int(now)}.cmkd", b"".join(body)))
     return paths
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import time
 import warnings
 from collections.abc import Callable
@@ -16,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from cmkd.errors import CmkdError
+from cmkd.io import atomic_write
 from cmkd.nn.models import MultimodalNet
 
 
@@ -46,7 +46,8 @@ class OnnxWrapper(nn.Module):
 
 def reference_outputs(preds: dict[str, np.ndarray], target_kinds: dict[str, str]) -> list[np.ndarray]:
     """The outputs the ONNX graph should give, from :func:`cmkd.evaluation.metrics.predict`'s torch predictions
-    (softmax of the logits for classification), in :func:`output_names` order without the std outputs: for parity checks."""
+    (softmax of the logits for classification), in :func:`output_names` order without the std outputs: for parity
+    checks."""
     res = []
     for t, k in target_kinds.items():
         if k == "classification":
@@ -94,10 +95,6 @@ def prune_magnitude(net: nn.Module, amount: float, finetune: Callable[[nn.Module
     return zeros / sum(m.weight.numel() for m, _ in params)
 
 
-def _atomic_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp{os.getpid()}")
-
-
 def export_onnx(net: MultimodalNet, example: dict[str, Tensor], path: str | Path) -> Path:
     """Export ``net`` to ONNX (opset 18, dynamic batch), written atomically.
 
@@ -113,21 +110,21 @@ def export_onnx(net: MultimodalNet, example: dict[str, Tensor], path: str | Path
                  for m in wrapper.names)
     batch = torch.export.Dim("batch", min=1, max=1_000_000)
     dyn = tuple({0: batch} for _ in args)
-    tmp = _atomic_path(path)
-    try:
+
+    def write(tmp: Path) -> None:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             logging.getLogger("torch").setLevel(logging.ERROR)
             torch.onnx.export(wrapper, args, str(tmp), dynamo=True, external_data=False, opset_version=18,
                               dynamic_shapes=(dyn,), input_names=wrapper.names,
                               output_names=output_names(net), verbose=False)
-        os.replace(tmp, path)
+
+    try:
+        return atomic_write(path, write)
+    except CmkdError:  # a failed write (a full disk): its own one-line error
+        raise
     except Exception as e:  # noqa: BLE001
         raise CmkdError(f"ONNX export failed: {str(e).splitlines()[0][:200]}") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 def quantize_int8(onnx_path: str | Path, out_path: str | Path, per_channel: bool = False,
@@ -139,21 +136,15 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path, per_channel: bool
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    out_path = Path(out_path)
-    tmp = _atomic_path(out_path)
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # silence onnxruntime's "consider pre-processing" hint
     try:
-        quantize_dynamic(str(onnx_path), str(tmp), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul",
-                                                                                                        "Gemm"],
-                         per_channel=per_channel, reduce_range=reduce_range)
-        os.replace(tmp, out_path)
+        return atomic_write(out_path, lambda tmp: quantize_dynamic(
+            str(onnx_path), str(tmp), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"],
+            per_channel=per_channel, reduce_range=reduce_range))
     finally:
         root.setLevel(level)
-        if tmp.exists():
-            tmp.unlink()
-    return out_path
 
 
 def ort_session(path: str | Path, threads: int = 1):  # noqa: ANN201 - onnxruntime type

@@ -1,8 +1,9 @@
 """The self-describing edge model: the JSON sidecar written beside every exported ONNX file.
 
-:func:`model_card` describes a network student from its saved metadata (what :func:`cmkd.pipeline.core.save_model`
-stores); :func:`edge_card` is the generic builder any exported model uses (a tree student too: the same input and
-output contract), and :func:`write_card` writes it beside the ONNX file (``student.onnx`` -> ``student.json``) and
+:func:`model_card` describes a network student from its saved metadata (what :func:`cmkd.nn.checkpoint.save_model`
+stores; pruned or not), :func:`tree_card` a tree model or the blend deployed with the network's contract (derived
+from the network's card), both through :func:`edge_card`, the generic builder; :func:`write_card` writes a card
+(with the INT8 variant's note for ``precision="int8"``) beside the ONNX file (``student.onnx`` -> ``student.json``) and
 records a pointer to it in the ONNX file's ``metadata_props``. The schema is ``cmkd/schemas/edge_model.schema.json``;
 :mod:`cmkd.runtime` reads the pair without torch.
 """
@@ -10,11 +11,12 @@ records a pointer to it in the ONNX file's ``metadata_props``. The schema is ``c
 from __future__ import annotations
 
 import json
-import os
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from cmkd.config import Role
+from cmkd.io import atomic_write, atomic_write_text
 from cmkd.runtime import FORMAT, FORMAT_VERSION, TOKENIZER, sha256, sidecar_path
 
 MISSING_VALUES = "NaN marks a missing value inside the modality (the model sees zeros plus a mask)"
@@ -33,7 +35,7 @@ def _finite(v: float | None) -> float | None:
 
 
 def edge_card(*, inputs: list[dict], targets: list[dict], outputs: list[dict], conformal: dict | None = None,
-              availability: dict | None = None, training_data: dict | None = None, role: str = "student",
+              availability: dict | None = None, training_data: dict | None = None, role: str = Role.STUDENT,
               model_type: str = "network", name: str | None = None, recipe: str | None = None,
               synthetic: bool | None = None, notes: list[str] | None = None) -> dict[str, Any]:
     """A sidecar dict for any exported model (network or tree ensemble) with cmkd's input/output contract.
@@ -59,13 +61,16 @@ def edge_card(*, inputs: list[dict], targets: list[dict], outputs: list[dict], c
             "training_data": training_data or {}, "notes": notes or []}
 
 
-def model_card(meta: dict, training_data: dict | None = None, synthetic: bool | None = None) -> dict[str, Any]:
+def model_card(meta: dict, training_data: dict | None = None, synthetic: bool | None = None,
+               prune: float | None = None) -> dict[str, Any]:
     """The sidecar of a network student exported by :func:`cmkd.export.onnx.export_onnx`, from its saved metadata.
 
     Args:
         meta: the checkpoint's metadata (``hparams``, ``config``, ``classes``, ``class_names``, ``conformal``).
         training_data: the run's data summary (metrics.json's ``data``), when known.
         synthetic: whether the training data were synthetic.
+        prune: the share of weights magnitude-pruned after the conformal calibration (``export.prune``), when the
+            exported network was pruned: a note says the quantiles are the unpruned student's.
     """
     import yaml
 
@@ -120,9 +125,27 @@ def model_card(meta: dict, training_data: dict | None = None, synthetic: bool | 
     availability = {"edges": [float(e) for e in unc.get("availability_edges") or []], "modalities": chosen,
                     "definition": "share of observed (non-NaN) values over these modalities, absent modalities "
                                   "counting as wholly missing and text as observed; band = number of edges below it"}
+    notes = [] if prune is None else [f"magnitude-pruned ({prune:.0%} of the weights) after the conformal "
+                                      "calibration: the quantiles are those of the unpruned student"]
     return edge_card(inputs=inputs, targets=targets, outputs=outputs + stds, conformal=conformal,
-                     availability=availability, training_data=training_data, role=meta.get("role", "student"),
-                     name=cfg.get("name"), recipe=cfg.get("recipe"), synthetic=synthetic)
+                     availability=availability, training_data=training_data, role=meta.get("role", Role.STUDENT),
+                     name=cfg.get("name"), recipe=cfg.get("recipe"), synthetic=synthetic, notes=notes)
+
+
+def tree_card(net_card: dict, role: str) -> dict[str, Any]:
+    """The sidecar of a tree model (the tree student or a RandomForest / ExtraTrees / HistGradientBoosting
+    reference, ``role`` its name) or of the blend (``role`` ``student_blend``) exported with the network student's
+    input/output contract: the network's card (:func:`model_card`) less its conformal quantiles (calibrated for the
+    network's std, not the trees' constant one) and its pruning note, with a note on what the std output is."""
+    notes = [n for n in net_card.get("notes", []) if "pruned" not in n]
+    if role == Role.BLEND:
+        notes.append("blend: the average of the network student's and a tree ensemble's outputs "
+                     "(cmkd.classical.blend); the regression std output is the average of the network's and the "
+                     "trees' constant one, not calibrated; no conformal intervals")
+        return {**net_card, "role": role, "model_type": "network_tree_blend", "conformal": {}, "notes": notes}
+    notes.append("tree ensemble: the regression std output is a constant per target column (the model's RMSE on "
+                 "the validation samples), not calibrated; no conformal intervals")
+    return {**net_card, "role": role, "model_type": "tree_ensemble", "conformal": {}, "notes": notes}
 
 
 def write_card(onnx_path: str | Path, card: dict, precision: str = "fp32") -> Path:
@@ -137,14 +160,7 @@ def write_card(onnx_path: str | Path, card: dict, precision: str = "fp32") -> Pa
                                   "export.int8_metrics)"]}
     card = {**card, "model": {"file": onnx_path.name, "precision": precision, "bytes": onnx_path.stat().st_size,
                               "sha256": sha256(onnx_path)}}
-    path = sidecar_path(onnx_path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(card, indent=1, allow_nan=False))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write_text(sidecar_path(onnx_path), json.dumps(card, indent=1, allow_nan=False))
 
 
 def _tag_onnx(path: Path, props: dict[str, str]) -> None:
@@ -157,9 +173,4 @@ def _tag_onnx(path: Path, props: dict[str, str]) -> None:
     model.metadata_props.extend(keep)
     for k, v in props.items():
         model.metadata_props.add(key=k, value=v)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        onnx.save(model, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda tmp: onnx.save(model, str(tmp)))

@@ -89,8 +89,43 @@ def student_card(out: Path, data: MultimodalData, cfg: ExperimentConfig, pruned:
     if not (out / "student.pt").is_file():
         return None
     synthetic = data.source == "synthetic"
-    card = model_card(safe_load(out / "student.pt"), data_summary(data, synthetic), synthetic)
-    if pruned:
-        card["notes"].append(f"magnitude-pruned ({cfg.export.prune:.0%} of the weights) after the conformal "
-                             "calibration: the quantiles are those of the unpruned student")
-    return card
+    return model_card(safe_load(out / "student.pt"), data_summary(data, synthetic), synthetic,
+                      prune=cfg.export.prune if pruned else None)
+
+
+def reexport(folder: Path, int8: bool = True) -> float:
+    """``cmkd export``: ``folder/student.pt`` (re-)exported to ``student.onnx`` (and ``student.int8.onnx``) with
+    their sidecars (the data summary from ``folder/metrics.json`` when it is there); returns the largest
+    ``|onnx - torch|`` output difference on random example inputs."""
+    import json
+
+    import torch
+
+    from cmkd.nn.checkpoint import load_model
+
+    net, meta = load_model(folder / "student.pt")
+    gen = torch.Generator().manual_seed(0)
+    example = {}
+    for m, spec in meta["hparams"]["modalities"].items():
+        shape = (4, *spec["shape"])
+        example[m] = (torch.randint(1, 50, (4, 8), generator=gen) if spec["kind"] == "text"
+                      else torch.randn(shape, generator=gen))
+    export_onnx(net, example, folder / "student.onnx")
+    with torch.no_grad():
+        res = net(example)
+    ref = reference_outputs({f"{t}/{'logits' if k == 'classification' else 'value'}":
+                             res[t]["logits" if k == "classification" else "value"].numpy()
+                             for t, k in net.target_kinds.items()}, net.target_kinds)
+    got = ort_run(ort_session(folder / "student.onnx"), {k: v.numpy() for k, v in example.items()})
+    diff = max(float(np.abs(a - b).max()) for a, b in zip(got, ref))
+    try:  # the run's data summary for the sidecar, when its metrics.json is there
+        summary = json.loads((folder / "metrics.json").read_text())
+        data, synthetic = summary.get("data"), summary.get("synthetic")
+    except (OSError, ValueError):
+        data, synthetic = None, None
+    card = model_card(meta, data, synthetic)
+    write_card(folder / "student.onnx", card, "fp32")
+    if int8:
+        quantize_int8(folder / "student.onnx", folder / "student.int8.onnx")
+        write_card(folder / "student.int8.onnx", card, "int8")
+    return diff
