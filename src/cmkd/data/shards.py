@@ -10,6 +10,7 @@ text are read into memory (they are small: one value per sample).
 
 from __future__ import annotations
 
+import functools
 import mmap
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from cmkd.errors import CmkdError
+from cmkd.io import atomic_write
 from cmkd.validate import check_regular_file
 
 
@@ -132,7 +134,5 @@ def write_shards(folder: str | Path, arrays: dict[str, np.ndarray], shard: int) 
     d = Path(folder) / f"shard_{shard:05d}"
     d.mkdir(parents=True, exist_ok=True)
     for k, v in arrays.items():
-        tmp = d / f".{k}.tmp.npy"
-        np.save(tmp, v, allow_pickle=False)
-        tmp.replace(d / f"{k}.npy")
+        atomic_write(d / f"{k}.npy", functools.partial(np.save, arr=v, allow_pickle=False))
     return d

@@ -114,6 +114,8 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from cmkd.io import atomic_write
+
     key = f"val_{result['metric']}"
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     xs = [r["cost"] for r in result["subsets"]]
@@ -131,7 +133,7 @@ def plot(result: dict, path: Path) -> None:
     ax.set_ylabel(f"validation {result['metric']}")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110))
+    finally:
+        plt.close(fig)

@@ -126,16 +126,14 @@ def write_pngs(folder: Path, visual: np.ndarray, material: np.ndarray, degradati
     (the true material, degradation and quality of each file: SYNTHETIC items)."""
     from PIL import Image
 
-    from cmkd.io import atomic_write_text
+    from cmkd.io import atomic_write, atomic_write_text
 
     folder.mkdir(parents=True, exist_ok=True)
     paths, labels = [], {}
     for i, img in enumerate(visual):
         p = folder / f"item_{i:04d}.png"
         arr = (np.clip(img.transpose(1, 2, 0), 0, 1) * 255 + 0.5).astype(np.uint8)
-        tmp = p.with_name(f".{p.name}.tmp.png")
-        Image.fromarray(arr, mode="RGB").save(tmp)
-        tmp.replace(p)
+        atomic_write(p, Image.fromarray(arr, mode="RGB").save)
         paths.append(p)
         labels[p.name] = {"material": MATERIALS[int(material[i])], "degradation": DEGRADATION[int(degradation[i])],
                           "quality": round(float(quality[i]), 4)}
