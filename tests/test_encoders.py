@@ -16,7 +16,8 @@ from cmkd.data.arrays import build_data
 from cmkd.errors import CmkdError
 from cmkd.export.onnx import export_onnx, ort_run, ort_session
 from cmkd.nn.checkpoint import load_model
-from cmkd.nn.models import FlatImageEncoder, MultimodalNet, PeriodicVectorEncoder, create_encoder
+from cmkd.nn.encoders import FlatImageEncoder, PeriodicVectorEncoder, create_encoder
+from cmkd.nn.models import MultimodalNet
 from cmkd.training.teachers import teacher_targets
 
 

@@ -1,4 +1,4 @@
-"""Conformance of every registered encoder (cmkd.nn.models.ENCODERS): output shape, missing values and an absent
+"""Conformance of every registered encoder (cmkd.nn.encoders.ENCODERS): output shape, missing values and an absent
 modality without NaN in the output, ONNX export of a tiny MultimodalNet with it (ONNX Runtime parity), and
 determinism under a fixed seed. Tiny SYNTHETIC tensors only; a new encoder is checked by registering it."""
 
@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from cmkd.export.onnx import export_onnx, ort_run, ort_session
-from cmkd.nn.models import ALTERNATIVES, ENCODERS, MultimodalNet, create_encoder
+from cmkd.nn.encoders import ALTERNATIVES, ENCODERS, create_encoder
+from cmkd.nn.models import MultimodalNet
 
 WIDTH, BATCH = 16, 4
 # per-sample shape of each modality kind (images 8x8: the MobileNet-like encoder halves while >= 8 pixels)

@@ -17,7 +17,8 @@ import cmkd
 from cmkd.errors import CmkdError
 from cmkd.export.onnx import export_onnx, ort_run, ort_session, quantize_int8
 from cmkd.nn.checkpoint import load_model
-from cmkd.nn.models import MobileNetEncoder, MultimodalNet, create_encoder
+from cmkd.nn.encoders import MobileNetEncoder, create_encoder
+from cmkd.nn.models import MultimodalNet
 from cmkd.recipes.recycling import scene
 from cmkd.recipes.recycling.analysis import read_png
 from cmkd.recipes.recycling.policy import Policy

@@ -17,7 +17,8 @@ from cmkd.data.arrays import availability, build_data
 from cmkd.data.missing import PATTERNS, channel_masks, make_mask
 from cmkd.errors import CmkdError
 from cmkd.evaluation.uncertainty import ConformalRegressor, availability_groups, conformal_quantile, conformal_sets
-from cmkd.nn.models import SequenceEncoder, drop_modalities
+from cmkd.nn.encoders import SequenceEncoder
+from cmkd.nn.models import drop_modalities
 
 
 @pytest.mark.parametrize("pattern", PATTERNS)

@@ -27,7 +27,7 @@ _LAZY = {
     "ExperimentConfig": "config", "load_config": "config",
     "LOSSES": "nn.losses", "CompositeLoss": "nn.losses", "contrastive_loss": "nn.losses",
     "feature_loss": "nn.losses", "kd_loss": "nn.losses", "relation_loss": "nn.losses", "task_loss": "nn.losses",
-    "ENCODERS": "nn.models", "MultimodalNet": "nn.models",
+    "ENCODERS": "nn.encoders", "MultimodalNet": "nn.models",
     "load_model": "nn.checkpoint", "run": "pipeline.core",
     "list_recipes": "recipes",
     "EdgeModel": "runtime",
@@ -40,8 +40,9 @@ __all__ = ["ENCODERS", "LOSSES", "CmkdError", "CompositeLoss", "EdgeModel", "Exp
 if TYPE_CHECKING:  # for type checkers and IDEs: the eager imports
     from cmkd.config import ExperimentConfig, load_config
     from cmkd.nn.checkpoint import load_model
+    from cmkd.nn.encoders import ENCODERS
     from cmkd.nn.losses import LOSSES, CompositeLoss, contrastive_loss, feature_loss, kd_loss, relation_loss, task_loss
-    from cmkd.nn.models import ENCODERS, MultimodalNet
+    from cmkd.nn.models import MultimodalNet
     from cmkd.pipeline.core import run
     from cmkd.recipes import list_recipes
     from cmkd.runtime import EdgeModel
@@ -53,7 +54,7 @@ def __getattr__(name: str) -> Any:
     if mod is None:
         raise AttributeError(f"module 'cmkd' has no attribute {name!r}")
     if mod == "config":  # validating a config runs the encoder / loss-term checks those registries register
-        importlib.import_module(".nn.models", __name__)
+        importlib.import_module(".nn.encoders", __name__)
         importlib.import_module(".nn.losses", __name__)
     value = getattr(importlib.import_module(f".{mod}", __name__), name)
     globals()[name] = value

@@ -14,7 +14,7 @@ hours is missing; the last outage is cut short so the fraction is exact:
 Whole-modality dropout of a sample (a satellite pass lost to cloud, a sensor station down) is the data's
 ``<modality>__present`` flag; in training, :class:`cmkd.nn.models.MultimodalNet` drops modalities with the model's
 ``modality_dropout`` (:func:`cmkd.nn.models.drop_modalities`), and the sequence encoder computes the time since each
-feature was last observed (:meth:`cmkd.nn.models.SequenceEncoder.time_since`).
+feature was last observed (:meth:`cmkd.nn.encoders.SequenceEncoder.time_since`).
 """
 
 from __future__ import annotations

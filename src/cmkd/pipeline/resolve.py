@@ -11,7 +11,7 @@ from cmkd.config import ExperimentConfig, apply_overrides, load_yaml, validate
 from cmkd.data.arrays import MultimodalData, build_data, load_npz
 from cmkd.errors import CmkdError
 from cmkd.nn import (
-    models,  # noqa: F401 - they register the encoder / loss-term checks that validate() runs
+    encoders,  # noqa: F401 - it registers the encoder checks that validate() runs
 )
 
 
