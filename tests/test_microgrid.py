@@ -26,14 +26,8 @@ from cmkd.recipes.microgrid.control import (
     store_surplus,
 )
 from cmkd.recipes.microgrid.oracle import solve
-from cmkd.recipes.microgrid.recipe import (
-    aggregate,
-    aggregate_rounds,
-    build,
-    dagger_window,
-    default_config,
-    feasible_progress,
-)
+from cmkd.recipes.microgrid.recipe import aggregate, aggregate_rounds, build, default_config
+from cmkd.recipes.microgrid.rollouts import dagger_window, feasible_progress
 from cmkd.recipes.microgrid.scene import DT_H, PLANT, State, Weather, pump_audio, step, weather
 
 SCHEMA = Path(__file__).resolve().parents[2] / "shared" / "metrics.schema.json"

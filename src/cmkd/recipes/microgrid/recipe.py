@@ -63,34 +63,30 @@ Options (``--set options.KEY=VALUE``): ``train_windows`` (16; quick 2), ``val_wi
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from cmkd.config import Role
 from cmkd.errors import CmkdError
 from cmkd.io import dumps
 from cmkd.recipes.base import Recipe, options_model, register_recipe
-from cmkd.recipes.microgrid.control import (
-    STREAMS,
-    Observer,
-    Policy,
-    inverter_limits,
-    onnx_policy,
-    plan_policy,
-    rule_based,
-    run_loop,
-    stop_when_met,
-    store_surplus,
-)
+from cmkd.recipes.microgrid.control import STREAMS, Policy, onnx_policy, plan_policy, rule_based, run_loop
 from cmkd.recipes.microgrid.oracle import solve
-from cmkd.recipes.microgrid.scene import ACTIONS, DT_H, PLANT, STEPS_PER_DAY, State, Weather, step, weather
+from cmkd.recipes.microgrid.rollouts import (
+    SEED_STRIDE,
+    dagger_window,
+    deployed_controller,
+    progress,
+    rollout,
+    torch_policy,
+    window_seed,
+)
+from cmkd.recipes.microgrid.scene import ACTIONS, DT_H, PLANT, STEPS_PER_DAY, weather
 
 DESCRIPTION = "Farm microgrid edge controller: sky/audio/history/optimiser teachers -> real-time student"
 SYNTHETIC = True
-SEED_STRIDE = 100_000  # weather seeds of a run: seed * SEED_STRIDE + part offset + window
-PART_OFFSET = {"train": 0, "val": 10_000, "test": 20_000, "eval": 90_000}
 GUARDS = ("stop_when_met", "inverter_limits", "store_surplus")  # the options that wrap the deployed student
 
 
@@ -150,130 +146,6 @@ def _opts(config: dict, quick: bool) -> dict:
     return o
 
 
-def window_seed(seed: int, part: str, i: int) -> int:
-    """The weather seed of window ``i`` of a part (train, val, test, eval) of a run with ``seed``."""
-    return int(seed) * SEED_STRIDE + PART_OFFSET[part] + i
-
-
-def rollout(w: Weather, start: int, n: int, energy0: float, crop_done: float, flow_done: float, stride: int
-            ) -> dict[str, np.ndarray]:
-    """Solve the oracle from a state and replay its plan; observations and targets every ``stride`` steps."""
-    plan = solve(w, start, n, energy0, crop_done, flow_done)
-    obs_maker = Observer(w)
-    st = State(energy_kwh=energy0, crop_today=crop_done, flow_today=flow_done,
-               wear=w.wear0, prev_speed=0.5)
-    socs = np.empty(n + 1)
-    socs[0] = energy0 / PLANT.battery_kwh
-    rows: dict[str, list] = {k: [] for k in ("sky", "audio", "history", "state", "foresight", "actions",
-                                             "irradiance", "cavitation", "rul", "t")}
-    for i in range(n):
-        t = start + i
-        obs = obs_maker.observe(st, t)
-        if i % stride == 0:
-            for k in ("sky", "audio", "history", "state", "foresight"):
-                rows[k].append(obs[k])
-            rows["actions"].append(plan["actions"][i])
-            rows["irradiance"].append(w.irradiance[t])
-            rows["cavitation"].append(int(w.cav[t]))
-            rows["rul"].append((1 - st.wear) * PLANT.life_h / 1000)
-            rows["t"].append(i)
-        st, _ = step(st, plan["actions"][i], w, t)
-        socs[i + 1] = st.soc()
-    out = {k: np.asarray(v) for k, v in rows.items()}
-    ti = out.pop("t")
-    nxt = start + ti[:, None] + np.arange(1, 13)[None, :]
-    out["forecast"] = np.stack([w.price[nxt].mean(1), w.base_load[nxt].mean(1),
-                                socs[np.minimum(ti + 12, n)]], axis=1)
-    return out
-
-
-def torch_policy(net: torch.nn.Module) -> Policy:
-    """A policy from a torch student: one batch-1 forward pass per step (CPU, eval mode)."""
-    net = net.cpu().eval()
-
-    @torch.no_grad()
-    def act(obs: dict[str, np.ndarray], st: State, t: int) -> np.ndarray:
-        x = {m: torch.from_numpy(obs[m][None].astype(np.float32)) for m in net.encoders}
-        return net(x)["actions"]["value"][0].numpy().astype(float)
-
-    return act
-
-
-def feasible_progress(t: int, end: int, crop_done: float, flow_done: float) -> tuple[float, float]:
-    """Today's crop and flow progress at step ``t`` for an oracle LP that ends at step ``end``, raised where needed
-    so that the rest of the day within the LP (its requirement pro rata when ``end`` cuts the day, as
-    :func:`cmkd.recipes.microgrid.oracle.solve` counts it) can still be met at 1.2 growth-hours and 0.95
-    speed-hours per hour: the LP from a state that has fallen too far behind would be infeasible; its plan from
-    the raised progress catches up as fast as the plant allows, which is the right action from the real state
-    too."""
-    day0 = (t // STEPS_PER_DAY) * STEPS_PER_DAY
-    day_end = min(end, day0 + STEPS_PER_DAY)
-    share = min((day_end - day0) / STEPS_PER_DAY, 1.0)
-    hours = (day_end - t) * DT_H
-    return (max(crop_done, PLANT.crop_req * share - 1.2 * hours),
-            max(flow_done, 24 * PLANT.flow_req * share - 0.95 * hours))
-
-
-def dagger_window(w: Weather, policy: Policy, start: int, n: int, energy0: float, crop_done: float,
-                  flow_done: float, every: int, stride: int) -> dict[str, np.ndarray]:
-    """One DAgger rollout: ``policy`` runs in closed loop for ``n`` steps from ``start``; every ``every`` steps the
-    oracle LP of the window (the one :func:`build` solves from its start: up to the window's end, final energy at
-    least ``energy0``) is re-solved from the state the policy reached, and its plan is replayed from that state
-    for ``every`` steps, keeping the observations (the same history as the policy's run) and the oracle's
-    actions and other targets every ``stride`` steps.
-
-    The first sample of each segment is the state the policy visited, labelled with the oracle's action there
-    (Ross et al. 2011); the rest follow the oracle's recovery from it. Where the policy left the battery too low
-    to reach the final energy even charging at full power, the target is lowered to what it can reach; the crop
-    and flow progress handed to the LP are raised likewise (:func:`feasible_progress`)."""
-    obs_maker = Observer(w)
-    st = State(energy_kwh=energy0, crop_today=crop_done, flow_today=flow_done, wear=w.wear0, prev_speed=0.5)
-    keys = ("sky", "audio", "history", "state", "foresight", "actions", "irradiance", "cavitation", "rul",
-            "forecast")
-    rows: dict[str, list] = {k: [] for k in keys}
-    for i in range(n):
-        t = start + i
-        obs = obs_maker.observe(st, t)
-        if i % every == 0:
-            h = start + n - t
-            crop_lp, flow_lp = feasible_progress(t, start + n, st.crop_today, st.flow_today)
-            reach = st.energy_kwh + 0.98 * PLANT.eta * PLANT.battery_kw * DT_H * h
-            plan = solve(w, t, h, st.energy_kwh, crop_lp, flow_lp, energy_end=min(energy0, reach))
-            branch = Observer(w)
-            branch.hist = obs_maker.hist.copy()
-            bst = replace(st)
-            socs = [bst.soc()]
-            samples = []
-            for j in range(min(every + 12, h, w.n - t - 13)):
-                bobs = obs if j == 0 else branch.observe(bst, t + j)
-                if j < every and j % stride == 0:
-                    samples.append((j, bobs, plan["actions"][j], (1 - bst.wear) * PLANT.life_h / 1000))
-                bst, _ = step(bst, plan["actions"][j], w, t + j)
-                socs.append(bst.soc())
-            for j, bobs, a, rul in samples:
-                for k in ("sky", "audio", "history", "state", "foresight"):
-                    rows[k].append(bobs[k])
-                nxt = t + j + np.arange(1, 13)
-                rows["actions"].append(a)
-                rows["irradiance"].append(w.irradiance[t + j])
-                rows["cavitation"].append(int(w.cav[t + j]))
-                rows["rul"].append(rul)
-                rows["forecast"].append([w.price[nxt].mean(), w.base_load[nxt].mean(),
-                                         socs[min(j + 12, len(socs) - 1)]])
-        st, _ = step(st, policy(obs, st, t), w, t)
-    return {k: np.asarray(v) for k, v in rows.items()}
-
-
-def deployed_controller(policy: Policy, w: Weather, options: dict) -> Policy:
-    """The student's controller as deployed: the network's actions with ``options.stop_when_met`` (the day's
-    requirements as hard stops), behind ``options.inverter_limits`` and ``options.store_surplus``."""
-    if options["stop_when_met"]:
-        policy = stop_when_met(policy, w)
-    if options["inverter_limits"]:
-        policy = inverter_limits(policy, w)
-    return store_surplus(policy, w) if options["store_surplus"] else policy
-
-
 def aggregate_rounds(config: dict) -> int:
     """How many DAgger rounds :func:`aggregate` will return samples for (``options.dagger_rounds``): the training
     data are final once the last round's samples are in, so the classical fits run beside its retraining."""
@@ -306,18 +178,6 @@ def aggregate(config: dict, student: torch.nn.Module, round_: int, quick: bool =
         arr["window"] = np.full(len(arr["actions"]), window_seed(seed, "train", i))
         parts.append(arr)
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-
-def progress(start: int, rng: np.random.Generator) -> tuple[float, float]:
-    """A random but feasible progress towards the day's crop and flow requirements at step ``start`` of a day:
-    roughly on schedule (a 16 h photoperiod from 06:00 for the crop, uniform for the flow), +-20%."""
-    h = (start % STEPS_PER_DAY) * DT_H
-    left = 24 - h
-    crop = PLANT.crop_req * np.clip((h - 6) / 16, 0, 1) * rng.uniform(0.8, 1.2)
-    flow = 24 * PLANT.flow_req * h / 24 * rng.uniform(0.8, 1.2)
-    crop = float(np.clip(crop, PLANT.crop_req - 1.0 * left, PLANT.crop_req))
-    flow = float(np.clip(flow, 24 * PLANT.flow_req - 0.9 * left, 24 * PLANT.flow_req))
-    return crop, flow
 
 
 def build(config: dict, quick: bool = False) -> dict[str, np.ndarray]:
@@ -381,7 +241,7 @@ def closed_loop(config: dict, int8_path: str | Path, torch_model: torch.nn.Modul
     def deployed(policy: Policy) -> Policy:
         return deployed_controller(policy, w, o)
 
-    runs["student"] = run_loop(w, deployed(onnx_policy(sess, names)), n, e0)
+    runs[Role.STUDENT] = run_loop(w, deployed(onnx_policy(sess, names)), n, e0)
     step_ms = (time.perf_counter() - t0) / n * 1e3
     for s in STREAMS:
         runs[f"student_no_{s}"] = run_loop(w, deployed(onnx_policy(sess, names)), n, e0, drop=s)
@@ -394,7 +254,7 @@ def closed_loop(config: dict, int8_path: str | Path, torch_model: torch.nn.Modul
     key = "grid_import_adj_kwh"
     rule, orc = tot["rule_based"][key], tot["oracle"][key]
     acc: dict = {"measure": key}
-    for k in [k for k in tot if k.startswith("student")]:
+    for k in [k for k in tot if k.startswith(Role.STUDENT)]:
         g = tot[k][key]
         acc[k] = {key: g, "reduction_vs_rule_pct": 100 * (1 - g / rule),
                   "gap_to_oracle_pct": 100 * (g / orc - 1), "beats_rule": bool(g < rule),
@@ -419,7 +279,7 @@ def analyse(ctx: dict) -> dict:
     int8 = out / "student.int8.onnx"
     if not int8.exists():
         raise CmkdError("the microgrid closed loop needs the INT8 student: keep export.enabled and export.int8 on")
-    res = closed_loop(raw, int8, ctx["models"]["student"])
+    res = closed_loop(raw, int8, ctx["models"][Role.STUDENT])
     ex = ctx["metrics"].get("export", {})
     res["edge"] = {"prune": ex.get("prune"), "sparsity": ex.get("sparsity"), "int8_bytes": ex.get("int8_bytes"),
                    "int8_latency_ms": ex.get("int8_latency_ms"), "control_step_ms": res["control_step_ms"]}
@@ -458,7 +318,7 @@ def _html(res: dict, figure_html, table_html, escape) -> str:  # noqa: ANN001
                                 f"{edge['int8_bytes']} bytes, INT8 inference {edge['int8_latency_ms']} ms "
                                 "(batch 1, one thread, median)") + "</p>")
     ser = res["series"]
-    show = [k for k in ("rule_based", "student", "oracle") if k in ser]
+    show = [k for k in ("rule_based", Role.STUDENT, "oracle") if k in ser]
     hours = np.arange(res["steps"]) * DT_H
     fig, axes = plt.subplots(4, 1, figsize=(11, 10), sharex=True)
     for k in show:
