@@ -2,6 +2,11 @@
 only ``errors``; torch only inside the checkpoint functions, numpy not at all), so every layer, recipes included,
 writes files the same way without loading torch to write a text file, and the CLI starts fast.
 
+Every file cmkd writes goes through :func:`atomic_write` (text: :func:`atomic_write_text`, bytes:
+:func:`atomic_write_bytes`, checkpoints: :func:`atomic_save`; any other writer, such as ``np.savez``,
+``onnx.save`` or ``Figure.savefig``, as its callback): one temporary-file scheme and one one-line error for a
+full disk.
+
 Strict JSON: NaN and infinities are written as ``null`` (``JSON.parse`` and other strict readers reject a bare
 ``NaN``), numpy scalars and arrays as plain values."""
 
