@@ -1,66 +1,127 @@
-"""Paste the result tables written by the other benchmark scripts into README.md, between the
-``<!-- more:start -->`` and ``<!-- more:end -->`` markers, so every number there comes from a script.
+"""Paste the result tables written by the other benchmark scripts into the docs, so that every number there comes
+from a script:
+
+- ``docs/results.md``, between its ``<!-- NAME:start -->`` / ``<!-- NAME:end -->`` markers: ``results``
+  (``benchmarks/results.md``, from ``benchmarks/run_benchmarks.py``), ``label-fraction``
+  (``benchmarks/label_fraction.md``) and ``more`` (one section per benchmark listed in :data:`SECTIONS`, each
+  only when its .md exists);
+- ``README.md``, between ``<!-- headline:start -->`` / ``<!-- headline:end -->``: the headline table, the first
+  table of ``benchmarks/recommended.md`` (every built-in recipe: the recommended student, the distilled network,
+  the network on the labels alone and the best classical reference).
 
 Usage:
-    python benchmarks/readme_sections.py
-
-Sections (each only when its .md exists): recommended.md (benchmarks/recommended.py), blend.md
-(benchmarks/blend.py), selection_optimism.md (benchmarks/selection_optimism.py), classical_overhead.md
-(benchmarks/classical_overhead.py), small_data.md
-(benchmarks/small_data.py), habitat.md (benchmarks/habitat.py), microgrid.md
-(benchmarks/microgrid.py), recycling.md (benchmarks/recycling.py), sensor_select.md (benchmarks/sensor_select.py),
-ddp.md (benchmarks/ddp.py), sharded.md (benchmarks/sharded.py), coastal_real_bound.md
-(benchmarks/coastal_real_bound.py), minerals_ceiling.md (benchmarks/minerals_ceiling.py), houston_validation.md
-(benchmarks/houston_validation.py).
+    python benchmarks/readme_sections.py            # rewrite the generated parts
+    python benchmarks/readme_sections.py --check    # exit 1 when they differ from what would be written
 """
 
 from __future__ import annotations
 
+import argparse
+import re
+import textwrap
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-START, END = "<!-- more:start -->", "<!-- more:end -->"
-SECTIONS = [("recommended", "The recommended student against the best classical reference "
-             "(`python benchmarks/recommended.py`)"),
-            ("blend", "The blended student: the network and its best tree partner averaged "
-             "(`python benchmarks/blend.py`)"),
-            ("selection_optimism", "How optimistic is the network's validation figure? "
-             "(`python benchmarks/selection_optimism.py`)"),
-            ("classical_overhead", "What the classical stage adds to a run "
-             "(`python benchmarks/classical_overhead.py`)"),
-            ("small_data", "Small data: the default network against one-line classical models "
-             "(`python benchmarks/small_data.py`)"),
-            ("habitat", "Habitat design (`python benchmarks/habitat.py`)"),
-            ("microgrid", "Microgrid controller (`python benchmarks/microgrid.py`)"),
-            ("recycling", "Recycling sorter (`python benchmarks/recycling.py`)"),
-            ("sensor_select", "Sensor selection (`python benchmarks/sensor_select.py`)"),
-            ("ddp", "Distributed training (`python benchmarks/ddp.py`)"),
-            ("sharded", "Larger-than-memory data (`python benchmarks/sharded.py`)"),
-            ("coastal_real_bound", "coastal-real: a floor under Vlissingen-only gap-filling "
-             "(`python benchmarks/coastal_real_bound.py`)"),
-            ("minerals_ceiling", "minerals: what RGB alone supports (`python benchmarks/minerals_ceiling.py`)"),
-            ("houston_validation", "houston: a test-like validation split, and what it ranks "
-             "(`python benchmarks/houston_validation.py`)")]
+BENCH = ROOT / "benchmarks"
+RESULTS_PAGE = ROOT / "docs" / "results.md"
+README = ROOT / "README.md"
+
+# benchmark -> the section's title on the results page; its command is `python benchmarks/<benchmark>.py`
+SECTIONS = [("recommended", "The recommended student against the best classical reference"),
+            ("blend", "The blended student: the network and its best tree partner averaged"),
+            ("selection_optimism", "How optimistic is the network's validation figure?"),
+            ("classical_overhead", "What the classical stage adds to a run"),
+            ("small_data", "Small data: the default network against one-line classical models"),
+            ("habitat", "Habitat design"),
+            ("microgrid", "Microgrid controller"),
+            ("recycling", "Recycling sorter"),
+            ("sensor_select", "Sensor selection"),
+            ("ddp", "Distributed training"),
+            ("sharded", "Larger-than-memory data"),
+            ("coastal_real_bound", "coastal-real: a floor under Vlissingen-only gap-filling"),
+            ("minerals_ceiling", "minerals: what RGB alone supports"),
+            ("houston_validation", "houston: a test-like validation split, and what it ranks")]
+
+
+def _body(name: str, level: int) -> str | None:
+    """A benchmark's .md without its own title line, its headings set to ``level``; None when it does not exist."""
+    md = BENCH / f"{name}.md"
+    if not md.is_file():
+        return None
+    lines = md.read_text().strip().splitlines()
+    if lines and lines[0].startswith("#") and f"benchmarks/{name}.py" in lines[0]:
+        lines = lines[1:]  # the .md's own title repeats the section's
+    hashes = "#" * level
+    return "\n".join(f"{hashes} {ln.lstrip('#').strip()}" if ln.startswith("#") else ln for ln in lines).strip()
+
+
+def more() -> str:
+    """One ``##`` section per benchmark of :data:`SECTIONS` that has its .md, each with a reference target."""
+    parts = []
+    for name, title in SECTIONS:
+        body = _body(name, 3)
+        if body is not None:
+            target = "results-" + name.replace("_", "-")
+            parts.append(f"({target})=\n## {title}\n\nRegenerate with `python benchmarks/{name}.py`.\n\n{body}")
+    return "\n\n".join(parts)
+
+
+def headline() -> str:
+    """The first table of recommended.md with a line saying where it comes from."""
+    text = (BENCH / "recommended.md").read_text() if (BENCH / "recommended.md").is_file() else ""
+    rows = []
+    for ln in text.splitlines():
+        if ln.startswith("|"):
+            rows.append(ln)
+        elif rows:
+            break
+    if not rows:
+        return "(no table yet: run `python benchmarks/recommended.py`)"
+    return "\n".join(rows) + "\n\n" + textwrap.fill(
+        "Every built-in recipe at its default settings, seed 0, test split (`python "
+            "benchmarks/recommended.py`). `student`: the distilled network; `student_baseline`: the same network on "
+            "the labels alone; `recommended`: the model the run deploys, chosen on validation among the network, "
+            "the tree student and the classical references; gap: points of accuracy, or % of the reference's RMSE, "
+            "against the best reference on test (+ = the recommended student is better).", width=115,
+        break_on_hyphens=False, break_long_words=False)
+
+
+def blocks() -> dict[Path, dict[str, str]]:
+    """File -> marker name -> the text to put between its markers."""
+    return {RESULTS_PAGE: {"results": (BENCH / "results.md").read_text().strip(),
+                           "label-fraction": _body("label_fraction", 3) or "",
+                           "more": more()},
+            README: {"headline": headline()}}
+
+
+def render(text: str, parts: dict[str, str], path: Path) -> str:
+    """``text`` with each marked block replaced."""
+    for name, body in parts.items():
+        start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+        if start not in text or end not in text:
+            raise SystemExit(f"{path.relative_to(ROOT)} lacks the {start} / {end} markers")
+        text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _m, b=body, s=start, e=end: f"{s}\n{b}\n{e}",
+                      text, count=1, flags=re.S)
+    return text
 
 
 def main() -> None:
-    parts = []
-    for name, title in SECTIONS:
-        md = ROOT / "benchmarks" / f"{name}.md"
-        if md.is_file():  # headings inside a benchmark's .md become level-4 headings under its section
-            lines = md.read_text().strip().splitlines()
-            if lines and lines[0].startswith("#") and f"benchmarks/{name}.py" in lines[0]:
-                lines = lines[1:]  # the .md's own title repeats the section's
-            body = "\n".join(f"#### {ln.lstrip('#').strip()}" if ln.startswith("#") else ln for ln in lines).strip()
-            parts.append(f"### {title}\n\n{body}")
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    if START not in text or END not in text:
-        raise SystemExit(f"README.md lacks the {START} / {END} markers")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    readme.write_text(head + START + "\n" + "\n\n".join(parts) + "\n" + END + tail)
-    print(f"README.md: {len(parts)} section(s) written")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--check", action="store_true", help="write nothing; exit 1 when a generated part is stale")
+    args = ap.parse_args()
+    texts = {path: (path.read_text(), parts) for path, parts in blocks().items()}
+    rendered = {path: render(old, parts, path) for path, (old, parts) in texts.items()}  # every marker checked first
+    stale = []
+    for path, new in rendered.items():
+        old, parts = texts[path]
+        if new != old:
+            stale.append(path)
+            if not args.check:
+                path.write_text(new)
+        print(f"{path.relative_to(ROOT)}: {len(parts)} block(s), {'rewritten' if new != old else 'up to date'}"
+              + (" (--check: stale)" if new != old and args.check else ""))
+    if args.check and stale:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

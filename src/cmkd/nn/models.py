@@ -72,7 +72,7 @@ class MultimodalNet(nn.Module):
             (at least one is always kept).
         text_vocab: token ids for text encoders.
         impute: numeric modalities to reconstruct from the fused features (cross-modal imputation): the output
-            gains ``imputed`` {modality: (B, *shape)} in the modality's standardised units, trained by the
+            gains ``imputed`` ``{modality: (B, *shape)}`` in the modality's standardised units, trained by the
             ``impute`` loss term against complete values (e.g. the full sensor record a teacher sees).
         encoders: modality kind -> encoder name for kinds that should not use their default encoder, e.g.
             ``{"image": "mobilenet"}``.
