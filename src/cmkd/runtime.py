@@ -114,7 +114,8 @@ def check_npz_members(zf: zipfile.ZipFile, src: str | Path, limit: int | None = 
                                 f"({str(e).splitlines()[0][:100] if str(e) else type(e).__name__})") from None
         if dtype.hasobject:
             continue  # refused when read (no pickles), with its own message
-        size = math.prod(shape) * dtype.itemsize
+        # every element counts, even of a zero-width dtype ('U0' / 'S0' / 'V0': numpy widens them when reading)
+        size = math.prod(shape) * max(dtype.itemsize, 4)
         if size > limit:
             raise CmkdError(f"{src}: member '{key}' claims shape {shape} of {dtype} ({size / 2**30:.3g} GiB); the "
                             f"largest array a run reads is {limit / 2**30:.3g} GiB (CMKD_MAX_ARRAY_BYTES)")
