@@ -482,7 +482,10 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     raw = apply_overrides(load_yaml(p), overrides)
     cfg = validate(raw, source=str(p))
     if cfg.data.path and not Path(cfg.data.path).is_absolute():
-        cfg.data.path = str((p.parent / cfg.data.path).resolve())
+        try:
+            cfg.data.path = str((p.parent / cfg.data.path).resolve())
+        except (OSError, RuntimeError) as e:  # a symbolic link loop (RuntimeError before Python 3.13)
+            raise CmkdError(f"{p}: data.path {cfg.data.path}: {getattr(e, 'strerror', None) or e}") from None
     return cfg
 
 

@@ -124,7 +124,7 @@ def _check_dtype(a: np.ndarray, what: str, src: str, kinds: str) -> None:
     dt = a.raw_dtype if isinstance(a, ShardedArray) else a.dtype
     if dt.kind not in kinds or dt.fields is not None or dt.subdtype is not None:
         need = "text (an array of strings)" if kinds == "US" else (
-            "whole numbers" if kinds == "iub" else "real numbers (int, float or bool)")
+            "real numbers (int, float or bool)" if "b" in kinds else "real numbers (int or float)")
         raise CmkdError(f"{src}: {what} must hold {need}, got dtype {dt}")
 
 
