@@ -309,3 +309,28 @@ def test_uint64_class_ids_refused(tmp_path: Path, capsys: pytest.CaptureFixture)
     exp = write_case(tmp_path / "u64ok", a, make_config(epochs=1))
     code, err = _run(exp, exp.parent / "out", capsys)
     assert code == 0, err
+
+
+def test_failed_fresh_run_keeps_interrupted_checkpoints(exp: Path, capsys: pytest.CaptureFixture,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """--overwrite over an interrupted run's checkpoints, failing: the checkpoints are back as they were (found by
+    the fuzzer: they were removed when the new run started)."""
+    from cmkd.errors import CmkdError
+
+    out = exp.parent / "out"
+    (out / ".ckpt").mkdir(parents=True)
+    (out / rundir.MARKER).write_text(rundir.MARKER_TEXT)
+    (out / ".ckpt" / "config.yaml").write_text("seed: 0\n")
+    (out / ".ckpt" / "teacher.pt").write_bytes(b"weights of the interrupted run")
+    before = _snap(out)
+
+    def fail(st: pipeline.RunState) -> None:
+        (st.ck_dir / "teacher.pt").write_bytes(b"this run's")
+        raise CmkdError("training failed (injected)")
+
+    monkeypatch.setattr(pipeline, "OUTPUT_STAGES", (fail,))
+    _refused(*_run(exp, out, capsys, "--overwrite"), "injected")
+    assert _snap(out) == before
+    monkeypatch.setattr(pipeline, "OUTPUT_STAGES", (_write_outputs,))
+    assert _run(exp, out, capsys, "--overwrite")[0] == 0
+    assert not (out / ".ckpt").exists() and _hidden_siblings(out) == []

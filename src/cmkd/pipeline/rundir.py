@@ -137,6 +137,8 @@ class RunDir:
         self.staging = parent / f".{name}.staging-{pid}"
         self.old = parent / f".{name}.old-{pid}"
         self.ck_dir = self.path / CKPT
+        self.ck_prev = self.path / f"{CKPT}.prev-{pid}"  # an interrupted run's checkpoints while a fresh run works
+        self.ck_moved = False
         self.created = False  # OUT made by this run
         self.marked = False  # the marker written by this run into OUT
         self.ck_created = False
@@ -205,7 +207,12 @@ class RunDir:
             if not d.is_dir():
                 continue
             for p in d.iterdir():
-                if p.name.startswith(STAGING_PREFIX) and p.is_dir():
+                if p.name.startswith(f"{CKPT}.prev-") and p.is_dir():  # a killed fresh run's: its own are newer
+                    if self.ck_dir.is_dir():
+                        shutil.rmtree(p, ignore_errors=True)
+                    else:
+                        os.rename(p, self.ck_dir)
+                elif p.name.startswith(STAGING_PREFIX) and p.is_dir():
                     shutil.rmtree(p, ignore_errors=True)
                 elif _TEMP.match(p.name) and p.is_file():
                     p.unlink(missing_ok=True)
@@ -223,8 +230,9 @@ class RunDir:
                 shown = ", ".join(diff[:8]) + (f" and {len(diff) - 8} more" if len(diff) > 8 else "")
                 raise CmkdError(f"--resume: the config differs from the interrupted run's in {shown} "
                                 f"(saved in {saved}); resume with the same settings, or rerun without --resume")
-        if not resume and self.ck_dir.exists():
-            shutil.rmtree(self.ck_dir)
+        if not resume and self.ck_dir.exists():  # an earlier interrupted run's: set aside, back if this run fails
+            os.rename(self.ck_dir, self.ck_prev)
+            self.ck_moved = True
         if not self.ck_dir.exists():
             self.ck_dir.mkdir()
             self.ck_created = True
@@ -273,6 +281,10 @@ class RunDir:
                 keep = isinstance(error, KeyboardInterrupt) and self.ck_dir.is_dir()
                 if self.ck_created and not keep:
                     shutil.rmtree(self.ck_dir, ignore_errors=True)
+                if self.ck_moved and not keep:  # the earlier interrupted run's checkpoints, as they were
+                    os.rename(self.ck_prev, self.ck_dir)
+                elif self.ck_moved:
+                    shutil.rmtree(self.ck_prev, ignore_errors=True)
                 if self.marked and not keep:
                     (self.path / MARKER).unlink(missing_ok=True)
                 if self.created and self.path.is_dir() and not any(self.path.iterdir()):
