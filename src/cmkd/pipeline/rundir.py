@@ -222,10 +222,10 @@ class RunDir:
         from cmkd.validate import safe_load_yaml
 
         saved = self.ck_dir / "config.yaml"
-        if resume and saved.is_file():
-            from cmkd.validate import yaml_text
+        if resume and saved.is_file():  # the saved one through the YAML door (it is a file in --out); ours is ours
+            import yaml
 
-            diff = config_diff(safe_load_yaml(saved) or {}, yaml_text(config_text, "the resolved config") or {})
+            diff = config_diff(safe_load_yaml(saved) or {}, yaml.safe_load(config_text) or {})
             if diff:
                 shown = ", ".join(diff[:8]) + (f" and {len(diff) - 8} more" if len(diff) > 8 else "")
                 raise CmkdError(f"--resume: the config differs from the interrupted run's in {shown} "
