@@ -42,20 +42,26 @@ def main() -> None:
     codes = collections.Counter(r["code"] for r in records)
     slowest = max(r["seconds"] for r in records)
     kinds = collections.Counter(_kind(r["error"]) for r in records if r["code"] == 2).most_common(12)
+    states = collections.Counter(f"{r['state']}: exit {r['code']}" for r in records)
     result = {"cases": len(records), "first_seed": args.seed, "seconds": round(elapsed, 1),
               "exit_codes": {str(k): v for k, v in sorted(codes.items())}, "failures": len(problems),
               "slowest_case_s": round(slowest, 3), "time_limit_s": TIME_LIMIT_S,
               "problems": [{"seed": r["seed"], "problem": r["problem"][:500]} for r in problems[:20]],
-              "top_refusals": [{"message": k, "count": v} for k, v in kinds]}
+              "top_refusals": [{"message": k, "count": v} for k, v in kinds],
+              "out_states": dict(sorted(states.items()))}
     md = "\n".join([
         "# Fuzzing `cmkd run`'s inputs", "",
         f"{len(records)} random npz + YAML cases (seeds {args.seed}..{args.seed + args.cases - 1}) in "
-        f"{elapsed:.0f} s, in-process, the pipeline cut after its data stage (`tests/fuzz_inputs.py`).", "",
+        f"{elapsed:.0f} s, in-process, the pipeline cut after its data stage, then one output file and the real "
+        "swap (`cmkd.fuzz`).", "",
         "| outcome | cases |", "|---|---|",
         f"| exit 0 (accepted) | {codes.get(0, 0)} |", f"| exit 2, one `error:` line, --out untouched | "
         f"{codes.get(2, 0) - sum(1 for r in problems if r['code'] == 2)} |",
         f"| property violated (traceback, hang, not one line, --out changed) | {len(problems)} |", "",
         f"Slowest case: {slowest:.2f} s (limit {TIME_LIMIT_S:.0f} s).", "",
+        "State of `--out` before the case, and the outcome (`foreign`: a folder of the user's own, never written "
+        "into; `results` replaced only with `--overwrite`; a tenth of the cases make the swap's `os.rename` fail):",
+        "", *[f"- {k}: {v}" for k, v in sorted(states.items())], "",
         "Most frequent refusals (paths and numbers masked):", "",
         *[f"- {v} x `{k}`" for k, v in kinds]])
     save("fuzz_inputs", result, md)

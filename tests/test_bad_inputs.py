@@ -358,6 +358,7 @@ def resume_with_changed_config(d: Path):
     p = _exp(d)
     ck = d / "out" / ".ckpt"
     ck.mkdir(parents=True)
+    (d / "out" / ".cmkd-run").write_text("a cmkd run folder\n")
     (ck / "config.yaml").write_text(dump_config(load_config(p)))
     return run_args(p, "--resume", "--set", "seed=7"), ["--resume", "seed"]
 
@@ -371,10 +372,10 @@ def lock_held_by_another_run(d: Path):
 
     p = _exp(d)
     (d / "out").mkdir()
-    fd = os.open(d / "out" / ".lock", os.O_RDWR | os.O_CREAT)
+    fd = os.open(d / ".out.cmkd-lock", os.O_RDWR | os.O_CREAT)  # beside the folder, which the run replaces
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running `cmkd run` into the same --out does
     HELD_LOCKS.append(fd)
-    return run_args(p), ["out", "in use by another cmkd run", ".lock"]
+    return run_args(p), ["out", "in use by another cmkd run", ".out.cmkd-lock"]
 
 
 # ---- bad checkpoints given to predict / evaluate / export ----
@@ -544,7 +545,7 @@ def test_failed_run_keeps_earlier_outputs(outcomes: dict) -> None:
     changed = sorted(k for k in res["before"] if res["after"].get(k) != res["before"][k])
     assert not changed, f"a failed run rewrote earlier outputs: {changed}"
     assert_user_error(res["failed"][2], ["teacher", "loss became"])
-    hidden = [e for e in res["entries"] if e.startswith(".")]
+    hidden = [e for e in res["entries"] if e.startswith(".") and e != ".cmkd-run"]
     assert not hidden, f"temporary files or checkpoints left in {res['out']}: {hidden}"
     # the earlier run is still usable: its metrics parse and name the three models
     metrics = json.loads(res["after"]["metrics.json"])
@@ -645,7 +646,7 @@ def test_signals_say_how_to_resume(tmp_path: Path) -> None:
         assert len(lines) == 1 and lines[0].startswith(f"error: interrupted by {sig.name}"), err
         assert "--resume" in lines[0] and str(out) in lines[0], err
         assert (out / ".ckpt" / "teacher.pt").is_file()
-        assert not [q.name for q in out.iterdir() if q.name not in (".ckpt",)], sorted(out.iterdir())
+        assert not [q.name for q in out.iterdir() if q.name not in (".ckpt", ".cmkd-run")], sorted(out.iterdir())
 
 
 @pytest.mark.parametrize("edit,words", [

@@ -1,5 +1,6 @@
-"""Fuzzing ``cmkd run``'s inputs (small random npz + YAML files, most of them broken): exit 0, or exit 2 with exactly
-one ``error:`` line; never a traceback or a hang; ``--out`` untouched by a failed run (see ``fuzz_inputs``).
+"""Fuzzing ``cmkd run``'s inputs (small random npz + YAML files, most of them broken, and states of ``--out``): exit 0,
+or exit 2 with exactly one ``error:`` line; never a traceback or a hang; ``--out`` untouched by a failed run, never
+written into when it is not cmkd's, and after a run the new run whole (see :mod:`cmkd.fuzz`).
 ``benchmarks/fuzz_inputs.py`` runs the same property over thousands of cases."""
 
 from __future__ import annotations
@@ -21,4 +22,8 @@ def test_fuzzed_inputs_fail_cleanly(tmp_path: Path) -> None:
     assert not problems, "\n".join(problems[:5])
     codes = {r["code"] for r in records}
     assert codes == {0, 2}, codes  # some cases pass validation, most are refused
+    # every state of --out is tried, and runs get through into the ones cmkd may write into
+    states = {(r["state"], r["code"]) for r in records}
+    assert {s for s, _ in states} == {"none", "empty", "results", "interrupted", "foreign", "file"}, states
+    assert {("none", 0), ("results", 0), ("foreign", 2), ("results", 2)} <= states, states
     assert elapsed < BUDGET_S, f"{CASES} cases took {elapsed:.1f} s"

@@ -141,6 +141,7 @@ def test_resume_reads_the_checkpoints(runs: dict) -> None:
     """--resume really loads OUT/.ckpt: a damaged checkpoint there is a one-line error naming it."""
     out = runs["root"] / "D"
     out.mkdir()
+    (out / ".cmkd-run").write_text("a cmkd run folder\n")  # an interrupted run's folder: the marker, its checkpoints
     shutil.copytree(runs["kill"]["saved_ckpt"], out / ".ckpt")
     ck = out / ".ckpt" / "teacher.pt"
     ck.write_bytes(ck.read_bytes()[:100])

@@ -198,3 +198,65 @@ def test_torch_free_venv_matches_cmkd_predict(run_dir: Path, tmp_path: Path) -> 
              str(tmp_path / "p.json"))
     assert r2.returncode == 0, r2.stderr
     assert json.loads(r.stdout) == json.loads((tmp_path / "p.json").read_text())["targets"]
+
+
+@pytest.mark.parametrize("edit,field", [
+    (lambda c: c.update(format_version="1.0"), "'format_version' must be integer"),
+    (lambda c: c["inputs"][0].pop("shape"), "'inputs[0].shape' is missing"),
+    (lambda c: c["inputs"][0].update(shape=[0]), "'inputs[0].shape[0]' is 0"),
+    (lambda c: c["model"].update(precision="fp64"), "'model.precision' must be one of"),
+    (lambda c: c.pop("targets"), "'targets' is missing"),
+    (lambda c: c["targets"][0].update(outputs={"mean": 3}), "'targets[0].outputs.mean' must be string"),
+])
+def test_sidecar_checked_against_its_schema(run_dir: Path, tmp_path: Path, edit, field: str) -> None:
+    """The runtime validates a sidecar against edge_model.schema.json on load and names the wrong field (a
+    traceback before: ValueError for format_version "1.0", KeyError for an input without shape)."""
+    from cmkd.errors import CmkdError
+
+    for name in ("student.onnx", "student.json"):
+        (tmp_path / name).write_bytes((run_dir / name).read_bytes())
+    card = json.loads((tmp_path / "student.json").read_text())
+    edit(card)
+    with pytest.raises(jsonschema.ValidationError):  # the schema itself refuses it too
+        jsonschema.validate(card, schema())
+    (tmp_path / "student.json").write_text(json.dumps(card))
+    with pytest.raises(CmkdError) as e:
+        EdgeModel(tmp_path / "student.onnx")
+    msg = str(e.value)
+    assert "\n" not in msg and field in msg and "student.json" in msg, msg
+
+
+def test_hand_validator_agrees_with_jsonschema(run_dir: Path) -> None:
+    """cmkd.runtime.schema_problem (no jsonschema at run time) on every real sidecar and random damage to it."""
+    import copy
+
+    from cmkd.runtime import schema_problem
+
+    rng = np.random.default_rng(0)
+    junk = [None, "1.0", -1, 0, 1.5, True, [], {}, "x", [1], {"a": 1}]
+    sch = schema()
+    for f in sorted(run_dir.glob("student*.json")):
+        card = json.loads(f.read_text())
+        assert schema_problem(card, sch) is None, f
+        for _ in range(200):
+            c = copy.deepcopy(card)
+            node, path = c, []
+            while isinstance(node, (dict, list)) and node and rng.random() < 0.7:
+                key = list(node)[rng.integers(len(node))] if isinstance(node, dict) else int(rng.integers(len(node)))
+                if not isinstance(node[key], (dict, list)) or rng.random() < 0.3:
+                    break
+                node, path = node[key], [*path, key]
+            if not isinstance(node, (dict, list)) or not node:
+                continue
+            key = list(node)[rng.integers(len(node))] if isinstance(node, dict) else int(rng.integers(len(node)))
+            if isinstance(node, dict) and rng.random() < 0.3:
+                del node[key]
+            else:
+                node[key] = junk[int(rng.integers(len(junk)))]
+            try:
+                jsonschema.validate(c, sch)
+                valid = True
+            except jsonschema.ValidationError:
+                valid = False
+            assert (schema_problem(c, sch) is None) == valid, (path, key, node.get(key) if isinstance(node, dict)
+                                                                 else node[key])

@@ -57,10 +57,9 @@ def run(target: Annotated[str, typer.Argument(help="A recipe name (see `cmkd lis
     (larger than memory). Launched by torchrun (`torchrun --nproc_per_node=N -m cmkd.cli run ...`) the training is
     data-parallel and rank 0 writes the outputs.
     """
-    done = [f for f in ("metrics.json", "student.pt") if (out / f).exists()]
-    if done and not (resume or overwrite):
-        raise CmkdError(f"--out {out} holds the results of another run ({', '.join(done)}); pass --overwrite to "
-                        "replace them, --resume to continue that run, or another --out")
+    from cmkd.pipeline.rundir import check_run_out
+
+    check_run_out(out, resume, overwrite)  # a folder of the user's own, results kept without --overwrite
     from cmkd.pipeline.core import run as run_pipeline
 
     run_pipeline(target, out, overrides=overrides, quick=quick, resume=resume, quiet=quiet, device=device)

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cmkd.errors import CmkdError
-from cmkd.validate import MAX_CLASSES, check_name, check_node_count, safe_load_yaml
+from cmkd.validate import MAX_CLASSES, check_name, check_node_count, safe_load_yaml, yaml_value
 
 Kind = Literal["vector", "sequence", "image", "signal", "text"]
 
@@ -305,6 +305,14 @@ class UncertaintyConfig(_Strict):
     # modalities whose observed share defines the bands (e.g. the sparse sensors); null = all of the model's
     availability_modalities: list[str] | None = None
 
+    @field_validator("availability_edges")
+    @classmethod
+    def _edges_in_order(cls, v: list[float]) -> list[float]:
+        """Band edges: shares in [0, 1], strictly increasing (the bands are searched in order)."""
+        if any(not 0.0 <= e <= 1.0 for e in v) or any(b <= a for a, b in zip(v, v[1:])):
+            raise ValueError(f"edges must be shares in [0, 1] in increasing order, each once; got {v}")
+        return v
+
 
 class ExperimentConfig(_Strict):
     """The whole experiment, as in the YAML file."""
@@ -411,10 +419,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[st
         parts = [p for p in key.strip().split(".") if p]
         if not parts:
             raise CmkdError(f"--set {item!r}: empty key")
-        try:
-            parsed = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError:
-            parsed = value
+        parsed = yaml_value(value, f"--set {key}")  # the YAML file's door: every parser failure one line
         node = out
         for i, p in enumerate(parts[:-1]):
             if not isinstance(node.get(p, {}), dict):
@@ -471,11 +476,7 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise CmkdError(f"config file not found: {p}")
-    try:
-        raw = safe_load_yaml(p)  # safe constructors; bounded size and expansion; no duplicated key
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CmkdError(f"{p}: not valid YAML ({first})") from None
+    raw = safe_load_yaml(p)  # one door: safe constructors, bounded size and expansion, every failure one line
     if not isinstance(raw, dict):
         raise CmkdError(f"{p}: the top level must be a mapping of keys to values")
     return raw
@@ -495,7 +496,10 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     raw = apply_overrides(load_yaml(p), overrides)
     cfg = validate(raw, source=str(p))
     if cfg.data.path and not Path(cfg.data.path).is_absolute():
-        cfg.data.path = str((p.parent / cfg.data.path).resolve())
+        try:
+            cfg.data.path = str((p.parent / cfg.data.path).resolve())
+        except (OSError, RuntimeError) as e:  # a symbolic link loop (RuntimeError before Python 3.13)
+            raise CmkdError(f"{p}: data.path {cfg.data.path}: {getattr(e, 'strerror', None) or e}") from None
     return cfg
 
 

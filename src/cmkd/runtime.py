@@ -114,7 +114,8 @@ def check_npz_members(zf: zipfile.ZipFile, src: str | Path, limit: int | None = 
                                 f"({str(e).splitlines()[0][:100] if str(e) else type(e).__name__})") from None
         if dtype.hasobject:
             continue  # refused when read (no pickles), with its own message
-        size = math.prod(shape) * dtype.itemsize
+        # every element counts, even of a zero-width dtype ('U0' / 'S0' / 'V0': numpy widens them when reading)
+        size = math.prod(shape) * max(dtype.itemsize, 4)
         if size > limit:
             raise CmkdError(f"{src}: member '{key}' claims shape {shape} of {dtype} ({size / 2**30:.3g} GiB); the "
                             f"largest array a run reads is {limit / 2**30:.3g} GiB (CMKD_MAX_ARRAY_BYTES)")
@@ -274,10 +275,62 @@ def read_card(path: str | Path) -> dict:
         raise CmkdError(f"{p}: not a readable sidecar ({str(e).splitlines()[0][:120]})") from None
     if not isinstance(card, dict) or card.get("format") != FORMAT:
         raise CmkdError(f"{p}: not a cmkd edge-model sidecar")
-    if int(card.get("format_version", 0)) > FORMAT_VERSION:
-        raise CmkdError(f"{p}: sidecar format {card.get('format_version')} is newer than this runtime "
-                        f"({FORMAT_VERSION}); update cmkd")
+    version = card.get("format_version")
+    if type(version) is int and version > FORMAT_VERSION:
+        raise CmkdError(f"{p}: sidecar format {version} is newer than this runtime ({FORMAT_VERSION}); update cmkd")
+    schema = _schema()
+    if schema is not None:  # the schema that ships beside this file (absent when the file is copied alone)
+        problem = schema_problem(card, schema)
+        if problem:
+            raise CmkdError(f"{p}: not a valid sidecar: {problem} (edge_model.schema.json); re-export with "
+                            "`cmkd export --model FOLDER`")
     return card
+
+
+_TYPES = {"object": dict, "array": list, "string": str, "number": (int, float), "integer": int, "boolean": bool,
+          "null": type(None)}
+
+
+def _schema() -> dict | None:
+    f = Path(__file__).parent / "schemas" / "edge_model.schema.json"
+    return json.loads(f.read_text()) if f.is_file() else None
+
+
+def schema_problem(x: Any, schema: dict, at: str = "") -> str | None:
+    """The first place where ``x`` breaks ``schema`` (the JSON Schema keywords the sidecar schema uses: type,
+    const, enum, required, properties, additionalProperties, items, minItems, minimum, exclusive bounds, pattern),
+    as ``"field 'inputs[0].shape' is missing"``; None when it conforms."""
+    import re
+
+    name = at or "(top level)"
+    types = [schema["type"]] if isinstance(schema.get("type"), str) else schema.get("type", list(_TYPES))
+    if not any(isinstance(x, _TYPES[t]) and not (t in ("number", "integer") and isinstance(x, bool))
+               or t == "integer" and isinstance(x, float) and x.is_integer() for t in types):
+        return f"field '{name}' must be {' or '.join(types)}, got {json.dumps(x)[:40]}"
+    if "const" in schema and x != schema["const"] or "enum" in schema and x not in schema["enum"]:
+        want = schema.get("enum", [schema.get("const")])
+        return f"field '{name}' must be one of {', '.join(map(json.dumps, want))}, got {json.dumps(x)[:40]}"
+    if isinstance(x, (int, float)) and not isinstance(x, bool):
+        for key, bad in (("minimum", x.__lt__), ("exclusiveMinimum", x.__le__), ("exclusiveMaximum", x.__ge__)):
+            if key in schema and bad(schema[key]):
+                return f"field '{name}' is {x}, out of range ({key} {schema[key]})"
+    if isinstance(x, str) and "pattern" in schema and not re.search(schema["pattern"], x):
+        return f"field '{name}' ({x[:40]!r}) does not match {schema['pattern']}"
+    if isinstance(x, list):
+        if len(x) < schema.get("minItems", 0):
+            return f"field '{name}' needs at least {schema['minItems']} item(s)"
+        for i, v in enumerate(x if "items" in schema else []):
+            if problem := schema_problem(v, schema["items"], f"{at}[{i}]"):
+                return problem
+    if isinstance(x, dict):
+        for k in schema.get("required", []):
+            if k not in x:
+                return f"field '{at + '.' if at else ''}{k}' is missing"
+        for k, v in x.items():
+            sub = schema.get("properties", {}).get(k, schema.get("additionalProperties"))
+            if isinstance(sub, dict) and (problem := schema_problem(v, sub, f"{at + '.' if at else ''}{k}")):
+                return problem
+    return None
 
 
 def check_session(session: Any, card: dict, path: Path) -> None:

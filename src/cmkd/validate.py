@@ -8,8 +8,9 @@ Limits (see the README's bring-your-own-data section):
   header before anything is allocated; ``CMKD_MAX_ARRAY_BYTES`` in the environment overrides it.
 * ``data.max_classes`` (default :data:`MAX_CLASSES`): classes per classification target.
 * :data:`MAX_TARGET_ABS`: the largest magnitude of a regression target (float32 arithmetic stays finite).
-* :data:`MAX_YAML_BYTES` and :data:`MAX_YAML_NODES`: an experiment YAML's size and the number of values it expands
-  to (aliases counted each time they are used), so an alias bomb is refused in a second.
+* :data:`MAX_YAML_BYTES`, :data:`MAX_YAML_NODES`, :data:`MAX_YAML_EXPANDED_BYTES` and :data:`MAX_YAML_DEPTH`: an
+  experiment YAML's size, the number of values and characters it expands to (aliases counted each time they are
+  used) and its nesting, so an alias bomb is refused in a second and the resolved config is cheap to write.
 * ``seed`` in ``[0, 2**32)``; modality and target names as in :data:`NAME_RE`.
 
 This module imports only numpy, yaml and cmkd's ``errors`` / ``runtime``, so every layer may call it.
@@ -21,6 +22,7 @@ import math
 import os
 import re
 import stat
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +34,15 @@ from cmkd.runtime import MAX_ARRAY_BYTES
 
 __all__ = ["MAX_ARRAY_BYTES", "MAX_CLASSES", "MAX_TARGET_ABS", "MAX_YAML_BYTES", "MAX_YAML_NODES", "NAME_RE",
            "check_adapt_options", "check_class_count", "check_class_ids", "check_finite_option", "check_name",
-           "check_node_count", "check_regular_file", "check_target_array", "check_target_values", "safe_load_yaml"]
+           "check_node_count", "check_regular_file", "check_target_array", "check_target_values", "safe_load_yaml",
+           "yaml_text", "yaml_value"]
 
 MAX_CLASSES = 1000  # default of data.max_classes
 MAX_TARGET_ABS = 1e15  # |regression target|: squares and sums of such values stay finite in float32
 MAX_YAML_BYTES = 1 << 20  # 1 MiB
 MAX_YAML_NODES = 100_000  # values (mappings, lists, scalars) of a loaded config, aliases expanded
+MAX_YAML_EXPANDED_BYTES = 1 << 20  # text of its keys and values, aliases expanded (written out in every checkpoint)
+MAX_YAML_DEPTH = 64  # levels of nesting
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")  # modality / target names: npz keys, layer and ONNX names
 
 
@@ -46,8 +51,10 @@ def check_regular_file(path: str | os.PathLike, what: str = "data file") -> Path
     p = Path(path)
     try:
         st = p.stat()
-    except OSError:
+    except FileNotFoundError:
         raise CmkdError(f"{what} not found: {p}") from None
+    except OSError as e:  # a symbolic link loop, a name too long, no permission
+        raise CmkdError(f"{what} {p}: {e.strerror or e}") from None
     if not stat.S_ISREG(st.st_mode):
         raise CmkdError(f"{p}: not a regular file (a pipe, device or folder); give a {what} on disk")
     return p
@@ -86,37 +93,105 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def check_node_count(obj: Any, source: str, limit: int = MAX_YAML_NODES) -> None:
-    """Refuse a config whose values, aliases expanded, number more than ``limit`` (stops counting at the limit, so
-    it is quick whatever the expansion)."""
-    count, stack = 0, [obj]
+def _text_size(x: Any) -> int:
+    """About how many characters ``x`` takes when written out (a number's digits without converting it)."""
+    if isinstance(x, (str, bytes)):
+        return len(x)
+    if isinstance(x, int):
+        return x.bit_length() * 3 // 10 + 2
+    return 8
+
+
+def check_node_count(obj: Any, source: str, limit: int = MAX_YAML_NODES, byte_limit: int = MAX_YAML_EXPANDED_BYTES,
+                     depth_limit: int = MAX_YAML_DEPTH) -> None:
+    """Refuse a config whose values, aliases expanded, number more than ``limit``, whose text, aliases expanded,
+    exceeds ``byte_limit`` characters, or that nests deeper than ``depth_limit`` (stops at the first limit passed,
+    so it is quick whatever the expansion; a config that passes is cheap to write out again)."""
+    count, size, stack = 0, 0, [(obj, 0)]
     while stack:
-        x = stack.pop()
+        x, depth = stack.pop()
         count += 1
         if count > limit:
             raise CmkdError(f"{source}: the config expands to more than {limit} values (YAML aliases?); "
                             "write it out plainly")
+        if depth > depth_limit:
+            raise CmkdError(f"{source}: the config nests deeper than {depth_limit} levels; a config is a few "
+                            "levels of keys")
         if isinstance(x, dict):
-            stack.extend(x.keys())
-            stack.extend(x.values())
+            stack.extend((k, depth + 1) for k in x)
+            stack.extend((v, depth + 1) for v in x.values())
         elif isinstance(x, (list, tuple)):
-            stack.extend(x)
+            stack.extend((v, depth + 1) for v in x)
+        else:
+            size += _text_size(x)
+            if size > byte_limit:
+                raise CmkdError(f"{source}: the config expands to more than {byte_limit} bytes of text (YAML "
+                                "aliases of long values?); write it out plainly and put data in the .npz")
+
+
+def _parse(text: str, source: str) -> Any:
+    """YAML text with safe constructors and no duplicated key, its expansion bounded (:func:`check_node_count`).
+    A syntax error is raised as ``yaml.YAMLError``; every other failure of the parser (a number past Python's
+    digit limit, nesting past the recursion limit, ...) as a one-line :class:`CmkdError`."""
+    if len(text) > MAX_YAML_BYTES:
+        raise CmkdError(f"{source}: {len(text)} characters; an experiment YAML may hold at most {MAX_YAML_BYTES} "
+                        "(put data in the .npz)")
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except CmkdError as e:
+        raise CmkdError(f"{source}: {e}") from None
+    except yaml.YAMLError:
+        raise
+    except RecursionError:
+        raise CmkdError(f"{source}: not valid YAML (nested too deeply); a config is a few levels of keys") from None
+    except (ValueError, TypeError, OverflowError, MemoryError, ArithmeticError) as e:
+        first = (str(e).splitlines() or [type(e).__name__])[0][:160]
+        if "digits" in first:  # Python's limit on int() of long digit strings
+            first = f"a number of more than {sys.get_int_max_str_digits()} digits"
+        raise CmkdError(f"{source}: not valid YAML ({first})") from None
+    check_node_count(raw, source)
+    return raw
+
+
+def _syntax_error(source: str, e: yaml.YAMLError) -> CmkdError:
+    first = (str(e).splitlines() or [type(e).__name__])[0][:160]
+    return CmkdError(f"{source}: not valid YAML ({first})")
+
+
+def yaml_text(text: str, source: str) -> Any:
+    """Parse YAML text through the one door (:func:`_parse`); every failure is a one-line :class:`CmkdError`."""
+    try:
+        return _parse(text, source)
+    except yaml.YAMLError as e:
+        raise _syntax_error(source, e) from None
+
+
+def yaml_value(value: str, source: str) -> Any:
+    """A ``--set KEY=VALUE`` value parsed as YAML through the same door; text that is not YAML stays a string
+    (``--set name=a: b``); an empty value is ``""``."""
+    if not value.strip():
+        return ""
+    try:
+        return _parse(value, source)
+    except yaml.YAMLError:
+        return value
 
 
 def safe_load_yaml(path: Path) -> Any:
-    """Load a YAML file with safe constructors only: at most :data:`MAX_YAML_BYTES`, no duplicated key, at most
-    :data:`MAX_YAML_NODES` values. Syntax errors are left to the caller (``yaml.YAMLError``)."""
+    """Load a YAML file through the one door (:func:`yaml_text`): at most :data:`MAX_YAML_BYTES`, no duplicated
+    key, bounded expansion; any failure to read or parse it is a one-line :class:`CmkdError`."""
     p = check_regular_file(path, "config file")
     size = p.stat().st_size
     if size > MAX_YAML_BYTES:
         raise CmkdError(f"{p}: {size} bytes; an experiment YAML may hold at most {MAX_YAML_BYTES} (put data in "
                         "the .npz)")
     try:
-        raw = yaml.load(p.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except CmkdError as e:
-        raise CmkdError(f"{p}: {e}") from None
-    check_node_count(raw, str(p))
-    return raw
+        text = p.read_text()
+    except UnicodeDecodeError as e:
+        raise CmkdError(f"{p}: not valid YAML (not UTF-8 text: {e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise CmkdError(f"{p}: cannot read it ({e.strerror or e})") from None
+    return yaml_text(text, str(p))
 
 
 # ---- data values ----
@@ -134,7 +209,12 @@ def check_target_values(y: np.ndarray, name: str, src: str) -> None:
 
 
 def check_class_ids(y: np.ndarray, name: str, src: str) -> None:
-    """A classification target of floats: NaN (unlabelled) or whole numbers that fit int64 (not inf)."""
+    """Class ids: integers that fit int64 (uint64 ids at or above 2**63 would wrap negative), or floats that are NaN
+    (unlabelled) or whole numbers that fit int64 (not inf)."""
+    if y.dtype.kind == "u" and y.dtype.itemsize >= 8 and y.size and int(y.max()) >= 2**63:
+        i = int(np.argmax(y >= np.uint64(2**63)))
+        raise CmkdError(f"{src}: classification target '{name}' holds {int(y[i])} (sample {i}); class ids must be "
+                        "below 2**63 (number the classes 0, 1, 2, ...)")
     if y.dtype.kind != "f":
         return
     lab = ~np.isnan(y)

@@ -19,12 +19,14 @@ from cmkd.errors import CmkdError
 from cmkd.runtime import check_float32_range, load_npz, mask_absent, observed_share, presence, tokenize
 from cmkd.validate import check_class_count, check_class_ids, check_target_values
 
-__all__ = ["MultimodalData", "availability", "build_data", "fit_stats", "load_npz", "make_batch", "tokenize"]
+__all__ = ["MultimodalData", "availability", "build_data", "check_impute_shapes", "fit_stats", "load_npz", "make_batch",
+           "tokenize"]
 
 UNLABELLED = -1  # class id of an unlabelled sample (NaN or -1 on disk): used by teacher terms, not by the task
 NDIM = {"vector": 2, "sequence": 3, "image": 4, "signal": 3, "text": 1}
 SHAPE_HINT = {"vector": "(N, F)", "sequence": "(N, T, F)", "image": "(N, C, H, W)", "signal": "(N, C, L)",
               "text": "(N,) strings"}
+MIN_IMAGE = 5  # pixels per side of an image modality (README: "as small as 5x5")
 # axis that holds the features/channels, after the sample axis is dropped
 FEATURE_AXIS = {"vector": 0, "sequence": 1, "image": 0, "signal": 0}
 
@@ -116,6 +118,16 @@ def _split_per_class(y: np.ndarray, seed: int) -> np.ndarray:
     return split
 
 
+def _check_dtype(a: np.ndarray, what: str, src: str, kinds: str) -> None:
+    """``a``'s dtype is one of the numpy ``kinds`` (``"fiub"``: numbers; ``"US"``: text) and not structured:
+    complex, structured, object and date dtypes are refused before any value is read."""
+    dt = a.raw_dtype if isinstance(a, ShardedArray) else a.dtype
+    if dt.kind not in kinds or dt.fields is not None or dt.subdtype is not None:
+        need = "text (an array of strings)" if kinds == "US" else (
+            "real numbers (int, float or bool)" if "b" in kinds else "real numbers (int or float)")
+        raise CmkdError(f"{src}: {what} must hold {need}, got dtype {dt}")
+
+
 def _add_modality(arrays: dict[str, np.ndarray], cfg: DataConfig, m: str, n: int | None, src: str,
                   inputs: dict[str, np.ndarray], present: dict[str, np.ndarray]) -> int:
     """Check modality ``m`` (declared, shape, dtype, finite, sample count), store its values in ``inputs`` and
@@ -128,8 +140,12 @@ def _add_modality(arrays: dict[str, np.ndarray], cfg: DataConfig, m: str, n: int
     if m not in arrays:
         raise CmkdError(f"{src}: modality '{m}' not found; keys present: {', '.join(sorted(arrays))}")
     a = arrays[m]
+    _check_dtype(a, f"'{m}'", src, "US" if kind == "text" else "fiub")
     if a.ndim != NDIM[kind]:
         raise CmkdError(f"{src}: '{m}' has shape {a.shape}, but kind '{kind}' needs {SHAPE_HINT[kind]}")
+    if kind == "image" and min(a.shape[2:]) < MIN_IMAGE:  # the encoders' convolutions and normalisations need it
+        raise CmkdError(f"{src}: '{m}' holds images of {a.shape[2]}x{a.shape[3]} pixels; an image modality needs at "
+                        f"least {MIN_IMAGE}x{MIN_IMAGE} (give smaller ones as kind vector)")
     if n is None:
         n = len(a)
     elif len(a) != n:
@@ -178,6 +194,9 @@ def _check_targets(arrays: dict[str, np.ndarray], cfg: DataConfig, n: int, src: 
         if t not in arrays:
             raise CmkdError(f"{src}: target '{t}' not found; keys present: {', '.join(sorted(arrays))}")
         y = arrays[t]
+        _check_dtype(y, f"target '{t}'", src, "fiub" if spec.kind == "classification" else "fiu")
+        if y.ndim == 0:
+            raise CmkdError(f"{src}: target '{t}' is a single value (shape ()); give one per sample, shape (N,)")
         if len(y) != n:
             raise CmkdError(f"{src}: target '{t}' has {len(y)} samples, the modalities have {n}")
         if spec.kind == "classification":
@@ -197,6 +216,9 @@ def _check_targets(arrays: dict[str, np.ndarray], cfg: DataConfig, n: int, src: 
                 raise CmkdError(f"{src}: regression target '{t}' must be numeric (N,) or (N, K), got "
                                 f"{y.dtype} {y.shape}")
             check_target_values(y, t, src)  # inf, or too large for float32 arithmetic
+            if y.ndim == 2 and y.shape[1] == 0:
+                raise CmkdError(f"{src}: regression target '{t}' has shape {y.shape}: no column to predict; give "
+                                "(N,) or (N, K) values with K >= 1")
             y = y.astype(np.float32).reshape(n, -1)
             if np.isnan(y).all(axis=0).any():
                 raise CmkdError(f"{src}: regression target '{t}' has a column that is all NaN")
@@ -210,6 +232,7 @@ def _resolve_split(arrays: dict[str, np.ndarray], cfg: DataConfig, targets: dict
     stratified split; train and test must be non-empty."""
     if cfg.split and cfg.split in arrays:
         split = arrays[cfg.split]
+        _check_dtype(split, f"split key '{cfg.split}'", src, "fiub")
         if split.shape != (n,):
             raise CmkdError(f"{src}: split key '{cfg.split}' has shape {split.shape}, expected ({n},)")
         if not np.isin(split, [0, 1, 2, 3]).all():
@@ -308,6 +331,17 @@ def build_data(arrays: dict[str, np.ndarray], cfg: DataConfig, seed: int = 0, so
     _check_dead_features(inputs, present, cfg, train, src)
     return MultimodalData(inputs, present, targets, split, {m: cfg.modalities[m].kind for m in mods},
                           {t: s.kind for t, s in cfg.targets.items()}, classes, source)
+
+
+def check_impute_shapes(data: MultimodalData, impute: dict[str, str], src: str) -> None:
+    """``distill.impute``: each source modality has the per-sample shape of the student modality whose complete
+    version it is (the imputation loss compares them element by element, in that modality's units)."""
+    shapes = data.shapes()
+    for m, source in impute.items():
+        if m in shapes and source in shapes and shapes[m] != shapes[source]:
+            raise CmkdError(f"{src}: 'distill.impute': source '{source}' has per-sample shape {shapes[source]}, but "
+                            f"'{m}', whose complete version it stands for, has {shapes[m]}; give a source of the "
+                            "same shape")
 
 
 def fit_stats(data: MultimodalData, idx: np.ndarray) -> dict[str, dict[str, np.ndarray]]:

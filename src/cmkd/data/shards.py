@@ -39,6 +39,11 @@ class ShardedArray:
                 self.maps.append(np.load(f, mmap_mode="r", allow_pickle=False))
             except (ValueError, OSError) as e:
                 raise CmkdError(f"{f}: not a readable .npy shard ({str(e).splitlines()[0][:100]})") from None
+        for f, m in zip(self.files, self.maps, strict=True):
+            if m.ndim == 0:  # one value, not one per sample
+                raise CmkdError(f"{f}: '{name}' is a single value (shape ()); a shard holds one row per sample")
+            if m.dtype.kind not in "fiubUS" or m.dtype.fields is not None:
+                raise CmkdError(f"{f}: '{name}' has dtype {m.dtype}; shards hold numbers (or text)")
         tails = {m.shape[1:] for m in self.maps}
         dtypes = {m.dtype for m in self.maps}
         if len(tails) != 1 or len(dtypes) != 1:

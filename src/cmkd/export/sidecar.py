@@ -96,7 +96,7 @@ def model_card(meta: dict, training_data: dict | None = None, synthetic: bool | 
             ids = meta["classes"][t]
             named = names if names and len(names) == len(ids) else None
             targets.append({"name": t, "kind": "classification",
-                            "classes": [{"id": c, "name": named[i] if named else None} for i, c in enumerate(ids)],
+                            "classes": [{"id": int(c), "name": named[i] if named else None} for i, c in enumerate(ids)],
                             "outputs": {"probabilities": t}})
             outputs.append({"name": t, "target": t, "meaning": "probabilities", "shape": [len(ids)],
                             "description": "class probabilities (softmax inside the graph), in the order of the "

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from cmkd.config import ExperimentConfig, dump_config
-from cmkd.data.arrays import build_data, fit_stats, load_npz
+from cmkd.data.arrays import build_data, check_impute_shapes, fit_stats, load_npz
 from cmkd.errors import CmkdError
 from cmkd.evaluation.logs import write_history_csvs, write_tensorboard
 from cmkd.evaluation.metrics import (
@@ -105,6 +105,7 @@ def stage_data(st: RunState) -> None:
     chain_mods = [m for mods in cfg.distill.chain for m in mods]
     st.data = data = build_data(st.arrays, cfg.data, cfg.seed, source, modalities=list(
         dict.fromkeys(tmods + smods + chain_mods + list(cfg.distill.impute.values()))))
+    check_impute_shapes(data, cfg.distill.impute, source)  # the impute term compares them element by element
     st.train_all = data.indices(0)
     st.train, st.val, st.test = (data.labelled(st.train_all), data.labelled(data.indices(1)),
                                  data.labelled(data.indices(2)))

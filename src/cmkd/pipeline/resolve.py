@@ -44,8 +44,10 @@ def resolve(target: str, overrides: list[str] | None = None, quick: bool = False
     if not cfg.data.path:
         raise CmkdError(f"{p}: data.path is required (the .npz file, relative to the YAML)")
     dp = Path(cfg.data.path)
-    if not dp.is_absolute():
-        dp = (p.parent / dp).resolve()
+    try:
+        dp = dp if dp.is_absolute() else (p.parent / dp).resolve()
+    except (OSError, RuntimeError) as e:  # a symbolic link loop (RuntimeError before Python 3.13), a bad name
+        raise CmkdError(f"{p}: data.path {cfg.data.path}: {getattr(e, 'strerror', None) or e}") from None
     cfg.data.path = str(dp)
     if dp.is_dir():  # a sharded, larger-than-memory dataset
         from cmkd.data.shards import load_shards

@@ -1,11 +1,18 @@
-"""The output folder of ``cmkd run`` as one coherent run: a lock against a second run into the same folder,
-outputs staged in a hidden folder and swapped in only when the run has succeeded, ``--resume`` refused when the
-config differs from the interrupted run's, and temporary files of killed runs cleaned.
+"""The output folder of ``cmkd run`` as one coherent run folder, all or nothing.
 
-Layout while a run works in ``OUT``: ``OUT/.lock`` (held with ``fcntl.flock``), ``OUT/.staging-<pid>/`` (every
-output, written there), ``OUT/.ckpt/`` (per-epoch checkpoints and ``config.yaml``, the resolved config they
-belong to, for ``--resume``). A failed run leaves ``OUT`` as it found it (an earlier run's results intact; its
-own checkpoints removed, except after an interruption, which keeps them for ``--resume``).
+* A marker file, :data:`MARKER` (``OUT/.cmkd-run``), says a folder is a cmkd run folder. cmkd writes only into a
+  new folder, an empty one or a marked one: a non-empty folder without the marker (a folder of the user's own) is
+  refused in one line, with or without ``--overwrite`` / ``--resume``, and nothing in it is touched.
+* A lock against a second run into the same folder: ``.OUT.cmkd-lock`` beside ``OUT`` (held with ``fcntl.flock``;
+  beside, not inside, because ``OUT`` itself is replaced at the end).
+* The new run is written into a sibling folder, ``.OUT.staging-<pid>``; per-epoch checkpoints and the resolved
+  config they belong to go to ``OUT/.ckpt`` (for ``--resume``, which is refused when the config differs).
+* The swap at the end replaces the whole folder: ``OUT`` is renamed to ``.OUT.old-<pid>``, the staging folder to
+  ``OUT``, then the old folder is removed. A failure of the second rename renames the old folder back; a process
+  killed between the two renames is repaired by the next run into ``OUT`` (under the lock). So ``OUT`` holds the
+  earlier run or the new one, never a mix of the two.
+* A failed run leaves ``OUT`` as it found it (its own checkpoints removed, except after an interruption, which keeps
+  them and the marker for ``--resume``).
 """
 
 from __future__ import annotations
@@ -19,15 +26,15 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from cmkd.errors import CmkdError
-from cmkd.io import atomic_write_text, check_out_dir
+from cmkd.io import atomic_write_text
 
-__all__ = ["RunDir", "config_diff", "open_run_dir", "run_dirs"]
+__all__ = ["MARKER", "RunDir", "check_run_out", "config_diff", "open_run_dir", "run_dirs"]
 
-LOCK = ".lock"
-STAGING_PREFIX = ".staging-"
+MARKER = ".cmkd-run"
+MARKER_TEXT = "a cmkd run folder: `cmkd run --overwrite` may replace everything in it\n"
+LOCK_SUFFIX = ".cmkd-lock"
+STAGING_PREFIX = ".staging-"  # inside OUT: left by cmkd versions before the whole-folder swap; removed
 CKPT = ".ckpt"
 # settings that do not change results: a resumed run may differ in them
 RESUME_IGNORED = ("threads",)
@@ -36,6 +43,83 @@ _TEMP = re.compile(r"^\..+\.(tmp\d*(\.\w+)?|[a-z0-9_]{8})$|^\.write-test-\d+$")
 
 # the run folders opened by the current run (per thread / task: runs in threads of one process stay apart)
 _OPENED: ContextVar[list[RunDir] | None] = ContextVar("cmkd_run_dirs", default=None)
+
+
+def _why(e: OSError) -> str:
+    return e.strerror or str(e) or type(e).__name__
+
+
+def _real(out: Path) -> Path:
+    """The folder ``out`` names (symbolic links followed; a loop is a one-line error)."""
+    try:
+        real = Path(os.path.realpath(out))
+        if os.path.islink(real):  # realpath stops at a loop without raising
+            real.stat()
+    except OSError as e:
+        raise CmkdError(f"--out {out}: {_why(e)}") from None
+    except RuntimeError:  # pathlib's "Symlink loop" on older Pythons
+        raise CmkdError(f"--out {out}: too many levels of symbolic links") from None
+    if real.parent == real:
+        raise CmkdError(f"--out {out}: choose a folder below the file system's root")
+    return real
+
+
+def _entries(out: Path) -> list[str] | None:
+    """The names in ``out`` (None when it does not exist); a file or an unreadable folder is a one-line error."""
+    try:
+        if not out.exists():
+            return None
+        if not out.is_dir():
+            raise CmkdError(f"--out {out} is a file, not a folder; choose a folder for the run's outputs")
+        return sorted(p.name for p in out.iterdir())
+    except OSError as e:
+        raise CmkdError(f"--out {out}: cannot read it ({_why(e)})") from None
+
+
+def _siblings(path: Path, kind: str) -> list[Path]:
+    """The hidden folders beside ``path`` of a kind (``old``, ``staging``) that cmkd's swap makes."""
+    prefix = f".{path.name}.{kind}-"
+    try:
+        return sorted(p for p in path.parent.iterdir() if p.name.startswith(prefix) and p.is_dir())
+    except OSError:
+        return []
+
+
+def _refuse_foreign(out: Path, entries: list[str] | None) -> None:
+    """A non-empty folder without the marker is not cmkd's: never written into."""
+    if entries and MARKER not in entries:
+        shown = ", ".join(entries[:4]) + (f" and {len(entries) - 4} more" if len(entries) > 4 else "")
+        raise CmkdError(f"--out {out} is not a cmkd run folder (it holds {shown} and no {MARKER}); cmkd writes "
+                        "only into a new or empty folder or its own run folder, even with --overwrite or "
+                        "--resume: choose another --out")
+
+
+def check_run_out(out: Path, resume: bool, overwrite: bool) -> None:
+    """The CLI's check of ``--out`` before any work: a folder of the user's own is refused; a run folder holding
+    results is replaced only with ``--overwrite``; ``--resume`` needs a checkpoint (or ``--overwrite``) when the
+    folder holds results; a fresh run over an interrupted run's checkpoints needs ``--overwrite`` too."""
+    out = Path(out)
+    real = _real(out)
+    entries = _entries(real)
+    _refuse_foreign(out, entries)
+    if entries is None and not overwrite:
+        olds = _siblings(real, "old")
+        if olds:
+            raise CmkdError(f"--out {out} is missing, but an earlier run of it is in {olds[0]} (a swap that did not "
+                            "finish); pass --overwrite to replace it, or rename it back")
+    if not entries or overwrite:
+        return
+    results = [e for e in entries if not e.startswith(".")]
+    ckpt = (real / CKPT / "config.yaml").is_file()
+    if resume and results and not ckpt:
+        raise CmkdError(f"--resume: --out {out} holds the results of a finished run ({', '.join(results[:4])}) and "
+                        "no checkpoint to resume; pass --overwrite to replace them, or another --out")
+    if not resume and results:
+        raise CmkdError(f"--out {out} holds the results of another run ({', '.join(results[:4])}); pass "
+                        "--overwrite to replace them, --resume to continue that run, or another --out")
+    if not resume and ckpt:
+        raise CmkdError(f"--out {out} holds the checkpoints of an interrupted run ({out / CKPT}); pass --resume to "
+                        "continue it, --overwrite to start again, or another --out")
 
 
 class RunDir:
@@ -47,97 +131,176 @@ class RunDir:
 
     def __init__(self, out: Path) -> None:
         self.out = Path(out)
-        self.created = not self.out.exists()
-        self.ck_dir = self.out / CKPT
-        self.staging = self.out / f"{STAGING_PREFIX}{os.getpid()}"
+        self.path = _real(self.out)  # the folder renamed at the end (not a symbolic link to it)
+        parent, name, pid = self.path.parent, self.path.name, os.getpid()
+        self.lock = parent / f".{name}{LOCK_SUFFIX}"
+        self.staging = parent / f".{name}.staging-{pid}"
+        self.old = parent / f".{name}.old-{pid}"
+        self.ck_dir = self.path / CKPT
+        self.ck_prev = self.path / f"{CKPT}.prev-{pid}"  # an interrupted run's checkpoints while a fresh run works
+        self.ck_moved = False
+        self.created = False  # OUT made by this run
+        self.marked = False  # the marker written by this run into OUT
         self.ck_created = False
         self.committed = False
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        """Create the folder and take its lock; another run holding it is a one-line error."""
+        """Take the lock, repair an interrupted swap, refuse a folder that is not cmkd's, create / mark ``OUT``."""
         import fcntl
 
-        check_out_dir(self.out)
-        path = self.out / LOCK
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise CmkdError(f"--out {self.out}: cannot create its parent folder ({_why(e)})") from None
         for _ in range(5):
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(self.lock, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                raise CmkdError(f"output folder {self.out} is not writable: cannot create {self.lock} beside it "
+                                f"({_why(e)})") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 os.close(fd)
-                raise CmkdError(f"--out {self.out} is in use by another cmkd run (it holds {path}); wait for it "
-                                "to finish or choose another --out") from None
+                raise CmkdError(f"--out {self.out} is in use by another cmkd run (it holds {self.lock}); wait for "
+                                "it to finish or choose another --out") from None
             try:
-                same = os.fstat(fd).st_ino == os.stat(path).st_ino
+                same = os.fstat(fd).st_ino == os.stat(self.lock).st_ino
             except FileNotFoundError:
                 same = False
             if same:  # not a lock file that its holder removed while we waited for it
                 self._fd = fd
-                return
+                break
             os.close(fd)
-        raise CmkdError(f"--out {self.out}: cannot take the lock {path}")
+        else:
+            raise CmkdError(f"--out {self.out}: cannot take the lock {self.lock}")
+        self._repair()
+        entries = _entries(self.path)
+        _refuse_foreign(self.out, entries)
+        try:
+            if entries is None:
+                self.path.mkdir()
+                self.created = True
+            if MARKER not in (entries or []):
+                atomic_write_text(self.path / MARKER, MARKER_TEXT)
+                self.marked = True
+            probe = self.path / f".write-test-{os.getpid()}"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as e:
+            raise CmkdError(f"output folder {self.out} is not writable ({_why(e)})") from None
+
+    def _repair(self) -> None:
+        """After a process killed mid-swap: an earlier run renamed away and nothing in its place is renamed back;
+        an old folder beside a swapped-in run, and staging folders of killed runs, are removed."""
+        olds = sorted(_siblings(self.path, "old"), key=lambda p: p.stat().st_mtime)
+        if olds and not os.path.lexists(self.path):
+            os.rename(olds.pop(), self.path)
+        for p in olds + _siblings(self.path, "staging"):
+            shutil.rmtree(p, ignore_errors=True)
 
     def clean_stale(self) -> None:
-        """Remove what killed runs left: staging folders and the atomic writers' hidden temporary files."""
-        for d in (self.out, self.ck_dir):
+        """Remove what killed runs left inside the folder: the atomic writers' hidden temporary files (and staging
+        folders of older cmkd versions)."""
+        for d in (self.path, self.ck_dir):
             if not d.is_dir():
                 continue
             for p in d.iterdir():
-                if p.name.startswith(STAGING_PREFIX) and p.is_dir():
+                if p.name.startswith(f"{CKPT}.prev-") and p.is_dir():  # a killed fresh run's: its own are newer
+                    if self.ck_dir.is_dir():
+                        shutil.rmtree(p, ignore_errors=True)
+                    else:
+                        os.rename(p, self.ck_dir)
+                elif p.name.startswith(STAGING_PREFIX) and p.is_dir():
                     shutil.rmtree(p, ignore_errors=True)
                 elif _TEMP.match(p.name) and p.is_file():
                     p.unlink(missing_ok=True)
 
     def prepare(self, config_text: str, resume: bool) -> None:
         """The checkpoint folder (kept with ``resume`` when its config matches, else new) and the staging folder."""
+        from cmkd.validate import safe_load_yaml
+
         saved = self.ck_dir / "config.yaml"
-        if resume and saved.is_file():
-            diff = config_diff(yaml.safe_load(saved.read_text()) or {}, yaml.safe_load(config_text) or {})
+        if resume and saved.is_file():  # the saved one through the YAML door (it is a file in --out); ours is ours
+            import yaml
+
+            diff = config_diff(safe_load_yaml(saved) or {}, yaml.safe_load(config_text) or {})
             if diff:
                 shown = ", ".join(diff[:8]) + (f" and {len(diff) - 8} more" if len(diff) > 8 else "")
                 raise CmkdError(f"--resume: the config differs from the interrupted run's in {shown} "
                                 f"(saved in {saved}); resume with the same settings, or rerun without --resume")
-        if not resume and self.ck_dir.exists():
-            shutil.rmtree(self.ck_dir)
+        if not resume and self.ck_dir.exists():  # an earlier interrupted run's: set aside, back if this run fails
+            os.rename(self.ck_dir, self.ck_prev)
+            self.ck_moved = True
         if not self.ck_dir.exists():
             self.ck_dir.mkdir()
             self.ck_created = True
         atomic_write_text(saved, config_text)
-        self.staging.mkdir()
+        try:
+            self.staging.mkdir()
+        except OSError as e:
+            raise CmkdError(f"--out {self.out}: cannot create {self.staging} beside it ({_why(e)})") from None
 
     def commit(self) -> None:
-        """Swap the staged outputs into the folder (each entry replaced by its new version)."""
-        for p in sorted(self.staging.iterdir()):
-            dest = self.out / p.name
-            if p.is_dir() and dest.is_dir():
-                shutil.rmtree(dest)
-            os.replace(p, dest)
-        self.staging.rmdir()
+        """Replace ``OUT`` by the staged run in one rename (the earlier run renamed away first, back on failure)."""
+        atomic_write_text(self.staging / MARKER, MARKER_TEXT)
+        moved = False
+        if os.path.lexists(self.path):
+            try:
+                os.rename(self.path, self.old)
+            except OSError as e:
+                raise CmkdError(f"cannot replace {self.out} by the new run ({_why(e)}); it holds the earlier "
+                                "run, unchanged") from None
+            moved = True
+        try:
+            os.rename(self.staging, self.path)
+        except OSError as e:
+            if moved:
+                try:
+                    os.rename(self.old, self.path)
+                except OSError as e2:
+                    raise CmkdError(f"cannot move the new run into {self.out} ({_why(e)}) nor the earlier run back "
+                                    f"({_why(e2)}): the earlier run is in {self.old}") from None
+            raise CmkdError(f"cannot move the new run into {self.out} ({_why(e)}); it holds the earlier run, "
+                            "unchanged") from None
         self.committed = True
+        if moved:  # a failure here leaves a hidden old folder beside OUT: removed by the next run (_repair)
+            try:
+                shutil.rmtree(self.old)
+            except OSError:
+                pass
 
     def close(self, error: BaseException | None) -> None:
         """Release the lock; after a failure remove the staging folder, the checkpoints this run started (an
-        interruption keeps them for ``--resume``) and the folder itself when this run created it and it is empty."""
+        interruption keeps them, and the marker, for ``--resume``), the marker this run wrote and the folder
+        itself when this run created it."""
         try:
             shutil.rmtree(self.staging, ignore_errors=True)
-            interrupted = isinstance(error, KeyboardInterrupt)
-            if error is not None and self.ck_created and not interrupted:
-                shutil.rmtree(self.ck_dir, ignore_errors=True)
-            (self.out / LOCK).unlink(missing_ok=True)
+            if error is not None and not self.committed:
+                keep = isinstance(error, KeyboardInterrupt) and self.ck_dir.is_dir()
+                if self.ck_created and not keep:
+                    shutil.rmtree(self.ck_dir, ignore_errors=True)
+                if self.ck_moved and not keep:  # the earlier interrupted run's checkpoints, as they were
+                    os.rename(self.ck_prev, self.ck_dir)
+                elif self.ck_moved:
+                    shutil.rmtree(self.ck_prev, ignore_errors=True)
+                if self.marked and not keep:
+                    (self.path / MARKER).unlink(missing_ok=True)
+                if self.created and self.path.is_dir() and not any(self.path.iterdir()):
+                    self.path.rmdir()
+            self.lock.unlink(missing_ok=True)
         finally:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
-        if self.created and error is not None and self.out.is_dir() and not any(self.out.iterdir()):
-            self.out.rmdir()
 
 
 def open_run_dir(out: Path, config_text: str, resume: bool) -> RunDir:
     """Lock ``out``, clean stale temporary files, check a ``--resume``'s config, and stage the outputs."""
     rd = RunDir(out)
-    rd.acquire()
     try:
+        rd.acquire()
         rd.clean_stale()
         rd.prepare(config_text, resume)
     except BaseException as e:
