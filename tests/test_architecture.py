@@ -141,7 +141,7 @@ def test_import_linter_contracts() -> None:
         ok = lint_imports(config_filename=str(root / "pyproject.toml"), no_cache=True, no_logo=True)
     finally:
         os.chdir(cwd)
-    assert ok == EXIT_STATUS_SUCCESS, "an import breaks a contract in pyproject.toml; run `lint-imports` for the details"
+    assert ok == EXIT_STATUS_SUCCESS, "an import breaks a contract in pyproject.toml: run `lint-imports`"
 
 
 def test_package_top_holds_only_entry_points_and_leaves() -> None:
