@@ -1,5 +1,5 @@
 """Every registered recipe runs ``--quick`` end to end, shrunk by overrides to seconds: its metrics.json meets the
-contract (``shared/metrics.schema.json``) and its report.html renders (in headless Chromium too, where installed:
+contract (``cmkd/schemas/metrics.schema.json``) and its report.html renders (in headless Chromium too, where installed:
 no console error, network request, broken image or content wider than the window). Real-data recipes skip,
 saying so, where their data folder is absent. One test per recipe, so pytest-xdist spreads them (``--dist
 loadfile`` keeps a file together: the runs live here, apart from the fast protocol checks in
@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 from browser import check_report, chromium, problems
+from helpers import check_metrics
 
 import cmkd
 from cmkd.recipes import RECIPES
 
-SCHEMA = Path(__file__).resolve().parents[2] / "shared" / "metrics.schema.json"
 DATA = Path(os.environ.get("CMKD_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 # real-data recipes and the folder they read
 REAL = {"houston": "houston2013_mdlrs_subset", "coastal-real": "tide_gauge_netherlands_rws",
@@ -43,10 +43,7 @@ def test_quick_run_meets_the_contract(name: str, tmp_path: Path) -> None:
     doc = json.loads((out / "metrics.json").read_text())
     assert doc["recipe"] == name and doc["quick"] is True and set(doc) == set(m)
     assert {"teacher", "student_baseline", "student"} <= set(doc["models"])
-    if SCHEMA.is_file():
-        import jsonschema
-
-        jsonschema.validate(doc, json.loads(SCHEMA.read_text()))
+    check_metrics(doc)
     html = (out / "report.html").read_text()
     assert html.strip() and "Traceback" not in html
     for role in doc["models"]:
@@ -101,9 +98,6 @@ def test_a_recipe_from_outside_the_package_runs_through_the_cli(tmp_path: Path) 
     assert r.returncode == 0, r.stderr[-2000:]
     doc = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert doc["recipe"] == "tiny-example" and doc["synthetic"] is True and doc["quick"] is True
-    if SCHEMA.is_file():
-        import jsonschema
-
-        jsonschema.validate(doc, json.loads(SCHEMA.read_text()))
+    check_metrics(doc)
     r = cmkd_cli("run", "tiny-example", "--quick", "--out", str(tmp_path / "bad"), "--set", "options.nn=3")
     assert r.returncode == 2 and "unknown option 'options.nn'" in r.stderr
