@@ -16,7 +16,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from helpers import check_metrics  # noqa: E402 - after the path above
+import touched  # noqa: E402 - after the path above
+from helpers import check_metrics  # noqa: E402
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # pytest-xdist workers (one per core) share the machine: one torch thread each, and in the CLI subprocesses
@@ -50,3 +51,30 @@ def _metrics_follow_the_schema(request: pytest.FixtureRequest, tmp_path_factory:
         except (jsonschema.ValidationError, ValueError) as e:  # ValueError: not JSON at all
             bad.append(f"{path}: {getattr(e, 'message', e)} (at {list(getattr(e, 'absolute_path', []))})")
     assert not bad, "metrics.json breaks cmkd/schemas/metrics.schema.json:\n" + "\n".join(bad)
+
+
+# ---- the fast tier's reach: with CMKD_TOUCHED=<folder>, which modules' functions ran (tests/touched.py) ----
+
+def pytest_configure(config: pytest.Config) -> None:
+    folder = touched.enabled()
+    if folder:
+        if not hasattr(config, "workerinput"):  # the main process, before any worker starts: a clean folder
+            for old in Path(folder).glob("*.txt"):
+                old.unlink()
+        touched.start()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    folder = touched.enabled()
+    if not folder:
+        return
+    touched.save(folder, os.environ.get("PYTEST_XDIST_WORKER", "main"))
+    if hasattr(session.config, "workerinput"):  # an xdist worker: the main process checks them all
+        return
+    missing = touched.untouched(folder)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"{touched.ENV}: no function ran in {len(missing)} module(s) of src/cmkd"
+                            + (": " + ", ".join(missing) if missing else ""))
+    if missing:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -232,6 +232,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.slow  # the microgrid recipe's quick run (module fixture)
 def test_tiny_run_writes_closed_loop_results_and_edge_figures(tiny_run: Path) -> None:
     m = json.loads((tiny_run / "metrics.json").read_text())
     assert m["synthetic"] is True and m["primary_metric"] == "rmse"

@@ -20,6 +20,10 @@ from helpers import check_metrics
 
 from cmkd.evaluation.logs import WARNINGS_LOG, WarningLog, few_samples_message, note, write_warnings_log
 
+# few epochs, no export, small forests (each of their trees still warns): a few seconds
+TINY = [arg for kv in ("teacher.epochs=1", "student.epochs=1", "export.enabled=false", "references.n_estimators=5",
+                       "trees.n_estimators=5") for arg in ("--set", kv)]
+
 
 def forty_classes(folder: Path) -> Path:
     """A user's own data: 40 classes x 3 samples (a rich and a cheap vector modality, no split column, so cmkd
@@ -50,7 +54,7 @@ def test_quiet_cli_run_prints_nothing_and_logs_the_warnings(tmp_path: Path) -> N
     exp = forty_classes(tmp_path / "case")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}  # the default filters, as for a user
     r = subprocess.run([sys.executable, "-m", "cmkd", "run", str(exp), "--quiet", "--out", str(tmp_path / "out"),
-                        "--set", "teacher.epochs=1", "--set", "student.epochs=1", "--set", "export.enabled=false"],
+                        *TINY],
                        capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout == ""

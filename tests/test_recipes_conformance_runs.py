@@ -29,6 +29,7 @@ TINY = ["teacher.epochs=1", "student.epochs=2", "export.latency_runs=5", "refere
 SMALL = {"habitat": ["options.n=300"], "recycling": ["options.n_items=200"], "coastal": ["options.days=60"]}
 
 
+@pytest.mark.slow  # every recipe's quick run / a CLI run of an outside recipe
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_quick_run_meets_the_contract(name: str, tmp_path: Path) -> None:
     if name in REAL and not (DATA / REAL[name]).is_dir():
@@ -81,6 +82,7 @@ register_recipe(Recipe(name="tiny-example", description="test-only example recip
 LAUNCH = "import sys, tiny_example; from cmkd.cli import main; sys.argv[0] = 'cmkd'; main()"
 
 
+@pytest.mark.slow  # every recipe's quick run / a CLI run of an outside recipe
 def test_a_recipe_from_outside_the_package_runs_through_the_cli(tmp_path: Path) -> None:
     import subprocess
     import sys

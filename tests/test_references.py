@@ -199,6 +199,7 @@ def test_background_hands_back_the_value_or_the_error_of_its_call():
         b.check()
 
 
+@pytest.mark.slow  # two full runs
 def test_classical_fits_in_the_background_give_the_figures_of_a_run_in_sequence(tmp_path):
     """references.background (the default) fits the references and the tree student while the students train:
     the same figures as after them, and metrics.json says what the stage added to the run's wall time."""
