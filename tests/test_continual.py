@@ -12,6 +12,7 @@ import pytest
 import torch
 from helpers import make_arrays, write_case
 
+import cmkd
 from cmkd.errors import CmkdError
 from cmkd.nn.checkpoint import load_model
 from cmkd.pipeline.resolve import original_dataset
@@ -26,8 +27,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("adapt")
     y = write_case(folder, student="vec", teacher=["vec", "img"], epochs=4)
-    r = cli("run", str(y), "--out", str(folder / "run"), "--quiet", "--set", "export.enabled=false")
-    assert r.returncode == 0, r.stderr
+    cmkd.run(str(y), folder / "run", quiet=True, overrides=["export.enabled=false"])  # in-process: no CLI start-up
     site = make_arrays(240, seed=3)
     site["vec"] = site["vec"] * 1.5 + 0.8  # a new site: shifted and rescaled instrument response
     np.savez(folder / "site.npz", **site)

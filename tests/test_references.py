@@ -231,7 +231,7 @@ def test_classical_fits_in_the_background_give_the_figures_of_a_run_in_sequence(
         assert 0 <= m["classical_added_s"] and 0 < m["classical_stage_s"]
 
 
-@pytest.mark.parametrize("task", ["classification", "regression"])
+@pytest.mark.parametrize("task", [pytest.param("classification", marks=pytest.mark.slow), "regression"])
 def test_figures_do_not_depend_on_the_thread_count(task):
     """The background fits widen their thread count once the networks have trained
     (cmkd.pipeline.classical_stage.Threads):
