@@ -48,6 +48,7 @@ def test_missing_folder_and_bad_fraction(tmp_path: Path) -> None:
         label_mask(aq.chronological_split(100), 0.0, 0)
 
 
+@pytest.mark.slow  # a quick run on the real data
 @needs_data
 def test_quick_run_reports_unlabelled_hours(tmp_path: Path) -> None:
     m = cmkd.run("airquality", tmp_path / "run", quick=True, quiet=True, overrides=["export.enabled=false"])
@@ -82,6 +83,7 @@ def test_kd_gate_factor() -> None:
     assert kd_gate_factor(worse, 1.0, 0.05) == 0.0  # accuracy: a teacher below the baseline is not followed
 
 
+@pytest.mark.slow  # two full runs (8-11 s each, -n 0 on the loaded machine)
 @pytest.mark.parametrize("task", ["regression", "classification"])
 def test_safe_distillation_never_below_baseline_on_validation(tmp_path: Path, task: str) -> None:
     """1.5% labels, ~880 unlabelled paired samples, a weak partly out-of-domain teacher (SYNTHETIC)."""

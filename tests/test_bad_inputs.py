@@ -520,11 +520,13 @@ def assert_user_error(proc: subprocess.CompletedProcess, names: list[str]) -> No
         assert word in line, f"{word!r} not named in: {line}"
 
 
+@pytest.mark.slow  # one module fixture runs ~55 CLI subprocesses (811 s under load)
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input(outcomes: dict, name: str) -> None:
     assert_user_error(*outcomes[name])
 
 
+@pytest.mark.slow  # one module fixture runs ~55 CLI subprocesses (811 s under load)
 def test_malicious_checkpoint_never_runs_code(outcomes: dict) -> None:
     root = outcomes["__root__"]
     ran = list(root.rglob(MARKER))
@@ -535,6 +537,7 @@ def test_malicious_checkpoint_never_runs_code(outcomes: dict) -> None:
             assert "not a valid cmkd checkpoint" in outcomes[name][0].stderr, outcomes[name][0].stderr
 
 
+@pytest.mark.slow  # one module fixture runs ~55 CLI subprocesses (811 s under load)
 def test_failed_run_keeps_earlier_outputs(outcomes: dict) -> None:
     res = outcomes["__chain__"]
     assert res["good"].returncode == 0, res["good"].stderr
@@ -553,6 +556,7 @@ def test_failed_run_keeps_earlier_outputs(outcomes: dict) -> None:
         "teacher", "student_baseline", "student", "student_trees"}
 
 
+@pytest.mark.slow  # one module fixture runs ~55 CLI subprocesses (811 s under load)
 @pytest.mark.parametrize("use", ["other_onnx", "zero_samples", "inf_inputs", "labels_n1"])
 def test_model_given_unfit_inputs(outcomes: dict, use: str) -> None:
     assert_user_error(*outcomes["__chain__"]["uses"][use])
@@ -621,6 +625,7 @@ def test_disk_full_during_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert not out.exists(), sorted(q.name for q in out.iterdir())
 
 
+@pytest.mark.slow  # two CLI runs interrupted by signals (18 s)
 def test_signals_say_how_to_resume(tmp_path: Path) -> None:
     """SIGINT and SIGTERM during `cmkd run`: exit 130 / 143, one line saying how to resume, checkpoints kept."""
     import signal

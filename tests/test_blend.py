@@ -28,6 +28,7 @@ def test_blend_predictions_average_probabilities_values_and_stds() -> None:
     assert np.allclose(b["r/value"], [[2.5], [4.5]]) and np.allclose(b["r/std"], [[2.5], [2.5]])
 
 
+@pytest.mark.slow  # full runs (9-37 s each, -n 0 on the loaded 2-core machine)
 @pytest.mark.parametrize("task", ["classification", "regression"])
 def test_a_pinned_blend_is_one_onnx_graph_averaging_the_network_and_its_partner(tmp_path, task) -> None:
     """export.model student_blend: student.onnx holds the network and the partner side by side; its outputs are
@@ -62,6 +63,7 @@ def test_a_pinned_blend_is_one_onnx_graph_averaging_the_network_and_its_partner(
     assert not list(out.glob(".*.onnx"))  # the partner's temporary graph is gone
 
 
+@pytest.mark.slow  # full runs (9-37 s each, -n 0 on the loaded 2-core machine)
 def test_the_blend_is_off_by_default_and_a_refit_network_blends_on_its_earlier_predictions(tmp_path) -> None:
     cfg = make_config(student="seq", teacher=["vec", "seq"], epochs=2)
     cfg["references"] = {"n_estimators": 5, "algorithms": ["extra_trees"]}

@@ -53,6 +53,7 @@ def test_unknown_key_suggests_the_close_one() -> None:
     assert "did you mean" not in str(e.value)
 
 
+@pytest.mark.fake_metrics
 def test_run_refuses_a_folder_with_another_runs_results(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()

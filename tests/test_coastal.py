@@ -12,6 +12,7 @@ import jsonschema
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import check_metrics
 
 import cmkd
 from cmkd.errors import CmkdError
@@ -47,6 +48,7 @@ def test_samples_respect_the_time_split_and_failures() -> None:
     assert not arrays["satellite__present"].all()
 
 
+@pytest.mark.slow  # the coastal recipe's quick run (module fixture)
 def test_quick_run_sweep_intervals_and_recommendations(quick_run: Path) -> None:
     m = json.loads((quick_run / "metrics.json").read_text())
     assert m["synthetic"] is True and m["primary_metric"] == "rmse"
@@ -93,6 +95,7 @@ def _csv(path: Path, n: int = 60, gaps: float = 0.5, station: int = 0) -> Path:
     return path
 
 
+@pytest.mark.slow  # the coastal recipe's quick run (module fixture)
 def test_predict_from_csv(quick_run: Path, tmp_path: Path) -> None:
     src = _csv(tmp_path / "readings.csv")
     out = tmp_path / "forecast.json"
@@ -112,6 +115,7 @@ def test_predict_from_csv(quick_run: Path, tmp_path: Path) -> None:
     assert {r["horizon_h"] for r in doc["recommendations"]} == set(HORIZONS)
 
 
+@pytest.mark.slow  # the coastal recipe's quick run (module fixture)
 @pytest.mark.parametrize("case,message", [
     ("missing_column", "missing column"),
     ("bad_time", "unparseable timestamp"),
@@ -148,6 +152,7 @@ def test_read_csv_puts_readings_on_an_hourly_grid(tmp_path: Path) -> None:
         read_csv(tmp_path / "nope.csv", CHANNELS)
 
 
+@pytest.mark.slow  # the coastal recipe's quick run (module fixture)
 def test_json_outputs_are_strict(quick_run: Path) -> None:
     """Every JSON file of a quick coastal run (the run whose metrics.json once held a bare NaN) is strict JSON
     (NaN / inf written as null), and metrics.json says it is a quick run and follows its schema."""
@@ -160,8 +165,4 @@ def test_json_outputs_are_strict(quick_run: Path) -> None:
         json.loads(f.read_text(), parse_constant=refuse)
     m = json.loads((quick_run / "metrics.json").read_text())
     assert m["quick"] is True
-    schema = Path(__file__).resolve().parents[2] / "shared" / "metrics.schema.json"
-    if schema.is_file():
-        import jsonschema
-
-        jsonschema.validate(m, json.loads(schema.read_text()))
+    check_metrics(m)

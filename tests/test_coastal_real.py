@@ -93,6 +93,7 @@ def test_real_loader_split_and_availability() -> None:
     np.testing.assert_allclose(a["residual"], a["level"] - a["harmonic_at_t"], atol=1e-3)
 
 
+@pytest.mark.slow  # a quick run on the real data
 def test_real_quick_run_writes_references(tmp_path) -> None:  # noqa: ANN001
     _data_or_skip()
     import cmkd

@@ -12,6 +12,7 @@ import pytest
 import torch
 from helpers import make_arrays, write_case
 
+import cmkd
 from cmkd.errors import CmkdError
 from cmkd.nn.checkpoint import load_model
 from cmkd.pipeline.resolve import original_dataset
@@ -26,8 +27,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("adapt")
     y = write_case(folder, student="vec", teacher=["vec", "img"], epochs=4)
-    r = cli("run", str(y), "--out", str(folder / "run"), "--quiet", "--set", "export.enabled=false")
-    assert r.returncode == 0, r.stderr
+    cmkd.run(str(y), folder / "run", quiet=True, overrides=["export.enabled=false"])  # in-process: no CLI start-up
     site = make_arrays(240, seed=3)
     site["vec"] = site["vec"] * 1.5 + 0.8  # a new site: shifted and rescaled instrument response
     np.savez(folder / "site.npz", **site)
@@ -61,6 +61,7 @@ def test_sample_shots_per_class(trained: Path) -> None:
         sample_shots(data, data.indices(0), 0)
 
 
+@pytest.mark.slow  # CLI subprocesses (adapt, data) on the trained run
 @pytest.mark.parametrize("ewc", ["0", "50"])
 def test_cli_adapt(trained: Path, tmp_path: Path, ewc: str) -> None:
     out = tmp_path / "a"
@@ -77,6 +78,7 @@ def test_cli_adapt(trained: Path, tmp_path: Path, ewc: str) -> None:
     assert "new_site:" in r.stdout
 
 
+@pytest.mark.slow  # CLI subprocesses (adapt, data) on the trained run
 def test_cli_adapt_bad_inputs(trained: Path, tmp_path: Path) -> None:
     r = cli("adapt", "--model", str(trained / "run"), "--data", str(trained / "site.npz"), "--shots", "0")
     assert r.returncode == 2 and r.stderr.startswith("error:") and "shots" in r.stderr
@@ -87,6 +89,7 @@ def test_cli_adapt_bad_inputs(trained: Path, tmp_path: Path) -> None:
     assert r.returncode == 2 and "unknown to the model" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # CLI subprocesses (adapt, data) on the trained run
 def test_cli_data_writes_a_recipe_npz(tmp_path: Path) -> None:
     out = tmp_path / "site1.npz"
     r = cli("data", "minerals", "--out", str(out), "--set", "options.size=40", "--set", "options.site=1")
@@ -154,6 +157,7 @@ def test_pseudo_labels_and_augmentation(trained: Path) -> None:
     assert torch.equal(y[:, :, 2, 2], x[:, :, 2, 2])  # the centre pixel stays the centre
 
 
+@pytest.mark.slow  # CLI subprocesses (adapt, data) on the trained run
 def test_cli_adapt_options(trained: Path, tmp_path: Path) -> None:
     import inspect
 

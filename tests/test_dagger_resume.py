@@ -66,6 +66,7 @@ def calls(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     return seen
 
 
+@pytest.mark.slow  # full runs of a tiny recipe
 def test_every_training_stage_has_its_own_checkpoint(calls: list[dict]) -> None:
     students = [c for c in calls if c["desc"] == "student"]
     assert len(students) == 3  # round 0 and two aggregation rounds
@@ -73,6 +74,7 @@ def test_every_training_stage_has_its_own_checkpoint(calls: list[dict]) -> None:
     assert len(paths) == len(set(paths)), f"stages share a checkpoint file: {paths}"
 
 
+@pytest.mark.slow  # full runs of a tiny recipe
 def test_pruning_finetune_resumes(calls: list[dict]) -> None:
     pruned = [c for c in calls if c["desc"] == "student_pruned"]
     assert pruned and all(c["resume"] for c in pruned)
@@ -92,6 +94,7 @@ def _record_fits(mp: pytest.MonkeyPatch) -> list[str]:
     return order
 
 
+@pytest.mark.slow  # full runs of a tiny recipe
 def test_pruned_student_finetunes_before_the_run_waits_for_the_classical_fits(tmp_path: Path) -> None:
     # the fine-tuning trains: it runs beside the background fits, before stage_evaluate waits for them
     mp = pytest.MonkeyPatch()
@@ -153,6 +156,7 @@ def _run_tiny(tmp: Path, rounds: int | None, aggregate=_aggregate) -> tuple[dict
     return metrics, order
 
 
+@pytest.mark.slow  # full runs of a tiny recipe
 def test_announced_rounds_start_the_classical_fits_beside_the_last_retraining(tmp_path: Path) -> None:
     """With ``aggregate_rounds`` the fits start once the last round's samples are in, before that round's
     retraining (microgrid: the stage ran after the networks, +34% on a default run); the figures are the
@@ -171,6 +175,7 @@ def test_announced_rounds_start_the_classical_fits_beside_the_last_retraining(tm
     assert early["recommended"]["val"] == late["recommended"]["val"]
 
 
+@pytest.mark.slow  # full runs of a tiny recipe
 def test_a_round_the_recipe_did_not_announce_is_an_error(tmp_path: Path) -> None:
     from cmkd.errors import CmkdError
 

@@ -26,6 +26,7 @@ def test_shard_splits_a_global_batch() -> None:
     assert shard(np.array([5]), 2, 1).tolist() == [5]  # a rank never gets an empty batch
 
 
+@pytest.mark.slow  # torchrun with two processes
 @pytest.mark.skipif(sys.platform == "win32", reason="gloo process groups need a POSIX host here")
 def test_two_processes_match_one(tmp_path: Path) -> None:
     import cmkd

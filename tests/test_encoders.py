@@ -21,6 +21,7 @@ from cmkd.nn.models import MultimodalNet
 from cmkd.training.teachers import teacher_targets
 
 
+@pytest.mark.slow  # ONNX export
 def test_periodic_encoder_exports_and_masks_missing_values(tmp_path: Path) -> None:
     torch.manual_seed(0)
     enc = create_encoder("vector", (5,), 8, name="periodic").eval()
@@ -43,6 +44,7 @@ def test_periodic_encoder_exports_and_masks_missing_values(tmp_path: Path) -> No
     assert np.abs(got - ref).max() < 1e-4
 
 
+@pytest.mark.slow  # ONNX export
 def test_flat_image_encoder_sees_each_pixel_masks_missing_ones_and_exports(tmp_path: Path) -> None:
     torch.manual_seed(0)
     enc = create_encoder("image", (2, 5, 5), 8, name="flat").eval()
@@ -92,6 +94,7 @@ def test_teacher_view_student_marks_the_other_modalities_absent() -> None:
         teacher_targets(teacher, data, ["seq"], "student", ["y"])
 
 
+@pytest.mark.slow  # a full run
 def test_run_with_periodic_student_and_student_view(tmp_path: Path) -> None:
     cfg = make_config(student="vec", teacher=["vec", "img"], epochs=20)
     cfg["teacher"]["modality_dropout"] = 0.3

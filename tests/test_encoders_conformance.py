@@ -75,6 +75,9 @@ def test_missing_values_and_absent_modality_give_finite_outputs(name: str) -> No
     assert torch.allclose(flagged, unflagged, atol=1e-6)
 
 
+# an ONNX export takes seconds: the fast tier exports the vector encoder (the tiny run in test_pipeline exports too)
+@pytest.mark.parametrize("name", [n if n == "vector" else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in sorted(ENCODERS)])
 def test_onnx_export_matches_torch(name: str, tmp_path: Path) -> None:
     net = _net(name)
     x = {"m": _with_gaps(_kind(name)), "aux": torch.randn(BATCH, 3)}

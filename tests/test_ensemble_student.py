@@ -29,6 +29,7 @@ def _cfg(k: int, task: str = "classification") -> dict:
     return cfg
 
 
+@pytest.mark.slow  # full runs
 @pytest.mark.parametrize("task", ["classification", "regression"])
 def test_an_ensemble_student_averages_its_members_and_exports_as_one_graph(tmp_path: Path, task: str) -> None:
     arr = make_arrays(200, 0, task)
@@ -82,6 +83,7 @@ def test_the_ensemble_is_a_student_setting_and_does_not_combine_with_pruning(tmp
         validate({**_cfg(1), "student": {**_cfg(1)["student"], "ensemble": 0}}, source="t")
 
 
+@pytest.mark.slow  # full runs
 def test_a_refit_ensemble_refits_each_member_and_is_compared_on_its_figure_from_before(tmp_path: Path) -> None:
     cfg = _cfg(2)
     cfg["student"]["refit"] = True

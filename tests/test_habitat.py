@@ -125,6 +125,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.slow  # the habitat recipe's quick run (module fixture)
 def test_quick_run_metrics(quick_run: Path) -> None:
     m = json.loads((quick_run / "metrics.json").read_text())
     assert m["synthetic"] is True
@@ -143,6 +144,7 @@ def test_quick_run_metrics(quick_run: Path) -> None:
     assert (quick_run / "habitat.json").is_file()
 
 
+@pytest.mark.slow  # the habitat recipe's quick run (module fixture)
 def test_design_tool_txt_and_pdf(quick_run: Path, tmp_path: Path) -> None:
     r = cli("habitat", "example", "--out", tmp_path / "ex", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -175,6 +177,7 @@ def _bad_inputs(ex: Path, tmp: Path) -> dict[str, tuple[list, str]]:
             "jurisdiction": ({**base, "--jurisdiction": "atlantis"}, "unknown jurisdiction 'atlantis'")}
 
 
+@pytest.mark.slow  # the habitat recipe's quick run (module fixture)
 def test_design_tool_bad_inputs(quick_run: Path, tmp_path: Path) -> None:
     assert cli("habitat", "example", "--out", tmp_path / "ex", cwd=tmp_path).returncode == 0
     for name, (opts, msg) in _bad_inputs(tmp_path / "ex", tmp_path).items():
@@ -193,3 +196,11 @@ def test_paired_latency_orders_calls() -> None:
     assert set(lat) == {"fast", "slow"}
     assert lat["slow"]["min"] >= 2.0 > lat["fast"]["median"]
     assert all(v["min"] <= v["median"] for v in lat.values())
+
+
+def test_compliance_table_averages_the_jurisdictions_a_model_predicts() -> None:
+    from cmkd.recipes.habitat.analysis import compliance_table
+
+    t = compliance_table({"teacher": {"metrics": {"accuracy": 0.9, "compliance_unclos/accuracy": 0.7}},
+                          "student": {"metrics": {"rmse": 1.0}}})
+    assert t == {"teacher": {"national": 0.9, "unclos": 0.7, "mean": pytest.approx(0.8)}}

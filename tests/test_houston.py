@@ -74,6 +74,7 @@ def test_loader_official_split_and_spatial_validation() -> None:
     assert 0.15 <= val.mean() <= 0.3
 
 
+@pytest.mark.slow  # a quick run on the real data
 def test_quick_run_scores_the_official_test_pixels(tmp_path) -> None:  # noqa: ANN001
     _config_or_skip(quick=True)
     import cmkd

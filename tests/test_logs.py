@@ -23,6 +23,7 @@ def test_history_csv_columns_and_files(tmp_path: Path) -> None:
     assert sorted(p.name for p in paths) == ["student.csv", "teacher.csv"]
 
 
+@pytest.mark.slow  # a full run
 def test_plain_epoch_lines_and_early_stop(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Under pytest stderr is not a terminal: every epoch prints one plain line, and an early stop says where."""
     cfg = make_config(epochs=1)
@@ -68,6 +69,7 @@ def test_tensorboard_event_files(tmp_path: Path) -> None:
     assert len(list(path.parent.glob("events.out.tfevents.*"))) == 1
 
 
+@pytest.mark.slow  # a full run
 def test_validation_loss_is_logged(tmp_path: Path) -> None:
     """Every epoch row has val_loss (the task loss on validation), finite and positive, in the CSV too."""
     cfg = make_config(epochs=2)

@@ -7,10 +7,10 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-import jsonschema
 import numpy as np
 import pytest
 import torch
+from helpers import check_metrics
 from torch import nn
 
 import cmkd
@@ -30,7 +30,6 @@ from cmkd.recipes.microgrid.recipe import aggregate, aggregate_rounds, build, de
 from cmkd.recipes.microgrid.rollouts import dagger_window, feasible_progress
 from cmkd.recipes.microgrid.scene import DT_H, PLANT, State, Weather, pump_audio, step, weather
 
-SCHEMA = Path(__file__).resolve().parents[2] / "shared" / "metrics.schema.json"
 FAST = ["teacher.epochs=1", "student.epochs=1", "export.latency_runs=5", "options.train_windows=1",
         "options.window_days=0.5", "options.eval_days=0.5", "options.stride=8", "options.dagger_rounds=1"]
 
@@ -227,11 +226,11 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.slow  # the microgrid recipe's quick run (module fixture)
 def test_tiny_run_writes_closed_loop_results_and_edge_figures(tiny_run: Path) -> None:
     m = json.loads((tiny_run / "metrics.json").read_text())
     assert m["synthetic"] is True and m["primary_metric"] == "rmse"
-    if SCHEMA.is_file():
-        jsonschema.validate(m, json.loads(SCHEMA.read_text()))
+    check_metrics(m)
     assert {"teacher", "teacher_visual", "teacher_acoustic", "teacher_numeric", "teacher_oracle",
             "student_baseline", "student"} <= set(m["models"])
     assert {"cavitation/accuracy", "irradiance/rmse", "rul/rmse", "forecast/rmse"} <= set(m["models"]["student"]

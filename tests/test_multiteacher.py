@@ -97,6 +97,7 @@ def test_ensemble_regression_is_the_mixture() -> None:
     assert math.isclose(float(out["r"]["logvar"].exp()), 1.625, rel_tol=1e-5)
 
 
+@pytest.mark.slow  # a full run
 def test_tiny_run_with_three_teachers(tmp_path: Path) -> None:
     arrays = make_arrays(n=240)
     arrays["zr"] = (2 * arrays["vec"][:, 0]).astype(np.float32)
@@ -120,6 +121,7 @@ def test_tiny_run_with_three_teachers(tmp_path: Path) -> None:
     assert isinstance(net, EnsembleTeacher) and set(net.members) == {"sig", "txt", "vec"}
 
 
+@pytest.mark.slow  # a full run
 def test_tune_trains_the_ensemble_once_and_searches_the_student(tmp_path: Path) -> None:
     from cmkd.pipeline.tune import tune
 

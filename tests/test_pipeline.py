@@ -7,30 +7,28 @@ import subprocess
 import sys
 from pathlib import Path
 
-import jsonschema
 import numpy as np
 import pytest
-from helpers import make_arrays, make_config, write_case
+from helpers import check_metrics, make_arrays, make_config, write_case
 
 import cmkd
 from cmkd.config import validate
 from cmkd.errors import CmkdError
 
-SCHEMA = Path(__file__).resolve().parents[2] / "shared" / "metrics.schema.json"
 FAST = ["export.latency_runs=5"]  # API overrides
 FAST_CLI = ["--set", "export.latency_runs=5"]
-
-
-def _schema() -> dict | None:
-    return json.loads(SCHEMA.read_text()) if SCHEMA.is_file() else None
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "cmkd.cli", *args], capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.parametrize("student", ["vec", "seq", "img", "sig", "txt"])
-@pytest.mark.parametrize("task", ["classification", "regression"])
+# the fast tier keeps one tiny end-to-end run here (a vector student, classification): the others are slow
+SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize("student", ["vec", *(pytest.param(k, marks=SLOW) for k in ["seq", "img", "sig", "txt"])])
+@pytest.mark.parametrize("task", ["classification", pytest.param("regression", marks=SLOW)])
 def test_byod_every_kind(tmp_path: Path, student: str, task: str) -> None:
     """A user's own npz + YAML with any modality kind as the student runs end to end."""
     y = write_case(tmp_path, task=task, student=student, teacher=["vec", "seq", "img", "sig", "txt"], epochs=2)
@@ -40,8 +38,7 @@ def test_byod_every_kind(tmp_path: Path, student: str, task: str) -> None:
               "student.onnx", "student.int8.onnx"):
         assert (out / f).is_file(), f
     saved = json.loads((out / "metrics.json").read_text())
-    if _schema():
-        jsonschema.validate(saved, _schema())
+    check_metrics(saved)
     assert saved["models"]["student"]["modalities"] == [student]
     assert saved["primary_metric"] == ("accuracy" if task == "classification" else "rmse")
     assert saved["export"]["max_abs_diff"] <= 1e-4
@@ -50,6 +47,7 @@ def test_byod_every_kind(tmp_path: Path, student: str, task: str) -> None:
     assert not list(out.glob(".*tmp*")), "temporary files left behind"
 
 
+@pytest.mark.slow  # a full run
 def test_student_scored_on_all_test_samples_teacher_on_complete_ones(tmp_path: Path) -> None:
     """Test samples without the teacher's modality are kept: students are scored on them, the teacher is not."""
     arr = make_arrays(n=200)
@@ -83,6 +81,7 @@ def test_summary_marks_a_model_scored_on_fewer_samples(capsys: pytest.CaptureFix
     assert "* teacher: scored on 40 validation samples" in " ".join(capsys.readouterr().out.split())
 
 
+@pytest.mark.slow  # six CLI subprocesses (run, predict, evaluate x2, export, list)
 def test_cli_run_predict_evaluate_export(tmp_path: Path) -> None:
     """One fast pass through the CLI: run, predict with the ONNX student, evaluate, re-export, list."""
     y = write_case(tmp_path, config=make_config(epochs=1))
@@ -115,6 +114,7 @@ def test_cli_run_predict_evaluate_export(tmp_path: Path) -> None:
     assert r.returncode == 0 and "minerals" in r.stdout and "houston" in r.stdout
 
 
+@pytest.mark.slow  # a full run
 def test_set_override_and_resolved_config(tmp_path: Path) -> None:
     """--set overrides reach the run and the resolved config is saved next to the outputs."""
     y = write_case(tmp_path, config=make_config(epochs=1))
@@ -125,6 +125,7 @@ def test_set_override_and_resolved_config(tmp_path: Path) -> None:
     assert model.width == 8 and "temperature: 2.5" in meta["config"]
 
 
+@pytest.mark.slow  # a full run
 def test_recipes_quick(tmp_path: Path) -> None:
     """The minerals recipe runs in quick mode and is labelled synthetic."""
     m = cmkd.run("minerals", tmp_path / "m", quick=True, quiet=True,
@@ -156,6 +157,7 @@ def test_carbonation_arithmetic() -> None:
     assert r["pixel_interval_coverage"] == pytest.approx(1.0)
 
 
+@pytest.mark.slow  # a full run
 def test_unlabelled_training_samples(tmp_path: Path) -> None:
     """Class id -1 marks unlabelled samples: the task ignores them, the distilled student learns on them."""
     arr = make_arrays(n=200)
@@ -169,6 +171,7 @@ def test_unlabelled_training_samples(tmp_path: Path) -> None:
     assert meta["classes"]["y"] == [0, 1, 2]  # -1 is not a class
 
 
+@pytest.mark.slow  # a full run
 def test_progressive_chain(tmp_path: Path) -> None:
     """teacher -> assistant_1 (a middle modality set) -> student_progressive, beside the direct student."""
     cfg = make_config(student="img", teacher=["vec", "img", "seq"], epochs=2)

@@ -1,5 +1,5 @@
 """Every registered recipe runs ``--quick`` end to end, shrunk by overrides to seconds: its metrics.json meets the
-contract (``shared/metrics.schema.json``) and its report.html renders (in headless Chromium too, where installed:
+contract (``cmkd/schemas/metrics.schema.json``) and its report.html renders (in headless Chromium too, where installed:
 no console error, network request, broken image or content wider than the window). Real-data recipes skip,
 saying so, where their data folder is absent. One test per recipe, so pytest-xdist spreads them (``--dist
 loadfile`` keeps a file together: the runs live here, apart from the fast protocol checks in
@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 from browser import check_report, chromium, problems
+from helpers import check_metrics
 
 import cmkd
 from cmkd.recipes import RECIPES
 
-SCHEMA = Path(__file__).resolve().parents[2] / "shared" / "metrics.schema.json"
 DATA = Path(os.environ.get("CMKD_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 # real-data recipes and the folder they read
 REAL = {"houston": "houston2013_mdlrs_subset", "coastal-real": "tide_gauge_netherlands_rws",
@@ -29,6 +29,7 @@ TINY = ["teacher.epochs=1", "student.epochs=2", "export.latency_runs=5", "refere
 SMALL = {"habitat": ["options.n=300"], "recycling": ["options.n_items=200"], "coastal": ["options.days=60"]}
 
 
+@pytest.mark.slow  # every recipe's quick run / a CLI run of an outside recipe
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_quick_run_meets_the_contract(name: str, tmp_path: Path) -> None:
     if name in REAL and not (DATA / REAL[name]).is_dir():
@@ -43,10 +44,7 @@ def test_quick_run_meets_the_contract(name: str, tmp_path: Path) -> None:
     doc = json.loads((out / "metrics.json").read_text())
     assert doc["recipe"] == name and doc["quick"] is True and set(doc) == set(m)
     assert {"teacher", "student_baseline", "student"} <= set(doc["models"])
-    if SCHEMA.is_file():
-        import jsonschema
-
-        jsonschema.validate(doc, json.loads(SCHEMA.read_text()))
+    check_metrics(doc)
     html = (out / "report.html").read_text()
     assert html.strip() and "Traceback" not in html
     for role in doc["models"]:
@@ -84,6 +82,7 @@ register_recipe(Recipe(name="tiny-example", description="test-only example recip
 LAUNCH = "import sys, tiny_example; from cmkd.cli import main; sys.argv[0] = 'cmkd'; main()"
 
 
+@pytest.mark.slow  # every recipe's quick run / a CLI run of an outside recipe
 def test_a_recipe_from_outside_the_package_runs_through_the_cli(tmp_path: Path) -> None:
     import subprocess
     import sys
@@ -101,9 +100,6 @@ def test_a_recipe_from_outside_the_package_runs_through_the_cli(tmp_path: Path) 
     assert r.returncode == 0, r.stderr[-2000:]
     doc = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert doc["recipe"] == "tiny-example" and doc["synthetic"] is True and doc["quick"] is True
-    if SCHEMA.is_file():
-        import jsonschema
-
-        jsonschema.validate(doc, json.loads(SCHEMA.read_text()))
+    check_metrics(doc)
     r = cmkd_cli("run", "tiny-example", "--quick", "--out", str(tmp_path / "bad"), "--set", "options.nn=3")
     assert r.returncode == 2 and "unknown option 'options.nn'" in r.stderr

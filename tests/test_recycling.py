@@ -102,6 +102,7 @@ def test_policy_routes_costs_and_purity() -> None:
         Policy({"repairable": ["wood"]})
 
 
+@pytest.mark.slow  # ONNX export and INT8 quantisation of a MobileNet
 def test_mobilenet_encoder_exports_and_quantises(tmp_path: Path) -> None:
     torch.manual_seed(0)  # fixed weights and inputs: the INT8 tolerance below is checked on one known case
     enc = create_encoder("image", (3, 16, 16), 16, name="mobilenet")
@@ -133,6 +134,7 @@ def test_unknown_encoder_is_a_config_error() -> None:
                  overrides=["student.encoders.image=resnet"])
 
 
+@pytest.mark.slow  # the recycling recipe's quick run (module fixture)
 def test_tiny_run_writes_sorting_energy_and_per_class(tiny_run: Path) -> None:
     m = json.loads((tiny_run / "metrics.json").read_text())
     assert m["synthetic"] is True and m["primary_metric"] == "accuracy"
@@ -156,6 +158,7 @@ def test_tiny_run_writes_sorting_energy_and_per_class(tiny_run: Path) -> None:
     assert type(net.encoders["visual"]).__name__ == "MobileNetEncoder"
 
 
+@pytest.mark.slow  # the recycling recipe's quick run (module fixture)
 def test_predict_on_png_folder_and_bad_png(tiny_run: Path, tmp_path: Path) -> None:
     items = scene.generate(n=24, seed=5, size=16)
     folder = tmp_path / "pngs"
@@ -182,3 +185,19 @@ def test_predict_on_png_folder_and_bad_png(tiny_run: Path, tmp_path: Path) -> No
     empty.mkdir()
     r = cli("predict", "--model", tiny_run, "--input", empty, "--output", tmp_path / "y.json")
     assert r.returncode == 2 and "no .png" in r.stderr
+
+
+def test_energy_per_item_from_sensor_power_and_latency() -> None:
+    """Sensor energy = their watts x the acquisition time, compute = watts x latency; the INT8 student is the one
+    deployed when it was measured."""
+    from cmkd.recipes.recycling.analysis import energy
+
+    models = {"teacher": {"modalities": ["hsi", "rgb"], "latency_ms": 10.0},
+              "student_baseline": {"modalities": ["rgb"], "latency_ms": 2.0},
+              "student": {"modalities": ["rgb"], "latency_ms": 2.0}}
+    metrics = {"costs": {"hsi": 9.0, "rgb": 1.0}, "models": models, "export": {"int8_latency_ms": 1.0}}
+    e = energy(metrics, acquisition_s=0.5, compute_w=4.0)
+    assert e["teacher_j"] == pytest.approx(10.0 * 0.5 + 4.0 * 0.010)
+    assert e["deployed_student"] == "student_int8" and e["student_j"] == pytest.approx(0.5 + 4.0 * 0.001)
+    assert e["ratio_teacher_over_student"] == pytest.approx(e["teacher_j"] / e["student_j"])
+    assert energy({**metrics, "export": None}, 0.5, 4.0)["deployed_student"] == "student"

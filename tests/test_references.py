@@ -199,6 +199,7 @@ def test_background_hands_back_the_value_or_the_error_of_its_call():
         b.check()
 
 
+@pytest.mark.slow  # two full runs
 def test_classical_fits_in_the_background_give_the_figures_of_a_run_in_sequence(tmp_path):
     """references.background (the default) fits the references and the tree student while the students train:
     the same figures as after them, and metrics.json says what the stage added to the run's wall time."""
@@ -230,7 +231,7 @@ def test_classical_fits_in_the_background_give_the_figures_of_a_run_in_sequence(
         assert 0 <= m["classical_added_s"] and 0 < m["classical_stage_s"]
 
 
-@pytest.mark.parametrize("task", ["classification", "regression"])
+@pytest.mark.parametrize("task", [pytest.param("classification", marks=pytest.mark.slow), "regression"])
 def test_figures_do_not_depend_on_the_thread_count(task):
     """The background fits widen their thread count once the networks have trained
     (cmkd.pipeline.classical_stage.Threads):

@@ -103,12 +103,14 @@ def _same_weights(a: Path, b: Path) -> list[str]:
     return [k for k in sa if not torch.equal(sa[k], sb[k])]
 
 
+@pytest.mark.slow  # kill / resume CLI runs
 def test_uninterrupted_runs_complete(runs: dict) -> None:
     for key in ("A", "C"):
         assert runs[key].returncode == 0, runs[key].stderr
         assert "Traceback" not in runs[key].stderr
 
 
+@pytest.mark.slow  # kill / resume CLI runs
 def test_kill_happened_mid_training(runs: dict) -> None:
     kill = runs["kill"]
     assert kill["killed"] and kill["returncode"] == -signal.SIGKILL, kill
@@ -116,6 +118,7 @@ def test_kill_happened_mid_training(runs: dict) -> None:
     assert not kill["metrics_existed"], "the run had already finished when it was killed"
 
 
+@pytest.mark.slow  # kill / resume CLI runs
 def test_resume_matches_uninterrupted_run(runs: dict) -> None:
     res = runs["resumed"]
     assert res.returncode == 0, res.stderr
@@ -129,6 +132,7 @@ def test_resume_matches_uninterrupted_run(runs: dict) -> None:
     assert not (runs["root"] / "B" / ".ckpt").exists(), "checkpoints left behind after a finished run"
 
 
+@pytest.mark.slow  # kill / resume CLI runs
 def test_same_seed_same_results(runs: dict) -> None:
     a_metrics, a_hist = _load(runs["root"] / "A")
     c_metrics, c_hist = _load(runs["root"] / "C")
@@ -137,6 +141,7 @@ def test_same_seed_same_results(runs: dict) -> None:
     assert not _same_weights(runs["root"] / "A" / "student.pt", runs["root"] / "C" / "student.pt")
 
 
+@pytest.mark.slow  # kill / resume CLI runs
 def test_resume_reads_the_checkpoints(runs: dict) -> None:
     """--resume really loads OUT/.ckpt: a damaged checkpoint there is a one-line error naming it."""
     out = runs["root"] / "D"

@@ -160,6 +160,7 @@ def test_readme_client_example_runs(run_dir: Path, tmp_path: Path) -> None:
     assert r.stdout.strip(), "the example prints its predictions"
 
 
+@pytest.mark.slow  # builds a venv and pip-installs numpy + onnxruntime into it
 def test_torch_free_venv_matches_cmkd_predict(run_dir: Path, tmp_path: Path) -> None:
     """A venv with only numpy + onnxruntime (no torch, no cmkd install: runtime.py copied alone) gives the same
     predictions as `cmkd predict`."""

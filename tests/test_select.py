@@ -23,6 +23,7 @@ def test_pareto_front_by_hand() -> None:
     assert [(r["cost"], r["s"]) for r in pareto_front(rows, "s", False)] == [(1, 0.5), (2, 0.4)]
 
 
+@pytest.mark.slow  # cmkd select through the CLI: one run per subset
 def test_cli_select_exhaustive(tmp_path: Path) -> None:
     cfg = make_config(student="img", epochs=1)
     cfg["data"]["modalities"]["vec"]["cost"] = 5.0

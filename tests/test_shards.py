@@ -52,6 +52,7 @@ def test_bad_shards(tmp_path: Path) -> None:
         load_shards(tmp_path / "e")
 
 
+@pytest.mark.slow  # two full runs
 def test_run_on_shards_matches_npz(tmp_path: Path) -> None:
     arrays = make_arrays(n=240)
     cfg = make_config(student="img", teacher=["seq", "img", "txt"], epochs=2)

@@ -120,6 +120,7 @@ def test_availability_counts_absent_modalities_as_missing() -> None:
     assert np.allclose(a[20:], (6 + seq_obs[20:]) / (6 + 36))
 
 
+@pytest.mark.slow  # a full run
 def test_regression_run_with_imputation_adaptive_weights_and_conformal(tmp_path: Path) -> None:
     arrays = make_arrays(300, task="regression")
     full = arrays["seq"].copy()
@@ -154,6 +155,7 @@ def test_impute_config_errors() -> None:
         validate(cfg)
 
 
+@pytest.mark.slow  # a full run
 def test_class_balance_and_temperature_schedule_in_a_run(tmp_path: Path) -> None:
     from cmkd.data.arrays import build_data as bd
     from cmkd.training.distill import class_balance_weights
@@ -173,6 +175,7 @@ def test_class_balance_and_temperature_schedule_in_a_run(tmp_path: Path) -> None
     assert class_balance_weights(data, data.indices(0), 0.0) is None
 
 
+@pytest.mark.slow  # a full run
 def test_learned_loss_weights_in_a_run(tmp_path: Path) -> None:
     cfg = make_config(student="vec", teacher=["vec", "img"], epochs=2)
     cfg["distill"] = {"weights": {"task": 1.0, "kd": 1.0, "relation": 0.5}, "learned_weights": True}

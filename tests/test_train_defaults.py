@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from helpers import make_arrays, make_config
 
 from cmkd.config import ModelConfig, validate
@@ -34,6 +35,7 @@ def test_auto_epochs_and_patience_aim_at_enough_steps():
     assert (pinned.batch_size, pinned.epochs, pinned.patience) == (32, 7, 3)
 
 
+@pytest.mark.slow  # a full run
 def test_refit_keeps_the_batch_size_of_the_run_that_chose_the_epochs(tmp_path, monkeypatch):
     """student.refit retrains on train + validation for the chosen epoch count; with an auto batch size it keeps
     the first run's batch size (not the one the larger set would get)."""
@@ -85,6 +87,7 @@ def test_augment_turns_each_image_sample_by_one_of_the_eight_symmetries_and_leav
     assert turn_images({"img": img}, net, False)["img"] is img
 
 
+@pytest.mark.slow  # a full run
 def test_augment_reaches_the_training_step_of_the_model_that_sets_it(tmp_path, monkeypatch):
     """``student.augment`` turns the student's image batches in training; the teacher (augment off) sees them
     as they are, and prediction never turns them."""

@@ -118,6 +118,7 @@ def test_onnx_parity_through_onnxruntime_alone(tmp_path, task, k, algorithm):
         assert np.allclose(out[1], ts.std_["y"][None, :])
 
 
+@pytest.mark.slow  # a full run
 def test_run_writes_references_tree_student_and_the_recommended_student_onnx(tmp_path):
     """cmkd.run on SYNTHETIC data with unlabelled training samples: every reference, student_trees and its ONNX,
     the recommendation, and student.onnx holding the recommended model (parity through onnxruntime alone)."""
@@ -167,6 +168,7 @@ def test_run_writes_references_tree_student_and_the_recommended_student_onnx(tmp
     assert got == pytest.approx(want, abs=1e-9 if dep["model"] != "student" else 0.1)
 
 
+@pytest.mark.slow  # a full run
 def test_run_export_model_pins_the_network_and_switches_turn_the_stage_off(tmp_path):
     from helpers import write_case
 
@@ -217,6 +219,7 @@ def test_histgradientboosting_onnx_parity_binary_multiclass_and_regression(tmp_p
     assert out["r_std"].shape == (400, 2)
 
 
+@pytest.mark.slow  # a full run
 @pytest.mark.parametrize("task", ["classification", "regression"])
 def test_run_deploys_a_histgradientboosting_reference(tmp_path, task):
     """export.model pins the HistGradientBoosting reference: student.onnx holds it, with its parity and figures."""
@@ -242,6 +245,7 @@ def test_run_deploys_a_histgradientboosting_reference(tmp_path, task):
     assert json.loads((out / "student.json").read_text())["model_type"] == "tree_ensemble"
 
 
+@pytest.mark.slow  # a full run
 def test_a_refit_network_is_recommended_on_its_figure_before_the_refit(tmp_path):
     """With student.refit the network trains on the validation samples too; the recommendation must not compare
     that training figure with the references' out-of-sample ones."""
@@ -289,6 +293,7 @@ def test_fit_memo_shares_only_identical_fits():
     assert memo.hits == 1
 
 
+@pytest.mark.slow  # a full run
 def test_a_fully_labelled_regression_run_fits_the_tree_student_once(tmp_path):
     """Every training sample labelled: the tree student (ExtraTrees on the labels) is the extra_trees reference,
     fitted once, with the same figures."""

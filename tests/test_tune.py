@@ -16,6 +16,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "cmkd.cli", *args], capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow  # cmkd tune through the CLI (trials are runs)
 @pytest.mark.parametrize("sampler,trials", [("tpe", 3), ("de", 4)])
 def test_tune_writes_trials_and_a_runnable_best_config(tmp_path: Path, sampler: str, trials: int) -> None:
     y = write_case(tmp_path, student="vec", teacher=["vec", "img"], epochs=2)
@@ -33,6 +34,22 @@ def test_tune_writes_trials_and_a_runnable_best_config(tmp_path: Path, sampler: 
     assert r.returncode == 0, r.stderr
 
 
+def test_tune_refuses_too_few_trials_and_an_unknown_sampler_before_training() -> None:
+    """In-process (the fast tier): the arguments are checked before any trial trains."""
+    from helpers import make_arrays, make_config
+
+    from cmkd.config import validate
+    from cmkd.errors import CmkdError
+    from cmkd.pipeline.tune import tune
+
+    cfg, arrays = validate(make_config(student="vec", teacher=["vec", "img"], epochs=1)), make_arrays()
+    with pytest.raises(CmkdError, match="--trials must be at least 2"):
+        tune(cfg, arrays, 1)
+    with pytest.raises(CmkdError, match="--sampler 'grid'"):
+        tune(cfg, arrays, 3, "grid")
+
+
+@pytest.mark.slow  # two CLI subprocesses (the in-process twin above is in the fast tier)
 def test_tune_bad_arguments(tmp_path: Path) -> None:
     y = write_case(tmp_path, student="vec", teacher=["vec", "img"], epochs=1)
     r = cli("tune", str(y), "--trials", "1")

@@ -6,6 +6,12 @@ over the epoch's batches, ``val_loss`` (the task loss on the validation split) a
 metric on the validation split, the early-stopping criterion). The same rows are in ``histories.json``; a CSV
 opens in a spreadsheet, pandas or any plotting tool.
 
+Third-party warnings (scikit-learn, torch, ...) raised during a run are not printed: :class:`WarningLog` records
+them and :func:`write_warnings_log` writes them, grouped, to ``OUT/logs/warnings.log`` and counts them in
+metrics.json (``"warnings": {"count": N, "log": "logs/warnings.log", ...}``). What the user should act on becomes
+one plain line of cmkd's own (:func:`note`, e.g. :func:`note_few_samples`), printed unless the run is quiet and kept
+in the same log.
+
 TensorBoard rather than MLflow: its event file is a plain, documented record format (TFRecord framing of
 ``Event`` protocol buffers with scalar summaries) that ``tensorboard --logdir OUT/logs/tensorboard`` and other
 tools read with no server and no store to set up, and that cmkd writes here in a few lines with no dependency
@@ -17,8 +23,13 @@ from __future__ import annotations
 import csv
 import io
 import struct
+import sys
 import time
+import warnings
+from collections import Counter
 from pathlib import Path
+
+import numpy as np
 
 from cmkd.io import atomic_write_bytes, atomic_write_text
 
@@ -159,3 +170,101 @@ def _tag(column: str) -> str:
         if column.startswith(prefix):
             return prefix[:-1] + "/" + column[len(prefix):]
     return column
+
+
+# ---- warnings: recorded during a run, written to OUT/logs/warnings.log, counted in metrics.json ----
+
+WARNINGS_LOG = "logs/warnings.log"  # relative to the output folder
+FEW_PER_CLASS = 5  # fewer labelled training samples than this in a class: cmkd says so (note_few_samples)
+_ACTIVE: list[WarningLog] = []  # the logs open now, innermost last (warnings are process-wide state too)
+
+
+class WarningLog:
+    """Records every warning shown while it is open instead of printing it (a context manager).
+
+    The filters in force still decide what is shown (``-W`` and ``PYTHONWARNINGS`` apply; what they ignore is not
+    recorded), and a warning raised in another thread (scikit-learn's forests fit in threads) is recorded too: the
+    warnings machinery is process-wide. :func:`note` adds cmkd's own lines to the innermost open log.
+    """
+
+    def __init__(self) -> None:
+        self.records: list[warnings.WarningMessage] = []
+        self.notes: list[str] = []
+        self._catch: warnings.catch_warnings | None = None
+
+    def __enter__(self) -> WarningLog:
+        self._catch = warnings.catch_warnings(record=True)
+        self.records = self._catch.__enter__()
+        _ACTIVE.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self in _ACTIVE:
+            _ACTIVE.remove(self)
+        if self._catch is not None:
+            self._catch.__exit__(*exc)
+            self._catch = None
+
+
+def active_log() -> WarningLog | None:
+    """The innermost open :class:`WarningLog` (None outside a run)."""
+    return _ACTIVE[-1] if _ACTIVE else None
+
+
+def note(message: str, quiet: bool = False) -> None:
+    """One line of cmkd's own about something the user should act on: printed to stderr as ``warning: ...``
+    unless ``quiet``, and kept in the open :class:`WarningLog` (so in ``logs/warnings.log`` and metrics.json)."""
+    log = active_log()
+    if log is not None:
+        log.notes.append(message)
+    if not quiet:
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def few_samples_message(data: object, train: np.ndarray, k: int = FEW_PER_CLASS) -> list[str]:
+    """For each classification target with classes of fewer than ``k`` labelled training samples, one line
+    naming how many and which (the smallest first), e.g. ``27 of 40 classes of y have fewer than 5 labelled
+    training samples (a: 1, b: 2, ... and 24 more): ...``. ``data`` is a :class:`cmkd.data.arrays.MultimodalData`,
+    ``train`` the training sample indices."""
+    out = []
+    for t, kind in data.target_kinds.items():  # type: ignore[attr-defined]
+        if kind != "classification":
+            continue
+        names = data.classes[t]  # type: ignore[attr-defined]
+        y = np.asarray(data.targets[t])[train]  # type: ignore[attr-defined]
+        counts = np.bincount(y[y >= 0], minlength=len(names))
+        few = [int(c) for c in np.argsort(counts, kind="stable") if counts[c] < k]
+        if not few:
+            continue
+        shown = ", ".join(f"{names[c]}: {counts[c]}" for c in few[:8]) + (
+            f", ... and {len(few) - 8} more" if len(few) > 8 else "")
+        out.append(f"{len(few)} of {len(names)} classes of {t} have fewer than {k} labelled training samples "
+                   f"({shown}); figures for them are unreliable: add samples of them or merge classes")
+    return out
+
+
+def note_few_samples(data: object, train: np.ndarray, quiet: bool = False) -> None:
+    """:func:`note` each line of :func:`few_samples_message`."""
+    for line in few_samples_message(data, train):
+        note(line, quiet)
+
+
+def write_warnings_log(out: str | Path, log: WarningLog | None = None) -> dict:
+    """Write ``<out>/logs/warnings.log`` (atomically): cmkd's notes, then each distinct warning once with how
+    often it was raised, most frequent first. ``log`` defaults to the innermost open one.
+
+    Returns:
+        metrics.json's ``warnings`` section: ``count`` (warnings raised, repeats included), ``distinct``,
+        ``notes`` (cmkd's own lines) and ``log`` (the file, relative to the output folder).
+    """
+    log = log if log is not None else active_log()
+    records = list(log.records) if log is not None else []
+    notes = list(log.notes) if log is not None else []
+    groups = Counter((w.category.__name__, str(w.message), str(w.filename), int(w.lineno)) for w in records)
+    lines = [f"# {len(records)} warning(s) raised during the run ({len(groups)} distinct), {len(notes)} note(s)"]
+    lines += [f"note: {n}" for n in notes]
+    lines += [f"[{n}x] {file}:{line}: {cat}: {msg}" for (cat, msg, file, line), n in groups.most_common()]
+    path = Path(out) / WARNINGS_LOG
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return {"count": len(records), "distinct": len(groups), "notes": notes, "log": WARNINGS_LOG}

@@ -14,7 +14,7 @@ import torch
 from cmkd.config import ExperimentConfig, dump_config
 from cmkd.data.arrays import build_data, check_impute_shapes, fit_stats, load_npz
 from cmkd.errors import CmkdError
-from cmkd.evaluation.logs import write_history_csvs, write_tensorboard
+from cmkd.evaluation.logs import WarningLog, note_few_samples, write_history_csvs, write_tensorboard, write_warnings_log
 from cmkd.evaluation.metrics import (
     HIGHER_IS_BETTER,
     example_inputs,
@@ -61,8 +61,8 @@ def run(config: str | ExperimentConfig, out: str | Path = "runs/out", *, overrid
     """
     from cmkd.training.distributed import cleanup
 
-    try:
-        with run_dirs():  # the lock released; after a failure the folder as it was (cmkd.pipeline.rundir)
+    try:  # third-party warnings go to OUT/logs/warnings.log, not the terminal (cmkd.evaluation.logs)
+        with run_dirs(), WarningLog():  # the lock released; after a failure the folder as it was (cmkd.pipeline.rundir)
             return _run(config, out, overrides=overrides, quick=quick, resume=resume, quiet=quiet, device=device,
                         arrays=arrays)
     finally:
@@ -125,6 +125,7 @@ def stage_data(st: RunState) -> None:
         st.rundir = open_run_dir(st.out, dump_config(cfg), st.resume)
         st.out = st.rundir.staging
         atomic_write_text(st.out / "config.yaml", dump_config(cfg))
+        note_few_samples(data, st.train, st.quiet)  # one line the user can act on, not scikit-learn's warnings
     st.sign = 1.0 if HIGHER_IS_BETTER[primary_metric(data)] else -1.0
 
 
@@ -504,11 +505,12 @@ def stage_write(st: RunState) -> None:
     """metrics.json, report.html, histories.json and logs/<model>.csv (atomically); the checkpoints are removed."""
     from cmkd.evaluation.report import write_report
 
-    atomic_write_text(st.out / "metrics.json", dumps(st.metrics, indent=2))
     write_report(st.out / "report.html", st.metrics, st.histories, st.predictions, st.extra_html)
     atomic_write_text(st.out / "histories.json", dumps(st.histories, indent=1))
     write_history_csvs(st.out / "logs", st.histories)
     write_tensorboard(st.out / "logs" / "tensorboard", st.histories)
+    st.metrics["warnings"] = write_warnings_log(st.out)  # last, so that it counts the writers' warnings too
+    atomic_write_text(st.out / "metrics.json", dumps(st.metrics, indent=2))
     if st.rundir is not None:  # every output written: swap them in
         st.rundir.commit()
         st.out = st.rundir.out
