@@ -175,6 +175,18 @@ def _path(base: Path, p: str) -> Path:
     return q if q.is_absolute() else base / q
 
 
+def absolute_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    """A copy of ``data.sources`` whose table and cube paths are absolute (relative ones start at ``base``), so
+    the config saved with a model rebuilds the same data from anywhere."""
+    out = dict(raw)
+    for group in ("tables", "cubes"):
+        if isinstance(raw.get(group), dict):
+            out[group] = {k: ({**v, "path": str(_path(base, v["path"]).resolve())}
+                              if isinstance(v, dict) and isinstance(v.get("path"), str) else v)
+                          for k, v in raw[group].items()}
+    return out
+
+
 def _check_names(spec: SourcesSpec, cfg: DataConfig, src: str) -> None:
     for kind, have, want in (("modality", spec.modalities, cfg.modalities), ("target", spec.targets, cfg.targets)):
         for name in want:
