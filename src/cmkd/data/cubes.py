@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cmkd.data.tables import local_path
 from cmkd.errors import CmkdError, require
 
 FORMATS = ("auto", "envi", "tiff", "mat", "netcdf")
@@ -273,10 +274,8 @@ def block_split(rows: np.ndarray, cols: np.ndarray, weight: np.ndarray, block: i
 def load_cube(spec, name: str, base: Path) -> tuple[np.ndarray, list[float] | None, Path]:  # noqa: ANN001
     """Cube ``name`` of a :class:`cmkd.data.sources.SourcesSpec` as (rows, cols, bands) float32 with NaN for its
     ``missing`` values, its wavelengths and its path."""
-    from cmkd.data.sources import _path
-
     c = spec.cubes[name]
-    p = _path(base, c.path)
+    p = local_path(base, c.path)
     a, wl, lay = read_array(p, c.format, c.variable)
     cube = to_cube(a, lay if c.layout == "auto" and lay else c.layout, str(p), c.shape, c.order)
     for v in c.missing:
@@ -287,10 +286,9 @@ def load_cube(spec, name: str, base: Path) -> tuple[np.ndarray, list[float] | No
     return cube, wl, p
 
 
-def build_cubes(spec, cfg, base: Path, src: str):  # noqa: ANN001, ANN201 - SourcesSpec, DataConfig -> Built
-    """Pixels or patches of the cubes of :class:`cmkd.data.sources.SourcesSpec` as arrays."""
-    from cmkd.data.sources import Built, SplitSpec
-
+def build_cubes(spec, base: Path, src: str, default_split) -> tuple:  # noqa: ANN001 - SourcesSpec, SplitSpec
+    """Pixels or patches of the cubes of :class:`cmkd.data.sources.SourcesSpec`: the arrays, the mode
+    (``cubes``), channel names per modality and no warnings."""
     loaded: dict[str, tuple[np.ndarray, list[float] | None, Path]] = {}
     for s in [*spec.modalities.values(), *spec.targets.values()]:
         if s.cube not in loaded:
@@ -321,7 +319,7 @@ def build_cubes(spec, cfg, base: Path, src: str):  # noqa: ANN001, ANN201 - Sour
         if s.patch > 1:
             raise CmkdError(f"{src}: target '{t}' has patch {s.patch}; a target is one pixel's value")
         arrays[t] = y[:, 0] if y.shape[1] == 1 else y
-    sp = spec.split or SplitSpec()
+    sp = spec.split or default_split
     block = sp.block or max(1, min(h, w) // 10)
     labelled = lab[rows, cols]
     arrays["split"] = block_split(rows, cols, labelled.astype(np.float64) if labelled.any() else
@@ -331,4 +329,4 @@ def build_cubes(spec, cfg, base: Path, src: str):  # noqa: ANN001, ANN201 - Sour
         arrays = {k: v[keep] for k, v in arrays.items()}
         rows, cols = rows[keep], cols[keep]
     arrays["row"], arrays["col"] = rows.astype(np.int64), cols.astype(np.int64)
-    return Built(arrays, "cubes", {m: chans[m] for m in spec.modalities})
+    return arrays, "cubes", {m: chans[m] for m in spec.modalities}, []

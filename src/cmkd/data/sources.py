@@ -156,8 +156,8 @@ class Built:
     arrays: dict[str, np.ndarray]
     mode: str  # rows | streams | cubes
     channels: dict[str, list[str]] = field(default_factory=dict)
-    units: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    units: dict[str, str] = field(default_factory=dict)
 
 
 def parse_spec(raw: dict[str, Any], src: str) -> SourcesSpec:
@@ -170,18 +170,13 @@ def parse_spec(raw: dict[str, Any], src: str) -> SourcesSpec:
         raise CmkdError(f"{src}: data.sources.{loc}: {err['msg']}") from None
 
 
-def _path(base: Path, p: str) -> Path:
-    q = Path(p).expanduser()
-    return q if q.is_absolute() else base / q
-
-
 def absolute_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     """A copy of ``data.sources`` whose table and cube paths are absolute (relative ones start at ``base``), so
     the config saved with a model rebuilds the same data from anywhere."""
     out = dict(raw)
     for group in ("tables", "cubes"):
         if isinstance(raw.get(group), dict):
-            out[group] = {k: ({**v, "path": str(_path(base, v["path"]).resolve())}
+            out[group] = {k: ({**v, "path": str(tb.local_path(base, v["path"]).resolve())}
                               if isinstance(v, dict) and isinstance(v.get("path"), str) else v)
                           for k, v in raw[group].items()}
     return out
@@ -221,9 +216,9 @@ def build(raw: dict[str, Any], cfg: DataConfig, base: Path, seed: int = 0, src: 
     if any(uses_cube) and not all(uses_cube):
         raise CmkdError(f"{src}: data.sources mixes tables and cubes; every modality and target comes from one kind")
     if all(uses_cube):
-        b = cb.build_cubes(spec, cfg, base, src)
+        b = Built(*cb.build_cubes(spec, base, src, SplitSpec()))
     else:
-        b = tb.build_tables(spec, cfg, base, src)
+        b = Built(*tb.build_tables(spec, base, src, SplitSpec()))
     sp = spec.split
     if sp is not None and sp.label_fraction is not None and sp.label_fraction < 1:
         _thin_labels(b.arrays, cfg, sp.label_fraction, seed)

@@ -226,22 +226,27 @@ def time_split(times: np.ndarray, val: float, test: float, gap: int, val_start: 
     return split
 
 
+def local_path(base: Path, p: str) -> Path:
+    """``p``, relative to ``base`` unless absolute (``~`` expanded)."""
+    q = Path(p).expanduser()
+    return q if q.is_absolute() else base / q
+
+
 def _complete(a: np.ndarray) -> np.ndarray:
     """(N,) every value of a sample is there (not NaN)."""
     return ~np.isnan(a.reshape(len(a), -1)).any(axis=1)
 
 
-def build_tables(spec, cfg, base: Path, src: str):  # noqa: ANN001, ANN201 - SourcesSpec, DataConfig -> Built
-    """Rows or streams of :class:`cmkd.data.sources.SourcesSpec` as arrays (see :mod:`cmkd.data.sources`)."""
-    from cmkd.data.sources import Built, SplitSpec, _path
-
+def build_tables(spec, base: Path, src: str, default_split) -> tuple:  # noqa: ANN001 - SourcesSpec, SplitSpec
+    """Rows or streams of :class:`cmkd.data.sources.SourcesSpec` (see :mod:`cmkd.data.sources`): the arrays,
+    the mode (``rows`` or ``streams``), channel names per modality and warnings."""
     need: dict[str, list[str]] = {}
     for s in [*spec.modalities.values(), *spec.targets.values()]:
         need.setdefault(s.table, []).extend(c for c in s.columns if c not in need.get(s.table, []))
     frames, times, paths = {}, {}, {}
     for name in need:
         t = spec.tables[name]
-        p = _path(base, t.path)
+        p = local_path(base, t.path)
         paths[name] = p
         df = read_table(p, t.sep, t.missing, need[name] + list(t.time or []))
         if t.time:
@@ -304,7 +309,7 @@ def build_tables(spec, cfg, base: Path, src: str):  # noqa: ANN001, ANN201 - Sou
     stamps = stamps[keep] if stamps is not None else None
     sp = spec.split
     if stamps is not None or sp is not None:
-        sp = sp or SplitSpec()
+        sp = sp or default_split
         order_t = stamps if stamps is not None else np.arange(int(keep.sum()), dtype=np.int64)
         tsv = [_instant(v, f"{src}: data.sources.split.{k}") for k, v in (("val_start", sp.val_start),
                                                                            ("test_start", sp.test_start))]
@@ -321,7 +326,7 @@ def build_tables(spec, cfg, base: Path, src: str):  # noqa: ANN001, ANN201 - Sou
     if stamps is not None:
         arrays["time"] = iso(stamps)
     chans = {m: _channel_names(s) for m, s in spec.modalities.items()}
-    return Built(arrays, mode, chans, warnings=warnings)
+    return arrays, mode, chans, warnings
 
 
 def _instant(text: str | None, what: str) -> int | None:
