@@ -305,23 +305,16 @@ def select_cmd(target: Annotated[str, typer.Argument(help="A recipe name or an e
 
 
 @app.command("data")
-def data_cmd(recipe: Annotated[str, typer.Argument(help="A recipe name (see `cmkd list`).")],
-             out: Annotated[Path, typer.Option("--out", "-o", help="The .npz to write.")],
+def data_cmd(target: Annotated[str, typer.Argument(help="`inspect` or `build`, then a recipe or YAML; or a recipe.")],
+             second: Annotated[str | None, typer.Argument(help="The recipe or YAML after inspect / build.")] = None,
+             out: Annotated[Path | None, typer.Option("--out", "-o", help="The .npz to write.")] = None,
              overrides: SetOpt = None) -> None:
-    """Write a recipe's arrays as an .npz (the bring-your-own-data format): a template for your own data, or
-    data for `cmkd adapt` / `cmkd evaluate` (e.g. a new synthetic site: --set options.site=1)."""
-    from cmkd.io import atomic_write
-    from cmkd.pipeline.resolve import resolve
+    """`cmkd data inspect X`: what cmkd would build from a recipe or YAML (samples per split, modalities,
+    targets, warnings). `cmkd data build X --out x.npz` (or `cmkd data RECIPE --out x.npz`): write its arrays as
+    an .npz (the bring-your-own-data format), e.g. data for `cmkd adapt` / `cmkd evaluate`."""
+    from cmkd.pipeline.inspect import data_command
 
-    if out.suffix != ".npz":
-        raise CmkdError(f"--out {out}: the file name must end in .npz")
-    if not out.parent.is_dir():
-        raise CmkdError(f"--out {out}: folder {out.parent} does not exist")
-    import numpy as np
-
-    _, arrays, _, synthetic = resolve(recipe, overrides)
-    atomic_write(out, lambda tmp: np.savez_compressed(tmp, **arrays))
-    typer.echo(f"wrote {out} ({len(next(iter(arrays.values())))} samples{', SYNTHETIC' if synthetic else ''})")
+    data_command(target, second, out, overrides, typer.echo)
 
 
 _MOUNTED: dict[str, bool] = {}  # recipe name -> its real commands are mounted (False: the help-only stub)

@@ -90,6 +90,10 @@ class DataConfig(_Strict):
     """Where the data live and what each npz key means."""
 
     path: str | None = None
+    sources: dict[str, Any] | None = Field(
+        None, description="Data as they come, instead of path: table, stream and cube files and what each modality "
+        "and target is made of (checked when the data are built: cmkd.data.sources.SourcesSpec; "
+        "docs/own-data-sources.md)")
     modalities: dict[str, ModalitySpec]
     targets: dict[str, TargetSpec]
     split: str | None = "split"

@@ -41,8 +41,15 @@ def resolve(target: str, overrides: list[str] | None = None, quick: bool = False
         rec.check_options(cfg.options)
         arrays = rec.load(cfg.model_dump(mode="json"), quick=quick)
         return cfg, arrays, "synthetic" if rec.synthetic else str(p), rec.synthetic
+    if not cfg.data.path and cfg.data.sources is not None:  # data as they come: tables, streams, cubes
+        from cmkd.data.sources import absolute_paths, build
+
+        cfg.data.sources = absolute_paths(cfg.data.sources, p.parent)
+        arrays = build(cfg.data.sources, cfg.data, p.parent, cfg.seed, str(p)).arrays
+        _quick(cfg, quick)
+        return cfg, arrays, str(p), False
     if not cfg.data.path:
-        raise CmkdError(f"{p}: data.path is required (the .npz file, relative to the YAML)")
+        raise CmkdError(f"{p}: data.path (the .npz file, relative to the YAML) or data.sources is required")
     dp = Path(cfg.data.path)
     try:
         dp = dp if dp.is_absolute() else (p.parent / dp).resolve()
@@ -55,11 +62,16 @@ def resolve(target: str, overrides: list[str] | None = None, quick: bool = False
         arrays = load_shards(dp)
     else:
         arrays = load_npz(dp)
+    _quick(cfg, quick)
+    return cfg, arrays, str(dp), False
+
+
+def _quick(cfg: ExperimentConfig, quick: bool) -> None:
+    """``--quick`` on a user's YAML: at most 5 epochs, 30 latency runs."""
     if quick:
         for m in (cfg.teacher, cfg.student):
             m.epochs = min(m.epochs, 5) if m.epochs is not None else 5
         cfg.export.latency_runs = min(cfg.export.latency_runs, 30)
-    return cfg, arrays, str(dp), False
 
 
 def original_dataset(meta: dict) -> MultimodalData | None:
@@ -75,9 +87,14 @@ def original_dataset(meta: dict) -> MultimodalData | None:
             arrays = get_recipe(cfg.recipe).load(cfg.model_dump(mode="json"))
         elif cfg.data.path and Path(cfg.data.path).is_file():
             arrays = load_npz(cfg.data.path)
+        elif cfg.data.sources is not None:  # saved with absolute paths by resolve()
+            from cmkd.data.sources import build
+
+            arrays = build(cfg.data.sources, cfg.data, Path.cwd(), cfg.seed, "the model's config").arrays
         else:
             return None
         mods = list(meta["hparams"]["modalities"])
-        return build_data(arrays, cfg.data, cfg.seed, str(cfg.data.path or cfg.recipe), modalities=mods)
+        return build_data(arrays, cfg.data, cfg.seed, str(cfg.data.path or cfg.recipe or "data.sources"),
+                          modalities=mods)
     except CmkdError:
         return None
