@@ -10,9 +10,7 @@ import numpy as np
 from cmkd.config import ExperimentConfig, apply_overrides, load_yaml, validate
 from cmkd.data.arrays import MultimodalData, build_data, load_npz
 from cmkd.errors import CmkdError
-from cmkd.nn import (
-    encoders,  # noqa: F401 - it registers the encoder checks that validate() runs
-)
+from cmkd.nn import encoders, losses  # noqa: F401 - they register the checks that validate() runs
 
 
 def resolve(target: str, overrides: list[str] | None = None, quick: bool = False
