@@ -21,6 +21,9 @@ from helpers import make_arrays, make_config, write_case
 from cmkd.pipeline import core as pipeline
 from cmkd.pipeline import rundir
 
+# the output stage is cut short to a stand-in metrics.json (the seed only): the folder logic is under test here
+pytestmark = pytest.mark.fake_metrics
+
 
 def _write_outputs(st: pipeline.RunState) -> None:
     """The output stage, cut short: a few files (the seed in metrics.json), then the real swap."""
