@@ -77,8 +77,8 @@ def default_config(quick: bool = False) -> dict:
                      "structural": {"modalities": ["structural"], "temperature": 2.0}},
         "student": {"modalities": ["structural", "acoustic", "oceanographic", "legal_text"], "width": 32,
                     "depth": 1, "heads": 2, "epochs": ep, "batch_size": 64, "lr": 3e-3, "patience": 10},
-        # kd_confidence: the single-modality members are unsure of the design quantities; follow them where sure
-        "distill": {"temperature": 3.0, "kd_confidence": True,
+        # kd confidence: the single-modality members are unsure of the design quantities; follow them where sure
+        "distill": {"temperature": 3.0, "term_options": {"kd": {"confidence": True}},
                     "weights": {"task": 1.0, "kd": 1.0, "feature": 0.5, "relation": 0.5, "contrastive": 0.2}},
         "export": {"latency_runs": 20 if quick else 100},
         "options": {"n": 900 if quick else 3000, "region": 0, "rules": None},

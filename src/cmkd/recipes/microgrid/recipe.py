@@ -418,7 +418,7 @@ def analyse(ctx: dict) -> dict:
     raw = cfg.model_dump(mode="json")
     int8 = out / "student.int8.onnx"
     if not int8.exists():
-        raise CmkdError("the microgrid closed loop needs the INT8 student: keep export.enabled and export.int8 on")
+        raise CmkdError("the microgrid closed loop needs the INT8 student: keep export.enabled on")
     res = closed_loop(raw, int8, ctx["models"]["student"])
     ex = ctx["metrics"].get("export", {})
     res["edge"] = {"prune": ex.get("prune"), "sparsity": ex.get("sparsity"), "int8_bytes": ex.get("int8_bytes"),
