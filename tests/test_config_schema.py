@@ -12,7 +12,8 @@ import pytest
 from helpers import make_config
 from pydantic import BaseModel
 
-import cmkd  # noqa: F401 - registers the encoder and loss-term checks
+import cmkd.nn.losses  # noqa: F401 - registers the loss-term checks
+import cmkd.nn.models  # noqa: F401 - registers the encoder checks
 from cmkd.config import REPLACED, ExperimentConfig, validate
 from cmkd.errors import CmkdError
 
@@ -63,10 +64,12 @@ def test_at_most_sixty_fields_each_with_a_description() -> None:
 
 
 @pytest.mark.parametrize("key,value,says", [
-    ("distill.nll_beta", 0.3, "moved to 'task.nll_beta'"),
+    ("distill.nll_beta", 0.3, "moved to 'teacher.nll_beta' and 'student.nll_beta'"),
+    ("distill.impute", {"vec": "img"}, "moved to 'distill.term_options.impute.sources'"),
+    ("device", "cuda", "moved to the --device option"),
     ("distill.feature_mode", "mse", "moved to 'distill.term_options.feature.mode'"),
     ("distill.kd_confidence", True, "moved to 'distill.term_options.kd.confidence'"),
-    ("references.tie_se", 1.0, "'references.tie_se' was removed"),
+    ("references.tie_se", 1.0, "was removed: the one-standard-error rule did not pay"),
     ("references.blend", True, "was removed"),
     ("student.input_noise", 0.1, "was removed"),
     ("teachers.a.augment", True, "was removed"),
@@ -117,11 +120,13 @@ def test_term_options_merge_over_the_defaults_and_are_checked_against_the_regist
     opts = validate(raw).distill.term_options
     assert opts["relation"] == {"mode": "rkd"} and opts["feature"] == {"mode": "cosine"}
     assert opts["kd"] == {"confidence": False} and opts["contrastive"] == {"temperature": 0.1}
+    assert opts["impute"] == {"sources": {}}
     for bad, msg in (({"hint": {}}, "unknown loss term 'hint'"),
                      ({"feature": {"modes": "mse"}}, "has no option 'modes'; valid: mode"),
                      ({"feature": {"mode": "l1"}}, "not one of cosine, mse"),
                      ({"contrastive": {"temperature": 0}}, "not a number above 0"),
-                     ({"kd": {"confidence": "yes"}}, "not true or false")):
+                     ({"kd": {"confidence": "yes"}}, "not true or false"),
+                     ({"impute": {"sources": ["vec"]}}, "not a mapping of names to names")):
         raw["distill"] = {"term_options": bad}
         with pytest.raises(CmkdError, match=msg):
             validate(raw, source="t")

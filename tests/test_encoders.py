@@ -93,7 +93,7 @@ def test_run_with_periodic_student(tmp_path: Path) -> None:
     student, _ = load_model(tmp_path / "out" / "student.pt")  # rebuilt with its options: 4 frequencies
     assert student.encoders["vec"].freq.shape == (6, 4)
     assert student.hparams["encoder_options"]["periodic"]["n_freq"] == 4
-    with pytest.raises(CmkdError, match="'distill.teacher_view' was removed"):  # a key of an older YAML
+    with pytest.raises(CmkdError, match="unknown key 'distill.teacher_view': was removed"):  # a key of an older YAML
         validate({**make_config(), "distill": {"teacher_view": "half"}})
     for opts, msg in (({"periodic": {"sigmaa": 1}}, "no option 'sigmaa'"), ({"resnet": {}}, "unknown encoder")):
         with pytest.raises(CmkdError, match=msg):

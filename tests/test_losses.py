@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from cmkd.config import TERM_OPTION_DEFAULTS, DistillConfig, TaskConfig
+from cmkd.config import TERM_OPTION_DEFAULTS, DistillConfig, ModelConfig
 from cmkd.errors import CmkdError
 from cmkd.nn.losses import LOSSES, CompositeLoss, kd_loss, rkd, similarity_preserving
 
@@ -453,7 +453,8 @@ def _generic_outputs(kind: str) -> tuple[dict, dict, dict, list[Tensor]]:
 
 
 # every term's settings as a run gives them (the config's defaults)
-TERM_SETTINGS = {**{k: dict(v) for k, v in TERM_OPTION_DEFAULTS.items()}, "task": {"nll_beta": TaskConfig().nll_beta}}
+TERM_SETTINGS = {**{k: dict(v) for k, v in TERM_OPTION_DEFAULTS.items() if k != "impute"},
+                 "task": {"nll_beta": ModelConfig().nll_beta}}
 TERM_SETTINGS["kd"]["temperature"] = DistillConfig().temperature
 
 
@@ -496,18 +497,18 @@ def test_adaptive_weights_hand_value():
     te = {"features": torch.zeros(2, 2), "y": {"mean": torch.tensor([[2.0], [1.0]]), "logvar": torch.zeros(2, 1)}}
     batch = {"targets": {"y": torch.tensor([[1.0], [2.0]])}, "availability": torch.tensor([1.0, 0.0])}
     adaptive = DistillConfig(adaptive_weights=True)
-    parts = CompositeLoss({"task": 1.0, "kd": 1.0}, 2, distill=adaptive, task=TaskConfig(nll_beta=0.0))(s, te, batch)
+    parts = CompositeLoss({"task": 1.0, "kd": 1.0}, 2, distill=adaptive, nll_beta=0.0)(s, te, batch)
     assert parts["task"].item() == pytest.approx(0.875)
     assert parts["kd"].item() == pytest.approx(1.75)
     assert parts["loss"].item() == pytest.approx(0.875 + 1.75)
-    plain = CompositeLoss({"task": 1.0, "kd": 1.0}, 2, task=TaskConfig(nll_beta=0.0))(s, te, batch)  # unweighted
+    plain = CompositeLoss({"task": 1.0, "kd": 1.0}, 2, nll_beta=0.0)(s, te, batch)  # unweighted
     assert plain["task"].item() == pytest.approx(1.25) and plain["kd"].item() == pytest.approx(2.5)
 
 
 def test_composite_settings_come_from_the_config() -> None:
     """No second default: a CompositeLoss without config sections applies the config's defaults."""
     loss = CompositeLoss({"task": 1.0, "kd": 1.0, "feature": 1.0}, 2)
-    assert loss.settings["task"]["nll_beta"] == TaskConfig().nll_beta == 0.5
+    assert loss.settings["task"]["nll_beta"] == ModelConfig().nll_beta == 0.5
     assert loss.settings["kd"] == {"temperature": DistillConfig().temperature, "confidence": False}
     assert loss.settings["feature"]["mode"] == "cosine" and loss.settings["relation"] == {"mode": "sp"}
     assert loss.settings["contrastive"]["temperature"] == 0.1

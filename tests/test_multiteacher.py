@@ -101,7 +101,7 @@ def test_tiny_run_with_three_teachers(tmp_path: Path) -> None:
     arrays = make_arrays(n=240)
     arrays["zr"] = (2 * arrays["vec"][:, 0]).astype(np.float32)
     cfg = _config(vec={"modalities": ["vec"], "temperature": 2.0}, sig={"modalities": ["sig"], "targets": ["y"]},
-                  txt={"modalities": ["txt"], "targets": ["y"], "weight": 0.5})
+                  txt={"modalities": ["txt"], "targets": ["y"]})
     cfg["data"]["targets"]["zr"] = {"kind": "regression"}
     cfg["distill"] = {"weights": {"task": 1.0, "kd": 1.0, "feature": 0.5, "relation": 0.5, "contrastive": 0.2}}
     m = cmkd.run(str(write_case(tmp_path / "case", arrays, cfg)), tmp_path / "out", quiet=True)

@@ -85,8 +85,7 @@ def test_self_training_only_for_the_algorithms_asked():
     assert {k for k in refs if k.endswith("_self_training")} == {"random_forest_self_training"}
     none = references(*args, settings=ReferenceSettings(n_estimators=5, self_training=()))
     assert {k for k in none if k.endswith("_self_training")} == set()
-    assert validate(make_config()).references.self_training == ["extra_trees"]
-    assert ReferenceSettings().self_training == ("extra_trees",)  # the config's default, one source
+    assert ReferenceSettings().self_training == ("extra_trees",)  # a run's: ExtraTrees only
 
 
 def test_teacher_pseudo_labels_help_with_few_labels_and_a_good_teacher():
@@ -133,10 +132,10 @@ def test_recommend_best_on_validation_and_ties_to_the_cheaper_model():
 
 def test_config_switches():
     raw = make_config()
-    assert validate(raw, source="t").references.enabled
+    assert validate(raw, source="t").references.algorithms
     raw.update({"references": False, "trees": False})
     cfg = validate(raw, source="t")
-    assert not cfg.references.enabled and not cfg.trees.enabled and cfg.export.model == "auto"
+    assert cfg.references.algorithms == [] and cfg.trees.n_estimators == 0 and cfg.export.model == "auto"
 
 
 def test_a_set_stop_event_starts_no_further_fit():

@@ -128,7 +128,7 @@ def test_regression_run_with_imputation_adaptive_weights_and_conformal(tmp_path:
     cfg = make_config(task="regression", student="seq", teacher=["vec", "seq_full"], epochs=3)
     cfg["data"]["modalities"]["seq_full"] = {"kind": "sequence", "cost": 5.0}
     cfg["distill"] = {"weights": {"task": 1.0, "kd": 1.0, "impute": 0.5}, "adaptive_weights": True,
-                      "impute": {"seq": "seq_full"}}
+                      "term_options": {"impute": {"sources": {"seq": "seq_full"}}}}
     m = cmkd.run(validate(cfg), tmp_path / "out", arrays=arrays, quiet=True)
     st = m["models"]["student"]["metrics"]
     assert 0 < st["imputation_rmse"] < 10
@@ -145,9 +145,12 @@ def test_regression_run_with_imputation_adaptive_weights_and_conformal(tmp_path:
 
 def test_impute_config_errors() -> None:
     cfg = make_config(task="regression", student="seq")
-    cfg["distill"] = {"impute": {"vec": "seq"}}
+    cfg["distill"] = {"term_options": {"impute": {"sources": {"vec": "seq"}}}}
     with pytest.raises(CmkdError, match="not a student modality"):
         validate(cfg)
-    cfg["distill"] = {"impute": {"seq": "nope"}}
+    cfg["distill"] = {"term_options": {"impute": {"sources": {"seq": "nope"}}}}
     with pytest.raises(CmkdError, match="not declared"):
+        validate(cfg)
+    cfg["distill"] = {"impute": {"seq": "seq"}}  # an older YAML's key
+    with pytest.raises(CmkdError, match="moved to 'distill.term_options.impute.sources'"):
         validate(cfg)

@@ -242,7 +242,8 @@ def test_run_deploys_a_histgradientboosting_reference(tmp_path, task):
     import cmkd
 
     cfg = make_config(student="seq", teacher=["vec", "seq"], epochs=1, task=task)
-    cfg["references"] = {"n_estimators": 10, "algorithms": ["hist_gradient_boosting"], "self_training": []}
+    cfg["references"] = {"n_estimators": 10, "algorithms": ["hist_gradient_boosting"]}  # no ExtraTrees: no
+    # self-training reference
     cfg["trees"] = False
     cfg["export"]["model"] = "hist_gradient_boosting"
     out = tmp_path / "out"

@@ -79,12 +79,8 @@ class DataConfig(_Strict):
     modalities: dict[str, ModalitySpec] = Field(description="npz key -> input modality")
     targets: dict[str, TargetSpec] = Field(description="npz key -> prediction target (at least one)")
     split: str | None = Field("split", description="npz key of the split codes (0 train, 1 val, 2 test, 3 "
-                                                   "calibration); null or absent: a seeded random split")
+                                                   "calibration); null or absent: a seeded random split (65/15/20)")
     class_names: list[str] | None = Field(None, description="names of the first classification target's classes")
-    val_fraction: float = Field(0.15, gt=0, lt=0.5, description="validation share of a random split (and of the "
-                                                                "training samples when the data has no val split)")
-    test_fraction: float = Field(0.2, gt=0, lt=0.5, description="test share of a random split")
-    text_vocab: int = Field(4096, ge=64, description="hashed vocabulary size of text modalities")
     text_len: int = Field(64, ge=4, description="tokens per text sample")
     max_classes: int = Field(MAX_CLASSES, ge=2, description="classes per classification target a run accepts")
 
@@ -123,6 +119,8 @@ class ModelConfig(_Strict):
     lr: float = Field(3e-3, gt=0, description="AdamW learning rate (warm-up, then cosine decay)")
     patience: int | None = Field(None, ge=1, description="early-stopping patience in epochs; null = auto: a fifth of "
                                                          "the epochs, at least 12")
+    nll_beta: float = Field(0.5, ge=0, le=1, description="its regression task loss: beta-NLL (Seitzer et al., "
+                                                         "2022); 0 = plain Gaussian NLL")
     modality_dropout: float = Field(0.0, ge=0, lt=1, description="share of training samples with one modality "
                                                                  "dropped at random (robustness to missing inputs)")
     encoders: dict[str, str] = Field(default_factory=dict, description="modality kind -> encoder name where the "
@@ -159,20 +157,11 @@ class StudentConfig(ModelConfig):
 
 class TeacherSpec(ModelConfig):
     """One member of a multi-teacher ensemble (``teachers:``): its modalities, the targets it is trained on
-    (default: all), its kd temperature (default: ``distill.temperature``) and its weight in the ensemble; the
-    other settings default to the ``teacher:`` section's."""
+    (default: all) and its kd temperature (default: ``distill.temperature``); the members are averaged with equal
+    weights; the other settings default to the ``teacher:`` section's."""
 
     targets: list[str] | None = Field(None, description="the targets it is trained on (null = all)")
     temperature: float | None = Field(None, gt=0, description="its kd temperature (null = distill.temperature)")
-    weight: float = Field(1.0, gt=0, description="its weight in the ensemble's average")
-
-
-class TaskConfig(_Strict):
-    """The task (supervised) loss of every model, teachers included (the ``task`` term of
-    :mod:`cmkd.nn.losses`)."""
-
-    nll_beta: float = Field(0.5, ge=0, le=1, description="beta-NLL of regression targets (Seitzer et al., 2022): "
-                                                         "0 = plain Gaussian NLL")
 
 
 # per-term options of the loss terms (``distill.term_options``), their defaults; the options a term takes and the
@@ -182,6 +171,7 @@ TERM_OPTION_DEFAULTS: dict[str, dict[str, Any]] = {
     "feature": {"mode": "cosine"},
     "relation": {"mode": "sp"},
     "contrastive": {"temperature": 0.1},
+    "impute": {"sources": {}},
 }
 
 
@@ -196,15 +186,13 @@ class DistillConfig(_Strict):
         default_factory=lambda: copy.deepcopy(TERM_OPTION_DEFAULTS),
         description="loss term -> its options, merged over the defaults: kd.confidence (regression kd weighted by "
                     "the teacher's relative precision), feature.mode (cosine, mse), relation.mode (sp, rkd), "
-                    "contrastive.temperature")
+                    "contrastive.temperature, impute.sources (student modality -> data key of its complete "
+                    "version, for cross-modal imputation)")
     chain: list[list[str]] = Field(default_factory=list, description="progressive distillation: modality sets of "
                                                                      "assistant models from the teacher's side to "
                                                                      "the student's, e.g. [[msi, rgb]]")
     adaptive_weights: bool = Field(False, description="availability-adaptive weights: task term x (0.5 + a), teacher "
                                                       "terms x (1.5 - a), a = the sample's observed share")
-    impute: dict[str, str] = Field(default_factory=dict, description="cross-modal imputation (the impute term): "
-                                                                     "student modality -> data key of its complete "
-                                                                     "version")
     fallback: bool = Field(False, description="keep student_baseline when the distilled student scores worse on "
                                               "validation")
 
@@ -230,6 +218,11 @@ class DistillConfig(_Strict):
         _check_names("term_options", v)
         return v
 
+    @property
+    def impute(self) -> dict[str, str]:
+        """The impute term's sources: student modality -> the data key of its complete version."""
+        return self.term_options.get("impute", {}).get("sources", {})
+
 
 class ExportConfig(_Strict):
     """Edge export settings."""
@@ -240,9 +233,8 @@ class ExportConfig(_Strict):
                                                       "export (share zeroed; 0 = off)")
     prune_epochs: int = Field(0, ge=0, description="epochs of fine-tuning the pruned student with its own loss, "
                                                    "pruned weights held at zero (0 = none)")
-    int8_per_channel: bool = Field(False, description="INT8: per-channel weight scales")
-    int8_reduce_range: bool = Field(False, description="INT8: 7-bit weights (avoids the u8s8 saturation of x86 CPUs "
-                                                       "without VNNI)")
+    int8_x86: bool = Field(False, description="INT8 for x86 CPUs without VNNI: per-channel weight scales and 7-bit "
+                                              "weights (avoids their u8s8 saturation)")
     model: str = Field("auto", description="what becomes student.onnx: auto = the recommended model, or a name "
                                            "(student, student_trees, a random_forest / extra_trees / "
                                            "hist_gradient_boosting reference)")
@@ -252,27 +244,22 @@ Algorithm = Literal["random_forest", "extra_trees", "hist_gradient_boosting"]
 
 
 class ReferencesConfig(_Strict):
-    """Classical references on the student's modalities (:mod:`cmkd.classical.references`); ``references: false`` in
-    the YAML is short for ``{enabled: false}``. They are fitted in a background thread while the students train."""
+    """Classical references on the student's modalities (:mod:`cmkd.classical.references`), fitted in a background
+    thread while the students train; ``references: false`` in the YAML is short for ``{algorithms: []}``."""
 
-    enabled: bool = Field(True, description="fit the references")
     algorithms: list[Algorithm] = Field(
         default_factory=lambda: ["random_forest", "extra_trees", "hist_gradient_boosting"],
-        description="which algorithms")
+        description="which algorithms ([] = no references); ExtraTrees also gets one round of self-training where "
+                    "unlabelled samples exist")
     n_estimators: int = Field(100, ge=1, description="trees per forest, boosting iterations")
-    self_training: list[Algorithm] = Field(
-        default_factory=lambda: ["extra_trees"],
-        description="algorithms that also get one round of self-training where unlabelled samples exist "
-                    "([] = none; benchmarks/label_fraction.py: never the best on validation, HGB's the costliest)")
 
 
 class TreesConfig(_Strict):
     """The tree-ensemble student (:class:`cmkd.classical.trees.TreeStudent`, role ``student_trees``): an ExtraTrees
     distilled from the teacher's soft targets on the student's modalities; ``trees: false`` is short for
-    ``{enabled: false}``."""
+    ``{n_estimators: 0}``."""
 
-    enabled: bool = Field(True, description="fit the tree student")
-    n_estimators: int = Field(100, ge=1, description="trees of the forest")
+    n_estimators: int = Field(100, ge=0, description="trees of the forest (0 = no tree student)")
 
 
 class UncertaintyConfig(_Strict):
@@ -292,14 +279,12 @@ class ExperimentConfig(_Strict):
     name: str = Field("experiment", description="the run's name (metrics.json, the report)")
     seed: int = Field(0, ge=0, lt=2**32, description="seeds every model, split and draw")
     recipe: str | None = Field(None, description="the built-in recipe whose hooks run (set by `cmkd run <recipe>`)")
-    device: Literal["auto", "cpu", "cuda"] = Field("cpu", description="torch device (auto: CUDA when present)")
     data: DataConfig = Field(description="the data and what each key means")
     teacher: ModelConfig = Field(description="the teacher (with `teachers:`, the members' shared settings)")
     student: StudentConfig = Field(description="the student (baseline, distilled, progressive)")
     teachers: dict[str, TeacherSpec] = Field(default_factory=dict, description="multi-teacher distillation: name -> "
                                                                                "a teacher on its own modalities "
                                                                                "(and targets)")
-    task: TaskConfig = Field(default_factory=TaskConfig, description="the task loss of every model")
     distill: DistillConfig = Field(default_factory=DistillConfig, description="the distillation loss")
     export: ExportConfig = Field(default_factory=ExportConfig, description="ONNX / INT8 export")
     uncertainty: UncertaintyConfig = Field(default_factory=UncertaintyConfig, description="conformal intervals")
@@ -308,10 +293,15 @@ class ExperimentConfig(_Strict):
     options: dict[str, Any] = Field(default_factory=dict, description="recipe-specific settings (see each "
                                                                       "recipe's docs)")
 
-    @field_validator("references", "trees", mode="before")
+    @field_validator("references", mode="before")
     @classmethod
-    def _bool_switch(cls, v: Any) -> Any:
-        return {"enabled": v} if isinstance(v, bool) else v
+    def _references_switch(cls, v: Any) -> Any:
+        return ({} if v else {"algorithms": []}) if isinstance(v, bool) else v
+
+    @field_validator("trees", mode="before")
+    @classmethod
+    def _trees_switch(cls, v: Any) -> Any:
+        return ({} if v else {"n_estimators": 0}) if isinstance(v, bool) else v
 
     @model_validator(mode="before")
     @classmethod
@@ -362,10 +352,11 @@ class ExperimentConfig(_Strict):
                                  f"data.modalities ({', '.join(self.data.modalities)})")
         for m, src in self.distill.impute.items():
             if m not in self.student.modalities:
-                raise ValueError(f"'distill.impute': '{m}' is not a student modality "
+                raise ValueError(f"'distill.term_options.impute.sources': '{m}' is not a student modality "
                                  f"({', '.join(self.student.modalities)})")
             if src not in self.data.modalities:
-                raise ValueError(f"'distill.impute': source '{src}' is not declared in data.modalities")
+                raise ValueError(f"'distill.term_options.impute.sources': source '{src}' is not declared in "
+                                 "data.modalities")
         return self
 
 
@@ -373,7 +364,20 @@ class ExperimentConfig(_Strict):
 # key in ``teacher``, ``student`` or a ``teachers`` member.
 _NO_EFFECT = "it was removed (the default behaviour stays)"
 REPLACED: dict[str, str] = {
-    "distill.nll_beta": "moved to 'task.nll_beta'",
+    "distill.nll_beta": "moved to 'teacher.nll_beta' and 'student.nll_beta' (each model's own task loss)",
+    "distill.impute": "moved to 'distill.term_options.impute.sources'",
+    "device": "moved to the --device option of cmkd run (run(..., device=...)): where a run trains is not part of "
+              "the experiment",
+    "data.val_fraction": f"{_NO_EFFECT}: a random split holds 15% validation samples",
+    "data.test_fraction": f"{_NO_EFFECT}: a random split holds 20% test samples",
+    "data.text_vocab": f"{_NO_EFFECT}: text is hashed into 4096 token ids",
+    "model.weight": f"{_NO_EFFECT}: the teachers: members are averaged with equal weights",
+    "export.int8_per_channel": "merged into 'export.int8_x86' (per-channel scales and 7-bit weights together)",
+    "export.int8_reduce_range": "merged into 'export.int8_x86' (per-channel scales and 7-bit weights together)",
+    "references.enabled": "was removed: 'references: false' or 'references.algorithms: []' turns them off",
+    "references.self_training": f"{_NO_EFFECT}: ExtraTrees only gets one round of self-training (never the best "
+                                "on validation in benchmarks/label_fraction.py)",
+    "trees.enabled": "was removed: 'trees: false' or 'trees.n_estimators: 0' turns the tree student off",
     "distill.feature_mode": "moved to 'distill.term_options.feature.mode'",
     "distill.relation_mode": "moved to 'distill.term_options.relation.mode'",
     "distill.contrastive_temperature": "moved to 'distill.term_options.contrastive.temperature'",

@@ -8,7 +8,7 @@ NaN kept, text as a bag of hashed words), RandomForest, ExtraTrees and HistGradi
   argmax class or its mean; the true label where known): the classical cross-modal baseline;
 - ``<algo>_self_training``: one round of self-training: the labels-only model labels the unlabelled training
   samples itself (its class or value), then a fresh model is fitted on labels plus those pseudo-labels (for the
-  algorithms in ``self_training``; the default is ExtraTrees only, see :class:`cmkd.config.ReferencesConfig`).
+  algorithms in ``self_training``; a run's is ExtraTrees only, :data:`SELF_TRAINING`).
 
 The last two exist only where unlabelled training samples exist (and, for the first, a teacher). Each entry holds
 the test metrics (flat, as :func:`cmkd.evaluation.metrics.task_metrics` names them, so a recipe's own ``references()``
@@ -29,13 +29,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from cmkd.classical.trees import LOG_EPS, FitMemo, fit_once, flat_features, forest, soft_targets
-from cmkd.config import DataConfig, ExperimentConfig, ReferencesConfig, StudentConfig, default_of
-from cmkd.data.arrays import UNLABELLED, MultimodalData
+from cmkd.config import ExperimentConfig, ReferencesConfig, StudentConfig, default_of
+from cmkd.data.arrays import TEXT_VOCAB, UNLABELLED, MultimodalData
 from cmkd.evaluation.metrics import HIGHER_IS_BETTER, task_metrics
 
 ALGORITHMS = ("random_forest", "extra_trees", "hist_gradient_boosting")
 KINDS = ("labels", "teacher_labels", "self_training")  # what a reference is trained on (``trained_on``)
 MAX_FIT_SAMPLES = 20000  # training samples per fit at most (a seeded random subset beyond)
+# which algorithms also get one round of self-training: ExtraTrees only, the cheapest (over the 50 runs of
+# benchmarks/label_fraction.py a self-training reference was never the best on validation; HistGradientBoosting's
+# cost most of the stage's time)
+SELF_TRAINING = ("extra_trees",)
 # the cheaper model wins a tie on validation: references (one line of scikit-learn) < tree student < network
 SIMPLICITY = {"reference": 0, "student_trees": 1, "student": 2}
 
@@ -56,28 +60,27 @@ class ReferenceSettings:
             the model kept are that refit's (``refit_on_val``: how many validation samples it added).
         n_jobs: threads of the forests and of HistGradientBoosting (OpenMP); a callable is asked before each fit
             (the figures do not depend on it).
-        text_vocab: hashed vocabulary size of text modalities (``data.text_vocab``).
+        text_vocab: hashed vocabulary size of text modalities.
         max_fit_samples: at most this many training samples per fit (a seeded random subset).
     """
 
     seed: int = 0
     n_estimators: int = default_of(ReferencesConfig, "n_estimators")
     algorithms: tuple[str, ...] = tuple(default_of(ReferencesConfig, "algorithms"))
-    self_training: tuple[str, ...] = tuple(default_of(ReferencesConfig, "self_training"))
+    self_training: tuple[str, ...] = SELF_TRAINING
     kinds: tuple[str, ...] = KINDS
     refit: bool = default_of(StudentConfig, "refit")
     n_jobs: int | Callable[[], int] | None = 1
-    text_vocab: int = default_of(DataConfig, "text_vocab")
+    text_vocab: int = TEXT_VOCAB
     max_fit_samples: int = MAX_FIT_SAMPLES
 
     @classmethod
     def from_config(cls, cfg: ExperimentConfig, **run: object) -> ReferenceSettings:
-        """The settings of a run of ``cfg`` (``references``, ``seed``, ``student.refit``, ``data.text_vocab``);
-        ``run``: the run's own (``kinds``, ``n_jobs``)."""
+        """The settings of a run of ``cfg`` (``references``, ``seed``, ``student.refit``); ``run``: the run's own
+        (``kinds``, ``n_jobs``)."""
         r = cfg.references
         return cls(seed=cfg.seed, n_estimators=r.n_estimators, algorithms=tuple(r.algorithms),
-                   self_training=tuple(r.self_training), refit=cfg.student.refit, text_vocab=cfg.data.text_vocab,
-                   **run)  # type: ignore[arg-type]
+                   refit=cfg.student.refit, **run)  # type: ignore[arg-type]
 
 
 class _Model:
@@ -226,8 +229,8 @@ def _entry(data: MultimodalData, val: np.ndarray, test: np.ndarray, x_val: np.nd
 
 def references(data: MultimodalData, student_modalities: list[str], train_labelled: np.ndarray,
                train_all: np.ndarray, val: np.ndarray, test: np.ndarray,
-               teacher: dict[str, np.ndarray] | None = None, teacher_mask: np.ndarray | None = None,
-               settings: ReferenceSettings | None = None, *, models: dict | None = None,
+               teacher: dict[str, np.ndarray] | None = None, teacher_mask: np.ndarray | None = None, *,
+               settings: ReferenceSettings | None = None, models: dict | None = None,
                stop: threading.Event | None = None, memo: FitMemo | None = None) -> dict[str, dict]:
     """Classical references on the student's modalities (see the module docstring).
 

@@ -31,13 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
-from cmkd.config import DataConfig, TreesConfig, default_of
-from cmkd.data.arrays import UNLABELLED, MultimodalData
+from cmkd.config import TreesConfig, default_of
+from cmkd.data.arrays import TEXT_VOCAB, UNLABELLED, MultimodalData
 from cmkd.errors import CmkdError
 
 TEXT = "text"
 ALGORITHM = "extra_trees"  # the tree student's forest
-TEXT_VOCAB = default_of(DataConfig, "text_vocab")
 PRODUCER = "cmkd-trees"  # the ONNX producer name of tree models (their <target>_std is not the network's)
 LOG_EPS = 1e-7  # probabilities are clipped here before the log that turns them into logits
 
@@ -180,14 +179,14 @@ class TreeStudent:
         n_estimators: trees per target (default: ``trees.n_estimators``'s).
         seed: random state.
         n_jobs: threads for fitting (scikit-learn's ``n_jobs``).
-        text_vocab: hashed vocabulary size of text modalities (default: ``data.text_vocab``'s).
+        text_vocab: hashed vocabulary size of text modalities.
     """
 
     modalities: list[str]
     n_estimators: int = default_of(TreesConfig, "n_estimators")
     seed: int = 0
     n_jobs: int | None = 1
-    text_vocab: int = default_of(DataConfig, "text_vocab")
+    text_vocab: int = TEXT_VOCAB
     models_: dict = field(default_factory=dict)
     std_: dict = field(default_factory=dict)
     n_fit_: dict = field(default_factory=dict)

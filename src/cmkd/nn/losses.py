@@ -15,19 +15,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cmkd.config import DistillConfig, TaskConfig, register_name_check
+from cmkd.config import DistillConfig, ModelConfig, default_of, register_name_check
 from cmkd.errors import CmkdError
 
 LossTerm = Callable[..., Tensor]
 LOSSES: dict[str, LossTerm] = {}
-# term -> option -> what it accepts: a tuple of choices, ``bool``, or ``float`` (a number above 0); the options a
-# config's ``distill.term_options`` may set (their defaults: cmkd.config.TERM_OPTION_DEFAULTS)
+# term -> option -> what it accepts: a tuple of choices, ``bool``, ``float`` (a number above 0) or ``dict`` (of
+# names); the options a config's ``distill.term_options`` may set (their defaults: cmkd.config.TERM_OPTION_DEFAULTS)
 TERM_OPTIONS: dict[str, dict[str, Any]] = {}
 
 
 def register_loss(name: str, options: dict[str, Any] | None = None) -> Callable[[LossTerm], LossTerm]:
-    """Decorator adding a loss term to the registry, with the keyword options a config may set for it
-    (``distill.term_options.<name>``): option -> a tuple of choices, ``bool`` or ``float`` (above 0)."""
+    """Decorator adding a loss term to the registry, with the options a config may set for it
+    (``distill.term_options.<name>``): option -> a tuple of choices, ``bool``, ``float`` (above 0) or ``dict``."""
 
     def deco(fn: LossTerm) -> LossTerm:
         LOSSES[name] = fn
@@ -50,6 +50,8 @@ def _option_ok(spec: Any, value: Any) -> bool:
         return value in spec
     if spec is bool:
         return isinstance(value, bool)
+    if spec is dict:
+        return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
@@ -68,7 +70,8 @@ def check_term_options(options: dict[str, dict[str, Any]]) -> None:
             spec = valid[key]
             if not _option_ok(spec, value):
                 want = ("one of " + ", ".join(map(str, spec)) if isinstance(spec, tuple)
-                        else "true or false" if spec is bool else "a number above 0")
+                        else "true or false" if spec is bool else "a mapping of names to names" if spec is dict
+                        else "a number above 0")
                 raise CmkdError(f"'{term}.{key}': {value!r} is not {want}")
 
 
@@ -215,7 +218,7 @@ def contrastive_loss(student_out: dict, teacher_out: dict, batch: dict, *, tempe
     return F.cross_entropy(logits, torch.arange(len(zs), device=zs.device))
 
 
-@register_loss("impute")
+@register_loss("impute", options={"sources": dict})
 def impute_loss(student_out: dict, teacher_out: dict | None, batch: dict) -> Tensor:
     """Cross-modal imputation: ``mean((x_hat - x)^2)`` over every known value of the complete record, in the
     modality's standardised units. ``student_out["imputed"]`` holds the reconstructions and
@@ -252,9 +255,9 @@ class CompositeLoss(nn.Module):
         student_width: student feature width (the projections are made even when no term uses them: the torch
             RNG they draw keeps seeded runs' figures).
         teacher_width: teacher feature width (a learned projection maps student to teacher width).
-        distill: ``temperature`` (kd), ``term_options`` (each term's options), ``adaptive_weights`` and ``impute``
-            (see :class:`cmkd.config.DistillConfig`); default: the config's defaults.
-        task: ``nll_beta`` of the regression task term (:class:`cmkd.config.TaskConfig`); default: the config's.
+        distill: ``temperature`` (kd), ``term_options`` (each term's options, the impute term's sources) and
+            ``adaptive_weights`` (see :class:`cmkd.config.DistillConfig`); default: the config's defaults.
+        nll_beta: beta of the regression task term (the trained model's ``nll_beta``); default: the config's.
 
     With ``distill.adaptive_weights`` and ``batch["availability"]`` (B,) in [0, 1] (the share of the student's input
     values that are observed), the task term of each sample is scaled by ``0.5 + a`` and the teacher terms by
@@ -265,10 +268,10 @@ class CompositeLoss(nn.Module):
     TEACHER_FREE = ("task", "impute")  # terms computed without teacher outputs
 
     def __init__(self, weights: dict[str, float], student_width: int = 64, teacher_width: int | None = None, *,
-                 distill: DistillConfig | None = None, task: TaskConfig | None = None) -> None:
+                 distill: DistillConfig | None = None, nll_beta: float | None = None) -> None:
         super().__init__()
         distill = distill if distill is not None else DistillConfig()
-        task = task if task is not None else TaskConfig()
+        nll_beta = nll_beta if nll_beta is not None else default_of(ModelConfig, "nll_beta")
         bad = sorted(set(weights) - set(LOSSES))
         if bad:
             raise CmkdError(f"unknown loss term '{bad[0]}'; valid: {', '.join(sorted(LOSSES))}")
@@ -280,11 +283,12 @@ class CompositeLoss(nn.Module):
         self.contrastive_projection = nn.Linear(student_width, tw)
         opts = distill.term_options
         self.settings: dict[str, dict] = {
-            "task": {"nll_beta": task.nll_beta},
+            "task": {"nll_beta": nll_beta},
             "kd": {"temperature": distill.temperature, **opts.get("kd", {})},
             "feature": {"projection": self.projection, **opts.get("feature", {})},
             "relation": dict(opts.get("relation", {})),
             "contrastive": {"projection": self.contrastive_projection, **opts.get("contrastive", {})}}
+        # the impute term takes no keyword settings: its sources travel in the batch (``impute_truth``)
 
     def forward(self, student_out: dict, teacher_out: dict | None, batch: dict,
                 exclude: tuple[str, ...] = ()) -> dict[str, Tensor]:

@@ -135,24 +135,23 @@ def classical_fits(cfg: ExperimentConfig, data: MultimodalData, smods: list[str]
         def refs(kinds: tuple[str, ...], outputs: dict | None, mask: np.ndarray | None) -> None:
             fits.refs.update(references(
                 data, smods, train, train_all, val, test, outputs, mask,
-                ReferenceSettings.from_config(cfg, kinds=kinds, n_jobs=threads), models=fitted, stop=stop,
+                settings=ReferenceSettings.from_config(cfg, kinds=kinds, n_jobs=threads), models=fitted, stop=stop,
                 memo=memo))
 
-        if r.enabled:
+        if r.algorithms:
             refs(("labels", "self_training"), None, None)
         t_wait = time.perf_counter()
         got = teacher.get(stop) if isinstance(teacher, Handoff) else teacher
         t0 += time.perf_counter() - t_wait  # the seconds of the fits, not of the wait for the teacher
         if got is not None:
             outputs, mask = got
-            if r.enabled:
+            if r.algorithms:
                 refs(("teacher_labels",), outputs, mask)
-            if cfg.trees.enabled and not (stop is not None and stop.is_set()):
+            if cfg.trees.n_estimators and not (stop is not None and stop.is_set()):
                 tc = cfg.trees
 
                 def tree_student() -> TreeStudent:  # as configured; the thread budget read as it is made
-                    return TreeStudent(smods, n_estimators=tc.n_estimators, seed=cfg.seed, n_jobs=threads(),
-                                       text_vocab=cfg.data.text_vocab)
+                    return TreeStudent(smods, n_estimators=tc.n_estimators, seed=cfg.seed, n_jobs=threads())
 
                 fits.trees = tree_student().fit(data, train_all, outputs, mask, val, memo=memo)
                 val_preds = fits.trees.predict(data, val)
@@ -266,13 +265,12 @@ def classical_finish(cfg: ExperimentConfig, data: MultimodalData, smods: list[st
     return fitted
 
 
-def _tree_predict(name: str, model, data: MultimodalData, smods: list[str], idx: np.ndarray,  # noqa: ANN001
-                  vocab: int) -> dict[str, np.ndarray]:
+def _tree_predict(name: str, model, data: MultimodalData, smods: list[str], idx: np.ndarray  # noqa: ANN001
+                  ) -> dict[str, np.ndarray]:
     """A tree model's predictions: the tree student's, or a reference's on the flattened student inputs."""
     from cmkd.classical.trees import flat_features
 
-    return model.predict(data, idx) if name == "student_trees" else model.predict(
-        flat_features(data, smods, idx, vocab))
+    return model.predict(data, idx) if name == "student_trees" else model.predict(flat_features(data, smods, idx))
 
 
 def _latency(path: Path, smods: list[str], data: MultimodalData, idx: np.ndarray, runs: int) -> float:
@@ -318,7 +316,7 @@ def deploy_recommended(cfg: ExperimentConfig, data: MultimodalData, smods: list[
             save_onnx(ensemble_onnx({t: {"model": m, "kind": fitted[want].target_kinds[t],
                                          "std": fitted[want].std_.get(t)}
                                      for t, m in fitted[want].models_.items()}, smods, fitted[want].kinds,
-                                    fitted[want].shapes, cfg.data.text_vocab), out / "student.onnx")
+                                    fitted[want].shapes), out / "student.onnx")
         else:  # a reference: one classifier or regressor per target (HistGradientBoosting: per output column)
             _export_reference(fitted[want], want, smods, data, test, out / "student.onnx", cfg, metrics, deployed)
     if want != "student" and net_card is not None:
@@ -351,7 +349,7 @@ def _export_reference(ref, name: str, smods: list[str], data: MultimodalData, te
                  else None, "features": np.flatnonzero(ref.keep)} for t, ms in ref.models.items()}
     kinds = {m: data.kinds[m] for m in smods}
     shapes = {m: tuple(data.inputs[m].shape[1:]) for m in smods}
-    save_onnx(ensemble_onnx(heads, smods, kinds, shapes, cfg.data.text_vocab), path)
+    save_onnx(ensemble_onnx(heads, smods, kinds, shapes), path)
     deployed.update(check_onnx(path, smods, {t: data.target_kinds[t] for t in heads}, data, test,
-                               _tree_predict(name, ref, data, smods, test, cfg.data.text_vocab),
+                               _tree_predict(name, ref, data, smods, test),
                                cfg.export.latency_runs))

@@ -50,7 +50,7 @@ def run(config: str | ExperimentConfig, out: str | Path = "runs/out", *, overrid
         quick: a short run (few epochs) for smoke tests.
         resume: continue interrupted training from the checkpoints in ``out/.ckpt``.
         quiet: no progress bars or summary table.
-        device: overrides ``config.device`` (``auto``, ``cpu``, ``cuda``).
+        device: where the networks train: ``cpu`` (default), ``cuda``, or ``auto`` (CUDA when present).
         arrays: the dataset when ``config`` is an ExperimentConfig.
 
     Under ``torchrun`` with several processes, training is data-parallel (:mod:`cmkd.training.distributed`); rank 0
@@ -82,13 +82,11 @@ def stage_resolve(config: str | ExperimentConfig, out: str | Path, overrides: li
         cfg, source, synthetic = config, str(config.data.path or "arrays"), False
     else:
         cfg, arrays, source, synthetic = resolve(config, overrides, quick)
-    if device:
-        cfg.device = device  # type: ignore[assignment]
     if quick:  # a smoke test: the classical stage with 25 trees per forest, like the few epochs of the networks
         cfg.references.n_estimators = min(cfg.references.n_estimators, 25)
         cfg.trees.n_estimators = min(cfg.trees.n_estimators, 25)
     st = RunState(cfg, arrays, source, synthetic, Path(out), resume, quiet, bool(quick))
-    st.dev = setup(cfg.device) or resolve_device(cfg.device)
+    st.dev = setup(device or "cpu") or resolve_device(device or "cpu")
     st.main = is_main()
     torch.set_num_threads(THREADS)
     if cfg.recipe:
@@ -238,7 +236,7 @@ def start_classical(st: RunState) -> None:
     once the training data are final, in a background thread beside the teacher and the students. They take
     nothing from the networks but the teacher's outputs (handed over by :func:`give_teacher`)."""
     cfg = st.cfg
-    if st.classical is not None or not st.main or not (cfg.references.enabled or cfg.trees.enabled):
+    if st.classical is not None or not st.main or not (cfg.references.algorithms or cfg.trees.n_estimators):
         return
     from cmkd.pipeline.classical_stage import Background, Handoff, Threads, classical_fits
 

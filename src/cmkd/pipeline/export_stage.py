@@ -55,8 +55,7 @@ def export_student(student: MultimodalNet, data: MultimodalData, test: np.ndarra
            "onnx_bytes": (out / "student.onnx").stat().st_size}
     if sparsity is not None:
         res.update({"prune": cfg.export.prune, "sparsity": sparsity, "pruned_metrics": task_metrics(data, test, ref)})
-    quantize_int8(out / "student.onnx", out / "student.int8.onnx", cfg.export.int8_per_channel,
-                  cfg.export.int8_reduce_range)
+    quantize_int8(out / "student.onnx", out / "student.int8.onnx", cfg.export.int8_x86, cfg.export.int8_x86)
     q = ort_session(out / "student.int8.onnx")
     qout = ort_run(q, feed)
     preds = as_predictions(qout, student.target_kinds)

@@ -1,4 +1,4 @@
-"""The training objectives built from the ``distill`` and ``task`` config sections: one place, used by
+"""The training objectives built from the ``distill`` config section and the models' ``nll_beta``: one place, used by
 :mod:`cmkd.pipeline.core`, :mod:`cmkd.pipeline.tune` and the benchmarks, so every student of the same config gets the
 same loss."""
 
@@ -8,15 +8,15 @@ import math
 
 import numpy as np
 
-from cmkd.config import ExperimentConfig
+from cmkd.config import ExperimentConfig, ModelConfig
 from cmkd.data.arrays import MultimodalData
 from cmkd.nn.losses import CompositeLoss
 
 
-def teacher_loss(cfg: ExperimentConfig) -> CompositeLoss:
-    """The teachers' objective: the task loss only (beta-NLL ``task.nll_beta`` for regression targets), unweighted
-    (no ``distill`` setting applies)."""
-    return CompositeLoss({"task": 1.0}, task=cfg.task)
+def teacher_loss(teacher: ModelConfig) -> CompositeLoss:
+    """A teacher's objective: the task loss only (beta-NLL with the teacher's ``nll_beta`` for regression targets),
+    unweighted (no ``distill`` setting applies)."""
+    return CompositeLoss({"task": 1.0}, nll_beta=teacher.nll_beta)
 
 
 def best_val(histories: dict[str, list[dict]], role: str, sign: float) -> float:
@@ -27,7 +27,7 @@ def best_val(histories: dict[str, list[dict]], role: str, sign: float) -> float:
 
 def make_loss(cfg: ExperimentConfig, student_width: int, teacher_width: int | None, *,
               baseline: bool = False) -> CompositeLoss:
-    """The student's :class:`CompositeLoss` from the config's ``distill`` and ``task`` sections.
+    """The student's :class:`CompositeLoss` from the config's ``distill`` section and ``student.nll_beta``.
 
     Args:
         cfg: the experiment config.
@@ -41,8 +41,8 @@ def make_loss(cfg: ExperimentConfig, student_width: int, teacher_width: int | No
     """
     w = dict(cfg.distill.weights)
     if baseline:
-        return CompositeLoss({"task": w.get("task", 1.0) or 1.0}, task=cfg.task)
-    return CompositeLoss(w, student_width, teacher_width, distill=cfg.distill, task=cfg.task)
+        return CompositeLoss({"task": w.get("task", 1.0) or 1.0}, nll_beta=cfg.student.nll_beta)
+    return CompositeLoss(w, student_width, teacher_width, distill=cfg.distill, nll_beta=cfg.student.nll_beta)
 
 
 def outlook(data: MultimodalData, train: np.ndarray, train_all: np.ndarray, cache: dict, kd_mask: np.ndarray,

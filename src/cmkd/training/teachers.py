@@ -32,7 +32,7 @@ def train_teachers(cfg: ExperimentConfig, data: MultimodalData, train: np.ndarra
         net = build_model(data, mods, spec, cfg, targets=getattr(spec, "targets", None))
         net.set_stats(stats)
         histories[role] = fit(net, data, data.all_present(mods, train), data.all_present(mods, val), spec,
-                              teacher_loss(cfg),
+                              teacher_loss(spec),
                               FitSettings(seed=cfg.seed + 1000 * i, target_stats=stats,
                                           ckpt_path=ck_dir / f"{role}.pt" if ck_dir is not None else None,
                                           resume=resume, quiet=quiet, desc=role, device=device))
@@ -41,7 +41,7 @@ def train_teachers(cfg: ExperimentConfig, data: MultimodalData, train: np.ndarra
         return members["teacher"], members
     ensemble = EnsembleTeacher({k: members[f"teacher_{k}"] for k in cfg.teachers},
                                {k: s.temperature or cfg.distill.temperature for k, s in cfg.teachers.items()},
-                               {k: s.weight for k, s in cfg.teachers.items()})
+                               {k: 1.0 for k in cfg.teachers})  # equal weights
     return ensemble, members  # type: ignore[return-value]
 
 
