@@ -513,6 +513,7 @@ def test_composite_settings_come_from_the_config() -> None:
     assert loss.settings["feature"]["mode"] == "cosine" and loss.settings["relation"] == {"mode": "sp"}
     assert loss.settings["contrastive"]["temperature"] == 0.1
     assert len(list(loss.parameters())) == 4  # the two projections (weights and biases)
+    assert CompositeLoss({"kd": 1.0}, 2, temperature=2.0).settings["kd"]["temperature"] == 2.0  # an override
 
 
 def test_kd_regression_confidence_weights_by_teacher_precision():

@@ -258,6 +258,8 @@ class CompositeLoss(nn.Module):
         distill: ``temperature`` (kd), ``term_options`` (each term's options, the impute term's sources) and
             ``adaptive_weights`` (see :class:`cmkd.config.DistillConfig`); default: the config's defaults.
         nll_beta: beta of the regression task term (the trained model's ``nll_beta``); default: the config's.
+        temperature: the kd temperature where it differs from ``distill.temperature`` (a loop of one's own, e.g.
+            ``CompositeLoss(weights, 32, 64, temperature=4.0)``); default: ``distill``'s.
 
     With ``distill.adaptive_weights`` and ``batch["availability"]`` (B,) in [0, 1] (the share of the student's input
     values that are observed), the task term of each sample is scaled by ``0.5 + a`` and the teacher terms by
@@ -268,7 +270,8 @@ class CompositeLoss(nn.Module):
     TEACHER_FREE = ("task", "impute")  # terms computed without teacher outputs
 
     def __init__(self, weights: dict[str, float], student_width: int = 64, teacher_width: int | None = None, *,
-                 distill: DistillConfig | None = None, nll_beta: float | None = None) -> None:
+                 distill: DistillConfig | None = None, nll_beta: float | None = None,
+                 temperature: float | None = None) -> None:
         super().__init__()
         distill = distill if distill is not None else DistillConfig()
         nll_beta = nll_beta if nll_beta is not None else default_of(ModelConfig, "nll_beta")
@@ -284,7 +287,8 @@ class CompositeLoss(nn.Module):
         opts = distill.term_options
         self.settings: dict[str, dict] = {
             "task": {"nll_beta": nll_beta},
-            "kd": {"temperature": distill.temperature, **opts.get("kd", {})},
+            "kd": {"temperature": distill.temperature if temperature is None else float(temperature),
+                   **opts.get("kd", {})},
             "feature": {"projection": self.projection, **opts.get("feature", {})},
             "relation": dict(opts.get("relation", {})),
             "contrastive": {"projection": self.contrastive_projection, **opts.get("contrastive", {})}}
