@@ -10,8 +10,9 @@ import numpy as np
 from cmkd.config import ExperimentConfig, apply_overrides, load_yaml, validate
 from cmkd.data.arrays import MultimodalData, build_data, load_npz
 from cmkd.errors import CmkdError
-from cmkd.nn import (
-    models,  # noqa: F401 - they register the encoder / loss-term checks that validate() runs
+from cmkd.nn import (  # noqa: F401 - they register the encoder / loss-term checks that validate() runs
+    losses,
+    models,
 )
 
 

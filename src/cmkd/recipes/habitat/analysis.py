@@ -106,7 +106,7 @@ def analyse(ctx: dict) -> dict:
 
     cfg, metrics, out = ctx["cfg"], ctx["metrics"], ctx["out"]
     from cmkd.recipes.base import read_options
-    from cmkd.recipes.habitat.recipe import OPTIONS
+    from cmkd.recipes.habitat.options import OPTIONS
 
     o = read_options(OPTIONS, cfg.options, recipe="habitat")
     n, region, rules_path = int(o["n"]), int(o["region"]), o["rules"]

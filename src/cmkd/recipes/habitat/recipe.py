@@ -38,9 +38,10 @@ from functools import lru_cache
 import numpy as np
 
 from cmkd.errors import CmkdError
-from cmkd.recipes.base import Recipe, options_model, read_options, register_recipe
+from cmkd.recipes.base import Recipe, read_options, register_recipe
 from cmkd.recipes.habitat.analysis import analyse as analyse_sites
 from cmkd.recipes.habitat.cli import app as habitat_cli
+from cmkd.recipes.habitat.options import OPTIONS, QUICK
 from cmkd.recipes.habitat.rules import STATUSES, load_rules
 from cmkd.recipes.habitat.scene import generate
 
@@ -49,11 +50,6 @@ CLI_HELP = "The habitat recipe's design tool (SYNTHETIC-trained model, ILLUSTRAT
 DESCRIPTION = "Deep-sea habitat design: legal/sonar/ocean/structural teachers -> one fast compliance student"
 SYNTHETIC = True
 JURISDICTIONS = ("national", "unclos", "isa", "environment")
-
-
-# options: samples, region (0 the reference, 1 the new one), a rules file (None: the built-in ILLUSTRATIVE rules)
-OPTIONS = options_model("habitat", n=(int, 3000), region=(int, 0), rules=(str | None, None))
-QUICK = {"n": 900}  # a quick run's differences
 
 
 def default_config(quick: bool = False) -> dict:

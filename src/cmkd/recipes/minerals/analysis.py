@@ -158,7 +158,7 @@ def analyse(ctx: dict) -> dict:
 
     cfg, data, models, test, out = ctx["cfg"], ctx["data"], ctx["models"], ctx["test"], ctx["out"]
     from cmkd.recipes.base import read_options
-    from cmkd.recipes.minerals.recipe import OPTIONS
+    from cmkd.recipes.minerals.options import OPTIONS
 
     given = cfg.options or {}
     opts = read_options(OPTIONS, given, recipe="minerals")

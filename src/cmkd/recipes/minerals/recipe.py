@@ -25,26 +25,16 @@ original site's for the original site: per-site, label-free standardisation).
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from cmkd.errors import CmkdError
-from cmkd.recipes.base import Recipe, options_model, read_options, register_recipe
+from cmkd.recipes.base import Recipe, read_options, register_recipe
 from cmkd.recipes.minerals.analysis import analyse as survey_analyse
+from cmkd.recipes.minerals.options import OPTIONS, QUICK
 from cmkd.recipes.minerals.scene import CLASS_NAMES, generate
 
 DESCRIPTION = "Mineral survey: HSI+LiDAR+RGB teacher -> RGB-only student (planetary geology, carbon sequestration)"
 SYNTHETIC = True
-
-
-# options (a full run's defaults): labelled share of the training pixels, scene size (pixels), site (0 the reference,
-# > 0 a new site), the survey's carbonation coefficients (None: the built-in table) and calibration, and the storage
-# capacity per m2 and pixel area behind the tonnages
-OPTIONS = options_model("minerals", label_fraction=(float, 0.1), size=(int, 96), site=(int, 0),
-                        carbonation=(Any, None), carbonation_calibration=(str, "none"),
-                        capacity_t_per_m2=(float, 0.01), pixel_area_m2=(float, 100.0))
-QUICK = {"size": 64}  # a quick run's differences
 
 
 def default_config(quick: bool = False) -> dict:

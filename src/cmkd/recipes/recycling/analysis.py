@@ -85,7 +85,7 @@ def analyse(ctx: dict) -> dict:
 
     cfg, data, test, out = ctx["cfg"], ctx["data"], ctx["test"], Path(ctx["out"])
     from cmkd.recipes.base import read_options
-    from cmkd.recipes.recycling.recipe import OPTIONS
+    from cmkd.recipes.recycling.options import OPTIONS
 
     opts = read_options(OPTIONS, cfg.options, recipe="recycling")
     policy = Policy(opts["policy"])

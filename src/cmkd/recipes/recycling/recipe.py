@@ -38,28 +38,19 @@ robot's processor while inferring, 5 W), ``png_dir`` (with ``cmkd data``: write 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from cmkd.errors import CmkdError
 from cmkd.io import dumps
-from cmkd.recipes.base import Recipe, options_model, read_options, register_recipe
+from cmkd.recipes.base import Recipe, read_options, register_recipe
 from cmkd.recipes.recycling.analysis import analyse as analyse_sorting
+from cmkd.recipes.recycling.options import OPTIONS, QUICK
 from cmkd.recipes.recycling.scene import DEGRADATION, MATERIALS, generate
 
 DESCRIPTION = "Material sorting: RGB+thermal+NIR teacher -> RGB-only MobileNet student with a sorting policy"
 SYNTHETIC = True
 SPLIT_P = (0.6, 0.15, 0.25)
-
-
-# options (a full run's defaults): items, image size, spectral bands, thermal frames, labelled share, acquisition
-# seconds and compute watts (energy table), a folder for sample PNGs of the test items (None: none) and how many,
-# and overrides of the sorting policy (cmkd.recipes.recycling.policy.DEFAULT_POLICY)
-OPTIONS = options_model("recycling", n_items=(int, 3000), size=(int, 16), bands=(int, 64), frames=(int, 36),
-                        label_fraction=(float, 0.6), acquisition_s=(float, 0.2), compute_w=(float, 5.0),
-                        png_dir=(str | None, None), png_count=(int, 48), policy=(Any, None))
-QUICK = {"n_items": 600}  # a quick run's differences
 
 
 def default_config(quick: bool = False) -> dict:
