@@ -7,7 +7,7 @@ VALIDATION (best epoch's primary metric); test is reported beside it.
 
 Usage:
     python benchmarks/airquality_distill.py [--case airquality] [--seeds 0 1 2] [--fraction 0.05]
-        [--variants recipe gate_fallback ...] [--name airquality_distill]
+        [--variants recipe fallback ...] [--name airquality_distill]
 
 Writes ``benchmarks/NAME.json`` (every figure per seed and variant) and ``benchmarks/NAME.md`` (mean ± std).
 """
@@ -33,16 +33,13 @@ VARIANTS: dict[str, list[str]] = {
     "recipe": [],  # the recipe's / config's own distill settings (airquality: task + kd, weight 1)
     "task_kd": ["distill.weights={task: 1.0, kd: 1.0}"],
     "library_default": ["distill.weights={task: 1.0, kd: 1.0, feature: 0.5, relation: 0.5}"],
-    "kd_confidence": ["distill.kd_confidence=true"],
-    "kd_ramp": ["distill.kd_ramp=0.3"],
+    "kd_confidence": ["distill.term_options.kd.confidence=true"],
     "kd_half": ["distill.weights={task: 1.0, kd: 0.5}"],
     "kd_double": ["distill.weights={task: 1.0, kd: 2.0}"],
     "kd_4": ["distill.weights={task: 1.0, kd: 4.0}"],
     "kd_8": ["distill.weights={task: 1.0, kd: 8.0}"],
-    "gate_fallback": ["distill.kd_gate=0.05", "distill.fallback=true"],
-    "task_kd_gate": ["distill.weights={task: 1.0, kd: 1.0}", "distill.kd_gate=0.05"],
-    "task_kd_ramp": ["distill.weights={task: 1.0, kd: 1.0}", "distill.kd_ramp=0.3"],
-}
+    "fallback": ["distill.fallback=true"],
+}  # kd_ramp, kd_gate (variants kd_ramp, gate_fallback, task_kd_gate, task_kd_ramp of the tables) were removed
 
 
 def one(case: str, variant: str, seed: int, fraction: float, extra: list[str]) -> dict:
@@ -64,7 +61,7 @@ def one(case: str, variant: str, seed: int, fraction: float, extra: list[str]) -
     higher = metric != "rmse"
     out = {"case": case, "metric": metric, "variant": variant, "seed": seed, "seconds": round(time.time() - t0, 1),
            "n_train": m["data"]["n_train"], "n_train_unlabelled": m["data"]["n_train_unlabelled"],
-           "fallback": m["distill"].get("fallback"), "kd_gate_factor": m["distill"].get("kd_gate_factor")}
+           "fallback": m["distill"].get("fallback")}
     for role in ("teacher", "student_baseline", "student"):
         out[f"{role}_test"] = m["models"][role]["metrics"][metric]
         out[f"{role}_val"] = (1 if higher else -1) * best_val(hist, role, 1 if higher else -1)

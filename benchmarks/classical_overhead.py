@@ -2,13 +2,11 @@
 
 For each built-in recipe (seed 0, the settings of ``benchmarks/recommended.py``: export off, except for microgrid,
 whose closed-loop analysis runs the exported INT8 student), one default ``cmkd run`` and one with
-``references.enabled=false trees.enabled=false``, back to back on an otherwise idle machine; the overhead is
-their difference over the second. The default fits the references and the tree student in a background thread
-beside the teacher and the students (``references.background``); a third run per recipe with
-``references.background=false`` (the stage in sequence after the networks, as before) shows what that saves.
-Each run also records ``classical_added_s`` (what the run waited for the stage once the networks had trained),
-and whether its test figures match the sequential run's (they must: the fits take nothing from
-the networks but the teacher's outputs).
+``references=false trees=false``, back to back on an otherwise idle machine; the overhead is their difference
+over the second. A run fits the references and the tree student in a background thread beside the teacher and the
+students. Each run also records ``classical_added_s`` (what the run waited for the stage once the networks had
+trained). Earlier records also hold a third run per recipe with the stage in sequence after the networks (the
+since removed ``references.background=false``); the table still shows them.
 
 One seed: wall-clock figures on a shared 2-core machine move by a few percent from run to run.
 Writes ``benchmarks/classical_overhead.json`` / ``.md``; runs are appended to
@@ -34,8 +32,7 @@ from cmkd.recipes import recipe_names
 
 RUNS = BENCH / "classical_overhead_runs.jsonl"
 NEEDS_EXPORT = ("microgrid",)  # its closed-loop analysis runs the exported INT8 student
-MODES = {"background": [], "off": ["references.enabled=false", "trees.enabled=false"],
-         "sequential": ["references.background=false"]}
+MODES = {"background": [], "off": ["references=false", "trees=false"]}
 
 
 def one(recipe: str, mode: str, repeat: int = 0) -> dict:
@@ -58,10 +55,9 @@ def one(recipe: str, mode: str, repeat: int = 0) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipes", nargs="+", default=list(recipe_names()))
-    ap.add_argument("--no-sequential", action="store_true", help="skip the runs with references.background=false")
     ap.add_argument("--repeats", type=int, default=1, help="runs per recipe and mode (the table has the median)")
     args = ap.parse_args()
-    modes = ["off", "background"] + ([] if args.no_sequential else ["sequential"])
+    modes = ["off", "background"]
     done = {(r["recipe"], r["mode"], r.get("repeat", 0)) for r in read_runs(RUNS)}
     for recipe in args.recipes:
         for rep in range(args.repeats):
@@ -90,9 +86,10 @@ def table(runs: list[dict]) -> str:
     has_seq = any(m == "sequential" for _, m in by)
     lines = ["## What the classical stage adds to a run (`python benchmarks/classical_overhead.py`)", "",
              "Wall seconds of a default run (seed 0; export off except for microgrid) without the classical stage "
-             "(`references.enabled=false trees.enabled=false`), with it as it runs by default (fitted in a "
+             "(`references=false trees=false`), with it as it runs by default (fitted in a "
              "background thread beside the teacher and the students)"
-             + (" and with it in sequence after the networks (`references.background=false`)" if has_seq else "")
+             + (" and with it in sequence after the networks (`references.background=false`, since removed)"
+                if has_seq else "")
              + ". Overhead: seconds over the run without the stage; \"waited s\": "
              "what the default run waited for the stage once the networks had trained (`classical_added_s`). On a "
              "2-core machine; the median of n runs where n > 1.", "",
@@ -129,7 +126,7 @@ def table(runs: list[dict]) -> str:
         over.sort(reverse=True)
         lines += ["", "A default run takes longer by " + ", ".join(f"{round(p):d}% ({k})" for p, k in over)
                   + " than the same run without the classical stage. `references.algorithms`, "
-                    "`references.self_training`, `references.n_estimators` or `references: false` cut it further."]
+                    "`references.n_estimators` or `references: false` cut it further."]
         from cmkd.recipes import get_recipe
 
         late = [k for k in recipes if (k, "background") in by and get_recipe(k).aggregate is not None]

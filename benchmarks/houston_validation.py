@@ -28,7 +28,6 @@ GRID: dict[str, tuple[list[str], list[str] | None]] = {
     "periodic, kd T=2 (recipe default)": ([], ["distill.temperature=2.0"]),
     "periodic, kd T=4": ([], ["distill.temperature=4.0"]),
     "periodic, kd T=2 weight 2": ([], ["distill.weights.kd=2.0"]),
-    "periodic, kd T=2 from the teacher's LiDAR view": ([], ["distill.teacher_view=student"]),
     "MLP encoder, task only": (["student.encoders={}"], None),
     "MLP encoder, kd T=2": (["student.encoders={}"], ["distill.temperature=2.0"]),
     "MLP encoder, kd T=4": (["student.encoders={}"], ["distill.temperature=4.0"]),
@@ -85,7 +84,7 @@ def sweep_seed(seed: int) -> dict:
     from cmkd.nn.checkpoint import build_model
     from cmkd.pipeline.resolve import resolve
     from cmkd.training.distill import make_loss
-    from cmkd.training.fit import fit, set_seed
+    from cmkd.training.fit import FitSettings, fit, set_seed
     from cmkd.training.teachers import teacher_targets, train_teachers
 
     torch.set_num_threads(1)
@@ -102,25 +101,23 @@ def sweep_seed(seed: int) -> dict:
     hist: dict = {}
     teacher, _ = train_teachers(cfg, data, tr, va, stats, hist, quiet=True)
     out["teacher (HSI + LiDAR)"] = {"best": max(r["val_metric"] for r in hist["teacher"])}
-    caches = {v: teacher_targets(teacher, data, smods, v, list(data.target_kinds)) for v in ("all", "student")}
+    cache, mask = teacher_targets(teacher, data, list(data.target_kinds))
     # what the soft targets hold: kd acts only on training pixels (the only ones with HSI)
-    probs = torch.softmax(caches["all"][0]["label"]["logits"] / cfg.distill.temperature, -1).numpy()
+    probs = torch.softmax(cache["label"]["logits"] / cfg.distill.temperature, -1).numpy()
     out["soft_targets"] = {part: {"agree": float((probs[i].argmax(1) == y[i]).mean()),
                                   "p_true": float(probs[i, y[i]].mean())} for part, i in (("train", tr), ("val", va))}
     for name, (s_over, d_over) in GRID.items():
         c, _, _, _ = resolve("houston", [f"seed={seed}"] + s_over + (d_over or []))
-        d = c.distill
-        cache, mask = caches[d.teacher_view]
         # the same order of seeding and construction as cmkd.pipeline.core's students (the loss is built after the
         # second seed, as there), so each entry's validation curve is the one `cmkd run` would record
         set_seed(seed + 1)
         model = build_model(data, smods, c.student, c)
         model.set_stats(stats)
         set_seed(seed + 2)
-        loss = make_loss(d, c.student.width, teacher.width, baseline=d_over is None, data=data, train=tr)
-        h = fit(model, data, tr, va, c.student, loss, seed=seed + 1, target_stats=stats,
-                teacher_cache=cache if d_over else None, kd_mask=mask, quiet=True, desc=name,
-                teacher=teacher if d_over else None)
+        loss = make_loss(c, c.student.width, teacher.width, baseline=d_over is None)
+        h = fit(model, data, tr, va, c.student, loss,
+                FitSettings(seed=seed + 1, target_stats=stats, teacher_cache=cache if d_over else None, kd_mask=mask,
+                            quiet=True, desc=name))
         vm = [r["val_metric"] for r in h]
         out[name] = {"best": max(vm), "epoch": int(np.argmax(vm)) + 1, "last10": float(np.mean(vm[-10:]))}
         print(f"seed {seed}: {name}: {out[name]}", flush=True)

@@ -58,10 +58,8 @@ def main() -> None:
            "data": {"path": "data", "modalities": {"spectrum": {"kind": "vector", "cost": 10.0},
                                                    "cheap": {"kind": "vector", "cost": 1.0}},
                     "targets": {"y": {"kind": "classification"}}, "split": "split"},
-           "teacher": {"modalities": ["spectrum"], "width": 16, "epochs": 1, "batch_size": 1024, "lr": 3e-3,
-                       "warmup_epochs": 0},
-           "student": {"modalities": ["cheap"], "width": 16, "epochs": 1, "batch_size": 1024, "lr": 3e-3,
-                       "warmup_epochs": 0},
+           "teacher": {"modalities": ["spectrum"], "width": 16, "epochs": 1, "batch_size": 1024, "lr": 3e-3},
+           "student": {"modalities": ["cheap"], "width": 16, "epochs": 1, "batch_size": 1024, "lr": 3e-3},
            "export": {"latency_runs": 20}}
     (root / "exp.yaml").write_text(yaml.safe_dump(cfg))
     t0 = time.time()

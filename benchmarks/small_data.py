@@ -37,7 +37,6 @@ from common import BENCH, TIE_SE, append_run, gap, ms, read_runs, rule_holds, sa
 from selection_optimism import pick
 
 import cmkd
-from cmkd.classical.references import recommendation
 from cmkd.config import ModelConfig
 from cmkd.errors import CmkdError
 from cmkd.training.fit import batch_size_for
@@ -69,7 +68,6 @@ VARIANTS = {
                                                          "student.encoders={vector: periodic}"],
     "default": lambda n: [],  # the library's defaults now: auto batch size, epochs and patience
     "mobilenet": lambda n: ["teacher.encoders={image: mobilenet}", "student.encoders={image: mobilenet}"],
-    "augment": lambda n: ["teacher.augment=true", "student.augment=true"],
     "flat": lambda n: ["teacher.encoders={image: flat}", "student.encoders={image: flat}"],
     "ensemble5": lambda n: ["student.ensemble=5"],
 }
@@ -77,7 +75,7 @@ LABELS = {"batch128": "former defaults (batch 128, 60 epochs, patience 12)", "ba
           "auto_long": "auto batch, 200 epochs, patience 40", "auto_periodic": "auto batch, periodic vector encoder",
           "default": "defaults now (auto batch, epochs, patience)",
           "mobilenet": "defaults now, MobileNet image encoder",
-          "augment": "defaults now, flips / quarter turns of the image patches",
+          "augment": "defaults now, flips / quarter turns of the image patches (model.augment, since removed)",
           "flat": "defaults now, image patch flattened into an MLP",
           "ensemble5": "defaults now, 5 networks averaged (student.ensemble=5)"}
 
@@ -163,7 +161,7 @@ def one(case: str, n: int, seed: int, variant: str) -> dict:
            "data": {"path": "data.npz", "modalities": {"x": {"kind": kind}}, "targets": {"y": {"kind": task}},
                     "split": "split"},
            "teacher": {"modalities": ["x"]}, "student": {"modalities": ["x"]},
-           "trees": False, "export": {"enabled": False}, "uncertainty": {"enabled": False}}
+           "trees": False, "export": {"enabled": False}}
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         np.savez(Path(tmp) / "data.npz", **arrays)
@@ -266,15 +264,12 @@ def _tried_cell(rs: list[dict], v: str, tried: list[str]) -> str:
     return _ms(vals) + (f" ({len(vals)} of {full} seeds)" if 0 < len(vals) < full else "")
 
 
-RULES = ("best", "window 2", "tie_se 1")
+RULES = ("best", "window 2")  # (tie_se 1 was the third, with references.tie_se, since removed)
 
 
 def rule_pick(r: dict, rule: str) -> str:
     """What run ``r`` recommends under ``rule``: ``best`` (the network's best-epoch validation figure, a run's
-    rule now), ``window k`` (the mean of the epochs within k of the best, :func:`selection_optimism.pick`) or
-    ``tie_se k`` (candidates within k standard errors of the best tied, the cheaper wins)."""
-    if rule.startswith("tie_se"):
-        return recommendation(r["val"], r["metric"], n_val=r["n_val"], tie_se=float(rule.split()[1]))["model"]
+    rule now) or ``window k`` (the mean of the epochs within k of the best, :func:`selection_optimism.pick`)."""
     return pick(r, rule)
 
 
@@ -291,8 +286,7 @@ def rules_table(runs: list[dict], cells: list[tuple[str, int]]) -> str:
              "recommended model's gap to the best reference on test, mean ± std over seeds (points of accuracy, or "
              "% of the RMSE; + = better), and in brackets how many runs chose the network. `best`: the network's "
              "best-epoch validation figure (what a run does); `window 2`: the mean of the epochs within 2 of it "
-             "(`benchmarks/selection_optimism.py`); `tie_se 1`: candidates within one standard error of the best "
-             "validation figure tied, the cheaper wins (`references.tie_se`).", "",
+             "(`benchmarks/selection_optimism.py`).", "",
              "| case | n train | n val | " + " | ".join(f"`{x}`" for x in RULES) + " |",
              "|---|---|---|" + "---|" * len(RULES)]
     for case, n in cells:

@@ -53,7 +53,8 @@ def calls(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     real_fit = pipeline.fit
 
     def fit(*args, **kw):  # noqa: ANN002, ANN003, ANN202 - a recording wrapper
-        seen.append({"desc": kw.get("desc"), "ckpt": kw.get("ckpt_path"), "resume": kw.get("resume", False)})
+        o = args[-1]  # the FitSettings
+        seen.append({"desc": o.desc, "ckpt": o.ckpt_path, "resume": o.resume})
         return real_fit(*args, **kw)
 
     mp.setattr(pipeline, "fit", fit)
@@ -87,7 +88,7 @@ def _record_fits(mp: pytest.MonkeyPatch) -> list[str]:
     real_fit = pipeline.fit
 
     def fit(*args, **kw):  # noqa: ANN002, ANN003, ANN202
-        order.append(f"fit {kw.get('desc')}")
+        order.append(f"fit {args[-1].desc}")  # the FitSettings
         return real_fit(*args, **kw)
 
     mp.setattr(pipeline, "fit", fit)

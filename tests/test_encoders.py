@@ -70,45 +70,34 @@ def test_flat_image_encoder_sees_each_pixel_masks_missing_ones_and_exports(tmp_p
     assert np.abs(got - ref).max() < 1e-4
 
 
-def _tiny(view: str = "all") -> tuple:
-    cfg = validate({**make_config(npz="unused.npz", student="vec", teacher=["vec", "img"]),
-                    "distill": {"teacher_view": view}})
+def test_teacher_targets_are_the_teachers_outputs_on_all_its_modalities() -> None:
+    cfg = validate(make_config(npz="unused.npz", student="vec", teacher=["vec", "img"]))
     data = build_data(make_arrays(n=40), cfg.data, 0, "tiny", modalities=["vec", "img"])
     torch.manual_seed(0)
     teacher = MultimodalNet({"vec": {"kind": "vector", "shape": (6,)}, "img": {"kind": "image", "shape": (2, 5, 5)}},
                             {"y": {"kind": "classification", "n_out": 3}}, width=8, heads=2).eval()
-    return cfg, data, teacher
-
-
-def test_teacher_view_student_marks_the_other_modalities_absent() -> None:
-    cfg, data, teacher = _tiny("student")
-    full, mask_full = teacher_targets(teacher, data, ["vec"], "all", ["y"])
-    own, mask_own = teacher_targets(teacher, data, ["vec"], cfg.distill.teacher_view, ["y"])
-    x = {"vec": torch.from_numpy(data.inputs["vec"]), "img": torch.full((data.n, 2, 5, 5), float("nan"))}
+    cache, mask = teacher_targets(teacher, data, ["y"])
+    x = {m: torch.from_numpy(data.inputs[m]) for m in ("vec", "img")}
     with torch.no_grad():
-        expect = teacher(x)["y"]["logits"]  # the image all-NaN: absent
-    assert torch.allclose(own["y"]["logits"], expect, atol=1e-5)
-    assert not torch.allclose(full["y"]["logits"], expect, atol=1e-3)
-    assert mask_own.all() and mask_full.all()
-    with pytest.raises(CmkdError, match="shares no modality"):
-        teacher_targets(teacher, data, ["seq"], "student", ["y"])
+        expect = teacher(x)["y"]["logits"]
+    assert torch.allclose(cache["y"]["logits"], expect, atol=1e-5) and mask.all()
+    assert cache["features"].shape == (data.n, 8)
 
 
 @pytest.mark.slow  # a full run
-def test_run_with_periodic_student_and_student_view(tmp_path: Path) -> None:
+def test_run_with_periodic_student(tmp_path: Path) -> None:
     cfg = make_config(student="vec", teacher=["vec", "img"], epochs=20)
     cfg["teacher"]["modality_dropout"] = 0.3
     cfg["student"]["encoders"] = {"vector": "periodic"}
     cfg["student"]["encoder_options"] = {"periodic": {"sigma": 0.05, "n_freq": 4}}
-    cfg["distill"] = {"teacher_view": "student"}
     m = cmkd.run(str(write_case(tmp_path / "case", config=cfg)), tmp_path / "out", quiet=True)
     assert m["models"]["student"]["metrics"]["accuracy"] > 1 / 3 + 0.1  # learns something from vec alone
     saved = (tmp_path / "out" / "config.yaml").read_text()
-    assert "teacher_view: student" in saved and "vector: periodic" in saved
+    assert "vector: periodic" in saved
     student, _ = load_model(tmp_path / "out" / "student.pt")  # rebuilt with its options: 4 frequencies
     assert student.encoders["vec"].freq.shape == (6, 4)
     assert student.hparams["encoder_options"]["periodic"]["n_freq"] == 4
-    with pytest.raises(CmkdError, match="teacher_view"):
+    with pytest.raises(CmkdError, match="unknown key 'distill.teacher_view': was removed"):  # a key of an older YAML
         validate({**make_config(), "distill": {"teacher_view": "half"}})
     for opts, msg in (({"periodic": {"sigmaa": 1}}, "no option 'sigmaa'"), ({"resnet": {}}, "unknown encoder")):
         with pytest.raises(CmkdError, match=msg):

@@ -24,8 +24,8 @@ from cmkd.nn.models import EnsembleTeacher
 def _cfg(k: int, task: str = "classification") -> dict:
     cfg = make_config(student="vec", teacher=["vec", "img"], epochs=2, task=task)
     cfg["student"]["ensemble"] = k
-    cfg["references"] = {"enabled": False}
-    cfg["trees"] = {"enabled": False}
+    cfg["references"] = False
+    cfg["trees"] = False
     return cfg
 
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from cmkd.config import TERM_OPTION_DEFAULTS, DistillConfig, ModelConfig
 from cmkd.errors import CmkdError
 from cmkd.nn.losses import LOSSES, CompositeLoss, kd_loss, rkd, similarity_preserving
 
@@ -64,16 +65,7 @@ def test_task_cross_entropy_hand_value():
     # batch mean = (ln 3 + ln 2) / 2 = ln(6) / 2
     out = clf([[0.0, 0.0], [0.0, 0.0]], [[0.0, 0.0, 0.0], [LN2, 0.0, 0.0]])
     batch = {"targets": {"y": torch.tensor([2, 0])}}
-    close(LOSSES["task"](out, None, batch), math.log(6.0) / 2)
-
-
-def test_task_cross_entropy_class_weights():
-    # same per-sample losses (ln 3 for label 2, ln 2 for label 0); class weights (1, 1, 3):
-    # weighted mean = (3 * ln 3 + 1 * ln 2) / (3 + 1)
-    out = clf([[0.0, 0.0], [0.0, 0.0]], [[0.0, 0.0, 0.0], [LN2, 0.0, 0.0]])
-    batch = {"targets": {"y": torch.tensor([2, 0])}}
-    val = LOSSES["task"](out, None, batch, class_weights={"y": t([1.0, 1.0, 3.0])})
-    close(val, (3 * LN3 + LN2) / 4)
+    close(LOSSES["task"](out, None, batch, nll_beta=0.0), math.log(6.0) / 2)
 
 
 def test_task_gaussian_nll_ignores_nan_target():
@@ -87,7 +79,7 @@ def test_task_gaussian_nll_ignores_nan_target():
     logvar = t([[0.0, -50.0], [0.0, math.log(4.0)]], requires_grad=True)
     out = {"features": t([[0.0], [0.0]]), "y": {"mean": mean, "logvar": logvar}}
     batch = {"targets": {"y": t([[1.0, float("nan")], [2.0, 2.0]])}}
-    val = LOSSES["task"](out, None, batch)
+    val = LOSSES["task"](out, None, batch, nll_beta=0.0)
     close(val, (1 + LN2) / 3)
     val.backward()
     assert torch.isfinite(mean.grad).all() and torch.isfinite(logvar.grad).all()
@@ -102,7 +94,7 @@ def test_task_sums_over_targets():
     out = {"features": t([[0.0]]), "a": {"logits": t([[0.0, 0.0]])},
            "b": {"mean": t([[1.0]]), "logvar": t([[0.0]])}}
     batch = {"targets": {"a": torch.tensor([1]), "b": t([[3.0]])}}
-    close(LOSSES["task"](out, None, batch), LN2 + 2.0)
+    close(LOSSES["task"](out, None, batch, nll_beta=0.0), LN2 + 2.0)
 
 
 def test_task_all_targets_missing_is_zero_and_differentiable():
@@ -126,7 +118,7 @@ def test_kd_hinton_soft_targets_hand_value():
     # (the reverse direction KL(p_s || p_t) = 1/3 ln(32/27) * 4 / 2 would give a different number)
     s = clf([[0.0], [0.0]], [[0.0, 0.0, 0.0], [1.0, -2.0, 0.5]])
     te = clf([[0.0], [0.0]], [[2 * LN2, 0.0, 0.0], [1.0, -2.0, 0.5]])
-    close(LOSSES["kd"](s, te, EMPTY, temperature=2.0), math.log(9 / 8))
+    close(LOSSES["kd"](s, te, EMPTY, temperature=2.0, confidence=False), math.log(9 / 8))
 
 
 def test_kd_temperature_one_two_classes():
@@ -134,14 +126,14 @@ def test_kd_temperature_one_two_classes():
     # KL = 3/4 ln(3/2) + 1/4 ln(1/2) = 3/4 ln 3 - ln 2
     s = clf([[0.0]], [[0.0, 0.0]])
     te = clf([[0.0]], [[LN3, 0.0]])
-    close(LOSSES["kd"](s, te, EMPTY, temperature=1.0), 0.75 * LN3 - LN2)
+    close(LOSSES["kd"](s, te, EMPTY, temperature=1.0, confidence=False), 0.75 * LN3 - LN2)
 
 
 def test_kd_regression_mse_to_teacher_mean():
     # mu_s - mu_t = (0, 2, 3, 0) -> mean of squares = (0 + 4 + 9 + 0) / 4 = 13/4; logvar plays no part
     s = reg([[0.0], [0.0]], [[1.0, 2.0], [3.0, 4.0]], [[5.0, 5.0], [5.0, 5.0]])
     te = reg([[0.0], [0.0]], [[1.0, 0.0], [0.0, 4.0]], [[-3.0, 0.0], [1.0, 2.0]])
-    close(LOSSES["kd"](s, te, EMPTY), 13 / 4)
+    close(LOSSES["kd"](s, te, EMPTY, temperature=4.0, confidence=False), 13 / 4)
 
 
 @pytest.mark.parametrize("out", [
@@ -150,7 +142,7 @@ def test_kd_regression_mse_to_teacher_mean():
 ], ids=["classification", "regression"])
 @pytest.mark.parametrize("temperature", [1.0, 4.0])
 def test_kd_zero_when_student_equals_teacher(out, temperature):
-    close(LOSSES["kd"](out, out, EMPTY, temperature=temperature), 0.0, tol=1e-12)
+    close(LOSSES["kd"](out, out, EMPTY, temperature=temperature, confidence=False), 0.0, tol=1e-12)
 
 
 # -------------------------------------------------------------------------------------------------- feature
@@ -158,7 +150,7 @@ def test_kd_zero_when_student_equals_teacher(out, temperature):
 
 def test_feature_cosine_no_projection():
     # cos((1,0),(0,1)) = 0 -> 1;  cos((1,1),(2,2)) = 1 -> 0;  mean = 0.5
-    val = LOSSES["feature"](feats([[1.0, 0.0], [1.0, 1.0]]), feats([[0.0, 1.0], [2.0, 2.0]]), EMPTY)
+    val = LOSSES["feature"](feats([[1.0, 0.0], [1.0, 1.0]]), feats([[0.0, 1.0], [2.0, 2.0]]), EMPTY, mode="cosine")
     close(val, 0.5)
 
 
@@ -344,8 +336,9 @@ def _identity_projections(loss: CompositeLoss) -> None:
 def test_composite_weighted_sum_and_parts():
     s, te, batch = _composite_case()
     weights = {"task": 1.0, "kd": 0.5, "feature": 2.0, "relation": 3.0, "contrastive": 0.25}
-    loss = CompositeLoss(weights, student_width=2, teacher_width=2, temperature=2.0, feature_mode="mse",
-                         relation_mode="sp", contrastive_temperature=1.0)
+    distill = DistillConfig(temperature=2.0, term_options={"feature": {"mode": "mse"}, "relation": {"mode": "sp"},
+                                                           "contrastive": {"temperature": 1.0}})
+    loss = CompositeLoss(weights, student_width=2, teacher_width=2, distill=distill)
     _identity_projections(loss)
     out = loss(s, te, batch)
     assert set(out) == {"loss", *weights}
@@ -400,8 +393,8 @@ def test_composite_kd_mask_excludes_rows_from_teacher_terms():
     te["features"][2] = float("nan")
     te["y"]["logits"][2] = torch.tensor([1e4, -1e4, float("nan")])
     batch["kd_mask"] = torch.tensor([True, True, False])
-    loss = CompositeLoss({"task": 1.0, "kd": 1.0, "feature": 1.0}, student_width=2, temperature=2.0,
-                         feature_mode="mse")
+    loss = CompositeLoss({"task": 1.0, "kd": 1.0, "feature": 1.0}, student_width=2,
+                         distill=DistillConfig(temperature=2.0, term_options={"feature": {"mode": "mse"}}))
     _identity_projections(loss)
     out = loss(s, te, batch)
     ce3 = -(3 - math.log(math.exp(1) + math.exp(2) + math.exp(3)))
@@ -459,11 +452,17 @@ def _generic_outputs(kind: str) -> tuple[dict, dict, dict, list[Tensor]]:
     return s, te, {"targets": {"y": y}, "impute_truth": {"seq": truth}}, [sf, sm, sv, imp]
 
 
+# every term's settings as a run gives them (the config's defaults)
+TERM_SETTINGS = {**{k: dict(v) for k, v in TERM_OPTION_DEFAULTS.items() if k != "impute"},
+                 "task": {"nll_beta": ModelConfig().nll_beta}}
+TERM_SETTINGS["kd"]["temperature"] = DistillConfig().temperature
+
+
 @pytest.mark.parametrize("kind", ["classification", "regression"])
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_every_term_returns_finite_differentiable_scalar(name, kind):
     s, te, batch, leaves = _generic_outputs(kind)
-    val = LOSSES[name](s, te, batch)
+    val = LOSSES[name](s, te, batch, **TERM_SETTINGS.get(name, {}))
     assert isinstance(val, Tensor) and val.dim() == 0
     assert torch.isfinite(val)
     assert val.requires_grad
@@ -497,56 +496,24 @@ def test_adaptive_weights_hand_value():
     s = {"features": torch.zeros(2, 2), "y": {"mean": mean, "logvar": torch.zeros(2, 1)}}
     te = {"features": torch.zeros(2, 2), "y": {"mean": torch.tensor([[2.0], [1.0]]), "logvar": torch.zeros(2, 1)}}
     batch = {"targets": {"y": torch.tensor([[1.0], [2.0]])}, "availability": torch.tensor([1.0, 0.0])}
-    parts = CompositeLoss({"task": 1.0, "kd": 1.0}, 2, adaptive=True)(s, te, batch)
+    adaptive = DistillConfig(adaptive_weights=True)
+    parts = CompositeLoss({"task": 1.0, "kd": 1.0}, 2, distill=adaptive, nll_beta=0.0)(s, te, batch)
     assert parts["task"].item() == pytest.approx(0.875)
     assert parts["kd"].item() == pytest.approx(1.75)
     assert parts["loss"].item() == pytest.approx(0.875 + 1.75)
-    plain = CompositeLoss({"task": 1.0, "kd": 1.0}, 2)(s, te, batch)  # without the option: unweighted
+    plain = CompositeLoss({"task": 1.0, "kd": 1.0}, 2, nll_beta=0.0)(s, te, batch)  # unweighted
     assert plain["task"].item() == pytest.approx(1.25) and plain["kd"].item() == pytest.approx(2.5)
 
 
-@pytest.mark.parametrize("kind,half", [("constant", 4.0), ("linear", 2.5), ("cosine", 2.5)])
-def test_temperature_schedule(kind: str, half: float) -> None:
-    loss = CompositeLoss({"task": 1.0, "kd": 1.0}, 2, temperature=4.0, temperature_schedule=kind,
-                         temperature_end=1.0)
-    assert loss.set_progress(0.0) == pytest.approx(4.0)
-    assert loss.set_progress(0.5) == pytest.approx(half)
-    assert loss.set_progress(1.0) == pytest.approx(4.0 if kind == "constant" else 1.0)
-    assert loss.set_progress(0.25) == pytest.approx({"constant": 4.0, "linear": 3.25,
-                                                     "cosine": 4.0 - 3.0 * (1 - math.cos(math.pi / 4)) / 2}[kind])
-    with pytest.raises(CmkdError, match="temperature schedule"):
-        CompositeLoss({"kd": 1.0}, 2, temperature_schedule="step")
-
-
-def test_class_balanced_task_and_kd_hand_value() -> None:
-    # two samples, classes 0 and 1 with weights [1, 3]; uniform student logits -> CE = log 2 per sample
-    w = {"y": torch.tensor([1.0, 3.0])}
-    s = {"features": torch.zeros(2, 2), "y": {"logits": torch.zeros(2, 2)}}
-    # teacher: sample 0 predicts class 1 with p = 0.8 (weight 3), sample 1 class 0 with p = 0.8 (weight 1)
-    z = math.log(4.0)
-    te = {"features": torch.zeros(2, 2), "y": {"logits": torch.tensor([[0.0, z], [z, 0.0]])}}
-    batch = {"targets": {"y": torch.tensor([0, 1])}}
-    parts = CompositeLoss({"task": 1.0, "kd": 1.0}, 2, temperature=1.0, class_weights=w)(s, te, batch)
-    # task: weighted CE sum / weight sum = (1 + 3) log 2 / 4 = log 2
-    assert parts["task"].item() == pytest.approx(math.log(2))
-    # kd at T = 1: KL(p_t || uniform) = sum p log(2p) for p = (0.2, 0.8), the same for both samples
-    kl = 0.2 * math.log(0.4) + 0.8 * math.log(1.6)
-    assert parts["kd"].item() == pytest.approx((3 * kl + 1 * kl) / 2)
-
-
-def test_learned_weights_hand_value_and_gradient() -> None:
-    # at s = 0 the total equals the fixed-weight total; d/ds [exp(-s) w L + s] = 1 - w L at s = 0
-    s = {"features": torch.zeros(2, 2), "y": {"logits": torch.zeros(2, 2)}}
-    te = {"features": torch.zeros(2, 2), "y": {"logits": torch.zeros(2, 2)}}
-    batch = {"targets": {"y": torch.tensor([0, 1])}}
-    loss = CompositeLoss({"task": 2.0, "kd": 1.0}, 2, temperature=1.0, learned_weights=True)
-    parts = loss(s, te, batch)
-    assert parts["loss"].item() == pytest.approx(2.0 * math.log(2))  # kd is 0 between identical outputs
-    assert parts["weight_task"].item() == pytest.approx(2.0)
-    parts["loss"].backward()
-    assert loss.log_vars["task"].grad.item() == pytest.approx(1 - 2.0 * math.log(2))
-    assert loss.log_vars["kd"].grad.item() == pytest.approx(1.0)
-    assert len(list(CompositeLoss({"task": 1.0}, 2).parameters())) == 4  # projections only when not learned
+def test_composite_settings_come_from_the_config() -> None:
+    """No second default: a CompositeLoss without config sections applies the config's defaults."""
+    loss = CompositeLoss({"task": 1.0, "kd": 1.0, "feature": 1.0}, 2)
+    assert loss.settings["task"]["nll_beta"] == ModelConfig().nll_beta == 0.5
+    assert loss.settings["kd"] == {"temperature": DistillConfig().temperature, "confidence": False}
+    assert loss.settings["feature"]["mode"] == "cosine" and loss.settings["relation"] == {"mode": "sp"}
+    assert loss.settings["contrastive"]["temperature"] == 0.1
+    assert len(list(loss.parameters())) == 4  # the two projections (weights and biases)
+    assert CompositeLoss({"kd": 1.0}, 2, temperature=2.0).settings["kd"]["temperature"] == 2.0  # an override
 
 
 def test_kd_regression_confidence_weights_by_teacher_precision():
@@ -554,6 +521,6 @@ def test_kd_regression_confidence_weights_by_teacher_precision():
     t = {"features": torch.zeros(2, 2), "r": {"mean": torch.tensor([[0.0], [0.0]]),
                                               "logvar": torch.log(torch.tensor([[1.0], [4.0]]))}}
     # precisions 1 and 1/4, mean 5/8: weights 8/5 and 2/5; mean of (1 * 8/5, 9 * 2/5) = (1.6 + 3.6) / 2
-    got = kd_loss(s, t, {}, confidence=True)
+    got = kd_loss(s, t, {}, temperature=4.0, confidence=True)
     assert math.isclose(float(got), 2.6, rel_tol=1e-6)
-    assert math.isclose(float(kd_loss(s, t, {})), 5.0, rel_tol=1e-6)
+    assert math.isclose(float(kd_loss(s, t, {}, temperature=4.0, confidence=False)), 5.0, rel_tol=1e-6)

@@ -83,7 +83,7 @@ def test_ensemble_combines_members_by_hand() -> None:
     kl = (soft0 * (soft0.log() - (zs[0] / t).log_softmax(0))).sum()
     got = kd_loss({"features": zs, "y": {"logits": zs[:1]}}, {"y": {"soft_logp": out["y"]["soft_logp"][:1],
                                                                     "logits": out["y"]["logits"][:1]}},
-                  {}, temperature=t)
+                  {}, temperature=t, confidence=False)
     assert math.isclose(float(got), float(kl) * t**2, rel_tol=1e-5)
 
 
@@ -102,7 +102,7 @@ def test_tiny_run_with_three_teachers(tmp_path: Path) -> None:
     arrays = make_arrays(n=240)
     arrays["zr"] = (2 * arrays["vec"][:, 0]).astype(np.float32)
     cfg = _config(vec={"modalities": ["vec"], "temperature": 2.0}, sig={"modalities": ["sig"], "targets": ["y"]},
-                  txt={"modalities": ["txt"], "targets": ["y"], "weight": 0.5})
+                  txt={"modalities": ["txt"], "targets": ["y"]})
     cfg["data"]["targets"]["zr"] = {"kind": "regression"}
     cfg["distill"] = {"weights": {"task": 1.0, "kd": 1.0, "feature": 0.5, "relation": 0.5, "contrastive": 0.2}}
     m = cmkd.run(str(write_case(tmp_path / "case", arrays, cfg)), tmp_path / "out", quiet=True)
@@ -126,10 +126,10 @@ def test_tune_trains_the_ensemble_once_and_searches_the_student(tmp_path: Path) 
     from cmkd.pipeline.tune import tune
 
     cfg = _config(vec={"modalities": ["vec"], "temperature": 2.0}, sig={"modalities": ["sig"]})
-    cfg["distill"] = {"kd_confidence": True, "weights": {"task": 1.0, "kd": 1.0, "feature": 0.5}}
+    cfg["distill"] = {"term_options": {"kd": {"confidence": True}}, "weights": {"task": 1.0, "kd": 1.0, "feature": 0.5}}
     cfg["student"] = {**cfg.get("student", {}), "epochs": 2}
     res = tune(validate(cfg), make_arrays(n=200), trials=2, out=tmp_path / "t")
     assert len(res["trials"]) == 2 and res["trials"][0]["params"] == "defaults"
     assert all(np.isfinite(t["val_accuracy"]) for t in res["trials"])
     best = (tmp_path / "t" / "best.yaml").read_text()
-    assert "teachers:" in best and "kd_confidence: true" in best
+    assert "teachers:" in best and "confidence: true" in best

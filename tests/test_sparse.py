@@ -130,7 +130,7 @@ def test_regression_run_with_imputation_adaptive_weights_and_conformal(tmp_path:
     cfg = make_config(task="regression", student="seq", teacher=["vec", "seq_full"], epochs=3)
     cfg["data"]["modalities"]["seq_full"] = {"kind": "sequence", "cost": 5.0}
     cfg["distill"] = {"weights": {"task": 1.0, "kd": 1.0, "impute": 0.5}, "adaptive_weights": True,
-                      "impute": {"seq": "seq_full"}}
+                      "term_options": {"impute": {"sources": {"seq": "seq_full"}}}}
     m = cmkd.run(validate(cfg), tmp_path / "out", arrays=arrays, quiet=True)
     st = m["models"]["student"]["metrics"]
     assert 0 < st["imputation_rmse"] < 10
@@ -147,40 +147,12 @@ def test_regression_run_with_imputation_adaptive_weights_and_conformal(tmp_path:
 
 def test_impute_config_errors() -> None:
     cfg = make_config(task="regression", student="seq")
-    cfg["distill"] = {"impute": {"vec": "seq"}}
+    cfg["distill"] = {"term_options": {"impute": {"sources": {"vec": "seq"}}}}
     with pytest.raises(CmkdError, match="not a student modality"):
         validate(cfg)
-    cfg["distill"] = {"impute": {"seq": "nope"}}
+    cfg["distill"] = {"term_options": {"impute": {"sources": {"seq": "nope"}}}}
     with pytest.raises(CmkdError, match="not declared"):
         validate(cfg)
-
-
-@pytest.mark.slow  # a full run
-def test_class_balance_and_temperature_schedule_in_a_run(tmp_path: Path) -> None:
-    from cmkd.data.arrays import build_data as bd
-    from cmkd.training.distill import class_balance_weights
-
-    arrays = make_arrays(200)
-    arrays["y"][:150] = 0  # an imbalanced problem
-    cfg = make_config(student="vec", teacher=["vec", "img"], epochs=2)
-    cfg["distill"] = {"temperature": 4.0, "temperature_schedule": "cosine", "temperature_end": 1.0,
-                      "class_balance": 0.99}
-    m = cmkd.run(validate(cfg), tmp_path / "out", arrays=arrays, quiet=True)
-    assert m["distill"]["class_balance"] == 0.99 and 0 <= m["models"]["student"]["metrics"]["accuracy"] <= 1
-    v = validate(cfg)
-    data = bd(arrays, v.data, 0, "t", modalities=["vec", "img"])
-    w = class_balance_weights(data, data.indices(0), 0.99)["y"]
-    counts = np.bincount(data.targets["y"][data.indices(0)], minlength=3)
-    assert w[int(np.argmin(counts))] > w[int(np.argmax(counts))]  # the rare class weighs more
-    assert class_balance_weights(data, data.indices(0), 0.0) is None
-
-
-@pytest.mark.slow  # a full run
-def test_learned_loss_weights_in_a_run(tmp_path: Path) -> None:
-    cfg = make_config(student="vec", teacher=["vec", "img"], epochs=2)
-    cfg["distill"] = {"weights": {"task": 1.0, "kd": 1.0, "relation": 0.5}, "learned_weights": True}
-    m = cmkd.run(validate(cfg), tmp_path / "out", arrays=make_arrays(), quiet=True)
-    hist = json.loads((tmp_path / "out" / "histories.json").read_text())
-    assert {"train_weight_task", "train_weight_kd", "train_weight_relation"} <= set(hist["student"][-1])
-    assert hist["student"][-1]["train_weight_kd"] != 1.0  # the weights moved
-    assert 0 <= m["models"]["student"]["metrics"]["accuracy"] <= 1
+    cfg["distill"] = {"impute": {"seq": "seq"}}  # an older YAML's key
+    with pytest.raises(CmkdError, match="moved to 'distill.term_options.impute.sources'"):
+        validate(cfg)

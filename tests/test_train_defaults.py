@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from helpers import make_arrays, make_config
+from helpers import make_config
 
 from cmkd.config import ModelConfig, validate
 from cmkd.training.fit import batch_size_for, schedule_for
@@ -47,9 +47,9 @@ def test_refit_keeps_the_batch_size_of_the_run_that_chose_the_epochs(tmp_path, m
     seen: list = []
     real_fit = pipeline.fit
 
-    def spy(model, data, idx, val, mcfg, *a, **kw):  # noqa: ANN001, ANN202
-        seen.append((kw.get("desc"), len(idx), mcfg.batch_size))
-        return real_fit(model, data, idx, val, mcfg, *a, **kw)
+    def spy(model, data, idx, val, mcfg, loss, settings):  # noqa: ANN001, ANN202
+        seen.append((settings.desc, len(idx), mcfg.batch_size))
+        return real_fit(model, data, idx, val, mcfg, loss, settings)
 
     monkeypatch.setattr(pipeline, "fit", spy)
     cfg = make_config(epochs=2)
@@ -64,7 +64,8 @@ def test_refit_keeps_the_batch_size_of_the_run_that_chose_the_epochs(tmp_path, m
     assert first["student_baseline_refit"][0] > n
 
 
-def test_augment_turns_each_image_sample_by_one_of_the_eight_symmetries_and_leaves_other_inputs():
+def test_turn_images_turns_each_image_sample_by_one_of_the_eight_symmetries_and_leaves_other_inputs():
+    """The flip / quarter-turn augmentation ``cmkd adapt --augment`` applies (:mod:`cmkd.training.continual`)."""
     import torch
 
     from cmkd.nn.models import MultimodalNet
@@ -85,32 +86,3 @@ def test_augment_turns_each_image_sample_by_one_of_the_eight_symmetries_and_leav
         seen.add(hits[0])
     assert len(seen) == 8  # every symmetry is drawn (64 samples)
     assert turn_images({"img": img}, net, False)["img"] is img
-
-
-@pytest.mark.slow  # a full run
-def test_augment_reaches_the_training_step_of_the_model_that_sets_it(tmp_path, monkeypatch):
-    """``student.augment`` turns the student's image batches in training; the teacher (augment off) sees them
-    as they are, and prediction never turns them."""
-    from helpers import write_case
-
-    import cmkd
-    import cmkd.training.fit as train
-
-    calls: list = []
-    real = train.dihedral
-
-    def spy(x):  # noqa: ANN001, ANN202
-        calls.append(tuple(x.shape))
-        return real(x)
-
-    monkeypatch.setattr(train, "dihedral", spy)
-    cfg = make_config(epochs=2)
-    cfg["student"]["augment"] = True
-    cfg.update({"references": False, "trees": False, "export": {"enabled": False}})
-    m = cmkd.run(str(write_case(tmp_path, config=cfg)), tmp_path / "out", quiet=True)
-    assert m["models"]["student"]["metrics"]
-    assert calls and all(c[1:] == (2, 5, 5) for c in calls)  # the student's image modality only
-    # the two networks with the student's settings (student, student_baseline): 2 epochs each, batch 64
-    n_train = int((make_arrays()["split"] == 0).sum())
-    assert len(calls) == 2 * 2 * -(-n_train // 64)
-    assert validate(cfg).teacher.augment is False and validate(cfg).student.augment is True

@@ -42,7 +42,8 @@ NAME_CHECKS: dict[str, Callable[[Any], None]] = {}
 
 def register_name_check(name: str) -> Callable[[Callable[[Any], None]], Callable[[Any], None]]:
     """Decorator registering ``fn(value)`` as the check of config field ``name`` (``encoders``,
-    ``encoder_options`` or ``loss_terms``); ``fn`` raises :class:`CmkdError` with a one-line message."""
+    ``encoder_options``, ``loss_terms`` or ``term_options``); ``fn`` raises :class:`CmkdError` with a one-line
+    message."""
 
     def deco(fn: Callable[[Any], None]) -> Callable[[Any], None]:
         NAME_CHECKS[name] = fn
@@ -70,39 +71,36 @@ class _Strict(BaseModel):
 class ModalitySpec(_Strict):
     """One input modality: its array kind and what acquiring it costs in deployment (W, $, ...)."""
 
-    kind: Kind
-    cost: float = Field(1.0, ge=0)
-    # names of a sequence's / vector's channels (the last axis), for tables and plots instead of indices
-    channels: list[str] | None = None
+    kind: Kind = Field(description="array kind: vector, sequence, image, signal or text")
+    cost: float = Field(1.0, ge=0, description="what acquiring it costs in deployment (W, $, ...)")
+    channels: list[str] | None = Field(None, description="names of a sequence's / vector's channels (the last axis), "
+                                                         "for tables and plots instead of indices")
 
 
 class TargetSpec(_Strict):
     """One prediction target."""
 
-    kind: Literal["classification", "regression"]
-    # names of a regression target's output columns (plots and tables use them instead of "output k")
-    columns: list[str] | None = None
-    # a regression target's units, for plots and the edge model's sidecar
-    units: str | None = None
+    kind: Literal["classification", "regression"] = Field(description="classification or regression")
+    columns: list[str] | None = Field(None, description="names of a regression target's output columns (plots and "
+                                                        "tables use them instead of 'output k')")
+    units: str | None = Field(None, description="a regression target's units, for plots and the edge model's sidecar")
 
 
 class DataConfig(_Strict):
     """Where the data live and what each npz key means."""
 
-    path: str | None = None
+    path: str | None = Field(None, description="an .npz file or a directory of .npy shards (relative: to the YAML)")
     sources: dict[str, Any] | None = Field(
-        None, description="Data as they come, instead of path: table, stream and cube files and what each modality "
+        None, description="data as they come, instead of path: table, stream and cube files and what each modality "
         "and target is made of (checked when the data are built: cmkd.data.sources.SourcesSpec; "
         "docs/own-data-sources.md)")
-    modalities: dict[str, ModalitySpec]
-    targets: dict[str, TargetSpec]
-    split: str | None = "split"
-    class_names: list[str] | None = None
-    val_fraction: float = Field(0.15, gt=0, lt=0.5)
-    test_fraction: float = Field(0.2, gt=0, lt=0.5)
-    text_vocab: int = Field(4096, ge=64)
-    text_len: int = Field(64, ge=4)
-    max_classes: int = Field(MAX_CLASSES, ge=2)  # classes per classification target a run accepts
+    modalities: dict[str, ModalitySpec] = Field(description="npz key -> input modality")
+    targets: dict[str, TargetSpec] = Field(description="npz key -> prediction target (at least one)")
+    split: str | None = Field("split", description="npz key of the split codes (0 train, 1 val, 2 test, 3 "
+                                                   "calibration); null or absent: a seeded random split (65/15/20)")
+    class_names: list[str] | None = Field(None, description="names of the first classification target's classes")
+    text_len: int = Field(64, ge=4, description="tokens per text sample")
+    max_classes: int = Field(MAX_CLASSES, ge=2, description="classes per classification target a run accepts")
 
     @field_validator("targets")
     @classmethod
@@ -125,43 +123,30 @@ class DataConfig(_Strict):
 class ModelConfig(_Strict):
     """Architecture and training settings of one model (teacher or student)."""
 
-    modalities: list[str] = Field(default_factory=list)  # required, except for `teacher` when `teachers` is set
-    width: int = Field(64, ge=4, le=4096)
-    heads: int = Field(4, ge=1)
-    depth: int = Field(1, ge=1, le=8)
-    dropout: float = Field(0.1, ge=0, lt=1)
-    # null (default) = auto: enough epochs for about 1,600 optimiser steps, at least 60 and at most 200
-    epochs: int | None = Field(None, ge=1)
-    # null (default) = auto: 128, or fewer on small data so that every epoch has at least 8 batches (at least 8
-    # samples each): min(128, max(8, ceil(n / 8))) for the n samples the model trains on. On 30-300 training
-    # samples the former defaults (128, 60 epochs, patience 12) meant 60-180 optimiser steps in all and undertrained
-    # networks that lost to a RandomForest (benchmarks/small_data.md); see cmkd.training.fit.schedule_for
-    batch_size: int | None = Field(None, ge=1)
-    lr: float = Field(3e-3, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
-    # null (default) = auto: a fifth of the epochs, at least 12 (early stopping on a small validation set is noisy)
-    patience: int | None = Field(None, ge=1)
-    grad_clip: float = Field(1.0, gt=0)
-    warmup_epochs: int = Field(2, ge=0)
-    modality_dropout: float = Field(0.0, ge=0, lt=1)
-    # students: after early stopping, retrain on train + val for the best epoch count; the tree student and the
-    # references are fitted again on train + val too (test figures and deployed models; validation figures, which
-    # the recommendation compares, stay the first fits')
-    refit: bool = False
-    # std of Gaussian noise added in training to numeric inputs, in units of each feature's training std; 0 = off
-    input_noise: float = Field(0.0, ge=0)
-    # random flips / quarter turns of square image inputs in training, each sample its own (patches of a scene
-    # have no preferred orientation; leave it off where orientation carries meaning). Off by default
-    augment: bool = False
-    # students: train this many networks, each from its own initialisation and batch order, and average their
-    # outputs (class probabilities; regression means, with the mixture's variance): a deep ensemble, one ONNX
-    # graph. On a few hundred samples one network's accuracy depends much on its initialisation; the average
-    # less. Costs that many times the training and the inference. 1 = one network (the default)
-    ensemble: int = Field(1, ge=1, le=16)
-    # modality kind -> encoder name where the kind's default encoder is not wanted, e.g. {image: mobilenet}
-    encoders: dict[str, str] = Field(default_factory=dict)
-    # encoder name -> its keyword options, e.g. {periodic: {sigma: 0.03}}
-    encoder_options: dict[str, dict[str, float]] = Field(default_factory=dict)
+    modalities: list[str] = Field(default_factory=list, description="its input modalities; required, except for "
+                                                                    "`teacher` when `teachers` is set")
+    width: int = Field(64, ge=4, le=4096, description="feature width of the encoders and the fusion")
+    heads: int = Field(4, ge=1, description="attention heads of the fusion")
+    depth: int = Field(1, ge=1, le=8, description="fusion layers")
+    dropout: float = Field(0.1, ge=0, lt=1, description="dropout rate")
+    epochs: int | None = Field(None, ge=1, description="null = auto: about 1,600 optimiser steps, 60 to 200 epochs "
+                                                       "(cmkd.training.fit.schedule_for)")
+    batch_size: int | None = Field(None, ge=1, description="null = auto: min(128, max(8, ceil(n / 8))) for n "
+                                                           "training samples, at least 8 batches per epoch "
+                                                           "(benchmarks/small_data.md)")
+    lr: float = Field(3e-3, gt=0, description="AdamW learning rate (warm-up, then cosine decay)")
+    patience: int | None = Field(None, ge=1, description="early-stopping patience in epochs; null = auto: a fifth of "
+                                                         "the epochs, at least 12")
+    nll_beta: float = Field(0.5, ge=0, le=1, description="its regression task loss: beta-NLL (Seitzer et al., "
+                                                         "2022); 0 = plain Gaussian NLL")
+    modality_dropout: float = Field(0.0, ge=0, lt=1, description="share of training samples with one modality "
+                                                                 "dropped at random (robustness to missing inputs)")
+    encoders: dict[str, str] = Field(default_factory=dict, description="modality kind -> encoder name where the "
+                                                                       "kind's default is not wanted, e.g. "
+                                                                       "{image: mobilenet}")
+    encoder_options: dict[str, dict[str, float]] = Field(default_factory=dict, description="encoder name -> its "
+                                                                                           "keyword options, e.g. "
+                                                                                           "{periodic: {sigma: 0.03}}")
 
     @field_validator("encoders")
     @classmethod
@@ -176,57 +161,58 @@ class ModelConfig(_Strict):
         return v
 
 
+class StudentConfig(ModelConfig):
+    """The student's settings: a model's, plus those that apply to students only (the baseline, distilled,
+    progressive students and the assistants share them)."""
+
+    refit: bool = Field(False, description="after early stopping, retrain on train + val for the best epoch count; "
+                                           "the tree student and the references are fitted again on train + val "
+                                           "too (validation figures stay the first fits')")
+    ensemble: int = Field(1, ge=1, le=16, description="train this many networks from their own initialisations and "
+                                                      "average their outputs (a deep ensemble, one ONNX graph); "
+                                                      "1 = one network")
+
+
 class TeacherSpec(ModelConfig):
     """One member of a multi-teacher ensemble (``teachers:``): its modalities, the targets it is trained on
-    (default: all), its kd temperature (default: ``distill.temperature``) and its weight in the ensemble; the
-    other settings default to the ``teacher:`` section's."""
+    (default: all) and its kd temperature (default: ``distill.temperature``); the members are averaged with equal
+    weights; the other settings default to the ``teacher:`` section's."""
 
-    targets: list[str] | None = None
-    temperature: float | None = Field(None, gt=0)
-    weight: float = Field(1.0, gt=0)
+    targets: list[str] | None = Field(None, description="the targets it is trained on (null = all)")
+    temperature: float | None = Field(None, gt=0, description="its kd temperature (null = distill.temperature)")
+
+
+# per-term options of the loss terms (``distill.term_options``), their defaults; the options a term takes and the
+# values allowed are the loss-term registry's (cmkd.nn.losses.register_loss)
+TERM_OPTION_DEFAULTS: dict[str, dict[str, Any]] = {
+    "kd": {"confidence": False},
+    "feature": {"mode": "cosine"},
+    "relation": {"mode": "sp"},
+    "contrastive": {"temperature": 0.1},
+    "impute": {"sources": {}},
+}
 
 
 class DistillConfig(_Strict):
     """Distillation loss settings. Weights are per loss term (see ``cmkd.nn.losses.LOSSES``)."""
 
-    temperature: float = Field(4.0, gt=0)
-    # kd temperature annealed over training from `temperature` to `temperature_end` (constant: no schedule)
-    temperature_schedule: Literal["constant", "linear", "cosine"] = "constant"
-    temperature_end: float = Field(1.0, gt=0)
-    # class-balanced distillation: rare classes weigh more in the task and kd terms (effective number of samples,
-    # Cui et al., 2019, with this beta; 0 = off)
-    class_balance: float = Field(0.0, ge=0, lt=1)
+    temperature: float = Field(4.0, gt=0, description="kd temperature (and the default of each teachers: member's)")
     weights: dict[str, float] = Field(
-        default_factory=lambda: {"task": 1.0, "kd": 1.0, "feature": 0.5, "relation": 0.5}
-    )
-    feature_mode: Literal["cosine", "mse"] = "cosine"
-    relation_mode: Literal["sp", "rkd"] = "sp"
-    contrastive_temperature: float = Field(0.1, gt=0)
-    mixup: float = Field(0.0, ge=0)  # Beta(a, a) mixing of training pairs for extra teacher terms; 0 = off
-    # beta-NLL for regression task terms of every model (teacher included): 0 = plain Gaussian NLL
-    nll_beta: float = Field(0.5, ge=0, le=1)
-    # progressive distillation: modality sets of intermediate "assistant" models, from the teacher's side to the
-    # student's, e.g. [[msi, rgb]]: teacher -> assistant_1 -> student_progressive (compared with the direct student)
-    chain: list[list[str]] = Field(default_factory=list)
-    # learn the loss-term weights by homoscedastic uncertainty (Kendall et al., 2018) instead of keeping them fixed
-    learned_weights: bool = False
-    # regression kd weighted by the teacher's precision (relative to the batch): follow the teacher where it is sure
-    kd_confidence: bool = False
-    # availability-adaptive weights: task term x (0.5 + a), teacher terms x (1.5 - a), a = observed share
-    adaptive_weights: bool = False
-    # cross-modal imputation for the `impute` term: student modality -> data key of its complete version
-    impute: dict[str, str] = Field(default_factory=dict)
-    # what the teacher sees when it makes the students' targets: "all" its modalities, or only the "student"'s
-    # (the others marked absent; for a teacher trained with modality_dropout, its view of the student's evidence)
-    teacher_view: Literal["all", "student"] = "all"
-    # safe distillation from many unlabelled samples (see README "Safe distillation"); all off by default.
-    # kd_ramp: the teacher terms' weights ramp linearly from 0 to full over this share of the epochs (0 = off)
-    kd_ramp: float = Field(0.0, ge=0, le=1)
-    # kd_gate: the teacher's validation quality decides the teacher terms' weight: they are multiplied by
-    # clip(g / kd_gate, 0, 1), g = the teacher's relative gain over student_baseline on validation (0 = off)
-    kd_gate: float = Field(0.0, ge=0)
-    # fallback: when the distilled student scores worse on validation than student_baseline, keep the baseline
-    fallback: bool = False
+        default_factory=lambda: {"task": 1.0, "kd": 1.0, "feature": 0.5, "relation": 0.5},
+        description="loss term -> weight (task, kd, feature, relation, contrastive, impute)")
+    term_options: dict[str, dict[str, Any]] = Field(
+        default_factory=lambda: copy.deepcopy(TERM_OPTION_DEFAULTS),
+        description="loss term -> its options, merged over the defaults: kd.confidence (regression kd weighted by "
+                    "the teacher's relative precision), feature.mode (cosine, mse), relation.mode (sp, rkd), "
+                    "contrastive.temperature, impute.sources (student modality -> data key of its complete "
+                    "version, for cross-modal imputation)")
+    chain: list[list[str]] = Field(default_factory=list, description="progressive distillation: modality sets of "
+                                                                     "assistant models from the teacher's side to "
+                                                                     "the student's, e.g. [[msi, rgb]]")
+    adaptive_weights: bool = Field(False, description="availability-adaptive weights: task term x (0.5 + a), teacher "
+                                                      "terms x (1.5 - a), a = the sample's observed share")
+    fallback: bool = Field(False, description="keep student_baseline when the distilled student scores worse on "
+                                              "validation")
 
     @field_validator("weights")
     @classmethod
@@ -234,80 +220,75 @@ class DistillConfig(_Strict):
         _check_names("loss_terms", v)
         return v
 
+    @field_validator("term_options", mode="before")
+    @classmethod
+    def _merged_term_options(cls, v: Any) -> Any:
+        if not isinstance(v, dict):
+            return v
+        out = copy.deepcopy(TERM_OPTION_DEFAULTS)
+        for term, opts in v.items():
+            out[term] = {**out.get(term, {}), **opts} if isinstance(opts, dict) else opts
+        return out
+
+    @field_validator("term_options")
+    @classmethod
+    def _known_term_options(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        _check_names("term_options", v)
+        return v
+
+    @property
+    def impute(self) -> dict[str, str]:
+        """The impute term's sources: student modality -> the data key of its complete version."""
+        return self.term_options.get("impute", {}).get("sources", {})
+
 
 class ExportConfig(_Strict):
     """Edge export settings."""
 
-    enabled: bool = True
-    int8: bool = True
-    latency_runs: int = Field(200, ge=5)
-    # global L1 magnitude pruning of the student's weights before export (share of weights zeroed; 0 = off)
-    prune: float = Field(0.0, ge=0, lt=1)
-    # epochs of fine-tuning the pruned student with its own training loss, pruned weights held at zero (0 = none)
-    prune_epochs: int = Field(0, ge=0)
-    # INT8: per-channel weight scales; 7-bit weights (avoids the u8s8 saturation of x86 CPUs without VNNI)
-    int8_per_channel: bool = False
-    int8_reduce_range: bool = False
-    # which model becomes student.onnx: auto = the recommended one (metrics.json "recommended"), or a name
-    # (student, student_trees, a random_forest / extra_trees / hist_gradient_boosting reference, or student_blend
-    # with references.blend)
-    model: str = "auto"
+    enabled: bool = Field(True, description="write student.onnx and student.int8.onnx with their sidecars")
+    latency_runs: int = Field(200, ge=5, description="batch-1 inferences timed per model")
+    prune: float = Field(0.0, ge=0, lt=1, description="global L1 magnitude pruning of the student's weights before "
+                                                      "export (share zeroed; 0 = off)")
+    prune_epochs: int = Field(0, ge=0, description="epochs of fine-tuning the pruned student with its own loss, "
+                                                   "pruned weights held at zero (0 = none)")
+    int8_x86: bool = Field(False, description="INT8 for x86 CPUs without VNNI: per-channel weight scales and 7-bit "
+                                              "weights (avoids their u8s8 saturation)")
+    model: str = Field("auto", description="what becomes student.onnx: auto = the recommended model, or a name "
+                                           "(student, student_trees, a random_forest / extra_trees / "
+                                           "hist_gradient_boosting reference)")
+
+
+Algorithm = Literal["random_forest", "extra_trees", "hist_gradient_boosting"]
 
 
 class ReferencesConfig(_Strict):
-    """Classical references on the student's modalities (:mod:`cmkd.classical.references`); ``references: false`` in the
-    YAML is short for ``{enabled: false}``."""
+    """Classical references on the student's modalities (:mod:`cmkd.classical.references`), fitted in a background
+    thread while the students train; ``references: false`` in the YAML is short for ``{algorithms: []}``."""
 
-    enabled: bool = True
-    algorithms: list[Literal["random_forest", "extra_trees", "hist_gradient_boosting"]] = Field(
-        default_factory=lambda: ["random_forest", "extra_trees", "hist_gradient_boosting"])
-    n_estimators: int = Field(100, ge=1)  # trees per forest, boosting iterations
-    max_fit_samples: int = Field(20000, ge=10)  # a seeded random subset of the training samples beyond this
-    # which algorithms also get one round of self-training where unlabelled samples exist ([] = none). Default
-    # ExtraTrees only, the cheapest: over the 50 runs of benchmarks/label_fraction.py a self-training reference
-    # was never the best on validation, and on minerals each scored below its labels-only fit (README table),
-    # while HistGradientBoosting's cost most of the stage's time (recycling: 76 of 249 s)
-    self_training: list[Literal["random_forest", "extra_trees", "hist_gradient_boosting"]] = Field(
-        default_factory=lambda: ["extra_trees"])
-    # fit the references and the tree student in a background thread while the students train (same figures;
-    # they need only the teacher's outputs); false: after the students, in sequence
-    background: bool = True
-    # the recommended student (metrics.json ``recommended``): candidates whose validation figure lies within
-    # ``tie_se`` standard errors of the best one (cmkd.classical.references.standard_error, on the validation samples)
-    # are tied and the cheapest of them wins (a reference, then the tree student, then the network): the
-    # one-standard-error rule. Default 0, the strictly best figure: over the 75 runs of
-    # benchmarks/label_fraction.py, 1 helped houston at 5% / 20% labels but cost more at 1% / 2% and on
-    # airquality at 1% / 20%, where the network generalises better than its margin on validation says (README).
-    # Applies with ``enabled: false`` too (tree student against network)
-    tie_se: float = Field(0.0, ge=0)
-    # also offer ``student_blend`` (cmkd.classical.blend): the network student's and the best tree model's (on
-    # validation)
-    # outputs averaged, one ONNX graph when deployed. Off by default: in benchmarks/blend.py it won most of the
-    # recommendations it changed, but lost some on airquality at 1% / 20% labels (README)
-    blend: bool = False
+    algorithms: list[Algorithm] = Field(
+        default_factory=lambda: ["random_forest", "extra_trees", "hist_gradient_boosting"],
+        description="which algorithms ([] = no references); ExtraTrees also gets one round of self-training where "
+                    "unlabelled samples exist")
+    n_estimators: int = Field(100, ge=1, description="trees per forest, boosting iterations")
 
 
 class TreesConfig(_Strict):
-    """The tree-ensemble student (:class:`cmkd.classical.trees.TreeStudent`, role ``student_trees``), distilled from the
-    teacher's soft targets on the student's modalities; ``trees: false`` is short for ``{enabled: false}``."""
+    """The tree-ensemble student (:class:`cmkd.classical.trees.TreeStudent`, role ``student_trees``): an ExtraTrees
+    distilled from the teacher's soft targets on the student's modalities; ``trees: false`` is short for
+    ``{n_estimators: 0}``."""
 
-    enabled: bool = True
-    algorithm: Literal["extra_trees", "random_forest"] = "extra_trees"
-    n_estimators: int = Field(100, ge=1)
-    min_samples_leaf: int = Field(1, ge=1)
-    max_samples: int | None = Field(None, ge=1)  # bootstrap sample cap of each random forest tree
-    label_weight: float = Field(1.0, ge=0, le=1)  # one-hot label vs teacher softmax on labelled samples
+    n_estimators: int = Field(100, ge=0, description="trees of the forest (0 = no tree student)")
 
 
 class UncertaintyConfig(_Strict):
-    """Split-conformal calibration of regression heads (on split 3 when the data has one, else on val)."""
+    """Split-conformal calibration (90% intervals) of regression heads, on split 3 when the data has one, else on
+    val."""
 
-    enabled: bool = True
-    alpha: float = Field(0.1, gt=0, lt=1)  # 0.1 -> 90% intervals
-    # Mondrian calibration per band of the student's observed share (edges in [0, 1]); [] = one pooled quantile
-    availability_edges: list[float] = Field(default_factory=lambda: [0.15, 0.3, 0.5, 0.75, 0.95])
-    # modalities whose observed share defines the bands (e.g. the sparse sensors); null = all of the model's
-    availability_modalities: list[str] | None = None
+    availability_edges: list[float] = Field(default_factory=lambda: [0.15, 0.3, 0.5, 0.75, 0.95],
+                                            description="Mondrian calibration per band of the student's observed "
+                                                        "share (edges in [0, 1]); [] = one pooled quantile")
+    availability_modalities: list[str] | None = Field(None, description="modalities whose observed share defines the "
+                                                                        "bands (null = all of the model's)")
 
     @field_validator("availability_edges")
     @classmethod
@@ -321,27 +302,32 @@ class UncertaintyConfig(_Strict):
 class ExperimentConfig(_Strict):
     """The whole experiment, as in the YAML file."""
 
-    name: str = "experiment"
-    seed: int = Field(0, ge=0, lt=2**32)
-    recipe: str | None = None
-    device: Literal["auto", "cpu", "cuda"] = "cpu"
-    threads: int = Field(1, ge=1, le=256)  # CPU threads for torch; 1 is fastest for small edge models
-    data: DataConfig
-    teacher: ModelConfig
-    student: ModelConfig
-    # multi-teacher distillation: name -> a teacher on its own modalities (and targets); see TeacherSpec
-    teachers: dict[str, TeacherSpec] = Field(default_factory=dict)
-    distill: DistillConfig = Field(default_factory=DistillConfig)
-    export: ExportConfig = Field(default_factory=ExportConfig)
-    uncertainty: UncertaintyConfig = Field(default_factory=UncertaintyConfig)
-    references: ReferencesConfig = Field(default_factory=ReferencesConfig)
-    trees: TreesConfig = Field(default_factory=TreesConfig)
-    options: dict[str, Any] = Field(default_factory=dict)  # recipe-specific settings (see each recipe's docs)
+    name: str = Field("experiment", description="the run's name (metrics.json, the report)")
+    seed: int = Field(0, ge=0, lt=2**32, description="seeds every model, split and draw")
+    recipe: str | None = Field(None, description="the built-in recipe whose hooks run (set by `cmkd run <recipe>`)")
+    data: DataConfig = Field(description="the data and what each key means")
+    teacher: ModelConfig = Field(description="the teacher (with `teachers:`, the members' shared settings)")
+    student: StudentConfig = Field(description="the student (baseline, distilled, progressive)")
+    teachers: dict[str, TeacherSpec] = Field(default_factory=dict, description="multi-teacher distillation: name -> "
+                                                                               "a teacher on its own modalities "
+                                                                               "(and targets)")
+    distill: DistillConfig = Field(default_factory=DistillConfig, description="the distillation loss")
+    export: ExportConfig = Field(default_factory=ExportConfig, description="ONNX / INT8 export")
+    uncertainty: UncertaintyConfig = Field(default_factory=UncertaintyConfig, description="conformal intervals")
+    references: ReferencesConfig = Field(default_factory=ReferencesConfig, description="classical references")
+    trees: TreesConfig = Field(default_factory=TreesConfig, description="the tree student")
+    options: dict[str, Any] = Field(default_factory=dict, description="recipe-specific settings (see each "
+                                                                      "recipe's docs)")
 
-    @field_validator("references", "trees", mode="before")
+    @field_validator("references", mode="before")
     @classmethod
-    def _bool_switch(cls, v: Any) -> Any:
-        return {"enabled": v} if isinstance(v, bool) else v
+    def _references_switch(cls, v: Any) -> Any:
+        return ({} if v else {"algorithms": []}) if isinstance(v, bool) else v
+
+    @field_validator("trees", mode="before")
+    @classmethod
+    def _trees_switch(cls, v: Any) -> Any:
+        return ({} if v else {"n_estimators": 0}) if isinstance(v, bool) else v
 
     @model_validator(mode="before")
     @classmethod
@@ -377,9 +363,6 @@ class ExperimentConfig(_Strict):
                                      f"data.modalities ({', '.join(self.data.modalities)})")
             if len(set(mods)) != len(mods):
                 raise ValueError(f"'{role}.modalities' lists a modality twice")
-        if self.teacher.ensemble != 1 or any(t.ensemble != 1 for t in self.teachers.values()):
-            raise ValueError("'ensemble' is a student setting (student.ensemble); for several teachers use "
-                             "'teachers:'")
         if self.student.ensemble > 1 and self.export.prune > 0:
             raise ValueError("'export.prune' does not take an ensemble student: set student.ensemble to 1 or "
                              "export.prune to 0")
@@ -395,11 +378,86 @@ class ExperimentConfig(_Strict):
                                  f"data.modalities ({', '.join(self.data.modalities)})")
         for m, src in self.distill.impute.items():
             if m not in self.student.modalities:
-                raise ValueError(f"'distill.impute': '{m}' is not a student modality "
+                raise ValueError(f"'distill.term_options.impute.sources': '{m}' is not a student modality "
                                  f"({', '.join(self.student.modalities)})")
             if src not in self.data.modalities:
-                raise ValueError(f"'distill.impute': source '{src}' is not declared in data.modalities")
+                raise ValueError(f"'distill.term_options.impute.sources': source '{src}' is not declared in "
+                                 "data.modalities")
         return self
+
+
+# keys that no longer exist -> what replaces them (the unknown-key error says it). ``model.<key>`` stands for the
+# key in ``teacher``, ``student`` or a ``teachers`` member.
+_NO_EFFECT = "it was removed (the default behaviour stays)"
+REPLACED: dict[str, str] = {
+    "distill.nll_beta": "moved to 'teacher.nll_beta' and 'student.nll_beta' (each model's own task loss)",
+    "distill.impute": "moved to 'distill.term_options.impute.sources'",
+    "device": "moved to the --device option of cmkd run (run(..., device=...)): where a run trains is not part of "
+              "the experiment",
+    "data.val_fraction": f"{_NO_EFFECT}: a random split holds 15% validation samples",
+    "data.test_fraction": f"{_NO_EFFECT}: a random split holds 20% test samples",
+    "data.text_vocab": f"{_NO_EFFECT}: text is hashed into 4096 token ids",
+    "model.weight": f"{_NO_EFFECT}: the teachers: members are averaged with equal weights",
+    "export.int8_per_channel": "merged into 'export.int8_x86' (per-channel scales and 7-bit weights together)",
+    "export.int8_reduce_range": "merged into 'export.int8_x86' (per-channel scales and 7-bit weights together)",
+    "references.enabled": "was removed: 'references: false' or 'references.algorithms: []' turns them off",
+    "references.self_training": f"{_NO_EFFECT}: ExtraTrees only gets one round of self-training (never the best "
+                                "on validation in benchmarks/label_fraction.py)",
+    "trees.enabled": "was removed: 'trees: false' or 'trees.n_estimators: 0' turns the tree student off",
+    "distill.feature_mode": "moved to 'distill.term_options.feature.mode'",
+    "distill.relation_mode": "moved to 'distill.term_options.relation.mode'",
+    "distill.contrastive_temperature": "moved to 'distill.term_options.contrastive.temperature'",
+    "distill.kd_confidence": "moved to 'distill.term_options.kd.confidence'",
+    "distill.temperature_schedule": "was removed: set by no recipe, test or benchmark; the kd temperature is "
+                                    "constant (distill.temperature)",
+    "distill.temperature_end": "was removed with distill.temperature_schedule; the kd temperature is constant",
+    "distill.class_balance": "was removed: no recipe or benchmark used it",
+    "distill.mixup": "was removed: it lowered houston's validation accuracy (off in every recipe)",
+    "distill.learned_weights": "was removed: benchmarks/learned_weights.py found no gain; the weights are "
+                               "distill.weights",
+    "distill.kd_ramp": "was removed: it did not help in benchmarks/airquality_distill.py",
+    "distill.kd_gate": "was removed: it switched kd off where kd helped (benchmarks/airquality_distill.py); "
+                       "distill.fallback keeps the baseline where the distilled student is worse",
+    "distill.teacher_view": "was removed: kd from the teacher's view of the student's modalities did not help "
+                            "(houston); the teacher sees all its modalities",
+    "model.refit": "is a student setting: student.refit",
+    "model.ensemble": "is a student setting: student.ensemble (for several teachers use 'teachers:')",
+    "model.input_noise": "was removed: it lowered houston's validation accuracy",
+    "model.augment": "was removed: it did not help (benchmarks)",
+    "model.weight_decay": f"{_NO_EFFECT}: AdamW weight decay 1e-4",
+    "model.grad_clip": f"{_NO_EFFECT}: gradients clipped to norm 1",
+    "model.warmup_epochs": f"{_NO_EFFECT}: 2 warm-up epochs",
+    "export.int8": "was removed: with export.enabled the INT8 model is always written",
+    "references.background": "was removed: the references are always fitted in a background thread (same figures)",
+    "references.tie_se": "was removed: the one-standard-error rule did not pay (benchmarks/label_fraction.py); the "
+                         "strictly best candidate on validation is recommended",
+    "references.blend": "was removed: the blended student was not safe everywhere (benchmarks/blend.py)",
+    "references.max_fit_samples": f"{_NO_EFFECT}: at most 20,000 training samples per fit",
+    "trees.algorithm": f"{_NO_EFFECT}: the tree student is an ExtraTrees",
+    "trees.min_samples_leaf": f"{_NO_EFFECT}: scikit-learn's 1",
+    "trees.max_samples": f"{_NO_EFFECT}: every tree sees every sample",
+    "trees.label_weight": f"{_NO_EFFECT}: the one-hot label where labelled",
+    "uncertainty.enabled": f"{_NO_EFFECT}: regression heads are always calibrated",
+    "uncertainty.alpha": f"{_NO_EFFECT}: 90% intervals (alpha 0.1)",
+    "threads": f"{_NO_EFFECT}: torch and the classical fits use one CPU thread while the networks train",
+}
+
+
+def replaced(loc: tuple) -> str | None:
+    """What replaces the removed key at ``loc`` (a pydantic error location), or None."""
+    parts = [str(p) for p in loc]
+    keys = [".".join(parts)]
+    if parts and parts[0] in ("teacher", "student") and len(parts) == 2:
+        keys.append(f"model.{parts[1]}")
+    if parts and parts[0] == "teachers" and len(parts) == 3:
+        keys.append(f"model.{parts[2]}")
+    return next((REPLACED[k] for k in keys if k in REPLACED), None)
+
+
+def default_of(model: type[BaseModel], name: str) -> Any:
+    """The default of ``model``'s field ``name``: code that needs a setting's default outside a config (a
+    constructor's keyword default) takes it from here, so that each default has one source, the config."""
+    return model.model_fields[name].get_default(call_default_factory=True)
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
@@ -444,6 +502,9 @@ def validate(raw: dict[str, Any], source: str = "config") -> ExperimentConfig:
         err = e.errors()[0]
         loc = ".".join(str(x) for x in err["loc"])
         if err["type"] == "extra_forbidden":
+            note = replaced(err["loc"])
+            if note is not None:
+                raise CmkdError(f"{source}: unknown key '{loc}': {note}") from None
             raise CmkdError(f"{source}: unknown key '{loc}'{_did_you_mean(err['loc'])}") from None
         if err["type"] == "missing":
             raise CmkdError(f"{source}: missing required key '{loc}'") from None

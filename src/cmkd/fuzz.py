@@ -205,7 +205,7 @@ def make_case(rng: np.random.Generator, folder: Path) -> list[str]:
     argv = ["run", str(folder / "exp.yaml"), "--out", str(folder / "out"), "--quiet"]
     if rng.random() < 0.12:
         argv += ["--set", str(_pick(rng, ["seed=-5", "seed=1e20", "seed=4294967296", "student.lr=nan",
-                                          "data.val_fraction=0.9", "student.epochs=0", "teacher.width=3",
+                                          "data.text_len=2", "student.epochs=0", "teacher.width=3",
                                           "data.max_classes=2", "nosuch=1", "seed", "seed=" + "7" * 5000,
                                           "name=" + "[" * 100 + "]" * 100,
                                           "uncertainty.availability_edges=[0.9, 0.1]",
@@ -220,7 +220,7 @@ def _mutate(rng: np.random.Generator, cfg: dict) -> None:
         if r == 0:
             cfg["seed"] = _pick(rng, [-1, 2**40, 1.5, "zero", None])
         elif r == 1:
-            cfg["data"]["val_fraction"] = _pick(rng, [0.0, 0.6, -1, "x", 0.3])
+            cfg["data"]["text_len"] = _pick(rng, [0, 3, -1, "x", 64])
         elif r == 2:
             cfg["colour"] = "red"
         elif r == 3:

@@ -1,1 +1,1 @@
-"""Classical models: the references on the student's inputs, the tree student and the blend."""
+"""Classical models: the references on the student's inputs and the tree student."""

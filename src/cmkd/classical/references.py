@@ -8,14 +8,13 @@ NaN kept, text as a bag of hashed words), RandomForest, ExtraTrees and HistGradi
   argmax class or its mean; the true label where known): the classical cross-modal baseline;
 - ``<algo>_self_training``: one round of self-training: the labels-only model labels the unlabelled training
   samples itself (its class or value), then a fresh model is fitted on labels plus those pseudo-labels (for the
-  algorithms in ``self_training``; a run's default is ExtraTrees only, see
-  :class:`cmkd.config.ReferencesConfig`).
+  algorithms in ``self_training``; a run's is ExtraTrees only, :data:`SELF_TRAINING`).
 
 The last two exist only where unlabelled training samples exist (and, for the first, a teacher). Each entry holds
 the test metrics (flat, as :func:`cmkd.evaluation.metrics.task_metrics` names them, so a recipe's own ``references()``
 hook and these print alike), ``val`` (the same metrics on validation: what :func:`recommend` compares), and how it
-was fitted. Every fit is capped (``n_estimators`` trees, at most ``max_fit_samples`` training samples, drawn at
-random) so that they add little to a run.
+was fitted. Every fit is capped (``n_estimators`` trees, at most :data:`MAX_FIT_SAMPLES` training samples, drawn
+at random) so that they add little to a run. :class:`ReferenceSettings` holds how they are fitted.
 
 :func:`recommend` picks the deployable student: the best on validation, ties broken toward the cheaper model.
 """
@@ -25,17 +24,63 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
 from cmkd.classical.trees import LOG_EPS, FitMemo, fit_once, flat_features, forest, soft_targets
-from cmkd.data.arrays import UNLABELLED, MultimodalData
+from cmkd.config import ExperimentConfig, ReferencesConfig, StudentConfig, default_of
+from cmkd.data.arrays import TEXT_VOCAB, UNLABELLED, MultimodalData
 from cmkd.evaluation.metrics import HIGHER_IS_BETTER, task_metrics
 
 ALGORITHMS = ("random_forest", "extra_trees", "hist_gradient_boosting")
 KINDS = ("labels", "teacher_labels", "self_training")  # what a reference is trained on (``trained_on``)
+MAX_FIT_SAMPLES = 20000  # training samples per fit at most (a seeded random subset beyond)
+# which algorithms also get one round of self-training: ExtraTrees only, the cheapest (over the 50 runs of
+# benchmarks/label_fraction.py a self-training reference was never the best on validation; HistGradientBoosting's
+# cost most of the stage's time)
+SELF_TRAINING = ("extra_trees",)
 # the cheaper model wins a tie on validation: references (one line of scikit-learn) < tree student < network
-SIMPLICITY = {"reference": 0, "student_trees": 1, "student": 2, "student_blend": 3}
+SIMPLICITY = {"reference": 0, "student_trees": 1, "student": 2}
+
+
+@dataclass(frozen=True)
+class ReferenceSettings:
+    """How :func:`references` fits; the defaults are the config's (:class:`cmkd.config.ReferencesConfig`).
+
+    Attributes:
+        seed: random state.
+        n_estimators: trees per forest, boosting iterations of HistGradientBoosting.
+        algorithms: which of :data:`ALGORITHMS`.
+        self_training: which of ``algorithms`` also get the ``_self_training`` reference.
+        kinds: which of :data:`KINDS` to fit (``labels`` and ``self_training`` need no teacher: they can start
+            while it trains).
+        refit: as a network with ``student.refit``: once its validation figure is taken, each reference is fitted
+            again on its training rows plus the labelled validation samples (their labels); its test metrics and
+            the model kept are that refit's (``refit_on_val``: how many validation samples it added).
+        n_jobs: threads of the forests and of HistGradientBoosting (OpenMP); a callable is asked before each fit
+            (the figures do not depend on it).
+        text_vocab: hashed vocabulary size of text modalities.
+        max_fit_samples: at most this many training samples per fit (a seeded random subset).
+    """
+
+    seed: int = 0
+    n_estimators: int = default_of(ReferencesConfig, "n_estimators")
+    algorithms: tuple[str, ...] = tuple(default_of(ReferencesConfig, "algorithms"))
+    self_training: tuple[str, ...] = SELF_TRAINING
+    kinds: tuple[str, ...] = KINDS
+    refit: bool = default_of(StudentConfig, "refit")
+    n_jobs: int | Callable[[], int] | None = 1
+    text_vocab: int = TEXT_VOCAB
+    max_fit_samples: int = MAX_FIT_SAMPLES
+
+    @classmethod
+    def from_config(cls, cfg: ExperimentConfig, **run: object) -> ReferenceSettings:
+        """The settings of a run of ``cfg`` (``references``, ``seed``, ``student.refit``); ``run``: the run's own
+        (``kinds``, ``n_jobs``)."""
+        r = cfg.references
+        return cls(seed=cfg.seed, n_estimators=r.n_estimators, algorithms=tuple(r.algorithms),
+                   refit=cfg.student.refit, **run)  # type: ignore[arg-type]
 
 
 class _Model:
@@ -170,18 +215,13 @@ def _teacher_labels(data: MultimodalData, t_idx: np.ndarray, teacher: dict[str, 
     return ys
 
 
-def _val_preds(model: _Model, x_val: np.ndarray) -> dict[str, np.ndarray]:
-    model.val_preds_ = model.predict(x_val)  # kept: a blend's validation figure needs the pre-refit model's
-    return model.val_preds_
-
-
 def _entry(data: MultimodalData, val: np.ndarray, test: np.ndarray, x_val: np.ndarray, x_test: np.ndarray,
            algo: str, how: str, model: _Model, n_fit: int, t0: float, val_model: _Model | None = None) -> dict:
     """A reference's result: test metrics (of ``model``), validation metrics (of ``val_model``, default
     ``model``), how it was trained and its fit time."""
     entry: dict = dict(task_metrics(data, test, model.predict(x_test)))
     vm = model if val_model is None else val_model
-    entry.update({"val": task_metrics(data, val, _val_preds(vm, x_val)) if len(val) else {},
+    entry.update({"val": task_metrics(data, val, vm.predict(x_val)) if len(val) else {},
                   "algorithm": algo, "trained_on": how, "n_fit": int(n_fit),
                   "fit_s": round(time.perf_counter() - t0, 3)})
     return entry
@@ -189,11 +229,9 @@ def _entry(data: MultimodalData, val: np.ndarray, test: np.ndarray, x_val: np.nd
 
 def references(data: MultimodalData, student_modalities: list[str], train_labelled: np.ndarray,
                train_all: np.ndarray, val: np.ndarray, test: np.ndarray,
-               teacher: dict[str, np.ndarray] | None = None, teacher_mask: np.ndarray | None = None, seed: int = 0,
-               n_estimators: int = 100, max_fit_samples: int = 20000, n_jobs: int | Callable[[], int] | None = 1,
-               text_vocab: int = 4096, algorithms: tuple[str, ...] = ALGORITHMS, models: dict | None = None,
-               self_training: tuple[str, ...] = ALGORITHMS, stop: threading.Event | None = None,
-               kinds: tuple[str, ...] = KINDS, memo: FitMemo | None = None, refit: bool = False) -> dict[str, dict]:
+               teacher: dict[str, np.ndarray] | None = None, teacher_mask: np.ndarray | None = None, *,
+               settings: ReferenceSettings | None = None, models: dict | None = None,
+               stop: threading.Event | None = None, memo: FitMemo | None = None) -> dict[str, dict]:
     """Classical references on the student's modalities (see the module docstring).
 
     Args:
@@ -205,29 +243,19 @@ def references(data: MultimodalData, student_modalities: list[str], train_labell
         teacher: full-length teacher outputs ``<target>/logits`` or ``<target>/value`` (as
             :func:`cmkd.evaluation.metrics.predict` returns them); None: no ``_teacher_labels`` references.
         teacher_mask: (N,) bool where the teacher's outputs apply (None: everywhere).
-        seed: random state.
-        n_estimators: trees per forest, boosting iterations of HistGradientBoosting.
-        max_fit_samples: at most this many training samples per fit (a seeded random subset).
-        n_jobs: threads of the forests and of HistGradientBoosting (OpenMP); a callable is asked before each fit
-            (the figures do not depend on it).
-        text_vocab: hashed vocabulary size of text modalities.
-        algorithms: which of :data:`ALGORITHMS`.
+        settings: how they are fitted (:class:`ReferenceSettings`; None: its defaults).
         models: when a dict, the fitted models go in it by name (their ``predict(x)`` takes
             :func:`cmkd.classical.trees.flat_features`).
-        self_training: which of ``algorithms`` also get the ``_self_training`` reference.
         stop: once set, no further fit starts (what was fitted is returned).
-        kinds: which of :data:`KINDS` to fit (``labels`` and ``self_training`` need no teacher: they can start
-            while it trains).
-        memo: shares forests fitted on identical rows and targets (:class:`cmkd.classical.trees.FitMemo`), e.g. with the
-            tree student.
-        refit: as a network with ``student.refit``: once its validation figure is taken, each reference is fitted
-            again on its training rows plus the labelled validation samples (their labels); its test metrics and
-            the model in ``models`` are that refit's (``refit_on_val``: how many validation samples it added).
+        memo: shares forests fitted on identical rows and targets (:class:`cmkd.classical.trees.FitMemo`), e.g. with
+            the tree student.
 
     Returns:
         name -> test metrics, plus ``val`` (validation metrics), ``algorithm``, ``trained_on`` (``labels``,
         ``teacher_labels`` or ``self_training``), ``n_fit`` (training samples) and ``fit_s`` (seconds).
     """
+    o = settings if settings is not None else ReferenceSettings()
+    seed, n_estimators, n_jobs, kinds, max_fit_samples = o.seed, o.n_estimators, o.n_jobs, o.kinds, o.max_fit_samples
     unl = np.setdiff1d(train_all, train_labelled)
 
     def cap(idx: np.ndarray, pool: int) -> np.ndarray:  # each pool its own seeded draw: any subset of kinds alike
@@ -240,7 +268,7 @@ def references(data: MultimodalData, student_modalities: list[str], train_labell
     def x_of(idx: np.ndarray) -> np.ndarray:
         key = np.asarray(idx, np.int64).tobytes()
         if key not in feats:
-            feats[key] = flat_features(data, student_modalities, idx, text_vocab)
+            feats[key] = flat_features(data, student_modalities, idx, o.text_vocab)
         return feats[key]
 
     lab, x_val, x_test = cap(train_labelled, 0), x_of(val), x_of(test)
@@ -255,7 +283,7 @@ def references(data: MultimodalData, student_modalities: list[str], train_labell
     def stopped() -> bool:
         return stop is not None and stop.is_set()
 
-    val_lab = data.labelled(val) if refit else val[:0]
+    val_lab = data.labelled(val) if o.refit else val[:0]
 
     def again(algo: str, seed_: int, x: np.ndarray, ys: dict[str, np.ndarray]) -> _Model | None:
         """The same fit on its rows plus the labelled validation samples (``refit``); None without them."""
@@ -273,14 +301,13 @@ def references(data: MultimodalData, student_modalities: list[str], train_labell
         out[name] = _entry(data, val, test, x_val, x_test, algo, how, keep, n_fit, t0, val_model=model)
         if keep is not model:
             out[name]["refit_on_val"] = int(len(val_lab))
-            keep.val_preds_ = model.val_preds_  # out of sample: the first fit's
         if models is not None:
             models[name] = keep
 
-    for algo in algorithms:
+    for algo in o.algorithms:
         if stopped():
             break
-        selftrain = "self_training" in kinds and algo in self_training and len(unl)
+        selftrain = "self_training" in kinds and algo in o.self_training and len(unl)
         base = None
         if "labels" in kinds or selftrain:
             t0 = time.perf_counter()
@@ -313,31 +340,8 @@ def _val(entry: dict | float, metric: str) -> float:
 
 
 def simplicity(name: str) -> int:
-    """Rank of a candidate's cost for tie-breaking: a reference 0, ``student_trees`` 1, a network 2, the blend of
-    a network and trees (``student_blend``) 3."""
+    """Rank of a candidate's cost for tie-breaking: a reference 0, ``student_trees`` 1, a network 2."""
     return SIMPLICITY.get(name, 2 if name.startswith("student") else SIMPLICITY["reference"])
-
-
-def standard_error(metric: str, value: float, n: int) -> float:
-    """Approximate standard error of a validation figure ``value`` of ``metric`` measured on ``n`` samples.
-
-    accuracy and macro F1: ``sqrt(p (1 - p) / n)`` (a binomial proportion; for macro F1 a rough stand-in); RMSE:
-    ``rmse / sqrt(2 n)`` and MAE: ``mae sqrt(pi/2 - 1) / sqrt(n)`` (normal errors); R^2: ``(1 - r2) sqrt(2 / n)``.
-    ``metric`` may carry a ``<target>/`` prefix. 0 where ``n`` < 2, the value is not finite, or the metric is
-    unknown (a strict comparison)."""
-    name = metric.split("/")[-1]
-    if n < 2 or not np.isfinite(value):
-        return 0.0
-    if name in ("accuracy", "macro_f1"):
-        p = min(max(value, 0.0), 1.0)
-        return float(np.sqrt(p * (1 - p) / n))
-    if name == "rmse":
-        return float(abs(value) / np.sqrt(2 * n))
-    if name == "mae":
-        return float(abs(value) * np.sqrt(np.pi / 2 - 1) / np.sqrt(n))
-    if name == "r2":
-        return float(max(1 - value, 0.0) * np.sqrt(2 / n))
-    return 0.0
 
 
 def _pick(vals: dict[str, float], candidates: dict[str, dict | float], hib: bool, tol: float) -> str:
@@ -378,20 +382,12 @@ def recommend(candidates: dict[str, dict | float], metric: str, higher_is_better
 
 
 def recommendation(candidates: dict[str, dict | float], metric: str, higher_is_better: bool | None = None,
-                   tol: float = 0.0, n_val: int | None = None, tie_se: float = 0.0) -> dict:
+                   tol: float = 0.0) -> dict:
     """:func:`recommend` with its reasons: ``{"model", "why", "val": {name: value}, "best_on_val",
-    "tie_tolerance"}``.
-
-    With ``n_val`` (validation samples behind the figures) and ``tie_se`` > 0, candidates within ``tie_se``
-    standard errors (:func:`standard_error` of the best figure) of the best are tied too, and the cheapest of
-    them is recommended: a difference the validation set cannot resolve does not buy a costlier model (the
-    one-standard-error rule). The larger of ``tol`` and that tolerance applies.
-    """
+    "tie_tolerance"}``. Candidates within ``tol`` of the best are tied, and the cheapest of them is recommended."""
     hib = HIGHER_IS_BETTER.get(metric.split("/")[-1], True) if higher_is_better is None else higher_is_better
     finite = _finite(candidates, metric)
     best_name = _pick(finite, candidates, hib, 0.0)  # the strictly best (an exact tie: the cheaper)
-    se = standard_error(metric, finite[best_name], n_val or 0) if tie_se > 0 else 0.0
-    tol = max(tol, tie_se * se)
     name = _pick(finite, candidates, hib, tol)
     if finite[name] == finite[best_name]:
         best_name = name
@@ -405,8 +401,6 @@ def recommendation(candidates: dict[str, dict | float], metric: str, higher_is_b
             if abs(runner[0] - vals[name]) <= tol:
                 why += ", a tie broken toward the cheaper model"
     else:
-        how = (f"{tie_se:g} standard error(s) ({tol:.4f}, {n_val} validation samples)"
-               if se > 0 and tol == tie_se * se else f"{tol:.4f}")
-        why = (f"validation {metric} {vals[name]:.4f} is within {how} of the best, {best_name} "
+        why = (f"validation {metric} {vals[name]:.4f} is within {tol:.4f} of the best, {best_name} "
                f"({vals[best_name]:.4f}): the cheapest of the tied models; {len(vals)} candidates")
     return {"model": name, "why": why, "val": vals, "best_on_val": best_name, "tie_tolerance": float(tol)}

@@ -2,10 +2,9 @@
 
 The **tree student** (:class:`TreeStudent`, role ``student_trees``) is distilled from the teacher's soft targets
 over the labelled and the unlabelled training samples. Per classification target a multi-output regression
-forest learns the class probabilities: the one-hot label where a sample is labelled, the teacher's softmax where
-it is not (the teacher's probabilities blended with the label by ``label_weight`` when ``label_weight`` < 1);
-per regression target it learns the label where known and the teacher's mean elsewhere. Samples with neither
-(no label, teacher absent) are not used.
+forest (ExtraTrees) learns the class probabilities: the one-hot label where a sample is labelled, the teacher's
+softmax where it is not; per regression target it learns the label where known and the teacher's mean elsewhere.
+Samples with neither (no label, teacher absent) are not used.
 
 Features (:func:`flat_features`): numeric modalities flattened in C order (images, sequences and signals
 alike), NaN kept (scikit-learn >= 1.6 forests split on NaN natively: a node sends NaN to the side
@@ -32,15 +31,17 @@ from pathlib import Path
 
 import numpy as np
 
-from cmkd.data.arrays import UNLABELLED, MultimodalData
+from cmkd.config import TreesConfig, default_of
+from cmkd.data.arrays import TEXT_VOCAB, UNLABELLED, MultimodalData
 from cmkd.errors import CmkdError
 
 TEXT = "text"
+ALGORITHM = "extra_trees"  # the tree student's forest
 PRODUCER = "cmkd-trees"  # the ONNX producer name of tree models (their <target>_std is not the network's)
 LOG_EPS = 1e-7  # probabilities are clipped here before the log that turns them into logits
 
 
-def flat_features(data: MultimodalData, modalities: list[str], idx: np.ndarray, text_vocab: int = 4096
+def flat_features(data: MultimodalData, modalities: list[str], idx: np.ndarray, text_vocab: int = TEXT_VOCAB
                   ) -> np.ndarray:
     """(n, F) float32 features of samples ``idx``: every modality flattened and concatenated in order.
 
@@ -71,11 +72,11 @@ def bag_of_words(ids: np.ndarray, vocab: int) -> np.ndarray:
 
 
 def forest(algorithm: str, classification: bool, n_estimators: int, seed: int, n_jobs: int | None = 1,
-           n_features: int = 1, min_samples_leaf: int = 1, max_samples: int | None = None):  # noqa: ANN201
+           n_features: int = 1):  # noqa: ANN201
     """A RandomForest / ExtraTrees classifier or regressor (``algorithm`` ``random_forest`` | ``extra_trees``).
 
     Regression forests look at ``sqrt`` of the features per split when there are more than 64 (images, long
-    signals), at all of them otherwise; ``max_samples`` caps each random forest tree's bootstrap sample."""
+    signals), at all of them otherwise."""
     from sklearn.ensemble import (
         ExtraTreesClassifier,
         ExtraTreesRegressor,
@@ -87,22 +88,18 @@ def forest(algorithm: str, classification: bool, n_estimators: int, seed: int, n
              ("extra_trees", True): ExtraTreesClassifier, ("extra_trees", False): ExtraTreesRegressor}
     if (algorithm, classification) not in kinds:
         raise CmkdError(f"tree algorithm {algorithm!r}: use random_forest or extra_trees")
-    kw: dict = {"n_estimators": n_estimators, "random_state": seed, "n_jobs": n_jobs,
-                "min_samples_leaf": min_samples_leaf}
+    kw: dict = {"n_estimators": n_estimators, "random_state": seed, "n_jobs": n_jobs}
     if not classification:
         kw["max_features"] = "sqrt" if n_features > 64 else 1.0
-    if algorithm == "random_forest" and max_samples:
-        kw["max_samples"] = max_samples
     return kinds[(algorithm, classification)](**kw)
 
 
 def soft_targets(data: MultimodalData, target: str, idx: np.ndarray, teacher: dict[str, np.ndarray] | None,
-                 teacher_mask: np.ndarray | None, label_weight: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+                 teacher_mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """What the tree student learns for ``target`` on samples ``idx``: (rows of ``idx`` used, targets).
 
-    Classification: (n, C) probabilities, the one-hot label where labelled (blended with the teacher's softmax
-    as ``label_weight * onehot + (1 - label_weight) * teacher`` where the teacher saw the sample), the teacher's
-    softmax where unlabelled. Regression: (n, K) the label where observed, else the teacher's mean. ``teacher``
+    Classification: (n, C) probabilities, the one-hot label where labelled, the teacher's softmax where
+    unlabelled. Regression: (n, K) the label where observed, else the teacher's mean. ``teacher``
     holds full-length arrays ``<target>/logits`` or ``<target>/value`` (as :func:`cmkd.evaluation.metrics.predict`
     returns); ``teacher_mask`` (N,) where they apply. Rows with neither a label nor the teacher are dropped.
     """
@@ -126,8 +123,6 @@ def soft_targets(data: MultimodalData, target: str, idx: np.ndarray, teacher: di
             z = tp - tp.max(axis=1, keepdims=True)
             p = np.exp(z)
             p /= p.sum(axis=1, keepdims=True)
-            blend = lab & has_t
-            out[blend] = label_weight * out[blend] + (1 - label_weight) * p[blend]
             out[~lab & has_t] = p[~lab & has_t]
         keep = lab | has_t
     else:
@@ -149,8 +144,8 @@ def _digest(a: np.ndarray) -> tuple:
 class FitMemo:
     """Fitted forests by estimator class, parameters (``n_jobs`` aside) and the exact training arrays.
 
-    A run's classical stage may fit the same forest twice: with every training sample labelled (and
-    ``trees.label_weight`` 1) the tree student's regression targets are the labels, so its ExtraTrees is the
+    A run's classical stage may fit the same forest twice: with every training sample labelled the tree student's
+    regression targets are the labels, so its ExtraTrees is the
     ``extra_trees`` reference, same seed, same rows. :meth:`fit` returns the first fit then (a forest is
     deterministic given ``random_state``, whatever its thread count); ``hits`` counts the fits saved."""
 
@@ -181,25 +176,17 @@ class TreeStudent:
 
     Attributes:
         modalities: the student's modalities (ONNX inputs in this order).
-        algorithm: ``extra_trees`` (default) or ``random_forest``.
-        n_estimators: trees per target.
-        min_samples_leaf: as in scikit-learn.
-        max_samples: cap on each random forest tree's bootstrap sample (None: all samples).
-        label_weight: weight of the one-hot label against the teacher's softmax on labelled samples.
+        n_estimators: trees per target (default: ``trees.n_estimators``'s).
         seed: random state.
         n_jobs: threads for fitting (scikit-learn's ``n_jobs``).
-        text_vocab: hashed vocabulary size of text modalities (``data.text_vocab``).
+        text_vocab: hashed vocabulary size of text modalities.
     """
 
     modalities: list[str]
-    algorithm: str = "extra_trees"
-    n_estimators: int = 100
-    min_samples_leaf: int = 1
-    max_samples: int | None = None
-    label_weight: float = 1.0
+    n_estimators: int = default_of(TreesConfig, "n_estimators")
     seed: int = 0
     n_jobs: int | None = 1
-    text_vocab: int = 4096
+    text_vocab: int = TEXT_VOCAB
     models_: dict = field(default_factory=dict)
     std_: dict = field(default_factory=dict)
     n_fit_: dict = field(default_factory=dict)
@@ -223,12 +210,11 @@ class TreeStudent:
         self.n_classes = {t: len(data.classes[t]) for t, k in data.target_kinds.items() if k == "classification"}
         x_all = flat_features(data, self.modalities, train_idx, self.text_vocab)
         for i, t in enumerate(data.target_kinds):
-            rows, y = soft_targets(data, t, train_idx, teacher, teacher_mask, self.label_weight)
+            rows, y = soft_targets(data, t, train_idx, teacher, teacher_mask)
             if len(rows) < 2:
                 raise CmkdError(f"tree student: target '{t}' has {len(rows)} training samples with a label or a "
                                 "teacher prediction; it needs at least 2")
-            model = forest(self.algorithm, False, self.n_estimators, self.seed + i, self.n_jobs, x_all.shape[1],
-                           self.min_samples_leaf, self.max_samples)
+            model = forest(ALGORITHM, False, self.n_estimators, self.seed + i, self.n_jobs, x_all.shape[1])
             self.models_[t] = fit_once(model, x_all[rows], y[:, 0] if y.shape[1] == 1 else y, memo)
             self.n_fit_[t] = int(len(rows))
         self.std_ = {}
@@ -456,7 +442,7 @@ def as_logits(prob: np.ndarray) -> np.ndarray:
 
 
 def ensemble_onnx(heads: dict[str, dict], modalities: list[str], kinds: dict[str, str],
-                  shapes: dict[str, tuple[int, ...]], text_vocab: int = 4096):  # noqa: ANN201 - onnx.ModelProto
+                  shapes: dict[str, tuple[int, ...]], text_vocab: int = TEXT_VOCAB):  # noqa: ANN201 - onnx.ModelProto
     """An ONNX model: the raw inputs of ``modalities`` -> one output per head, then ``<t>_std`` per regression head.
 
     Args:

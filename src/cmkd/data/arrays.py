@@ -22,6 +22,8 @@ from cmkd.validate import check_class_count, check_class_ids, check_target_value
 __all__ = ["MultimodalData", "availability", "build_data", "check_impute_shapes", "fit_stats", "load_npz", "make_batch",
            "tokenize"]
 
+TEXT_VOCAB = 4096  # hashed vocabulary size of text modalities (token ids)
+VAL_FRACTION, TEST_FRACTION = 0.15, 0.2  # shares of a random split (data without split codes)
 UNLABELLED = -1  # class id of an unlabelled sample (NaN or -1 on disk): used by teacher terms, not by the task
 NDIM = {"vector": 2, "sequence": 3, "image": 4, "signal": 3, "text": 1}
 SHAPE_HINT = {"vector": "(N, F)", "sequence": "(N, T, F)", "image": "(N, C, H, W)", "signal": "(N, C, L)",
@@ -94,9 +96,9 @@ def _split(y: np.ndarray | None, n: int, cfg: DataConfig, seed: int) -> np.ndarr
     idx = np.arange(n)
     strat = y if y is not None and np.min(np.unique(y, return_counts=True)[1]) >= 3 else None
     try:
-        rest, test = train_test_split(idx, test_size=cfg.test_fraction, random_state=seed, stratify=strat)
+        rest, test = train_test_split(idx, test_size=TEST_FRACTION, random_state=seed, stratify=strat)
         strat_rest = strat[rest] if strat is not None else None
-        train, val = train_test_split(rest, test_size=cfg.val_fraction / (1 - cfg.test_fraction),
+        train, val = train_test_split(rest, test_size=VAL_FRACTION / (1 - TEST_FRACTION),
                                       random_state=seed, stratify=strat_rest)
     except ValueError:  # more classes than the val/test parts hold samples: one sample of each class in each
         if strat is None:
@@ -153,7 +155,7 @@ def _add_modality(arrays: dict[str, np.ndarray], cfg: DataConfig, m: str, n: int
     if kind == "text":
         if a.dtype.kind not in "US":
             raise CmkdError(f"{src}: text modality '{m}' must be an array of strings, got {a.dtype}")
-        inputs[m] = tokenize(a, cfg.text_vocab, cfg.text_len)
+        inputs[m] = tokenize(a, TEXT_VOCAB, cfg.text_len)
         pres = np.array([len(str(t).strip()) > 0 for t in a])
     elif isinstance(a, ShardedArray):  # on disk: checked chunk by chunk, gathered batch by batch
         if a.raw_dtype.kind not in "fiub":
@@ -242,7 +244,7 @@ def _resolve_split(arrays: dict[str, np.ndarray], cfg: DataConfig, targets: dict
         if (split == 1).sum() == 0 and (split == 0).sum() >= 10:  # carve a validation split from train
             rng = np.random.default_rng(seed)
             tr = np.flatnonzero(split == 0)
-            split[rng.choice(tr, size=max(1, int(len(tr) * cfg.val_fraction)), replace=False)] = 1
+            split[rng.choice(tr, size=max(1, int(len(tr) * VAL_FRACTION)), replace=False)] = 1
     else:
         first = next(iter(cfg.targets))
         strat = targets[first] if cfg.targets[first].kind == "classification" else None

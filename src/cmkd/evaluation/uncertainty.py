@@ -24,6 +24,8 @@ from cmkd.data.arrays import MultimodalData, availability
 from cmkd.errors import CmkdError
 from cmkd.evaluation.metrics import predict
 
+ALPHA = 0.1  # miscoverage of the run's conformal intervals: 90% intervals
+
 if TYPE_CHECKING:
     from cmkd.config import ExperimentConfig
     from cmkd.nn.models import MultimodalNet
@@ -166,14 +168,14 @@ def calibrate(model: MultimodalNet, data: MultimodalData, cal: np.ndarray, cfg: 
     mods = list(model.encoders)
     p = predict(model, data, cal, device=device)
     groups = uncertainty_groups(data, cal, mods, cfg)
-    return {t: calibrate_target(p[f"{t}/value"], p[f"{t}/std"], data.targets[t][cal], groups, cfg.uncertainty.alpha)
+    return {t: calibrate_target(p[f"{t}/value"], p[f"{t}/std"], data.targets[t][cal], groups, ALPHA)
             for t, k in model.target_kinds.items() if k == "regression"}
 
 
 def interval_metrics(model: MultimodalNet, data: MultimodalData, idx: np.ndarray, preds: dict, conformal: dict,
                      cfg: ExperimentConfig) -> dict[str, float]:
     """Coverage and mean width of the calibrated intervals on ``idx`` (first target unprefixed)."""
-    pct = round(100 * (1 - cfg.uncertainty.alpha))
+    pct = round(100 * (1 - ALPHA))
     groups = uncertainty_groups(data, idx, list(model.encoders), cfg)
     out: dict[str, float] = {}
     first = next(iter(data.target_kinds))

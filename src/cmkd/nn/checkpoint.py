@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from cmkd.config import ExperimentConfig, dump_config
-from cmkd.data.arrays import MultimodalData
+from cmkd.data.arrays import TEXT_VOCAB, MultimodalData
 from cmkd.errors import CmkdError
 from cmkd.io import atomic_save, safe_load
 from cmkd.nn.models import EnsembleTeacher, MultimodalNet
@@ -25,7 +25,7 @@ def build_model(data: MultimodalData, modalities: list[str], mcfg: Any, cfg: Exp
                          {t: {"kind": k, "n_out": outs[t]} for t, k in data.target_kinds.items()
                           if targets is None or t in targets},
                          width=mcfg.width, heads=mcfg.heads, depth=mcfg.depth, dropout=mcfg.dropout,
-                         modality_dropout=mcfg.modality_dropout, text_vocab=cfg.data.text_vocab, impute=impute,
+                         modality_dropout=mcfg.modality_dropout, text_vocab=TEXT_VOCAB, impute=impute,
                          encoders=mcfg.encoders, encoder_options=mcfg.encoder_options)
 
 

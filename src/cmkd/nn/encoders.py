@@ -38,7 +38,7 @@ ALTERNATIVES: dict[str, tuple[str, ...]] = {"mobilenet": ("image",), "periodic":
 
 def encoder_option_names(name: str, user: bool = True) -> list[str]:
     """The keyword options encoder ``name`` takes beyond shape, width and dropout; ``user``: only those a config's
-    ``encoder_options`` may set (a text encoder's ``vocab`` comes from ``data.text_vocab``)."""
+    ``encoder_options`` may set (a text encoder's ``vocab`` is :data:`cmkd.data.arrays.TEXT_VOCAB`)."""
     import inspect
 
     params = list(inspect.signature(ENCODERS[name].__init__).parameters)

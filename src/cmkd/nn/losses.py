@@ -8,25 +8,30 @@ part, so each can be logged. The terms are usable in a user's own training loop.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cmkd.config import register_name_check
+from cmkd.config import DistillConfig, ModelConfig, default_of, register_name_check
 from cmkd.errors import CmkdError
 
 LossTerm = Callable[..., Tensor]
 LOSSES: dict[str, LossTerm] = {}
+# term -> option -> what it accepts: a tuple of choices, ``bool``, ``float`` (a number above 0) or ``dict`` (of
+# names); the options a config's ``distill.term_options`` may set (their defaults: cmkd.config.TERM_OPTION_DEFAULTS)
+TERM_OPTIONS: dict[str, dict[str, Any]] = {}
 
 
-def register_loss(name: str) -> Callable[[LossTerm], LossTerm]:
-    """Decorator adding a loss term to the registry."""
+def register_loss(name: str, options: dict[str, Any] | None = None) -> Callable[[LossTerm], LossTerm]:
+    """Decorator adding a loss term to the registry, with the options a config may set for it
+    (``distill.term_options.<name>``): option -> a tuple of choices, ``bool``, ``float`` (above 0) or ``dict``."""
 
     def deco(fn: LossTerm) -> LossTerm:
         LOSSES[name] = fn
+        TERM_OPTIONS[name] = dict(options or {})
         return fn
 
     return deco
@@ -38,6 +43,36 @@ def check_loss_terms(weights: dict[str, float]) -> None:
     bad = sorted(set(weights) - set(LOSSES))
     if bad:
         raise CmkdError(f"unknown loss term {bad[0]!r}; valid: {', '.join(sorted(LOSSES))}")
+
+
+def _option_ok(spec: Any, value: Any) -> bool:
+    if isinstance(spec, tuple):
+        return value in spec
+    if spec is bool:
+        return isinstance(value, bool)
+    if spec is dict:
+        return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
+@register_name_check("term_options")
+def check_term_options(options: dict[str, dict[str, Any]]) -> None:
+    """CmkdError naming the valid choices where a config's ``distill.term_options`` names an unknown term, an
+    option the term does not take, or a value it does not accept."""
+    for term, opts in options.items():
+        if term not in LOSSES:
+            raise CmkdError(f"unknown loss term {term!r}; valid: {', '.join(sorted(LOSSES))}")
+        valid = TERM_OPTIONS[term]
+        for key, value in opts.items():
+            if key not in valid:
+                raise CmkdError(f"loss term {term!r} has no option {key!r}; valid: "
+                                f"{', '.join(sorted(valid)) or '(none)'}")
+            spec = valid[key]
+            if not _option_ok(spec, value):
+                want = ("one of " + ", ".join(map(str, spec)) if isinstance(spec, tuple)
+                        else "true or false" if spec is bool else "a mapping of names to names" if spec is dict
+                        else "a number above 0")
+                raise CmkdError(f"'{term}.{key}': {value!r} is not {want}")
 
 
 def _target_names(out: dict) -> list[str]:
@@ -53,8 +88,7 @@ def _weighted_mean(values: Tensor, weight: Tensor | None, count: Tensor) -> Tens
 
 @register_loss("task")
 def task_loss(student_out: dict, teacher_out: dict | None, batch: dict, *,
-              class_weights: dict[str, Tensor] | None = None, sample_weight: Tensor | None = None,
-              nll_beta: float = 0.0) -> Tensor:
+              nll_beta: float, sample_weight: Tensor | None = None) -> Tensor:
     """Supervised loss, summed over targets.
 
     Classification: cross-entropy ``-log softmax(z)_y`` over labelled samples (class id -1 = unlabelled).
@@ -69,10 +103,9 @@ def task_loss(student_out: dict, teacher_out: dict | None, batch: dict, *,
         y = batch["targets"][t]
         o = student_out[t]
         if "logits" in o:
-            w = class_weights.get(t) if class_weights else None
             lab = y >= 0  # -1 marks an unlabelled sample
-            ce = F.cross_entropy(o["logits"], y.clamp_min(0), weight=w, reduction="none")
-            wy = (w[y.clamp_min(0)] if w is not None else torch.ones_like(ce)) * lab
+            ce = F.cross_entropy(o["logits"], y.clamp_min(0), reduction="none")
+            wy = torch.ones_like(ce) * lab
             ce = ce * sample_weight if sample_weight is not None else ce
             total = total + (ce * lab).sum() / wy.sum().clamp_min(1e-8)
         else:
@@ -86,9 +119,9 @@ def task_loss(student_out: dict, teacher_out: dict | None, batch: dict, *,
     return total
 
 
-@register_loss("kd")
-def kd_loss(student_out: dict, teacher_out: dict, batch: dict, *, temperature: float = 4.0,
-            sample_weight: Tensor | None = None, confidence: bool = False) -> Tensor:
+@register_loss("kd", options={"confidence": bool})
+def kd_loss(student_out: dict, teacher_out: dict, batch: dict, *, temperature: float, confidence: bool,
+            sample_weight: Tensor | None = None) -> Tensor:
     """Hinton et al. (2015) soft targets: ``T^2 * KL(softmax(z_t / T) || softmax(z_s / T))``, batch mean.
 
     For regression, the student's mean is pulled to the teacher's mean: ``mean((mu_s - mu_t)^2)``.
@@ -119,9 +152,9 @@ def kd_loss(student_out: dict, teacher_out: dict, batch: dict, *, temperature: f
     return total
 
 
-@register_loss("feature")
-def feature_loss(student_out: dict, teacher_out: dict, batch: dict, *,
-                 projection: nn.Module | None = None, mode: str = "cosine") -> Tensor:
+@register_loss("feature", options={"mode": ("cosine", "mse")})
+def feature_loss(student_out: dict, teacher_out: dict, batch: dict, *, mode: str,
+                 projection: nn.Module | None = None) -> Tensor:
     """FitNets-style hint (Romero et al., 2015) on the fused features after a learned projection ``W f_s``.
 
     ``cosine``: ``mean(1 - cos(W f_s, f_t))``; ``mse``: ``mean((W f_s - f_t)^2)``.
@@ -159,8 +192,8 @@ def rkd(fs: Tensor, ft: Tensor, w_dist: float = 1.0, w_angle: float = 2.0) -> Te
     return w_dist * F.smooth_l1_loss(dist(fs), dist(ft)) + w_angle * F.smooth_l1_loss(angle(fs), angle(ft))
 
 
-@register_loss("relation")
-def relation_loss(student_out: dict, teacher_out: dict, batch: dict, *, mode: str = "sp") -> Tensor:
+@register_loss("relation", options={"mode": ("sp", "rkd")})
+def relation_loss(student_out: dict, teacher_out: dict, batch: dict, *, mode: str) -> Tensor:
     """Structure of the batch: ``sp`` similarity-preserving or ``rkd`` relational (distance + angle)."""
     fs, ft = student_out["features"], teacher_out["features"]
     if fs.shape[0] < 2:
@@ -172,9 +205,9 @@ def relation_loss(student_out: dict, teacher_out: dict, batch: dict, *, mode: st
     raise CmkdError(f"unknown relation loss mode '{mode}'; valid: sp, rkd")
 
 
-@register_loss("contrastive")
-def contrastive_loss(student_out: dict, teacher_out: dict, batch: dict, *,
-                     projection: nn.Module | None = None, temperature: float = 0.1) -> Tensor:
+@register_loss("contrastive", options={"temperature": float})
+def contrastive_loss(student_out: dict, teacher_out: dict, batch: dict, *, temperature: float,
+                     projection: nn.Module | None = None) -> Tensor:
     """InfoNCE (van den Oord et al., 2018; CRD, Tian et al., 2020) with in-batch negatives:
     ``CE(sim(W f_s, f_t) / tau, diag)``, sim = cosine similarity of every student-teacher pair."""
     fs = student_out["features"]
@@ -185,7 +218,7 @@ def contrastive_loss(student_out: dict, teacher_out: dict, batch: dict, *,
     return F.cross_entropy(logits, torch.arange(len(zs), device=zs.device))
 
 
-@register_loss("impute")
+@register_loss("impute", options={"sources": dict})
 def impute_loss(student_out: dict, teacher_out: dict | None, batch: dict) -> Tensor:
     """Cross-modal imputation: ``mean((x_hat - x)^2)`` over every known value of the complete record, in the
     modality's standardised units. ``student_out["imputed"]`` holds the reconstructions and
@@ -213,88 +246,53 @@ class CompositeLoss(nn.Module):
     """Weighted sum of loss terms; returns ``{"loss": total, <term>: value, ...}``.
 
     The distillation terms need ``teacher_out``; without it (or with weight 0) only ``task`` is used. Rows where
-    ``batch["kd_mask"]`` is False (the teacher saw none of its modalities) are left out of teacher terms.
+    ``batch["kd_mask"]`` is False (the teacher saw none of its modalities) are left out of teacher terms. Every
+    setting comes from the config sections (their defaults are the config's; there is no second copy here).
 
     Args:
-        weights: term name -> weight.
-        student_width: student feature width.
+        weights: term name -> weight (:func:`cmkd.training.distill.make_loss` derives them from
+            ``distill.weights``).
+        student_width: student feature width (the projections are made even when no term uses them: the torch
+            RNG they draw keeps seeded runs' figures).
         teacher_width: teacher feature width (a learned projection maps student to teacher width).
-        temperature: kd temperature.
-        feature_mode: ``cosine`` or ``mse``.
-        relation_mode: ``sp`` or ``rkd``.
-        contrastive_temperature: InfoNCE temperature.
-        adaptive: availability-adaptive weights. With ``batch["availability"]`` (B,) in [0, 1] (the share of
-            the student's input values that are observed), the task term of each sample is scaled by
-            ``0.5 + a`` and the teacher terms by ``1.5 - a``: where the student sees most of its data the labels
-            lead; where it is nearly blind it leans on the teacher, who saw complete data.
-        impute_sources: student modality -> the data key of its complete version, for the ``impute`` term.
-        nll_beta: beta of the regression task term (beta-NLL; 0 = plain Gaussian NLL).
-        temperature_schedule: ``constant``, or ``linear`` / ``cosine`` annealing of the kd temperature from
-            ``temperature`` to ``temperature_end`` as :meth:`set_progress` goes from 0 to 1 (soft, dark-knowledge
-            targets early; sharp, nearly hard targets late).
-        temperature_end: the temperature at the end of training.
-        class_weights: target -> (C,) class weights (class-balanced distillation): the task term weighs each
-            labelled sample by its class, and the kd term each sample by the teacher's predicted class.
-        learned_weights: learn each term's weight by homoscedastic uncertainty (Kendall et al., 2018): the total
-            is ``sum_k exp(-s_k) w_k L_k + s_k`` with a trained log-variance ``s_k`` per term (starting at 0, so
-            training starts from the fixed weights); the effective weights are logged as ``weight_<term>``.
-        kd_confidence: weight the regression kd term by the teacher's relative precision (see :func:`kd_loss`).
-        kd_ramp: the teacher terms' weights ramp linearly from 0 to full as :meth:`set_progress` goes from 0 to
-            ``kd_ramp`` (0 = full weight from the start): the labels shape the model before many unlabelled
-            samples' teacher targets can swamp them (a ramp-up as in the mean-teacher, Tarvainen & Valpola, 2017).
+        distill: ``temperature`` (kd), ``term_options`` (each term's options, the impute term's sources) and
+            ``adaptive_weights`` (see :class:`cmkd.config.DistillConfig`); default: the config's defaults.
+        nll_beta: beta of the regression task term (the trained model's ``nll_beta``); default: the config's.
+        temperature: the kd temperature where it differs from ``distill.temperature`` (a loop of one's own, e.g.
+            ``CompositeLoss(weights, 32, 64, temperature=4.0)``); default: ``distill``'s.
+
+    With ``distill.adaptive_weights`` and ``batch["availability"]`` (B,) in [0, 1] (the share of the student's input
+    values that are observed), the task term of each sample is scaled by ``0.5 + a`` and the teacher terms by
+    ``1.5 - a``: where the student sees most of its data the labels lead; where it is nearly blind it leans on the
+    teacher, who saw complete data.
     """
 
     TEACHER_FREE = ("task", "impute")  # terms computed without teacher outputs
 
-    def __init__(self, weights: dict[str, float], student_width: int = 64, teacher_width: int | None = None,
-                 temperature: float = 4.0, feature_mode: str = "cosine", relation_mode: str = "sp",
-                 contrastive_temperature: float = 0.1, adaptive: bool = False,
-                 impute_sources: dict[str, str] | None = None, nll_beta: float = 0.0,
-                 temperature_schedule: str = "constant", temperature_end: float = 1.0,
-                 class_weights: dict[str, Tensor] | None = None, learned_weights: bool = False,
-                 kd_confidence: bool = False, kd_ramp: float = 0.0) -> None:
+    def __init__(self, weights: dict[str, float], student_width: int = 64, teacher_width: int | None = None, *,
+                 distill: DistillConfig | None = None, nll_beta: float | None = None,
+                 temperature: float | None = None) -> None:
         super().__init__()
-        self.kd_ramp = float(kd_ramp)
-        self.teacher_scale = 0.0 if self.kd_ramp > 0 else 1.0  # current factor of the teacher terms
+        distill = distill if distill is not None else DistillConfig()
+        nll_beta = nll_beta if nll_beta is not None else default_of(ModelConfig, "nll_beta")
         bad = sorted(set(weights) - set(LOSSES))
         if bad:
             raise CmkdError(f"unknown loss term '{bad[0]}'; valid: {', '.join(sorted(LOSSES))}")
         self.weights = {k: float(v) for k, v in weights.items() if v}
-        self.adaptive = adaptive
-        self.impute_sources = dict(impute_sources or {}) if "impute" in self.weights else {}
+        self.adaptive = distill.adaptive_weights
+        self.impute_sources = dict(distill.impute) if "impute" in self.weights else {}
         tw = teacher_width or student_width
         self.projection = nn.Linear(student_width, tw)
         self.contrastive_projection = nn.Linear(student_width, tw)
-        # homoscedastic-uncertainty weighting (Kendall, Gal & Cipolla, 2018): one learned log-variance per term
-        self.log_vars = nn.ParameterDict({k: nn.Parameter(torch.zeros(())) for k in self.weights}) \
-            if learned_weights else None
-        if temperature_schedule not in ("constant", "linear", "cosine"):
-            raise CmkdError(f"unknown temperature schedule '{temperature_schedule}'; valid: constant, linear, cosine")
-        self.schedule = (temperature_schedule, float(temperature), float(temperature_end))
-        self.class_weights = class_weights or {}
-        task_settings: dict = {"nll_beta": nll_beta}
-        if self.class_weights:
-            task_settings["class_weights"] = self.class_weights
-        self.settings = {"task": task_settings, "kd": {"temperature": temperature, "confidence": kd_confidence},
-                         "feature": {"projection": self.projection, "mode": feature_mode},
-                         "relation": {"mode": relation_mode},
-                         "contrastive": {"projection": self.contrastive_projection,
-                                         "temperature": contrastive_temperature}}
-
-    def set_progress(self, progress: float) -> float:
-        """Move the kd temperature along its schedule (``progress`` in [0, 1]); returns the temperature."""
-        kind, t0, t1 = self.schedule
-        p = min(1.0, max(0.0, progress))
-        self.teacher_scale = min(1.0, p / self.kd_ramp) if self.kd_ramp > 0 else 1.0
-        f = 0.0 if kind == "constant" else p if kind == "linear" else 0.5 * (1 - math.cos(math.pi * p))
-        self.settings["kd"]["temperature"] = t0 + (t1 - t0) * f
-        return self.settings["kd"]["temperature"]
-
-    def _kd_class_weight(self, teacher_out: dict) -> Tensor | None:
-        """(B,) weight of each sample's kd term: the class weight of the teacher's predicted class."""
-        ws = [w[teacher_out[t]["logits"].argmax(dim=1)] for t, w in self.class_weights.items()
-              if t in teacher_out and "logits" in teacher_out[t]]
-        return torch.stack(ws).mean(dim=0) if ws else None
+        opts = distill.term_options
+        self.settings: dict[str, dict] = {
+            "task": {"nll_beta": nll_beta},
+            "kd": {"temperature": distill.temperature if temperature is None else float(temperature),
+                   **opts.get("kd", {})},
+            "feature": {"projection": self.projection, **opts.get("feature", {})},
+            "relation": dict(opts.get("relation", {})),
+            "contrastive": {"projection": self.contrastive_projection, **opts.get("contrastive", {})}}
+        # the impute term takes no keyword settings: its sources travel in the batch (``impute_truth``)
 
     def forward(self, student_out: dict, teacher_out: dict | None, batch: dict,
                 exclude: tuple[str, ...] = ()) -> dict[str, Tensor]:
@@ -326,16 +324,7 @@ class CompositeLoss(nn.Module):
                         kw["sample_weight"] = 1.5 - avail_t
                     else:
                         scale = float((1.5 - avail_t).mean())
-                if name == "kd" and self.class_weights:
-                    cw = self._kd_class_weight(t_t)
-                    if cw is not None:
-                        kw["sample_weight"] = cw * kw["sample_weight"] if "sample_weight" in kw else cw
-                val = LOSSES[name](s_t, t_t, batch, **kw) * scale * self.teacher_scale
+                val = LOSSES[name](s_t, t_t, batch, **kw) * scale
             parts[name] = val.detach()
-            if self.log_vars is not None:  # learned weighting: exp(-s) * w * L + s
-                s_k = self.log_vars[name].clamp(-5.0, 5.0)  # bounded: an NLL term can be negative
-                total = total + torch.exp(-s_k) * w * val + s_k
-                parts[f"weight_{name}"] = torch.exp(-s_k).detach() * w
-            else:
-                total = total + w * val
+            total = total + w * val
         return {"loss": total, **parts}

@@ -4,7 +4,7 @@ Kept apart from the network stages so that they can move with the pipeline:
 
 - :func:`classical_fits`: the references and the tree student fitted. They need only the data and the teacher's
   outputs, so :func:`cmkd.pipeline.core.start_classical` runs them in a :class:`Background` thread while the students
-  train (``references.background``; the figures are the same in sequence).
+  train.
 - :func:`classical_finish` (after the network models are scored): ``metrics["references"]`` (merged with a
   recipe's own ``references()`` hook, whose entries keep their names and figures; a generic reference of the
   same name is stored as ``<name>_labels``), the tree student as
@@ -33,13 +33,14 @@ from typing import Any
 
 import numpy as np
 
-from cmkd.classical.references import recommendation, references
-from cmkd.classical.trees import FitMemo, TreeStudent, ensemble_onnx, export_tree_student, save_onnx
+from cmkd.classical.references import ReferenceSettings, recommendation, references
+from cmkd.classical.trees import ALGORITHM, FitMemo, TreeStudent, ensemble_onnx, export_tree_student, save_onnx
 from cmkd.config import ExperimentConfig
 from cmkd.data.arrays import MultimodalData
 from cmkd.evaluation.metrics import predict, task_metrics
 from cmkd.export.sidecar import write_card
 from cmkd.runtime import read_card, sidecar_path
+from cmkd.training.distributed import THREADS
 
 EXPORTABLE_REFS = ("random_forest", "extra_trees", "hist_gradient_boosting")
 
@@ -92,7 +93,7 @@ def available_cores() -> int:
 
 
 class Threads:
-    """The classical fits' thread count, read as each fit starts: ``cfg.threads`` while the networks train beside
+    """The classical fits' thread count, read as each fit starts: :data:`THREADS` while the networks train beside
     them; :meth:`widen` once the run only waits for them (:func:`cmkd.pipeline.core.wait_classical`), so that the
     cores the networks no longer use are not left idle. The fits' figures do not depend on it (forests draw
     each tree's seed before they fan out; HistGradientBoosting's threads split the features)."""
@@ -117,7 +118,7 @@ def classical_fits(cfg: ExperimentConfig, data: MultimodalData, smods: list[str]
     labels and their self-training first, while the teacher trains; those on its pseudo-labels and the tree
     student once its outputs are handed over, while the students train. Forests use ``threads()`` jobs and
     HistGradientBoosting ``threads()`` OpenMP threads (a per-thread setting), read as each fit starts (default
-    ``cfg.threads``). The tree student
+    :data:`THREADS`). The tree student
     is written to ``out/student_trees.onnx`` and checked through ONNX Runtime (its latency is timed later, by
     :func:`classical_finish`). ``stop`` set: no further fit starts (the run failed elsewhere)."""
     from threadpoolctl import threadpool_limits
@@ -127,34 +128,30 @@ def classical_fits(cfg: ExperimentConfig, data: MultimodalData, smods: list[str]
     t0 = time.perf_counter()
     fits = ClassicalFits()
     r = cfg.references
-    threads = threads or Threads(cfg.threads)
+    threads = threads or Threads(THREADS)
     fitted: dict = {}
     memo = FitMemo()  # the tree student on labels only is the extra_trees reference: fitted once
-    with threadpool_limits(limits=cfg.threads, user_api="openmp"):
+    with threadpool_limits(limits=THREADS, user_api="openmp"):
         def refs(kinds: tuple[str, ...], outputs: dict | None, mask: np.ndarray | None) -> None:
             fits.refs.update(references(
-                data, smods, train, train_all, val, test, outputs, mask, seed=cfg.seed, n_estimators=r.n_estimators,
-                max_fit_samples=r.max_fit_samples, n_jobs=threads, text_vocab=cfg.data.text_vocab,
-                algorithms=tuple(r.algorithms), models=fitted, self_training=tuple(r.self_training), stop=stop,
-                kinds=kinds, memo=memo, refit=cfg.student.refit))
+                data, smods, train, train_all, val, test, outputs, mask,
+                settings=ReferenceSettings.from_config(cfg, kinds=kinds, n_jobs=threads), models=fitted, stop=stop,
+                memo=memo))
 
-        if r.enabled:
+        if r.algorithms:
             refs(("labels", "self_training"), None, None)
         t_wait = time.perf_counter()
         got = teacher.get(stop) if isinstance(teacher, Handoff) else teacher
         t0 += time.perf_counter() - t_wait  # the seconds of the fits, not of the wait for the teacher
         if got is not None:
             outputs, mask = got
-            if r.enabled:
+            if r.algorithms:
                 refs(("teacher_labels",), outputs, mask)
-            if cfg.trees.enabled and not (stop is not None and stop.is_set()):
+            if cfg.trees.n_estimators and not (stop is not None and stop.is_set()):
                 tc = cfg.trees
 
                 def tree_student() -> TreeStudent:  # as configured; the thread budget read as it is made
-                    return TreeStudent(smods, algorithm=tc.algorithm, n_estimators=tc.n_estimators,
-                                       min_samples_leaf=tc.min_samples_leaf, max_samples=tc.max_samples,
-                                       label_weight=tc.label_weight, seed=cfg.seed, n_jobs=threads(),
-                                       text_vocab=cfg.data.text_vocab)
+                    return TreeStudent(smods, n_estimators=tc.n_estimators, seed=cfg.seed, n_jobs=threads())
 
                 fits.trees = tree_student().fit(data, train_all, outputs, mask, val, memo=memo)
                 val_preds = fits.trees.predict(data, val)
@@ -166,7 +163,6 @@ def classical_fits(cfg: ExperimentConfig, data: MultimodalData, smods: list[str]
                     fits.trees = tree_student().fit(data, np.concatenate([train_all, val_lab]), outputs, mask, None,
                                                     memo=memo)
                     fits.trees.std_ = first.std_
-                    fits.trees.val_preds_ = val_preds  # the first fit's (out of sample), for a blend
                     fits.trees_refit_on_val = int(len(val_lab))
                 fits.trees_metrics["test"] = task_metrics(data, test, fits.trees.predict(data, test))
                 # written and checked here; timed by classical_finish, once nothing runs beside
@@ -182,18 +178,16 @@ def classical_fits(cfg: ExperimentConfig, data: MultimodalData, smods: list[str]
 
 
 class Background:
-    """``fn(*args, stop=<Event>)`` in a daemon thread; :meth:`result` waits for it and re-raises its error.
-    With ``background=False`` the call is deferred to :meth:`result` instead (the same figures, in sequence)."""
+    """``fn(*args, stop=<Event>)`` in a daemon thread; :meth:`result` waits for it and re-raises its error."""
 
-    def __init__(self, fn: Callable[..., Any], *args: Any, background: bool = True) -> None:
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
         self.fn, self.args, self.stop = fn, args, threading.Event()
         self.value: Any = None
         self.error: BaseException | None = None
         self.waited_s = 0.0
         self.done = False
-        self.thread = threading.Thread(target=self._call, name="cmkd-classical", daemon=True) if background else None
-        if self.thread is not None:
-            self.thread.start()
+        self.thread = threading.Thread(target=self._call, name="cmkd-classical", daemon=True)
+        self.thread.start()
 
     def _call(self) -> None:
         try:
@@ -202,14 +196,11 @@ class Background:
             self.error = e
 
     def result(self) -> Any:
-        """The function's value (raises its error). ``waited_s``: the seconds the first call took (the wait for
-        the thread; deferred, the call itself); later calls return at once."""
+        """The function's value (raises its error). ``waited_s``: the seconds the first call waited for the
+        thread; later calls return at once."""
         if not self.done:
             t0 = time.perf_counter()
-            if self.thread is None:
-                self._call()
-            else:
-                self.thread.join()
+            self.thread.join()
             self.waited_s = time.perf_counter() - t0
             self.done = True
         if self.error is not None:
@@ -229,13 +220,11 @@ class Background:
 def classical_finish(cfg: ExperimentConfig, data: MultimodalData, smods: list[str], val: np.ndarray,
                      test: np.ndarray, fits: ClassicalFits, student, metric: str, out: Path,  # noqa: ANN001
                      metrics: dict, recipe_refs: dict | None = None, device: str = "cpu",
-                     student_val: dict[str, float] | None = None,
-                     student_val_preds: dict[str, np.ndarray] | None = None) -> dict:
+                     student_val: dict[str, float] | None = None) -> dict:
     """Fill ``metrics`` with the references, the tree student (exported to ``student_trees.onnx``, timed and
     checked) and the recommendation (see the module docstring). ``student_val``: the network's validation
     figures to compare, where scoring ``student`` on ``val`` would not be out of sample (a refit on train +
-    val); ``student_val_preds``: its validation predictions then (for the blend, ``references.blend``). Returns
-    the fitted tree models by name (``student_trees``, the exportable references and a blend's partner), for
+    val). Returns the fitted tree models by name (``student_trees`` and the exportable references), for
     :func:`deploy_recommended`."""
     refs: dict[str, dict] = dict(recipe_refs or {})
     # a recipe's own entries keep their names and figures; a generic one of the same name gets ``_labels``
@@ -250,7 +239,6 @@ def classical_finish(cfg: ExperimentConfig, data: MultimodalData, smods: list[st
                             else task_metrics(data, val, predict(student, data, val, device=device))}
     ts = fits.trees
     if ts is not None:
-        tc = cfg.trees
         ex = fits.trees_export
         ex["onnx_latency_ms"] = _latency(out / "student_trees.onnx", smods, data, test, cfg.export.latency_runs)
         val_m = fits.trees_metrics["val"]
@@ -260,7 +248,7 @@ def classical_finish(cfg: ExperimentConfig, data: MultimodalData, smods: list[st
             "metrics": fits.trees_metrics["test"], "val_metrics": val_m,
             "latency_ms": ex["onnx_latency_ms"], "latency_from": "onnx", "n_test": int(len(test)),
             "cost": float(sum(cfg.data.modalities[m].cost for m in smods)), "scored_on": "test",
-            "algorithm": tc.algorithm, "n_fit": ts.n_fit_, "shared_fits": fits.shared_fits}
+            "algorithm": ALGORITHM, "n_fit": ts.n_fit_, "shared_fits": fits.shared_fits}
         if fits.trees_refit_on_val:
             metrics["models"]["student_trees"]["refit_on_val"] = fits.trees_refit_on_val
         metrics["export_trees"] = ex
@@ -269,54 +257,20 @@ def classical_finish(cfg: ExperimentConfig, data: MultimodalData, smods: list[st
     for k, v in refs.items():
         if isinstance(v, dict) and isinstance(v.get("val"), dict) and v["val"]:
             cands[k] = {"val": v["val"]}
-    if cfg.references.blend and "student" in cands:
-        blend = _blend(cfg, data, smods, val, test, student, fitted, cands, metric, device, student_val_preds)
-        if blend is not None:
-            metrics["student_blend"] = blend
-            cands["student_blend"] = {"val": blend["val"]}
-            fitted["student_blend"] = blend["partner"]  # deploy_recommended composes the two graphs
     if cands:
-        metrics["recommended"] = recommendation(cands, metric, n_val=len(data.labelled(val)),
-                                                tie_se=cfg.references.tie_se)
+        metrics["recommended"] = recommendation(cands, metric)
         if student_val is not None and "student" in cands:
             metrics["recommended"]["student_val_from"] = "before the refit on train + validation (best epoch)"
             metrics["recommended"]["why"] += "; the network's figure is from before its refit on train + validation"
     return fitted
 
 
-def _tree_predict(name: str, model, data: MultimodalData, smods: list[str], idx: np.ndarray,  # noqa: ANN001
-                  vocab: int) -> dict[str, np.ndarray]:
+def _tree_predict(name: str, model, data: MultimodalData, smods: list[str], idx: np.ndarray  # noqa: ANN001
+                  ) -> dict[str, np.ndarray]:
     """A tree model's predictions: the tree student's, or a reference's on the flattened student inputs."""
     from cmkd.classical.trees import flat_features
 
-    return model.predict(data, idx) if name == "student_trees" else model.predict(
-        flat_features(data, smods, idx, vocab))
-
-
-def _blend(cfg: ExperimentConfig, data: MultimodalData, smods: list[str], val: np.ndarray, test: np.ndarray,
-           student, fitted: dict, cands: dict, metric: str, device: str,  # noqa: ANN001
-           student_val_preds: dict[str, np.ndarray] | None) -> dict | None:
-    """``metrics["student_blend"]`` (:mod:`cmkd.classical.blend`): the network student averaged with the tree
-    model best on
-    validation among ``fitted``; its validation and test figures. None without a fitted tree model."""
-    from cmkd.classical.blend import WEIGHT, blend_predictions
-
-    trees = {k: cands[k] for k in fitted if k in cands}
-    if not trees:
-        return None
-    partner = recommendation(trees, metric)["model"]
-    kinds = dict(data.target_kinds)
-    net = {"val": student_val_preds if student_val_preds is not None else predict(student, data, val, device=device),
-           "test": predict(student, data, test, device=device)}
-    figs = {}
-    for split, idx in (("val", val), ("test", test)):
-        model = fitted[partner]
-        tree = (model.val_preds_ if split == "val" and getattr(model, "val_preds_", None) is not None
-                else _tree_predict(partner, model, data, smods, idx, cfg.data.text_vocab))
-        figs[split] = task_metrics(data, idx, blend_predictions(net[split], tree, kinds, WEIGHT))
-    return {"partner": partner, "weight": WEIGHT, "modalities": list(smods), "metrics": figs["test"],
-            "val": figs["val"], "val_from": "before the network's refit on train + validation"
-            if student_val_preds is not None else "the deployed network"}
+    return model.predict(data, idx) if name == "student_trees" else model.predict(flat_features(data, smods, idx))
 
 
 def _latency(path: Path, smods: list[str], data: MultimodalData, idx: np.ndarray, runs: int) -> float:
@@ -357,14 +311,12 @@ def deploy_recommended(cfg: ExperimentConfig, data: MultimodalData, smods: list[
         if net_card is not None:
             write_card(out / "student_net.onnx", net_card)
             sidecar_path(out / "student.onnx").unlink()
-        if want == "student_blend":
-            _export_blend(fitted[want], fitted, data, smods, test, out, cfg, metrics, deployed)
-        elif want == "student_trees":
+        if want == "student_trees":
             deployed.update({k: v for k, v in metrics["export_trees"].items() if k != "onnx"})
             save_onnx(ensemble_onnx({t: {"model": m, "kind": fitted[want].target_kinds[t],
                                          "std": fitted[want].std_.get(t)}
                                      for t, m in fitted[want].models_.items()}, smods, fitted[want].kinds,
-                                    fitted[want].shapes, cfg.data.text_vocab), out / "student.onnx")
+                                    fitted[want].shapes), out / "student.onnx")
         else:  # a reference: one classifier or regressor per target (HistGradientBoosting: per output column)
             _export_reference(fitted[want], want, smods, data, test, out / "student.onnx", cfg, metrics, deployed)
     if want != "student" and net_card is not None:
@@ -375,24 +327,19 @@ def deploy_recommended(cfg: ExperimentConfig, data: MultimodalData, smods: list[
 
 def tree_card(net_card: dict, role: str) -> dict:
     """The sidecar of a tree model (the tree student or a RandomForest / ExtraTrees / HistGradientBoosting
-    reference) or of the blend (``student_blend``) exported with the network student's input/output contract: the
-    network's card less its conformal quantiles (calibrated for the network's std, not the trees' constant one)."""
+    reference) exported with the network student's input/output contract: the network's card less its conformal
+    quantiles (calibrated for the network's std, not the trees' constant one)."""
     notes = [n for n in net_card.get("notes", []) if "pruned" not in n]
-    if role == "student_blend":
-        notes.append("blend: the average of the network student's and a tree ensemble's outputs "
-                     "(cmkd.classical.blend); the regression std output is the average of the network's and the "
-                     "trees' constant one, not calibrated; no conformal intervals")
-        return {**net_card, "role": role, "model_type": "network_tree_blend", "conformal": {}, "notes": notes}
     notes.append("tree ensemble: the regression std output is a constant per target column (the model's RMSE on "
                  "the validation samples), not calibrated; no conformal intervals")
     return {**net_card, "role": role, "model_type": "tree_ensemble", "conformal": {}, "notes": notes}
 
 
 def _export_reference(ref, name: str, smods: list[str], data: MultimodalData, test: np.ndarray,  # noqa: ANN001
-                      path: Path, cfg: ExperimentConfig, metrics: dict, deployed: dict | None) -> None:
+                      path: Path, cfg: ExperimentConfig, metrics: dict, deployed: dict) -> None:
     """``path`` from the RandomForest / ExtraTrees / HistGradientBoosting reference ``name`` (fitted on the
-    non-constant feature columns ``ref.keep``; the graph's trees index the full feature vector); with
-    ``deployed``, checked through ONNX Runtime into it. Regression std outputs: the reference's validation RMSE."""
+    non-constant feature columns ``ref.keep``; the graph's trees index the full feature vector), checked through
+    ONNX Runtime into ``deployed``. Regression std outputs: the reference's validation RMSE."""
     from cmkd.classical.trees import check_onnx
 
     rmse = (metrics.get("references", {}).get(name, {}).get("val") or {}).get("rmse")
@@ -402,39 +349,7 @@ def _export_reference(ref, name: str, smods: list[str], data: MultimodalData, te
                  else None, "features": np.flatnonzero(ref.keep)} for t, ms in ref.models.items()}
     kinds = {m: data.kinds[m] for m in smods}
     shapes = {m: tuple(data.inputs[m].shape[1:]) for m in smods}
-    save_onnx(ensemble_onnx(heads, smods, kinds, shapes, cfg.data.text_vocab), path)
-    if deployed is not None:
-        deployed.update(check_onnx(path, smods, {t: data.target_kinds[t] for t in heads}, data, test,
-                                   _tree_predict(name, ref, data, smods, test, cfg.data.text_vocab),
-                                   cfg.export.latency_runs))
-
-
-def _export_blend(partner: str, fitted: dict, data: MultimodalData, smods: list[str], test: np.ndarray, out: Path,
-                  cfg: ExperimentConfig, metrics: dict, deployed: dict) -> None:
-    """``student.onnx`` as the blend of ``student_net.onnx`` (the network, moved there) and ``partner``'s tree
-    graph (:func:`cmkd.classical.blend.blend_onnx`), checked through ONNX Runtime against the two files' own outputs
-    averaged (``max_abs_diff``) and scored on the test split from its outputs (``onnx_metrics``)."""
-    from cmkd.classical.blend import WEIGHT, blend_onnx
-    from cmkd.evaluation.metrics import task_metrics
-    from cmkd.export.onnx import as_predictions, ort_latency_ms, ort_run, ort_session
-
-    tree_path = out / "student_trees.onnx"
-    if partner != "student_trees":
-        tree_path = out / f".{partner}.onnx"
-        _export_reference(fitted[partner], partner, smods, data, test, tree_path, cfg, metrics, None)
-    try:
-        save_onnx(blend_onnx(out / "student_net.onnx", tree_path, WEIGHT), out / "student.onnx")
-        feed = {m: data.inputs[m][test] for m in smods}
-        sess = ort_session(out / "student.onnx")
-        got = ort_run(sess, feed)
-        parts = [ort_run(ort_session(p), feed) for p in (out / "student_net.onnx", tree_path)]
-    finally:
-        if partner != "student_trees":
-            tree_path.unlink(missing_ok=True)
-    want = [WEIGHT * a + (1 - WEIGHT) * b for a, b in zip(*parts)]
-    kinds = {t: data.target_kinds[t] for t in data.target_kinds}
-    deployed.update({"partner": partner, "weight": WEIGHT,
-                     "max_abs_diff": max(float(np.max(np.abs(g - w), initial=0.0)) for g, w in zip(got, want)),
-                     "onnx_latency_ms": ort_latency_ms(sess, feed, cfg.export.latency_runs),
-                     "onnx_bytes": (out / "student.onnx").stat().st_size,
-                     "onnx_metrics": task_metrics(data, test, as_predictions(got, kinds))})
+    save_onnx(ensemble_onnx(heads, smods, kinds, shapes), path)
+    deployed.update(check_onnx(path, smods, {t: data.target_kinds[t] for t in heads}, data, test,
+                               _tree_predict(name, ref, data, smods, test),
+                               cfg.export.latency_runs))

@@ -25,16 +25,16 @@ from cmkd.evaluation.metrics import (
     torch_latency_ms,
 )
 from cmkd.evaluation.report import print_summary
-from cmkd.evaluation.uncertainty import calibrate, interval_metrics
+from cmkd.evaluation.uncertainty import ALPHA, calibrate, interval_metrics
 from cmkd.io import atomic_write_text, dumps
 from cmkd.nn.checkpoint import build_model, save_model
 from cmkd.nn.models import MultimodalNet, count_params, ensemble_of
 from cmkd.pipeline.resolve import resolve
 from cmkd.pipeline.rundir import open_run_dir, run_dirs
 from cmkd.pipeline.state import RunState
-from cmkd.training.distill import best_val, kd_gate_factor, make_loss, outlook
-from cmkd.training.distributed import resolve_device
-from cmkd.training.fit import batch_size_for, fit, set_seed
+from cmkd.training.distill import best_val, make_loss, outlook
+from cmkd.training.distributed import THREADS, resolve_device
+from cmkd.training.fit import FitSettings, batch_size_for, fit, set_seed
 from cmkd.training.teachers import teacher_targets, train_teachers
 
 
@@ -50,7 +50,7 @@ def run(config: str | ExperimentConfig, out: str | Path = "runs/out", *, overrid
         quick: a short run (few epochs) for smoke tests.
         resume: continue interrupted training from the checkpoints in ``out/.ckpt``.
         quiet: no progress bars or summary table.
-        device: overrides ``config.device`` (``auto``, ``cpu``, ``cuda``).
+        device: where the networks train: ``cpu`` (default), ``cuda``, or ``auto`` (CUDA when present).
         arrays: the dataset when ``config`` is an ExperimentConfig.
 
     Under ``torchrun`` with several processes, training is data-parallel (:mod:`cmkd.training.distributed`); rank 0
@@ -82,15 +82,13 @@ def stage_resolve(config: str | ExperimentConfig, out: str | Path, overrides: li
         cfg, source, synthetic = config, str(config.data.path or "arrays"), False
     else:
         cfg, arrays, source, synthetic = resolve(config, overrides, quick)
-    if device:
-        cfg.device = device  # type: ignore[assignment]
     if quick:  # a smoke test: the classical stage with 25 trees per forest, like the few epochs of the networks
         cfg.references.n_estimators = min(cfg.references.n_estimators, 25)
         cfg.trees.n_estimators = min(cfg.trees.n_estimators, 25)
     st = RunState(cfg, arrays, source, synthetic, Path(out), resume, quiet, bool(quick))
-    st.dev = setup(cfg.device) or resolve_device(cfg.device)
+    st.dev = setup(device or "cpu") or resolve_device(device or "cpu")
     st.main = is_main()
-    torch.set_num_threads(cfg.threads)
+    torch.set_num_threads(THREADS)
     if cfg.recipe:
         from cmkd.recipes import get_recipe
 
@@ -129,8 +127,8 @@ def stage_data(st: RunState) -> None:
     st.sign = 1.0 if HIGHER_IS_BETTER[primary_metric(data)] else -1.0
 
 
-def _targets(st: RunState, teacher: torch.nn.Module, mods: list[str]) -> tuple[dict, np.ndarray]:
-    return teacher_targets(teacher, st.data, mods, st.cfg.distill.teacher_view, list(st.data.target_kinds), st.dev)
+def _targets(st: RunState, teacher: torch.nn.Module) -> tuple[dict, np.ndarray]:
+    return teacher_targets(teacher, st.data, list(st.data.target_kinds), st.dev)
 
 
 def stage_teachers(st: RunState) -> None:
@@ -144,7 +142,7 @@ def stage_teachers(st: RunState) -> None:
     st.models["teacher"] = st.teacher
     if st.cfg.teachers:
         st.models.update(members)
-    st.cache, st.kd_mask = _targets(st, st.teacher, list(st.cfg.student.modalities))
+    st.cache, st.kd_mask = _targets(st, st.teacher)
 
 
 def train_student(st: RunState, role: str, mods: list[str], distil: bool, t_model: torch.nn.Module,
@@ -177,15 +175,13 @@ def train_student(st: RunState, role: str, mods: list[str], distil: bool, t_mode
             model = build_model(data, mods, cfg.student, cfg, impute=imp or None)
             model.set_stats(st.stats)
             set_seed(cfg.seed + off + 2)
-            loss = make_loss(cfg.distill, cfg.student.width, t_model.width, baseline=not distil, data=data,
-                             train=st.train, device=st.dev,
-                             gate=kd_gate_factor(st.histories, st.sign, cfg.distill.kd_gate))
+            loss = make_loss(cfg, cfg.student.width, t_model.width, baseline=not distil)
             st.histories[stage] = fit(
-                model, data, idx, st.val, mcfg, loss, seed=cfg.seed + off + 1, target_stats=st.stats,
-                teacher_cache=t_cache if distil else None, kd_mask=t_mask,
-                ckpt_path=st.ck_dir / f"{stage}{tag}.pt", resume=st.resume, quiet=st.quiet, desc=stage,
-                device=st.dev, teacher=t_model if distil else None, mixup=cfg.distill.mixup if distil else 0.0,
-                select_best=select)
+                model, data, idx, st.val, mcfg, loss,
+                FitSettings(seed=cfg.seed + off + 1, target_stats=st.stats,
+                            teacher_cache=t_cache if distil else None, kd_mask=t_mask,
+                            ckpt_path=st.ck_dir / f"{stage}{tag}.pt", resume=st.resume, quiet=st.quiet, desc=stage,
+                            device=st.dev, select_best=select))
             if select:
                 before_refit.append(model)
         members.append(model)
@@ -194,13 +190,9 @@ def train_student(st: RunState, role: str, mods: list[str], distil: bool, t_mode
         return nets[0] if len(nets) == 1 else ensemble_of(nets, cfg.distill.temperature)
 
     model, chosen = one(members), one(before_refit)  # chosen: as early stopping left them (before any refit)
-    blend_val = cfg.student.refit and cfg.references.blend  # the blend's validation figure, out of sample
-    if len(members) > 1 or blend_val:
+    if len(members) > 1:
         preds = predict(chosen, data, st.val, device=st.dev)
-        if len(members) > 1:
-            st.ensemble_val[role] = st.sign * task_metrics(data, st.val, preds)[primary_metric(data)]
-        if blend_val:
-            st.pre_refit_val[role] = preds
+        st.ensemble_val[role] = st.sign * task_metrics(data, st.val, preds)[primary_metric(data)]
     st.models[role] = model
     return model
 
@@ -225,7 +217,7 @@ def _aggregate(st: RunState, extra: dict) -> None:
     st.data = build_data(st.arrays, cfg.data, cfg.seed, st.source, modalities=list(st.data.kinds))
     st.train_all = st.data.indices(0)
     st.train = st.data.labelled(st.train_all)
-    st.cache, st.kd_mask = _targets(st, st.teacher, list(cfg.student.modalities))
+    st.cache, st.kd_mask = _targets(st, st.teacher)
     st.aggregated.append(m_new)
 
 
@@ -243,28 +235,24 @@ def _data_final(st: RunState) -> bool:
 
 def start_classical(st: RunState) -> None:
     """Start the classical fits (references, tree student: :func:`cmkd.pipeline.classical_stage.classical_fits`)
-    once the
-    training data are final: in a background thread (``references.background``) beside the teacher and the
-    students, else deferred until they have trained (:func:`wait_classical`). They take nothing from the
-    networks but the teacher's outputs (handed over by :func:`give_teacher`), so the figures are the same either
-    way."""
+    once the training data are final, in a background thread beside the teacher and the students. They take
+    nothing from the networks but the teacher's outputs (handed over by :func:`give_teacher`)."""
     cfg = st.cfg
-    if st.classical is not None or not st.main or not (cfg.references.enabled or cfg.trees.enabled):
+    if st.classical is not None or not st.main or not (cfg.references.algorithms or cfg.trees.n_estimators):
         return
     from cmkd.pipeline.classical_stage import Background, Handoff, Threads, classical_fits
 
     st.teacher_handoff = Handoff()
     if st.cache:  # the teacher has trained already
         give_teacher(st)
-    st.classical_threads = Threads(cfg.threads)
+    st.classical_threads = Threads(THREADS)
     st.classical = Background(classical_fits, cfg, st.data, list(cfg.student.modalities), st.train, st.train_all,
-                              st.val, st.test, st.teacher_handoff, st.out, st.classical_threads,
-                              background=cfg.references.background)
+                              st.val, st.test, st.teacher_handoff, st.out, st.classical_threads)
 
 
 def wait_classical(st: RunState) -> None:
-    """Wait for the classical fits (deferred: run them now), so that nothing runs beside what follows. The networks
-    have trained: the fits still to start may use every core of this process's share of the machine."""
+    """Wait for the classical fits, so that nothing runs beside what follows. The networks have trained: the fits
+    still to start may use every core of this process's share of the machine."""
     if st.classical is not None:
         from threadpoolctl import threadpool_limits
 
@@ -273,7 +261,7 @@ def wait_classical(st: RunState) -> None:
 
         if st.classical_threads is not None:
             st.classical_threads.widen(max(1, available_cores() // world_size()))
-        with threadpool_limits(limits=st.cfg.threads):  # native pools held to cfg.threads (a deferred run)
+        with threadpool_limits(limits=THREADS):  # native pools (BLAS) held to THREADS while waiting
             st.classical.result()
 
 
@@ -314,7 +302,7 @@ def stage_students(st: RunState) -> None:
         train_student(st, role, smods, role == "student" and st.distil, st.teacher, st.cache, st.kd_mask)
     # safe distillation: with distill.fallback, a distilled student worse on validation than the baseline is
     # replaced by the baseline (never worse on validation)
-    st.safe = {"kd_gate_factor": kd_gate_factor(st.histories, st.sign, st.cfg.distill.kd_gate), "fallback": False}
+    st.safe = {"fallback": False}
     if st.cfg.distill.fallback and network_val(st, "student") < network_val(st, "student_baseline"):
         st.models["student"] = copy.deepcopy(st.models["student_baseline"])
         st.safe["fallback"] = True
@@ -338,11 +326,11 @@ def stage_students(st: RunState) -> None:
                       tag=f"_round{len(st.aggregated)}")
     start_classical(st)
     # progressive distillation: teacher -> assistant_1 -> ... -> student_progressive (Mirzadeh et al., 2020);
-    # each model learns from the previous one's targets for its own modalities (they differ with teacher_view)
+    # each model learns from the previous one's outputs
     prev = st.teacher
     steps = [(f"assistant_{i + 1}", list(mods)) for i, mods in enumerate(st.cfg.distill.chain)]
     for role, mods in steps + ([("student_progressive", smods)] if steps else []):
-        prev = train_student(st, role, mods, True, prev, *_targets(st, prev, mods))
+        prev = train_student(st, role, mods, True, prev, *_targets(st, prev))
 
 
 def _evaluate_model(st: RunState, role: str, model: MultimodalNet, use_conformal: bool) -> dict:
@@ -391,7 +379,7 @@ def stage_evaluate(st: RunState) -> None:
     cal_all = data.labelled(data.indices(3))
     cal_split = "calibration" if len(cal_all) else "val"
     st.cal_all = cal_all if len(cal_all) else st.val
-    use_conformal = cfg.uncertainty.enabled and "regression" in data.target_kinds.values()
+    use_conformal = "regression" in data.target_kinds.values()
     models = {role: _evaluate_model(st, role, model, use_conformal) for role, model in st.models.items()}
     t_test = data.all_present(list(cfg.teacher.modalities), st.test)
     st.metrics = {
@@ -412,7 +400,7 @@ def stage_evaluate(st: RunState) -> None:
         st.metrics["data"]["n_train_aggregated"] = st.aggregated
     if st.conformal:
         st.metrics["uncertainty"] = {"method": "split-conformal, normalised by the Gaussian head's sigma, Mondrian "
-                                     "per availability band", "alpha": cfg.uncertainty.alpha,
+                                     "per availability band", "alpha": ALPHA,
                                      "calibrated_on": cal_split, "n_calibration": int(len(st.cal_all)),
                                      "availability_edges": cfg.uncertainty.availability_edges}
 
@@ -427,15 +415,14 @@ def stage_prune(st: RunState) -> None:
 
     def finetune(net: MultimodalNet) -> None:  # the pruned student, retrained briefly with its own loss
         ep, distil = cfg.export.prune_epochs, st.distil
-        mcfg = cfg.student.model_copy(update={"epochs": ep, "patience": ep + 1, "warmup_epochs": 0})
+        mcfg = cfg.student.model_copy(update={"epochs": ep, "patience": ep + 1})
         set_seed(cfg.seed + 3)
-        loss = make_loss(cfg.distill, cfg.student.width, st.teacher.width, baseline=not distil, data=st.data,
-                         train=st.train, device=st.dev)
+        loss = make_loss(cfg, cfg.student.width, st.teacher.width, baseline=not distil)
         st.histories["student_pruned"] = fit(
-            net, st.data, st.train_all if distil else st.train, st.val, mcfg, loss, seed=cfg.seed + 3,
-            target_stats=st.stats, teacher_cache=st.cache if distil else None, kd_mask=st.kd_mask,
-            ckpt_path=st.ck_dir / "student_pruned.pt", resume=st.resume, quiet=st.quiet, desc="student_pruned",
-            device=st.dev, teacher=st.teacher if distil else None)
+            net, st.data, st.train_all if distil else st.train, st.val, mcfg, loss,
+            FitSettings(seed=cfg.seed + 3, target_stats=st.stats, teacher_cache=st.cache if distil else None,
+                        kd_mask=st.kd_mask, ckpt_path=st.ck_dir / "student_pruned.pt", resume=st.resume,
+                        quiet=st.quiet, desc="student_pruned", device=st.dev, warmup_epochs=0))
         net.cpu()
 
     st.pruned = prune_student(st.models["student"], cfg.export.prune, finetune if cfg.export.prune_epochs else None)
@@ -463,15 +450,14 @@ def stage_references(st: RunState) -> None:
 
         from cmkd.pipeline.classical_stage import classical_finish
 
-        # native pools (HistGradientBoosting's OpenMP, BLAS) held to cfg.threads like the networks: more
+        # native pools (HistGradientBoosting's OpenMP, BLAS) held to THREADS like the networks: more
         # oversubscribe a loaded machine (a quick coastal run's classical stage: 12 s at 1 thread, 222 s with two)
-        with threadpool_limits(limits=cfg.threads):
+        with threadpool_limits(limits=THREADS):
             fits = st.classical.result()  # waited for in stage_evaluate
             t0 = time.perf_counter()
             st.fitted = classical_finish(cfg, st.data, list(cfg.student.modalities), st.val, st.test, fits,
                                          st.models.get("student"), primary_metric(st.data), st.out, st.metrics,
-                                         st.metrics.get("references"), st.dev, student_val=_selection_val(st),
-                                         student_val_preds=st.pre_refit_val.get(_deployed_network(st)))
+                                         st.metrics.get("references"), st.dev, student_val=_selection_val(st))
         finish = time.perf_counter() - t0
         # the work (fits, tree-student export, its latency, the recommendation), and what it added to the run's
         # wall time (the wait for the background fits once the networks had trained + the rest)

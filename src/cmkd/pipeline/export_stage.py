@@ -55,22 +55,19 @@ def export_student(student: MultimodalNet, data: MultimodalData, test: np.ndarra
            "onnx_bytes": (out / "student.onnx").stat().st_size}
     if sparsity is not None:
         res.update({"prune": cfg.export.prune, "sparsity": sparsity, "pruned_metrics": task_metrics(data, test, ref)})
-    if cfg.export.int8:
-        quantize_int8(out / "student.onnx", out / "student.int8.onnx", cfg.export.int8_per_channel,
-                      cfg.export.int8_reduce_range)
-        q = ort_session(out / "student.int8.onnx")
-        qout = ort_run(q, feed)
-        preds = as_predictions(qout, student.target_kinds)
-        res.update({"int8": "student.int8.onnx", "int8_metrics": task_metrics(data, test, preds),
-                    "int8_latency_ms": ort_latency_ms(q, feed, cfg.export.latency_runs),
-                    "int8_bytes": (out / "student.int8.onnx").stat().st_size})
+    quantize_int8(out / "student.onnx", out / "student.int8.onnx", cfg.export.int8_x86, cfg.export.int8_x86)
+    q = ort_session(out / "student.int8.onnx")
+    qout = ort_run(q, feed)
+    preds = as_predictions(qout, student.target_kinds)
+    res.update({"int8": "student.int8.onnx", "int8_metrics": task_metrics(data, test, preds),
+                "int8_latency_ms": ort_latency_ms(q, feed, cfg.export.latency_runs),
+                "int8_bytes": (out / "student.int8.onnx").stat().st_size})
     card = student_card(out, data, cfg, pruned=sparsity is not None)
     if card is not None:
         write_card(out / "student.onnx", card, "fp32")
         res["sidecar"] = "student.json"
-        if cfg.export.int8:
-            write_card(out / "student.int8.onnx", card, "int8")
-            res["int8_sidecar"] = "student.int8.json"
+        write_card(out / "student.int8.onnx", card, "int8")
+        res["int8_sidecar"] = "student.int8.json"
     return res
 
 

@@ -66,7 +66,8 @@ def select(cfg: ExperimentConfig, arrays: dict[str, np.ndarray], budget: float, 
             return done[subset]
         sub_cfg = cfg.model_copy(deep=True)
         sub_cfg.student.modalities = list(subset)
-        sub_cfg.distill.impute = {k: v for k, v in cfg.distill.impute.items() if k in subset}
+        sub_cfg.distill.term_options["impute"] = {"sources": {k: v for k, v in cfg.distill.impute.items()
+                                                              if k in subset}}
         model, val = obj.train_student(sub_cfg)
         row = {"modalities": list(subset), "cost": float(sum(costs[m] for m in subset)), f"val_{metric}": val}
         if len(test):

@@ -52,9 +52,7 @@ class RunState:
     models: dict[str, MultimodalNet] = field(default_factory=dict)
     histories: dict[str, list[dict]] = field(default_factory=dict)
     aggregated: list[int] = field(default_factory=list)  # samples added per aggregation round
-    safe: dict[str, Any] = field(default_factory=dict)  # safe distillation: kd gate factor, fallback taken
-    # with student.refit and references.blend: each network's validation predictions before its refit
-    pre_refit_val: dict[str, dict] = field(default_factory=dict)
+    safe: dict[str, Any] = field(default_factory=dict)  # safe distillation: whether the fallback was taken
     # with student.ensemble > 1: each ensemble's validation figure (sign x primary metric, before any refit)
     ensemble_val: dict[str, float] = field(default_factory=dict)
     pruned: tuple[MultimodalNet, float] | None = None  # stage_prune: (the pruned, fine-tuned student, sparsity)

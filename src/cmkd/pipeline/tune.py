@@ -57,9 +57,10 @@ class _Objective:
 
         from cmkd.data.arrays import build_data, fit_stats
         from cmkd.evaluation.metrics import HIGHER_IS_BETTER, primary_metric
+        from cmkd.training.distributed import THREADS
         from cmkd.training.teachers import teacher_targets, train_teachers
 
-        torch.set_num_threads(cfg.threads)
+        torch.set_num_threads(THREADS)
         self.cfg, self.quiet = cfg, quiet
         tm, sm = list(cfg.teacher.modalities), list(cfg.student.modalities)
         self.data = build_data(arrays, cfg.data, cfg.seed, "tune",
@@ -73,7 +74,7 @@ class _Objective:
         # the teacher (or, with ``teachers:``, the ensemble of its members) is trained once, as ``cmkd run`` does
         teacher, _ = train_teachers(cfg, d, self.train, self.val, self.stats, {}, quiet=quiet)
         self.teacher_width = teacher.width
-        self.cache, self.kd_mask = teacher_targets(teacher, d, sm, cfg.distill.teacher_view, list(d.target_kinds))
+        self.cache, self.kd_mask = teacher_targets(teacher, d, list(d.target_kinds))
         self.metric = primary_metric(d)
         self.sign = 1.0 if HIGHER_IS_BETTER[self.metric] else -1.0
 
@@ -84,18 +85,18 @@ class _Objective:
         """Train the distilled student of ``cfg``; returns it and its best validation metric."""
         from cmkd.nn.checkpoint import build_model
         from cmkd.training.distill import make_loss
-        from cmkd.training.fit import fit, set_seed
+        from cmkd.training.fit import FitSettings, fit, set_seed
 
         d, w = cfg.distill, dict(cfg.distill.weights)
         set_seed(cfg.seed + 1)
         imp = list(d.impute) if w.get("impute") else None
         model = build_model(self.data, list(cfg.student.modalities), cfg.student, cfg, impute=imp)
         model.set_stats(self.stats)
-        loss = make_loss(d, cfg.student.width, self.teacher_width, data=self.data, train=self.train)
+        loss = make_loss(cfg, cfg.student.width, self.teacher_width)
         set_seed(cfg.seed + 2)
-        hist = fit(model, self.data, self.train_all, self.val, cfg.student, loss, seed=cfg.seed + 1,
-                   target_stats=self.stats, teacher_cache=self.cache, kd_mask=self.kd_mask, quiet=self.quiet,
-                   desc="student trial")
+        hist = fit(model, self.data, self.train_all, self.val, cfg.student, loss,
+                   FitSettings(seed=cfg.seed + 1, target_stats=self.stats, teacher_cache=self.cache,
+                               kd_mask=self.kd_mask, quiet=self.quiet, desc="student trial"))
         vals = [r["val_metric"] for r in hist]
         return model, float(max(vals) if self.sign > 0 else min(vals))
 

@@ -38,9 +38,10 @@ class Recipe:
         synthetic: True when the data is generated (labelled SYNTHETIC everywhere), False for real data.
         default_config: ``default_config(quick) -> dict``, the experiment config (``quick``: a fast variant).
         load: ``load(config, quick) -> {key: array}``, the arrays the config's ``data`` section names.
-        options: the pydantic model of ``options`` (``extra="forbid"``): a key it does not declare, or a value of
-            the wrong type, is a one-line error naming the key (see :func:`options_model`). None: no check here
-            (``load`` checks what it reads).
+        options: the pydantic model of ``options`` (``extra="forbid"``), holding each option's real default (a
+            full-size run's): a key it does not declare, or a value of the wrong type, is a one-line error naming
+            the key (see :func:`options_model`, :func:`read_options`). None: no check here (``load`` checks what
+            it reads).
         references: optional hook, classical reference models.
         aggregate: optional hook, dataset aggregation rounds.
         aggregate_rounds: optional hook with ``aggregate``, its number of rounds (read from the config).
@@ -62,29 +63,37 @@ class Recipe:
 
     def check_options(self, options: dict | None) -> None:
         """Validate ``options`` with the recipe's model: a one-line :class:`CmkdError` naming the first bad key.
-        Values are checked, not replaced (``load`` merges its own defaults)."""
-        if self.options is None:
-            return
-        try:
-            self.options.model_validate(options or {})
-        except ValidationError as e:
-            err = e.errors()[0]
-            key = ".".join(str(p) for p in err["loc"])
-            if err["type"] == "extra_forbidden":
-                valid = ", ".join(sorted(self.options.model_fields)) or "(none)"
-                raise CmkdError(f"recipe {self.name}: unknown option 'options.{key}'; valid: {valid}") from None
-            raise CmkdError(f"recipe {self.name}: options.{key}: {err['msg']}") from None
+        Values are checked, not replaced (``load`` reads them through :func:`read_options`)."""
+        if self.options is not None:
+            read_options(self.options, options, recipe=self.name)
 
     def label(self) -> str:
         """The ``cmkd list`` line: the description plus whether the data is synthetic or real."""
         return self.description + (" [synthetic data]" if self.synthetic else " [real data]")
 
 
-def options_model(name: str, **fields: Any) -> type[BaseModel]:
-    """A strict pydantic model of a recipe's ``options``: ``key=type`` (optional, default None) for each key
-    it reads, e.g. ``options_model("habitat", n=int, region=int, rules=str)``."""
-    spec = {k: (t | None, None) for k, t in fields.items()}
-    return create_model(f"{name.title().replace('-', '')}Options", __config__=ConfigDict(extra="forbid"), **spec)
+def options_model(name: str, **fields: tuple[Any, Any]) -> type[BaseModel]:
+    """A strict pydantic model of a recipe's ``options``: ``key=(type, default)`` for each key it reads, with its
+    real default (a full-size run's; a quick run's differences are the recipe's ``QUICK``), e.g.
+    ``options_model("habitat", n=(int, 3000), region=(int, 0), rules=(str | None, None))``."""
+    return create_model(f"{name.title().replace('-', '')}Options", __config__=ConfigDict(extra="forbid"),
+                        **dict(fields))
+
+
+def read_options(model: type[BaseModel], options: dict | None, quick: dict | None = None, recipe: str = "recipe"
+                 ) -> dict[str, Any]:
+    """Every option of a recipe as a dict: the model's defaults, over them ``quick`` (a quick run's defaults,
+    where it is one), over those ``options`` (the config's). A key the model does not declare, or a value of the
+    wrong type, is a one-line :class:`CmkdError` naming it."""
+    try:
+        return model.model_validate({**(quick or {}), **(options or {})}).model_dump()
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            valid = ", ".join(sorted(model.model_fields)) or "(none)"
+            raise CmkdError(f"recipe {recipe}: unknown option 'options.{key}'; valid: {valid}") from None
+        raise CmkdError(f"recipe {recipe}: options.{key}: {err['msg']}") from None
 
 
 def label_mask(split: np.ndarray, fraction: float, seed: int, labels: np.ndarray | None = None) -> np.ndarray:

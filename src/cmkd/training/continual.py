@@ -48,6 +48,8 @@ from cmkd.runtime import check_inputs
 from cmkd.training.fit import turn_images
 from cmkd.validate import check_target_array
 
+ADAPT_NLL_BETA = 0.0  # fine-tuning's regression task loss: plain Gaussian NLL (as cmkd adapt has always used)
+
 
 def model_modalities(meta: dict) -> dict[str, dict]:
     """A saved model's modalities as :func:`cmkd.runtime.check_inputs` takes them (text with its tokeniser)."""
@@ -115,7 +117,7 @@ def fisher_diagonal(model: MultimodalNet, data: MultimodalData, idx: np.ndarray,
     for s in range(0, min(len(order), batch_size * max_batches), batch_size):
         batch = make_batch(data, order[s:s + batch_size], mods, stats)
         model.zero_grad(set_to_none=True)
-        task_loss(model(batch["inputs"], batch["present"]), None, batch).backward()
+        task_loss(model(batch["inputs"], batch["present"]), None, batch, nll_beta=ADAPT_NLL_BETA).backward()
         for n, p in model.named_parameters():
             if p.grad is not None:
                 fisher[n] += p.grad.detach() ** 2
@@ -243,7 +245,7 @@ def finetune(model: MultimodalNet, data: MultimodalData, idx: np.ndarray, epochs
             batch = make_batch(data, order[s:s + batch_size], mods, stats)
             if augment:
                 batch["inputs"] = turn_images(batch["inputs"], model, True)
-            loss = task_loss(model(batch["inputs"], batch["present"]), None, batch)
+            loss = task_loss(model(batch["inputs"], batch["present"]), None, batch, nll_beta=ADAPT_NLL_BETA)
             p = ewc(model) if ewc is not None else loss.new_zeros(())
             opt.zero_grad(set_to_none=True)
             (loss + p).backward()

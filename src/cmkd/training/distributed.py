@@ -18,6 +18,8 @@ import torch.distributed as dist
 
 from cmkd.errors import CmkdError
 
+THREADS = 1  # CPU threads of torch (1 is fastest for small edge models) and of the classical fits beside it
+
 
 def world_size() -> int:
     """Processes in the group (1 when not distributed)."""

@@ -43,51 +43,6 @@ def _progress(quiet: bool):  # noqa: ANN202 - rich types are optional detail
                     disable=quiet or not sys.stderr.isatty(), transient=False)
 
 
-def _mix(batch: dict, teacher_mods: list[str], alpha: float, device: torch.device | str) -> dict:
-    """Mix every sample with a random partner of the same batch: x' = lam x + (1 - lam) x[perm]."""
-    b = len(next(iter(batch["present"].values())))
-    perm = torch.randperm(b)
-    lam = torch.distributions.Beta(alpha, alpha).sample((b,)).to(device)
-    inputs, present = {}, {}
-    for m in {*batch["inputs"], *teacher_mods} & set(batch["inputs"]):
-        x = batch["inputs"][m]
-        if x.dtype.is_floating_point:
-            w = lam.reshape(-1, *([1] * (x.dim() - 1)))
-            inputs[m] = w * x + (1 - w) * x[perm]
-            present[m] = batch["present"][m] & batch["present"][m][perm]
-        else:  # token ids cannot be interpolated: keep the dominant sample's text
-            inputs[m] = torch.where((lam >= 0.5).reshape(-1, 1), x, x[perm])
-            present[m] = batch["present"][m]
-    out = {"inputs": inputs, "present": present, "targets": batch["targets"]}
-    if "kd_mask" in batch:
-        out["kd_mask"] = batch["kd_mask"] & batch["kd_mask"][perm]
-    return out
-
-
-def _jitter(inputs: dict[str, torch.Tensor], model: MultimodalNet, sigma: float) -> dict[str, torch.Tensor]:
-    """Gaussian input-noise augmentation: ``x + sigma * std * eps`` for the model's numeric modalities.
-
-    Noise is scaled by each feature's training standard deviation (the encoder's ``std`` buffer), so ``sigma``
-    is in standardised units; missing values (NaN) stay missing and non-numeric inputs are left as they are.
-
-    Args:
-        inputs: modality -> raw batch tensor.
-        model: the network being trained (its encoders hold the standardisation).
-        sigma: noise standard deviation in standardised units; 0 returns ``inputs`` unchanged.
-
-    Returns:
-        A new inputs dict.
-    """
-    if sigma <= 0:
-        return inputs
-    out = dict(inputs)
-    for m, enc in model.encoders.items():
-        x, std = inputs.get(m), getattr(enc, "std", None)
-        if x is not None and std is not None and x.dtype.is_floating_point:
-            out[m] = x + sigma * std * torch.randn_like(x)
-    return out
-
-
 def dihedral(x: torch.Tensor) -> torch.Tensor:
     """Each (C, H, W) sample of a square image batch under one of the 8 flips / quarter turns, at random (a
     batch of another shape is returned as it is)."""
@@ -109,42 +64,32 @@ def turn_images(inputs: dict[str, torch.Tensor], model: MultimodalNet, on: bool)
 
 
 class _Step(torch.nn.Module):
-    """One training step's forward (student, loss, optional mixup) as one module, so that DistributedDataParallel
-    synchronises the gradients of the model and of the loss's own parameters (projections, learned weights)."""
+    """One training step's forward (student and loss) as one module, so that DistributedDataParallel synchronises
+    the gradients of the model and of the loss's own parameters (projections)."""
 
-    def __init__(self, model: MultimodalNet, loss_fn: CompositeLoss, teacher: MultimodalNet | None, mixup: float,
-                 noise: float, augment: bool = False) -> None:
+    def __init__(self, model: MultimodalNet, loss_fn: CompositeLoss) -> None:
         super().__init__()
         self.model, self.loss_fn = model, loss_fn
-        self.teacher = [teacher]  # a list: the frozen teacher is not a submodule (never wrapped or synchronised)
-        self.mixup, self.noise, self.augment = mixup, noise, augment
 
-    def _inputs(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return _jitter(turn_images(inputs, self.model, self.augment), self.model, self.noise)
-
-    def forward(self, batch: dict, t_out: dict | None, device: torch.device | str) -> dict:
-        model, loss_fn, teacher = self.model, self.loss_fn, self.teacher[0]
-        out = model(self._inputs(batch["inputs"]), batch["present"])
-        parts = loss_fn(out, t_out, batch)
-        if self.mixup > 0 and teacher is not None:
-            mixed = _mix(batch, list(teacher.encoders), self.mixup, device)
-            with torch.no_grad():
-                t_mix = teacher(mixed["inputs"], mixed["present"])
-            s_mix = model(self._inputs(mixed["inputs"]), mixed["present"])
-            extra = loss_fn(s_mix, t_mix, mixed, exclude=("task",))
-            parts = {k: parts.get(k, 0) + extra.get(k, 0) for k in {*parts, *extra}}
-        return parts
+    def forward(self, batch: dict, t_out: dict | None) -> dict:
+        return self.loss_fn(self.model(batch["inputs"], batch["present"]), t_out, batch)
 
 
-def _optimiser(model: MultimodalNet, loss_fn: CompositeLoss, cfg: ModelConfig) -> tuple:
+WEIGHT_DECAY = 1e-4  # AdamW's
+GRAD_CLIP = 1.0  # gradient norm clipped to this
+WARMUP_EPOCHS = 2  # linear warm-up of the learning rate, then cosine decay
+
+
+def _optimiser(model: MultimodalNet, loss_fn: CompositeLoss, cfg: ModelConfig, warmup: int = WARMUP_EPOCHS
+               ) -> tuple:
     """AdamW over the model's and the loss's parameters, with the warm-up + cosine schedule.
 
     Returns:
         ``(params, opt, sched)``.
     """
     params = list(model.parameters()) + list(loss_fn.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: _lr_factor(e, cfg.warmup_epochs, cfg.epochs))
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=WEIGHT_DECAY)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: _lr_factor(e, warmup, cfg.epochs))
     return params, opt, sched
 
 
@@ -250,8 +195,8 @@ def _save_checkpoint(ckpt_path: str | Path, model: MultimodalNet, loss_fn: Compo
                  "bad": bad, "epoch": epoch + 1, "done": done}, ckpt_path)
 
 
-def _make_step(model: MultimodalNet, loss_fn: CompositeLoss, teacher: MultimodalNet | None, mixup: float,
-               cfg: ModelConfig, device: torch.device | str) -> tuple[torch.nn.Module, int, int]:
+def _make_step(model: MultimodalNet, loss_fn: CompositeLoss, device: torch.device | str
+               ) -> tuple[torch.nn.Module, int, int]:
     """Move the model and loss to ``device`` and build the training step, wrapped in DistributedDataParallel
     when more than one rank runs.
 
@@ -263,7 +208,7 @@ def _make_step(model: MultimodalNet, loss_fn: CompositeLoss, teacher: Multimodal
     n_ranks, me = world_size(), rank()
     model.to(device)
     loss_fn.to(device)
-    step: torch.nn.Module = _Step(model, loss_fn, teacher, mixup, cfg.input_noise, cfg.augment)
+    step: torch.nn.Module = _Step(model, loss_fn)
     if n_ranks > 1:
         from torch.nn.parallel import DistributedDataParallel
 
@@ -272,15 +217,12 @@ def _make_step(model: MultimodalNet, loss_fn: CompositeLoss, teacher: Multimodal
     return step, n_ranks, me
 
 
-def _batch_modalities(model: MultimodalNet, loss_fn: CompositeLoss, teacher: MultimodalNet | None,
-                      mixup: float) -> tuple[list[str], dict[str, str], list[str]]:
+def _batch_modalities(model: MultimodalNet, loss_fn: CompositeLoss) -> tuple[list[str], dict[str, str], list[str]]:
     """The student's modalities, the impute term's sources (student modality -> its complete version) and every
-    modality a training batch must carry (the student's, the teacher's when mixing up, the impute sources)."""
+    modality a training batch must carry (the student's and the impute sources)."""
     mods = list(model.encoders)
     sources = dict(loss_fn.impute_sources)  # student modality -> its complete version (impute term)
-    batch_mods = list(dict.fromkeys(mods + (list(teacher.encoders) if teacher is not None and mixup > 0 else [])
-                                    + list(sources.values())))
-    return mods, sources, batch_mods
+    return mods, sources, list(dict.fromkeys(mods + list(sources.values())))
 
 
 @dataclass
@@ -331,9 +273,7 @@ def _train_epoch(step: torch.nn.Module, opt: torch.optim.Optimizer, params: list
         ``(sums, nb)``: the sum of every loss part over the batches, and the number of batches.
     """
     model, loss_fn = _unwrap(step).model, _unwrap(step).loss_fn
-    device = feed.device
     model.train()
-    loss_fn.set_progress(epoch / max(1, cfg.epochs - 1))  # annealed kd temperature, if scheduled
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
     order = train_idx[torch.randperm(len(train_idx), generator=g).numpy()]
     sums: dict[str, float] = {}
@@ -341,13 +281,13 @@ def _train_epoch(step: torch.nn.Module, opt: torch.optim.Optimizer, params: list
     for s in range(0, len(order), cfg.batch_size):
         idx = order[s:s + cfg.batch_size]
         batch, t_out = feed.batch(idx, model, loss_fn)
-        parts = step(batch, t_out, device)
+        parts = step(batch, t_out)
         if not torch.isfinite(parts["loss"]):
             raise CmkdError(f"{desc}: the loss became {parts['loss'].item()} at epoch {epoch + 1}; "
                             "lower the learning rate (--set <model>.lr=...) or check the data")
         opt.zero_grad(set_to_none=True)
         parts["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
         opt.step()
         for k, v in parts.items():
             sums[k] = sums.get(k, 0.0) + float(v.detach())
@@ -370,22 +310,12 @@ def _epoch_info(row: dict, val: dict, metric: str, sign: float, history: list[di
     return info
 
 
-def fit(model: MultimodalNet, data: MultimodalData, train_idx: np.ndarray, val_idx: np.ndarray,
-        cfg: ModelConfig, loss_fn: CompositeLoss, *, seed: int, target_stats: dict,
-        teacher_cache: dict | None = None, kd_mask: np.ndarray | None = None,
-        ckpt_path: str | Path | None = None, resume: bool = False, quiet: bool = False,
-        desc: str = "train", device: torch.device | str = "cpu", teacher: MultimodalNet | None = None,
-        mixup: float = 0.0, select_best: bool = True) -> list[dict]:
-    """Train ``model`` in place and restore its best validation state.
+@dataclass
+class FitSettings:
+    """How one :func:`fit` runs, besides the model, the data, the schedule and the loss.
 
-    Args:
-        model: the network.
-        data: the dataset.
-        train_idx: training sample indices.
-        val_idx: validation sample indices (early stopping on the primary metric).
-        cfg: epochs, batch size, learning rate, weight decay, patience, clipping (auto ones: :func:`schedule_for`).
-        loss_fn: a CompositeLoss (its projections are trained too).
-        seed: seeds batch order (per epoch, so a resumed run sees the same batches).
+    Attributes:
+        seed: seeds the batch order (per epoch, so a resumed run sees the same batches).
         target_stats: regression target standardisation.
         teacher_cache: teacher outputs for every sample (tensors with N rows, nested by target), or None.
         kd_mask: (N,) bool, samples where the teacher saw at least one of its modalities.
@@ -394,59 +324,79 @@ def fit(model: MultimodalNet, data: MultimodalData, train_idx: np.ndarray, val_i
         quiet: no progress bar.
         desc: progress bar label.
         device: torch device.
-        teacher: the teacher model, needed for ``mixup``.
-        mixup: when > 0, each batch is also mixed with a shuffled copy of itself (weights ~ Beta(a, a)); the
-            teacher, which sees its own modalities mixed the same way, supervises the student on the mixed
-            samples with every teacher term (the task term stays on the clean batch). This transfers the
-            teacher's function between training samples, where labels say nothing.
         select_best: restore the best validation state at the end (else keep the last epoch's state, for a
             refit whose validation samples are part of its training set).
+        warmup_epochs: epochs of linear learning-rate warm-up (a brief fine-tuning takes 0).
+    """
 
-    Under ``torchrun`` (see :mod:`cmkd.training.distributed`) the model and loss are wrapped in DistributedDataParallel,
-    each rank takes its share of every global batch, and only rank 0 writes checkpoints.
+    seed: int
+    target_stats: dict
+    teacher_cache: dict | None = None
+    kd_mask: np.ndarray | None = None
+    ckpt_path: str | Path | None = None
+    resume: bool = False
+    quiet: bool = False
+    desc: str = "train"
+    device: torch.device | str = "cpu"
+    select_best: bool = True
+    warmup_epochs: int = WARMUP_EPOCHS
 
-    ``cfg.input_noise`` > 0 adds Gaussian noise to the model's numeric inputs in training (see :func:`_jitter`),
-    ``cfg.augment`` random flips / quarter turns to its square image inputs (:func:`turn_images`); teacher
-    outputs stay those of the clean inputs.
+
+def fit(model: MultimodalNet, data: MultimodalData, train_idx: np.ndarray, val_idx: np.ndarray,
+        cfg: ModelConfig, loss_fn: CompositeLoss, settings: FitSettings) -> list[dict]:
+    """Train ``model`` in place and restore its best validation state.
+
+    Args:
+        model: the network.
+        data: the dataset.
+        train_idx: training sample indices.
+        val_idx: validation sample indices (early stopping on the primary metric).
+        cfg: epochs, batch size, learning rate, patience (auto ones: :func:`schedule_for`).
+        loss_fn: a CompositeLoss (its projections are trained too).
+        settings: seed, checkpointing, teacher outputs, device, ... (:class:`FitSettings`).
+
+    Under ``torchrun`` (see :mod:`cmkd.training.distributed`) the model and loss are wrapped in
+    DistributedDataParallel, each rank takes its share of every global batch, and only rank 0 writes checkpoints.
 
     Returns:
         The history: one dict per epoch (train loss and parts, val loss, val metric, lr).
     """
+    o = settings
     cfg = schedule_for(cfg, len(train_idx))  # auto batch size, epochs and patience made concrete
-    mods, sources, batch_mods = _batch_modalities(model, loss_fn, teacher, mixup)
-    params, opt, sched = _optimiser(model, loss_fn, cfg)
+    mods, sources, batch_mods = _batch_modalities(model, loss_fn)
+    params, opt, sched = _optimiser(model, loss_fn, cfg, o.warmup_epochs)
     metric, higher = selection_metric(model, data)
     sign = 1.0 if higher else -1.0
     history: list[dict] = []
     best_score, best_state, bad, start = -math.inf, None, 0, 0
-    if resume and ckpt_path and Path(ckpt_path).exists():
-        history, best_score, best_state, bad, start, finished = _resume_from(ckpt_path, model, loss_fn, opt, sched)
+    if o.resume and o.ckpt_path and Path(o.ckpt_path).exists():
+        history, best_score, best_state, bad, start, finished = _resume_from(o.ckpt_path, model, loss_fn, opt, sched)
         if finished:
-            if select_best:
+            if o.select_best:
                 model.load_state_dict(best_state)
             return history
-    step, n_ranks, me = _make_step(model, loss_fn, teacher, mixup, cfg, device)
-    plain = not quiet and not sys.stderr.isatty()  # the bar is off there (see _progress)
-    feed = _Feed(data, batch_mods, mods, sources, target_stats, teacher_cache, kd_mask, n_ranks, me, device)
-    with _progress(quiet or me > 0) as prog:
-        task = prog.add_task(desc, total=cfg.epochs, completed=start, info="")
+    step, n_ranks, me = _make_step(model, loss_fn, o.device)
+    plain = not o.quiet and not sys.stderr.isatty()  # the bar is off there (see _progress)
+    feed = _Feed(data, batch_mods, mods, sources, o.target_stats, o.teacher_cache, o.kd_mask, n_ranks, me, o.device)
+    with _progress(o.quiet or me > 0) as prog:
+        task = prog.add_task(o.desc, total=cfg.epochs, completed=start, info="")
         for epoch in range(start, cfg.epochs):
-            sums, nb = _train_epoch(step, opt, params, feed, train_idx, cfg, seed, epoch, desc)
+            sums, nb = _train_epoch(step, opt, params, feed, train_idx, cfg, o.seed, epoch, o.desc)
             lr = opt.param_groups[0]["lr"]
             sched.step()
-            row, val = _epoch_row(model, data, val_idx, metric, epoch, lr, sums, nb, device)
+            row, val = _epoch_row(model, data, val_idx, metric, epoch, lr, sums, nb, o.device)
             history.append(row)
             best_score, best_state, bad = _keep_best(sign * val[metric], best_score, best_state, bad, model)
             done = bad >= cfg.patience or epoch + 1 == cfg.epochs
-            if ckpt_path and me == 0:
-                _save_checkpoint(ckpt_path, model, loss_fn, opt, sched, history, best_score, best_state, bad,
+            if o.ckpt_path and me == 0:
+                _save_checkpoint(o.ckpt_path, model, loss_fn, opt, sched, history, best_score, best_state, bad,
                                  epoch, done)
             info = _epoch_info(row, val, metric, sign, history, bad, epoch, cfg)
             prog.update(task, advance=1, info=info)
             if plain and me == 0:  # off a terminal (a log file, CI): one plain line per epoch instead of a bar
-                print(f"{desc} epoch {epoch + 1}/{cfg.epochs}: {info}", flush=True)
+                print(f"{o.desc} epoch {epoch + 1}/{cfg.epochs}: {info}", flush=True)
             if done:
                 break
-    if best_state is not None and select_best:
+    if best_state is not None and o.select_best:
         model.load_state_dict(best_state)
     return history

@@ -9,12 +9,11 @@ import torch
 
 from cmkd.config import ExperimentConfig
 from cmkd.data.arrays import MultimodalData
-from cmkd.errors import CmkdError
 from cmkd.evaluation.metrics import predict
 from cmkd.nn.checkpoint import build_model
 from cmkd.nn.models import EnsembleTeacher, MultimodalNet
 from cmkd.training.distill import teacher_loss
-from cmkd.training.fit import fit, set_seed
+from cmkd.training.fit import FitSettings, fit, set_seed
 
 
 def train_teachers(cfg: ExperimentConfig, data: MultimodalData, train: np.ndarray, val: np.ndarray, stats: dict,
@@ -33,16 +32,16 @@ def train_teachers(cfg: ExperimentConfig, data: MultimodalData, train: np.ndarra
         net = build_model(data, mods, spec, cfg, targets=getattr(spec, "targets", None))
         net.set_stats(stats)
         histories[role] = fit(net, data, data.all_present(mods, train), data.all_present(mods, val), spec,
-                              teacher_loss(cfg.distill),
-                              seed=cfg.seed + 1000 * i, target_stats=stats,
-                              ckpt_path=ck_dir / f"{role}.pt" if ck_dir is not None else None,
-                              resume=resume, quiet=quiet, desc=role, device=device)
+                              teacher_loss(spec),
+                              FitSettings(seed=cfg.seed + 1000 * i, target_stats=stats,
+                                          ckpt_path=ck_dir / f"{role}.pt" if ck_dir is not None else None,
+                                          resume=resume, quiet=quiet, desc=role, device=device))
         members[role] = net
     if not cfg.teachers:
         return members["teacher"], members
     ensemble = EnsembleTeacher({k: members[f"teacher_{k}"] for k in cfg.teachers},
                                {k: s.temperature or cfg.distill.temperature for k, s in cfg.teachers.items()},
-                               {k: s.weight for k, s in cfg.teachers.items()})
+                               {k: 1.0 for k in cfg.teachers})  # equal weights
     return ensemble, members  # type: ignore[return-value]
 
 
@@ -51,23 +50,13 @@ def teacher_seen(data: MultimodalData, modalities: list[str]) -> np.ndarray:
     return np.any([data.present[m] for m in modalities], axis=0) if modalities else np.zeros(data.n, dtype=bool)
 
 
-def teacher_targets(teacher: torch.nn.Module, data: MultimodalData, student_modalities: list[str], view: str,
-                    targets: list[str], device: torch.device | str = "cpu") -> tuple[dict, np.ndarray]:
-    """The teacher's outputs on every sample (the students' kd, feature and relation targets) and the kd mask.
-
-    ``view`` ``all``: the teacher sees all its modalities, and kd applies where it saw at least one. ``student``:
-    it sees only the modalities it shares with the student (the others marked absent), so its soft targets hold
-    what the student's own evidence supports; meaningful for a teacher trained with ``modality_dropout``.
-    """
+def teacher_targets(teacher: torch.nn.Module, data: MultimodalData, targets: list[str],
+                    device: torch.device | str = "cpu") -> tuple[dict, np.ndarray]:
+    """The teacher's outputs on every sample (the students' kd, feature and relation targets; it sees all its
+    modalities) and the kd mask: where it saw at least one of them."""
     mods = list(teacher.encoders)
-    only = None
-    if view == "student":
-        only = [m for m in mods if m in student_modalities]
-        if not only:
-            raise CmkdError(f"distill.teacher_view=student: the teacher ({', '.join(mods)}) shares no modality "
-                            f"with the student ({', '.join(student_modalities)})")
-    preds = predict(teacher, data, np.arange(data.n), device=device, only=only)
-    return _cache(preds, targets), teacher_seen(data, only if only is not None else mods)
+    preds = predict(teacher, data, np.arange(data.n), device=device)
+    return _cache(preds, targets), teacher_seen(data, mods)
 
 
 def _cache(preds: dict[str, np.ndarray], targets: list[str]) -> dict:

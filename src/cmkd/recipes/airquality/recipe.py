@@ -18,10 +18,14 @@ from __future__ import annotations
 import numpy as np
 
 from cmkd.recipes.airquality.data import chronological_split, default_folder, read_table
-from cmkd.recipes.base import Recipe, label_mask, options_model, register_recipe
+from cmkd.recipes.base import Recipe, label_mask, options_model, read_options, register_recipe
 
 DESCRIPTION = "Air quality: MOX sensors + reference analysers teacher -> MOX-sensor student, NO2, 5% labels"
 SYNTHETIC = False
+
+
+# options: the share of training hours that keep their label
+OPTIONS = options_model("airquality", label_fraction=(float, 0.05))
 
 
 def default_config(quick: bool = False) -> dict:
@@ -60,21 +64,21 @@ def default_config(quick: bool = False) -> dict:
         # the teacher is worse than the baseline on validation and the distilled student too: 39.8 vs 34.8 on test)
         "distill": {"weights": {"task": 1.0, "kd": 8.0}, "fallback": True},
         "export": {"latency_runs": 50 if quick else 200},
-        "options": {"label_fraction": 0.05},
+        "options": read_options(OPTIONS, None),
     }
 
 
 def load(config: dict, quick: bool = False) -> dict[str, np.ndarray]:
     """Arrays: sensors (N, 8), reference (N, 3), no2 (N,) NaN on unlabelled training hours, split (N,)."""
-    opts = config.get("options") or {}
+    opts = read_options(OPTIONS, config.get("options"), recipe="airquality")
     t = read_table(config["data"].get("path") or None)
     split = chronological_split(len(t["no2"]))
-    keep = label_mask(split, float(opts.get("label_fraction", 0.05)), int(config["seed"]))
+    keep = label_mask(split, float(opts["label_fraction"]), int(config["seed"]))
     return {"sensors": t["sensors"], "reference": t["reference"],
             "no2": np.where(keep, t["no2"], np.nan).astype(np.float32), "split": split}
 
 
 RECIPE = register_recipe(Recipe(
     name="airquality", description=DESCRIPTION, synthetic=SYNTHETIC, default_config=default_config, load=load,
-    options=options_model("airquality", label_fraction=float),
+    options=OPTIONS,
 ))

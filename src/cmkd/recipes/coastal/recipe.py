@@ -62,7 +62,7 @@ import numpy as np
 from cmkd.config import Role
 from cmkd.data.missing import PATTERNS
 from cmkd.errors import CmkdError
-from cmkd.recipes.base import Recipe, options_model, register_recipe
+from cmkd.recipes.base import Recipe, options_model, read_options, register_recipe
 from cmkd.recipes.coastal import decisions
 from cmkd.recipes.coastal.analysis import (
     acceptance,
@@ -92,6 +92,15 @@ DESCRIPTION = "Coastal sea level from sparse storm-damaged gauges: satellite+com
 SYNTHETIC = True
 
 
+# options (a full run's defaults): stations, days of the scene, sample stride (h), split block length (days), the
+# failures on the test hours (mixed, or one pattern at test_missing), the sparsity sweep, the calibration samples
+# repeated per sweep condition, the assets of the decision table (None: the built-in ones)
+OPTIONS = options_model("coastal", stations=(int, 6), days=(int, 730), stride=(int, 6), block_days=(int, BLOCK_DAYS),
+                        test_pattern=(str, "mixed"), test_missing=(float, 0.8), sweep=(bool, True),
+                        calibrate_sweep=(bool, True), assets=(Any, None))
+QUICK = {"stations": 3, "days": 120, "block_days": 5}  # a quick run's differences
+
+
 def default_config(quick: bool = False) -> dict:
     """Teacher: complete sensors + satellite + tide; student: sparse sensors + satellite + tide."""
     return {
@@ -112,18 +121,16 @@ def default_config(quick: bool = False) -> dict:
         # vs baseline 0.1187/0.0969
         "distill": {"temperature": 2.0, "weights": {"task": 1.0, "kd": 1.0, "feature": 0.5, "impute": 0.5,
                                                     "relation": 0.5},
-                    "adaptive_weights": True, "impute": {"sensors": "sensors_full"}},
+                    "adaptive_weights": True, "term_options": {"impute": {"sources": {"sensors": "sensors_full"}}}},
         "export": {"latency_runs": 30 if quick else 200},
         "uncertainty": {"availability_modalities": ["sensors"],
                         "availability_edges": [0.05, 0.15, 0.3, 0.5, 0.7, 0.9]},
-        "options": {"stations": 3 if quick else 6, "days": 120 if quick else 730, "stride": 6,
-                    "block_days": 5 if quick else BLOCK_DAYS,
-                    "test_pattern": "mixed", "sweep": True},
+        "options": read_options(OPTIONS, None, QUICK if quick else None),
     }
 
 
 def _opts(config: dict, quick: bool) -> dict:
-    o = {**default_config(quick)["options"], **(config.get("options") or {})}
+    o = read_options(OPTIONS, config.get("options"), QUICK if quick else None, recipe="coastal")
     if int(o["stations"]) < 1 or int(o["block_days"]) < 4 or int(o["days"]) < 4 * int(o["block_days"]):
         raise CmkdError("options.stations must be >= 1, options.block_days >= 4 (a sample spans 3 days) and "
                         "options.days >= 4 x block_days (one block each of train, val, test, calibration)")
@@ -150,12 +157,12 @@ def build(config: dict, quick: bool = False, masks: np.ndarray | None = None) ->
         return arrays(scene, masks, station, hour, split, bd), scene
     masks = mixed_masks(scene, rng)
     if o["test_pattern"] != "mixed":
-        rate = float(o.get("test_missing", 0.8))
+        rate = float(o["test_missing"])
         is_test = hour_split(scene.level.shape[1], bd) == 2
         masks[:, is_test] = pattern_masks(scene, o["test_pattern"], rate, rng, bd)[:, is_test]
     parts = [arrays(scene, masks, station, hour, split, bd)]
     cal = split == 3
-    if o.get("calibrate_sweep", True):
+    if o["calibrate_sweep"]:
         for pattern, rate in sweep_conditions():
             m = pattern_masks(scene, pattern if rate > 0 else "random", rate, rng, bd)
             parts.append(arrays(scene, m, station[cal], hour[cal], split[cal], bd))
@@ -181,7 +188,7 @@ def analyse(ctx: dict) -> dict:
     rng = np.random.default_rng(int(cfg.seed) + 7)
     yl = arrays0["level"][test]  # the true level (m); models predict its departure from the harmonic tide
     res: dict = {"synthetic": True, "horizons_h": list(HORIZONS), "levels": list(LEVELS), "sweep": []}
-    if o.get("sweep", True):
+    if o["sweep"]:
         res["sweep"] += _sweep(ctx, raw, o, scene, rng, yl)
     tmask = data.all_present(list(models[Role.TEACHER].encoders), test)
     pt = predict(models[Role.TEACHER], data, tmask, device=dev)
@@ -192,7 +199,7 @@ def analyse(ctx: dict) -> dict:
     # recommendations: the last test forecast of every station, and warning skill over the whole test period
     mu, lo, hi = forecast_intervals(ctx)
     thr = flood_thresholds(scene, int(o["block_days"]))
-    assets = o.get("assets") or decisions.default_assets(thr)
+    assets = o["assets"] or decisions.default_assets(thr)
     st = arrays0["station"][test]
     recs = write_recommendations(out, scene, arrays0, test, mu, lo, hi, assets)
     write_tides(out, scene, int(cfg.seed), int(o["block_days"]), assets)
@@ -227,7 +234,6 @@ def _sweep(ctx: dict, raw: dict, o: dict, scene: CoastalScene, rng: np.random.Ge
 
 RECIPE = register_recipe(Recipe(
     name="coastal", description=DESCRIPTION, synthetic=SYNTHETIC, default_config=default_config, load=load,
-    options=options_model("coastal", days=int, stations=int, stride=int, block_days=int, sweep=bool,
-                          test_pattern=str, test_missing=float, calibrate_sweep=bool, assets=Any),
+    options=OPTIONS,
     analyse=analyse,
 ))

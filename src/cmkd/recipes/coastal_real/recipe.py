@@ -59,7 +59,7 @@ import numpy as np
 
 from cmkd.data.missing import make_mask, storm_mask
 from cmkd.errors import CmkdError
-from cmkd.recipes.base import Recipe, options_model, register_recipe
+from cmkd.recipes.base import Recipe, options_model, read_options, register_recipe
 from cmkd.recipes.coastal import harmonic
 
 DESCRIPTION = "Dutch tide gauges: Vlissingen gap-filling, Hoek van Holland teacher -> sparse-Vlissingen student"
@@ -77,6 +77,14 @@ def default_folder() -> Path:
     from cmkd.io import shared_data_folder
 
     return shared_data_folder(FOLDER)
+
+
+# options (a full run's defaults): the share of Vlissingen's hours available, the outage pattern, its storm share and
+# mean length (h), the outage seed, the half windows (h) of Vlissingen and Hoek, and the samples per split
+OPTIONS = options_model("coastal-real", available=(float, 0.2), pattern=(str, "mixed"), storm_share=(float, 0.5),
+                        mean_len=(float, 12.0), mask_seed=(int, 0), window=(int, 24), hoek_window=(int, 12),
+                        n_train=(int, 12000), n_val=(int, 4000), n_test=(int, 8000))
+QUICK = {"n_train": 1500, "n_val": 500, "n_test": 500}  # a quick run's differences
 
 
 def default_config(quick: bool = False) -> dict:
@@ -110,10 +118,7 @@ def default_config(quick: bool = False) -> dict:
                     "batch_size": 128, "patience": 6, "dropout": 0.1},
         "distill": {"temperature": 1.0, "weights": {"task": 1.0, "kd": 0.5, "feature": 0.25}},
         "export": {"latency_runs": 20 if quick else 200},
-        "options": {"available": 0.2, "pattern": "mixed", "storm_share": 0.5, "mean_len": 12.0, "mask_seed": 0,
-                    "window": 24, "hoek_window": 12,
-                    "n_train": 1500 if quick else 12000, "n_val": 500 if quick else 4000,
-                    "n_test": 500 if quick else 8000},
+        "options": read_options(OPTIONS, None, QUICK if quick else None),
     }
 
 
@@ -200,7 +205,7 @@ def _load(config: dict, quick: bool = False) -> dict[str, np.ndarray]:
     """Arrays: hoek, vlissingen, harmonic, gap, residual (cm), split, plus ``time`` (hours since 1976-01-01),
     ``level`` (cm) and ``harmonic_at_t`` (cm) of every sample and the 0-d ``available_fraction`` of all hours;
     see the module docstring."""
-    opts = {**default_config(quick)["options"], **(config.get("options") or {})}
+    opts = read_options(OPTIONS, config.get("options"), QUICK if quick else None, recipe="coastal-real")
     folder = Path(config["data"].get("path") or default_folder())
     if (folder / FOLDER).is_dir():
         folder = folder / FOLDER
@@ -315,7 +320,7 @@ def analyse(ctx: dict) -> dict:
     from cmkd.evaluation.metrics import predict
 
     cfg, data = ctx["cfg"], ctx["data"]
-    opts = {**default_config()["options"], **cfg.options}
+    opts = read_options(OPTIONS, cfg.options, recipe="coastal-real")
     te = data.indices(2)
     vl = data.inputs["vlissingen"][te, :, 0]
     w = vl.shape[1] // 2
@@ -373,7 +378,6 @@ def _html(rows: list[dict], w: int) -> str:
 
 RECIPE = register_recipe(Recipe(
     name="coastal-real", description=DESCRIPTION, synthetic=SYNTHETIC, default_config=default_config, load=load,
-    options=options_model("coastal-real", available=float, pattern=str, storm_share=float, mean_len=float,
-                          mask_seed=int, window=int, hoek_window=int, n_train=int, n_val=int, n_test=int),
+    options=OPTIONS,
     references=references, analyse=analyse,
 ))

@@ -105,8 +105,11 @@ def analyse(ctx: dict) -> dict:
     from cmkd.evaluation.report import figure_html, table_html
 
     cfg, metrics, out = ctx["cfg"], ctx["metrics"], ctx["out"]
-    o = cfg.options
-    n, region, rules_path = int(o.get("n", 5000)), int(o.get("region", 0)), o.get("rules")
+    from cmkd.recipes.base import read_options
+    from cmkd.recipes.habitat.options import OPTIONS
+
+    o = read_options(OPTIONS, cfg.options, recipe="habitat")
+    n, region, rules_path = int(o["n"]), int(o["region"]), o["rules"]
     _, records = generate(n, cfg.seed, region, load_rules(rules_path))
     rules = region_rules(load_rules(rules_path), region)
     test = [records[i] for i in ctx["test"]]

@@ -38,9 +38,10 @@ from functools import lru_cache
 import numpy as np
 
 from cmkd.errors import CmkdError
-from cmkd.recipes.base import Recipe, options_model, register_recipe
+from cmkd.recipes.base import Recipe, read_options, register_recipe
 from cmkd.recipes.habitat.analysis import analyse as analyse_sites
 from cmkd.recipes.habitat.cli import app as habitat_cli
+from cmkd.recipes.habitat.options import OPTIONS, QUICK
 from cmkd.recipes.habitat.rules import STATUSES, load_rules
 from cmkd.recipes.habitat.scene import generate
 
@@ -77,11 +78,11 @@ def default_config(quick: bool = False) -> dict:
                      "structural": {"modalities": ["structural"], "temperature": 2.0}},
         "student": {"modalities": ["structural", "acoustic", "oceanographic", "legal_text"], "width": 32,
                     "depth": 1, "heads": 2, "epochs": ep, "batch_size": 64, "lr": 3e-3, "patience": 10},
-        # kd_confidence: the single-modality members are unsure of the design quantities; follow them where sure
-        "distill": {"temperature": 3.0, "kd_confidence": True,
+        # kd confidence: the single-modality members are unsure of the design quantities; follow them where sure
+        "distill": {"temperature": 3.0, "term_options": {"kd": {"confidence": True}},
                     "weights": {"task": 1.0, "kd": 1.0, "feature": 0.5, "relation": 0.5, "contrastive": 0.2}},
         "export": {"latency_runs": 20 if quick else 100},
-        "options": {"n": 900 if quick else 3000, "region": 0, "rules": None},
+        "options": read_options(OPTIONS, None, QUICK if quick else None),
     }
 
 
@@ -92,17 +93,17 @@ def _generate(n: int, seed: int, region: int, rules: str | None) -> tuple[dict, 
 
 def load(config: dict, quick: bool = False) -> dict[str, np.ndarray]:
     """Generate the SYNTHETIC sites and designs for ``config["seed"]``."""
-    o = {**default_config(quick)["options"], **(config.get("options") or {})}
+    o = read_options(OPTIONS, config.get("options"), QUICK if quick else None, recipe="habitat")
     n, region = int(o["n"]), int(o["region"])
     if n < 100:
         raise CmkdError(f"options.n must be at least 100 samples, got {n}")
     if region not in (0, 1):
         raise CmkdError(f"options.region must be 0 (reference) or 1 (the new region), got {region}")
-    arrays, _ = _generate(n, int(config["seed"]), region, o.get("rules"))
+    arrays, _ = _generate(n, int(config["seed"]), region, o["rules"])
     return dict(arrays)
 
 
 RECIPE = register_recipe(Recipe(
     name="habitat", description=DESCRIPTION, synthetic=SYNTHETIC, default_config=default_config, load=load,
-    options=options_model("habitat", n=int, region=int, rules=str), analyse=analyse_sites, cli=habitat_cli,
+    options=OPTIONS, analyse=analyse_sites, cli=habitat_cli,
 ))

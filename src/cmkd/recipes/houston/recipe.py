@@ -30,8 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+from cmkd.data.arrays import VAL_FRACTION
 from cmkd.errors import CmkdError
-from cmkd.recipes.base import Recipe, label_mask, options_model, register_recipe
+from cmkd.recipes.base import Recipe, label_mask, options_model, read_options, register_recipe
 
 DESCRIPTION = "Houston 2013 land cover: HSI+LiDAR teacher -> LiDAR-only student, official test pixels"
 SYNTHETIC = False
@@ -47,6 +48,10 @@ def default_folder() -> Path:
     from cmkd.io import shared_data_folder
 
     return shared_data_folder(FOLDER)
+
+
+# options: the share of training pixels that keep their label
+OPTIONS = options_model("houston", label_fraction=(float, 1.0))
 
 
 def default_config(quick: bool = False) -> dict:
@@ -101,7 +106,7 @@ def default_config(quick: bool = False) -> dict:
         # (0.769), kd+feature+relation at T=4 (0.762), kd+rkd (0.759) and kd+mse feature (0.757)
         "distill": {"temperature": 2.0, "weights": {"task": 1.0, "kd": 1.0}},
         "export": {"latency_runs": 50 if quick else 200},
-        "options": {"label_fraction": 1.0},
+        "options": read_options(OPTIONS, None),
     }
 
 
@@ -226,14 +231,13 @@ def _coords(folder: Path, n_tr: int, y_tr: np.ndarray) -> tuple[np.ndarray, np.n
 def load(config: dict, quick: bool = False) -> dict[str, np.ndarray]:
     """Arrays: hsi (N, 144; NaN on test pixels), hsi__present, lidar (N, 21), label (N,) 1..15, split.
 
-    A spatially disjoint ``data.val_fraction`` of the official training pixels (whole polygons of each class, see
+    A spatially disjoint share (``VAL_FRACTION``) of the official training pixels (whole polygons of each class, see
     :func:`spatial_val_split`) is the validation split; without ``sample_coords.csv`` a stratified random one.
     The official test pixels are the test split.
     """
     from sklearn.model_selection import train_test_split
 
-    fraction = (config.get("options") or {}).get("label_fraction")
-    fraction = 1.0 if fraction is None else float(fraction)
+    fraction = float(read_options(OPTIONS, config.get("options"), recipe="houston")["label_fraction"])
     if 0 < fraction < 1 and (config.get("student") or {}).get("refit"):
         raise CmkdError(f"options.label_fraction={fraction:g} needs --set student.refit=false (a refit would train "
                         "the networks on the validation labels, which the references on the labels never see)")
@@ -248,7 +252,7 @@ def load(config: dict, quick: bool = False) -> dict[str, np.ndarray]:
     if not (len(hsi_tr) == len(lid_tr) == n_tr and len(lid_te) == n_te):
         raise CmkdError(f"{folder}: sample counts of the .mat files disagree")
     split = np.concatenate([np.zeros(n_tr, np.int64), np.full(n_te, 2, np.int64)])
-    frac = float(config["data"].get("val_fraction", 0.15))
+    frac = VAL_FRACTION
     rc = _coords(folder, n_tr, y_tr)
     if rc is not None:
         split[:n_tr][spatial_val_split(rc[0], rc[1], y_tr, frac, config["seed"])] = 1
@@ -285,5 +289,5 @@ def references(data, modalities: list[str], seed: int) -> dict[str, dict]:  # no
 
 RECIPE = register_recipe(Recipe(
     name="houston", description=DESCRIPTION, synthetic=SYNTHETIC, default_config=default_config, load=load,
-    options=options_model("houston", label_fraction=float), references=references,
+    options=OPTIONS, references=references,
 ))

@@ -71,7 +71,7 @@ import torch
 from cmkd.config import Role
 from cmkd.errors import CmkdError
 from cmkd.io import dumps
-from cmkd.recipes.base import Recipe, options_model, register_recipe
+from cmkd.recipes.base import Recipe, options_model, read_options, register_recipe
 from cmkd.recipes.microgrid.control import STREAMS, Policy, onnx_policy, plan_policy, rule_based, run_loop
 from cmkd.recipes.microgrid.oracle import solve
 from cmkd.recipes.microgrid.rollouts import (
@@ -88,6 +88,16 @@ from cmkd.recipes.microgrid.scene import ACTIONS, DT_H, PLANT, STEPS_PER_DAY, we
 DESCRIPTION = "Farm microgrid edge controller: sky/audio/history/optimiser teachers -> real-time student"
 SYNTHETIC = True
 GUARDS = ("stop_when_met", "inverter_limits", "store_surplus")  # the options that wrap the deployed student
+
+
+# options (a full run's defaults): weather windows per split and their days, the sample stride (steps), the
+# evaluation days, the DAgger rounds / windows / re-planning interval (steps), and the deployed student's guards
+OPTIONS = options_model("microgrid", train_windows=(int, 16), val_windows=(int, 2), test_windows=(int, 2),
+                        window_days=(float, 3), stride=(int, 4), eval_days=(float, 3), dagger_rounds=(int, 1),
+                        dagger_windows=(int, 8), dagger_every=(int, 48), inverter_limits=(bool, True),
+                        store_surplus=(bool, True), stop_when_met=(bool, True))
+QUICK = {"train_windows": 2, "val_windows": 1, "test_windows": 1, "window_days": 1, "stride": 6, "eval_days": 1,
+         "dagger_rounds": 0, "dagger_windows": 1}  # a quick run's differences
 
 
 def default_config(quick: bool = False) -> dict:
@@ -120,18 +130,14 @@ def default_config(quick: bool = False) -> dict:
         # to the oracle's actions 0.449 vs the network's 0.616 on test, benchmarks/recommended.md) but has never
         # run the plant, so it is recommended in metrics.json, not deployed; `--set export.model=auto` deploys it
         "export": {"latency_runs": 30 if quick else 200, "prune": 0.4, "prune_epochs": 1 if quick else 4,
-                   "int8_per_channel": True, "int8_reduce_range": True, "model": "student"},
+                   "int8_x86": True, "model": "student"},
         "uncertainty": {"availability_edges": []},
-        "options": {"train_windows": 2 if quick else 16, "val_windows": 1 if quick else 2,
-                    "test_windows": 1 if quick else 2, "window_days": 1 if quick else 3, "stride": 6 if quick else 4,
-                    "eval_days": 1 if quick else 3, "dagger_rounds": 0 if quick else 1,
-                    "dagger_windows": 1 if quick else 8, "dagger_every": 48,
-                    "inverter_limits": True, "store_surplus": True, "stop_when_met": True},
+        "options": read_options(OPTIONS, None, QUICK if quick else None),
     }
 
 
 def _opts(config: dict, quick: bool) -> dict:
-    o = {**default_config(quick)["options"], **(config.get("options") or {})}
+    o = read_options(OPTIONS, config.get("options"), QUICK if quick else None, recipe="microgrid")
     for k in ("train_windows", "val_windows", "test_windows", "stride", "dagger_windows", "dagger_every"):
         if not isinstance(o[k], int) or o[k] < 1:
             raise CmkdError(f"options.{k} must be a positive integer (got {o[k]!r})")
@@ -278,7 +284,7 @@ def analyse(ctx: dict) -> dict:
     raw = cfg.model_dump(mode="json")
     int8 = out / "student.int8.onnx"
     if not int8.exists():
-        raise CmkdError("the microgrid closed loop needs the INT8 student: keep export.enabled and export.int8 on")
+        raise CmkdError("the microgrid closed loop needs the INT8 student: keep export.enabled on")
     res = closed_loop(raw, int8, ctx["models"][Role.STUDENT])
     ex = ctx["metrics"].get("export", {})
     res["edge"] = {"prune": ex.get("prune"), "sparsity": ex.get("sparsity"), "int8_bytes": ex.get("int8_bytes"),
@@ -348,8 +354,6 @@ def _html(res: dict, figure_html, table_html, escape) -> str:  # noqa: ANN001
 
 RECIPE = register_recipe(Recipe(
     name="microgrid", description=DESCRIPTION, synthetic=SYNTHETIC, default_config=default_config, load=load,
-    options=options_model("microgrid", window_days=float, stride=int, train_windows=int, val_windows=int,
-                          test_windows=int, eval_days=float, dagger_rounds=int, dagger_windows=int, dagger_every=int,
-                          inverter_limits=bool, stop_when_met=bool, store_surplus=bool),
+    options=OPTIONS,
     aggregate=aggregate, aggregate_rounds=aggregate_rounds, analyse=analyse,
 ))

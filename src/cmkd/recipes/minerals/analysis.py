@@ -157,13 +157,17 @@ def analyse(ctx: dict) -> dict:
     from cmkd.evaluation.metrics import predict
 
     cfg, data, models, test, out = ctx["cfg"], ctx["data"], ctx["models"], ctx["test"], ctx["out"]
-    opts = cfg.options or {}
+    from cmkd.recipes.base import read_options
+    from cmkd.recipes.minerals.options import OPTIONS
+
+    given = cfg.options or {}
+    opts = read_options(OPTIONS, given, recipe="minerals")
     table, method = survey_options(opts)
     coef = np.array([float(table[c]) for c in CLASS_NAMES])
-    scale = float(opts.get("pixel_area_m2", 100.0)) * float(opts.get("capacity_t_per_m2", 0.01))
+    scale = float(opts["pixel_area_m2"]) * float(opts["capacity_t_per_m2"])
     scene = None
-    for size in ([int(opts["size"])] if "size" in opts else [96, 64]):  # 64: a quick run's scene
-        scene = generate(seed=int(cfg.seed), size=size, site=int(opts.get("site", 0)), return_fractions=True)
+    for size in ([int(given["size"])] if "size" in given else [96, 64]):  # 64: a quick run's scene
+        scene = generate(seed=int(cfg.seed), size=size, site=int(opts["site"]), return_fractions=True)
         if len(scene["mineral"]) == data.n:
             break
     if scene is None or len(scene["mineral"]) != data.n:

@@ -25,13 +25,12 @@ original site's for the original site: per-site, label-free standardisation).
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from cmkd.errors import CmkdError
-from cmkd.recipes.base import Recipe, options_model, register_recipe
+from cmkd.recipes.base import Recipe, read_options, register_recipe
 from cmkd.recipes.minerals.analysis import analyse as survey_analyse
+from cmkd.recipes.minerals.options import OPTIONS, QUICK
 from cmkd.recipes.minerals.scene import CLASS_NAMES, generate
 
 DESCRIPTION = "Mineral survey: HSI+LiDAR+RGB teacher -> RGB-only student (planetary geology, carbon sequestration)"
@@ -55,7 +54,7 @@ def default_config(quick: bool = False) -> dict:
         "distill": {"temperature": 4.0, "weights": {"task": 1.0, "kd": 1.0, "feature": 0.5, "relation": 0.5},
                     "chain": [["msi", "rgb"]]},
         "export": {"latency_runs": 50 if quick else 200},
-        "options": {"label_fraction": 0.1},
+        "options": read_options(OPTIONS, None, QUICK if quick else None),
     }
 
 
@@ -64,16 +63,16 @@ def load(config: dict, quick: bool = False) -> dict[str, np.ndarray]:
     training pixels outside the ground-truth sample (class id -1)."""
     from cmkd.recipes.minerals.analysis import survey_options
 
-    opts = config.get("options") or {}
+    opts = read_options(OPTIONS, config.get("options"), QUICK if quick else None, recipe="minerals")
     survey_options(opts)  # carbonation table and calibration method: fail before training, not after
-    frac = float(opts.get("label_fraction", 0.1))
+    frac = float(opts["label_fraction"])
     if not 0 < frac <= 1:
         raise CmkdError(f"options.label_fraction must be in (0, 1], got {frac}")
-    size = int(opts.get("size", 64 if quick else 96))
+    size = int(opts["size"])
     if size < 40:
         raise CmkdError(f"options.size must be at least 40 pixels (8 patches), got {size}")
     seed = int(config["seed"])
-    site = int(opts.get("site", 0))
+    site = int(opts["site"])
     if site < 0:
         raise CmkdError(f"options.site must be 0 (the reference site) or a positive new-site id, got {site}")
     arrays = generate(seed=seed, size=size, site=site)
@@ -94,7 +93,6 @@ def load(config: dict, quick: bool = False) -> dict[str, np.ndarray]:
 
 RECIPE = register_recipe(Recipe(
     name="minerals", description=DESCRIPTION, synthetic=SYNTHETIC, default_config=default_config, load=load,
-    options=options_model("minerals", label_fraction=float, size=int, site=int, carbonation=Any,
-                          carbonation_calibration=str, capacity_t_per_m2=float, pixel_area_m2=float),
+    options=OPTIONS,
     analyse=survey_analyse,
 ))

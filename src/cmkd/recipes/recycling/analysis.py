@@ -84,8 +84,11 @@ def analyse(ctx: dict) -> dict:
     from cmkd.io import atomic_write_text
 
     cfg, data, test, out = ctx["cfg"], ctx["data"], ctx["test"], Path(ctx["out"])
-    opts = cfg.options or {}
-    policy = Policy(opts.get("policy"))
+    from cmkd.recipes.base import read_options
+    from cmkd.recipes.recycling.options import OPTIONS
+
+    opts = read_options(OPTIONS, cfg.options, recipe="recycling")
+    policy = Policy(opts["policy"])
     # class ids of the data are the generator's ids (every class is in training); map through data.classes
     mat_cls, deg_cls = data.classes["material"], data.classes["degradation"]
     y_mat = mat_cls[data.targets["material"][test]]
@@ -109,7 +112,7 @@ def analyse(ctx: dict) -> dict:
     t_cost = sorting["teacher"]["missort_cost_total"]
     for res in sorting.values():
         res["extra_cost_vs_teacher"] = res["missort_cost_total"] - t_cost
-    en = energy(ctx["metrics"], float(opts.get("acquisition_s", 0.2)), float(opts.get("compute_w", 5.0)))
+    en = energy(ctx["metrics"], float(opts["acquisition_s"]), float(opts["compute_w"]))
     section = {"synthetic": True, "n_test": int(len(test)),
                "true_routes": {r: int(v) for r, v in truth["sent"].items()},
                "sorting": sorting, "per_class_f1": per_class, "energy": en,

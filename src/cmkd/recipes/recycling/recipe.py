@@ -38,14 +38,14 @@ robot's processor while inferring, 5 W), ``png_dir`` (with ``cmkd data``: write 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from cmkd.errors import CmkdError
 from cmkd.io import dumps
-from cmkd.recipes.base import Recipe, options_model, register_recipe
+from cmkd.recipes.base import Recipe, read_options, register_recipe
 from cmkd.recipes.recycling.analysis import analyse as analyse_sorting
+from cmkd.recipes.recycling.options import OPTIONS, QUICK
 from cmkd.recipes.recycling.scene import DEGRADATION, MATERIALS, generate
 
 DESCRIPTION = "Material sorting: RGB+thermal+NIR teacher -> RGB-only MobileNet student with a sorting policy"
@@ -71,13 +71,12 @@ def default_config(quick: bool = False) -> dict:
         "distill": {"temperature": 4.0, "weights": {"task": 1.0, "kd": 1.0, "feature": 0.5, "relation": 0.5}},
         "export": {"latency_runs": 30 if quick else 200},
         "uncertainty": {"availability_edges": []},
-        "options": {"n_items": 600 if quick else 3000, "size": 16, "bands": 64, "frames": 36,
-                    "label_fraction": 0.6, "acquisition_s": 0.2, "compute_w": 5.0, "png_count": 48},
+        "options": read_options(OPTIONS, None, QUICK if quick else None),
     }
 
 
 def _opts(config: dict, quick: bool) -> dict:
-    o = {**default_config(quick)["options"], **(config.get("options") or {})}
+    o = read_options(OPTIONS, config.get("options"), QUICK if quick else None, recipe="recycling")
     if int(o["n_items"]) < 10 * len(MATERIALS):
         raise CmkdError(f"options.n_items must be at least {10 * len(MATERIALS)} (10 per material)")
     if int(o["size"]) < 8 or int(o["bands"]) < 16 or int(o["frames"]) < 6:
@@ -112,7 +111,7 @@ def load(config: dict, quick: bool = False) -> dict[str, np.ndarray]:
         rng = np.random.default_rng(seed + 7_919)
         hidden = (split == 0) & (rng.random(len(split)) >= frac)
         material[hidden], degradation[hidden], quality[hidden] = -1, -1, np.nan
-    if o.get("png_dir"):
+    if o["png_dir"]:
         test = np.flatnonzero(split == 2)[: int(o["png_count"])]
         write_pngs(Path(o["png_dir"]), items.visual[test], items.material[test], items.degradation[test],
                    items.quality[test])
@@ -143,7 +142,6 @@ def write_pngs(folder: Path, visual: np.ndarray, material: np.ndarray, degradati
 
 RECIPE = register_recipe(Recipe(
     name="recycling", description=DESCRIPTION, synthetic=SYNTHETIC, default_config=default_config, load=load,
-    options=options_model("recycling", n_items=int, size=int, bands=int, frames=int, label_fraction=float,
-                          acquisition_s=float, compute_w=float, png_dir=str, png_count=int, policy=Any),
+    options=OPTIONS,
     analyse=analyse_sorting,
 ))
