@@ -3,8 +3,8 @@
 Kept apart from the network stages so that they can move with the pipeline:
 
 - :func:`classical_fits`: the references and the tree student fitted. They need only the data and the teacher's
-  outputs, so :func:`cmkd.pipeline.core.start_classical` runs them in a :class:`Background` thread while the students
-  train.
+  outputs, so :func:`cmkd.pipeline.students.start_classical` runs them in a :class:`Background` thread while the
+  students train.
 - :func:`classical_finish` (after the network models are scored): ``metrics["references"]`` (merged with a
   recipe's own ``references()`` hook, whose entries keep their names and figures; a generic reference of the
   same name is stored as ``<name>_labels``), the tree student as
@@ -94,7 +94,7 @@ def available_cores() -> int:
 
 class Threads:
     """The classical fits' thread count, read as each fit starts: :data:`THREADS` while the networks train beside
-    them; :meth:`widen` once the run only waits for them (:func:`cmkd.pipeline.core.wait_classical`), so that the
+    them; :meth:`widen` once the run only waits for them (:func:`cmkd.pipeline.outputs.wait_classical`), so that the
     cores the networks no longer use are not left idle. The fits' figures do not depend on it (forests draw
     each tree's seed before they fan out; HistGradientBoosting's threads split the features)."""
 
