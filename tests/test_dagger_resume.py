@@ -14,6 +14,7 @@ import pytest
 from helpers import make_arrays, make_config
 
 import cmkd.pipeline.core as pipeline
+from cmkd.pipeline import outputs, students
 from cmkd.recipes.base import REGISTRY, Recipe, options_model
 
 NAME = "tiny-dagger"
@@ -50,14 +51,14 @@ def calls(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     mp = pytest.MonkeyPatch()
     mp.setitem(REGISTRY, NAME, TINY)
     seen: list[dict] = []
-    real_fit = pipeline.fit
+    real_fit = students.fit
 
     def fit(*args, **kw):  # noqa: ANN002, ANN003, ANN202 - a recording wrapper
         o = args[-1]  # the FitSettings
         seen.append({"desc": o.desc, "ckpt": o.ckpt_path, "resume": o.resume})
         return real_fit(*args, **kw)
 
-    mp.setattr(pipeline, "fit", fit)
+    mp.setattr(students, "fit", fit)
     try:
         out = tmp_path_factory.mktemp("dagger")
         metrics = pipeline.run(NAME, out, quick=True, quiet=True, resume=True)
@@ -85,13 +86,13 @@ def test_pruning_finetune_resumes(calls: list[dict]) -> None:
 def _record_fits(mp: pytest.MonkeyPatch) -> list[str]:
     """Record each training (``fit <desc>``) of the run in a list, in order; the list is returned."""
     order: list[str] = []
-    real_fit = pipeline.fit
+    real_fit = students.fit
 
     def fit(*args, **kw):  # noqa: ANN002, ANN003, ANN202
         order.append(f"fit {args[-1].desc}")  # the FitSettings
         return real_fit(*args, **kw)
 
-    mp.setattr(pipeline, "fit", fit)
+    mp.setattr(students, "fit", fit)
     return order
 
 
@@ -101,13 +102,13 @@ def test_pruned_student_finetunes_before_the_run_waits_for_the_classical_fits(tm
     mp = pytest.MonkeyPatch()
     mp.setitem(REGISTRY, NAME, TINY)
     order = _record_fits(mp)
-    real_wait = pipeline.wait_classical
+    real_wait = outputs.wait_classical
 
     def wait(st):  # noqa: ANN001, ANN202
         order.append("wait")
         return real_wait(st)
 
-    mp.setattr(pipeline, "wait_classical", wait)
+    mp.setattr(outputs, "wait_classical", wait)
     try:
         metrics = pipeline.run(NAME, tmp_path, quick=True, quiet=True)
     finally:
@@ -142,14 +143,14 @@ def _run_tiny(tmp: Path, rounds: int | None, aggregate=_aggregate) -> tuple[dict
     mp = pytest.MonkeyPatch()
     mp.setitem(REGISTRY, NAME, recipe)
     order = _record_fits(mp)
-    real_start = pipeline.start_classical
+    real_start = students.start_classical
 
     def start(st):  # noqa: ANN001, ANN202
         if st.classical is None:
             order.append(f"classical after {len(st.aggregated)} rounds")
         return real_start(st)
 
-    mp.setattr(pipeline, "start_classical", start)
+    mp.setattr(students, "start_classical", start)
     try:
         metrics = pipeline.run(NAME, tmp, quick=True, quiet=True, overrides=["export.enabled=false"])
     finally:

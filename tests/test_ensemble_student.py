@@ -105,7 +105,7 @@ def test_a_refit_ensemble_refits_each_member_and_is_compared_on_its_figure_from_
 def test_network_val_prefers_the_ensembles_figure() -> None:
     from types import SimpleNamespace
 
-    from cmkd.pipeline.core import network_val
+    from cmkd.pipeline.students import network_val
 
     st = SimpleNamespace(ensemble_val={"student": 0.7}, sign=1.0,
                          histories={"student": [{"val_metric": 0.9}], "student_baseline": [{"val_metric": 0.6}]})

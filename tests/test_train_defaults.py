@@ -42,16 +42,16 @@ def test_refit_keeps_the_batch_size_of_the_run_that_chose_the_epochs(tmp_path, m
     from helpers import write_case
 
     import cmkd
-    import cmkd.pipeline.core as pipeline
+    import cmkd.pipeline.students as students
 
     seen: list = []
-    real_fit = pipeline.fit
+    real_fit = students.fit
 
     def spy(model, data, idx, val, mcfg, loss, settings):  # noqa: ANN001, ANN202
         seen.append((settings.desc, len(idx), mcfg.batch_size))
         return real_fit(model, data, idx, val, mcfg, loss, settings)
 
-    monkeypatch.setattr(pipeline, "fit", spy)
+    monkeypatch.setattr(students, "fit", spy)  # every network of a run trains through it
     cfg = make_config(epochs=2)
     cfg["student"].pop("batch_size")
     cfg["student"]["refit"] = True

@@ -12,11 +12,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cmkd.errors import CmkdError
-from cmkd.validate import MAX_CLASSES, check_name, check_node_count, safe_load_yaml, yaml_value
+from cmkd.settings_io import (  # noqa: F401 (re-exported: cmkd.config is where callers find them)
+    REPLACED,
+    apply_overrides,
+    config_error,
+    default_of,
+    dump_config,
+    load_yaml,
+    replaced,
+)
+from cmkd.validate import MAX_CLASSES, check_name, check_node_count
 
 Kind = Literal["vector", "sequence", "image", "signal", "text"]
 
@@ -386,111 +394,6 @@ class ExperimentConfig(_Strict):
         return self
 
 
-# keys that no longer exist -> what replaces them (the unknown-key error says it). ``model.<key>`` stands for the
-# key in ``teacher``, ``student`` or a ``teachers`` member.
-_NO_EFFECT = "it was removed (the default behaviour stays)"
-REPLACED: dict[str, str] = {
-    "distill.nll_beta": "moved to 'teacher.nll_beta' and 'student.nll_beta' (each model's own task loss)",
-    "distill.impute": "moved to 'distill.term_options.impute.sources'",
-    "device": "moved to the --device option of cmkd run (run(..., device=...)): where a run trains is not part of "
-              "the experiment",
-    "data.val_fraction": f"{_NO_EFFECT}: a random split holds 15% validation samples",
-    "data.test_fraction": f"{_NO_EFFECT}: a random split holds 20% test samples",
-    "data.text_vocab": f"{_NO_EFFECT}: text is hashed into 4096 token ids",
-    "model.weight": f"{_NO_EFFECT}: the teachers: members are averaged with equal weights",
-    "export.int8_per_channel": "merged into 'export.int8_x86' (per-channel scales and 7-bit weights together)",
-    "export.int8_reduce_range": "merged into 'export.int8_x86' (per-channel scales and 7-bit weights together)",
-    "references.enabled": "was removed: 'references: false' or 'references.algorithms: []' turns them off",
-    "references.self_training": f"{_NO_EFFECT}: ExtraTrees only gets one round of self-training (never the best "
-                                "on validation in benchmarks/label_fraction.py)",
-    "trees.enabled": "was removed: 'trees: false' or 'trees.n_estimators: 0' turns the tree student off",
-    "distill.feature_mode": "moved to 'distill.term_options.feature.mode'",
-    "distill.relation_mode": "moved to 'distill.term_options.relation.mode'",
-    "distill.contrastive_temperature": "moved to 'distill.term_options.contrastive.temperature'",
-    "distill.kd_confidence": "moved to 'distill.term_options.kd.confidence'",
-    "distill.temperature_schedule": "was removed: set by no recipe, test or benchmark; the kd temperature is "
-                                    "constant (distill.temperature)",
-    "distill.temperature_end": "was removed with distill.temperature_schedule; the kd temperature is constant",
-    "distill.class_balance": "was removed: no recipe or benchmark used it",
-    "distill.mixup": "was removed: it lowered houston's validation accuracy (off in every recipe)",
-    "distill.learned_weights": "was removed: benchmarks/learned_weights.py found no gain; the weights are "
-                               "distill.weights",
-    "distill.kd_ramp": "was removed: it did not help in benchmarks/airquality_distill.py",
-    "distill.kd_gate": "was removed: it switched kd off where kd helped (benchmarks/airquality_distill.py); "
-                       "distill.fallback keeps the baseline where the distilled student is worse",
-    "distill.teacher_view": "was removed: kd from the teacher's view of the student's modalities did not help "
-                            "(houston); the teacher sees all its modalities",
-    "model.refit": "is a student setting: student.refit",
-    "model.ensemble": "is a student setting: student.ensemble (for several teachers use 'teachers:')",
-    "model.input_noise": "was removed: it lowered houston's validation accuracy",
-    "model.augment": "was removed: it did not help (benchmarks)",
-    "model.weight_decay": f"{_NO_EFFECT}: AdamW weight decay 1e-4",
-    "model.grad_clip": f"{_NO_EFFECT}: gradients clipped to norm 1",
-    "model.warmup_epochs": f"{_NO_EFFECT}: 2 warm-up epochs",
-    "export.int8": "was removed: with export.enabled the INT8 model is always written",
-    "references.background": "was removed: the references are always fitted in a background thread (same figures)",
-    "references.tie_se": "was removed: the one-standard-error rule did not pay (benchmarks/label_fraction.py); the "
-                         "strictly best candidate on validation is recommended",
-    "references.blend": "was removed: the blended student was not safe everywhere (benchmarks/blend.py)",
-    "references.max_fit_samples": f"{_NO_EFFECT}: at most 20,000 training samples per fit",
-    "trees.algorithm": f"{_NO_EFFECT}: the tree student is an ExtraTrees",
-    "trees.min_samples_leaf": f"{_NO_EFFECT}: scikit-learn's 1",
-    "trees.max_samples": f"{_NO_EFFECT}: every tree sees every sample",
-    "trees.label_weight": f"{_NO_EFFECT}: the one-hot label where labelled",
-    "uncertainty.enabled": f"{_NO_EFFECT}: regression heads are always calibrated",
-    "uncertainty.alpha": f"{_NO_EFFECT}: 90% intervals (alpha 0.1)",
-    "threads": f"{_NO_EFFECT}: torch and the classical fits use one CPU thread while the networks train",
-}
-
-
-def replaced(loc: tuple) -> str | None:
-    """What replaces the removed key at ``loc`` (a pydantic error location), or None."""
-    parts = [str(p) for p in loc]
-    keys = [".".join(parts)]
-    if parts and parts[0] in ("teacher", "student") and len(parts) == 2:
-        keys.append(f"model.{parts[1]}")
-    if parts and parts[0] == "teachers" and len(parts) == 3:
-        keys.append(f"model.{parts[2]}")
-    return next((REPLACED[k] for k in keys if k in REPLACED), None)
-
-
-def default_of(model: type[BaseModel], name: str) -> Any:
-    """The default of ``model``'s field ``name``: code that needs a setting's default outside a config (a
-    constructor's keyword default) takes it from here, so that each default has one source, the config."""
-    return model.model_fields[name].get_default(call_default_factory=True)
-
-
-def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
-    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a raw config dict.
-
-    Args:
-        raw: the config as plain data.
-        overrides: strings like ``student.epochs=5`` or ``distill.weights.kd=2``.
-
-    Returns:
-        A new dict with the overrides applied.
-
-    Raises:
-        CmkdError: when an override is malformed or names a key the schema does not know.
-    """
-    out = copy.deepcopy(raw)
-    for item in overrides or []:
-        if "=" not in item:
-            raise CmkdError(f"--set {item!r}: expected KEY=VALUE, e.g. --set student.epochs=5")
-        key, value = item.split("=", 1)
-        parts = [p for p in key.strip().split(".") if p]
-        if not parts:
-            raise CmkdError(f"--set {item!r}: empty key")
-        parsed = yaml_value(value, f"--set {key}")  # the YAML file's door: every parser failure one line
-        node = out
-        for i, p in enumerate(parts[:-1]):
-            if not isinstance(node.get(p, {}), dict):
-                raise CmkdError(f"--set {key}: {'.'.join(parts[: i + 1])} is not a section")
-            node = node.setdefault(p, {})
-        node[parts[-1]] = parsed
-    return out
-
-
 def validate(raw: dict[str, Any], source: str = "config") -> ExperimentConfig:
     """Validate a raw config dict; a problem becomes a one-line CmkdError naming the key."""
     if not isinstance(raw, dict):
@@ -499,52 +402,7 @@ def validate(raw: dict[str, Any], source: str = "config") -> ExperimentConfig:
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"])
-        if err["type"] == "extra_forbidden":
-            note = replaced(err["loc"])
-            if note is not None:
-                raise CmkdError(f"{source}: unknown key '{loc}': {note}") from None
-            raise CmkdError(f"{source}: unknown key '{loc}'{_did_you_mean(err['loc'])}") from None
-        if err["type"] == "missing":
-            raise CmkdError(f"{source}: missing required key '{loc}'") from None
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        raise CmkdError(f"{source}: '{loc}': {msg}" if loc else f"{source}: {msg}") from None
-
-
-def _did_you_mean(loc: tuple) -> str:
-    """``"; did you mean 'epochs'?"`` for an unknown key whose siblings hold a close name (difflib), else ``""``."""
-    import difflib
-    import types
-    import typing
-
-    node: Any = ExperimentConfig
-    for part in loc[:-1]:
-        if isinstance(node, type) and issubclass(node, BaseModel):
-            if part not in node.model_fields:
-                return ""
-            node = node.model_fields[part].annotation
-        elif typing.get_origin(node) is dict:
-            node = typing.get_args(node)[1]
-        else:
-            return ""
-        while typing.get_origin(node) in (typing.Union, types.UnionType):  # Optional[...]: its model, if any
-            node = next((a for a in typing.get_args(node) if a is not type(None)), None)
-    if not (isinstance(node, type) and issubclass(node, BaseModel)):
-        return ""
-    close = difflib.get_close_matches(str(loc[-1]), list(node.model_fields), n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
-
-
-def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a YAML file with ``yaml.safe_load``; errors become CmkdError."""
-    p = Path(path)
-    if not p.is_file():
-        raise CmkdError(f"config file not found: {p}")
-    raw = safe_load_yaml(p)  # one door: safe constructors, bounded size and expansion, every failure one line
-    if not isinstance(raw, dict):
-        raise CmkdError(f"{p}: the top level must be a mapping of keys to values")
-    return raw
+        raise config_error(e, ExperimentConfig, source) from None
 
 
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> ExperimentConfig:
@@ -566,8 +424,3 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
         except (OSError, RuntimeError) as e:  # a symbolic link loop (RuntimeError before Python 3.13)
             raise CmkdError(f"{p}: data.path {cfg.data.path}: {getattr(e, 'strerror', None) or e}") from None
     return cfg
-
-
-def dump_config(cfg: ExperimentConfig) -> str:
-    """The resolved config as YAML text (saved next to every output)."""
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

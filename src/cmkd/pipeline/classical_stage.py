@@ -3,8 +3,8 @@
 Kept apart from the network stages so that they can move with the pipeline:
 
 - :func:`classical_fits`: the references and the tree student fitted. They need only the data and the teacher's
-  outputs, so :func:`cmkd.pipeline.core.start_classical` runs them in a :class:`Background` thread while the students
-  train.
+  outputs, so :func:`cmkd.pipeline.students.start_classical` runs them in a :class:`Background` thread while the
+  students train.
 - :func:`classical_finish` (after the network models are scored): ``metrics["references"]`` (merged with a
   recipe's own ``references()`` hook, whose entries keep their names and figures; a generic reference of the
   same name is stored as ``<name>_labels``), the tree student as
@@ -34,11 +34,12 @@ from typing import Any
 import numpy as np
 
 from cmkd.classical.references import ReferenceSettings, recommendation, references
-from cmkd.classical.trees import ALGORITHM, FitMemo, TreeStudent, ensemble_onnx, export_tree_student, save_onnx
+from cmkd.classical.trees import ALGORITHM, FitMemo, TreeStudent, export_tree_student
+from cmkd.classical.trees_onnx import check_onnx, ensemble_onnx, save_onnx
 from cmkd.config import ExperimentConfig
 from cmkd.data.arrays import MultimodalData
 from cmkd.evaluation.metrics import predict, task_metrics
-from cmkd.export.sidecar import write_card
+from cmkd.export.sidecar import tree_card, write_card
 from cmkd.runtime import read_card, sidecar_path
 from cmkd.training.distributed import THREADS
 
@@ -94,7 +95,7 @@ def available_cores() -> int:
 
 class Threads:
     """The classical fits' thread count, read as each fit starts: :data:`THREADS` while the networks train beside
-    them; :meth:`widen` once the run only waits for them (:func:`cmkd.pipeline.core.wait_classical`), so that the
+    them; :meth:`widen` once the run only waits for them (:func:`cmkd.pipeline.outputs.wait_classical`), so that the
     cores the networks no longer use are not left idle. The fits' figures do not depend on it (forests draw
     each tree's seed before they fan out; HistGradientBoosting's threads split the features)."""
 
@@ -274,7 +275,8 @@ def _tree_predict(name: str, model, data: MultimodalData, smods: list[str], idx:
 
 
 def _latency(path: Path, smods: list[str], data: MultimodalData, idx: np.ndarray, runs: int) -> float:
-    """Batch-1 latency of an ONNX file through ONNX Runtime (as :func:`cmkd.classical.trees.check_onnx` times it)."""
+    """Batch-1 latency of an ONNX file through ONNX Runtime (as :func:`cmkd.classical.trees_onnx.check_onnx` times
+    it)."""
     from cmkd.export.onnx import ort_latency_ms, ort_session
 
     return ort_latency_ms(ort_session(path), {m: data.inputs[m][idx] for m in smods}, runs)
@@ -325,23 +327,11 @@ def deploy_recommended(cfg: ExperimentConfig, data: MultimodalData, smods: list[
     metrics["deployed"] = deployed
 
 
-def tree_card(net_card: dict, role: str) -> dict:
-    """The sidecar of a tree model (the tree student or a RandomForest / ExtraTrees / HistGradientBoosting
-    reference) exported with the network student's input/output contract: the network's card less its conformal
-    quantiles (calibrated for the network's std, not the trees' constant one)."""
-    notes = [n for n in net_card.get("notes", []) if "pruned" not in n]
-    notes.append("tree ensemble: the regression std output is a constant per target column (the model's RMSE on "
-                 "the validation samples), not calibrated; no conformal intervals")
-    return {**net_card, "role": role, "model_type": "tree_ensemble", "conformal": {}, "notes": notes}
-
-
 def _export_reference(ref, name: str, smods: list[str], data: MultimodalData, test: np.ndarray,  # noqa: ANN001
                       path: Path, cfg: ExperimentConfig, metrics: dict, deployed: dict) -> None:
     """``path`` from the RandomForest / ExtraTrees / HistGradientBoosting reference ``name`` (fitted on the
     non-constant feature columns ``ref.keep``; the graph's trees index the full feature vector), checked through
     ONNX Runtime into ``deployed``. Regression std outputs: the reference's validation RMSE."""
-    from cmkd.classical.trees import check_onnx
-
     rmse = (metrics.get("references", {}).get(name, {}).get("val") or {}).get("rmse")
     heads = {t: {"model": ms if ref.algorithm == "hist_gradient_boosting" else ms[0],  # HGB: one per column
                  "kind": data.target_kinds[t], "n_classes": len(data.classes.get(t, [])),
