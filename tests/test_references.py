@@ -150,6 +150,8 @@ def test_a_set_stop_event_starts_no_further_fit():
 
 
 def test_background_hands_back_the_value_or_the_error_of_its_call():
+    import concurrent.futures
+
     from cmkd.errors import CmkdError
     from cmkd.pipeline.classical_stage import Background
 
@@ -164,7 +166,7 @@ def test_background_hands_back_the_value_or_the_error_of_its_call():
     with pytest.raises(CmkdError, match="tree student"):
         Background(bad).result()
     b = Background(bad)  # in the background: check() raises it as soon as it has failed
-    b.thread.join()
+    concurrent.futures.wait([b.future])
     with pytest.raises(CmkdError, match="tree student"):
         b.check()
 

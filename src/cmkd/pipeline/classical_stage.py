@@ -27,6 +27,8 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, wait
+from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,23 +68,20 @@ class ClassicalFits:
     seconds: float = 0.0
 
 
-class Handoff:
-    """A value one thread puts once and another waits for (the teacher's outputs, for the background fits)."""
+def handoff() -> Future:
+    """A value one thread puts once (``set_result``) and another waits for: the teacher's outputs, for the
+    background fits (:func:`wait_for`)."""
+    return Future()
 
-    def __init__(self) -> None:
-        self._ready = threading.Event()
-        self.value: Any = None
 
-    def put(self, value: Any) -> None:
-        self.value = value
-        self._ready.set()
-
-    def get(self, stop: threading.Event | None = None) -> Any:
-        """The value, once put; None if ``stop`` is set first."""
-        while not self._ready.wait(0.1):
+def wait_for(value: Future, stop: threading.Event | None = None) -> Any:
+    """``value``'s result once set; None if ``stop`` is set first."""
+    while True:
+        try:
+            return value.result(timeout=0.1)
+        except FuturesTimeout:
             if stop is not None and stop.is_set():
                 return None
-        return self.value
 
 
 def available_cores() -> int:
@@ -111,17 +110,17 @@ class Threads:
 
 def classical_fits(cfg: ExperimentConfig, data: MultimodalData, smods: list[str], train: np.ndarray,
                    train_all: np.ndarray, val: np.ndarray, test: np.ndarray,
-                   teacher: Handoff | tuple[dict[str, np.ndarray], np.ndarray | None], out: Path,
+                   teacher: Future | tuple[dict[str, np.ndarray], np.ndarray | None], out: Path,
                    threads: Threads | None = None, stop: threading.Event | None = None) -> ClassicalFits:
     """The references and the tree student, fitted. They take nothing from the networks but the teacher's outputs
-    (``teacher``: ``(outputs as teacher_outputs gives them, the teacher's sample mask)``, or a :class:`Handoff`
-    that will hold them), so they can run in a background thread (:class:`Background`): the references on the
-    labels and their self-training first, while the teacher trains; those on its pseudo-labels and the tree
-    student once its outputs are handed over, while the students train. Forests use ``threads()`` jobs and
-    HistGradientBoosting ``threads()`` OpenMP threads (a per-thread setting), read as each fit starts (default
-    :data:`THREADS`). The tree student
-    is written to ``out/student_trees.onnx`` and checked through ONNX Runtime (its latency is timed later, by
-    :func:`classical_finish`). ``stop`` set: no further fit starts (the run failed elsewhere)."""
+    (``teacher``: ``(outputs as teacher_outputs gives them, the teacher's sample mask)``, or a
+    :class:`concurrent.futures.Future` that will hold them), so they can run in a background thread
+    (:class:`Background`): the references on the labels and their self-training first, while the teacher trains;
+    those on its pseudo-labels and the tree student once its outputs are handed over, while the students train.
+    Forests use ``threads()`` jobs and HistGradientBoosting ``threads()`` OpenMP threads (a per-thread setting),
+    read as each fit starts (default :data:`THREADS`). The tree student is written to ``out/student_trees.onnx`` and
+    checked through ONNX Runtime (its latency is timed later, by :func:`classical_finish`). ``stop`` set: no further
+    fit starts (the run failed elsewhere)."""
     from threadpoolctl import threadpool_limits
 
     from cmkd.classical.references import ALGORITHMS, KINDS
@@ -142,7 +141,7 @@ def classical_fits(cfg: ExperimentConfig, data: MultimodalData, smods: list[str]
         if r.algorithms:
             refs(("labels", "self_training"), None, None)
         t_wait = time.perf_counter()
-        got = teacher.get(stop) if isinstance(teacher, Handoff) else teacher
+        got = wait_for(teacher, stop) if isinstance(teacher, Future) else teacher
         t0 += time.perf_counter() - t_wait  # the seconds of the fits, not of the wait for the teacher
         if got is not None:
             outputs, mask = got
@@ -179,39 +178,38 @@ def classical_fits(cfg: ExperimentConfig, data: MultimodalData, smods: list[str]
 
 
 class Background:
-    """``fn(*args, stop=<Event>)`` in a daemon thread; :meth:`result` waits for it and re-raises its error."""
+    """``fn(*args, stop=<Event>)`` in a daemon thread (a run that fails elsewhere exits without waiting for it),
+    its outcome in a :class:`concurrent.futures.Future`; :meth:`result` waits for it and re-raises its error."""
 
     def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
-        self.fn, self.args, self.stop = fn, args, threading.Event()
-        self.value: Any = None
-        self.error: BaseException | None = None
+        self.stop = threading.Event()
+        self.future: Future = Future()
         self.waited_s = 0.0
-        self.done = False
-        self.thread = threading.Thread(target=self._call, name="cmkd-classical", daemon=True)
-        self.thread.start()
+        self._waited = False
 
-    def _call(self) -> None:
-        try:
-            self.value = self.fn(*self.args, stop=self.stop)
-        except BaseException as e:  # noqa: BLE001 - handed to the caller of result()
-            self.error = e
+        def call() -> None:
+            self.future.set_running_or_notify_cancel()
+            try:
+                self.future.set_result(fn(*args, stop=self.stop))
+            except BaseException as e:  # noqa: BLE001 - handed to the caller of result()
+                self.future.set_exception(e)
+
+        threading.Thread(target=call, name="cmkd-classical", daemon=True).start()
 
     def result(self) -> Any:
         """The function's value (raises its error). ``waited_s``: the seconds the first call waited for the
         thread; later calls return at once."""
-        if not self.done:
+        if not self._waited:
             t0 = time.perf_counter()
-            self.thread.join()
+            wait([self.future])
             self.waited_s = time.perf_counter() - t0
-            self.done = True
-        if self.error is not None:
-            raise self.error
-        return self.value
+            self._waited = True
+        return self.future.result()
 
     def check(self) -> None:
         """Raise the background call's error now if it has failed already (no need to train on first)."""
-        if self.error is not None:
-            raise self.error
+        if self.future.done() and self.future.exception() is not None:
+            raise self.future.exception()
 
     def cancel(self) -> None:
         """No further fit starts (the one running finishes)."""

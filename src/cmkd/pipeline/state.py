@@ -3,6 +3,7 @@ and extend it). A module of its own so that stage helpers outside :mod:`cmkd.pip
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,7 +64,7 @@ class RunState:
     cal_all: np.ndarray | None = None
     extra_html: list[str] = field(default_factory=list)
     classical: Any = None  # the classical fits, running beside the networks (cmkd.pipeline.classical_stage.Background)
-    teacher_handoff: Any = None  # where they get the teacher's outputs (cmkd.pipeline.classical_stage.Handoff)
+    teacher_handoff: Future | None = None  # where they get the teacher's outputs (a Future)
     classical_threads: Any = None  # their thread count, widened once the networks have trained (Threads)
     fitted: dict | None = None  # the classical stage's exportable tree models (references, tree student)
     rundir: RunDir | None = None  # the locked output folder; outputs go to its staging folder (st.out)

@@ -136,9 +136,9 @@ def start_classical(st: RunState) -> None:
     cfg = st.cfg
     if st.classical is not None or not st.main or not (cfg.references.algorithms or cfg.trees.n_estimators):
         return
-    from cmkd.pipeline.classical_stage import Background, Handoff, Threads, classical_fits
+    from cmkd.pipeline.classical_stage import Background, Threads, classical_fits, handoff
 
-    st.teacher_handoff = Handoff()
+    st.teacher_handoff = handoff()
     if st.cache:  # the teacher has trained already
         give_teacher(st)
     st.classical_threads = Threads(THREADS)
@@ -151,7 +151,7 @@ def give_teacher(st: RunState) -> None:
     from cmkd.pipeline.classical_stage import teacher_outputs
 
     if st.teacher_handoff is not None:
-        st.teacher_handoff.put((teacher_outputs(st.cache), st.kd_mask))
+        st.teacher_handoff.set_result((teacher_outputs(st.cache), st.kd_mask))
 
 
 def stage_students(st: RunState) -> None:
