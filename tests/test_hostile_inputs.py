@@ -107,9 +107,10 @@ def impute_source_of_another_shape(d: Path):
 
     def config(c: dict) -> None:
         c["data"]["modalities"]["img_full"] = {"kind": "image"}
-        c["distill"] = {"impute": {"img": "img_full"}}
+        c["distill"] = {"term_options": {"impute": {"sources": {"img": "img_full"}}}}
 
-    return _args(_exp(d, arrays=arrays, config=config)), ["distill.impute", "img_full", "(2, 6, 6)", "(2, 5, 5)"]
+    return _args(_exp(d, arrays=arrays, config=config)), ["distill.term_options.impute.sources", "img_full",
+                                                          "(2, 6, 6)", "(2, 5, 5)"]
 
 
 # ---- arrays of unexpected dtype or rank ----

@@ -245,7 +245,8 @@ def _mutate(rng: np.random.Generator, cfg: dict) -> None:
             cfg["uncertainty"] = {"availability_edges": _pick(rng, [[0.5, 0.2], [0.1, 0.1], [-0.1, 0.5], [0.3, 2]])}
         elif r == 13 and len(cfg["data"]["modalities"]) > 1 and cfg["student"]["modalities"]:
             mods = list(cfg["data"]["modalities"])  # an impute source, often of another shape
-            cfg["distill"] = {"impute": {cfg["student"]["modalities"][0]: _pick(rng, mods)}}
+            sources = {cfg["student"]["modalities"][0]: _pick(rng, mods)}
+            cfg["distill"] = {"term_options": {"impute": {"sources": sources}}}
         else:
             for role in ("teacher", "student"):
                 cfg[role]["encoders"] = {"image": "mobilenet"}

@@ -336,12 +336,14 @@ def build_data(arrays: dict[str, np.ndarray], cfg: DataConfig, seed: int = 0, so
 
 
 def check_impute_shapes(data: MultimodalData, impute: dict[str, str], src: str) -> None:
-    """``distill.impute``: each source modality has the per-sample shape of the student modality whose complete
-    version it is (the imputation loss compares them element by element, in that modality's units)."""
+    """``distill.term_options.impute.sources``: each source modality has the per-sample shape of the student
+    modality whose complete version it is (the imputation loss compares them element by element, in that
+    modality's units)."""
     shapes = data.shapes()
     for m, source in impute.items():
         if m in shapes and source in shapes and shapes[m] != shapes[source]:
-            raise CmkdError(f"{src}: 'distill.impute': source '{source}' has per-sample shape {shapes[source]}, but "
+            raise CmkdError(f"{src}: 'distill.term_options.impute.sources': source '{source}' has per-sample shape "
+                            f"{shapes[source]}, but "
                             f"'{m}', whose complete version it stands for, has {shapes[m]}; give a source of the "
                             "same shape")
 
