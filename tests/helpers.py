@@ -4,6 +4,7 @@ And the metrics.json contract, the JSON Schema shipped in the package (``cmkd/sc
 from __future__ import annotations
 
 import json
+import sys
 from importlib import resources
 from pathlib import Path
 
@@ -32,3 +33,20 @@ def check_metrics(doc: dict | str | Path) -> dict:
         doc = json.loads(Path(doc).read_text())
     jsonschema.validate(doc, METRICS_SCHEMA)
     return doc
+
+
+def cli_main(argv: list, capsys) -> tuple[int, str]:  # noqa: ANN001 - pytest's capsys fixture
+    """``cmkd.cli.main`` in this process: (exit code, stderr); earlier captured output is dropped first."""
+    from cmkd.cli import main
+
+    old = sys.argv
+    sys.argv = ["cmkd", *map(str, argv)]
+    capsys.readouterr()
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    finally:
+        sys.argv = old
+    return code, capsys.readouterr().err

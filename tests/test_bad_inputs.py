@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import make_arrays, make_config, write_case
+from helpers import cli_main, make_arrays, make_config, write_case
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -589,20 +589,9 @@ def test_automatic_split_copes_with_many_small_classes() -> None:
         assert len(np.unique(data.targets["y"][data.split == part])) == 40, part
 
 
-def _main(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
-    """``cmkd.cli.main`` in this process: (exit code, stderr)."""
-    from cmkd.cli import main
 
-    old = sys.argv
-    sys.argv = ["cmkd", *map(str, argv)]
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    finally:
-        sys.argv = old
-    return code, capsys.readouterr().err
+def _main(argv: list, capsys: pytest.CaptureFixture) -> tuple[int, str]:
+    return cli_main(argv, capsys)
 
 
 def test_disk_full_during_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

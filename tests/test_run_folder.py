@@ -11,12 +11,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import make_arrays, make_config, write_case
+from helpers import cli_main, make_arrays, make_config, write_case
 
 from cmkd.pipeline import core as pipeline
 from cmkd.pipeline import rundir
@@ -40,20 +39,9 @@ def cut_pipeline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pipeline, "OUTPUT_STAGES", (_write_outputs,))
 
 
-def _main(argv: list, capsys: pytest.CaptureFixture) -> tuple[int, str]:
-    from cmkd.cli import main
 
-    old = sys.argv
-    sys.argv = ["cmkd", *map(str, argv)]
-    capsys.readouterr()
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    finally:
-        sys.argv = old
-    return code, capsys.readouterr().err
+def _main(argv: list, capsys: pytest.CaptureFixture) -> tuple[int, str]:
+    return cli_main(argv, capsys)
 
 
 def _snap(folder: Path) -> dict[str, bytes] | None:
