@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from cmkd.errors import CmkdError
 from cmkd.settings_io import (  # noqa: F401 (re-exported: cmkd.config is where callers find them)
@@ -156,16 +156,10 @@ class ModelConfig(_Strict):
                                                                                            "keyword options, e.g. "
                                                                                            "{periodic: {sigma: 0.03}}")
 
-    @field_validator("encoders")
+    @field_validator("encoders", "encoder_options")
     @classmethod
-    def _known_encoders(cls, v: dict[str, str]) -> dict[str, str]:
-        _check_names("encoders", v)
-        return v
-
-    @field_validator("encoder_options")
-    @classmethod
-    def _known_encoder_options(cls, v: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-        _check_names("encoder_options", v)
+    def _known_encoders(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        _check_names(info.field_name, v)  # the check registered under the field's own name
         return v
 
 
