@@ -106,6 +106,8 @@ class DataConfig(_Strict):
     targets: dict[str, TargetSpec] = Field(description="npz key -> prediction target (at least one)")
     split: str | None = Field("split", description="npz key of the split codes (0 train, 1 val, 2 test, 3 "
                                                    "calibration); null or absent: a seeded random split (65/15/20)")
+    groups: str | None = Field(None, description="npz key of group ids (blocks of space or time): cross-validation "
+                                                 "never splits a group across folds")
     class_names: list[str] | None = Field(None, description="names of the first classification target's classes")
     text_len: int = Field(64, ge=4, description="tokens per text sample")
     max_classes: int = Field(MAX_CLASSES, ge=2, description="classes per classification target a run accepts")
@@ -260,7 +262,7 @@ class ExportConfig(_Strict):
                                            "hist_gradient_boosting reference)")
 
 
-Algorithm = Literal["random_forest", "extra_trees", "hist_gradient_boosting"]
+Algorithm = Literal["random_forest", "extra_trees", "hist_gradient_boosting", "ridge"]
 
 
 class ReferencesConfig(_Strict):

@@ -219,11 +219,13 @@ class Background:
 def classical_finish(cfg: ExperimentConfig, data: MultimodalData, smods: list[str], val: np.ndarray,
                      test: np.ndarray, fits: ClassicalFits, student, metric: str, out: Path,  # noqa: ANN001
                      metrics: dict, recipe_refs: dict | None = None, device: str = "cpu",
-                     student_val: dict[str, float] | None = None) -> dict:
+                     student_val: dict[str, float] | None = None, cv: dict | None = None) -> dict:
     """Fill ``metrics`` with the references, the tree student (exported to ``student_trees.onnx``, timed and
     checked) and the recommendation (see the module docstring). ``student_val``: the network's validation
     figures to compare, where scoring ``student`` on ``val`` would not be out of sample (a refit on train +
-    val). Returns the fitted tree models by name (``student_trees`` and the exportable references), for
+    val). ``cv``: with few labels, the candidates' cross-validated figures (:mod:`cmkd.pipeline.crossval`:
+    ``{"figures": {name: value}, "metric", "higher_is_better"}``), which the recommendation compares instead.
+    Returns the fitted tree models by name (``student_trees`` and the exportable references), for
     :func:`deploy_recommended`."""
     refs: dict[str, dict] = dict(recipe_refs or {})
     # a recipe's own entries keep their names and figures; a generic one of the same name gets ``_labels``
@@ -256,8 +258,17 @@ def classical_finish(cfg: ExperimentConfig, data: MultimodalData, smods: list[st
     for k, v in refs.items():
         if isinstance(v, dict) and isinstance(v.get("val"), dict) and v["val"]:
             cands[k] = {"val": v["val"]}
+    if cv is not None:  # few labels: every candidate by its cross-validated figure
+        cands = {k: {"val": cv["figures"][k]} for k in cands if k in cv["figures"]}
+        if cands:
+            metrics["recommended"] = recommendation(cands, cv["metric"], cv["higher_is_better"])
+            metrics["recommended"].update({"selected_by": "cross-validation", "cv": metrics["recommended"]["val"]})
+            metrics["recommended"]["why"] = metrics["recommended"]["why"].replace("best validation",
+                                                                                  "best cross-validated")
+        return fitted
     if cands:
         metrics["recommended"] = recommendation(cands, metric)
+        metrics["recommended"]["selected_by"] = "validation"
         if student_val is not None and "student" in cands:
             metrics["recommended"]["student_val_from"] = "before the refit on train + validation (best epoch)"
             metrics["recommended"]["why"] += "; the network's figure is from before its refit on train + validation"

@@ -17,6 +17,7 @@ from cmkd.errors import CmkdError
 from cmkd.evaluation.logs import WarningLog, note_few_samples
 from cmkd.evaluation.metrics import HIGHER_IS_BETTER, primary_metric
 from cmkd.io import atomic_write_text
+from cmkd.pipeline import crossval
 from cmkd.pipeline.outputs import (
     stage_analyse,
     stage_deploy,
@@ -106,11 +107,18 @@ def stage_data(st: RunState) -> None:
     if len(st.val) == 0:
         raise CmkdError(f"{source}: the validation split is empty and too few training samples to carve one")
     st.stats = fit_stats(data, st.train_all)
+    if cfg.data.groups is not None:  # where the value enters: one group id per sample
+        g = st.arrays.get(cfg.data.groups)
+        if g is None or np.asarray(g).shape != (data.n,):
+            raise CmkdError(f"{source}: data.groups {cfg.data.groups!r} must name an npz key of {data.n} group ids "
+                            f"(one per sample){'' if g is None else f', got shape {np.asarray(g).shape}'}")
     for name, spec in (cfg.teachers.items() if cfg.teachers else [("teacher", cfg.teacher)]):
         if (len(data.all_present(spec.modalities, st.train)) == 0
                 or len(data.all_present(spec.modalities, st.val)) == 0):
             raise CmkdError(f"{source}: no training/validation sample has all modalities {spec.modalities} of "
                             f"{'teacher' if name == 'teacher' else 'teachers.' + name}")
+    if crossval.applies(st):  # few labels: selection by cross-validation; the deployed models refitted on all
+        crossval.setup(st)
     # the inputs are valid: only now touch the output folder
     st.ck_dir = st.out / ".ckpt"
     if st.main:  # lock, resume check, staging: outputs are swapped in at the end (cmkd.pipeline.rundir)

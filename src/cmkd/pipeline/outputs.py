@@ -161,12 +161,24 @@ def stage_references(st: RunState) -> None:
             t0 = time.perf_counter()
             st.fitted = classical_finish(cfg, st.data, list(cfg.student.modalities), st.val, st.test, fits,
                                          st.models.get("student"), primary_metric(st.data), st.out, st.metrics,
-                                         st.metrics.get("references"), st.dev, student_val=_selection_val(st))
+                                         st.metrics.get("references"), st.dev, student_val=_selection_val(st),
+                                         cv=_cv_figures(st))
         finish = time.perf_counter() - t0
         # the work (fits, tree-student export, its latency, the recommendation), and what it added to the run's
         # wall time (the wait for the background fits once the networks had trained + the rest)
         st.metrics["classical_stage_s"] = round(fits.seconds + finish, 2)
         st.metrics["classical_added_s"] = round(st.classical.waited_s + finish, 2)
+
+
+def _cv_figures(st: RunState) -> dict | None:
+    """With few labels, the candidates' cross-validated figures for the recommendation; the selection's details
+    go to ``metrics["selection"]``."""
+    if not st.cv:
+        return None
+    from cmkd.pipeline.crossval import figures
+
+    st.metrics["selection"] = st.cv
+    return {"figures": figures(st), "metric": st.cv["metric"], "higher_is_better": st.cv["higher_is_better"]}
 
 
 def stage_deploy(st: RunState) -> None:

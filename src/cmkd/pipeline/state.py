@@ -68,8 +68,16 @@ class RunState:
     classical_threads: Any = None  # their thread count, widened once the networks have trained (Threads)
     fitted: dict | None = None  # the classical stage's exportable tree models (references, tree student)
     rundir: RunDir | None = None  # the locked output folder; outputs go to its staging folder (st.out)
+    # selection by cross-validation when labels are few (cmkd.pipeline.crossval); cv: what metrics.json reports
+    cv: dict[str, Any] = field(default_factory=dict)
+    cv_pool: np.ndarray | None = None
+    cv_folds: list[np.ndarray] = field(default_factory=list)
+    cv_yard: Any = None
+    cv_teacher: list[dict] = field(default_factory=list)  # the chosen teacher's outputs per fold
+    teacher_classical: str | None = None  # the chosen teacher when it is a classical model
+    skip: str | None = None  # why distillation was skipped
 
     @property
     def distil(self) -> bool:
         """Whether the distilled student has any teacher term (else it is trained like the baseline)."""
-        return any(v for k, v in self.cfg.distill.weights.items() if k != "task")
+        return self.skip is None and any(v for k, v in self.cfg.distill.weights.items() if k != "task")

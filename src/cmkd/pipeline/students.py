@@ -16,6 +16,7 @@ from cmkd.errors import CmkdError
 from cmkd.evaluation.metrics import predict, primary_metric, task_metrics
 from cmkd.nn.checkpoint import build_model
 from cmkd.nn.models import MultimodalNet, ensemble_of
+from cmkd.pipeline import crossval
 from cmkd.pipeline.state import RunState
 from cmkd.training.distill import best_val, make_loss
 from cmkd.training.distributed import THREADS
@@ -39,6 +40,8 @@ def stage_teachers(st: RunState) -> None:
     if st.cfg.teachers:
         st.models.update(members)
     st.cache, st.kd_mask = _targets(st, st.teacher)
+    if st.cv:  # few labels: the teacher is the network or a classical model, whichever cross-validates better
+        crossval.choose_teacher(st)
 
 
 def train_student(st: RunState, role: str, mods: list[str], distil: bool, t_model: torch.nn.Module,
@@ -150,8 +153,8 @@ def give_teacher(st: RunState) -> None:
     """Hand the teacher's outputs (final: after any aggregation round) to the classical fits."""
     from cmkd.pipeline.classical_stage import teacher_outputs
 
-    if st.teacher_handoff is not None:
-        st.teacher_handoff.set_result((teacher_outputs(st.cache), st.kd_mask))
+    if st.teacher_handoff is not None and not st.teacher_handoff.done():
+        st.teacher_handoff.set_result(None if st.skip else (teacher_outputs(st.cache), st.kd_mask))
 
 
 def stage_students(st: RunState) -> None:
@@ -161,18 +164,28 @@ def stage_students(st: RunState) -> None:
     samples, once the last round's are in: beside its retraining when the recipe announces its rounds, else after
     it)."""
     smods = list(st.cfg.student.modalities)
-    if _data_final(st):
+    if _data_final(st) and not st.cv:
         give_teacher(st)
-    for role in ("student_baseline", "student"):
-        train_student(st, role, smods, role == "student" and st.distil, st.teacher, st.cache, st.kd_mask)
-    # safe distillation: with distill.fallback, a distilled student worse on validation than the baseline is
-    # replaced by the baseline (never worse on validation)
     st.safe = {"fallback": False}
-    if st.cfg.distill.fallback and network_val(st, "student") < network_val(st, "student_baseline"):
+    train_student(st, "student_baseline", smods, False, st.teacher, st.cache, st.kd_mask)
+    if st.cv:  # few labels: the label-only candidates in cross-validation; distil only from a better teacher
+        crossval.label_only(st)
+        give_teacher(st)
+    if st.skip:
         st.models["student"] = copy.deepcopy(st.models["student_baseline"])
-        st.safe["fallback"] = True
-        if "student_baseline" in st.ensemble_val:  # the deployed ensemble's figure is the baseline's now
-            st.ensemble_val["student"] = st.ensemble_val["student_baseline"]
+        st.safe.update({"fallback": True, "skipped": st.skip})
+    else:
+        train_student(st, "student", smods, st.distil, st.teacher, st.cache, st.kd_mask)
+        if st.cv:
+            crossval.distilled(st)
+        # safe distillation: with distill.fallback, a distilled student worse on validation than the baseline is
+        # replaced by the baseline (never worse on validation); with few labels, in cross-validation
+        elif st.cfg.distill.fallback and network_val(st, "student") < network_val(st, "student_baseline"):
+            st.safe["fallback"] = True
+        if st.safe["fallback"]:
+            st.models["student"] = copy.deepcopy(st.models["student_baseline"])
+            if "student_baseline" in st.ensemble_val:  # the deployed ensemble's figure is the baseline's now
+                st.ensemble_val["student"] = st.ensemble_val["student_baseline"]
     # dataset aggregation (e.g. DAgger, Ross et al. 2011): the recipe's ``aggregate`` hook returns extra training
     # samples labelled at the states its trained student visits (None: no more rounds); the distilled student is
     # retrained on the union. Validation and test keep their indices; the baseline keeps the original data.

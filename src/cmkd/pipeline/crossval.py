@@ -1,0 +1,348 @@
+"""Selection by cross-validation when labels are few, and the teacher chosen by evidence.
+
+With at most :data:`CV_MAX_LABELS` labelled samples (training + validation), one validation split of a handful of
+samples cannot tell candidates apart (benchmarks/small_real.py). The run then decides by k-fold cross-validation
+over every labelled sample (:func:`make_folds`: stratified by class, grouped by ``data.groups`` when the data
+declare blocks of space or time, otherwise shuffled):
+
+1. :func:`choose_teacher` (after the network teacher has trained): the teacher is the better, by cross-validation,
+   of the network and :data:`TEACHERS` (linear models and ExtraTrees) on the teacher's inputs. A classical teacher
+   is refitted on every labelled sample and its predictions become the students' soft targets (the network
+   student then learns from its outputs only: the feature and relation terms need a network teacher).
+2. :func:`label_only` (after student_baseline has trained): the label-only candidates on the student's inputs
+   (the references on labels and student_baseline). If the chosen teacher is not better than the best of them by
+   more than one paired standard error of the folds, distillation is skipped: the run says so and the student is
+   the baseline.
+3. :func:`distilled` (after the distilled student): the candidates that learn from the teacher (the references
+   on its pseudo-labels, self-training, the tree student, the distilled network); each fold's teacher is refitted
+   without that fold, so no candidate sees the labels it is scored on. The distilled network is kept only if it
+   beats student_baseline in cross-validation.
+
+Networks in the folds train for the epoch count their own early stopping chose on the validation split. The
+recommendation (:func:`cmkd.pipeline.classical_stage.classical_finish`) then compares every candidate's
+cross-validated figure, and the deployed models are refitted on every labelled sample (``student.refit``).
+
+With several targets the figure is one yardstick over all (:func:`yardstick`): the mean over targets of the RMSE
+divided by the target's standard deviation on the labelled training samples, or of the error rate (1 - accuracy).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from cmkd.classical.references import ReferenceSettings, fit_on_labels, references
+from cmkd.classical.trees import TreeStudent, flat_features
+from cmkd.data.arrays import UNLABELLED, MultimodalData
+from cmkd.evaluation.metrics import HIGHER_IS_BETTER, predict, primary_metric, task_metrics
+from cmkd.nn.checkpoint import build_model
+from cmkd.pipeline.state import RunState
+from cmkd.training.distill import make_loss, teacher_loss
+from cmkd.training.fit import FitSettings, batch_size_for, fit, set_seed
+
+CV_MAX_LABELS = 500  # at most this many labelled samples (train + validation): selection by cross-validation
+FOLDS = 5
+TEACHERS = {"regression": ("ridge", "pls", "extra_trees"), "classification": ("ridge", "extra_trees")}
+STUDENT_LINEAR = ("ridge",)  # a linear reference on the student's inputs beside the forests, in cross-validation
+NO_NETWORK_TEACHER = ("feature", "relation", "contrastive")  # terms that need a network teacher's features
+
+
+def applies(st: RunState) -> bool:
+    """Does this run select by cross-validation: few labels, one teacher, no aggregation rounds, one process?"""
+    from cmkd.training.distributed import world_size
+
+    if st.cfg.teachers or st.cfg.distill.chain or world_size() > 1:
+        return False
+    if st.recipe is not None and st.recipe.aggregate is not None:
+        return False
+    return len(st.train) + len(st.val) <= CV_MAX_LABELS
+
+
+def make_folds(data: MultimodalData, pool: np.ndarray, k: int, seed: int, groups: np.ndarray | None = None
+               ) -> list[np.ndarray]:
+    """``pool`` split into at most ``k`` held-out folds (sorted indices): whole groups together when ``groups``
+    (an (N,) array) is given, else stratified by the first target's class for classification (as many folds as
+    the rarest class allows, at least 2), else shuffled."""
+    rng = np.random.default_rng([seed, 7])
+    if groups is not None:
+        g = np.asarray(groups)[pool]
+        uniq = rng.permutation(np.unique(g))
+        k = max(2, min(k, len(uniq)))
+        which = {u: i % k for i, u in enumerate(uniq)}
+        fold_of = np.array([which[x] for x in g])
+    else:
+        first = next(iter(data.target_kinds))
+        if data.target_kinds[first] == "classification":
+            y = data.targets[first][pool]
+            _, counts = np.unique(y[y != UNLABELLED], return_counts=True)
+            k = max(2, min(k, int(counts.min()) if len(counts) else k))
+            fold_of = np.zeros(len(pool), int)
+            for c in np.unique(y):
+                rows = rng.permutation(np.flatnonzero(y == c))
+                fold_of[rows] = (np.arange(len(rows)) + rng.integers(k)) % k
+        else:
+            k = max(2, min(k, len(pool)))
+            fold_of = rng.permutation(len(pool)) % k
+    return [np.sort(pool[fold_of == f]) for f in range(k) if (fold_of == f).any()]
+
+
+class Yardstick:
+    """The figure every selection compares: the primary metric with one target; with several, the mean over
+    targets of RMSE / (the target's std on the labelled training samples) or of 1 - accuracy (lower is better)."""
+
+    def __init__(self, data: MultimodalData, labelled: np.ndarray) -> None:
+        self.targets = list(data.target_kinds)
+        self.kinds = data.target_kinds
+        if len(self.targets) == 1:
+            self.name = primary_metric(data)
+        else:
+            self.name = "standardised_error"
+        self.higher_is_better = HIGHER_IS_BETTER.get(self.name, False)
+        self.scale = {}
+        for t, kind in data.target_kinds.items():
+            if kind == "regression":
+                y = data.targets[t][labelled].reshape(len(labelled), -1)
+                with np.errstate(all="ignore"):
+                    s = float(np.sqrt(np.nanmean(np.nanvar(y, axis=0))))
+                self.scale[t] = s if np.isfinite(s) and s > 0 else 1.0
+
+    def __call__(self, m: dict) -> float:
+        """The figure from a :func:`cmkd.evaluation.metrics.task_metrics` dict (NaN where a target is missing)."""
+        if len(self.targets) == 1:
+            return float(m.get(self.name, np.nan))
+        parts = []
+        for i, t in enumerate(self.targets):
+            key = (lambda name: name) if i == 0 else (lambda name, t=t: f"{t}/{name}")
+            if self.kinds[t] == "classification":
+                parts.append(1.0 - float(m.get(key("accuracy"), np.nan)))
+            else:
+                parts.append(float(m.get(key("rmse"), np.nan)) / self.scale[t])
+        return float(np.mean(parts))
+
+    def better(self, a: float, b: float) -> bool:
+        """Is figure ``a`` better than ``b``?"""
+        return a > b if self.higher_is_better else a < b
+
+
+def summary(per_fold: list[float]) -> dict:
+    """Mean and standard error of per-fold figures."""
+    v = np.asarray(per_fold, float)
+    se = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float("nan")
+    return {"mean": float(np.nanmean(v)), "se": se, "folds": [float(x) for x in v]}
+
+
+def paired_se(a: list[float], b: list[float]) -> float:
+    """Standard error of the mean per-fold difference ``a - b``."""
+    d = np.asarray(a, float) - np.asarray(b, float)
+    return float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else float("inf")
+
+
+def _epochs(st: RunState, role: str) -> int:
+    """The epoch count ``role``'s early stopping chose on the validation split (its best epoch)."""
+    h = st.histories.get(role) or []
+    vals = [st.sign * r["val_metric"] for r in h if "val_metric" in r]
+    return int(np.argmax(vals)) + 1 if vals else 1
+
+
+def _fold_net(st: RunState, role: str, mods: list[str], mcfg, loss, fit_idx: np.ndarray,  # noqa: ANN001
+              hold: np.ndarray, seed: int, cache: dict | None = None, mask: np.ndarray | None = None) -> dict:
+    """A network trained on ``fit_idx`` for ``role``'s chosen epoch count; its predictions on every sample."""
+    data = st.data
+    ep = _epochs(st, role)
+    fcfg = mcfg.model_copy(update={"epochs": ep, "patience": ep + 1,
+                                   "batch_size": batch_size_for(mcfg, len(fit_idx))})
+    set_seed(seed)
+    net = build_model(data, mods, mcfg, st.cfg)
+    net.set_stats(st.stats)
+    fit(net, data, fit_idx, hold, fcfg, loss,
+        FitSettings(seed=seed, target_stats=st.stats, teacher_cache=cache, kd_mask=mask, quiet=True,
+                    desc=f"{role} (fold)", device=st.dev, select_best=False))
+    return predict(net, data, np.arange(data.n), device=st.dev)
+
+
+def _ref_settings(st: RunState, algorithms: tuple[str, ...], kinds: tuple[str, ...]) -> ReferenceSettings:
+    r = st.cfg.references
+    return ReferenceSettings(seed=st.cfg.seed, n_estimators=r.n_estimators, algorithms=algorithms, kinds=kinds,
+                             refit=False, n_jobs=1)
+
+
+def _say(st: RunState, text: str) -> None:
+    if not st.quiet:
+        print(f"cross-validation: {text}", flush=True)
+
+
+def classical_cache(preds: dict[str, np.ndarray], data: MultimodalData, stats: dict) -> dict:
+    """A classical model's predictions (``t/value`` | ``t/logits``, every sample) as the students' teacher cache:
+    ``{t: {"mean": standardised value, "value"}}`` or ``{t: {"logits": log-probabilities}}``."""
+    out: dict = {}
+    for t, kind in data.target_kinds.items():
+        if kind == "classification" and f"{t}/logits" in preds:
+            out[t] = {"logits": torch.from_numpy(np.asarray(preds[f"{t}/logits"], np.float32))}
+        elif f"{t}/value" in preds:
+            v = np.asarray(preds[f"{t}/value"], np.float32).reshape(data.n, -1)
+            s = stats.get(f"tg:{t}", {"mean": 0.0, "std": 1.0})
+            mean = np.nan_to_num((v - s["mean"]) / s["std"]).astype(np.float32)
+            out[t] = {"mean": torch.from_numpy(mean), "value": torch.from_numpy(v)}
+    return out
+
+
+def setup(st: RunState) -> None:
+    """Start cross-validated selection: the pool (every labelled training and validation sample), the folds, the
+    yardstick; the deployed models are refitted on the pool (``student.refit``)."""
+    data, cfg = st.data, st.cfg
+    st.cv_pool = np.sort(np.concatenate([st.train, st.val]))
+    groups = st.arrays.get(cfg.data.groups) if cfg.data.groups else None
+    st.cv_groups = groups
+    st.cv_folds = make_folds(data, st.cv_pool, FOLDS, cfg.seed, groups)
+    st.cv_yard = Yardstick(data, st.train)
+    cfg.student.refit = True
+    if cfg.references.algorithms:  # a linear reference beside the forests (on spectra, often the best)
+        cfg.references.algorithms = [*cfg.references.algorithms, *(a for a in STUDENT_LINEAR
+                                                                   if a not in cfg.references.algorithms)]
+    st.cv = {"selected_by": "cross-validation", "folds": len(st.cv_folds), "pool": int(len(st.cv_pool)),
+             "blocked_by": cfg.data.groups, "stratified": groups is None and "classification" ==
+             data.target_kinds[next(iter(data.target_kinds))], "metric": st.cv_yard.name,
+             "higher_is_better": st.cv_yard.higher_is_better, "threshold": CV_MAX_LABELS,
+             "candidates": {}, "teacher": {}}
+
+
+def choose_teacher(st: RunState) -> None:
+    """The teacher: the network or one of :data:`TEACHERS` on the teacher's inputs, whichever is best in
+    cross-validation. Keeps the chosen teacher's per-fold outputs (for :func:`distilled`) in ``st.cv_teacher``."""
+    data, cfg, yard = st.data, st.cfg, st.cv_yard
+    tmods = list(cfg.teacher.modalities)
+    kind = data.target_kinds[next(iter(data.target_kinds))]
+    folds = [data.all_present(tmods, f) for f in st.cv_folds]
+    pool = data.all_present(tmods, st.cv_pool)
+    per: dict[str, list[float]] = {"network": []}
+    outs: dict[str, list[dict]] = {"network": []}
+    fitted: list[dict] = []
+    algos = TEACHERS[kind]
+    _say(st, f"choosing the teacher among the network and {', '.join(algos)} on {len(folds)} folds of "
+             f"{len(pool)} labelled samples")
+    for f, hold in enumerate(folds):
+        fit_idx = np.setdiff1d(pool, hold)
+        p = _fold_net(st, "teacher", tmods, cfg.teacher, teacher_loss(cfg.teacher), fit_idx, hold,
+                      cfg.seed + 5000 + f)
+        outs["network"].append(p)
+        per["network"].append(yard(task_metrics(data, hold, {k: v[hold] for k, v in p.items()})))
+        models: dict = {}
+        refs = references(data, tmods, fit_idx, fit_idx, hold, hold, settings=_ref_settings(st, algos, ("labels",)),
+                          models=models)
+        for a in algos:
+            per.setdefault(a, []).append(yard(refs[a]["val"]) if a in refs else np.nan)
+        fitted.append(models)
+    figs = {k: summary(v) for k, v in per.items()}
+    ok = {k: v["mean"] for k, v in figs.items() if np.isfinite(v["mean"])}
+    best = (max if yard.higher_is_better else min)(ok, key=ok.get)
+    st.cv["teacher"] = {"chosen": best, "candidates": figs}
+    x_all = None
+    if best == "network":
+        st.cv_teacher = outs["network"]
+    else:
+        x_all = flat_features(data, tmods, np.arange(data.n))
+        st.cv_teacher = [fitted[f][best].predict(x_all) for f in range(len(folds))]
+        preds = fit_on_labels(best, data, tmods, pool, cfg.seed, cfg.references.n_estimators).predict(x_all)
+        st.cache = classical_cache(preds, data, st.stats)
+        st.teacher_classical = best
+        w = cfg.distill.weights
+        cfg.distill.weights = {k: v for k, v in w.items() if k not in NO_NETWORK_TEACHER}
+    _say(st, f"teacher: {best} ({yard.name} {ok[best]:.4g}; "
+             + ", ".join(f"{k} {v:.4g}" for k, v in ok.items() if k != best) + ")")
+
+
+def _fold_cache(st: RunState, f: int) -> dict:
+    from cmkd.training.teachers import _cache
+
+    p = st.cv_teacher[f]
+    if "features" in p:
+        return _cache(p, list(st.data.target_kinds))
+    return classical_cache(p, st.data, st.stats)
+
+
+def _score(st: RunState, name: str, per_fold: list[float]) -> None:
+    st.cv["candidates"][name] = summary(per_fold)
+
+
+def label_only(st: RunState) -> None:
+    """The label-only candidates on the student's inputs in cross-validation; skips distillation (``st.skip``)
+    when the chosen teacher is not better than the best of them by more than one paired standard error."""
+    data, cfg, yard = st.data, st.cfg, st.cv_yard
+    smods = list(cfg.student.modalities)
+    algos = tuple(cfg.references.algorithms)
+    per: dict[str, list[float]] = {"student_baseline": []}
+    for f, hold in enumerate(st.cv_folds):
+        fit_idx = np.setdiff1d(st.cv_pool, hold)
+        p = _fold_net(st, "student_baseline", smods, cfg.student,
+                      make_loss(cfg, cfg.student.width, None, baseline=True), fit_idx, hold, cfg.seed + 6000 + f)
+        per["student_baseline"].append(yard(task_metrics(data, hold, {k: v[hold] for k, v in p.items()})))
+        if algos:
+            refs = references(data, smods, fit_idx, fit_idx, hold, hold, settings=_ref_settings(st, algos, ("labels",)))
+            for a in algos:
+                per.setdefault(a, []).append(yard(refs[a]["val"]) if a in refs else np.nan)
+    for k, v in per.items():
+        _score(st, k, v)
+    cands = {k: v["mean"] for k, v in st.cv["candidates"].items() if np.isfinite(v["mean"])}
+    best = (max if yard.higher_is_better else min)(cands, key=cands.get)
+    t = st.cv["teacher"]
+    t_folds = t["candidates"][t["chosen"]]["folds"]
+    b_folds = per[best]
+    gain = float(np.mean(t_folds) - np.mean(b_folds)) * (1 if yard.higher_is_better else -1)
+    se = paired_se(t_folds, b_folds) if len(t_folds) == len(b_folds) else float("inf")
+    t.update({"best_label_only": best, "gain_over_label_only": gain, "paired_se": se})
+    if not gain > se:
+        st.skip = (f"no teacher is better than the best model trained on labels alone ({best}) by more than the "
+                   f"noise of {len(b_folds)} folds: the teacher ({t['chosen']}) gains {gain:+.4g} "
+                   f"{yard.name}, standard error {se:.3g}; distillation skipped")
+        t["skipped"] = st.skip
+        _say(st, st.skip)
+
+
+def distilled(st: RunState) -> None:
+    """The candidates that learn from the teacher, in cross-validation (each fold's teacher refitted without the
+    fold); the distilled network replaced by student_baseline (``st.safe["fallback"]``) where it is not better."""
+    data, cfg, yard = st.data, st.cfg, st.cv_yard
+    smods = list(cfg.student.modalities)
+    algos = tuple(cfg.references.algorithms)
+    everyone = np.union1d(st.train_all, st.cv_pool)
+    per: dict[str, list[float]] = {"student": []}
+    for f, hold in enumerate(st.cv_folds):
+        fit_idx = np.setdiff1d(st.cv_pool, hold)
+        all_idx = np.setdiff1d(everyone, hold)
+        cache = _fold_cache(st, f)
+        tout = {f"{t}/{k}": v.numpy() for t, part in cache.items() if isinstance(part, dict)
+                for k, v in part.items()}
+        mask = st.kd_mask
+        p = _fold_net(st, "student", smods, cfg.student,
+                      make_loss(cfg, cfg.student.width, st.teacher.width), all_idx, hold, cfg.seed + 7000 + f,
+                      cache=cache, mask=mask)
+        per["student"].append(yard(task_metrics(data, hold, {k: v[hold] for k, v in p.items()})))
+        if algos:
+            kinds = ("teacher_labels", "self_training")
+            refs = references(data, smods, fit_idx, all_idx, hold, hold, tout, mask,
+                              settings=_ref_settings(st, algos, kinds))
+            for name, e in refs.items():
+                per.setdefault(name, []).append(yard(e["val"]))
+        if cfg.trees.n_estimators:
+            ts = TreeStudent(smods, n_estimators=cfg.trees.n_estimators, seed=cfg.seed, n_jobs=1)
+            ts.fit(data, all_idx, tout, mask, None)
+            per.setdefault("student_trees", []).append(yard(task_metrics(data, hold, ts.predict(data, hold))))
+    for k, v in per.items():
+        if len(v) == len(st.cv_folds):
+            _score(st, k, v)
+    c = st.cv["candidates"]
+    if "student_baseline" in c and not yard.better(c["student"]["mean"], c["student_baseline"]["mean"]):
+        st.safe["fallback"] = True
+    _say(st, ", ".join(f"{k} {v['mean']:.4g}" for k, v in c.items()))
+
+
+def figures(st: RunState) -> dict[str, float]:
+    """Each candidate's cross-validated figure, as the recommendation compares them (``student``: the deployed
+    network, the baseline's figure where it replaced the distilled one)."""
+    c = {k: v["mean"] for k, v in st.cv["candidates"].items()}
+    if st.safe.get("fallback") and "student_baseline" in c:
+        c["student"] = c["student_baseline"]
+    c.pop("student_baseline", None)
+    return c
