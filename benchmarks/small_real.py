@@ -149,7 +149,7 @@ def _negative_beyond_noise(g: list[dict]) -> int:
 
 def table(runs: list[dict], cases: list[str]) -> str:
     """Markdown: one row per case and budget, mean ± std over seeds."""
-    head = ("| case | budget | n labels (train + val) | seeds | recommended (count) | recommended test | "
+    head = ("| case | budget | labels: train / val | seeds | recommended (count) | recommended test | "
             "best label-only test (hindsight) | dividend | dividend (relative) | negative beyond noise | "
             "student_baseline test | teacher test | metrics' own dividend | peak RSS max (MB) | wall s mean |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -162,11 +162,11 @@ def table(runs: list[dict], cases: list[str]) -> str:
             metric = g[0]["metric"]
             d = 3 if metric != "rmse" or case.startswith("samson") else 2
             recs = ", ".join(f"{k} {v}" for k, v in sorted(Counter(r["recommended_model"] for r in g).items()))
-            labels = sorted({r["n_train"] + r["n_val"] for r in g})
+            labels = sorted({f"{r['n_train']} / {r['n_val']}" for r in g})
             own = [r["metrics_dividend"] for r in g if r.get("metrics_dividend") is not None]
             quick = " (quick)" if any(r.get("quick") for r in g) else ""
             lines.append(
-                f"| {case}{quick} ({metric}) | {_budget_text(budget)} | {'/'.join(map(str, labels))} | {len(g)} | "
+                f"| {case}{quick} ({metric}) | {_budget_text(budget)} | {', '.join(labels)} | {len(g)} | "
                 f"{recs} | {ms([r['recommended_test'] for r in g], d)} | "
                 f"{ms([r['label_only_best_test'] for r in g], d)} | {ms([r['dividend'] for r in g], d)} | "
                 f"{ms([100 * r['dividend_rel'] for r in g], 1)}% | {_negative_beyond_noise(g)}/{len(g)} | "
