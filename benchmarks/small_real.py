@@ -1,0 +1,246 @@
+"""The distillation dividend on small REAL cases: does the run's recommended model beat labels alone?
+
+For every case, label budget and seed (``small_real_cases.py``: the Samson hyperspectral scene with RGB and
+4-band students, Tecator spectra with a 4-band student, Japanese Vowels with a 3-channel student, the built-in
+``airquality`` and ``houston`` recipes at label fractions; all REAL data from ``../shared/data``), one default
+``python -m cmkd run <yaml or recipe> --out DIR --quiet --set export.enabled=false`` runs as a subprocess (its
+peak RSS from ``os.wait4``, its wall time). From its ``metrics.json``, on the TEST split:
+
+- the recommended model (the run's own choice on validation) and its test figure;
+- the best label-only model on the student's inputs, chosen with hindsight ON TEST: ``student_baseline`` and every
+  reference with ``trained_on == "labels"``;
+- the dividend: recommended minus best label-only (for RMSE: best label-only minus recommended; positive = the
+  recommendation is better), and relative to the label-only figure; the run's own ``metrics["dividend"]`` too
+  where it has one; the teacher's figure, the recommended model's validation figure and ``selected_by``.
+
+The hindsight makes the label-only side an upper bound of what a user choosing on validation would get, so a
+positive dividend here is conservative. Every run is appended to ``benchmarks/small_real_runs.jsonl`` as it
+finishes; a run already there is skipped (an interrupted or extended sweep resumes). Writes
+``benchmarks/small_real.json`` / ``.md``: per case and budget, mean ± std over seeds.
+
+Usage:
+    python benchmarks/small_real.py [--cases samson_rgb samson_4band tecator vowels airquality houston]
+        [--budgets 20 27 0.01 | smallest | largest] [--seeds 0 1 2] [--quick] [--out /tmp/cmkd-small-real]
+        [--report-only]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from common import BENCH, ROOT, append_run, ms, read_runs, save
+from small_real_cases import BUDGETS, CASES, run_args
+
+from cmkd.errors import CmkdError
+
+RUNS = BENCH / "small_real_runs.jsonl"
+FIXED = ["--set", "export.enabled=false"]  # the ONNX export changes no figure compared here
+NOISE_ABS, NOISE_REL = 0.01, 0.02  # "beyond noise": 1 point of accuracy, 2% of the label-only RMSE
+
+
+def _budget_text(budget: float) -> str:
+    return f"{100 * budget:g}%" if budget < 1 else f"{int(budget)}"
+
+
+def _key(r: dict) -> tuple:
+    return r["case"], float(r["budget"]), int(r["seed"]), bool(r.get("quick"))
+
+
+def _test_figure(m: dict, name: str | None, metric: str) -> float | None:
+    """``name``'s test ``metric``: a model of ``metrics["models"]`` or a reference."""
+    if name is None:
+        return None
+    if name in m.get("models", {}):
+        return m["models"][name]["metrics"].get(metric)
+    return (m.get("references") or {}).get(name, {}).get(metric)
+
+
+def dividend(rec: float, label_only: float, metric: str) -> float:
+    """Signed: positive = the recommended model is better (higher accuracy; for RMSE, lower)."""
+    return label_only - rec if metric == "rmse" else rec - label_only
+
+
+def summarise(m: dict) -> dict:
+    """The figures this benchmark keeps from one run's ``metrics.json``."""
+    metric = m["primary_metric"]
+    better = min if metric == "rmse" else max
+    rec = (m.get("recommended") or {}).get("model")
+    label_only = {"student_baseline": _test_figure(m, "student_baseline", metric)}
+    label_only |= {k: r.get(metric) for k, r in (m.get("references") or {}).items()
+                   if isinstance(r, dict) and r.get("trained_on") == "labels"}
+    label_only = {k: v for k, v in label_only.items() if v is not None}
+    best = better(label_only, key=label_only.get) if label_only else None
+    out = {"metric": metric, "recommended_model": rec, "recommended_test": _test_figure(m, rec, metric),
+           "recommended_val": ((m.get("recommended") or {}).get("val") or {}).get(rec),
+           "selected_by": (m.get("recommended") or {}).get("selected_by"),
+           "label_only_best_model": best, "label_only_best_test": label_only.get(best), "label_only_test": label_only,
+           "teacher_test": _test_figure(m, "teacher", metric),
+           "student_baseline_test": label_only.get("student_baseline"),
+           "student_test": _test_figure(m, "student", metric),
+           "n_train": m["data"]["n_train"], "n_val": m["data"]["n_val"], "n_test": m["data"]["n_test"],
+           "n_train_unlabelled": m["data"].get("n_train_unlabelled")}
+    if out["recommended_test"] is not None and out["label_only_best_test"] is not None:
+        d = dividend(out["recommended_test"], out["label_only_best_test"], metric)
+        out["dividend"] = d
+        out["dividend_rel"] = d / abs(out["label_only_best_test"]) if out["label_only_best_test"] else None
+    if isinstance(m.get("dividend"), dict):
+        out["metrics_dividend"] = m["dividend"]
+    return out
+
+
+def one(case: str, budget: float, seed: int, out: Path, quick: bool) -> dict:
+    """One ``cmkd run`` of ``case`` at ``budget`` and ``seed`` as a subprocess; its record."""
+    folder = out / f"{case}_{_budget_text(budget).rstrip('%')}{'pct' if budget < 1 else ''}_s{seed}"
+    run_dir = folder / "run"
+    cmd = [sys.executable, "-m", "cmkd", "run", *run_args(case, budget, seed, folder / "data"), "--out", str(run_dir),
+           "--quiet", "--overwrite", *FIXED, *(["--quick"] if quick else [])]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "src"), env.get("PYTHONPATH")) if p)
+    folder.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    with open(folder / "stdout.txt", "wb") as so, open(folder / "stderr.txt", "wb") as se:
+        proc = subprocess.Popen(cmd, stdout=so, stderr=se, cwd=ROOT, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = rc = os.waitstatus_to_exitcode(status)  # reaped here; Popen must not wait again
+    wall = time.time() - t0
+    if rc != 0:
+        tail = (folder / "stderr.txt").read_text(errors="replace").strip().splitlines()[-3:]
+        raise RuntimeError(f"exit code {rc}: {' | '.join(tail)}")
+    m = json.loads((run_dir / "metrics.json").read_text())
+    return {"case": case, "budget": budget, "seed": seed, "quick": quick,
+            "command": " ".join(["python", *cmd[1:]]), "wall_s": round(wall, 1),
+            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), **summarise(m)}
+
+
+def _pick_budgets(case: str, wanted: list[str] | None) -> list[float]:
+    """The case's budgets among ``wanted`` (numbers, ``smallest`` or ``largest``; None = all)."""
+    have = list(BUDGETS[case])
+    if not wanted:
+        return have
+    out = []
+    for w in wanted:
+        if w == "smallest":
+            out.append(have[0])
+        elif w == "largest":
+            out.append(have[-1])
+        else:
+            out += [b for b in have if np.isclose(b, float(w))]
+    return list(dict.fromkeys(out))
+
+
+def _negative_beyond_noise(g: list[dict]) -> int:
+    """Runs whose dividend is below minus its std over the seeds and worse than the noise floor (1 point of accuracy,
+    2% of the label-only RMSE)."""
+    d = [r["dividend"] for r in g]
+    sd = float(np.std(d, ddof=1)) if len(d) > 1 else 0.0
+    floor = (lambda r: r["dividend_rel"] < -NOISE_REL) if g[0]["metric"] == "rmse" else (
+        lambda r: r["dividend"] < -NOISE_ABS)
+    return sum(r["dividend"] < -sd and floor(r) for r in g)
+
+
+def table(runs: list[dict], cases: list[str]) -> str:
+    """Markdown: one row per case and budget, mean ± std over seeds."""
+    head = ("| case | budget | labels: train / val | seeds | recommended (count) | recommended test | "
+            "best label-only test (hindsight) | dividend | dividend (relative) | negative beyond noise | "
+            "student_baseline test | teacher test | metrics' own dividend | peak RSS max (MB) | wall s mean |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for case in cases:
+        for budget in BUDGETS[case]:
+            g = sorted((r for r in runs if r["case"] == case and np.isclose(r["budget"], budget)
+                        and r.get("dividend") is not None), key=lambda r: r["seed"])
+            if not g:
+                continue
+            metric = g[0]["metric"]
+            d = 3 if metric != "rmse" or case.startswith("samson") else 2
+            recs = ", ".join(f"{k} {v}" for k, v in sorted(Counter(r["recommended_model"] for r in g).items()))
+            labels = sorted({f"{r['n_train']} / {r['n_val']}" for r in g})
+            own = [r["metrics_dividend"] for r in g if r.get("metrics_dividend") is not None]
+            quick = " (quick)" if any(r.get("quick") for r in g) else ""
+            lines.append(
+                f"| {case}{quick} ({metric}) | {_budget_text(budget)} | {', '.join(labels)} | {len(g)} | "
+                f"{recs} | {ms([r['recommended_test'] for r in g], d)} | "
+                f"{ms([r['label_only_best_test'] for r in g], d)} | {ms([r['dividend'] for r in g], d)} | "
+                f"{ms([100 * r['dividend_rel'] for r in g], 1)}% | {_negative_beyond_noise(g)}/{len(g)} | "
+                f"{np.mean([r['student_baseline_test'] for r in g]):.{d}f} | "
+                f"{np.mean([r['teacher_test'] for r in g if r['teacher_test'] is not None]):.{d}f} | "
+                f"{_own(own)} | {max(r['peak_rss_mb'] for r in g):.0f} | {np.mean([r['wall_s'] for r in g]):.0f} |")
+    return "\n".join(lines)
+
+
+def _own(own: list[dict]) -> str:
+    """The runs' own ``metrics["dividend"]`` (a dict per run), shown as its numeric entries' means."""
+    if not own:
+        return "-"
+    keys = [k for k, v in own[0].items() if isinstance(v, int | float) and not isinstance(v, bool)]
+    means = {k: np.mean([o[k] for o in own if isinstance(o.get(k), int | float)]) for k in keys}
+    return ", ".join(f"{k} {v:.3g}" for k, v in means.items()) or "-"
+
+
+def report(runs: list[dict], cases: list[str]) -> str:
+    seeds = sorted({r["seed"] for r in runs})
+    return "\n".join([
+        "## The distillation dividend on small REAL cases (`python benchmarks/small_real.py`)", "",
+        f"REAL data (not synthetic), seeds {seeds}, test split. Dividend = recommended model's test figure minus the "
+        "best label-only model on the student's inputs (`student_baseline` and the references trained on labels, "
+        "the best chosen ON TEST with hindsight); for RMSE label-only minus recommended; positive = the "
+        "recommendation is better. Negative beyond noise: dividend below minus its std over the seeds and worse "
+        "than -1 point of accuracy / -2% of the label-only RMSE. Default settings everywhere "
+        "(`cmkd run <yaml or recipe> --quiet --set export.enabled=false`; the recipes as "
+        "`benchmarks/label_fraction.py` runs them). Peak RSS: the `cmkd run` process (`os.wait4`).", "",
+        table(runs, cases), ""])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES)
+    ap.add_argument("--budgets", nargs="+", default=None,
+                    help="budgets to run where a case has them (label counts, fractions such as 0.01, or the words "
+                         "smallest / largest); default: every budget of each case")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--quick", action="store_true", help="pass --quick to cmkd run (recorded apart)")
+    ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "cmkd-small-real",
+                    help="folder for the built data and the run folders")
+    ap.add_argument("--report-only", action="store_true", help="only rebuild the table from the recorded runs")
+    args = ap.parse_args()
+    plan = [(c, b) for c in args.cases for b in _pick_budgets(c, args.budgets)]
+    if not args.report_only:
+        done = {_key(r) for r in read_runs(RUNS)}
+        skipped: set[str] = set()
+        for seed in args.seeds:  # seed-major: an interrupted sweep still covers every case
+            for case, budget in plan:
+                if (case, float(budget), seed, args.quick) in done or case in skipped:
+                    continue
+                try:
+                    r = one(case, budget, seed, args.out.resolve(), args.quick)
+                except CmkdError as e:  # the data folder absent, ...
+                    print(f"{case}: skipped ({e})", flush=True)
+                    skipped.add(case)
+                    continue
+                except RuntimeError as e:
+                    print(f"{case} {_budget_text(budget)} seed {seed}: FAILED ({e})", flush=True)
+                    continue
+                append_run(RUNS, r)
+                print(f"{case} {_budget_text(budget)} seed {seed}: recommended {r['recommended_model']} "
+                      f"{r['recommended_test']:.4f}, best label-only {r['label_only_best_model']} "
+                      f"{r['label_only_best_test']:.4f}, dividend {r['dividend']:+.4f} ({r['wall_s']} s, "
+                      f"{r['peak_rss_mb']:.0f} MB)", flush=True)
+    wanted = {(c, float(b)) for c, b in plan}
+    runs: dict[tuple, dict] = {}
+    for r in read_runs(RUNS):  # the last record of each run; quick ones only when asked for
+        if (r["case"], float(r["budget"])) in wanted and r["seed"] in args.seeds and bool(r.get("quick")) == args.quick:
+            runs[_key(r)] = r
+    save("small_real", {"cases": args.cases, "seeds": args.seeds, "quick": args.quick, "runs": list(runs.values())},
+         report(list(runs.values()), args.cases))
+
+
+if __name__ == "__main__":
+    main()
