@@ -23,7 +23,7 @@ __all__ = ["escape", "figure_html", "print_summary", "table_html", "write_report
 
 _KNOWN_TOP = {"name", "recipe", "seed", "primary_metric", "data", "models", "export", "references", "quick",
               "synthetic", "costs", "uncertainty", "recommended", "deployed", "export_trees",
-              "distillation_outlook", "channels", Role.BLEND}
+              "distillation_outlook", "channels", "dividend", Role.BLEND}
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1150px;color:#222;padding:0 1em}
 h1{margin-bottom:.2em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
@@ -33,7 +33,9 @@ border-radius:4px}
 .meta span{margin-right:1.5em}.figs{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}
 img{max-width:100%}img.small{max-width:calc(33.3% - .7em)}
 pre{background:#f6f6f6;padding:.8em;overflow:auto;font-size:.85em}.note{color:#666}
-.tbl{max-width:100%;overflow-x:auto}.quick{background:#fff3cd;border:1px solid #e0c060;padding:.5em .8em}"""
+.tbl{max-width:100%;overflow-x:auto}.quick{background:#fff3cd;border:1px solid #e0c060;padding:.5em .8em}
+.dividend{background:#e8f4ea;border-left:4px solid #2e7d32;padding:.5em .8em}
+.dividend.none{background:#f3f3f3;border-left-color:#999}"""
 
 
 def _uncertainty(metrics: dict) -> str:
@@ -190,6 +192,18 @@ def _header(metrics: dict) -> str:
     return f"<h1>{esc(metrics.get('name', 'cmkd run'))}{badge}</h1><p class='meta'>{spans}</p>{quick}"
 
 
+def _dividend(metrics: dict) -> str:
+    """The distillation dividend (``metrics["dividend"]``, :mod:`cmkd.evaluation.dividend`) as a highlighted
+    paragraph: the recommended model against the best one trained on the labels alone."""
+    d = metrics.get("dividend")
+    if not isinstance(d, dict) or not d.get("sentence"):
+        return ""
+    cls = "dividend none" if d.get("label_only_recommended") else "dividend"
+    return (f"<p class='{cls}'><b>Distillation dividend:</b> {esc(d['sentence'])}. <span class='note'>Test: "
+            f"against the best of {esc(d.get('n_label_only'))} label-only models on test, picked with hindsight; "
+            f"{esc(d.get('val_from', 'validation'))}: what the recommendation compared.</span></p>")
+
+
 def write_report(path: str | Path, metrics: dict, histories: dict[str, list[dict]],
                  predictions: dict[str, dict], extra_html: list[str] | None = None) -> Path:
     """Write a self-contained ``report.html`` for one run.
@@ -213,7 +227,7 @@ def write_report(path: str | Path, metrics: dict, histories: dict[str, list[dict
     primary = str(metrics.get("primary_metric", "metric"))
     extra = {k: v for k, v in metrics.items() if k not in _KNOWN_TOP}
     sections = [
-        _header(metrics),
+        _header(metrics), _dividend(metrics),
         "<h2>Summary</h2>", _summary(metrics), _references(metrics), _outlook(metrics), _uncertainty(metrics),
         "<h2>Training curves</h2>", curves_html(histories or {}, primary),
         "<h2>Test predictions</h2>", predictions_html(predictions or {}),
@@ -267,6 +281,8 @@ def print_summary(metrics: dict, out: Path | None = None) -> None:
         rec, dep = metrics["recommended"], metrics.get("deployed") or {}
         con.print(f"recommended student: {rec['model']} ({rec['why']})"
                   + (f"; student.onnx holds {dep['model']}" if dep else ""))
+    if isinstance(metrics.get("dividend"), dict) and metrics["dividend"].get("sentence"):
+        con.print(f"distillation dividend: {metrics['dividend']['sentence']}", markup=False, highlight=False)
     for role, m in partial.items():
         where = ("validation samples" if m.get("scored_on") == "val"
                  else f"of the {n_test:,} test samples, those with all its modalities")

@@ -205,8 +205,12 @@ def stage_analyse(st: RunState) -> None:
 
 def stage_write(st: RunState) -> None:
     """metrics.json, report.html, histories.json and logs/<model>.csv (atomically); the checkpoints are removed."""
+    from cmkd.evaluation.dividend import dividend
     from cmkd.evaluation.report import write_report
 
+    div = dividend(st.metrics)  # the recommended model against the best label-only one
+    if div is not None:
+        st.metrics["dividend"] = div
     write_report(st.out / "report.html", st.metrics, st.histories, st.predictions, st.extra_html)
     atomic_write_text(st.out / "histories.json", dumps(st.histories, indent=1))
     write_history_csvs(st.out / "logs", st.histories)
