@@ -158,6 +158,9 @@ def dividend(metrics: dict) -> dict | None:
     cv = rec.get("cv")
     by_cv = isinstance(cv, dict) and bool(cv)
     selection: dict = cv if by_cv else (rec.get("val") if isinstance(rec.get("val"), dict) else {})
+    if by_cv:  # every candidate's cross-validated figure, student_baseline's too (metrics["selection"])
+        folds = _get(metrics, "selection", "candidates") or {}
+        selection = {**{k: v.get("mean") for k, v in folds.items() if isinstance(v, dict)}, **selection}
     vals = {n: _val_figure(metrics, n, metric, selection) for n in names}
     tests = {n: _test_figure(metrics, n, metric) for n in names}
     bv, bt = _best(vals, higher), _best(tests, higher)
