@@ -10,9 +10,12 @@ declare blocks of space or time, otherwise shuffled):
    is refitted on every labelled sample and its predictions become the students' soft targets (the network
    student then learns from its outputs only: the feature and relation terms need a network teacher).
 2. :func:`label_only` (after student_baseline has trained): the label-only candidates on the student's inputs
-   (the references on labels and student_baseline). If the chosen teacher is not better than the best of them by
-   more than one paired standard error of the folds, distillation is skipped: the run says so and the student is
-   the baseline.
+   (the references on labels and student_baseline). If the chosen teacher is not better than the best of them in
+   cross-validation, distillation is skipped: the run says so and the student is the baseline. (Skipping also
+   where the teacher's gain was within one paired standard error of the folds was tried: on Tecator with 20
+   labels, seed 0, it skipped a teacher 0.59 RMSE better, standard error 1.78, and the run handed over ridge on
+   labels at 11.4 test RMSE; the cross-validated recommendation already keeps a label-only model where the
+   distilled ones do not pay.)
 3. :func:`distilled` (after the distilled student): the candidates that learn from the teacher (the references
    on its pseudo-labels, self-training, the tree student, the distilled network); each fold's teacher is refitted
    without that fold, so no candidate sees the labels it is scored on. The distilled network is kept only if it
@@ -268,7 +271,8 @@ def _score(st: RunState, name: str, per_fold: list[float]) -> None:
 
 def label_only(st: RunState) -> None:
     """The label-only candidates on the student's inputs in cross-validation; skips distillation (``st.skip``)
-    when the chosen teacher is not better than the best of them by more than one paired standard error."""
+    when the chosen teacher is not better than the best of them (the gain and its paired standard error are
+    reported either way)."""
     data, cfg, yard = st.data, st.cfg, st.cv_yard
     smods = list(cfg.student.modalities)
     algos = tuple(cfg.references.algorithms)
@@ -292,9 +296,9 @@ def label_only(st: RunState) -> None:
     gain = float(np.mean(t_folds) - np.mean(b_folds)) * (1 if yard.higher_is_better else -1)
     se = paired_se(t_folds, b_folds) if len(t_folds) == len(b_folds) else float("inf")
     t.update({"best_label_only": best, "gain_over_label_only": gain, "paired_se": se})
-    if not gain > se:
-        st.skip = (f"no teacher is better than the best model trained on labels alone ({best}) by more than the "
-                   f"noise of {len(b_folds)} folds: the teacher ({t['chosen']}) gains {gain:+.4g} "
+    if not gain > 0:
+        st.skip = (f"no teacher is better than the best model trained on labels alone ({best}) in "
+                   f"cross-validation over {len(b_folds)} folds: the teacher ({t['chosen']}) gains {gain:+.4g} "
                    f"{yard.name}, standard error {se:.3g}; distillation skipped")
         t["skipped"] = st.skip
         _say(st, st.skip)
