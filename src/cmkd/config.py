@@ -215,8 +215,6 @@ class DistillConfig(_Strict):
                                                                      "the student's, e.g. [[msi, rgb]]")
     adaptive_weights: bool = Field(False, description="availability-adaptive weights: task term x (0.5 + a), teacher "
                                                       "terms x (1.5 - a), a = the sample's observed share")
-    fallback: bool = Field(False, description="keep student_baseline when the distilled student scores worse on "
-                                              "validation")
 
     @field_validator("weights")
     @classmethod

@@ -22,6 +22,9 @@ from cmkd.validate import safe_load_yaml, yaml_value
 # key in ``teacher``, ``student`` or a ``teachers`` member.
 _NO_EFFECT = "it was removed (the default behaviour stays)"
 REPLACED: dict[str, str] = {
+    "distill.fallback": "removed: the distilled student is always compared with student_baseline (on validation, or "
+                        "in cross-validation with few labels) and the better one is deployed (metrics.json "
+                        "distill.fallback says which)",
     "distill.nll_beta": "moved to 'teacher.nll_beta' and 'student.nll_beta' (each model's own task loss)",
     "distill.impute": "moved to 'distill.term_options.impute.sources'",
     "device": "moved to the --device option of cmkd run (run(..., device=...)): where a run trains is not part of "
@@ -49,7 +52,7 @@ REPLACED: dict[str, str] = {
                                "distill.weights",
     "distill.kd_ramp": "was removed: it did not help in benchmarks/airquality_distill.py",
     "distill.kd_gate": "was removed: it switched kd off where kd helped (benchmarks/airquality_distill.py); "
-                       "distill.fallback keeps the baseline where the distilled student is worse",
+                       "the run keeps student_baseline where the distilled student is worse",
     "distill.teacher_view": "was removed: kd from the teacher's view of the student's modalities did not help "
                             "(houston); the teacher sees all its modalities",
     "model.refit": "is a student setting: student.refit",

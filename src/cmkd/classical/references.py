@@ -27,8 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.base import BaseEstimator, RegressorMixin
 
+from cmkd.classical.linear import LINEAR, linear_model
 from cmkd.classical.trees import LOG_EPS, FitMemo, fit_once, flat_features, forest, soft_targets
 from cmkd.config import ExperimentConfig, ReferencesConfig, StudentConfig, default_of
 from cmkd.data.arrays import TEXT_VOCAB, UNLABELLED, MultimodalData
@@ -43,45 +43,6 @@ MAX_FIT_SAMPLES = 20000  # training samples per fit at most (a seeded random sub
 SELF_TRAINING = ("extra_trees",)
 # the cheaper model wins a tie on validation: references (one line of scikit-learn) < tree student < network
 SIMPLICITY = {"reference": 0, "student_trees": 1, "student": 2}
-# linear models (missing values imputed by the training mean, features standardised): the teacher candidates for
-# spectra and other wide, nearly linear inputs (:mod:`cmkd.pipeline.crossval`); ``pls``: regression only
-LINEAR = ("ridge", "pls")
-
-
-def linear_model(algorithm: str, classification: bool, seed: int):  # noqa: ANN201 - a scikit-learn pipeline
-    """``ridge``: RidgeCV over alphas 1e-3..1e3 (a logistic regression for a classification target);
-    ``pls``: partial least squares with up to 10 components (:class:`SmallPLS`; classification: as ``ridge``)."""
-    from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LogisticRegression, RidgeCV
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    if classification:
-        est = LogisticRegression(C=1.0, max_iter=2000, random_state=seed)
-    elif algorithm == "pls":
-        est = SmallPLS()
-    else:
-        est = RidgeCV(alphas=np.logspace(-3, 3, 13))
-    return make_pipeline(SimpleImputer(keep_empty_features=True), StandardScaler(), est)
-
-
-class SmallPLS(RegressorMixin, BaseEstimator):
-    """Partial least squares with ``min(10, n_samples - 2, n_features)`` components (PLS on a spectrum with tens of
-    labels; ``PLSRegression`` itself fails when asked for more components than the data have)."""
-
-    def fit(self, x: np.ndarray, y: np.ndarray) -> SmallPLS:
-        from sklearn.cross_decomposition import PLSRegression
-
-        k = int(max(1, min(10, len(x) - 2, x.shape[1])))
-        self.shape_ = np.shape(y)[1:]
-        self.model_ = PLSRegression(n_components=k, scale=False).fit(x, np.asarray(y).reshape(len(x), -1))
-        return self
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        p = self.model_.predict(x)
-        return p.reshape((len(x),) + self.shape_)
-
-
 @dataclass(frozen=True)
 class ReferenceSettings:
     """How :func:`references` fits; the defaults are the config's (:class:`cmkd.config.ReferencesConfig`).

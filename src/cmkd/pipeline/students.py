@@ -178,9 +178,9 @@ def stage_students(st: RunState) -> None:
         train_student(st, "student", smods, st.distil, st.teacher, st.cache, st.kd_mask)
         if st.cv:
             crossval.distilled(st)
-        # safe distillation: with distill.fallback, a distilled student worse on validation than the baseline is
-        # replaced by the baseline (never worse on validation); with few labels, in cross-validation
-        elif st.cfg.distill.fallback and network_val(st, "student") < network_val(st, "student_baseline"):
+        # safe distillation: a distilled student worse on validation than the baseline is replaced by the baseline
+        # (never worse on validation; student_baseline is a candidate); with few labels, in cross-validation
+        elif network_val(st, "student") < network_val(st, "student_baseline"):
             st.safe["fallback"] = True
         if st.safe["fallback"]:
             st.models["student"] = copy.deepcopy(st.models["student_baseline"])

@@ -81,7 +81,7 @@ def outlook(data: MultimodalData, train: np.ndarray, train_all: np.ndarray, cach
         verdict = "no teacher/baseline validation history to judge from"
     elif rel is not None and rel <= 0.01:
         verdict = ("unlikely: the teacher is not clearly better than the baseline student on validation, so there "
-                   "is little to pass on (distill.fallback keeps the baseline if the distilled student is worse)")
+                   "is little to pass on (the run keeps the baseline if the distilled student is worse)")
     elif n_unl < max(len(train), 1):
         verdict = ("modest: the teacher is better, but few unlabelled paired samples exist, so kd acts mostly "
                    "on the labelled samples (close to label smoothing)")
