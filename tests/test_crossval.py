@@ -1,0 +1,127 @@
+"""Selection by cross-validation with few labels and the teacher chosen by evidence (cmkd.pipeline.crossval), on
+tiny SYNTHETIC data: folds, the several-target yardstick, and whole runs where a linear teacher must win."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+import cmkd
+from cmkd.config import DataConfig
+from cmkd.data.arrays import build_data
+from cmkd.pipeline.crossval import CV_MAX_LABELS, Yardstick, make_folds
+
+
+def _data(y: dict, n: int) -> object:
+    arrays = {"x": np.random.default_rng(0).normal(size=(n, 3)).astype(np.float32), **y,
+              "split": np.zeros(n, np.int64)}
+    arrays["split"][-1] = 2  # one test sample (the pool below is the others)
+    cfg = DataConfig(modalities={"x": {"kind": "vector"}},
+                     targets={k: {"kind": "classification" if v.dtype.kind == "i" else "regression"}
+                              for k, v in y.items()})
+    return build_data(arrays, cfg, 0, "test")
+
+
+def test_folds_stratified_grouped_and_disjoint() -> None:
+    y = np.r_[np.repeat(np.arange(3), 4), 0]  # 4 labels per class: 4 folds at most
+    data = _data({"c": y}, 13)
+    pool = np.arange(12)
+    folds = make_folds(data, pool, 5, 0)
+    assert len(folds) == 4
+    assert np.array_equal(np.sort(np.concatenate(folds)), pool)  # a partition of the pool
+    for f in folds:  # stratified: one sample of each class per fold
+        assert sorted(y[f].tolist()) == [0, 1, 2]
+    groups = np.r_[np.repeat(np.arange(6), 2), 6]
+    folds = make_folds(data, pool, 5, 1, groups)
+    assert np.array_equal(np.sort(np.concatenate(folds)), pool)
+    owner = {g: {i for i, f in enumerate(folds) if np.isin(np.flatnonzero(groups == g), f).any()} for g in range(6)}
+    assert all(len(v) == 1 for v in owner.values())  # no group split across folds
+
+
+def test_yardstick_several_targets_standardised() -> None:
+    rng = np.random.default_rng(0)
+    y1 = rng.normal(0, 10, size=(40, 1)).astype(np.float32)
+    y2 = rng.integers(0, 2, 40)
+    data = _data({"a": y1, "b": y2}, 40)
+    yard = Yardstick(data, np.arange(40))
+    assert yard.name == "standardised_error" and not yard.higher_is_better
+    s = float(np.sqrt(np.var(y1)))
+    got = yard({"rmse": 5.0, "b/accuracy": 0.75})
+    assert got == pytest.approx((5.0 / s + 0.25) / 2)
+    one = Yardstick(_data({"a": y1}, 40), np.arange(40))
+    assert one.name == "rmse" and one({"rmse": 3.0}) == 3.0
+
+
+def _spectra_case(tmp_path: Path, groups: bool = False) -> Path:
+    """A SYNTHETIC spectrum -> value case: the target is linear in a 60-band teacher input, the 3-band student sees
+    it only non-linearly; 24 labels, 300 paired unlabelled samples."""
+    rng = np.random.default_rng(0)
+    n = 420
+    z = rng.uniform(-1, 1, size=(n, 2))
+    bands = np.linspace(0, 1, 60)
+    spectrum = (z[:, :1] * np.sin(3 * bands) + z[:, 1:] * np.cos(2 * bands)
+                + 0.01 * rng.normal(size=(n, 60))).astype(np.float32)
+    y = (2 * z[:, 0] - z[:, 1]).astype(np.float32)[:, None]
+    student = np.stack([np.tanh(2 * z[:, 0]), z[:, 1] ** 3, rng.normal(size=n)], 1).astype(np.float32)
+    split = np.r_[np.zeros(320), np.ones(8), np.full(92, 2)].astype(np.int64)
+    yy = y.copy()
+    yy[16:320] = np.nan  # 16 + 8 labels
+    arrays = {"spectrum": spectrum, "student": student, "y": yy, "split": split}
+    if groups:
+        arrays["block"] = np.arange(n) // 4
+    np.savez(tmp_path / "data.npz", **arrays)
+    cfg = {"name": "spectra-synthetic", "seed": 0,
+           "data": {"path": "data.npz", "modalities": {"spectrum": {"kind": "vector"}, "student": {"kind": "vector"}},
+                    "targets": {"y": {"kind": "regression"}}, **({"groups": "block"} if groups else {})},
+           "teacher": {"modalities": ["spectrum"], "width": 16, "epochs": 4},
+           "student": {"modalities": ["student"], "width": 16, "epochs": 4},
+           "references": {"n_estimators": 20}, "trees": {"n_estimators": 20}, "export": {"enabled": False}}
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(cfg))
+    return tmp_path / "exp.yaml"
+
+
+def test_linear_teacher_chosen_and_cross_validated_recommendation(tmp_path: Path) -> None:
+    m = cmkd.run(str(_spectra_case(tmp_path, groups=True)), tmp_path / "run", quiet=True)
+    sel = m["selection"]
+    assert sel["selected_by"] == "cross-validation" and sel["pool"] == 24 and sel["blocked_by"] == "block"
+    t = sel["teacher"]
+    assert set(t["candidates"]) == {"network", "ridge", "pls", "extra_trees"}
+    # a 4-epoch network cannot fit 16 labels; a linear model of a linear spectrum can
+    assert t["chosen"] in ("ridge", "pls")
+    figs = {k: v["mean"] for k, v in t["candidates"].items()}
+    assert figs[t["chosen"]] == min(figs.values())
+    assert all(len(v["folds"]) == sel["folds"] for v in sel["candidates"].values())
+    rec = m["recommended"]
+    assert rec["selected_by"] == "cross-validation"
+    best = min(rec["cv"], key=rec["cv"].get)
+    assert rec["model"] == best or abs(rec["cv"][rec["model"]] - rec["cv"][best]) <= rec["tie_tolerance"]
+    # the classical teacher's pseudo-labels reach the tree references, and the dividend is reported
+    assert "extra_trees_teacher_labels" in m["references"] and "ridge" in m["references"]
+    assert m["dividend"]["val_from"] == "cross-validation"
+    assert "feature" not in m["distill"]["weights"]  # a classical teacher has no features to match
+
+
+def test_many_labels_keep_the_validation_split(tmp_path: Path) -> None:
+    from cmkd.data.cases import make_sparse_case, sparse_case_config
+
+    np.savez(tmp_path / "data.npz", **make_sparse_case(n=1500, seed=0, label_fraction=1.0))
+    cfg = sparse_case_config("regression", epochs=2)
+    cfg["references"] = {"n_estimators": 10}
+    cfg["trees"] = {"n_estimators": 10}
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(cfg))
+    m = cmkd.run(str(tmp_path / "exp.yaml"), tmp_path / "run", quiet=True)
+    assert m["data"]["n_train"] + m["data"]["n_val"] > CV_MAX_LABELS
+    assert "selection" not in m and m["recommended"]["selected_by"] == "validation"
+
+
+def test_groups_key_checked_where_it_enters(tmp_path: Path) -> None:
+    path = _spectra_case(tmp_path)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["data"]["groups"] = "nope"
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(cmkd.CmkdError, match="data.groups 'nope' must name an npz key of 420 group ids"):
+        cmkd.run(str(path), tmp_path / "run", quiet=True)
+    assert not (tmp_path / "run").exists()
