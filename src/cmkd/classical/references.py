@@ -353,14 +353,15 @@ def simplicity(name: str) -> int:
     return SIMPLICITY.get(name, 2 if name.startswith("student") else SIMPLICITY["reference"])
 
 
-def _pick(vals: dict[str, float], candidates: dict[str, dict | float], hib: bool, tol: float) -> str:
+def _pick(vals: dict[str, float], candidates: dict[str, dict | float], hib: bool, tol: float,
+          prefer: frozenset[str] = frozenset()) -> str:
     """The cheapest of the candidates within ``tol`` of the best of ``vals`` (finite validation figures); among
-    equally cheap ones the better figure, then the name."""
+    equally cheap ones the better figure, then the name. ``prefer``: candidates that win a tie first."""
     best = max(vals.values()) if hib else min(vals.values())
 
     def cost(k: str) -> tuple:
         c = candidates[k].get("cost") if isinstance(candidates[k], dict) else None
-        return (c if c is not None else 0.0, simplicity(k), -vals[k] if hib else vals[k], k)
+        return (k not in prefer, c if c is not None else 0.0, simplicity(k), -vals[k] if hib else vals[k], k)
 
     return min((k for k, v in vals.items() if abs(v - best) <= tol), key=cost)
 
@@ -391,13 +392,14 @@ def recommend(candidates: dict[str, dict | float], metric: str, higher_is_better
 
 
 def recommendation(candidates: dict[str, dict | float], metric: str, higher_is_better: bool | None = None,
-                   tol: float = 0.0) -> dict:
+                   tol: float = 0.0, prefer: frozenset[str] = frozenset()) -> dict:
     """:func:`recommend` with its reasons: ``{"model", "why", "val": {name: value}, "best_on_val",
-    "tie_tolerance"}``. Candidates within ``tol`` of the best are tied, and the cheapest of them is recommended."""
+    "tie_tolerance"}``. Candidates within ``tol`` of the best are tied, and the cheapest of them is recommended
+    (the ones in ``prefer`` first)."""
     hib = HIGHER_IS_BETTER.get(metric.split("/")[-1], True) if higher_is_better is None else higher_is_better
     finite = _finite(candidates, metric)
-    best_name = _pick(finite, candidates, hib, 0.0)  # the strictly best (an exact tie: the cheaper)
-    name = _pick(finite, candidates, hib, tol)
+    best_name = _pick(finite, candidates, hib, 0.0, prefer)  # the strictly best (an exact tie: the cheaper)
+    name = _pick(finite, candidates, hib, tol, prefer)
     if finite[name] == finite[best_name]:
         best_name = name
     vals = {k: _val(v, metric) for k, v in candidates.items()}
@@ -408,7 +410,8 @@ def recommendation(candidates: dict[str, dict | float], metric: str, higher_is_b
         if runner is not None:
             why += f"; next {runner[1]} ({runner[0]:.4f})"
             if abs(runner[0] - vals[name]) <= tol:
-                why += ", a tie broken toward the cheaper model"
+                why += (", a tie broken toward the model that learnt from the teacher" if name in prefer
+                        and runner[1] not in prefer else ", a tie broken toward the cheaper model")
     else:
         why = (f"validation {metric} {vals[name]:.4f} is within {tol:.4f} of the best, {best_name} "
                f"({vals[best_name]:.4f}): the cheapest of the tied models; {len(vals)} candidates")

@@ -8,7 +8,9 @@ Samples with neither (no label, teacher absent) are not used.
 
 Features (:func:`flat_features`): numeric modalities flattened in C order (images, sequences and signals
 alike), NaN kept (scikit-learn >= 1.6 forests split on NaN natively: a node sends NaN to the side
-``missing_go_to_left`` says); text token ids become a bag of hashed words (counts of ids 1..vocab-1).
+``missing_go_to_left`` says); a sequence's channels also summarised over time (:func:`sequence_summary`: mean,
+std, min, max of the observed steps, so that series of unequal length, padded with NaN, compare); text token ids
+become a bag of hashed words (counts of ids 1..vocab-1).
 
 ONNX: :mod:`cmkd.classical.trees_onnx` (the graphs of this module's forests and of the references).
 """
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cmkd.classical.trees_onnx import LOG_EPS, TEXT, check_onnx, ensemble_onnx, save_onnx
+from cmkd.classical.trees_onnx import LOG_EPS, SEQUENCE, TEXT, check_onnx, ensemble_onnx, save_onnx
 from cmkd.config import TreesConfig, default_of
 from cmkd.data.arrays import TEXT_VOCAB, UNLABELLED, MultimodalData
 from cmkd.errors import CmkdError
@@ -42,10 +44,31 @@ def flat_features(data: MultimodalData, modalities: list[str], idx: np.ndarray, 
         if data.kinds[m] == TEXT:
             parts.append(bag_of_words(x, text_vocab))
             continue
-        x = x.reshape(len(idx), -1).astype(np.float32, copy=True)
+        x = x.astype(np.float32, copy=True)
         x[~data.present[m][idx]] = np.nan
-        parts.append(x)
+        parts.append(x.reshape(len(idx), -1))
+        if data.kinds[m] == SEQUENCE:
+            parts.append(sequence_summary(x))
     return np.concatenate(parts, axis=1) if parts else np.zeros((len(idx), 0), np.float32)
+
+
+def sequence_summary(x: np.ndarray) -> np.ndarray:
+    """(n, 4 C) float32: per channel of (n, T, C) sequences, the mean, std, min and max over the observed
+    (non-NaN) steps; NaN for a channel with none. Computed as the ONNX graph computes it
+    (:func:`cmkd.classical.trees_onnx.ensemble_onnx`), so that exported trees see the same features."""
+    x = np.asarray(x, np.float32)
+    nan = np.isnan(x)
+    cnt = (~nan).sum(axis=1).astype(np.float32)
+    zero = np.where(nan, np.float32(0), x)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = zero.sum(axis=1) / cnt
+        var = (zero * zero).sum(axis=1) / cnt - mean * mean
+    std = np.sqrt(np.abs(var))
+    mn = np.where(nan, np.float32(np.inf), x).min(axis=1)
+    mx = np.where(nan, np.float32(-np.inf), x).max(axis=1)
+    mn = np.where(np.isinf(mn), np.float32(np.nan), mn)
+    mx = np.where(np.isinf(mx), np.float32(np.nan), mx)
+    return np.concatenate([mean, std, mn, mx], axis=1).astype(np.float32)
 
 
 def bag_of_words(ids: np.ndarray, vocab: int) -> np.ndarray:

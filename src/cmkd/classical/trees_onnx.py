@@ -22,6 +22,7 @@ from cmkd.errors import CmkdError
 from cmkd.io import atomic_write
 
 TEXT = "text"
+SEQUENCE = "sequence"
 PRODUCER = "cmkd-trees"  # the ONNX producer name of tree models (their <target>_std is not the network's)
 LOG_EPS = 1e-7  # probabilities are clipped here before the log that turns them into logits
 
@@ -197,6 +198,42 @@ def as_logits(prob: np.ndarray) -> np.ndarray:
     return np.log(np.clip(prob, LOG_EPS, None))
 
 
+def _summary_nodes(m: str, nodes: list, inits: list) -> str:
+    """Nodes computing :func:`cmkd.classical.trees.sequence_summary` of sequence input ``m`` (batch, T, C): per
+    channel the mean, std, min and max over the non-NaN steps (NaN for none), as (batch, 4 C)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    def c(name: str, v: float | list) -> str:
+        dtype = np.int64 if isinstance(v, list) else np.float32
+        inits.append(numpy_helper.from_array(np.array(v, dtype), f"{m}_{name}"))
+        return f"{m}_{name}"
+
+    z, inf, ninf, nan, ax = c("zero", 0.0), c("inf", np.inf), c("ninf", -np.inf), c("nan", np.nan), c("ax", [1])
+    n = f"{m}_s"
+    nodes += [helper.make_node("IsNaN", [m], [f"{n}_isnan"]),
+              helper.make_node("Not", [f"{n}_isnan"], [f"{n}_ok"]),
+              helper.make_node("Cast", [f"{n}_ok"], [f"{n}_okf"], to=TensorProto.FLOAT),
+              helper.make_node("ReduceSum", [f"{n}_okf", ax], [f"{n}_cnt"], keepdims=0),
+              helper.make_node("Where", [f"{n}_isnan", z, m], [f"{n}_x0"]),
+              helper.make_node("ReduceSum", [f"{n}_x0", ax], [f"{n}_s1"], keepdims=0),
+              helper.make_node("Mul", [f"{n}_x0", f"{n}_x0"], [f"{n}_sq"]),
+              helper.make_node("ReduceSum", [f"{n}_sq", ax], [f"{n}_s2"], keepdims=0),
+              helper.make_node("Div", [f"{n}_s1", f"{n}_cnt"], [f"{n}_mean"]),
+              helper.make_node("Div", [f"{n}_s2", f"{n}_cnt"], [f"{n}_m2"]),
+              helper.make_node("Mul", [f"{n}_mean", f"{n}_mean"], [f"{n}_mm"]),
+              helper.make_node("Sub", [f"{n}_m2", f"{n}_mm"], [f"{n}_var"]),
+              helper.make_node("Abs", [f"{n}_var"], [f"{n}_avar"]),
+              helper.make_node("Sqrt", [f"{n}_avar"], [f"{n}_std"])]
+    for op, fill, name in (("ReduceMin", inf, "min"), ("ReduceMax", ninf, "max")):
+        nodes += [helper.make_node("Where", [f"{n}_isnan", fill, m], [f"{n}_{name}_in"]),
+                  helper.make_node(op, [f"{n}_{name}_in", ax], [f"{n}_{name}_r"], keepdims=0),
+                  helper.make_node("IsInf", [f"{n}_{name}_r"], [f"{n}_{name}_inf"]),
+                  helper.make_node("Where", [f"{n}_{name}_inf", nan, f"{n}_{name}_r"], [f"{n}_{name}"])]
+    nodes.append(helper.make_node("Concat", [f"{n}_mean", f"{n}_std", f"{n}_min", f"{n}_max"], [f"{n}_all"],
+                                  axis=1))
+    return f"{n}_all"
+
+
 def ensemble_onnx(heads: dict[str, dict], modalities: list[str], kinds: dict[str, str],
                   shapes: dict[str, tuple[int, ...]], text_vocab: int = TEXT_VOCAB):  # noqa: ANN201 - onnx.ModelProto
     """An ONNX model: the raw inputs of ``modalities`` -> one output per head, then ``<t>_std`` per regression head.
@@ -232,6 +269,8 @@ def ensemble_onnx(heads: dict[str, dict], modalities: list[str], kinds: dict[str
             inputs.append(helper.make_tensor_value_info(m, TensorProto.FLOAT, shape))
             nodes.append(helper.make_node("Reshape", [m, "flat_shape"], [f"{m}_flat"]))
         feats.append(f"{m}_flat")
+        if kinds[m] == SEQUENCE:
+            feats.append(_summary_nodes(m, nodes, inits))
     nodes += [helper.make_node("Concat", feats, ["features32"], axis=1),  # (batch, F)
               helper.make_node("Cast", ["features32"], ["features"], to=TensorProto.DOUBLE)]
     outputs, std_outputs = [], []

@@ -261,7 +261,8 @@ def classical_finish(cfg: ExperimentConfig, data: MultimodalData, smods: list[st
     if cv is not None:  # few labels: every candidate by its cross-validated figure
         cands = {k: {"val": cv["figures"][k]} for k in cands if k in cv["figures"]}
         if cands:
-            metrics["recommended"] = recommendation(cands, cv["metric"], cv["higher_is_better"])
+            metrics["recommended"] = recommendation(cands, cv["metric"], cv["higher_is_better"],
+                                                    prefer=frozenset(cv.get("prefer", ())))
             metrics["recommended"].update({"selected_by": "cross-validation", "cv": metrics["recommended"]["val"]})
             metrics["recommended"]["why"] = metrics["recommended"]["why"].replace("best validation",
                                                                                   "best cross-validated")
