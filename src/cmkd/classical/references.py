@@ -151,6 +151,7 @@ class _Model:
                     if ok.sum() >= 2:
                         yy = y[ok, 0] if y.shape[1] == 1 else y[ok]
                         self.models[t] = [fit_once(self._est(False, x.shape[1], i), x[ok], yy, self.memo)]
+        self.memo = None  # fitted: a kept model must not keep every forest of the memo alive
         return self
 
     def _predict(self, x: np.ndarray) -> dict[str, np.ndarray]:

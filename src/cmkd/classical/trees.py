@@ -164,6 +164,10 @@ class FitMemo:
         self._fits: dict[tuple, object] = {}
         self.hits = 0
 
+    def clear(self) -> None:
+        """Forget every fit (``hits`` stays)."""
+        self._fits.clear()
+
     def fit(self, est, x: np.ndarray, y: np.ndarray):  # noqa: ANN001, ANN201 - a scikit-learn estimator
         params = sorted((k, repr(v)) for k, v in est.get_params().items() if k != "n_jobs")
         # as the forests see them: X in float32, y in float64 (scikit-learn's tree DTYPE and DOUBLE)
@@ -174,6 +178,19 @@ class FitMemo:
             return self._fits[key]
         self._fits[key] = est.fit(x, y)
         return self._fits[key]
+
+
+def trim_heap() -> None:
+    """Hand memory freed by large fits (forests of tens of thousands of nodes) back to the operating system
+    (glibc's ``malloc_trim``; a no-op elsewhere), so that a run's peak memory follows what it holds."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        ctypes.CDLL(name).malloc_trim(0)
+    except (OSError, AttributeError, TypeError):
+        pass
 
 
 def fit_once(est, x: np.ndarray, y: np.ndarray, memo: FitMemo | None):  # noqa: ANN001, ANN201

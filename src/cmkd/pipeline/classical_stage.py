@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from cmkd.classical.references import ReferenceSettings, recommendation, references
-from cmkd.classical.trees import ALGORITHM, FitMemo, TreeStudent, export_tree_student
+from cmkd.classical.trees import ALGORITHM, FitMemo, TreeStudent, export_tree_student, trim_heap
 from cmkd.classical.trees_onnx import check_onnx, ensemble_onnx, save_onnx
 from cmkd.config import ExperimentConfig
 from cmkd.data.arrays import MultimodalData
@@ -174,6 +174,8 @@ def classical_fits(cfg: ExperimentConfig, data: MultimodalData, smods: list[str]
                    and all(e is not None for ms in m.models.values() for e in ms)}  # every output fitted
     fits.seconds = time.perf_counter() - t0
     fits.shared_fits = memo.hits
+    memo.clear()  # the forests kept are the models' own now
+    trim_heap()
     return fits
 
 

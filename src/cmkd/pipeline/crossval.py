@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from cmkd.classical.references import ReferenceSettings, fit_on_labels, references
-from cmkd.classical.trees import TreeStudent, flat_features
+from cmkd.classical.trees import TreeStudent, flat_features, trim_heap
 from cmkd.data.arrays import UNLABELLED, MultimodalData
 from cmkd.evaluation.metrics import HIGHER_IS_BETTER, predict, primary_metric, task_metrics
 from cmkd.nn.checkpoint import build_model
@@ -334,6 +334,8 @@ def distilled(st: RunState) -> None:
             ts = TreeStudent(smods, n_estimators=cfg.trees.n_estimators, seed=cfg.seed, n_jobs=1)
             ts.fit(data, all_idx, tout, mask, None)
             per.setdefault("student_trees", []).append(yard(task_metrics(data, hold, ts.predict(data, hold))))
+            del ts
+        trim_heap()
     for k, v in per.items():
         if len(v) == len(st.cv_folds):
             _score(st, k, v)
