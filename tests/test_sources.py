@@ -342,6 +342,7 @@ def test_airquality_example_equals_recipe() -> None:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)  # the generic reader gives the recipe's arrays
 
 
+@pytest.mark.slow  # a tiny run with the student's export (about 20 s)
 def test_declared_names_and_units_reach_the_sidecar_and_report(tmp_path: Path) -> None:
     """Channel names and units declared in data.sources end in student.json, metrics.json and the report after a
     tiny run (one epoch, student export only)."""

@@ -169,6 +169,9 @@ def read_array(path: Path, fmt: str = "auto", variable: str | None = None
     if not path.exists():
         raise CmkdError(f"cube not found: {path}")
     fmt = detect_format(path, fmt)
+    if variable is not None and fmt in ("envi", "tiff"):
+        raise CmkdError(f"{path}: {'an ENVI' if fmt == 'envi' else 'a TIFF'} file holds one cube; variable "
+                        f"({variable!r}) is for .mat and NetCDF/HDF5 files")
     if fmt == "envi":
         cube, wl = read_envi(path)
         return cube, wl, "rows-cols-bands"
