@@ -270,6 +270,23 @@ def test_netcdf_cube(tmp_path: Path, engine: str) -> None:
               _cfg({"hsi": "vector", "rgb": "vector"}, {"cls": "classification"}), tmp_path)
 
 
+def test_netcdf_without_an_engine_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    xr = pytest.importorskip("xarray")
+
+    def no_engine(*a: object, **k: object) -> None:  # what xarray says with neither h5netcdf nor netCDF4 nor scipy
+        raise ValueError("did not find a match in any of xarray's currently installed IO backends ['store']")
+
+    monkeypatch.setattr(xr, "open_dataset", no_engine)
+    (tmp_path / "s.nc").write_bytes(b"\x89HDF\r\n")
+    spec = {"cubes": {"s": {"path": "s.nc"}}, "modalities": {"a": {"cube": "s"}}, "targets": {"y": {"cube": "s"}}}
+    with pytest.raises(CmkdError, match=r"s\.nc: reading a NetCDF/HDF5 cube needs the optional package 'h5netcdf': "
+                       r"pip install 'cmkd\[cubes\]'"):
+        build(spec, _cfg({"a": "vector"}, {"y": "regression"}), tmp_path)
+    spec["cubes"]["s"] |= {"wavelengths": [500.0], "wavelength_range": [400, 900]}
+    with pytest.raises(CmkdError, match="data.sources.cubes.s: Value error, give wavelengths or wavelength_range"):
+        build(spec, _cfg({"a": "vector"}, {"y": "regression"}), tmp_path)
+
+
 def test_houston_label_raster() -> None:
     pytest.importorskip("tifffile")
     d = SHARED / "houston2013_mdlrs_subset"
