@@ -8,9 +8,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from cmkd.fuzz import check_case
+from cmkd.fuzz import check_case, make_source_case, run_case
 
 CASES = 240
 BUDGET_S = 60.0
@@ -38,3 +39,24 @@ def test_fuzzed_inputs_fail_cleanly(tmp_path: Path) -> None:
     assert {s for s, _ in states} == {"none", "empty", "results", "interrupted", "foreign", "file"}, states
     assert {("none", 0), ("results", 0), ("foreign", 2), ("results", 2)} <= states, states
     assert elapsed < BUDGET_S, f"{CASES} cases took {elapsed:.1f} s"
+
+
+@pytest.mark.fake_metrics
+def test_fuzzed_data_sources_fail_cleanly(tmp_path: Path) -> None:
+    """Every reader of data.sources (CSV, Parquet, a stream, ENVI, GeoTIFF, .mat, NetCDF), valid and broken each
+    way of :mod:`cmkd.data.source_cases`: a valid case runs, a broken one is one error line (exit 2), a damaged
+    file either."""
+    from cmkd.data.source_cases import MAY_RUN, READERS, all_cases
+
+    t0 = time.monotonic()
+    records = [check_case(seed, tmp_path, case) for seed, case in enumerate(all_cases())]
+    elapsed = time.monotonic() - t0
+    problems = [f"{r['source']}: {r['problem']}" for r in records if r["problem"]]
+    assert not problems, "\n".join(problems[:5])
+    broken = [r for r in records if r["source"][1] not in MAY_RUN]
+    assert all(r["code"] == 2 for r in broken), [r["source"] for r in broken if r["code"] != 2]
+    for seed, reader in enumerate(READERS):  # each reader's valid case runs, into a fresh --out
+        code, err, _ = run_case(make_source_case(np.random.default_rng(seed), tmp_path / f"valid-{reader}",
+                                                 (reader, "none")))
+        assert code == 0, (reader, err)
+    assert elapsed < BUDGET_S, f"{len(records)} cases took {elapsed:.1f} s"

@@ -204,27 +204,87 @@ def test_cube_errors(tmp_path: Path) -> None:
         build(spec, cfg, tmp_path)
 
 
-def test_samson_scene_mat() -> None:
+def test_samson_scene_from_the_example_yaml() -> None:
+    """examples/samson_sources.yaml read through the cube reader: the teacher's 156 bands, the RGB student's bands
+    nearest 640/550/460 nm, the abundances as a 3-column target, with the names and units it declares."""
     d = SHARED / "samson_hsi_scene"
-    if not (d / "Samson.mat").is_file():
-        pytest.skip(f"the Samson scene is not in {d}")
-    spec = {"cubes": {"y": {"path": "Samson.mat", "variable": "Y", "layout": "bands-pixels", "shape": [95, 95],
-                            "order": "F", "wavelengths": np.linspace(401, 889, 156).tolist()},
-                      "a": {"path": "end3_Samson.mat", "variable": "A", "layout": "bands-pixels", "shape": [95, 95],
-                            "order": "F"}},
-            "modalities": {"hsi": {"cube": "y"}, "rgb": {"cube": "y", "wavelengths": [640, 550, 460]}},
-            "targets": {"abund": {"cube": "a"}}}
-    a = build(spec, _cfg({"hsi": "vector", "rgb": "vector"}, {"abund": "regression"}), d).arrays
-    assert a["hsi"].shape == (9025, 156) and a["rgb"].shape == (9025, 3) and a["abund"].shape == (9025, 3)
-    np.testing.assert_allclose(a["abund"].sum(axis=1), 1.0, atol=1e-3)  # abundances sum to one
-    counts = np.bincount(a["abund"].argmax(axis=1))
-    assert counts.tolist() == [3015, 3666, 2344]  # the README's argmax classes
+    if not (d / "Samson.mat").is_file() or not (d / "end3_Samson.mat").is_file():
+        pytest.skip(f"the Samson scene (Samson.mat, end3_Samson.mat) is not in {d}")
     import scipy.io
 
+    import cmkd.nn.losses  # noqa: F401 - the name checks that validate() runs
+    from cmkd.pipeline.resolve import resolve
+
+    yml = Path(__file__).resolve().parents[1] / "examples" / "samson_sources.yaml"
+    cfg, a, _, _ = resolve(str(yml), [f"data.sources.cubes.y.path={d / 'Samson.mat'}",
+                                      f"data.sources.cubes.a.path={d / 'end3_Samson.mat'}",
+                                      "data.sources.split.label_fraction=1"])
+    assert a["hsi"].shape == (9025, 156) and a["rgb"].shape == (9025, 3) and a["abundance"].shape == (9025, 3)
     y = scipy.io.loadmat(d / "Samson.mat")["Y"]  # the README's layout: Y.T.reshape(95, 95, 156, order='F')
     np.testing.assert_array_equal(a["hsi"], y.T.reshape(95, 95, 156, order="F").reshape(-1, 156).astype(np.float32))
-    m = a["abund"][:, 2].reshape(95, 95)  # water: a smooth map (neighbours along a column correlate at 0.997)
+    wl = np.linspace(401, 889, 156)
+    nearest = [int(np.argmin(np.abs(wl - w))) for w in (640, 550, 460)]
+    assert [round(wl[b]) for b in nearest] == [640, 549, 461]
+    np.testing.assert_array_equal(a["rgb"], a["hsi"][:, nearest])
+    np.testing.assert_allclose(a["abundance"].sum(axis=1), 1.0, atol=1e-3)  # abundances sum to one
+    assert np.bincount(a["abundance"].argmax(axis=1)).tolist() == [3015, 3666, 2344]  # the README's argmax classes
+    m = a["abundance"][:, 2].reshape(95, 95)  # water: a smooth map (neighbours along a column correlate at 0.997)
     assert np.corrcoef(m[:-1].ravel(), m[1:].ravel())[0, 1] > 0.99
+    blocks = (a["row"] // 19) * 5 + a["col"] // 19  # 19 x 19 blocks, each wholly in one part
+    assert all(len(set(a["split"][blocks == k])) == 1 for k in np.unique(blocks))
+    assert np.bincount(a["split"]).tolist() == [19 * 19 * 16, 19 * 19 * 3, 19 * 19 * 6]
+    # the names and units the YAML declares reach the config the run saves (metrics, report, sidecar)
+    assert cfg.data.modalities["rgb"].channels == ["red", "green", "blue"]
+    assert cfg.data.modalities["hsi"].channels[:2] == ["401", f"{wl[1]:g}"]
+    assert cfg.data.targets["abundance"].columns == ["rock", "tree", "water"]
+    assert cfg.data.targets["abundance"].units == "fraction"
+
+
+@pytest.mark.parametrize("engine", ["h5netcdf", "scipy"])
+def test_netcdf_cube(tmp_path: Path, engine: str) -> None:
+    """A tiny NetCDF cube (bands first, a wavelength coordinate) and a label variable, read through xarray."""
+    xr = pytest.importorskip("xarray")
+    pytest.importorskip(engine)
+    rng = np.random.default_rng(0)
+    cube = rng.normal(size=(5, 4, 6)).astype(np.float32)  # rows x cols x bands
+    labels = np.zeros((5, 4), dtype=np.int32)
+    labels[0, 0], labels[4, 3], labels[2, 1] = 1, 2, 1
+    ds = xr.Dataset({"refl": (("band", "y", "x"), cube.transpose(2, 0, 1)), "cls": (("y", "x"), labels)},
+                    coords={"wavelength": ("band", [450.0, 500, 550, 600, 650, 700])})
+    ds.to_netcdf(tmp_path / "scene.nc", engine=engine)
+    spec = {"cubes": {"s": {"path": "scene.nc", "variable": "refl"},
+                      "lab": {"path": "scene.nc", "variable": "cls", "missing": [0]}},
+            "modalities": {"hsi": {"cube": "s"}, "rgb": {"cube": "s", "wavelengths": [640, 550, 460]}},
+            "targets": {"cls": {"cube": "lab"}}, "split": {"block": 2}}
+    b = build(spec, _cfg({"hsi": "vector", "rgb": "vector"}, {"cls": "classification"}), tmp_path)
+    np.testing.assert_array_equal(b.arrays["hsi"], cube.reshape(20, 6))  # the band axis found by its name
+    np.testing.assert_array_equal(b.arrays["rgb"], cube.reshape(20, 6)[:, [4, 2, 0]])  # by the file's wavelengths
+    assert b.channels["rgb"] == ["650", "550", "450"]
+    assert np.nansum(b.arrays["cls"]) == 4 and np.isnan(b.arrays["cls"]).sum() == 17
+    with pytest.raises(CmkdError, match=r"scene\.nc: no variable 'nope' \(variables: refl, cls\)"):
+        build({**spec, "cubes": {**spec["cubes"], "s": {"path": "scene.nc", "variable": "nope"}}},
+              _cfg({"hsi": "vector", "rgb": "vector"}, {"cls": "classification"}), tmp_path)
+    (tmp_path / "bad.nc").write_bytes(b"CDF\x01 not really")
+    with pytest.raises(CmkdError, match=r"bad\.nc: not a readable NetCDF/HDF5 file"):
+        build({**spec, "cubes": {**spec["cubes"], "s": {"path": "bad.nc"}}},
+              _cfg({"hsi": "vector", "rgb": "vector"}, {"cls": "classification"}), tmp_path)
+
+
+def test_netcdf_without_an_engine_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    xr = pytest.importorskip("xarray")
+
+    def no_engine(*a: object, **k: object) -> None:  # what xarray says with neither h5netcdf nor netCDF4 nor scipy
+        raise ValueError("did not find a match in any of xarray's currently installed IO backends ['store']")
+
+    monkeypatch.setattr(xr, "open_dataset", no_engine)
+    (tmp_path / "s.nc").write_bytes(b"\x89HDF\r\n")
+    spec = {"cubes": {"s": {"path": "s.nc"}}, "modalities": {"a": {"cube": "s"}}, "targets": {"y": {"cube": "s"}}}
+    with pytest.raises(CmkdError, match=r"s\.nc: reading a NetCDF/HDF5 cube needs the optional package 'h5netcdf': "
+                       r"pip install 'cmkd\[cubes\]'"):
+        build(spec, _cfg({"a": "vector"}, {"y": "regression"}), tmp_path)
+    spec["cubes"]["s"] |= {"wavelengths": [500.0], "wavelength_range": [400, 900]}
+    with pytest.raises(CmkdError, match="data.sources.cubes.s: Value error, give wavelengths or wavelength_range"):
+        build(spec, _cfg({"a": "vector"}, {"y": "regression"}), tmp_path)
 
 
 def test_houston_label_raster() -> None:
@@ -297,3 +357,44 @@ def test_airquality_example_equals_recipe() -> None:
     _, b, _, _ = resolve("airquality", [f"data.path={csv.parent}"])
     for k in ("sensors", "reference", "no2", "split"):
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)  # the generic reader gives the recipe's arrays
+
+
+@pytest.mark.slow  # a tiny run with the student's export (about 20 s)
+def test_declared_names_and_units_reach_the_sidecar_and_report(tmp_path: Path) -> None:
+    """Channel names and units declared in data.sources end in student.json, metrics.json and the report after a
+    tiny run (one epoch, student export only)."""
+    pytest.importorskip("onnx")
+    jsonschema = pytest.importorskip("jsonschema")
+    import json
+
+    import cmkd
+    from cmkd.export.sidecar import schema
+
+    n = 120
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 3))
+    pd.DataFrame({"v1": x[:, 0], "v2": x[:, 1], "temp": x[:, 2], "north": x[:, 0] + 0.1 * rng.normal(size=n),
+                  "east": x[:, 1] - x[:, 2]}).to_csv(tmp_path / "t.csv", index=False)
+    cfg = {"name": "named", "seed": 0,
+           "data": {"modalities": {"volts": {"kind": "vector"}, "temp": {"kind": "vector"}},
+                    "targets": {"drift": {"kind": "regression"}},
+                    "sources": {"tables": {"T": {"path": "t.csv"}},
+                                "modalities": {"volts": {"table": "T", "columns": ["v1", "v2"],
+                                                         "channels": ["left", "right"], "units": "V"},
+                                               "temp": {"table": "T", "columns": ["temp"], "units": "degC"}},
+                                "targets": {"drift": {"table": "T", "columns": ["north", "east"], "units": "mm"}}}},
+           "teacher": {"modalities": ["volts", "temp"], "width": 8, "heads": 2, "epochs": 1},
+           "student": {"modalities": ["volts"], "width": 8, "heads": 2, "epochs": 1},
+           "references": False, "trees": False, "export": {"latency_runs": 5, "model": "student"}}
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "out"
+    cmkd.run(str(tmp_path / "exp.yaml"), out, quiet=True)
+    card = json.loads((out / "student.json").read_text())
+    jsonschema.validate(card, schema())
+    assert card["inputs"] == [{**card["inputs"][0], "name": "volts", "channels": ["left", "right"], "units": "V"}]
+    (drift,) = card["targets"]
+    assert drift["units"] == "mm" and drift["columns"] == ["north", "east"] and drift["dims"] == 2
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["channels"] == {"volts": ["left", "right"], "temp": ["temp"]}
+    report = (out / "report.html").read_text()
+    assert "<b>volts</b>: left, right" in report

@@ -10,8 +10,9 @@ uint64, 0-d, (N, 0), images below 5x5), broken targets and splits; config mutati
 out-of-order and out-of-range settings, mismatched impute sources, huge integers, deep nesting, alias bombs of
 values and of bytes, invalid YAML, duplicated keys, the same through ``--set``); folder states of ``--out``
 (absent, empty, an earlier run's results, an interrupted run's checkpoints, a folder of the user's own, a file)
-with and without ``--overwrite`` / ``--resume``; and swaps whose ``os.rename`` fails. The property checked on
-every case:
+with and without ``--overwrite`` / ``--resume``; swaps whose ``os.rename`` fails; and ``data.sources`` cases, one
+per reader (tables, streams, cubes: :mod:`cmkd.data.source_cases`), valid or broken the ways users' files are.
+The property checked on every case:
 
 * exit code 0, or exit code 2 with exactly one line on stderr, starting ``error: ``;
 * never a traceback, never longer than :data:`TIME_LIMIT_S`;
@@ -268,6 +269,16 @@ def _valid_case(rng: np.random.Generator, folder: Path) -> list[str]:
     return ["run", str(p), "--out", str(folder / "out"), "--quiet"]
 
 
+def make_source_case(rng: np.random.Generator, folder: Path, case: tuple[str, str] | None = None) -> list[str]:
+    """A ``data.sources`` case (:mod:`cmkd.data.source_cases`): one reader's tiny files and YAML, valid or broken
+    in one way (``case`` = (reader, break), else drawn); returns the ``cmkd`` argv."""
+    from cmkd.data.source_cases import all_cases, write_source_case
+
+    reader, brk = case or _pick(rng, all_cases())
+    p = write_source_case(folder, reader, brk, int(rng.integers(1000)))
+    return ["run", str(p), "--out", str(folder / "out"), "--quiet"]
+
+
 def _earlier_run(rng: np.random.Generator, out: Path) -> str:
     """The state of ``out`` before the run (what a failed run must leave intact); returns its name: ``none``,
     ``empty``, ``results`` (an earlier run's, marked), ``interrupted`` (marked, checkpoints), ``foreign`` (a folder
@@ -366,21 +377,25 @@ def run_case(argv: list[str], fail_rename: int | None = None) -> tuple[int, str,
     return code, err.getvalue(), time.monotonic() - t0
 
 
-def check_case(seed: int, root: Path) -> dict:
-    """Build case ``seed`` under ``root``, run it and check the property; returns its record (``problem``: None
-    when it holds). Besides the one-line refusal: a folder that is not cmkd's is never written into, results are
-    replaced only with ``--overwrite``, and after a run ``--out`` holds the earlier run or the new one (a failing
-    swap included), with nothing left beside it."""
+def check_case(seed: int, root: Path, source: tuple[str, str] | None = None) -> dict:
+    """Build case ``seed`` under ``root`` (with ``source`` = (reader, break), a ``data.sources`` case:
+    :func:`make_source_case`), run it and check the property; returns its record (``problem``: None when it
+    holds). Besides the one-line refusal: a folder that is not cmkd's is never written into, results are replaced
+    only with ``--overwrite``, and after a run ``--out`` holds the earlier run or the new one (a failing swap
+    included), with nothing left beside it."""
     from cmkd.pipeline.rundir import MARKER
 
     rng = np.random.default_rng(seed)
     folder = root / f"case{seed}"
-    argv = make_case(rng, folder) if rng.random() >= VALID_SHARE else _valid_case(rng, folder)
+    if source is not None:
+        argv = make_source_case(rng, folder, source)
+    else:
+        argv = make_case(rng, folder) if rng.random() >= VALID_SHARE else _valid_case(rng, folder)
     out = folder / "out"
-    state = _earlier_run(rng, out)
+    state = "none" if source is not None else _earlier_run(rng, out)  # a data.sources case reaches its reader
     if state in ("results", "interrupted", "foreign") and rng.random() < 0.6:
         argv.append("--overwrite")
-    if rng.random() < (0.5 if state == "interrupted" else 0.1):
+    if source is None and rng.random() < (0.5 if state == "interrupted" else 0.1):
         argv.append("--resume")
     fail = int(rng.integers(1, 3)) if rng.random() < 0.1 else None
     before = snapshot(out)
@@ -404,4 +419,4 @@ def check_case(seed: int, root: Path) -> dict:
     elif beside:
         problem = f"left beside --out: {beside}"
     return {"seed": seed, "code": code, "seconds": secs, "error": lines[0] if code == 2 and lines else None,
-            "state": state, "problem": problem}
+            "state": state, "problem": problem, "source": source}

@@ -126,19 +126,41 @@ def _read_mat(path: Path, variable: str | None) -> np.ndarray:
     return np.asarray(a)
 
 
-def _read_netcdf(path: Path, variable: str | None) -> np.ndarray:
+BAND_DIMS = ("band", "bands", "wavelength", "wavelengths", "lambda", "spectral")
+WAVELENGTH_COORDS = ("wavelength", "wavelengths", "lambda", "center_wavelength")
+
+
+def _read_netcdf(path: Path, variable: str | None) -> tuple[np.ndarray, list[float] | None, str | None]:
+    """A NetCDF/HDF5 variable, its wavelengths (a numeric coordinate named wavelength, wavelengths, lambda or
+    center_wavelength along a dimension) and, for a 3-D variable with a dimension named like a band axis (band,
+    wavelength, ...), the array turned so that this axis is last."""
     xr = require("xarray", "cubes", "reading a NetCDF/HDF5 cube")
     try:
         ds = xr.open_dataset(path)
     except Exception as e:  # noqa: BLE001 - each engine raises its own
-        raise CmkdError(f"{path}: not a readable NetCDF/HDF5 file ({str(e).splitlines()[0][:120]})") from None
+        msg = str(e).splitlines()[0][:120]
+        if "backend" in msg or "engine" in msg:  # xarray without an engine for this file
+            raise CmkdError(f"{path}: reading a NetCDF/HDF5 cube needs the optional package 'h5netcdf': "
+                            "pip install 'cmkd[cubes]'") from None
+        raise CmkdError(f"{path}: not a readable NetCDF/HDF5 file ({msg})") from None
     with ds:
         names = list(ds.data_vars)
         var = variable or (names[0] if len(names) == 1 else None)
         if var is None or var not in ds.data_vars:
             raise CmkdError(f"{path}: " + (f"no variable {var!r}" if var else "several variables")
                             + f" (variables: {', '.join(map(str, names))}); set variable")
-        return np.asarray(ds[var].values)
+        da = ds[var]
+        dims = [str(d) for d in da.dims]
+        band = next((d for d in dims if d.lower() in BAND_DIMS), None)
+        wl = None
+        for c in da.coords.values():
+            if (str(c.name).lower() in WAVELENGTH_COORDS and c.ndim == 1 and c.dtype.kind in "fiu"
+                    and str(c.dims[0]) in dims):
+                wl, band = [float(v) for v in np.asarray(c.values)], band or str(c.dims[0])
+                break
+        if da.ndim == 3 and band is not None:
+            return np.asarray(da.transpose(*[d for d in dims if d != band], band).values), wl, "rows-cols-bands"
+        return np.asarray(da.values), wl, None
 
 
 def read_array(path: Path, fmt: str = "auto", variable: str | None = None
@@ -147,6 +169,9 @@ def read_array(path: Path, fmt: str = "auto", variable: str | None = None
     if not path.exists():
         raise CmkdError(f"cube not found: {path}")
     fmt = detect_format(path, fmt)
+    if variable is not None and fmt in ("envi", "tiff"):
+        raise CmkdError(f"{path}: {'an ENVI' if fmt == 'envi' else 'a TIFF'} file holds one cube; variable "
+                        f"({variable!r}) is for .mat and NetCDF/HDF5 files")
     if fmt == "envi":
         cube, wl = read_envi(path)
         return cube, wl, "rows-cols-bands"
@@ -165,7 +190,7 @@ def read_array(path: Path, fmt: str = "auto", variable: str | None = None
     if fmt == "mat":
         return _read_mat(path, variable), None, None
     if fmt == "netcdf":
-        return _read_netcdf(path, variable), None, None
+        return _read_netcdf(path, variable)
     raise CmkdError(f"{path}: unknown format {fmt!r}; choose one of {', '.join(FORMATS[1:])}")
 
 
@@ -208,13 +233,17 @@ def select_bands(cube: np.ndarray, wavelengths: list[float] | None, src: str, ba
         ranges: [low, high] wavelength intervals; the mean of the bands within each (a broad camera channel).
     """
     nb = cube.shape[2]
+
+    def name(b: int) -> str:  # a band's wavelength where known, else its index
+        return f"{wavelengths[b]:g}" if wavelengths is not None else f"band{b}"
+
     if bands is not None:
         bad = [b for b in bands if not 0 <= b < nb]
         if bad:
             raise CmkdError(f"{src}: band {bad[0]} is outside the cube's {nb} bands (0-{nb - 1})")
-        return cube[:, :, bands], [f"band{b}" for b in bands]
+        return cube[:, :, bands], [name(b) for b in bands]
     if nearest is None and ranges is None:
-        return cube, [f"band{b}" for b in range(nb)]
+        return cube, [name(b) for b in range(nb)]
     if wavelengths is None:
         raise CmkdError(f"{src}: bands chosen by wavelength, but the cube has none; give wavelengths")
     wl = np.asarray(wavelengths, dtype=np.float64)
@@ -280,6 +309,8 @@ def load_cube(spec, name: str, base: Path) -> tuple[np.ndarray, list[float] | No
     cube = to_cube(a, lay if c.layout == "auto" and lay else c.layout, str(p), c.shape, c.order)
     for v in c.missing:
         cube[cube == v] = np.nan
+    if c.wavelength_range is not None:
+        wl = np.linspace(c.wavelength_range[0], c.wavelength_range[1], cube.shape[2]).tolist()
     wl = c.wavelengths or wl
     if wl is not None and len(wl) != cube.shape[2]:
         raise CmkdError(f"{p}: {len(wl)} wavelengths for {cube.shape[2]} bands")

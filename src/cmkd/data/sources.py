@@ -61,9 +61,18 @@ class CubeSpec(_Strict):
     shape: list[int] | None = Field(None, min_length=2, max_length=2, description="[rows, cols] of a pixel layout")
     order: Literal["C", "F"] = Field("C", description="Pixel order of a pixel layout: C row-major, F MATLAB's "
                                      "column-major")
-    wavelengths: list[float] | None = Field(None, description="Band centres in nm (ENVI headers carry their own)")
+    wavelengths: list[float] | None = Field(None, description="Band centres in nm (ENVI headers and NetCDF "
+                                            "wavelength coordinates carry their own)")
+    wavelength_range: list[float] | None = Field(None, min_length=2, max_length=2, description="[first, last] "
+                                                 "band centre in nm of evenly spaced bands, instead of wavelengths")
     missing: list[float] = Field(default_factory=list, description="Values meaning missing (a label raster's "
                                  "unlabelled 0: [0])")
+
+    @model_validator(mode="after")
+    def _one_wavelength_list(self) -> CubeSpec:
+        if self.wavelengths is not None and self.wavelength_range is not None:
+            raise ValueError("give wavelengths or wavelength_range, not both")
+        return self
 
 
 class ModalitySource(_Strict):
@@ -228,6 +237,34 @@ def build(raw: dict[str, Any], cfg: DataConfig, base: Path, seed: int = 0, src: 
         if s.channels:
             b.channels[m] = list(s.channels)
     return b
+
+
+def declare_names(b: Built, raw: dict[str, Any], cfg: DataConfig) -> None:
+    """Carry the names and units that ``data.sources`` declares into ``cfg`` (the ``data`` section) where it
+    leaves them unset, so that they reach metrics.json, the report and the edge model's sidecar: a modality's
+    ``channels`` (declared, else its columns or band wavelengths) when they name every channel of its feature
+    axis; a target's ``units``, and a regression target's output ``columns`` (its declared ``channels``, else its
+    table columns) when it has several. A modality's ``units`` stay in ``data.sources`` (the sidecar reads them
+    there)."""
+    from cmkd.data.arrays import FEATURE_AXIS
+
+    spec = parse_spec(raw, "data.sources")
+    for m, names in b.channels.items():
+        ms, a = cfg.modalities.get(m), b.arrays.get(m)
+        if ms is None or ms.channels is not None or ms.kind not in FEATURE_AXIS or a is None:
+            continue
+        axis = 1 + FEATURE_AXIS[ms.kind]
+        if a.ndim > axis and a.shape[axis] == len(names):
+            ms.channels = list(names)
+    for t, s in spec.targets.items():
+        ts = cfg.targets[t]
+        if ts.units is None and s.units:
+            ts.units = s.units
+        y = b.arrays.get(t)
+        cols = s.channels or (s.columns if s.table is not None else None)
+        if (ts.kind == "regression" and ts.columns is None and cols and y is not None and y.ndim == 2
+                and y.shape[1] == len(cols)):
+            ts.columns = list(cols)
 
 
 def _thin_labels(arrays: dict[str, np.ndarray], cfg: DataConfig, fraction: float, seed: int) -> None:

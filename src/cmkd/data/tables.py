@@ -279,7 +279,10 @@ def build_tables(spec, base: Path, src: str, default_split) -> tuple:  # noqa: A
         first = min(int(t[0]) for t in times.values() if len(t))
         last = max(int(t[-1]) for t in times.values() if len(t))
         edge = [_instant(v, f"{src}: data.sources.grid.{k}") for k, v in (("start", g.start), ("end", g.end))]
-        starts = grid_starts(first, last, step, *edge)
+        try:
+            starts = grid_starts(first, last, step, *edge)
+        except CmkdError as e:
+            raise CmkdError(f"{src}: data.sources.grid: {e}") from None
         for m, s in [*spec.modalities.items(), *spec.targets.items()]:
             v = numeric(frames[s.table], s.columns, paths[s.table])
             shift = to_ns(s.horizon, f"{src}: target '{m}' horizon") if m in spec.targets else 0

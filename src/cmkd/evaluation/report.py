@@ -68,6 +68,17 @@ def _summary(metrics: dict) -> str:
     return table(["", *names], rows, primary_row=metrics.get("primary_metric"))
 
 
+def _channels(metrics: dict) -> str:
+    """The channel names of each modality that names them (``metrics["channels"]``), one line each."""
+    ch = metrics.get("channels")
+    if not isinstance(ch, dict) or not ch:
+        return ""
+    lines = "".join(f"<br><b>{esc(m)}</b>: {esc(', '.join(map(str, names[:40])))}"
+                    + (f" ... ({len(names)} channels)" if len(names) > 40 else "")
+                    for m, names in ch.items() if isinstance(names, list))
+    return f"<p class='note'>Channels (feature axis, in order):{lines}</p>" if lines else ""
+
+
 def _channel_label(key: str, channels: dict | None) -> str:
     """``imputation_rmse/sensors/0`` -> ``imputation_rmse/sensors/water_level`` where the modality names its
     channels (``data.modalities.<m>.channels``); other keys unchanged."""
@@ -228,7 +239,8 @@ def write_report(path: str | Path, metrics: dict, histories: dict[str, list[dict
     extra = {k: v for k, v in metrics.items() if k not in _KNOWN_TOP}
     sections = [
         _header(metrics), _dividend(metrics),
-        "<h2>Summary</h2>", _summary(metrics), _references(metrics), _outlook(metrics), _uncertainty(metrics),
+        "<h2>Summary</h2>", _summary(metrics), _channels(metrics), _references(metrics), _outlook(metrics),
+        _uncertainty(metrics),
         "<h2>Training curves</h2>", curves_html(histories or {}, primary),
         "<h2>Test predictions</h2>", predictions_html(predictions or {}),
         "<h2>Size and latency</h2>", size_latency_html(metrics),

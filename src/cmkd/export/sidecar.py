@@ -61,6 +61,19 @@ def edge_card(*, inputs: list[dict], targets: list[dict], outputs: list[dict], c
             "training_data": training_data or {}, "notes": notes or []}
 
 
+def _names(dcfg: dict, m: str) -> dict[str, Any]:
+    """An input's ``channels`` (``data.modalities.<m>.channels``) and ``units`` (``data.sources.modalities.<m>.
+    units``), where the config gives them."""
+    out: dict[str, Any] = {}
+    chans = ((dcfg.get("modalities") or {}).get(m) or {}).get("channels")
+    if chans:
+        out["channels"] = [str(c) for c in chans]
+    src = ((dcfg.get("sources") or {}).get("modalities") or {}).get(m)
+    if isinstance(src, dict) and src.get("units"):
+        out["units"] = str(src["units"])
+    return out
+
+
 def model_card(meta: dict, training_data: dict | None = None, synthetic: bool | None = None,
                prune: float | None = None) -> dict[str, Any]:
     """The sidecar of a network student exported by :func:`cmkd.export.onnx.export_onnx`, from its saved metadata.
@@ -87,7 +100,8 @@ def model_card(meta: dict, training_data: dict | None = None, synthetic: bool | 
                            "absent_modality": ABSENT_TEXT})
         else:
             inputs.append({"name": m, "kind": spec["kind"], "shape": [int(s) for s in spec["shape"]],
-                           "dtype": "float32", "missing_values": MISSING_VALUES, "absent_modality": ABSENT_NUMERIC})
+                           "dtype": "float32", "missing_values": MISSING_VALUES, "absent_modality": ABSENT_NUMERIC,
+                           **_names(dcfg, m)})
     targets, outputs, stds = [], [], []
     names = meta.get("class_names")
     tcfg = dcfg.get("targets") or {}
@@ -103,8 +117,10 @@ def model_card(meta: dict, training_data: dict | None = None, synthetic: bool | 
                                            "target's classes"})
         else:
             dims = int(spec.get("n_out", 1))
+            cols = (tcfg.get(t) or {}).get("columns")
             targets.append({"name": t, "kind": "regression", "dims": dims,
-                            "units": (tcfg.get(t) or {}).get("units"), "outputs": {"mean": t, "std": f"{t}_std"}})
+                            "units": (tcfg.get(t) or {}).get("units"), "outputs": {"mean": t, "std": f"{t}_std"},
+                            **({"columns": [str(c) for c in cols]} if cols and len(cols) == dims else {})})
             outputs.append({"name": t, "target": t, "meaning": "mean", "shape": [dims],
                             "description": "predicted value (the Gaussian head's mean), in the target's raw units"})
             stds.append({"name": f"{t}_std", "target": t, "meaning": "std", "shape": [dims],

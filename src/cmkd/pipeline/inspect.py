@@ -60,9 +60,10 @@ def _load(target: str, overrides: list[str] | None):  # noqa: ANN202 - (config, 
         raw = apply_overrides(load_yaml(p), overrides)
         cfg = validate(raw, source=str(p))
         if not cfg.data.path and cfg.data.sources is not None and not cfg.recipe:
-            from cmkd.data.sources import absolute_paths, build
+            from cmkd.data.sources import absolute_paths, build, declare_names
 
             b = build(absolute_paths(cfg.data.sources, p.parent), cfg.data, p.parent, cfg.seed, str(p))
+            declare_names(b, cfg.data.sources, cfg.data)
             return cfg, b.arrays, str(p), list(b.warnings)
     cfg, arrays, source, _ = resolve(target, overrides)
     return cfg, arrays, source, []
@@ -91,6 +92,10 @@ def inspect(target: str, overrides: list[str] | None = None) -> tuple[dict, list
                    "present": {k: float(pres[v].mean()) for k, v in parts.items()}}
         if "test" in parts and not pres[parts["test"]].any():
             warnings.append(f"modality '{m}' is absent in every test sample")
+    srcs = (cfg.data.sources or {}).get("modalities") or {}
+    for m in mods:  # units declared in data.sources
+        if isinstance(srcs.get(m), dict) and srcs[m].get("units"):
+            mods[m]["units"] = str(srcs[m]["units"])
     summary["modalities"] = mods
     tg = {}
     for t, kind in data.target_kinds.items():
@@ -106,8 +111,9 @@ def inspect(target: str, overrides: list[str] | None = None) -> tuple[dict, list
                     warnings.append(f"target '{t}': class {c} has only one labelled sample")
         else:
             lab = ~np.isnan(y)
-            tg[t] = {"kind": kind, "range": {k: (float(np.nanmin(y[v])), float(np.nanmax(y[v])))
-                                             if lab[v].any() else None for k, v in parts.items()}}
+            tg[t] = {"kind": kind, "units": cfg.data.targets[t].units,
+                     "range": {k: (float(np.nanmin(y[v])), float(np.nanmax(y[v]))) if lab[v].any() else None
+                               for k, v in parts.items()}}
     summary["targets"] = tg
     if "time" in arrays and len(arrays["time"]) == data.n:
         tm = arrays["time"]
@@ -140,9 +146,12 @@ def print_inspection(summary: dict, warnings: list[str]) -> None:
         tab.add_row("first", *[summary["time"][k][0] for k in parts])
         tab.add_row("last", *[summary["time"][k][1] for k in parts])
     con.print(tab)
-    tab = table("modalities (share of samples present)", ["modality", "kind", "shape", "missing values"])
+    units = any("units" in s for s in summary["modalities"].values())
+    tab = table("modalities (share of samples present)",
+                ["modality", "kind", "shape", *(["units"] if units else []), "missing values"])
     for m, s in summary["modalities"].items():
-        tab.add_row(m, s["kind"], str(s["shape"]), f"{s['missing']:.1%}", *[f"{s['present'][k]:.0%}" for k in parts])
+        tab.add_row(m, s["kind"], str(s["shape"]), *([s.get("units", "")] if units else []), f"{s['missing']:.1%}",
+                    *[f"{s['present'][k]:.0%}" for k in parts])
     con.print(tab)
     tab = table("targets (labelled: class counts or range)", ["target", "kind"])
     for t, s in summary["targets"].items():
@@ -150,8 +159,9 @@ def print_inspection(summary: dict, warnings: list[str]) -> None:
             cells = [" ".join(str(v) for v in s["counts"][k]) for k in parts]
             tab.add_row(t, f"{len(s['classes'])} classes", *cells)
         else:
-            tab.add_row(t, "regression", *["-" if s["range"][k] is None else
-                                           f"{s['range'][k][0]:.4g}..{s['range'][k][1]:.4g}" for k in parts])
+            tab.add_row(t, "regression" + (f" ({s['units']})" if s.get("units") else ""),
+                        *["-" if s["range"][k] is None else
+                          f"{s['range'][k][0]:.4g}..{s['range'][k][1]:.4g}" for k in parts])
     con.print(tab)
     for w in warnings:
         con.print(f"[yellow]warning:[/] {w}")

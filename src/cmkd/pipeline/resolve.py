@@ -40,10 +40,12 @@ def resolve(target: str, overrides: list[str] | None = None, quick: bool = False
         arrays = rec.load(cfg.model_dump(mode="json"), quick=quick)
         return cfg, arrays, "synthetic" if rec.synthetic else str(p), rec.synthetic
     if not cfg.data.path and cfg.data.sources is not None:  # data as they come: tables, streams, cubes
-        from cmkd.data.sources import absolute_paths, build
+        from cmkd.data.sources import absolute_paths, build, declare_names
 
         cfg.data.sources = absolute_paths(cfg.data.sources, p.parent)
-        arrays = build(cfg.data.sources, cfg.data, p.parent, cfg.seed, str(p)).arrays
+        built = build(cfg.data.sources, cfg.data, p.parent, cfg.seed, str(p))
+        declare_names(built, cfg.data.sources, cfg.data)  # channel names and units -> metrics, report, sidecar
+        arrays = built.arrays
         _quick(cfg, quick)
         return cfg, arrays, str(p), False
     if not cfg.data.path:
