@@ -45,9 +45,12 @@ def test_flat_features_keep_nan_and_mark_absent_samples():
     data, _ = sparse_case("classification", n=60)
     data.present["img"][:3] = False
     x = flat_features(data, ["seq", "img", "txt"], np.arange(10), 256)
-    assert x.shape == (10, 12 * 3 + 2 * 5 * 5 + 255)
-    assert np.isnan(x[:3, 36:86]).all() and not np.isnan(x[3:, 36:86]).any()
+    assert x.shape == (10, 12 * 3 + 4 * 3 + 2 * 5 * 5 + 255)  # a sequence: its steps, then 4 summaries a channel
+    assert np.isnan(x[:3, 48:98]).all() and not np.isnan(x[3:, 48:98]).any()
     assert np.isnan(x[:, :36]).any()  # the sequence's missing values stay NaN
+    seq = data.inputs["seq"][:10].astype(np.float32)
+    assert np.allclose(x[:, 36:39], np.nanmean(seq, axis=1), equal_nan=True)  # the channel means
+    assert np.allclose(x[:, 45:48], np.nanmax(seq, axis=1), equal_nan=True)
 
 
 def test_soft_targets_labels_where_known_teacher_elsewhere():
@@ -115,9 +118,10 @@ def test_onnx_parity_through_onnxruntime_alone(tmp_path, task, k):
 
 
 @pytest.mark.slow  # a full run
-def test_run_writes_references_tree_student_and_the_recommended_student_onnx(tmp_path):
+def test_run_writes_references_tree_student_and_the_recommended_student_onnx(tmp_path, monkeypatch: pytest.MonkeyPatch):
     """cmkd.run on SYNTHETIC data with unlabelled training samples: every reference, student_trees and its ONNX,
     the recommendation, and student.onnx holding the recommended model (parity through onnxruntime alone)."""
+    monkeypatch.setattr("cmkd.pipeline.crossval.CV_MAX_LABELS", 0)  # the validation split, as with many labels
     import json
 
     from helpers import write_case
@@ -165,7 +169,8 @@ def test_run_writes_references_tree_student_and_the_recommended_student_onnx(tmp
 
 
 @pytest.mark.slow  # a full run
-def test_run_export_model_pins_the_network_and_switches_turn_the_stage_off(tmp_path):
+def test_run_export_model_pins_the_network_and_switches_turn_the_stage_off(tmp_path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr("cmkd.pipeline.crossval.CV_MAX_LABELS", 0)  # the validation split, as with many labels
     from helpers import write_case
 
     import cmkd
@@ -264,9 +269,10 @@ def test_run_deploys_a_histgradientboosting_reference(tmp_path, task):
 
 
 @pytest.mark.slow  # a full run
-def test_a_refit_network_is_recommended_on_its_figure_before_the_refit(tmp_path):
+def test_a_refit_network_is_recommended_on_its_figure_before_the_refit(tmp_path, monkeypatch: pytest.MonkeyPatch):
     """With student.refit the network trains on the validation samples too; the recommendation must not compare
     that training figure with the references' out-of-sample ones."""
+    monkeypatch.setattr("cmkd.pipeline.crossval.CV_MAX_LABELS", 0)  # the validation split, as with many labels
     import json
 
     from helpers import write_case
@@ -312,9 +318,10 @@ def test_fit_memo_shares_only_identical_fits():
 
 
 @pytest.mark.slow  # a full run
-def test_a_fully_labelled_regression_run_fits_the_tree_student_once(tmp_path):
+def test_a_fully_labelled_regression_run_fits_the_tree_student_once(tmp_path, monkeypatch: pytest.MonkeyPatch):
     """Every training sample labelled: the tree student (ExtraTrees on the labels) is the extra_trees reference,
     fitted once, with the same figures."""
+    monkeypatch.setattr("cmkd.pipeline.crossval.CV_MAX_LABELS", 0)  # the validation split, as with many labels
     from helpers import write_case
 
     import cmkd

@@ -301,7 +301,8 @@ def references(data: MultimodalData, student_modalities: list[str], train_labell
             return None
         yv = _labels(data, val_lab)
         ys2 = {t: np.concatenate([y, yv[t].reshape((len(val_lab),) + y.shape[1:])]) for t, y in ys.items()}
-        return _Model(algo, data, seed_, n_estimators, n_jobs, memo).fit(np.concatenate([x, x_of(val_lab)]), ys2)
+        shared = memo if seed_ == seed else None  # self-training's refit (seed + 1) is never fitted twice
+        return _Model(algo, data, seed_, n_estimators, n_jobs, shared).fit(np.concatenate([x, x_of(val_lab)]), ys2)
 
     def score(name: str, algo: str, how: str, model: _Model, n_fit: int, t0: float,
               final: _Model | None = None) -> None:
@@ -338,7 +339,7 @@ def references(data: MultimodalData, student_modalities: list[str], train_labell
         pseudo = _pseudo(data, unl_cap, own)
         ys = {t: np.concatenate([y, pseudo[t]]) for t, y in _labels(data, lab).items()}
         x_both = np.concatenate([x_lab, x_of(unl_cap)])
-        m = _Model(algo, data, seed + 1, n_estimators, n_jobs, memo).fit(x_both, ys)
+        m = _Model(algo, data, seed + 1, n_estimators, n_jobs).fit(x_both, ys)  # never fitted twice: no memo
         score(f"{algo}_self_training", algo, "self_training", m, len(both), t0, again(algo, seed + 1, x_both, ys))
     return out
 
