@@ -384,3 +384,25 @@ def test_metrics_and_config_alone_make_no_run_folder(exp: Path, capsys: pytest.C
     before = _snap(out)
     _refused(*_run(exp, out, capsys, "--overwrite"), "not a cmkd run folder")
     assert _snap(out) == before
+
+
+def test_a_refused_second_run_keeps_the_first_runs_lock(exp: Path, capsys: pytest.CaptureFixture) -> None:
+    """A run refused because another holds the lock leaves that lock in place (else a third run could start)."""
+    first = rundir.RunDir(exp.parent / "out")
+    first.acquire()
+    try:
+        code, err = _run(exp, exp.parent / "out", capsys)
+        _refused(code, err, "in use by another cmkd run")
+        assert first.lock.is_file()
+        with pytest.raises(rundir.CmkdError, match="in use"):
+            rundir.RunDir(exp.parent / "out").acquire()
+    finally:
+        first.close(None)
+    assert not first.lock.exists()
+
+
+def test_out_below_a_file_is_one_line(exp: Path, capsys: pytest.CaptureFixture) -> None:
+    (exp.parent / "afile").write_text("mine\n")
+    code, err = _run(exp, exp.parent / "afile" / "sub", capsys)
+    _refused(code, err, "--out", "afile")
+    assert (exp.parent / "afile").read_text() == "mine\n"

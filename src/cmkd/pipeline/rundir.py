@@ -190,7 +190,8 @@ class RunDir:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise CmkdError(f"--out {self.out}: cannot create its parent folder ({_why(e)})") from None
+            raise CmkdError(f"--out {self.out}: cannot create its parent folder {self.path.parent} "
+                            f"({_why(e)})") from None
         for _ in range(5):
             try:
                 fd = os.open(self.lock, os.O_RDWR | os.O_CREAT, 0o644)
@@ -331,7 +332,8 @@ class RunDir:
                     (self.path / MARKER).unlink(missing_ok=True)
                 if self.created and self.path.is_dir() and not any(self.path.iterdir()):
                     self.path.rmdir()
-            self.lock.unlink(missing_ok=True)
+            if self._fd is not None:  # only the holder removes the lock (not a run refused because another holds it)
+                self.lock.unlink(missing_ok=True)
         finally:
             if self._fd is not None:
                 os.close(self._fd)
