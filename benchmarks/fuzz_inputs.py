@@ -60,7 +60,8 @@ def main() -> None:
         f"| property violated (traceback, hang, not one line, --out changed) | {len(problems)} |", "",
         f"Slowest case: {slowest:.2f} s (limit {TIME_LIMIT_S:.0f} s).", "",
         "State of `--out` before the case, and the outcome (`foreign`: a folder of the user's own, never written "
-        "into; `results` replaced only with `--overwrite`; a tenth of the cases make the swap's `os.rename` fail):",
+        "into; `results`, and `older` (a run folder from before the marker), replaced only with `--overwrite`; a "
+        "tenth of the cases make the swap's `os.rename` fail):",
         "", *[f"- {k}: {v}" for k, v in sorted(states.items())], "",
         "Most frequent refusals (paths and numbers masked):", "",
         *[f"- {v} x `{k}`" for k, v in kinds]])

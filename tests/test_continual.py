@@ -174,7 +174,8 @@ def test_cli_adapt_options(trained: Path, tmp_path: Path) -> None:
     rep = json.loads((out / "adapt.json").read_text())
     assert rep["restandardise"] is False and rep["train"] == "fusion" and rep["augment"] is True
     r = cli("adapt", "--model", str(trained / "run"), "--data", str(trained / "site.npz"), "--epochs", "1",
-            "--out", str(out))
+            "--out", str(out), "--overwrite")  # the earlier adaptation's folder: replaced only with --overwrite
+    assert r.returncode == 0, r.stderr
     rep = json.loads((out / "adapt.json").read_text())
     assert rep["restandardise"] is cli_mod.RESTANDARDISE_DEFAULT and rep["augment"] is cli_mod.AUGMENT_DEFAULT
     for bad, word in ((["--train", "encoder"], "--train"), (["--pseudo", "-1"], "--pseudo")):

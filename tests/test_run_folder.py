@@ -325,3 +325,84 @@ def test_failed_fresh_run_keeps_interrupted_checkpoints(exp: Path, capsys: pytes
     monkeypatch.setattr(pipeline, "OUTPUT_STAGES", (_write_outputs,))
     assert _run(exp, out, capsys, "--overwrite")[0] == 0
     assert not (out / ".ckpt").exists() and _hidden_siblings(out) == []
+
+
+def _older_run_folder(out: Path) -> Path:
+    """A run folder of a cmkd version before the marker: only files cmkd writes, no marker."""
+    out.mkdir()
+    (out / "metrics.json").write_text(json.dumps({"seed": 7}))
+    (out / "config.yaml").write_text("seed: 7\n")
+    for name in ("report.html", "histories.json", "student.pt", "teacher.pt", "student.onnx", "student.json",
+                 "student.int8.onnx", "student.int8.json"):
+        (out / name).write_text("x")
+    (out / "logs" / "tensorboard" / "student").mkdir(parents=True)
+    (out / "logs" / "student.csv").write_text("epoch\n")
+    (out / "logs" / "tensorboard" / "student" / "events.out.tfevents.123.cmkd").write_bytes(b"\0")
+    (out / "adapt").mkdir()
+    (out / "adapt" / "adapt.json").write_text("{}")
+    return out
+
+
+def test_older_run_folder_accepted(exp: Path, capsys: pytest.CaptureFixture) -> None:
+    """A pre-marker run folder holding nothing but cmkd's files is a run folder: its results kept without
+    --overwrite, replaced (in one swap, then marked) with it."""
+    out = _older_run_folder(exp.parent / "old")
+    before = _snap(out)
+    code, err = _run(exp, out, capsys)
+    _refused(code, err, "--overwrite", "results of another run")
+    assert _snap(out) == before
+    code, err = _run(exp, out, capsys, "--resume")
+    _refused(code, err, "no checkpoint")
+    assert _snap(out) == before
+    code, err = _run(exp, out, capsys, "--overwrite")
+    assert code == 0, err
+    assert (out / rundir.MARKER).is_file() and not (out / "student.pt").exists()
+    assert _hidden_siblings(out) == []
+
+
+@pytest.mark.parametrize("extra", ["notes.txt", "logs/notes.txt", "my.json", "data.npz", "link"])
+def test_older_run_folder_with_a_user_file_refused(exp: Path, capsys: pytest.CaptureFixture, extra: str) -> None:
+    """The same folder with one file cmkd does not write (or a symbolic link) is the user's: refused untouched."""
+    out = _older_run_folder(exp.parent / "old")
+    if extra == "link":
+        (out / "student_net.onnx").symlink_to(exp)
+    else:
+        (out / extra).write_text("mine")
+    before = _snap(out)
+    for flags in ([], ["--overwrite"], ["--resume"]):
+        code, err = _run(exp, out, capsys, *flags)
+        _refused(code, err, "not a cmkd run folder")
+        assert _snap(out) == before and _hidden_siblings(out) == []
+
+
+def test_metrics_and_config_alone_make_no_run_folder(exp: Path, capsys: pytest.CaptureFixture) -> None:
+    """Without metrics.json and config.yaml both, files of cmkd's names do not make a run folder."""
+    out = exp.parent / "models"
+    out.mkdir()
+    (out / "student.pt").write_text("mine")
+    (out / "config.yaml").write_text("mine: 1\n")
+    before = _snap(out)
+    _refused(*_run(exp, out, capsys, "--overwrite"), "not a cmkd run folder")
+    assert _snap(out) == before
+
+
+def test_a_refused_second_run_keeps_the_first_runs_lock(exp: Path, capsys: pytest.CaptureFixture) -> None:
+    """A run refused because another holds the lock leaves that lock in place (else a third run could start)."""
+    first = rundir.RunDir(exp.parent / "out")
+    first.acquire()
+    try:
+        code, err = _run(exp, exp.parent / "out", capsys)
+        _refused(code, err, "in use by another cmkd run")
+        assert first.lock.is_file()
+        with pytest.raises(rundir.CmkdError, match="in use"):
+            rundir.RunDir(exp.parent / "out").acquire()
+    finally:
+        first.close(None)
+    assert not first.lock.exists()
+
+
+def test_out_below_a_file_is_one_line(exp: Path, capsys: pytest.CaptureFixture) -> None:
+    (exp.parent / "afile").write_text("mine\n")
+    code, err = _run(exp, exp.parent / "afile" / "sub", capsys)
+    _refused(code, err, "--out", "afile")
+    assert (exp.parent / "afile").read_text() == "mine\n"

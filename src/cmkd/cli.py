@@ -14,7 +14,8 @@ from typing import Annotated
 import typer
 
 from cmkd.errors import CmkdError
-from cmkd.io import check_out_dir, dumps, model_dir
+from cmkd.io import check_out_file, dumps, model_dir
+from cmkd.pipeline.rundir import output_folder  # light: no torch, no numpy
 
 # markdown: a docstring paragraph is reflowed to the terminal width instead of keeping its source line breaks
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -31,14 +32,19 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+def _root(ctx: typer.Context,
+          version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                                 help="Print the version and exit.")] = False) -> None:
     """cmkd: cross-modal knowledge distillation. Train a teacher on rich modalities, distil it into a compact
     student that needs only the cheap ones, export it to ONNX/INT8."""
+    ctx.obj = {"output_folder": output_folder}  # for recipes' commands (a layer below the pipeline's folder rules)
 
 
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a config key, e.g. --set student.epochs=5 "
                                                                 "(repeatable; values parsed as YAML).")]
+FolderOverwrite = Annotated[bool, typer.Option(help="Replace this command's earlier outputs in OUT (a folder of "
+                                                    "yours, or another command's, is always refused).")]
+FileOverwrite = Annotated[bool, typer.Option(help="Replace the output file if it exists (else it is refused).")]
 
 
 @app.command()
@@ -81,7 +87,8 @@ def predict(model: Annotated[Path, typer.Option("--model", "-m", help="Output fo
                 "(columns time, station, and the sensor channels); for recycling models a folder of item PNGs"))],
             output: Annotated[Path, typer.Option("--output", help="Where to write the predictions JSON.")] = Path(
                 "preds.json"),
-            int8: Annotated[bool, typer.Option(help="Use the INT8 model instead of FP32.")] = False) -> None:
+            int8: Annotated[bool, typer.Option(help="Use the INT8 model instead of FP32.")] = False,
+            overwrite: FileOverwrite = False) -> None:
     """Predict with the exported student (ONNX Runtime, via the torch-free cmkd.runtime and the model's sidecar
     student.json); needs only the student's modalities. `<modality>__present` False marks a modality absent.
 
@@ -94,6 +101,7 @@ def predict(model: Annotated[Path, typer.Option("--model", "-m", help="Output fo
     from cmkd.runtime import EdgeModel, load_npz
 
     d = model_dir(model)
+    check_out_file(output, overwrite)
     if input.is_dir():  # a folder of item images: the recycling sorting tool
         from cmkd.recipes.recycling.analysis import predict_folder
 
@@ -198,8 +206,8 @@ def adapt(model: Annotated[Path, typer.Option("--model", "-m", help="Output fold
           pseudo: Annotated[int, typer.Option(help="Self-training: then also fine-tune on this many most confident "
                                                    "unlabelled new-site samples per predicted class; 0 = off.")] = 0,
           out: Annotated[Path | None, typer.Option("--out", "-o", help="Where to write student_adapted.pt and "
-                                                                       "adapt.json (default: MODEL/adapt).")] = None
-          ) -> None:
+                                                                       "adapt.json (default: MODEL/adapt).")] = None,
+          overwrite: FolderOverwrite = False) -> None:
     """Few-shot adaptation of the student to a new site, optionally with EWC; scores both sites before and after.
 
     The original site's data are rebuilt from the run's config (a recipe regenerates them; a YAML run rereads its
@@ -217,18 +225,18 @@ def adapt(model: Annotated[Path, typer.Option("--model", "-m", help="Output fold
 
     d = model_dir(model)
     check_adapt_options(shots=shots, ewc=ewc, epochs=epochs, lr=lr, pseudo=pseudo)
-    net, meta = load_model(d / "student.pt")
-    if "ensemble" in meta["hparams"]:
-        raise CmkdError(f"{d / 'student.pt'} is an ensemble of {len(meta['hparams']['ensemble'])} networks "
-                        "(student.ensemble); cmkd adapt fine-tunes one network: train with student.ensemble=1")
-    new = model_dataset(meta, load_npz(data), str(data), "keep")
-    original = original_dataset(meta)
     dest = out or d / "adapt"
-    check_out_dir(dest)  # before the fine-tuning, not after it
-    adapted, report = adapt_model(net, new, shots, original, ewc, epochs, lr, seed, restandardise=restandardise,
-                                  train=train, pseudo=pseudo, augment=augment)
-    save_adapted(adapted, meta, report, dest / "student_adapted.pt")
-    atomic_write_text(dest / "adapt.json", dumps(report, indent=1))
+    with output_folder(dest, "adapt", overwrite) as staging:  # checked before the fine-tuning, swapped in after it
+        net, meta = load_model(d / "student.pt")
+        if "ensemble" in meta["hparams"]:
+            raise CmkdError(f"{d / 'student.pt'} is an ensemble of {len(meta['hparams']['ensemble'])} networks "
+                            "(student.ensemble); cmkd adapt fine-tunes one network: train with student.ensemble=1")
+        new = model_dataset(meta, load_npz(data), str(data), "keep")
+        original = original_dataset(meta)
+        adapted, report = adapt_model(net, new, shots, original, ewc, epochs, lr, seed, restandardise=restandardise,
+                                      train=train, pseudo=pseudo, augment=augment)
+        save_adapted(adapted, meta, report, staging / "student_adapted.pt")
+        atomic_write_text(staging / "adapt.json", dumps(report, indent=1))
     pm = next(iter(report["before"]["new_site"]))
     for site in ("new_site", "original_site"):
         if site in report["before"]:
@@ -244,7 +252,8 @@ def tune_cmd(target: Annotated[str, typer.Argument(help="A recipe name or an exp
                  "runs/tune"),
              quick: Annotated[bool, typer.Option(help="Short trainings (smoke test).")] = False,
              overrides: SetOpt = None,
-             quiet: Annotated[bool, typer.Option(help="No progress output.")] = False) -> None:
+             quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
+             overwrite: FolderOverwrite = False) -> None:
     """Search kd temperature, loss weights, learning rate and width for the distilled student on the validation
     split; writes every trial to trials.json and the best config to best.yaml, ready for `cmkd run best.yaml`."""
     from rich.console import Console
@@ -253,9 +262,9 @@ def tune_cmd(target: Annotated[str, typer.Argument(help="A recipe name or an exp
     from cmkd.pipeline.resolve import resolve
     from cmkd.pipeline.tune import tune
 
-    cfg, arrays, _, _ = resolve(target, overrides, quick)
-    check_out_dir(out)  # before the trials, not after them
-    res = tune(cfg, arrays, trials, sampler, out, quiet=quiet)
+    with output_folder(out, "tune", overwrite) as staging:  # checked before the trials, swapped in after them
+        cfg, arrays, _, _ = resolve(target, overrides, quick)
+        res = tune(cfg, arrays, trials, sampler, staging, quiet=quiet)
     tab = Table(title=f"cmkd tune ({sampler}, {len(res['trials'])} trials; {res['metric']} on validation)")
     for col in ("trial", res["metric"], "settings"):
         tab.add_column(col)
@@ -276,7 +285,8 @@ def select_cmd(target: Annotated[str, typer.Argument(help="A recipe name or an e
                    "runs/select"),
                quick: Annotated[bool, typer.Option(help="Short trainings (smoke test).")] = False,
                overrides: SetOpt = None,
-               quiet: Annotated[bool, typer.Option(help="No progress output.")] = False) -> None:
+               quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
+               overwrite: FolderOverwrite = False) -> None:
     """Sensor selection: train a distilled student on every subset of the candidate modalities (greedy beyond 6),
     print the Pareto front of sensor cost against the validation metric, plot it, and name the best subset
     within the budget."""
@@ -286,10 +296,10 @@ def select_cmd(target: Annotated[str, typer.Argument(help="A recipe name or an e
     from cmkd.pipeline.resolve import resolve
     from cmkd.pipeline.select import select
 
-    cfg, arrays, _, _ = resolve(target, overrides, quick)
-    check_out_dir(out)  # before the trainings, not after them
     cands = [c.strip() for c in candidates.split(",") if c.strip()] if candidates is not None else None
-    res = select(cfg, arrays, budget, cands, out, quiet=quiet)
+    with output_folder(out, "select", overwrite) as staging:  # checked before the trainings, swapped in after them
+        cfg, arrays, _, _ = resolve(target, overrides, quick)
+        res = select(cfg, arrays, budget, cands, staging, quiet=quiet)
     key, m = f"val_{res['metric']}", res["metric"]
     tab = Table(title=f"cmkd select: Pareto front of cost vs validation {m} ({res['search']}, "
                       f"{len(res['subsets'])} subsets)")
@@ -308,13 +318,13 @@ def select_cmd(target: Annotated[str, typer.Argument(help="A recipe name or an e
 def data_cmd(target: Annotated[str, typer.Argument(help="`inspect` or `build`, then a recipe or YAML; or a recipe.")],
              second: Annotated[str | None, typer.Argument(help="The recipe or YAML after inspect / build.")] = None,
              out: Annotated[Path | None, typer.Option("--out", "-o", help="The .npz to write.")] = None,
-             overrides: SetOpt = None) -> None:
+             overrides: SetOpt = None, overwrite: FileOverwrite = False) -> None:
     """`cmkd data inspect X`: what cmkd would build from a recipe or YAML (samples per split, modalities,
     targets, warnings). `cmkd data build X --out x.npz` (or `cmkd data RECIPE --out x.npz`): write its arrays as
     an .npz (the bring-your-own-data format), e.g. data for `cmkd adapt` / `cmkd evaluate`."""
     from cmkd.pipeline.inspect import data_command
 
-    data_command(target, second, out, overrides, typer.echo)
+    data_command(target, second, out, overrides, typer.echo, overwrite=overwrite)
 
 
 _MOUNTED: dict[str, bool] = {}  # recipe name -> its real commands are mounted (False: the help-only stub)

@@ -281,12 +281,13 @@ def make_source_case(rng: np.random.Generator, folder: Path, case: tuple[str, st
 
 def _earlier_run(rng: np.random.Generator, out: Path) -> str:
     """The state of ``out`` before the run (what a failed run must leave intact); returns its name: ``none``,
-    ``empty``, ``results`` (an earlier run's, marked), ``interrupted`` (marked, checkpoints), ``foreign`` (a folder
-    of the user's own: never written into) or ``file``."""
+    ``empty``, ``results`` (an earlier run's, marked), ``older`` (an earlier run's written before the marker: only
+    cmkd's files), ``interrupted`` (marked, checkpoints), ``foreign`` (a folder of the user's own, an older run's
+    files with the user's notes among them: never written into) or ``file``."""
     from cmkd.pipeline.rundir import MARKER, MARKER_TEXT
 
-    state = str(rng.choice(["none", "empty", "results", "interrupted", "foreign", "file"],
-                           p=[0.5, 0.05, 0.22, 0.08, 0.12, 0.03]))
+    state = str(rng.choice(["none", "empty", "results", "older", "interrupted", "foreign", "file"],
+                           p=[0.5, 0.05, 0.18, 0.04, 0.08, 0.12, 0.03]))
     if state == "none":
         return state
     if state == "file":
@@ -296,12 +297,14 @@ def _earlier_run(rng: np.random.Generator, out: Path) -> str:
     out.mkdir(parents=True, exist_ok=True)
     if state in ("results", "interrupted"):
         (out / MARKER).write_text(MARKER_TEXT)
-    if state in ("results", "foreign"):
+    if state in ("results", "older", "foreign"):
         (out / "metrics.json").write_text('{"models": {}}\n')
         (out / "config.yaml").write_text("# the user's notes\nname: earlier\n")
         (out / "student.pt").write_bytes(b"earlier weights")
-    if state == "foreign":
+    if state in ("older", "foreign"):
         (out / "logs").mkdir()
+        (out / "logs" / "student.csv").write_text("epoch,loss\n0,1.0\n")
+    if state == "foreign":
         (out / "logs" / "notes.txt").write_text("my notes\n")
     if state == "interrupted":
         (out / ".ckpt").mkdir()
@@ -393,7 +396,7 @@ def check_case(seed: int, root: Path, source: tuple[str, str] | None = None) -> 
         argv = make_case(rng, folder) if rng.random() >= VALID_SHARE else _valid_case(rng, folder)
     out = folder / "out"
     state = "none" if source is not None else _earlier_run(rng, out)  # a data.sources case reaches its reader
-    if state in ("results", "interrupted", "foreign") and rng.random() < 0.6:
+    if state in ("results", "older", "interrupted", "foreign") and rng.random() < 0.6:
         argv.append("--overwrite")
     if source is None and rng.random() < (0.5 if state == "interrupted" else 0.1):
         argv.append("--resume")
@@ -412,7 +415,7 @@ def check_case(seed: int, root: Path, source: tuple[str, str] | None = None) -> 
         problem = f"--out changed by a failed run: {sorted(set(after or {}) ^ set(before or {}))}"
     elif code == 0 and state in ("foreign", "file"):
         problem = f"a run wrote into --out holding the user's own {state}"
-    elif code == 0 and state == "results" and "--overwrite" not in argv:
+    elif code == 0 and state in ("results", "older") and "--overwrite" not in argv:
         problem = "an earlier run's results replaced without --overwrite"
     elif code == 0 and sorted(after or {}) != sorted([MARKER, "config.yaml", "metrics.json"]):
         problem = f"--out after a run is not the new run: {sorted(after or {})}"

@@ -159,15 +159,19 @@ def shared_data_folder(name: str) -> Path:
     return Path.cwd().parent / "shared" / "data" / name
 
 
-def check_out_dir(out: Path) -> None:
-    """Create ``out`` and check that a file can be written there, or a one-line :class:`CmkdError`."""
+def check_out_file(path: Path, overwrite: bool, option: str = "--output") -> None:
+    """A file the user names for a command to write (``--output preds.json``, ``--out x.npz``), checked before any
+    work: its folder must exist, a folder is refused, and an existing file (or link) is replaced (atomically) only
+    with ``--overwrite``: cmkd cannot tell its own earlier output from a file of the user's of the same name."""
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise CmkdError(f"output folder {out} is not writable ({e.strerror})") from None
+        if path.is_dir():
+            raise CmkdError(f"{option} {path} is a folder; name the file to write")
+        if os.path.lexists(path) and not overwrite:
+            raise CmkdError(f"{option} {path} already exists; pass --overwrite to replace it, or name another file")
+        if not path.parent.is_dir():
+            raise CmkdError(f"{option} {path}: folder {path.parent} does not exist")
+    except OSError as e:  # a symbolic link loop, a name too long
+        raise CmkdError(f"{option} {path}: {e.strerror or e}") from None
 
 
 def model_dir(model: Path) -> Path:

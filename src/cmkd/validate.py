@@ -35,7 +35,7 @@ from cmkd.runtime import MAX_ARRAY_BYTES
 __all__ = ["MAX_ARRAY_BYTES", "MAX_CLASSES", "MAX_TARGET_ABS", "MAX_YAML_BYTES", "MAX_YAML_NODES", "NAME_RE",
            "check_adapt_options", "check_class_count", "check_class_ids", "check_finite_option", "check_name",
            "check_node_count", "check_regular_file", "check_target_array", "check_target_values", "safe_load_yaml",
-           "yaml_text", "yaml_value"]
+           "stored_config", "yaml_text", "yaml_value"]
 
 MAX_CLASSES = 1000  # default of data.max_classes
 MAX_TARGET_ABS = 1e15  # |regression target|: squares and sums of such values stay finite in float32
@@ -177,10 +177,11 @@ def yaml_value(value: str, source: str) -> Any:
         return value
 
 
-def safe_load_yaml(path: Path) -> Any:
+def safe_load_yaml(path: Path, what: str = "config file") -> Any:
     """Load a YAML file through the one door (:func:`yaml_text`): at most :data:`MAX_YAML_BYTES`, no duplicated
-    key, bounded expansion; any failure to read or parse it is a one-line :class:`CmkdError`."""
-    p = check_regular_file(path, "config file")
+    key, bounded expansion; any failure to read or parse it is a one-line :class:`CmkdError` (naming ``what``
+    when the file is missing)."""
+    p = check_regular_file(path, what)
     size = p.stat().st_size
     if size > MAX_YAML_BYTES:
         raise CmkdError(f"{p}: {size} bytes; an experiment YAML may hold at most {MAX_YAML_BYTES} (put data in "
@@ -192,6 +193,24 @@ def safe_load_yaml(path: Path) -> Any:
     except OSError as e:
         raise CmkdError(f"{p}: cannot read it ({e.strerror or e})") from None
     return yaml_text(text, str(p))
+
+
+def stored_config(meta: Any, source: str) -> dict[str, Any]:
+    """The experiment config a checkpoint or sidecar stores (``meta["config"]``, YAML text) through the same door
+    (:func:`yaml_text`): a mapping whose ``data`` section, when present, is a mapping; ``{}`` when none is stored.
+    Corrupt, oversized or hostile text is a one-line :class:`CmkdError` naming ``source``."""
+    text = meta.get("config") if isinstance(meta, dict) else None
+    if text is None or text == "":
+        return {}
+    where = f"{source} (its stored config)"
+    if not isinstance(text, str):
+        raise CmkdError(f"{where}: not YAML text but {type(text).__name__}; not a model cmkd wrote")
+    raw = yaml_text(text, where)
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or not isinstance(raw.get("data") or {}, dict):
+        raise CmkdError(f"{where}: not a mapping of settings with a 'data' section; not a model cmkd wrote")
+    return raw
 
 
 # ---- data values ----

@@ -85,9 +85,9 @@ def model_card(meta: dict, training_data: dict | None = None, synthetic: bool | 
         prune: the share of weights magnitude-pruned after the conformal calibration (``export.prune``), when the
             exported network was pruned: a note says the quantiles are the unpruned student's.
     """
-    import yaml
+    from cmkd.validate import stored_config
 
-    cfg = yaml.safe_load(meta.get("config") or "") or {}
+    cfg = stored_config(meta, "the model")
     dcfg = cfg.get("data") or {}
     inputs = []
     for m, spec in meta["hparams"]["modalities"].items():

@@ -19,7 +19,7 @@ PARTS = {0: "train", 1: "val", 2: "test", 3: "calib"}
 
 
 def data_command(first: str, second: str | None, out: Path | None, overrides: list[str] | None,
-                 echo=print) -> None:  # noqa: ANN001 - a print function
+                 echo=print, overwrite: bool = False) -> None:  # noqa: ANN001 - a print function
     """``cmkd data inspect TARGET``, ``cmkd data build TARGET --out X.npz`` or ``cmkd data TARGET --out X.npz``."""
     if first == "inspect":
         if second is None:
@@ -33,18 +33,18 @@ def data_command(first: str, second: str | None, out: Path | None, overrides: li
         raise CmkdError("usage: cmkd data inspect TARGET | cmkd data build TARGET --out X.npz")
     if out is None:
         raise CmkdError("cmkd data build: --out X.npz is required")
-    write_npz(target, out, overrides, echo)
+    write_npz(target, out, overrides, echo, overwrite)
 
 
-def write_npz(target: str, out: Path, overrides: list[str] | None, echo=print) -> None:  # noqa: ANN001
-    """Write the arrays a run of ``target`` would use as an ``.npz``."""
-    from cmkd.io import atomic_write
+def write_npz(target: str, out: Path, overrides: list[str] | None, echo=print,  # noqa: ANN001
+              overwrite: bool = False) -> None:
+    """Write the arrays a run of ``target`` would use as an ``.npz`` (an existing file only with ``overwrite``)."""
+    from cmkd.io import atomic_write, check_out_file
     from cmkd.pipeline.resolve import resolve
 
     if out.suffix != ".npz":
         raise CmkdError(f"--out {out}: the file name must end in .npz")
-    if not out.parent.is_dir():
-        raise CmkdError(f"--out {out}: folder {out.parent} does not exist")
+    check_out_file(out, overwrite, "--out")
     _, arrays, _, synthetic = resolve(target, overrides)
     atomic_write(out, lambda tmp: np.savez_compressed(tmp, **arrays))
     echo(f"wrote {out} ({len(next(iter(arrays.values())))} samples{', SYNTHETIC' if synthetic else ''})")

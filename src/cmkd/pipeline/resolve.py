@@ -76,9 +76,9 @@ def _quick(cfg: ExperimentConfig, quick: bool) -> None:
 
 def original_dataset(meta: dict) -> MultimodalData | None:
     """Rebuild the dataset a saved model was trained on from its config (None when it cannot be found)."""
-    import yaml
+    from cmkd.validate import stored_config
 
-    raw = yaml.safe_load(meta.get("config") or "") or {}
+    raw = stored_config(meta, "the model")  # corrupt or hostile text: one line, not a silent None
     try:
         cfg = validate(raw, source="the model's config")
         if cfg.recipe:

@@ -13,12 +13,19 @@
   earlier run or the new one, never a mix of the two.
 * A failed run leaves ``OUT`` as it found it (its own checkpoints removed, except after an interruption, which keeps
   them and the marker for ``--resume``).
+* Every other command that writes a folder (``cmkd tune``, ``select``, ``adapt``, ``habitat example``) goes through
+  the same rules (:func:`output_folder`): its marker names the command, a folder of another command is refused even
+  with ``--overwrite``, earlier outputs are replaced only with ``--overwrite``, and the outputs are staged and swapped
+  in whole.
+* A folder written by a cmkd version before the marker is accepted as the command's own only when it holds nothing
+  but the files that command writes (:func:`cmkd.pipeline.owner.older_cmkd`: for ``cmkd run`` ``metrics.json`` and
+  ``config.yaml`` and otherwise models, sidecars, the report, ``logs/``, ``.ckpt/``, ``adapt/``); anything else in it
+  is the user's.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,18 +35,16 @@ from typing import Any
 
 from cmkd.errors import CmkdError
 from cmkd.io import atomic_write_text
+from cmkd.pipeline.owner import _TEMP, MARKER, MARKER_TEXT, marker_command, marker_text, older_cmkd
 
-__all__ = ["MARKER", "RunDir", "check_run_out", "config_diff", "open_run_dir", "run_dirs"]
+__all__ = ["MARKER", "MARKER_TEXT", "RunDir", "check_output_folder", "check_run_out", "config_diff", "marker_text",
+           "open_run_dir", "output_folder", "run_dirs"]
 
-MARKER = ".cmkd-run"
-MARKER_TEXT = "a cmkd run folder: `cmkd run --overwrite` may replace everything in it\n"
 LOCK_SUFFIX = ".cmkd-lock"
 STAGING_PREFIX = ".staging-"  # inside OUT: left by cmkd versions before the whole-folder swap; removed
 CKPT = ".ckpt"
 # settings that do not change results: a resumed run may differ in them
 RESUME_IGNORED = ("threads",)
-# hidden temporary files of the atomic writers (``.name.tmp123``, ``.name.tmp.npz``, mkstemp's ``.name.abc123_x``)
-_TEMP = re.compile(r"^\..+\.(tmp\d*(\.\w+)?|[a-z0-9_]{8})$|^\.write-test-\d+$")
 
 # the run folders opened by the current run (per thread / task: runs in threads of one process stay apart)
 _OPENED: ContextVar[list[RunDir] | None] = ContextVar("cmkd_run_dirs", default=None)
@@ -85,13 +90,40 @@ def _siblings(path: Path, kind: str) -> list[Path]:
         return []
 
 
-def _refuse_foreign(out: Path, entries: list[str] | None) -> None:
-    """A non-empty folder without the marker is not cmkd's: never written into."""
-    if entries and MARKER not in entries:
+def _refuse_foreign(out: Path, entries: list[str] | None, real: Path | None = None, command: str = "run") -> None:
+    """A non-empty folder without the marker is not cmkd's (unless an older cmkd wrote it:
+    :func:`~cmkd.pipeline.owner.older_cmkd`), and one marked by another command is not this command's: never written
+    into."""
+    if entries and MARKER in entries:
+        owner = marker_command(real or _real(out))
+        if owner != command:
+            raise CmkdError(f"--out {out} holds the outputs of `cmkd {owner}`, not of `cmkd {command}`; cmkd never "
+                            "replaces one command's outputs by another's, even with --overwrite: choose another --out")
+        return
+    try:
+        older = bool(entries) and older_cmkd(real or _real(out), command)
+    except OSError:
+        older = False
+    if entries and not older:
         shown = ", ".join(entries[:4]) + (f" and {len(entries) - 4} more" if len(entries) > 4 else "")
-        raise CmkdError(f"--out {out} is not a cmkd run folder (it holds {shown} and no {MARKER}); cmkd writes "
-                        "only into a new or empty folder or its own run folder, even with --overwrite or "
-                        "--resume: choose another --out")
+        what, flags = ("run folder", "--overwrite or --resume") if command == "run" else ("output folder",
+                                                                                          "--overwrite")
+        raise CmkdError(f"--out {out} is not a cmkd {what} (it holds {shown} and no {MARKER}); cmkd writes only into "
+                        f"a new or empty folder or its own {what}, even with {flags}: choose another --out")
+
+
+def _check_out(out: Path, overwrite: bool, command: str) -> tuple[Path, list[str] | None]:
+    """The checks every command's ``--out`` passes: not a folder of the user's or another command's, and not a
+    missing folder whose earlier outputs an unfinished swap left beside it (without ``--overwrite``)."""
+    real = _real(out)
+    entries = _entries(real)
+    _refuse_foreign(out, entries, real, command)
+    if entries is None and not overwrite:
+        olds = _siblings(real, "old")
+        if olds:
+            raise CmkdError(f"--out {out} is missing, but an earlier run of it is in {olds[0]} (a swap that did not "
+                            "finish); pass --overwrite to replace it, or rename it back")
+    return real, entries
 
 
 def check_run_out(out: Path, resume: bool, overwrite: bool) -> None:
@@ -99,14 +131,7 @@ def check_run_out(out: Path, resume: bool, overwrite: bool) -> None:
     results is replaced only with ``--overwrite``; ``--resume`` needs a checkpoint (or ``--overwrite``) when the
     folder holds results; a fresh run over an interrupted run's checkpoints needs ``--overwrite`` too."""
     out = Path(out)
-    real = _real(out)
-    entries = _entries(real)
-    _refuse_foreign(out, entries)
-    if entries is None and not overwrite:
-        olds = _siblings(real, "old")
-        if olds:
-            raise CmkdError(f"--out {out} is missing, but an earlier run of it is in {olds[0]} (a swap that did not "
-                            "finish); pass --overwrite to replace it, or rename it back")
+    real, entries = _check_out(out, overwrite, "run")
     if not entries or overwrite:
         return
     results = [e for e in entries if not e.startswith(".")]
@@ -122,15 +147,28 @@ def check_run_out(out: Path, resume: bool, overwrite: bool) -> None:
                         "continue it, --overwrite to start again, or another --out")
 
 
+def check_output_folder(out: Path, command: str, overwrite: bool) -> None:
+    """The check of another command's ``--out`` before any work (:func:`output_folder`): a folder of the user's own
+    or of another command is refused; the command's earlier outputs are replaced only with ``--overwrite``."""
+    out = Path(out)
+    _, entries = _check_out(out, overwrite, command)
+    results = [e for e in entries or [] if not e.startswith(".")]
+    if results and not overwrite:
+        raise CmkdError(f"--out {out} holds the outputs of an earlier `cmkd {command}` ({', '.join(results[:4])}); "
+                        "pass --overwrite to replace them, or another --out")
+
+
 class RunDir:
     """One run's hold on its output folder (see the module docs).
 
     Args:
         out: the ``--out`` folder.
+        command: the command writing it (``run``, ``tune``, ...).
     """
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, command: str = "run") -> None:
         self.out = Path(out)
+        self.command = command  # whose folder it is (its marker names it)
         self.path = _real(self.out)  # the folder renamed at the end (not a symbolic link to it)
         parent, name, pid = self.path.parent, self.path.name, os.getpid()
         self.lock = parent / f".{name}{LOCK_SUFFIX}"
@@ -152,7 +190,8 @@ class RunDir:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise CmkdError(f"--out {self.out}: cannot create its parent folder ({_why(e)})") from None
+            raise CmkdError(f"--out {self.out}: cannot create its parent folder {self.path.parent} "
+                            f"({_why(e)})") from None
         for _ in range(5):
             try:
                 fd = os.open(self.lock, os.O_RDWR | os.O_CREAT, 0o644)
@@ -177,13 +216,13 @@ class RunDir:
             raise CmkdError(f"--out {self.out}: cannot take the lock {self.lock}")
         self._repair()
         entries = _entries(self.path)
-        _refuse_foreign(self.out, entries)
+        _refuse_foreign(self.out, entries, self.path, self.command)
         try:
             if entries is None:
                 self.path.mkdir()
                 self.created = True
             if MARKER not in (entries or []):
-                atomic_write_text(self.path / MARKER, MARKER_TEXT)
+                atomic_write_text(self.path / MARKER, marker_text(self.command))
                 self.marked = True
             probe = self.path / f".write-test-{os.getpid()}"
             probe.write_text("")
@@ -237,6 +276,10 @@ class RunDir:
             self.ck_dir.mkdir()
             self.ck_created = True
         atomic_write_text(saved, config_text)
+        self.stage()
+
+    def stage(self) -> None:
+        """Create the staging folder beside ``OUT`` that the outputs are written into."""
         try:
             self.staging.mkdir()
         except OSError as e:
@@ -244,7 +287,7 @@ class RunDir:
 
     def commit(self) -> None:
         """Replace ``OUT`` by the staged run in one rename (the earlier run renamed away first, back on failure)."""
-        atomic_write_text(self.staging / MARKER, MARKER_TEXT)
+        atomic_write_text(self.staging / MARKER, marker_text(self.command))
         moved = False
         if os.path.lexists(self.path):
             try:
@@ -289,7 +332,8 @@ class RunDir:
                     (self.path / MARKER).unlink(missing_ok=True)
                 if self.created and self.path.is_dir() and not any(self.path.iterdir()):
                     self.path.rmdir()
-            self.lock.unlink(missing_ok=True)
+            if self._fd is not None:  # only the holder removes the lock (not a run refused because another holds it)
+                self.lock.unlink(missing_ok=True)
         finally:
             if self._fd is not None:
                 os.close(self._fd)
@@ -327,6 +371,33 @@ def run_dirs() -> Iterator[None]:
         for rd in _OPENED.get() or []:
             rd.close(error)
         _OPENED.reset(token)
+
+
+@contextmanager
+def output_folder(out: Path, command: str, overwrite: bool) -> Iterator[Path]:
+    """The output folder of ``cmkd <command>`` under the run-folder rules (see the module docs): checked, locked and
+    marked on entry; the body writes into the staging folder it yields; on a clean exit the staging folder replaces
+    ``OUT`` in one rename; on a failure ``OUT`` is left as it was found.
+
+    Args:
+        out: the ``--out`` folder.
+        command: the command, e.g. ``tune`` (named in the marker and in errors).
+        overwrite: whether earlier outputs of the command in ``out`` may be replaced.
+    """
+    check_output_folder(out, command, overwrite)
+    rd = RunDir(out, command)
+    error: BaseException | None = None
+    try:
+        rd.acquire()
+        rd.clean_stale()
+        rd.stage()
+        yield rd.staging
+        rd.commit()
+    except BaseException as e:
+        error = e
+        raise
+    finally:
+        rd.close(error)
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:

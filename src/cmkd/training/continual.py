@@ -46,16 +46,14 @@ from cmkd.nn.losses import task_loss
 from cmkd.nn.models import MultimodalNet
 from cmkd.runtime import check_inputs
 from cmkd.training.fit import turn_images
-from cmkd.validate import check_target_array
+from cmkd.validate import check_target_array, stored_config
 
 ADAPT_NLL_BETA = 0.0  # fine-tuning's regression task loss: plain Gaussian NLL (as cmkd adapt has always used)
 
 
 def model_modalities(meta: dict) -> dict[str, dict]:
     """A saved model's modalities as :func:`cmkd.runtime.check_inputs` takes them (text with its tokeniser)."""
-    import yaml
-
-    data = (yaml.safe_load(meta.get("config") or "") or {}).get("data") or {}
+    data = stored_config(meta, "the model").get("data") or {}
     return {m: {**spec, "vocab": data.get("text_vocab", 4096), "length": data.get("text_len", 64)}
             for m, spec in meta["hparams"]["modalities"].items()}
 
@@ -77,8 +75,6 @@ def model_dataset(meta: dict, arrays: dict[str, np.ndarray], src: str, split: st
 
     ``split``: ``all`` puts every sample in the test part (2); ``keep`` keeps the npz's own split key (else all 2).
     """
-    import yaml
-
     inputs, present = check_inputs(model_modalities(meta), arrays, src)
     n = len(next(iter(inputs.values())))
     targets, kinds = {}, {}
@@ -97,7 +93,7 @@ def model_dataset(meta: dict, arrays: dict[str, np.ndarray], src: str, split: st
             targets[t] = np.where(lab, np.searchsorted(classes, np.where(lab, y, classes[0])), UNLABELLED)
         else:
             targets[t] = y.astype(np.float32).reshape(n, -1)
-    key = yaml.safe_load(meta["config"])["data"].get("split") or "split"
+    key = (stored_config(meta, "the model").get("data") or {}).get("split") or "split"
     part = np.asarray(arrays[key]).astype(np.int64) if split == "keep" and key in arrays else np.full(n, 2)
     return MultimodalData(inputs, present, targets, part, {m: s["kind"] for m, s in
                                                            meta["hparams"]["modalities"].items()},

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from cmkd.io import atomic_write_text, check_out_dir, dumps, model_dir
+from cmkd.errors import CmkdError
+from cmkd.io import atomic_write_text, check_out_file, dumps, model_dir
 from cmkd.recipes.habitat.design import design, example
 
 
@@ -31,9 +32,12 @@ def app() -> typer.Typer:
             rules: Annotated[Path | None, typer.Option(help="A rule-set YAML (default: the shipped illustrative "
                                                             "rules).")] = None,
             jurisdiction: Annotated[list[str] | None, typer.Option(help="Check only these jurisdictions "
-                                                                        "(repeatable).")] = None) -> None:
+                                                                        "(repeatable).")] = None,
+            overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists (else an existing file is "
+                                                         "refused).")] = False) -> None:
         """Predict hull thickness, waste capacity, emergency buoyancy and compliance per jurisdiction for a proposed
         habitat; list violations (rule id, text, why), resolved conflicts and a concrete change per violation."""
+        check_out_file(output, overwrite)
         res = design(model_dir(model), acoustic, legal, sensor, structural, rules, jurisdiction or None)
         atomic_write_text(output, dumps(res, indent=1))
         comp = ", ".join(f"{j}: {v['rule_engine']}" for j, v in res["compliance"].items())
@@ -43,14 +47,20 @@ def app() -> typer.Typer:
 
 
     @habitat_app.command("example")
-    def habitat_example(out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the example inputs.")] = Path(
+    def habitat_example(ctx: typer.Context,
+                        out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the example inputs.")] = Path(
                             "habitat-example"),
-                        seed: Annotated[int, typer.Option(help="Seed of the SYNTHETIC site.")] = 0) -> None:
+                        seed: Annotated[int, typer.Option(help="Seed of the SYNTHETIC site.")] = 0,
+                        overwrite: Annotated[bool, typer.Option(help="Replace an earlier example in OUT (a folder of "
+                                                                     "yours is always refused).")] = False) -> None:
         """Write one SYNTHETIC site's inputs for `cmkd habitat design`: survey.npy, rules.txt, rules.pdf, ocean.csv,
-        spec.json."""
-
-        check_out_dir(out)
-        paths = example(out, seed)
-        typer.echo("wrote " + ", ".join(str(p) for p in paths))
+        spec.json (into a new or empty folder, or an earlier example's with --overwrite: the whole folder is
+        replaced)."""
+        output_folder = (ctx.find_root().obj or {}).get("output_folder")  # cmkd.pipeline.rundir's, from cmkd.cli
+        if output_folder is None:
+            raise CmkdError("cmkd habitat example: run it from the cmkd command line")
+        with output_folder(out, "habitat example", overwrite) as staging:
+            paths = example(staging, seed)
+        typer.echo("wrote " + ", ".join(str(out / p.name) for p in paths))
 
     return habitat_app

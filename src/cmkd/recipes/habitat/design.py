@@ -132,17 +132,16 @@ def read_spec(path: Path) -> dict:
 def design(model_dir: Path, acoustic: Path, legal: Path, sensor: Path, structural: Path,
            rules: Path | None = None, jurisdictions: list[str] | None = None) -> dict:
     """Predict and check one habitat design; returns the design report (see the module docs)."""
-    import yaml
-
     from cmkd.export.onnx import ort_run, ort_session
     from cmkd.io import safe_load
     from cmkd.training.continual import model_inputs
+    from cmkd.validate import stored_config
 
     rs = load_rules(rules)
     if jurisdictions:
         rs.check_jurisdictions(jurisdictions)
     meta = safe_load(model_dir / "student.pt")
-    cfg = yaml.safe_load(meta.get("config") or "") or {}
+    cfg = stored_config(meta, str(model_dir / "student.pt"))
     if cfg.get("recipe") != "habitat":
         raise CmkdError(f"{model_dir} holds a model of {cfg.get('recipe') or 'a YAML experiment'}, not of the "
                         "habitat recipe")

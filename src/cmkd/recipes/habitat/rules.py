@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from cmkd.errors import CmkdError
+from cmkd.validate import safe_load_yaml
 
 STATUSES = ("n/a", "compliant", "violation")
 SEABEDS = ("sediment", "clay", "basalt", "nodule_field", "hydrothermal_vent")
@@ -112,12 +111,7 @@ DEFAULT_RULES = Path(__file__).with_name("rules.yaml")
 def load_rules(path: str | Path | None = None) -> RuleSet:
     """Read and validate a rule set (default: the shipped ILLUSTRATIVE ``rules.yaml``)."""
     p = Path(path) if path else DEFAULT_RULES
-    if not p.is_file():
-        raise CmkdError(f"rule file not found: {p}")
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise CmkdError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+    raw = safe_load_yaml(p, "rule file")  # the one YAML door: bounded size and expansion, every failure one line
     if not isinstance(raw, dict) or not {"priority", "zones", "jurisdictions", "rules"} <= set(raw):
         raise CmkdError(f"{p}: a rule set needs the keys priority, zones, jurisdictions and rules")
     try:
