@@ -28,8 +28,11 @@ def test_shard_splits_a_global_batch() -> None:
 
 @pytest.mark.slow  # torchrun with two processes
 @pytest.mark.skipif(sys.platform == "win32", reason="gloo process groups need a POSIX host here")
-def test_two_processes_match_one(tmp_path: Path) -> None:
+def test_two_processes_match_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import cmkd
+
+    # data-parallel runs select on the validation split (cross-validation with few labels is single-process)
+    monkeypatch.setattr("cmkd.pipeline.crossval.CV_MAX_LABELS", 0)
 
     y = ddp_case(tmp_path / "case")
     r = run_ddp(y, tmp_path / "ddp")

@@ -118,11 +118,11 @@ class Yardstick:
             return float(m.get(self.name, np.nan))
         parts = []
         for i, t in enumerate(self.targets):
-            key = (lambda name: name) if i == 0 else (lambda name, t=t: f"{t}/{name}")
+            pre = "" if i == 0 else f"{t}/"  # task_metrics: the first target's metrics unprefixed
             if self.kinds[t] == "classification":
-                parts.append(1.0 - float(m.get(key("accuracy"), np.nan)))
+                parts.append(1.0 - float(m.get(pre + "accuracy", np.nan)))
             else:
-                parts.append(float(m.get(key("rmse"), np.nan)) / self.scale[t])
+                parts.append(float(m.get(pre + "rmse", np.nan)) / self.scale[t])
         return float(np.mean(parts))
 
     def better(self, a: float, b: float) -> bool:
@@ -258,11 +258,12 @@ def choose_teacher(st: RunState) -> None:
 
 
 def _fold_cache(st: RunState, f: int) -> dict:
-    from cmkd.training.teachers import _cache
+    """Fold ``f``'s teacher outputs as the students' teacher cache (a network's, or a classical model's)."""
+    from cmkd.training.teachers import cache_of
 
     p = st.cv_teacher[f]
     if "features" in p:
-        return _cache(p, list(st.data.target_kinds))
+        return cache_of(p, list(st.data.target_kinds))
     return classical_cache(p, st.data, st.stats)
 
 

@@ -56,10 +56,12 @@ def teacher_targets(teacher: torch.nn.Module, data: MultimodalData, targets: lis
     modalities) and the kd mask: where it saw at least one of them."""
     mods = list(teacher.encoders)
     preds = predict(teacher, data, np.arange(data.n), device=device)
-    return _cache(preds, targets), teacher_seen(data, mods)
+    return cache_of(preds, targets), teacher_seen(data, mods)
 
 
-def _cache(preds: dict[str, np.ndarray], targets: list[str]) -> dict:
+def cache_of(preds: dict[str, np.ndarray], targets: list[str]) -> dict:
+    """A network's predictions (:func:`cmkd.evaluation.metrics.predict`) as the students' teacher cache:
+    ``{"features": tensor, <target>: {"logits" | "mean" | ...: tensor}}``."""
     out: dict = {"features": torch.from_numpy(preds["features"])}
     for t in targets:
         part = {k.split("/", 1)[1]: torch.from_numpy(v) for k, v in preds.items() if k.startswith(f"{t}/")}
