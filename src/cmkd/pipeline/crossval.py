@@ -314,26 +314,29 @@ def distilled(st: RunState) -> None:
     algos = tuple(cfg.references.algorithms)
     everyone = np.union1d(st.train_all, st.cv_pool)
     per: dict[str, list[float]] = {"student": []}
-    for f, hold in enumerate(st.cv_folds):
-        fit_idx = np.setdiff1d(st.cv_pool, hold)
+    folds = []
+    for f, hold in enumerate(st.cv_folds):  # the networks first, beside the run's own classical fits
         all_idx = np.setdiff1d(everyone, hold)
         cache = _fold_cache(st, f)
         tout = {f"{t}/{k}": v.numpy() for t, part in cache.items() if isinstance(part, dict)
                 for k, v in part.items()}
-        mask = st.kd_mask
+        folds.append((hold, np.setdiff1d(st.cv_pool, hold), all_idx, tout))
         p = _fold_net(st, "student", smods, cfg.student,
                       make_loss(cfg, cfg.student.width, st.teacher.width), all_idx, hold, cfg.seed + 7000 + f,
-                      cache=cache, mask=mask)
+                      cache=cache, mask=st.kd_mask)
         per["student"].append(yard(task_metrics(data, hold, {k: v[hold] for k, v in p.items()})))
+    if st.classical is not None:  # then the forests, once the run's own are fitted: one set in memory at a time
+        st.classical.result()
+    trim_heap()
+    for hold, fit_idx, all_idx, tout in folds:
         if algos:
-            kinds = ("teacher_labels", "self_training")
-            refs = references(data, smods, fit_idx, all_idx, hold, hold, tout, mask,
-                              settings=_ref_settings(st, algos, kinds))
+            refs = references(data, smods, fit_idx, all_idx, hold, hold, tout, st.kd_mask,
+                              settings=_ref_settings(st, algos, ("teacher_labels", "self_training")))
             for name, e in refs.items():
                 per.setdefault(name, []).append(yard(e["val"]))
         if cfg.trees.n_estimators:
             ts = TreeStudent(smods, n_estimators=cfg.trees.n_estimators, seed=cfg.seed, n_jobs=1)
-            ts.fit(data, all_idx, tout, mask, None)
+            ts.fit(data, all_idx, tout, st.kd_mask, None)
             per.setdefault("student_trees", []).append(yard(task_metrics(data, hold, ts.predict(data, hold))))
             del ts
         trim_heap()
