@@ -10,8 +10,9 @@ peak RSS from ``os.wait4``, its wall time). From its ``metrics.json``, on the TE
 - the best label-only model on the student's inputs, chosen with hindsight ON TEST: ``student_baseline`` and every
   reference with ``trained_on == "labels"``;
 - the dividend: recommended minus best label-only (for RMSE: best label-only minus recommended; positive = the
-  recommendation is better), and relative to the label-only figure; the run's own ``metrics["dividend"]`` too
-  where it has one; the teacher's figure, the recommended model's validation figure and ``selected_by``.
+  recommendation is better), and relative to the label-only figure: the run's own ``metrics["dividend"]``
+  (:func:`cmkd.evaluation.dividend.dividend`); the teacher's figure, the recommended model's validation figure
+  and ``selected_by``.
 
 The hindsight makes the label-only side an upper bound of what a user choosing on validation would get, so a
 positive dividend here is conservative. Every run is appended to ``benchmarks/small_real_runs.jsonl`` as it
@@ -64,23 +65,20 @@ def _test_figure(m: dict, name: str | None, metric: str) -> float | None:
     return (m.get("references") or {}).get(name, {}).get(metric)
 
 
-def dividend(rec: float, label_only: float, metric: str) -> float:
-    """Signed: positive = the recommended model is better (higher accuracy; for RMSE, lower)."""
-    return label_only - rec if metric == "rmse" else rec - label_only
-
-
 def summarise(m: dict) -> dict:
-    """The figures this benchmark keeps from one run's ``metrics.json``."""
+    """The figures this benchmark keeps from one run's ``metrics.json``; the dividend is the run's own
+    (:func:`cmkd.evaluation.dividend.dividend`: its ``test`` field is the recommended model against the best
+    label-only model on test, with hindsight)."""
+    from cmkd.evaluation.dividend import dividend, label_only_candidates
+
     metric = m["primary_metric"]
-    better = min if metric == "rmse" else max
     rec = (m.get("recommended") or {}).get("model")
-    label_only = {"student_baseline": _test_figure(m, "student_baseline", metric)}
-    label_only |= {k: r.get(metric) for k, r in (m.get("references") or {}).items()
-                   if isinstance(r, dict) and r.get("trained_on") == "labels"}
+    label_only = {k: _test_figure(m, k, metric) for k in label_only_candidates(m)}
     label_only = {k: v for k, v in label_only.items() if v is not None}
-    best = better(label_only, key=label_only.get) if label_only else None
+    dv = dividend(m) or {}
+    best = (dv.get("label_only_test") or {}).get("model")
     out = {"metric": metric, "recommended_model": rec, "recommended_test": _test_figure(m, rec, metric),
-           "recommended_val": ((m.get("recommended") or {}).get("val") or {}).get(rec),
+           "recommended_val": dv.get("recommended_val"),
            "selected_by": (m.get("recommended") or {}).get("selected_by"),
            "label_only_best_model": best, "label_only_best_test": label_only.get(best), "label_only_test": label_only,
            "teacher_test": _test_figure(m, "teacher", metric),
@@ -88,12 +86,8 @@ def summarise(m: dict) -> dict:
            "student_test": _test_figure(m, "student", metric),
            "n_train": m["data"]["n_train"], "n_val": m["data"]["n_val"], "n_test": m["data"]["n_test"],
            "n_train_unlabelled": m["data"].get("n_train_unlabelled")}
-    if out["recommended_test"] is not None and out["label_only_best_test"] is not None:
-        d = dividend(out["recommended_test"], out["label_only_best_test"], metric)
-        out["dividend"] = d
-        out["dividend_rel"] = d / abs(out["label_only_best_test"]) if out["label_only_best_test"] else None
-    if isinstance(m.get("dividend"), dict):
-        out["metrics_dividend"] = m["dividend"]
+    if dv.get("test") is not None:
+        out["dividend"], out["dividend_rel"] = dv["test"], dv.get("relative_test")
     return out
 
 
@@ -151,7 +145,8 @@ def table(runs: list[dict], cases: list[str]) -> str:
     """Markdown: one row per case and budget, mean ± std over seeds."""
     head = ("| case | budget | labels: train / val | seeds | recommended (count) | recommended test | "
             "best label-only test (hindsight) | dividend | dividend (relative) | negative beyond noise | "
-            "student_baseline test | teacher test | metrics' own dividend | peak RSS max (MB) | wall s mean |")
+            "student_baseline test | teacher test | recommended, its figure when chosen (val / CV) | "
+            "peak RSS max (MB) | wall s mean |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for case in cases:
         for budget in BUDGETS[case]:
@@ -163,7 +158,6 @@ def table(runs: list[dict], cases: list[str]) -> str:
             d = 3 if metric != "rmse" or case.startswith("samson") else 2
             recs = ", ".join(f"{k} {v}" for k, v in sorted(Counter(r["recommended_model"] for r in g).items()))
             labels = sorted({f"{r['n_train']} / {r['n_val']}" for r in g})
-            own = [r["metrics_dividend"] for r in g if r.get("metrics_dividend") is not None]
             quick = " (quick)" if any(r.get("quick") for r in g) else ""
             lines.append(
                 f"| {case}{quick} ({metric}) | {_budget_text(budget)} | {', '.join(labels)} | {len(g)} | "
@@ -172,17 +166,9 @@ def table(runs: list[dict], cases: list[str]) -> str:
                 f"{ms([100 * r['dividend_rel'] for r in g], 1)}% | {_negative_beyond_noise(g)}/{len(g)} | "
                 f"{np.mean([r['student_baseline_test'] for r in g]):.{d}f} | "
                 f"{np.mean([r['teacher_test'] for r in g if r['teacher_test'] is not None]):.{d}f} | "
-                f"{_own(own)} | {max(r['peak_rss_mb'] for r in g):.0f} | {np.mean([r['wall_s'] for r in g]):.0f} |")
+                f"{ms([r['recommended_val'] for r in g if r.get('recommended_val') is not None], d)} | "
+                f"{max(r['peak_rss_mb'] for r in g):.0f} | {np.mean([r['wall_s'] for r in g]):.0f} |")
     return "\n".join(lines)
-
-
-def _own(own: list[dict]) -> str:
-    """The runs' own ``metrics["dividend"]`` (a dict per run), shown as its numeric entries' means."""
-    if not own:
-        return "-"
-    keys = [k for k, v in own[0].items() if isinstance(v, int | float) and not isinstance(v, bool)]
-    means = {k: np.mean([o[k] for o in own if isinstance(o.get(k), int | float)]) for k in keys}
-    return ", ".join(f"{k} {v:.3g}" for k, v in means.items()) or "-"
 
 
 def report(runs: list[dict], cases: list[str]) -> str:

@@ -43,7 +43,7 @@ from cmkd.data.arrays import UNLABELLED, MultimodalData
 from cmkd.evaluation.metrics import HIGHER_IS_BETTER, predict, primary_metric, task_metrics
 from cmkd.nn.checkpoint import build_model
 from cmkd.pipeline.state import RunState
-from cmkd.training.distill import make_loss, teacher_loss
+from cmkd.training.distill import best_epoch, make_loss, teacher_loss
 from cmkd.training.fit import FitSettings, batch_size_for, fit, set_seed
 
 CV_MAX_LABELS = 500  # at most this many labelled samples (train + validation): selection by cross-validation
@@ -143,18 +143,11 @@ def paired_se(a: list[float], b: list[float]) -> float:
     return float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else float("inf")
 
 
-def _epochs(st: RunState, role: str) -> int:
-    """The epoch count ``role``'s early stopping chose on the validation split (its best epoch)."""
-    h = st.histories.get(role) or []
-    vals = [st.sign * r["val_metric"] for r in h if "val_metric" in r]
-    return int(np.argmax(vals)) + 1 if vals else 1
-
-
 def _fold_net(st: RunState, role: str, mods: list[str], mcfg, loss, fit_idx: np.ndarray,  # noqa: ANN001
               hold: np.ndarray, seed: int, cache: dict | None = None, mask: np.ndarray | None = None) -> dict:
     """A network trained on ``fit_idx`` for ``role``'s chosen epoch count; its predictions on every sample."""
     data = st.data
-    ep = _epochs(st, role)
+    ep = best_epoch(st.histories, role, st.sign)
     fcfg = mcfg.model_copy(update={"epochs": ep, "patience": ep + 1,
                                    "batch_size": batch_size_for(mcfg, len(fit_idx))})
     set_seed(seed)

@@ -18,7 +18,7 @@ from cmkd.nn.checkpoint import build_model
 from cmkd.nn.models import MultimodalNet, ensemble_of
 from cmkd.pipeline import crossval
 from cmkd.pipeline.state import RunState
-from cmkd.training.distill import best_val, make_loss
+from cmkd.training.distill import best_epoch, best_val, make_loss
 from cmkd.training.distributed import THREADS
 from cmkd.training.fit import FitSettings, batch_size_for, fit, set_seed
 from cmkd.training.teachers import teacher_targets, train_teachers
@@ -64,7 +64,7 @@ def train_student(st: RunState, role: str, mods: list[str], distil: bool, t_mode
             stages.append((f"{name}_refit", None, np.concatenate([fit_idx, st.val]), False))
         for stage, mcfg, idx, select in stages:
             if mcfg is None:
-                best = int(np.argmax([st.sign * r["val_metric"] for r in st.histories[name]])) + 1
+                best = best_epoch(st.histories, name, st.sign)
                 # the batch size of the run that chose the epoch count (an auto one would follow the larger set)
                 mcfg = cfg.student.model_copy(update={"epochs": best, "patience": best + 1,
                                                       "batch_size": batch_size_for(cfg.student, len(fit_idx))})

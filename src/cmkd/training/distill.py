@@ -25,6 +25,12 @@ def best_val(histories: dict[str, list[dict]], role: str, sign: float) -> float:
     return max(vals) if vals else -math.inf
 
 
+def best_epoch(histories: dict[str, list[dict]], role: str, sign: float) -> int:
+    """The epoch count ``role``'s early stopping chose on validation (its best epoch, from 1; 1 without one)."""
+    vals = [sign * r["val_metric"] for r in histories.get(role, []) if "val_metric" in r]
+    return int(np.argmax(vals)) + 1 if vals else 1
+
+
 def make_loss(cfg: ExperimentConfig, student_width: int, teacher_width: int | None, *,
               baseline: bool = False) -> CompositeLoss:
     """The student's :class:`CompositeLoss` from the config's ``distill`` section and ``student.nll_beta``.
