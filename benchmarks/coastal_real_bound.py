@@ -82,7 +82,7 @@ def main() -> None:
         return
     folder = real.default_folder()
     try:
-        tv, lv = real.read_gauge(folder / real.FILES["vlissingen"])
+        tv, lv, _ = real.read_gauges({"data": {"path": str(folder)}})
     except CmkdError as e:
         sys.exit(f"error: {e} (set CMKD_DATA to the folder holding {real.FOLDER})")
     t = (tv - np.datetime64("1976-01-01T00", "h")).astype(float)

@@ -46,7 +46,7 @@ def _coords() -> tuple[np.ndarray, np.ndarray]:
 def _block_split(rows: np.ndarray, cols: np.ndarray, labels: np.ndarray, fraction: float, seed: int,
                  block: int = 10) -> np.ndarray:
     """The split the recipe used before: whole ``block`` x ``block`` cells of each class held out."""
-    from cmkd.recipes.houston.recipe import hold_out_groups
+    from cmkd.data.regions import hold_out_groups
 
     return hold_out_groups(rows // block * 100_000 + cols // block, labels, fraction, seed)
 

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from cmkd.data.regions import polygons
 from cmkd.recipes.base import label_mask
 from cmkd.recipes.houston import recipe as houston
 
@@ -20,7 +21,7 @@ def test_polygons_are_same_class_connected_components() -> None:
            (0, 6, 1), (0, 7, 1),  # apart: a second polygon
            (0, 3, 2)]  # touches the square but is another class
     rows, cols, labels = (np.array(v) for v in zip(*pix))
-    ids = houston.polygons(rows, cols, labels)
+    ids = polygons(rows, cols, labels)
     assert len(set(ids[:10])) == 1
     assert ids[10] == ids[11] != ids[0]
     assert ids[12] not in set(ids[:12])
@@ -37,7 +38,7 @@ def test_split_holds_out_whole_polygons() -> None:
         labels.append(np.full(side * side, k % 4))
     rows, cols, labels = (np.concatenate(v) for v in (rows, cols, labels))
     val = houston.spatial_val_split(rows, cols, labels, 0.2, seed=3)
-    ids = houston.polygons(rows, cols, labels)
+    ids = polygons(rows, cols, labels)
     assert not set(ids[val]) & set(ids[~val])  # no polygon on both sides
     for c in range(4):
         share = val[labels == c].mean()

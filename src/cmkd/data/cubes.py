@@ -290,9 +290,10 @@ def block_split(rows: np.ndarray, cols: np.ndarray, weight: np.ndarray, block: i
     order = np.random.default_rng(seed).permutation(len(uniq))  # blocks in the order they are dealt out
     total = max(float(w.sum()), 1e-12)
     part = np.zeros(len(uniq), dtype=np.int64)
-    acc = np.cumsum(w[order]) / total
-    take = order[acc <= test + 1e-9]
-    part[take if len(take) or len(order) < 3 else order[:1]] = 2
+    if test > 0:  # 0: the test split is given otherwise (an official test map)
+        acc = np.cumsum(w[order]) / total
+        take = order[acc <= test + 1e-9]
+        part[take if len(take) or len(order) < 3 else order[:1]] = 2
     rest = order[part[order] == 0]
     acc = np.cumsum(w[rest]) / total
     take = rest[acc <= val + 1e-9]
@@ -300,13 +301,29 @@ def block_split(rows: np.ndarray, cols: np.ndarray, weight: np.ndarray, block: i
     return part[inv.reshape(-1)]
 
 
-def load_cube(spec, name: str, base: Path) -> tuple[np.ndarray, list[float] | None, Path]:  # noqa: ANN001
+def load_cube(spec, name: str, base: Path, cache: dict | None = None  # noqa: ANN001 - a SourcesSpec
+              ) -> tuple[np.ndarray, list[float] | None, Path]:
     """Cube ``name`` of a :class:`cmkd.data.sources.SourcesSpec` as (rows, cols, bands) float32 with NaN for its
-    ``missing`` values, its wavelengths and its path."""
+    ``missing`` values, its wavelengths and its path (kept in ``cache``, by name, where given). A pixel list
+    ``at`` a raster fills the pixels that raster labels, in row-major order, and is NaN elsewhere."""
+    if cache is not None and name in cache:
+        return cache[name]
     c = spec.cubes[name]
     p = local_path(base, c.path)
     a, wl, lay = read_array(p, c.format, c.variable)
-    cube = to_cube(a, lay if c.layout == "auto" and lay else c.layout, str(p), c.shape, c.order)
+    if c.at is not None:
+        raster, _, rp = load_cube(spec, c.at, base, cache)
+        where = ~np.isnan(raster).all(axis=2)
+        if a.dtype.kind not in "fiub" or a.ndim != 2:
+            raise CmkdError(f"{p}: at needs a 2-D numeric pixel list, got {a.dtype} of shape {a.shape}")
+        px = np.asarray(a.T if c.layout == "bands-pixels" else a, dtype=np.float32)
+        if px.shape[0] != where.sum():
+            raise CmkdError(f"{p}: {px.shape[0]} pixels, but {rp} (cube '{c.at}') labels {int(where.sum())}; at "
+                            "needs one pixel per labelled pixel of that raster")
+        cube = np.full((*where.shape, px.shape[1]), np.nan, dtype=np.float32)
+        cube[where] = px
+    else:
+        cube = to_cube(a, lay if c.layout == "auto" and lay else c.layout, str(p), c.shape, c.order)
     for v in c.missing:
         cube[cube == v] = np.nan
     if c.wavelength_range is not None:
@@ -314,16 +331,52 @@ def load_cube(spec, name: str, base: Path) -> tuple[np.ndarray, list[float] | No
     wl = c.wavelengths or wl
     if wl is not None and len(wl) != cube.shape[2]:
         raise CmkdError(f"{p}: {len(wl)} wavelengths for {cube.shape[2]} bands")
+    if cache is not None:
+        cache[name] = (cube, wl, p)
     return cube, wl, p
+
+
+def _names(cube: str | list[str]) -> list[str]:
+    return [cube] if isinstance(cube, str) else list(cube)
+
+
+def _split(spec, loaded: dict, maps: dict, rows: np.ndarray, cols: np.ndarray, lab: np.ndarray,  # noqa: ANN001
+           default_split, src: str) -> np.ndarray:  # noqa: ANN001 - SourcesSpec, SplitSpec
+    """Split codes of the sampled pixels: spatial blocks, or an official test map and whole class regions."""
+    from cmkd.data.regions import region_split
+
+    sp = spec.split or default_split
+    h, w = lab.shape
+    labelled = lab[rows, cols]
+    test = np.zeros(len(rows), dtype=bool)
+    if sp.test_cube is not None:
+        test = ~np.isnan(loaded[sp.test_cube][0][rows, cols]).all(axis=1)
+    split = np.where(test, 2, 0).astype(np.int64)
+    rest = np.flatnonzero(~test)
+    if sp.regions:
+        t = next(iter(spec.targets))
+        fit = rest[labelled[rest]]
+        y = maps[t][rows[fit], cols[fit]]
+        if y.shape[1] != 1 or np.any(y != np.round(y)):
+            raise CmkdError(f"{src}: split.regions holds out regions of one class: target '{t}' must be one column "
+                            "of class labels")
+        split[fit[region_split(rows[fit], cols[fit], y[:, 0], sp.val, sp.seed)]] = 1
+        return split
+    block = sp.block or max(1, min(h, w) // 10)
+    weight = labelled[rest].astype(np.float64) if labelled[rest].any() else np.ones(len(rest))
+    split[rest] = block_split(rows[rest], cols[rest], weight, block, sp.val, 0.0 if test.any() else sp.test, sp.seed)
+    return split
 
 
 def build_cubes(spec, base: Path, src: str, default_split) -> tuple:  # noqa: ANN001 - SourcesSpec, SplitSpec
     """Pixels or patches of the cubes of :class:`cmkd.data.sources.SourcesSpec`: the arrays, the mode
     (``cubes``), channel names per modality and no warnings."""
     loaded: dict[str, tuple[np.ndarray, list[float] | None, Path]] = {}
-    for s in [*spec.modalities.values(), *spec.targets.values()]:
-        if s.cube not in loaded:
-            loaded[s.cube] = load_cube(spec, s.cube, base)
+    used = [c for s in [*spec.modalities.values(), *spec.targets.values()] for c in _names(s.cube)]
+    if spec.split is not None and spec.split.test_cube is not None:
+        used.append(spec.split.test_cube)
+    for c in dict.fromkeys(used):
+        load_cube(spec, c, base, loaded)
     (ref, (c0, _, p0)), *others = loaded.items()
     for _name, (c, _, p) in others:
         if c.shape[:2] != c0.shape[:2]:
@@ -333,14 +386,32 @@ def build_cubes(spec, base: Path, src: str, default_split) -> tuple:  # noqa: AN
     maps: dict[str, np.ndarray] = {}
     chans: dict[str, list[str]] = {}
     for m, s in [*spec.modalities.items(), *spec.targets.items()]:
-        cube, wl, p = loaded[s.cube]
-        maps[m], chans[m] = select_bands(cube, wl, f"{p} ({m})", s.bands, s.wavelengths, s.band_ranges)
+        for i, c in enumerate(_names(s.cube)):  # several cubes: each pixel from the first that has a value there
+            cube, wl, p = loaded[c]
+            part, names = select_bands(cube, wl, f"{p} ({m})", s.bands, s.wavelengths, s.band_ranges)
+            if i == 0:
+                maps[m], chans[m] = part, names
+                continue
+            if part.shape[2] != maps[m].shape[2]:
+                raise CmkdError(f"{p} ({m}): {part.shape[2]} bands, but the cube before it in the list gives "
+                                f"{maps[m].shape[2]}; the cubes of one source need the same bands")
+            if i == 1:
+                maps[m] = maps[m].copy()  # it may be a loaded cube itself
+            gap = np.isnan(maps[m]).all(axis=2)
+            maps[m][gap] = part[gap]
     lab = np.zeros((h, w), dtype=bool)
     for t in spec.targets:
         lab |= ~np.isnan(maps[t]).all(axis=2)
     rows, cols = np.nonzero(lab) if spec.pixels == "labelled" else np.indices((h, w)).reshape(2, -1)
     if len(rows) == 0:
         raise CmkdError(f"{src}: no labelled pixel (every target value is missing)")
+    first = _names(next(iter(spec.targets.values())).cube)
+    if spec.pixels == "labelled" and len(first) > 1:  # the first target's rasters in turn, row-major within each
+        rank = np.full(len(rows), len(first))
+        for i, c in enumerate(first[::-1]):
+            rank[~np.isnan(loaded[c][0][rows, cols]).all(axis=1)] = len(first) - 1 - i
+        order = np.argsort(rank, kind="stable")
+        rows, cols = rows[order], cols[order]
     arrays: dict[str, np.ndarray] = {}
     for m, s in spec.modalities.items():
         arrays[m] = sample_pixels(maps[m], rows, cols, s.patch).astype(np.float32)
@@ -350,11 +421,7 @@ def build_cubes(spec, base: Path, src: str, default_split) -> tuple:  # noqa: AN
         if s.patch > 1:
             raise CmkdError(f"{src}: target '{t}' has patch {s.patch}; a target is one pixel's value")
         arrays[t] = y[:, 0] if y.shape[1] == 1 else y
-    sp = spec.split or default_split
-    block = sp.block or max(1, min(h, w) // 10)
-    labelled = lab[rows, cols]
-    arrays["split"] = block_split(rows, cols, labelled.astype(np.float64) if labelled.any() else
-                                  np.ones(len(rows)), block, sp.val, sp.test, sp.seed)
+    arrays["split"] = _split(spec, loaded, maps, rows, cols, lab, default_split, src)
     for r in spec.require:
         keep = ~np.isnan(arrays[r].reshape(len(rows), -1)).any(axis=1)
         arrays = {k: v[keep] for k, v in arrays.items()}

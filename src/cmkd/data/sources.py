@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from cmkd.config import DataConfig
+from cmkd.config import DataConfig, ModalitySpec
 from cmkd.data import cubes as cb
 from cmkd.data import tables as tb
 from cmkd.errors import CmkdError
@@ -67,11 +67,16 @@ class CubeSpec(_Strict):
                                                  "band centre in nm of evenly spaced bands, instead of wavelengths")
     missing: list[float] = Field(default_factory=list, description="Values meaning missing (a label raster's "
                                  "unlabelled 0: [0])")
+    at: str | None = Field(None, description="A pixel list (layout pixels-bands or bands-pixels) of the pixels this "
+                           "raster (a key of cubes) labels, in row-major order, as labelled samples are often "
+                           "shipped (e.g. Houston 2013's *_TrSet.mat); instead of shape")
 
     @model_validator(mode="after")
     def _one_wavelength_list(self) -> CubeSpec:
         if self.wavelengths is not None and self.wavelength_range is not None:
             raise ValueError("give wavelengths or wavelength_range, not both")
+        if self.at is not None and (self.shape is not None or self.layout not in ("pixels-bands", "bands-pixels")):
+            raise ValueError("at places a pixel list: give layout pixels-bands or bands-pixels, and no shape")
         return self
 
 
@@ -79,7 +84,11 @@ class ModalitySource(_Strict):
     """Where one modality (a key of data.modalities) comes from."""
 
     table: str | None = Field(None, description="Table it comes from (a key of tables)")
-    cube: str | None = Field(None, description="Cube it comes from (a key of cubes)")
+    cube: str | list[str] | None = Field(None, description="Cube it comes from (a key of cubes), or several: a "
+                                         "pixel takes its value from the first that has one there (e.g. the label "
+                                         "from the training map, else the test map); a target's list also orders "
+                                         "the labelled pixels: those of its first cube, then the next (row-major "
+                                         "within each)")
     columns: list[str] | None = Field(None, min_length=1, description="Table columns, one feature each")
     aggregate: Literal["mean", "last", "min-max", "count"] = Field("mean", description="Streams: how readings "
                                                                    "within a window combine (min-max: F minima "
@@ -100,6 +109,8 @@ class ModalitySource(_Strict):
     def _one_origin(self) -> ModalitySource:
         if (self.table is None) == (self.cube is None):
             raise ValueError("give exactly one of table or cube")
+        if isinstance(self.cube, list) and not self.cube:
+            raise ValueError("cube: give a cube or a non-empty list of cubes")
         if self.table is not None and not self.columns:
             raise ValueError("a table source needs columns")
         if sum(x is not None for x in (self.bands, self.wavelengths, self.band_ranges)) > 1:
@@ -137,7 +148,11 @@ class SplitSpec(_Strict):
                      "(at least the horizon plus the window keeps targets out of the next part)")
     block: int | None = Field(None, ge=1, description="Cubes: side of the square blocks dealt to the parts "
                               "(default: a tenth of the shorter side)")
-    seed: int = Field(0, description="Cubes: seed of the block shuffle")
+    seed: int = Field(0, description="Cubes: seed of the block (or region) shuffle")
+    test_cube: str | None = Field(None, description="Cubes: the pixels this raster (a key of cubes) labels are the "
+                                  "test split (an official test map), instead of test blocks")
+    regions: bool = Field(False, description="Cubes: validation holds out whole connected regions of one class "
+                          "(annotated polygons), about val of each class's labelled pixels, instead of blocks")
     label_fraction: float | None = Field(None, gt=0, le=1, description="Keep the labels of only this seeded "
                                          "share of training samples (the rest stay as unlabelled pairs)")
 
@@ -202,8 +217,16 @@ def _check_names(spec: SourcesSpec, cfg: DataConfig, src: str) -> None:
                                 "declare")
             if s.table is not None and s.table not in spec.tables:
                 raise CmkdError(f"{src}: {kind} '{name}': no table '{s.table}' in data.sources.tables")
-            if s.cube is not None and s.cube not in spec.cubes:
-                raise CmkdError(f"{src}: {kind} '{name}': no cube '{s.cube}' in data.sources.cubes")
+            for c in ([s.cube] if isinstance(s.cube, str) else s.cube or []):
+                if c not in spec.cubes:
+                    raise CmkdError(f"{src}: {kind} '{name}': no cube '{c}' in data.sources.cubes")
+    for name, c in spec.cubes.items():
+        if c.at is not None and (c.at not in spec.cubes or spec.cubes[c.at].at is not None):
+            raise CmkdError(f"{src}: data.sources.cubes.{name}.at: '{c.at}' must be another cube of data.sources.cubes "
+                            "that is a raster itself (no at)")
+    sp = spec.split
+    if sp is not None and sp.test_cube is not None and sp.test_cube not in spec.cubes:
+        raise CmkdError(f"{src}: data.sources.split.test_cube: no cube '{sp.test_cube}' in data.sources.cubes")
     for r in spec.require:
         if r not in spec.modalities and r not in spec.targets:
             raise CmkdError(f"{src}: data.sources.require names '{r}', neither a modality nor a target")
@@ -237,6 +260,20 @@ def build(raw: dict[str, Any], cfg: DataConfig, base: Path, seed: int = 0, src: 
         if s.channels:
             b.channels[m] = list(s.channels)
     return b
+
+
+def build_inputs(raw: dict[str, Any], modalities: list[str], base: Path, src: str = "data.sources") -> Built:
+    """Build ``data.sources`` whose modalities are the raw inputs of a recipe's domain code (no targets), e.g.
+    coastal-real's two gauges on an hourly grid, from which the recipe derives the run's modalities and target.
+
+    Args:
+        raw: the ``data.sources`` mapping (``targets`` may be empty).
+        modalities: the names the recipe reads (each must have a source, and no other).
+        base: the folder relative paths start from.
+        src: the YAML or recipe, for messages.
+    """
+    cfg = DataConfig.model_construct(modalities={m: ModalitySpec(kind="vector") for m in modalities}, targets={})
+    return build({"targets": {}, **raw}, cfg, base, 0, src)
 
 
 def declare_names(b: Built, raw: dict[str, Any], cfg: DataConfig) -> None:

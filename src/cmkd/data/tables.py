@@ -193,7 +193,8 @@ def grid_starts(first: int, last: int, step: int, start: int | None = None, end:
     if e < s:
         raise CmkdError(f"the window grid is empty: it ends ({iso(np.array([e]))[0]}) before it starts "
                         f"({iso(np.array([s]))[0]})")
-    return np.arange(s, e + 1, step, dtype=np.int64)
+    # integer arithmetic: np.arange sizes its result in float64, which drops the last start of a long ns grid
+    return s + step * np.arange((e - s) // step + 1, dtype=np.int64)
 
 
 def longest_gap(times: np.ndarray) -> int:

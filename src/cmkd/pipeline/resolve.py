@@ -37,7 +37,12 @@ def resolve(target: str, overrides: list[str] | None = None, quick: bool = False
 
         rec = get_recipe(cfg.recipe)
         rec.check_options(cfg.options)
+        if isinstance(cfg.data.sources, dict):  # the recipe's raw inputs as they come (e.g. coastal-real's gauges)
+            from cmkd.data.sources import absolute_paths
+
+            cfg.data.sources = absolute_paths(cfg.data.sources, p.parent)
         arrays = rec.load(cfg.model_dump(mode="json"), quick=quick)
+        _quick(cfg, quick)
         return cfg, arrays, "synthetic" if rec.synthetic else str(p), rec.synthetic
     if not cfg.data.path and cfg.data.sources is not None:  # data as they come: tables, streams, cubes
         from cmkd.data.sources import absolute_paths, build, declare_names

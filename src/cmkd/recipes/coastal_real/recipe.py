@@ -122,13 +122,46 @@ def default_config(quick: bool = False) -> dict:
     }
 
 
-def read_gauge(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(times as datetime64[h], levels in cm) of one converted RWS csv file (``time,waterlevel_cm_NAP,...``)."""
-    try:
-        a = np.loadtxt(path, delimiter=",", skiprows=1, dtype=str, ndmin=2)
-        return a[:, 0].astype("datetime64[h]"), a[:, 1].astype(float)
-    except (ValueError, IndexError, OSError) as e:
-        raise CmkdError(f"{path}: not a readable tide-gauge csv ({str(e).splitlines()[0][:100]})") from None
+def gauge_sources(folder: Path) -> dict:
+    """The ``data.sources`` of the two gauges' files in ``folder`` (the recipe's default; a YAML may give its own,
+    ``examples/coastal_real_sources.yaml``): each converted RWS csv (``time,waterlevel_cm_NAP,...``, MET times,
+    read as fixed time: no daylight saving) a table, aligned on a 1-hour grid, its level the modality of the
+    station's name."""
+    return {"tables": {k: {"path": str(folder / f), "time": ["time"], "time_format": "%Y-%m-%d %H:%M:%S"}
+                       for k, f in FILES.items()},
+            "grid": {"window": "1h"},
+            "modalities": {k: {"table": k, "columns": ["waterlevel_cm_NAP"], "aggregate": "last"}
+                           for k in FILES},
+            "require": list(FILES)}
+
+
+def read_gauges(config: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(hours as datetime64[h], Vlissingen's levels, Hoek van Holland's levels in cm) through the generic table
+    reader (:func:`cmkd.data.sources.build_inputs`): ``data.sources`` where the config has it (its modalities
+    ``vlissingen`` and ``hoek``), else :func:`gauge_sources` of ``data.path`` (or the default folder)."""
+    from cmkd.data.sources import build_inputs
+
+    raw = (config.get("data") or {}).get("sources")
+    src = "recipe coastal-real"
+    if raw is None:
+        folder = Path(config["data"].get("path") or default_folder())
+        if (folder / FOLDER).is_dir():
+            folder = folder / FOLDER
+        for f in FILES.values():
+            if not (folder / f).is_file():
+                raise CmkdError(f"tide-gauge data not found in {folder} (missing {f}); set CMKD_DATA or "
+                                "--set data.path=FOLDER")
+        raw = gauge_sources(folder)
+    elif isinstance(raw, dict) and raw.get("split") is not None:
+        raise CmkdError(f"{src}: data.sources.split is not used: the recipe splits by calendar years (train "
+                        f"{TRAIN_YEARS[0]}-{TRAIN_YEARS[1]}, validation {VAL_YEARS[0]}-{VAL_YEARS[1]}, test "
+                        f"{TEST_YEARS[0]}-{TEST_YEARS[1]}); remove it")
+    a = build_inputs(raw, list(FILES), Path.cwd(), src).arrays
+    t = np.asarray(a["time"]).astype("datetime64[h]")
+    if len(t) < 2 or np.any(np.diff(t).astype(int) != 1):
+        raise CmkdError(f"{src}: the gauges do not make one regular hourly series with both levels in every hour "
+                        "(the recipe simulates its own outages on complete records)")
+    return t, a["vlissingen"][:, 0].astype(np.float64), a["hoek"][:, 0].astype(np.float64)
 
 
 def outage_mask(level: np.ndarray, t_hours: np.ndarray, missing: float, pattern: str, rng: np.random.Generator,
@@ -206,25 +239,13 @@ def _load(config: dict, quick: bool = False) -> dict[str, np.ndarray]:
     ``level`` (cm) and ``harmonic_at_t`` (cm) of every sample and the 0-d ``available_fraction`` of all hours;
     see the module docstring."""
     opts = read_options(OPTIONS, config.get("options"), QUICK if quick else None, recipe="coastal-real")
-    folder = Path(config["data"].get("path") or default_folder())
-    if (folder / FOLDER).is_dir():
-        folder = folder / FOLDER
-    for f in FILES.values():
-        if not (folder / f).is_file():
-            raise CmkdError(f"tide-gauge data not found in {folder} (missing {f}); set CMKD_DATA or "
-                            "--set data.path=FOLDER")
     avail = float(opts["available"])
     if not 0.01 <= avail <= 0.9:
         raise CmkdError(f"options.available must be in [0.01, 0.9], got {avail}")
     w, hw = int(opts["window"]), int(opts["hoek_window"])
     if not (1 <= hw <= w <= 24 * 14):
         raise CmkdError(f"need 1 <= options.hoek_window <= options.window <= 336, got {hw}, {w}")
-    tv, lv = read_gauge(folder / FILES["vlissingen"])
-    th, lh = read_gauge(folder / FILES["hoek"])
-    if len(tv) != len(th) or not np.array_equal(tv, th):
-        raise CmkdError(f"{folder}: the two gauges' time axes differ")
-    if np.any(np.diff(tv).astype(int) != 1):
-        raise CmkdError(f"{folder}: {FILES['vlissingen']} is not a regular hourly series")
+    tv, lv, lh = read_gauges(config)
     t = (tv - np.datetime64("1976-01-01T00", "h")).astype(float)
     year = tv.astype("datetime64[Y]").astype(int) + 1970
     # quick: two years per split only (a few seconds of preparation)
