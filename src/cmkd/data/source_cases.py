@@ -1,9 +1,9 @@
 """Tiny ``data.sources`` cases, one per reader: a CSV or Parquet table, a timestamped stream, an ENVI, GeoTIFF,
-MATLAB ``.mat`` or NetCDF cube with its label raster, each written into a folder with an experiment YAML, valid or
-broken in one of the ways a user's files are (a missing column, a cell that is not a number, a time that does not
-parse, a damaged or absent file, a band outside the cube, a wavelength outside its range, a label raster of
-another size, an absent variable, ...). :mod:`cmkd.fuzz` runs them through ``cmkd run`` (exit 0, or exit 2 with
-one ``error:`` line).
+MATLAB ``.mat`` or NetCDF cube with its label raster, pixel lists placed at label maps, each written into a folder
+with an experiment YAML, valid or broken in one of the ways a user's files are (a missing column, a cell that is not
+a number, a time that does not parse, a damaged or absent file, a band outside the cube, a wavelength outside its
+range, a label raster of another size, an absent variable, a pixel list of the wrong length, ...).
+:mod:`cmkd.fuzz` runs them through ``cmkd run`` (exit 0, or exit 2 with one ``error:`` line).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-READERS = ("csv", "parquet", "stream", "envi", "tiff", "mat", "netcdf")
+READERS = ("csv", "parquet", "stream", "envi", "tiff", "mat", "netcdf", "pixels")
 _SPEC = ("no-source", "unknown-file", "aggregate", "patch")  # spec mistakes any reader may get
 BREAKS = {
     "csv": ("none", "column", "cell", "damaged", "absent", "empty", *_SPEC),
@@ -22,6 +22,7 @@ BREAKS = {
     "stream": ("none", "column", "time", "window", "dst", "horizon", "damaged", "grid-end", *_SPEC),
     **{c: ("none", "band", "wavelength", "labels", "damaged", "absent", "variable", "layout", *_SPEC)
        for c in ("envi", "tiff", "mat", "netcdf")},
+    "pixels": ("none", "count", "at", "test-map", "damaged", *_SPEC),  # pixel lists at label maps (.mat)
 }
 MAY_RUN = ("none", "damaged")  # breaks a run may get through (random bytes in a binary file can read as numbers)
 _SUFFIX = {"envi": ".hdr", "tiff": ".tif", "mat": ".mat", "netcdf": ".nc"}
@@ -155,6 +156,32 @@ def _cubes(folder: Path, fmt: str, brk: str, rng: np.random.Generator) -> dict[s
             "split": {"block": 2, "val": 0.2, "test": 0.25}}
 
 
+def _pixels(folder: Path, brk: str, rng: np.random.Generator) -> dict[str, Any]:
+    """Labelled-pixel sets: a training and a test label map, pixel lists placed at their pixels (``at``), an
+    official test map and validation by whole class regions."""
+    import scipy.io
+
+    lab = rng.random((8, 8))
+    train = np.where(lab < 0.6, rng.integers(1, 3, (8, 8)), 0).astype(np.uint8)
+    test = np.where(lab > 0.8, rng.integers(1, 3, (8, 8)), 0).astype(np.uint8)
+    n_tr, n_te = int((train > 0).sum()), int((test > 0).sum())
+    mats = {"train": train, "test": test[:7] if brk == "test-map" else test,
+            "a_tr": rng.random((n_tr - (brk == "count"), 6)), "b_tr": rng.random((n_tr, 3)),
+            "b_te": rng.random((n_te, 3))}
+    for k, v in mats.items():
+        scipy.io.savemat(folder / f"{k}.mat", {"v": v})
+    if brk == "damaged":
+        _damage(folder / f"{rng.choice(list(mats))}.mat", rng)
+    pl = {"layout": "pixels-bands"}
+    return {"cubes": {"train": {"path": "train.mat", "missing": [0]}, "test": {"path": "test.mat", "missing": [0]},
+                      "a_tr": {"path": "a_tr.mat", **pl, "at": "nowhere" if brk == "at" else "train"},
+                      "b_tr": {"path": "b_tr.mat", **pl, "at": "train"},
+                      "b_te": {"path": "b_te.mat", **pl, "at": "test"}},
+            "modalities": {"a": {"cube": "a_tr"}, "b": {"cube": ["b_tr", "b_te"]}},
+            "targets": {"y": {"cube": ["train", "test"]}}, "pixels": "labelled",
+            "split": {"test_cube": "test", "regions": True, "val": 0.3}}
+
+
 def write_source_case(folder: Path, reader: str, brk: str, seed: int = 0) -> Path:
     """Write case (``reader``, ``brk``) into ``folder``: the files and ``exp.yaml`` (modalities ``a`` for the
     teacher, ``b`` for the student, target ``y``); returns the YAML's path."""
@@ -164,6 +191,8 @@ def write_source_case(folder: Path, reader: str, brk: str, seed: int = 0) -> Pat
         src = _tables(folder, reader, brk, rng)
     elif reader == "stream":
         src = _stream(folder, brk, rng)
+    elif reader == "pixels":
+        src = _pixels(folder, brk, rng)
     else:
         src = _cubes(folder, reader, brk, rng)
     if brk == "no-source":
@@ -178,7 +207,7 @@ def write_source_case(folder: Path, reader: str, brk: str, seed: int = 0) -> Pat
     a_kind = "sequence" if reader == "stream" else "vector"
     cfg = {"name": f"sources-{reader}", "seed": 0,
            "data": {"modalities": {"a": {"kind": a_kind}, "b": {"kind": "vector"}},
-                    "targets": {"y": {"kind": "classification" if reader in _SUFFIX else "regression"}},
+                    "targets": {"y": {"kind": "classification" if reader in (*_SUFFIX, "pixels") else "regression"}},
                     "sources": src},
            "teacher": {"modalities": ["a", "b"], "width": 8, "heads": 2, "epochs": 1},
            "student": {"modalities": ["b"], "width": 8, "heads": 2, "epochs": 1},
