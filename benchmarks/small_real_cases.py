@@ -84,7 +84,7 @@ def check_budget(case: str, budget: float) -> None:
         raise CmkdError(f"case '{case}': budget {budget} is not one of {list(BUDGETS[case])}")
 
 
-def build(case: str, budget: float, seed: int, folder: str | Path) -> tuple[Path, Path]:
+def build(case: str, budget: float, seed: int, folder: str | Path, any_budget: bool = False) -> tuple[Path, Path]:
     """Write ``case``'s ``.npz`` and experiment YAML for ``budget`` labels at ``seed`` into ``folder``.
 
     Args:
@@ -92,6 +92,7 @@ def build(case: str, budget: float, seed: int, folder: str | Path) -> tuple[Path
         budget: one of the case's :data:`BUDGETS`.
         seed: draws the labels (and the Samson blocks); also the YAML's ``seed``.
         folder: created if needed.
+        any_budget: accept a budget outside :data:`BUDGETS` (``benchmarks/cv_threshold.py`` goes beyond them).
 
     Returns:
         (npz path, YAML path).
@@ -99,7 +100,8 @@ def build(case: str, budget: float, seed: int, folder: str | Path) -> tuple[Path
     Raises:
         CmkdError: an unknown case or budget, a recipe case, or the data folder absent.
     """
-    check_budget(case, budget)
+    if not any_budget:
+        check_budget(case, budget)
     if case in RECIPES:
         raise CmkdError(f"case '{case}' is a built-in recipe: run it with run_args(), no files to build")
     builder = {"tecator": _tecator, "vowels": _vowels}.get(case, _samson)
