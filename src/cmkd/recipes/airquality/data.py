@@ -1,13 +1,13 @@
 """Loader of the UCI Air Quality data (De Vito et al., 2008): hourly metal-oxide sensors vs reference analysers.
 
-``AirQualityUCI.csv`` (comma-separated, ISO dates, ``-200`` = missing) from ``shared/data/FOLDER``. Rows with
+``AirQualityUCI.csv`` (comma-separated, ISO dates, ``-200`` = missing) from ``shared/data/FOLDER``, read through
+the generic table reader (:mod:`cmkd.data.sources`, as ``examples/airquality_sources.yaml`` declares it). Rows with
 any used column missing are dropped (6,941 of 9,357 hours); they stay in time order, which the chronological
 split relies on.
 """
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +29,21 @@ def default_folder() -> Path:
     return shared_data_folder(FOLDER)
 
 
+def sources(folder: Path) -> dict:
+    """The ``data.sources`` of the UCI file in ``folder`` (what ``examples/airquality_sources.yaml`` declares): one
+    table, ``Date`` + ``Time`` as its time, ``-200`` as missing, the sensor, reference and NO2 columns, every used
+    value required."""
+    return {"tables": {"uci": {"path": str(folder / FILE), "time": ["Date", "Time"],
+                               "time_format": "%Y-%m-%d %H:%M:%S", "missing": [MISSING]}},
+            "modalities": {"sensors": {"table": "uci", "columns": SENSORS},
+                           "reference": {"table": "uci", "columns": REFERENCE},
+                           "no2": {"table": "uci", "columns": [TARGET]}},
+            "require": ["sensors", "reference", "no2"]}
+
+
 def read_table(folder: str | Path | None = None) -> dict[str, np.ndarray]:
-    """The complete hours, in time order.
+    """The complete hours, in time order, read through the generic table reader
+    (:func:`cmkd.data.sources.build_inputs`).
 
     Args:
         folder: the data folder (default :func:`default_folder`).
@@ -40,32 +53,16 @@ def read_table(folder: str | Path | None = None) -> dict[str, np.ndarray]:
         (CO, NOx, C6H6 reference analysers), ``no2`` (N,) float32 in µg/m3, ``time`` (N,) ISO strings.
 
     Raises:
-        CmkdError: the file is missing or lacks a column.
+        CmkdError: the file is missing, lacks a column or holds a value that is not a number.
     """
+    from cmkd.data.sources import build_inputs
+
     folder = Path(folder) if folder else default_folder()
     path = folder / FILE
     if not path.is_file():
         raise CmkdError(f"air quality data not found: looked for {path}; set CMKD_DATA or --set data.path=FOLDER")
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        rows = list(csv.reader(f))
-    header, body = rows[0], [r for r in rows[1:] if r]
-    cols = SENSORS + REFERENCE + [TARGET]
-    missing = [c for c in cols + ["Date", "Time"] if c not in header]
-    if missing:
-        raise CmkdError(f"{path}: no column {missing[0]!r}")
-    idx = [header.index(c) for c in cols]
-    try:
-        vals = np.array([[float(r[i]) if r[i] != "" else MISSING for i in idx] for r in body], dtype=np.float64)
-    except (ValueError, IndexError) as e:
-        raise CmkdError(f"{path}: unreadable value ({e})") from None
-    keep = ~(np.isclose(vals, MISSING) | np.isnan(vals)).any(axis=1)
-    vals = vals[keep].astype(np.float32)
-    di, ti = header.index("Date"), header.index("Time")
-    time = np.array([f"{r[di]}T{r[ti]:0>8}" for r, k in zip(body, keep, strict=True) if k])  # 1:00:00 -> 01:00:00
-    order = np.argsort(time, kind="stable")  # the file is in time order already; the split relies on it
-    vals, time = vals[order], time[order]
-    ns = len(SENSORS)
-    return {"sensors": vals[:, :ns], "reference": vals[:, ns:ns + len(REFERENCE)], "no2": vals[:, -1], "time": time}
+    a = build_inputs(sources(folder), ["sensors", "reference", "no2"], folder, "recipe airquality").arrays
+    return {"sensors": a["sensors"], "reference": a["reference"], "no2": a["no2"][:, 0], "time": a["time"]}
 
 
 def chronological_split(n: int, val: float = 0.1, test: float = 0.3) -> np.ndarray:

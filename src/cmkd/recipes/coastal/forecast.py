@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cmkd.errors import CmkdError, require
+from cmkd.errors import CmkdError
 from cmkd.io import dumps
 from cmkd.recipes.coastal import decisions
 from cmkd.recipes.coastal.harmonic import HarmonicModel
@@ -55,7 +55,7 @@ def load_tides(path: Path) -> tuple[dict[int, HarmonicModel], list[dict]]:
 
 def read_csv(path: Path, channels: tuple[str, ...]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Per station: (hours since EPOCH on a regular hourly grid, (T, C) readings with NaN gaps)."""
-    pd = require("pandas", "coastal", "a CSV of gauge readings")
+    import pandas as pd
 
     if not path.is_file():
         raise CmkdError(f"input CSV not found: {path}")

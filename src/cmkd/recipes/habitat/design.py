@@ -75,7 +75,7 @@ def read_ocean(path: Path) -> tuple[np.ndarray, dict[str, float]]:
     """(1, SEQ_LEN, 4) hourly ocean series (the last SEQ_LEN rows; fewer are padded with gaps) and the site
     facts taken from it: depth (median pressure, dbar ~ m), oxygen and temperature (medians), current (90th
     percentile)."""
-    pd = require("pandas", "habitat", "the ocean sensor CSV")
+    import pandas as pd
 
     if not path.is_file():
         raise CmkdError(f"sensor CSV not found: {path}")
@@ -221,7 +221,7 @@ def write_pdf(text: str, path: Path, width: int = 90) -> None:
 
 def example(out: Path, seed: int = 0, index: int = 0) -> list[Path]:
     """Write one SYNTHETIC site's design-tool inputs: survey.npy, rules.txt, rules.pdf, ocean.csv, spec.json."""
-    pd = require("pandas", "habitat", "cmkd habitat example")
+    import pandas as pd
 
     from cmkd.recipes.habitat.scene import generate
 
