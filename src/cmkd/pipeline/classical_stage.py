@@ -163,6 +163,7 @@ def classical_fits(cfg: ExperimentConfig, data: MultimodalData, smods: list[str]
                     fits.trees = tree_student().fit(data, np.concatenate([train_all, val_lab]), outputs, mask, None,
                                                     memo=memo)
                     fits.trees.std_ = first.std_
+                    del first  # its forest (11k pseudo-labelled samples: 160 MB) is not kept beside the refit's
                     fits.trees_refit_on_val = int(len(val_lab))
                 fits.trees_metrics["test"] = task_metrics(data, test, fits.trees.predict(data, test))
                 _keep_exportable(cfg, fits, fitted, memo)  # before ONNX Runtime loads the tree student's graph
