@@ -21,7 +21,8 @@ declare blocks of space or time, otherwise shuffled):
    without that fold, so no candidate sees the labels it is scored on. The distilled network is replaced by
    student_baseline where the baseline is better in cross-validation.
 
-Networks in the folds train for the epoch count their own early stopping chose on the validation split. The
+Networks in the folds train for the epoch count their own early stopping chose on the validation split; a
+fold's distilled network on every labelled sample and at most :data:`FOLD_UNLABELLED` unlabelled ones. The
 recommendation (:func:`cmkd.pipeline.classical_stage.classical_finish`) then compares every candidate's
 cross-validated figure (a tie goes to a model that learnt from the teacher: :func:`learnt_from_teacher`), and the
 deployed models are refitted on every labelled sample (``student.refit``).
