@@ -235,3 +235,18 @@ def test_a_strictly_best_reference_stays_recommended_under_any_tie_tolerance():
             for tol in (0.01, 0.05, 0.3):
                 assert recommendation(c, metric, tol=tol)["model"] == strict
     assert checked > 100
+
+
+def test_a_spilled_reference_predicts_the_same_once_restored():
+    data, teacher = sparse_case("regression", n=200, label_share=0.3)
+    tr = data.indices(0)
+    lab, val, te = data.labelled(tr), data.indices(1), data.indices(2)
+    models: dict = {}
+    references(data, ["seq", "txt"], lab, tr, val, te, teacher,
+               settings=ReferenceSettings(n_estimators=10, algorithms=("random_forest",)), models=models)
+    m, x = models["random_forest_teacher_labels"], flat_features(data, ["seq", "txt"], te)
+    before = m.predict(x)
+    m.spill()
+    assert m.models == {}  # out of memory until restored
+    after = m.restore().predict(x)
+    assert before.keys() == after.keys() and all(np.array_equal(before[k], after[k]) for k in before)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cmkd.classical.linear import LINEAR, linear_model
-from cmkd.classical.trees import LOG_EPS, FitMemo, fit_once, flat_features, forest, soft_targets
+from cmkd.classical.trees import LOG_EPS, FitMemo, Spilled, fit_once, flat_features, forest, soft_targets
 from cmkd.config import ExperimentConfig, ReferencesConfig, StudentConfig, default_of
 from cmkd.data.arrays import TEXT_VOCAB, UNLABELLED, MultimodalData
 from cmkd.evaluation.metrics import HIGHER_IS_BETTER, task_metrics
@@ -152,6 +152,17 @@ class _Model:
                         yy = y[ok, 0] if y.shape[1] == 1 else y[ok]
                         self.models[t] = [fit_once(self._est(False, x.shape[1], i), x[ok], yy, self.memo)]
         self.memo = None  # fitted: a kept model must not keep every forest of the memo alive
+        return self
+
+    def spill(self) -> None:
+        """Move the fitted estimators to a temporary file (:class:`cmkd.classical.trees.Spilled`) until
+        :meth:`restore`; predicting needs them back."""
+        self._spilled, self.models = Spilled(self.models), {}
+
+    def restore(self) -> _Model:
+        """The estimators back in memory after :meth:`spill` (a no-op otherwise); returns the model."""
+        if getattr(self, "_spilled", None) is not None:
+            self.models, self._spilled = self._spilled.load(), None
         return self
 
     def _predict(self, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -331,6 +342,7 @@ def references(data: MultimodalData, student_modalities: list[str], train_labell
             m = _Model(algo, data, seed, n_estimators, n_jobs, memo).fit(x_of(t_idx), ys)
             score(f"{algo}_teacher_labels", algo, "teacher_labels", m, len(t_idx), t0,
                   again(algo, seed, x_of(t_idx), ys))
+            del m  # scored (and kept in ``models`` if wanted): not alive beside the next fit
         if not selftrain or base is None or not base.models or stopped():
             continue
         t0 = time.perf_counter()
@@ -341,6 +353,7 @@ def references(data: MultimodalData, student_modalities: list[str], train_labell
         x_both = np.concatenate([x_lab, x_of(unl_cap)])
         m = _Model(algo, data, seed + 1, n_estimators, n_jobs).fit(x_both, ys)  # never fitted twice: no memo
         score(f"{algo}_self_training", algo, "self_training", m, len(both), t0, again(algo, seed + 1, x_both, ys))
+        del m
     return out
 
 

@@ -195,6 +195,26 @@ def trim_heap() -> None:
         pass
 
 
+class Spilled:
+    """An object kept in an anonymous temporary file (deleted when closed or at exit) instead of memory, until
+    :meth:`load`: a fitted forest the run keeps only in case it is deployed (hundreds of MB on tens of thousands of
+    samples) need not be resident while the rest of the run works."""
+
+    def __init__(self, obj: object) -> None:
+        import pickle
+        import tempfile
+
+        self._file = tempfile.TemporaryFile()
+        pickle.dump(obj, self._file, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def load(self) -> object:
+        """The object, unpickled (the file stays: it can be loaded again)."""
+        import pickle
+
+        self._file.seek(0)
+        return pickle.load(self._file)  # noqa: S301 - the run's own file, written by __init__
+
+
 def fit_once(est, x: np.ndarray, y: np.ndarray, memo: FitMemo | None):  # noqa: ANN001, ANN201
     """``est.fit(x, y)``, or through ``memo`` (:class:`FitMemo`) when one is given."""
     return memo.fit(est, x, y) if memo is not None else est.fit(x, y)
@@ -296,6 +316,8 @@ def export_tree_student(student: TreeStudent, data: MultimodalData, idx: np.ndar
                         latency_runs: int = 200) -> dict:
     """Write ``student`` to ONNX at ``path`` and check it through ONNX Runtime on samples ``idx``
     (:func:`check_onnx`); returns its figures and ``onnx`` (the file name)."""
+    ref = student.predict(data, idx)
     path = student.to_onnx(path)
-    return {"onnx": Path(path).name, **check_onnx(path, student.modalities, student.target_kinds, data, idx,
-                                                  student.predict(data, idx), latency_runs)}
+    trim_heap()  # the graph built and written is freed: ONNX Runtime's load (several times the file) reuses it
+    return {"onnx": Path(path).name, **check_onnx(path, student.modalities, student.target_kinds, data, idx, ref,
+                                                  latency_runs)}

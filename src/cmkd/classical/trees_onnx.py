@@ -13,7 +13,9 @@ constant per output column: the tree student's RMSE on the validation samples.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -120,29 +122,57 @@ def _boosting_nodes(models: list, features: np.ndarray | None = None) -> tuple[d
 
 
 def _attributes(parts: dict[str, list[np.ndarray]]) -> dict:
-    """Per-tree arrays concatenated into the operator's attribute lists (values and weights as float64)."""
+    """Per-tree arrays concatenated into the operator's attributes: int64 arrays, the leaf flags (``modes``),
+    values and weights as float64. Kept as arrays (not Python lists) until :func:`_ensemble_node` copies them into
+    the node one at a time: a forest of millions of nodes as lists of Python ints took gigabytes."""
     a = {k: np.concatenate(v) for k, v in parts.items()}
-    out: dict = {k: a[k].tolist() for k in ("treeids", "nodeids", "featureids", "true", "false", "missing",
-                                            "t_tree", "t_node", "t_id")}
-    out["values"], out["t_w"] = a["values"], a["t_w"]  # float64 arrays, stored as tensors
-    out["modes"] = np.where(a["leaf"], b"LEAF", b"BRANCH_LEQ").tolist()
-    return out
+    a["modes"] = a.pop("leaf").astype(bool)
+    return a
 
 
-def _ensemble_node(out: str, a: dict, n_targets: int, aggregate: str, base: list[float] | None = None):  # noqa: ANN202
+_INTS = {"nodes_treeids": "treeids", "nodes_nodeids": "nodeids", "nodes_featureids": "featureids",
+         "nodes_truenodeids": "true", "nodes_falsenodeids": "false", "nodes_missing_value_tracks_true": "missing",
+         "target_treeids": "t_tree", "target_nodeids": "t_node", "target_ids": "t_id"}  # attribute -> array of a
+
+
+def _fill_big(attr, name: str, a: dict) -> None:  # noqa: ANN001 - onnx.AttributeProto
+    """Fill the node-sized attribute ``name`` (``INTS``, or the ``modes`` ``STRINGS``) straight from its array in
+    ``a``, as ``onnx.helper.make_attribute`` would from a list (the same bytes)."""
+    from onnx import AttributeProto
+
+    attr.name = name
+    if name == "nodes_modes":
+        attr.strings.extend(b"LEAF" if leaf else b"BRANCH_LEQ" for leaf in a["modes"].tolist())
+        attr.type = AttributeProto.STRINGS
+    else:
+        attr.ints.extend(np.asarray(a[_INTS[name]], np.int64).tolist())
+        attr.type = AttributeProto.INTS
+
+
+def _ensemble_node(out: str, a: dict, n_targets: int, aggregate: str, base: list[float] | None = None
+                   ) -> Callable[[Any], None]:
     """The ``ai.onnx.ml`` ``TreeEnsembleRegressor`` node from ``features`` to ``out`` with the attributes ``a``
-    (thresholds, leaf weights and ``base`` values as double tensors)."""
+    (thresholds, leaf weights and ``base`` values as double tensors), as a function that fills an empty
+    ``NodeProto`` in place: :func:`ensemble_onnx` fills the model's own node, so that a forest of millions of nodes
+    is never copied (``make_graph`` and ``make_model`` copy what they are given). Attributes in
+    ``onnx.helper.make_node``'s order (by name); the node-sized ones straight from their arrays (:func:`_fill_big`)."""
     from onnx import helper, numpy_helper
 
-    extra = {} if base is None else {"base_values_as_tensor": numpy_helper.from_array(np.asarray(base, np.float64))}
-    return helper.make_node(
-        "TreeEnsembleRegressor", ["features"], [out], domain="ai.onnx.ml", n_targets=n_targets,
-        aggregate_function=aggregate, post_transform="NONE", **extra,
-        nodes_treeids=a["treeids"], nodes_nodeids=a["nodeids"], nodes_featureids=a["featureids"],
-        nodes_values_as_tensor=numpy_helper.from_array(a["values"]),
-        nodes_modes=a["modes"], nodes_truenodeids=a["true"], nodes_falsenodeids=a["false"],
-        nodes_missing_value_tracks_true=a["missing"], target_treeids=a["t_tree"], target_nodeids=a["t_node"],
-        target_ids=a["t_id"], target_weights_as_tensor=numpy_helper.from_array(a["t_w"]))
+    small = {"n_targets": n_targets, "aggregate_function": aggregate, "post_transform": "NONE",
+             "nodes_values_as_tensor": numpy_helper.from_array(a["values"]),
+             "target_weights_as_tensor": numpy_helper.from_array(a["t_w"])}
+    if base is not None:
+        small["base_values_as_tensor"] = numpy_helper.from_array(np.asarray(base, np.float64))
+
+    def fill(node) -> None:  # noqa: ANN001 - onnx.NodeProto
+        node.CopyFrom(helper.make_node("TreeEnsembleRegressor", ["features"], [out], domain="ai.onnx.ml"))
+        for name in sorted([*small, *_INTS, "nodes_modes"]):
+            if name in small:
+                node.attribute.add().CopyFrom(helper.make_attribute(name, small[name]))
+            else:
+                _fill_big(node.attribute.add(), name, a)
+
+    return fill
 
 
 def _forest_graph(t: str, model, h: dict, nodes: list) -> int:  # noqa: ANN001 - a fitted forest
@@ -247,7 +277,7 @@ def ensemble_onnx(heads: dict[str, dict], modalities: list[str], kinds: dict[str
         modalities: input order; ``kinds`` and ``shapes`` (per sample) of each.
         text_vocab: the hashed vocabulary of text inputs (int64 token ids).
     """
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import NodeProto, TensorProto, helper, numpy_helper
 
     nodes, inits, inputs, feats = [], [], [], []
     inits.append(numpy_helper.from_array(np.array([0, -1], np.int64), "flat_shape"))
@@ -287,9 +317,14 @@ def ensemble_onnx(heads: dict[str, dict], modalities: list[str], kinds: dict[str
                       helper.make_node("Expand", [f"{t}_stdconst", f"{t}_shape"], [f"{t}_std"])]
             std_outputs.append(helper.make_tensor_value_info(f"{t}_std", TensorProto.FLOAT, ["batch", n_out]))
         outputs.append(helper.make_tensor_value_info(t, TensorProto.FLOAT, ["batch", n_out]))
+    fills = {i: n for i, n in enumerate(nodes) if callable(n)}  # the tree ensembles: filled in the model itself
+    nodes = [NodeProto() if callable(n) else n for n in nodes]
     graph = helper.make_graph(nodes, "cmkd_trees", inputs, outputs + std_outputs, inits)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("ai.onnx.ml", 3)],
                               producer_name=PRODUCER)
+    del graph, nodes
+    for i in sorted(fills):
+        fills.pop(i)(proto.graph.node[i])  # each ensemble's arrays released once its node is filled
     proto.ir_version = min(proto.ir_version, 10)
     return proto  # checked by save_onnx, which every caller writes it with (the check costs a second per 1M nodes)
 

@@ -163,20 +163,34 @@ def classical_fits(cfg: ExperimentConfig, data: MultimodalData, smods: list[str]
                     fits.trees = tree_student().fit(data, np.concatenate([train_all, val_lab]), outputs, mask, None,
                                                     memo=memo)
                     fits.trees.std_ = first.std_
+                    del first  # its forest (11k pseudo-labelled samples: 160 MB) is not kept beside the refit's
                     fits.trees_refit_on_val = int(len(val_lab))
                 fits.trees_metrics["test"] = task_metrics(data, test, fits.trees.predict(data, test))
+                _keep_exportable(cfg, fits, fitted, memo)  # before ONNX Runtime loads the tree student's graph
                 # written and checked here; timed by classical_finish, once nothing runs beside
                 fits.trees_export = export_tree_student(fits.trees, data, test, out / "student_trees.onnx", 0)
     # the table's order: per algorithm, labels / teacher_labels / self_training
     order = {(a, k): i for i, (a, k) in enumerate((a, k) for a in ALGORITHMS for k in KINDS)}
     fits.refs = dict(sorted(fits.refs.items(), key=lambda kv: order[(kv[1]["algorithm"], kv[1]["trained_on"])]))
-    fits.fitted = {k: m for k, m in fitted.items() if m.algorithm in EXPORTABLE_REFS
-                   and all(e is not None for ms in m.models.values() for e in ms)}  # every output fitted
+    _keep_exportable(cfg, fits, fitted, memo)
     fits.seconds = time.perf_counter() - t0
     fits.shared_fits = memo.hits
+    return fits
+
+
+def _keep_exportable(cfg: ExperimentConfig, fits: ClassicalFits, fitted: dict, memo: FitMemo) -> None:
+    """The fitted references that :func:`deploy_recommended` may export (every output fitted) into
+    ``fits.fitted``, spilled to a temporary file until then (:meth:`cmkd.classical.references._Model.spill`);
+    none with export off, where nothing is deployed. Forests of tens of thousands of pseudo-labelled samples are
+    hundreds of MB each: only the tree student stays in memory. ``fitted`` and ``memo`` are emptied."""
+    if cfg.export.enabled:
+        for k, m in fitted.items():
+            if m.algorithm in EXPORTABLE_REFS and all(e is not None for ms in m.models.values() for e in ms):
+                m.spill()
+                fits.fitted[k] = m
+    fitted.clear()
     memo.clear()  # the forests kept are the models' own now
     trim_heap()
-    return fits
 
 
 class Background:
@@ -291,6 +305,7 @@ def _latency(path: Path, smods: list[str], data: MultimodalData, idx: np.ndarray
     it)."""
     from cmkd.export.onnx import ort_latency_ms, ort_session
 
+    trim_heap()  # ONNX Runtime's load of a large forest takes several times its file: start from a trimmed heap
     return ort_latency_ms(ort_session(path), {m: data.inputs[m][idx] for m in smods}, runs)
 
 
@@ -332,7 +347,8 @@ def deploy_recommended(cfg: ExperimentConfig, data: MultimodalData, smods: list[
                                      for t, m in fitted[want].models_.items()}, smods, fitted[want].kinds,
                                     fitted[want].shapes), out / "student.onnx")
         else:  # a reference: one classifier or regressor per target (HistGradientBoosting: per output column)
-            _export_reference(fitted[want], want, smods, data, test, out / "student.onnx", cfg, metrics, deployed)
+            _export_reference(fitted[want].restore(), want, smods, data, test, out / "student.onnx", cfg, metrics,
+                              deployed)
     if want != "student" and net_card is not None:
         write_card(out / "student.onnx", tree_card(net_card, want))
         deployed["sidecar"] = "student.json"

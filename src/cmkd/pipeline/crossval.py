@@ -21,7 +21,8 @@ declare blocks of space or time, otherwise shuffled):
    without that fold, so no candidate sees the labels it is scored on. The distilled network is replaced by
    student_baseline where the baseline is better in cross-validation.
 
-Networks in the folds train for the epoch count their own early stopping chose on the validation split. The
+Networks in the folds train for the epoch count their own early stopping chose on the validation split; a
+fold's distilled network on every labelled sample and at most :data:`FOLD_UNLABELLED` unlabelled ones. The
 recommendation (:func:`cmkd.pipeline.classical_stage.classical_finish`) then compares every candidate's
 cross-validated figure (a tie goes to a model that learnt from the teacher: :func:`learnt_from_teacher`), and the
 deployed models are refitted on every labelled sample (``student.refit``).
@@ -38,7 +39,7 @@ import numpy as np
 import torch
 
 from cmkd.classical.references import ReferenceSettings, fit_on_labels, references
-from cmkd.classical.trees import TreeStudent, flat_features, trim_heap
+from cmkd.classical.trees import FitMemo, TreeStudent, flat_features, trim_heap
 from cmkd.data.arrays import UNLABELLED, MultimodalData
 from cmkd.evaluation.metrics import HIGHER_IS_BETTER, predict, primary_metric, task_metrics
 from cmkd.nn.checkpoint import build_model
@@ -48,6 +49,10 @@ from cmkd.training.fit import FitSettings, batch_size_for, fit, set_seed
 
 CV_MAX_LABELS = 500  # at most this many labelled samples (train + validation): selection by cross-validation
 FOLDS = 5
+# a fold's distilled network trains on every labelled sample and at most this many unlabelled ones (a seeded draw):
+# the folds are what makes selection by cross-validation cost (benchmarks/cv_cost.md), and on Samson RGB at 1% of
+# labels (5.4k paired pixels) their five networks were most of a run's CPU time
+FOLD_UNLABELLED = 1000
 TEACHERS = {"regression": ("ridge", "pls", "extra_trees"), "classification": ("ridge", "extra_trees")}
 STUDENT_LINEAR = ("ridge",)  # a linear reference on the student's inputs beside the forests, in cross-validation
 NO_NETWORK_TEACHER = ("feature", "relation", "contrastive")  # terms that need a network teacher's features
@@ -141,6 +146,16 @@ def paired_se(a: list[float], b: list[float]) -> float:
     """Standard error of the mean per-fold difference ``a - b``."""
     d = np.asarray(a, float) - np.asarray(b, float)
     return float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else float("inf")
+
+
+def fold_sample(idx: np.ndarray, labelled: np.ndarray, cap: int, seed: int, fold: int) -> np.ndarray:
+    """``idx`` with every sample of ``labelled`` it holds and at most ``cap`` of the others (a seeded draw per
+    fold): what a fold's distilled network trains on (see :data:`FOLD_UNLABELLED`)."""
+    unl = np.setdiff1d(idx, labelled)
+    if len(unl) <= cap:
+        return idx
+    pick = np.random.default_rng([seed, 11, fold]).choice(unl, cap, replace=False)
+    return np.sort(np.concatenate([np.intersect1d(idx, labelled), pick]))
 
 
 def _fold_net(st: RunState, role: str, mods: list[str], mcfg, loss, fit_idx: np.ndarray,  # noqa: ANN001
@@ -315,23 +330,26 @@ def distilled(st: RunState) -> None:
                 for k, v in part.items()}
         folds.append((hold, np.setdiff1d(st.cv_pool, hold), all_idx, tout))
         p = _fold_net(st, "student", smods, cfg.student,
-                      make_loss(cfg, cfg.student.width, st.teacher.width), all_idx, hold, cfg.seed + 7000 + f,
+                      make_loss(cfg, cfg.student.width, st.teacher.width),
+                      fold_sample(all_idx, st.cv_pool, FOLD_UNLABELLED, cfg.seed, f), hold, cfg.seed + 7000 + f,
                       cache=cache, mask=st.kd_mask)
         per["student"].append(yard(task_metrics(data, hold, {k: v[hold] for k, v in p.items()})))
     if st.classical is not None:  # then the forests, once the run's own are fitted: one set in memory at a time
         st.classical.result()
     trim_heap()
     for hold, fit_idx, all_idx, tout in folds:
+        memo = FitMemo()  # the fold's tree student is its extra_trees_teacher_labels forest where the rows agree
         if algos:
             refs = references(data, smods, fit_idx, all_idx, hold, hold, tout, st.kd_mask,
-                              settings=_ref_settings(st, algos, ("teacher_labels", "self_training")))
+                              settings=_ref_settings(st, algos, ("teacher_labels", "self_training")), memo=memo)
             for name, e in refs.items():
                 per.setdefault(name, []).append(yard(e["val"]))
         if cfg.trees.n_estimators:
             ts = TreeStudent(smods, n_estimators=cfg.trees.n_estimators, seed=cfg.seed, n_jobs=1)
-            ts.fit(data, all_idx, tout, st.kd_mask, None)
+            ts.fit(data, all_idx, tout, st.kd_mask, None, memo=memo)
             per.setdefault("student_trees", []).append(yard(task_metrics(data, hold, ts.predict(data, hold))))
             del ts
+        memo.clear()
         trim_heap()
     for k, v in per.items():
         if len(v) == len(st.cv_folds):
