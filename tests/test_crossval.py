@@ -125,14 +125,3 @@ def test_groups_key_checked_where_it_enters(tmp_path: Path) -> None:
     with pytest.raises(cmkd.CmkdError, match="data.groups 'nope' must name an npz key of 420 group ids"):
         cmkd.run(str(path), tmp_path / "run", quiet=True)
     assert not (tmp_path / "run").exists()
-
-
-def test_a_folds_distilled_network_keeps_every_label_and_a_capped_seeded_draw_of_the_rest() -> None:
-    from cmkd.pipeline.crossval import fold_sample
-
-    idx, labelled = np.arange(0, 500), np.arange(0, 500, 25)  # 20 labelled of 500
-    got = fold_sample(idx, labelled, 100, seed=0, fold=2)
-    assert len(got) == 120 and np.isin(labelled, got).all() and np.all(np.diff(got) > 0)
-    assert np.array_equal(got, fold_sample(idx, labelled, 100, seed=0, fold=2))  # seeded
-    assert not np.array_equal(got, fold_sample(idx, labelled, 100, seed=0, fold=3))  # each fold its own draw
-    assert np.array_equal(fold_sample(idx, labelled, 480, seed=0, fold=0), idx)  # under the cap: all of them

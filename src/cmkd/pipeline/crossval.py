@@ -21,8 +21,9 @@ declare blocks of space or time, otherwise shuffled):
    without that fold, so no candidate sees the labels it is scored on. The distilled network is replaced by
    student_baseline where the baseline is better in cross-validation.
 
-Networks in the folds train for the epoch count their own early stopping chose on the validation split; a
-fold's distilled network on every labelled sample and at most :data:`FOLD_UNLABELLED` unlabelled ones. The
+Networks in the folds train for the epoch count their own early stopping chose on the validation split, a fold's
+distilled network on every sample the deployed one sees but the held-out fold (a cap on its unlabelled samples
+was tried and dropped: benchmarks/cv_cost.md). The
 recommendation (:func:`cmkd.pipeline.classical_stage.classical_finish`) then compares every candidate's
 cross-validated figure (a tie goes to a model that learnt from the teacher: :func:`learnt_from_teacher`), and the
 deployed models are refitted on every labelled sample (``student.refit``).
@@ -49,10 +50,6 @@ from cmkd.training.fit import FitSettings, batch_size_for, fit, set_seed
 
 CV_MAX_LABELS = 500  # at most this many labelled samples (train + validation): selection by cross-validation
 FOLDS = 5
-# a fold's distilled network trains on every labelled sample and at most this many unlabelled ones (a seeded draw):
-# the folds are what makes selection by cross-validation cost (benchmarks/cv_cost.md), and on Samson RGB at 1% of
-# labels (5.4k paired pixels) their five networks were most of a run's CPU time
-FOLD_UNLABELLED = 1000
 TEACHERS = {"regression": ("ridge", "pls", "extra_trees"), "classification": ("ridge", "extra_trees")}
 STUDENT_LINEAR = ("ridge",)  # a linear reference on the student's inputs beside the forests, in cross-validation
 NO_NETWORK_TEACHER = ("feature", "relation", "contrastive")  # terms that need a network teacher's features
@@ -146,16 +143,6 @@ def paired_se(a: list[float], b: list[float]) -> float:
     """Standard error of the mean per-fold difference ``a - b``."""
     d = np.asarray(a, float) - np.asarray(b, float)
     return float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else float("inf")
-
-
-def fold_sample(idx: np.ndarray, labelled: np.ndarray, cap: int, seed: int, fold: int) -> np.ndarray:
-    """``idx`` with every sample of ``labelled`` it holds and at most ``cap`` of the others (a seeded draw per
-    fold): what a fold's distilled network trains on (see :data:`FOLD_UNLABELLED`)."""
-    unl = np.setdiff1d(idx, labelled)
-    if len(unl) <= cap:
-        return idx
-    pick = np.random.default_rng([seed, 11, fold]).choice(unl, cap, replace=False)
-    return np.sort(np.concatenate([np.intersect1d(idx, labelled), pick]))
 
 
 def _fold_net(st: RunState, role: str, mods: list[str], mcfg, loss, fit_idx: np.ndarray,  # noqa: ANN001
@@ -330,8 +317,7 @@ def distilled(st: RunState) -> None:
                 for k, v in part.items()}
         folds.append((hold, np.setdiff1d(st.cv_pool, hold), all_idx, tout))
         p = _fold_net(st, "student", smods, cfg.student,
-                      make_loss(cfg, cfg.student.width, st.teacher.width),
-                      fold_sample(all_idx, st.cv_pool, FOLD_UNLABELLED, cfg.seed, f), hold, cfg.seed + 7000 + f,
+                      make_loss(cfg, cfg.student.width, st.teacher.width), all_idx, hold, cfg.seed + 7000 + f,
                       cache=cache, mask=st.kd_mask)
         per["student"].append(yard(task_metrics(data, hold, {k: v[hold] for k, v in p.items()})))
     if st.classical is not None:  # then the forests, once the run's own are fitted: one set in memory at a time
