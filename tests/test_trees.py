@@ -117,6 +117,27 @@ def test_onnx_parity_through_onnxruntime_alone(tmp_path, task, k):
         assert np.allclose(out[1], ts.std_["y"][None, :])
 
 
+@pytest.mark.parametrize("task,k", [("classification", 1), ("regression", 2)])
+def test_a_large_forest_goes_in_parts_with_the_same_outputs(tmp_path, task, k, monkeypatch: pytest.MonkeyPatch):
+    """Past CHUNK_NODES nodes the forest is several ensembles summed (ONNX Runtime's load peak is lower); the
+    outputs stay scikit-learn's."""
+    import onnx
+
+    from cmkd.classical import trees_onnx
+
+    data, teacher = sparse_case(task, n=240, k=k)
+    ts = TreeStudent(["seq", "img"], n_estimators=20, seed=1).fit(data, data.indices(0), teacher)
+    te = data.indices(2)
+    whole = export_tree_student(ts, data, te, tmp_path / "whole.onnx", latency_runs=0)
+    monkeypatch.setattr(trees_onnx, "CHUNK_NODES", 300)
+    parts = export_tree_student(ts, data, te, tmp_path / "parts.onnx", latency_runs=0)
+    ops = [n.op_type for n in onnx.load(tmp_path / "parts.onnx").graph.node]
+    assert ops.count("TreeEnsembleRegressor") > 3 and "Sum" in ops
+    assert [n.op_type for n in onnx.load(tmp_path / "whole.onnx").graph.node].count("TreeEnsembleRegressor") == 1
+    assert whole["max_abs_diff"] <= 1e-5 and parts["max_abs_diff"] <= 1e-5
+    assert parts["onnx_metrics"] == pytest.approx(whole["onnx_metrics"], abs=1e-6)
+
+
 @pytest.mark.slow  # a full run
 def test_run_writes_references_tree_student_and_the_recommended_student_onnx(tmp_path, monkeypatch: pytest.MonkeyPatch):
     """cmkd.run on SYNTHETIC data with unlabelled training samples: every reference, student_trees and its ONNX,

@@ -27,6 +27,7 @@ TEXT = "text"
 SEQUENCE = "sequence"
 PRODUCER = "cmkd-trees"  # the ONNX producer name of tree models (their <target>_std is not the network's)
 LOG_EPS = 1e-7  # probabilities are clipped here before the log that turns them into logits
+CHUNK_NODES = 250_000  # a forest past this many nodes goes in parts (ONNX Runtime loads a part at a time: less peak)
 
 
 def save_onnx(proto, path: str | Path) -> Path:  # noqa: ANN001 - onnx.ModelProto
@@ -185,8 +186,36 @@ def _forest_graph(t: str, model, h: dict, nodes: list) -> int:  # noqa: ANN001 -
     else:
         n_out = int(model.n_outputs_)
         cols = None
-    nodes.append(_ensemble_node(t, _tree_nodes(model, n_out, cols, h.get("features")), n_out, "AVERAGE"))
+    a = _tree_nodes(model, n_out, cols, h.get("features"))
+    parts = _chunks(a, len(model.estimators_))
+    if len(parts) == 1:
+        nodes.append(_ensemble_node(t, a, n_out, "AVERAGE"))
+        return n_out
+    from onnx import helper
+
+    nodes += [_ensemble_node(f"{t}_part{i}", c, n_out, "SUM") for i, c in enumerate(parts)]
+    nodes.append(helper.make_node("Sum", [f"{t}_part{i}" for i in range(len(parts))], [t]))
     return n_out
+
+
+def _chunks(a: dict, n_trees: int, limit: int | None = None) -> list[dict]:
+    """The attributes ``a`` of an averaged forest of ``n_trees`` trees as one part, or, past ``limit`` nodes, as
+    parts of whole trees of about equal node counts whose ``SUM``s add up to the average (each leaf weight divided
+    by ``n_trees``; tree ids from 0 in each part). Views of ``a``'s arrays, not copies."""
+    n = len(a["treeids"])
+    k = -(-n // (limit or CHUNK_NODES))
+    if k <= 1:
+        return [a]
+    starts = np.searchsorted(a["treeids"], np.arange(n_trees + 1))  # each tree's first node (trees in order)
+    cut = np.unique(np.r_[0, np.searchsorted(starts, np.arange(1, k) * n / k), n_trees])
+    out = []
+    for lo, hi in zip(cut[:-1], cut[1:]):
+        s = slice(starts[lo], starts[hi])
+        ts = slice(*np.searchsorted(a["t_tree"], [lo, hi]))
+        c = {key: v[ts] if key.startswith("t_") else v[s] for key, v in a.items()}
+        c["treeids"], c["t_tree"], c["t_w"] = c["treeids"] - lo, c["t_tree"] - lo, c["t_w"] / n_trees
+        out.append(c)
+    return out
 
 
 def _boosting_graph(t: str, ests: list, h: dict, nodes: list, inits: list) -> int:
