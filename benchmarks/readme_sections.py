@@ -6,7 +6,9 @@ from a script:
   (``benchmarks/label_fraction.md``) and ``more`` (one section per benchmark listed in :data:`SECTIONS`, each
   only when its .md exists; those of :data:`NOTE_WHEN_ABSENT` with a note instead);
 - ``docs/small-data.md``, between ``<!-- small-real:start -->`` / ``<!-- small-real:end -->``: the small real
-  cases (``benchmarks/small_real.md``, from ``benchmarks/small_real.py``), or a note while it does not exist;
+  cases (``benchmarks/small_real.md``, from ``benchmarks/small_real.py``), or a note while it does not exist; and
+  likewise ``cv-threshold``, ``cv-cost`` and ``memory-scale`` (``benchmarks/cv_threshold.md``, ``cv_cost.md``,
+  ``memory_scale.md``);
 - ``README.md``, between ``<!-- headline:start -->`` / ``<!-- headline:end -->``: the headline table, the
   label-scarce rows of ``benchmarks/label_fraction.md`` (5 seeds: the recommended model, the distilled network,
   the network on the labels alone and the best classical reference).
@@ -114,7 +116,9 @@ def blocks() -> dict[Path, dict[str, str]]:
     return {RESULTS_PAGE: {"results": (BENCH / "results.md").read_text().strip(),
                            "label-fraction": _body("label_fraction", 3) or "",
                            "more": more()},
-            SMALL_DATA_PAGE: {"small-real": _body("small_real", 3) or _note("small_real")},
+            SMALL_DATA_PAGE: {"small-real": _body("small_real", 3) or _note("small_real"),
+                              **{k.replace("_", "-"): _body(k, 3) or _note(k)
+                                 for k in ("cv_threshold", "cv_cost", "memory_scale")}},
             README: {"headline": headline()}}
 
 
