@@ -4,6 +4,7 @@ validation by whole class regions (``split.regions``); the Houston example YAML 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,10 @@ from cmkd.config import DataConfig
 from cmkd.data.regions import polygons
 from cmkd.data.sources import build
 from cmkd.errors import CmkdError
-from tests.test_sources import SHARED
+
+SHARED = Path(os.environ.get("CMKD_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+if not SHARED.is_dir():
+    SHARED = Path("/work/shared/data")
 
 
 def _cfg() -> DataConfig:
