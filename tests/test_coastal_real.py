@@ -84,7 +84,7 @@ def test_real_loader_split_and_availability() -> None:
     # no window straddles a split boundary: every hour of a window lies in its split's years
     bounds = {0: real.TRAIN_YEARS, 1: real.VAL_YEARS, 2: real.TEST_YEARS}
     for edge in (-w, 0, w):
-        t_edge = (np.datetime64("1976-01-01T00", "h") + (a["time"] + edge).astype("timedelta64[h]"))
+        t_edge = a["time"].astype("datetime64[h]") + np.timedelta64(edge, "h")
         y_edge = t_edge.astype("datetime64[Y]").astype(int) + 1970
         for s, (lo, hi) in bounds.items():
             sel = a["split"] == s

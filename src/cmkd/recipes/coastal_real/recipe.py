@@ -235,7 +235,7 @@ def load(config: dict, quick: bool = False) -> dict[str, np.ndarray]:
 
 
 def _load(config: dict, quick: bool = False) -> dict[str, np.ndarray]:
-    """Arrays: hoek, vlissingen, harmonic, gap, residual (cm), split, plus ``time`` (hours since 1976-01-01),
+    """Arrays: hoek, vlissingen, harmonic, gap, residual (cm), split, plus ``time`` (ISO text, the gauges' MET),
     ``level`` (cm) and ``harmonic_at_t`` (cm) of every sample and the 0-d ``available_fraction`` of all hours;
     see the module docstring."""
     opts = read_options(OPTIONS, config.get("options"), QUICK if quick else None, recipe="coastal-real")
@@ -283,7 +283,8 @@ def _load(config: dict, quick: bool = False) -> dict[str, np.ndarray]:
     return {"hoek": hoek.astype(f32), "vlissingen": vl.astype(f32), "harmonic": hv.astype(f32),
             "gap": _nearest(~miss, t_idx, lv - harm, w).astype(f32),
             "residual": (lv - harm)[t_idx].astype(f32), "split": split_h[t_idx].astype(np.int64),
-            "time": t[t_idx], "level": lv[t_idx].astype(f32), "harmonic_at_t": harm[t_idx].astype(f32),
+            "time": np.datetime_as_string(tv[t_idx].astype("datetime64[s]"), unit="s"),  # the gauges' MET
+            "level": lv[t_idx].astype(f32), "harmonic_at_t": harm[t_idx].astype(f32),
             "available_fraction": np.asarray(1.0 - miss[np.isin(year, years)].mean())}
 
 
