@@ -172,7 +172,7 @@ def classical_fits(cfg: ExperimentConfig, data: MultimodalData, smods: list[str]
     # the table's order: per algorithm, labels / teacher_labels / self_training
     order = {(a, k): i for i, (a, k) in enumerate((a, k) for a in ALGORITHMS for k in KINDS)}
     fits.refs = dict(sorted(fits.refs.items(), key=lambda kv: order[(kv[1]["algorithm"], kv[1]["trained_on"])]))
-    _keep_exportable(cfg, fits, fitted, memo)
+    _keep_exportable(cfg, fits, fitted, memo)  # without a tree student: not done above (a second call finds none)
     fits.seconds = time.perf_counter() - t0
     fits.shared_fits = memo.hits
     return fits

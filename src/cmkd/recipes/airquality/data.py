@@ -66,10 +66,8 @@ def read_table(folder: str | Path | None = None) -> dict[str, np.ndarray]:
 
 
 def chronological_split(n: int, val: float = 0.1, test: float = 0.3) -> np.ndarray:
-    """(n,) split ids in time order: the first ``1 - val - test`` train (0), then validation (1), then test (2)."""
-    n_tr = int(round(n * (1 - val - test)))
-    n_va = int(round(n * val))
-    split = np.full(n, 2, dtype=np.int64)
-    split[:n_tr] = 0
-    split[n_tr:n_tr + n_va] = 1
-    return split
+    """(n,) split ids in time order: the first ``1 - val - test`` train (0), then validation (1), then test (2)
+    (the generic :func:`cmkd.data.tables.time_split` of ``n`` samples in order, no gap)."""
+    from cmkd.data.tables import time_split
+
+    return time_split(np.arange(n), val, test, 0)
