@@ -61,6 +61,8 @@ class ReferenceSettings:
             (the figures do not depend on it).
         text_vocab: hashed vocabulary size of text modalities.
         max_fit_samples: at most this many training samples per fit (a seeded random subset).
+        raw_sequences: False: a sequence modality's features are its per-channel summary alone (see
+            :func:`cmkd.classical.trees.flat_features`).
     """
 
     seed: int = 0
@@ -72,6 +74,7 @@ class ReferenceSettings:
     n_jobs: int | Callable[[], int] | None = 1
     text_vocab: int = TEXT_VOCAB
     max_fit_samples: int = MAX_FIT_SAMPLES
+    raw_sequences: bool = True
 
     @classmethod
     def from_config(cls, cfg: ExperimentConfig, **run: object) -> ReferenceSettings:
@@ -185,11 +188,11 @@ class _Model:
 
 
 def fit_on_labels(algorithm: str, data: MultimodalData, modalities: list[str], idx: np.ndarray, seed: int,
-                  n_estimators: int) -> _Model:
+                  n_estimators: int, raw_sequences: bool = True) -> _Model:
     """One model of ``algorithm`` fitted on the labels of samples ``idx`` (its ``predict`` takes
-    :func:`cmkd.classical.trees.flat_features` of ``modalities``)."""
-    return _Model(algorithm, data, seed, n_estimators, 1).fit(flat_features(data, modalities, idx),
-                                                              _labels(data, idx))
+    :func:`cmkd.classical.trees.flat_features` of ``modalities`` with the same ``raw_sequences``)."""
+    x = flat_features(data, modalities, idx, raw_sequences=raw_sequences)
+    return _Model(algorithm, data, seed, n_estimators, 1).fit(x, _labels(data, idx))
 
 
 def _labels(data: MultimodalData, idx: np.ndarray) -> dict[str, np.ndarray]:
@@ -289,7 +292,7 @@ def references(data: MultimodalData, student_modalities: list[str], train_labell
     def x_of(idx: np.ndarray) -> np.ndarray:
         key = np.asarray(idx, np.int64).tobytes()
         if key not in feats:
-            feats[key] = flat_features(data, student_modalities, idx, o.text_vocab)
+            feats[key] = flat_features(data, student_modalities, idx, o.text_vocab, o.raw_sequences)
         return feats[key]
 
     lab, x_val, x_test = cap(train_labelled, 0), x_of(val), x_of(test)

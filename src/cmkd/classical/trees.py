@@ -31,12 +31,14 @@ from cmkd.errors import CmkdError
 ALGORITHM = "extra_trees"  # the tree student's forest
 
 
-def flat_features(data: MultimodalData, modalities: list[str], idx: np.ndarray, text_vocab: int = TEXT_VOCAB
-                  ) -> np.ndarray:
+def flat_features(data: MultimodalData, modalities: list[str], idx: np.ndarray, text_vocab: int = TEXT_VOCAB,
+                  raw_sequences: bool = True) -> np.ndarray:
     """(n, F) float32 features of samples ``idx``: every modality flattened and concatenated in order.
 
     A numeric modality keeps NaN for missing values (and a sample whose modality is absent is all NaN); a text
-    modality (token ids) becomes word counts over ids 1..``text_vocab``-1 (ids out of range are ignored).
+    modality (token ids) becomes word counts over ids 1..``text_vocab``-1 (ids out of range are ignored). A sequence
+    adds its :func:`sequence_summary`; with ``raw_sequences=False`` it is the summary alone (the classical teacher
+    candidates: :func:`cmkd.pipeline.crossval.choose_teacher`).
     """
     parts = []
     for m in modalities:
@@ -46,7 +48,8 @@ def flat_features(data: MultimodalData, modalities: list[str], idx: np.ndarray, 
             continue
         x = x.astype(np.float32, copy=True)
         x[~data.present[m][idx]] = np.nan
-        parts.append(x.reshape(len(idx), -1))
+        if raw_sequences or data.kinds[m] != SEQUENCE:
+            parts.append(x.reshape(len(idx), -1))
         if data.kinds[m] == SEQUENCE:
             parts.append(sequence_summary(x))
     return np.concatenate(parts, axis=1) if parts else np.zeros((len(idx), 0), np.float32)
