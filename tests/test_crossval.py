@@ -10,9 +10,10 @@ import pytest
 import yaml
 
 import cmkd
+from cmkd.classical.trees import flat_features
 from cmkd.config import DataConfig
 from cmkd.data.arrays import build_data
-from cmkd.pipeline.crossval import CV_MAX_LABELS, Yardstick, make_folds
+from cmkd.pipeline.crossval import CV_MAX_LABELS, Yardstick, make_folds, teacher_worse
 
 
 def _data(y: dict, n: int) -> object:
@@ -125,3 +126,24 @@ def test_groups_key_checked_where_it_enters(tmp_path: Path) -> None:
     with pytest.raises(cmkd.CmkdError, match="data.groups 'nope' must name an npz key of 420 group ids"):
         cmkd.run(str(path), tmp_path / "run", quiet=True)
     assert not (tmp_path / "run").exists()
+
+
+def test_skip_only_when_the_teacher_is_worse_beyond_noise() -> None:
+    # Japanese Vowels, 27 labels: one sample of 27 worse, paired standard error of 2-3 samples: distillation goes on
+    assert not teacher_worse(-1 / 27, 2.6 / 27)
+    assert not teacher_worse(0.0, 0.0)  # a tie keeps distillation
+    assert teacher_worse(-0.0165, 0.0113)  # Samson 4-band, 1%: the network teacher worse than the baseline
+    assert teacher_worse(-0.01, float("inf")) and not teacher_worse(0.01, float("nan"))  # no spread: below 0
+
+
+def test_sequence_summary_alone_for_the_classical_teacher() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(12, 5, 3)).astype(np.float32)
+    x[0, 3:] = np.nan  # a shorter recording, padded with NaN
+    data = build_data({"seq": x, "y": np.arange(12) % 2},
+                      DataConfig(modalities={"seq": {"kind": "sequence"}}, targets={"y": {"kind": "classification"}}))
+    both = flat_features(data, ["seq"], np.arange(12))
+    alone = flat_features(data, ["seq"], np.arange(12), raw_sequences=False)
+    assert both.shape == (12, 5 * 3 + 4 * 3) and alone.shape == (12, 4 * 3)
+    np.testing.assert_array_equal(alone, both[:, 15:])  # the summary, the same either way
+    np.testing.assert_allclose(alone[0, :3], x[0, :3].mean(axis=0), rtol=1e-6)  # mean over the observed frames only
