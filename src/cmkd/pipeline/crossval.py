@@ -5,22 +5,22 @@ samples cannot tell candidates apart (benchmarks/small_real.py). The run then de
 over every labelled sample (:func:`make_folds`: stratified by class, grouped by ``data.groups`` when the data
 declare blocks of space or time, otherwise shuffled):
 
-1. :func:`choose_teacher` (after the network teacher has trained): the teacher is the better, by cross-validation,
-   of the network and :data:`TEACHERS` (linear models and ExtraTrees) on the teacher's inputs (a sequence as its
-   per-channel summary alone: frame t of one recording is not frame t of another; on Japanese Vowels with 27
-   labels, ExtraTrees on the 12 channels' summaries scored 0.886 test accuracy against 0.844 with the frames too,
-   ridge 0.893 against 0.878, 5 seeds; with 90 and 270 labels within a point: benchmarks/vowels_teacher.md). A classical teacher
-   is refitted on every labelled sample and its predictions become the students' soft targets (the network
-   student then learns from its outputs only: the feature and relation terms need a network teacher).
-2. :func:`label_only` (after student_baseline has trained): the label-only candidates on the student's inputs
-   (the references on labels and student_baseline). If the chosen teacher is worse than the best of them in
-   cross-validation by more than one paired standard error of the folds (:func:`teacher_worse`), distillation is
-   skipped: the run says so and the student is the baseline. Within noise distillation goes on and the
-   cross-validated recommendation, where the label-only models stay candidates, decides (skipping on any
-   negative gain skipped Japanese Vowels' 12-channel teachers (0.886-0.893 test accuracy on their own,
-   benchmarks/vowels_teacher.md) on a gain of -1 of 27 samples, standard error 2-3 samples). (Skipping also where the teacher's gain was
-   positive but within one paired standard error was tried: on Tecator with 20 labels, seed 0, it skipped a
-   teacher 0.59 RMSE better, standard error 1.78, and the run handed over ridge on labels at 11.4 test RMSE.)
+1. :func:`choose_teacher` (after the network teacher has trained): the teacher is the better, by cross-validation, of
+   the network and :data:`TEACHERS` (linear models and ExtraTrees) on the teacher's inputs (a sequence as its per-
+   channel summary alone: frame t of one recording is not frame t of another; on Japanese Vowels with 27 labels,
+   ExtraTrees on the 12 channels' summaries scored 0.886 test accuracy against 0.844 with the frames too, ridge 0.893
+   against 0.878, 5 seeds; with 90 and 270 labels within a point: benchmarks/vowels_teacher.md). A classical teacher
+   is refitted on every labelled sample and its predictions become the students' soft targets (the network student
+   then learns from its outputs only: the feature and relation terms need a network teacher).
+2. :func:`label_only` (after student_baseline has trained): the label-only candidates on the student's inputs (the
+   references on labels and student_baseline). If the chosen teacher is worse than the best of them in cross-
+   validation by more than one paired standard error of the folds (:func:`teacher_worse`), distillation is skipped:
+   the run says so and the student is the baseline. Within noise distillation goes on and the cross-validated
+   recommendation, where the label-only models stay candidates, decides (skipping on any negative gain skipped
+   Japanese Vowels' 12-channel teachers (0.886-0.893 test accuracy on their own, benchmarks/vowels_teacher.md) on a
+   gain of -1 of 27 samples, standard error 2-3 samples). (Skipping also where the teacher's gain was positive but
+   within one paired standard error was tried: on Tecator with 20 labels, seed 0, it skipped a teacher 0.59 RMSE
+   better, standard error 1.78, and the run handed over ridge on labels at 11.4 test RMSE.)
 3. :func:`distilled` (after the distilled student): the candidates that learn from the teacher (the references
    on its pseudo-labels, self-training, the tree student, the distilled network); each fold's teacher is refitted
    without that fold, so no candidate sees the labels it is scored on. The distilled network is replaced by
