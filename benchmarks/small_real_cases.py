@@ -287,3 +287,37 @@ def _vowels(case: str, budget: float, seed: int) -> tuple[dict[str, np.ndarray],
             "targets": {"speaker": {"kind": "classification"}}, "split": "split",
             "class_names": [f"speaker {s}" for s in speakers]}
     return arrays, {"data": data, "teacher": {"modalities": ["lpc12"]}, "student": {"modalities": ["lpc3"]}}
+
+
+CEILING_BUDGET = {"samson_rgb": 1.0, "samson_4band": 1.0, "tecator": 172, "vowels": 270}  # every training label
+
+
+def ceiling(case: str, seed: int) -> dict[str, float]:
+    """The every-label ceiling of a file case at ``seed``: on the student's inputs, ExtraTrees and the linear
+    models (ridge; PLS too for a regression target) fitted on every training and validation sample with its true
+    label (cmkd's own models, the run's default forest size), each one's TEST figure (the run's primary metric:
+    RMSE, or accuracy); the split is the seed's own (the same Samson blocks and the same official test set as every
+    budget at that seed). ``best``: the best of them, picked on test (hindsight)."""
+    from cmkd.classical.references import fit_on_labels
+    from cmkd.classical.trees import flat_features
+    from cmkd.config import DataConfig, ReferencesConfig, default_of
+    from cmkd.data.arrays import build_data
+    from cmkd.evaluation.metrics import primary_metric, task_metrics
+
+    if case not in CEILING_BUDGET:
+        raise CmkdError(f"case '{case}': no ceiling (a built-in recipe)")
+    builder = {"tecator": _tecator, "vowels": _vowels}.get(case, _samson)
+    arrays, cfg = builder(case, CEILING_BUDGET[case], seed)
+    data = build_data(arrays, DataConfig(**cfg["data"]), seed=seed, source=f"{case} (REAL)")
+    mods = list(cfg["student"]["modalities"])
+    split = arrays[cfg["data"]["split"]]
+    fit, test = np.flatnonzero(split < 2), np.flatnonzero(split == 2)
+    metric = primary_metric(data)
+    kind = next(iter(data.target_kinds.values()))
+    out: dict[str, float] = {}
+    x_test = flat_features(data, mods, test)
+    for algo in ("extra_trees", "ridge", *(("pls",) if kind == "regression" else ())):
+        model = fit_on_labels(algo, data, mods, fit, seed, default_of(ReferencesConfig, "n_estimators"))
+        out[algo] = float(task_metrics(data, test, model.predict(x_test))[metric])
+    out["best"] = (min if metric == "rmse" else max)(out.values())
+    return out
