@@ -39,7 +39,6 @@ class Role:
     BASELINE = "student_baseline"  # the student trained on the labels alone
     ADAPTED = "student_adapted"  # the student after `cmkd adapt`
     TREES = "student_trees"  # the tree-ensemble student (classical.trees)
-    BLEND = "student_blend"  # the network student averaged with a tree ensemble (classical.blend)
     CORE = (TEACHER, BASELINE, STUDENT)  # the three models every run trains, in report order
 
 # Registry-name checks, registered by the registries above this module (``models``: encoders and their options;

@@ -23,7 +23,7 @@ __all__ = ["escape", "figure_html", "print_summary", "table_html", "write_report
 
 _KNOWN_TOP = {"name", "recipe", "seed", "primary_metric", "data", "models", "export", "references", "quick",
               "synthetic", "costs", "uncertainty", "recommended", "deployed", "export_trees",
-              "distillation_outlook", "channels", "dividend", Role.BLEND}
+              "distillation_outlook", "channels", "dividend"}
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1150px;color:#222;padding:0 1em}
 h1{margin-bottom:.2em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
@@ -100,11 +100,6 @@ def _references(metrics: dict) -> str:
         note = (f"<p><b>Recommended deployable student: {html.escape(str(rec['model']))}</b> "
                 f"({html.escape(str(rec.get('why', '')))})"
                 + (f"; student.onnx holds {html.escape(str(dep['model']))}" if dep.get("model") else "") + ".</p>")
-    blend = metrics.get(Role.BLEND)
-    if isinstance(blend, dict):  # references.blend: the network averaged with its partner, beside the references
-        refs = {**(refs if isinstance(refs, dict) else {}),
-                f"student_blend (student + {blend.get('partner')})": {**blend.get("metrics", {}),
-                                                                      "val": blend.get("val", {})}}
     if not isinstance(refs, dict) or not refs:
         return note
     flat = {n: flatten(r.get("metrics", r) if isinstance(r, dict) else {}) for n, r in refs.items()}
@@ -283,10 +278,6 @@ def print_summary(metrics: dict, out: Path | None = None) -> None:
     for name, ref in (metrics.get("references") or {}).items():
         tab.add_row(f"{name} (reference)", "+".join(metrics["models"][Role.STUDENT]["modalities"]), "-",
                     *[f"{ref[k]:.4f}" if k in ref else "-" for k in names], "-", "")
-    blend = metrics.get(Role.BLEND)
-    if blend:
-        tab.add_row(f"student_blend (student + {blend['partner']})", "+".join(blend["modalities"]), "-",
-                    *[f"{blend['metrics'][k]:.4f}" if k in blend["metrics"] else "-" for k in names], "-", "")
     con = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 400)  # a log: the table's own width
     con.print(tab)
     if metrics.get("recommended"):

@@ -1,7 +1,7 @@
 """The self-describing edge model: the JSON sidecar written beside every exported ONNX file.
 
 :func:`model_card` describes a network student from its saved metadata (what :func:`cmkd.nn.checkpoint.save_model`
-stores; pruned or not), :func:`tree_card` a tree model or the blend deployed with the network's contract (derived
+stores; pruned or not), :func:`tree_card` a tree model deployed with the network's contract (derived
 from the network's card), both through :func:`edge_card`, the generic builder; :func:`write_card` writes a card
 (with the INT8 variant's note for ``precision="int8"``) beside the ONNX file (``student.onnx`` -> ``student.json``) and
 records a pointer to it in the ONNX file's ``metadata_props``. The schema is ``cmkd/schemas/edge_model.schema.json``;
@@ -150,15 +150,10 @@ def model_card(meta: dict, training_data: dict | None = None, synthetic: bool | 
 
 def tree_card(net_card: dict, role: str) -> dict[str, Any]:
     """The sidecar of a tree model (the tree student or a RandomForest / ExtraTrees / HistGradientBoosting
-    reference, ``role`` its name) or of the blend (``role`` ``student_blend``) exported with the network student's
-    input/output contract: the network's card (:func:`model_card`) less its conformal quantiles (calibrated for the
-    network's std, not the trees' constant one) and its pruning note, with a note on what the std output is."""
+    reference, ``role`` its name) exported with the network student's input/output contract: the network's card
+    (:func:`model_card`) less its conformal quantiles (calibrated for the network's std, not the trees' constant
+    one) and its pruning note, with a note on what the std output is."""
     notes = [n for n in net_card.get("notes", []) if "pruned" not in n]
-    if role == Role.BLEND:
-        notes.append("blend: the average of the network student's and a tree ensemble's outputs "
-                     "(cmkd.classical.blend); the regression std output is the average of the network's and the "
-                     "trees' constant one, not calibrated; no conformal intervals")
-        return {**net_card, "role": role, "model_type": "network_tree_blend", "conformal": {}, "notes": notes}
     notes.append("tree ensemble: the regression std output is a constant per target column (the model's RMSE on "
                  "the validation samples), not calibrated; no conformal intervals")
     return {**net_card, "role": role, "model_type": "tree_ensemble", "conformal": {}, "notes": notes}
