@@ -250,3 +250,21 @@ def test_a_spilled_reference_predicts_the_same_once_restored():
     assert m.models == {}  # out of memory until restored
     after = m.restore().predict(x)
     assert before.keys() == after.keys() and all(np.array_equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_hist_gradient_boosting_needs_rows_to_split(task):
+    """On fewer than HGB_MIN_ROWS labelled rows HistGradientBoosting could not split (a constant): not fitted, so
+    never a candidate; on enough rows, and on the teacher's labels of every training sample, it is."""
+    from cmkd.classical.references import HGB_MIN_ROWS
+
+    data, teacher = sparse_case(task, n=300, label_share=0.3)
+    tr, val, te = data.indices(0), data.indices(1), data.indices(2)
+    lab = data.labelled(tr)
+    assert len(lab) >= HGB_MIN_ROWS
+    settings = ReferenceSettings(n_estimators=10, algorithms=("hist_gradient_boosting", "extra_trees"))
+    few = references(data, ["seq", "txt"], lab[:HGB_MIN_ROWS - 1], tr, val, te, teacher, settings=settings)
+    assert "hist_gradient_boosting" not in few and "extra_trees" in few
+    assert "hist_gradient_boosting_teacher_labels" in few  # every training sample, through the teacher
+    enough = references(data, ["seq", "txt"], lab[:HGB_MIN_ROWS], tr, val, te, teacher, settings=settings)
+    assert "hist_gradient_boosting" in enough
