@@ -13,7 +13,7 @@ import cmkd
 from cmkd.classical.trees import flat_features
 from cmkd.config import DataConfig
 from cmkd.data.arrays import build_data
-from cmkd.pipeline.crossval import CV_MAX_LABELS, Yardstick, make_folds, teacher_worse
+from cmkd.pipeline.crossval import CV_MAX_LABELS, Yardstick, distilled_within_noise, make_folds, teacher_worse
 
 
 def _data(y: dict, n: int) -> object:
@@ -147,3 +147,20 @@ def test_sequence_summary_alone_for_the_classical_teacher() -> None:
     assert both.shape == (12, 5 * 3 + 4 * 3) and alone.shape == (12, 4 * 3)
     np.testing.assert_array_equal(alone, both[:, 15:])  # the summary, the same either way
     np.testing.assert_allclose(alone[0, :3], x[0, :3].mean(axis=0), rtol=1e-6)  # mean over the observed frames only
+
+
+def test_a_label_only_choice_within_noise_gives_way_to_the_distilled_one() -> None:
+    figs = {"ridge": 0.889, "extra_trees_teacher_labels": 0.852, "student_trees": 0.815}
+    prefer = ["extra_trees_teacher_labels", "student_trees"]
+    noisy = {"ridge": [1.0, 0.778, 0.889], "extra_trees_teacher_labels": [0.778, 0.889, 0.889],
+             "student_trees": [0.778, 0.778, 0.889]}
+    name, why = distilled_within_noise(figs, noisy, prefer, "ridge", higher_is_better=True)
+    assert name == "extra_trees_teacher_labels" and "within one paired standard error" in why
+    steady = {"ridge": [0.9, 0.88, 0.887], "extra_trees_teacher_labels": [0.86, 0.84, 0.856],
+              "student_trees": [0.8, 0.82, 0.825]}  # ahead in every fold: the label-only model stays
+    assert distilled_within_noise(figs, steady, prefer, "ridge", higher_is_better=True) is None
+    assert distilled_within_noise(figs, noisy, prefer, "student_trees", higher_is_better=True) is None  # distilled
+    assert distilled_within_noise(figs, noisy, [], "ridge", higher_is_better=True) is None  # distillation skipped
+    rmse = {"ridge": 8.5, "ridge_teacher_labels": 9.1}  # lower is better
+    folds = {"ridge": [6.0, 11.0, 8.5], "ridge_teacher_labels": [9.0, 8.0, 10.3]}
+    assert distilled_within_noise(rmse, folds, ["ridge_teacher_labels"], "ridge", False)[0] == "ridge_teacher_labels"

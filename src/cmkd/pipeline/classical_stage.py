@@ -279,9 +279,15 @@ def classical_finish(cfg: ExperimentConfig, data: MultimodalData, smods: list[st
         if cands:
             metrics["recommended"] = recommendation(cands, cv["metric"], cv["higher_is_better"],
                                                     prefer=frozenset(cv.get("prefer", ())))
-            metrics["recommended"].update({"selected_by": "cross-validation", "cv": metrics["recommended"]["val"]})
-            metrics["recommended"]["why"] = metrics["recommended"]["why"].replace("best validation",
-                                                                                  "best cross-validated")
+            rec = metrics["recommended"]
+            rec.update({"selected_by": "cross-validation", "cv": rec["val"]})
+            rec["why"] = rec["why"].replace("best validation", "best cross-validated")
+            from cmkd.pipeline.crossval import distilled_within_noise
+
+            swap = distilled_within_noise({k: v["val"] for k, v in cands.items()}, cv.get("folds", {}),
+                                          list(cv.get("prefer", ())), rec["model"], cv["higher_is_better"])
+            if swap is not None:
+                rec["model"], rec["why"] = swap
         return fitted
     if cands:
         metrics["recommended"] = recommendation(cands, metric)

@@ -175,11 +175,11 @@ def _cv_figures(st: RunState) -> dict | None:
     go to ``metrics["selection"]``."""
     if not st.cv:
         return None
-    from cmkd.pipeline.crossval import figures, learnt_from_teacher
+    from cmkd.pipeline.crossval import figures, fold_figures, learnt_from_teacher
 
     st.metrics["selection"] = st.cv
-    return {"figures": figures(st), "metric": st.cv["metric"], "higher_is_better": st.cv["higher_is_better"],
-            "prefer": learnt_from_teacher(st)}
+    return {"figures": figures(st), "folds": fold_figures(st), "metric": st.cv["metric"],
+            "higher_is_better": st.cv["higher_is_better"], "prefer": learnt_from_teacher(st)}
 
 
 def stage_deploy(st: RunState) -> None:
