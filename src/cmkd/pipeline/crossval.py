@@ -11,11 +11,11 @@ declare blocks of space or time, otherwise shuffled):
    ExtraTrees on the 12 channels' summaries scored 0.886 test accuracy against 0.844 with the frames too, ridge 0.893
    against 0.878, 5 seeds; with 90 and 270 labels within a point: benchmarks/vowels_teacher.md). The network is
    chosen only where it beats the best classical teacher by more than one paired standard error of the folds: a
-   network fitted on a few dozen labels is the likelier to be the worse teacher (Tecator, 20 labels: network 12.3
-   test RMSE, PLS 5.3; Japanese Vowels, 27 labels, seed 4: the network won cross-validation by one recording of 27
-   and scored 0.73 on test where the classical teachers score 0.89). A classical teacher
-   is refitted on every labelled sample and its predictions become the students' soft targets (the network student
-   then learns from its outputs only: the feature and relation terms need a network teacher).
+   network fitted on a few dozen labels is the likelier to be the worse teacher (Japanese Vowels, 27 labels, seed 4:
+   the network won cross-validation by one recording of 27 and scored 0.79 on test where the classical teachers score
+   0.85-0.92). A classical teacher is refitted on every labelled sample and its predictions become the students' soft
+   targets (the network student then learns from its outputs only: the feature and relation terms need a network
+   teacher).
 2. :func:`label_only` (after student_baseline has trained): the label-only candidates on the student's inputs (the
    references on labels and student_baseline). If the chosen teacher is worse than the best of them in cross-
    validation by more than one paired standard error of the folds (:func:`teacher_worse`), distillation is skipped:
