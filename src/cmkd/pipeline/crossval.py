@@ -229,7 +229,8 @@ def teacher_choice(per: dict[str, list[float]], higher_is_better: bool) -> str:
     if best == "network" and classical:
         rival = pick(classical, key=ok.get)
         ahead = (ok["network"] - ok[rival]) * (1 if higher_is_better else -1)
-        if not ahead > paired_se(per["network"], per[rival]):
+        se = paired_se(per["network"], per[rival])  # NaN where a fold has no figure: the best mean stands
+        if np.isfinite(se) and ahead <= se:
             best = rival
     return best
 
