@@ -155,6 +155,13 @@ def paired_se(a: list[float], b: list[float]) -> float:
     return float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else float("inf")
 
 
+def lead(a: list[float], b: list[float], higher_is_better: bool) -> tuple[float, float]:
+    """How far per-fold figures ``a`` are ahead of ``b``: the difference of their means (positive = ``a`` better)
+    and the paired standard error of the per-fold differences (inf where the fold counts differ)."""
+    ahead = (summary(a)["mean"] - summary(b)["mean"]) * (1 if higher_is_better else -1)
+    return ahead, paired_se(a, b) if len(a) == len(b) else float("inf")
+
+
 def _fold_net(st: RunState, role: str, mods: list[str], mcfg, loss, fit_idx: np.ndarray,  # noqa: ANN001
               hold: np.ndarray, seed: int, cache: dict | None = None, mask: np.ndarray | None = None) -> dict:
     """A network trained on ``fit_idx`` for ``role``'s chosen epoch count; its predictions on every sample."""
@@ -228,8 +235,7 @@ def teacher_choice(per: dict[str, list[float]], higher_is_better: bool) -> str:
     classical = [k for k in ok if k != "network"]
     if best == "network" and classical:
         rival = pick(classical, key=ok.get)
-        ahead = (ok["network"] - ok[rival]) * (1 if higher_is_better else -1)
-        se = paired_se(per["network"], per[rival])  # NaN where a fold has no figure: the best mean stands
+        ahead, se = lead(per["network"], per[rival], higher_is_better)  # se NaN where a fold lacks a figure
         if np.isfinite(se) and ahead <= se:
             best = rival
     return best
@@ -326,8 +332,7 @@ def label_only(st: RunState) -> None:
     t = st.cv["teacher"]
     t_folds = t["candidates"][t["chosen"]]["folds"]
     b_folds = per[best]
-    gain = float(np.mean(t_folds) - np.mean(b_folds)) * (1 if yard.higher_is_better else -1)
-    se = paired_se(t_folds, b_folds) if len(t_folds) == len(b_folds) else float("inf")
+    gain, se = lead(t_folds, b_folds, yard.higher_is_better)
     t.update({"best_label_only": best, "gain_over_label_only": gain, "paired_se": se})
     if teacher_worse(gain, se):
         st.skip = (f"the teacher is worse than the best model trained on labels alone ({best}) in "
@@ -404,8 +409,7 @@ def distilled_within_noise(figs: dict[str, float], folds: dict[str, list[float]]
     if chosen in prefer or not ok or chosen not in folds:
         return None
     best = min(ok, key=lambda k: (sign * figs[k], k))
-    ahead = sign * (figs[best] - figs[chosen])
-    se = paired_se(folds[best], folds[chosen])
+    ahead, se = lead(folds[chosen], folds[best], higher_is_better)
     if not np.isfinite(se) or ahead > se:
         return None
     return best, (f"{chosen} (cross-validated {figs[chosen]:.4g}) is ahead of {best} ({figs[best]:.4g}), the best "
@@ -413,21 +417,21 @@ def distilled_within_noise(figs: dict[str, float], folds: dict[str, list[float]]
                   f"folds ({se:.3g}): {best} is recommended")
 
 
-def fold_figures(st: RunState) -> dict[str, list[float]]:
-    """Each candidate's per-fold figures, as :func:`figures` maps them (``student``: the baseline's folds where it
-    replaced the distilled network)."""
-    c = {k: v["folds"] for k, v in st.cv["candidates"].items()}
+def _per_candidate(st: RunState, key: str) -> dict:
+    """``key`` (``mean`` or ``folds``) of every candidate as the recommendation compares them (``student``: the
+    deployed network, the baseline's where it replaced the distilled one)."""
+    c = {k: v[key] for k, v in st.cv["candidates"].items()}
     if st.safe.get("fallback") and "student_baseline" in c:
         c["student"] = c["student_baseline"]
     c.pop("student_baseline", None)
     return c
+
+
+def fold_figures(st: RunState) -> dict[str, list[float]]:
+    """Each candidate's per-fold figures, as :func:`figures` maps them."""
+    return _per_candidate(st, "folds")
 
 
 def figures(st: RunState) -> dict[str, float]:
-    """Each candidate's cross-validated figure, as the recommendation compares them (``student``: the deployed
-    network, the baseline's figure where it replaced the distilled one)."""
-    c = {k: v["mean"] for k, v in st.cv["candidates"].items()}
-    if st.safe.get("fallback") and "student_baseline" in c:
-        c["student"] = c["student_baseline"]
-    c.pop("student_baseline", None)
-    return c
+    """Each candidate's cross-validated figure, as the recommendation compares them."""
+    return _per_candidate(st, "mean")
