@@ -13,9 +13,9 @@ import cmkd
 from cmkd.classical.trees import flat_features
 from cmkd.config import DataConfig
 from cmkd.data.arrays import build_data
+from cmkd.evaluation.metrics import Yardstick
 from cmkd.pipeline.crossval import (
     CV_MAX_LABELS,
-    Yardstick,
     distilled_within_noise,
     make_folds,
     teacher_choice,
@@ -125,6 +125,52 @@ def test_many_labels_keep_the_validation_split(tmp_path: Path) -> None:
     assert "selection" not in m and m["recommended"]["selected_by"] == "validation"
 
 
+def test_validation_selection_one_yardstick_over_several_targets(tmp_path: Path) -> None:
+    """Above the cross-validation threshold the validation split decides, on the same yardstick: with two
+    targets every candidate's figure is the standardised error over both, and so is the dividend's."""
+    from cmkd.data.cases import make_sparse_case, sparse_case_config
+    from cmkd.evaluation.metrics import VAL_PARTS, yardstick_figure
+
+    arrays = make_sparse_case(n=1500, seed=0, label_fraction=1.0)
+    arrays["sign"] = (arrays["y"].reshape(-1) > np.nanmedian(arrays["y"])).astype(np.int64)
+    np.savez(tmp_path / "data.npz", **arrays)
+    cfg = sparse_case_config("regression", epochs=2)
+    cfg["data"]["targets"]["sign"] = {"kind": "classification"}
+    cfg["references"] = {"n_estimators": 10}
+    cfg["trees"] = {"n_estimators": 10}
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(cfg))
+    m = cmkd.run(str(tmp_path / "exp.yaml"), tmp_path / "run", quiet=True)
+    rec = m["recommended"]
+    assert rec["selected_by"] == "validation" and rec["metric"] == "standardised_error"
+    yard = rec["yardstick"]
+    assert yard["targets"] == {"y": "regression", "sign": "classification"} and not yard["higher_is_better"]
+    for name, ref in m["references"].items():  # each candidate compared on both targets
+        assert rec["val"][name] == pytest.approx(yardstick_figure(ref["val"], yard))
+        assert "val_parts" not in ref  # the parts serve the recommendation; metrics.json keeps the figures
+    assert rec["val"][rec["best_on_val"]] == min(rec["val"].values())
+    d = m["dividend"]
+    assert d["metric"] == "standardised_error" and d["higher_is_better"] is False
+    rec_test = m["models"].get(rec["model"], {}).get("metrics") or m["references"][rec["model"]]
+    assert d["recommended_test"] == pytest.approx(yardstick_figure(rec_test, yard))
+    assert "val_parts" not in (tmp_path / "run" / "metrics.json").read_text()
+    assert VAL_PARTS == 10
+
+
+def test_parts_of_the_validation_split() -> None:
+    from cmkd.evaluation.metrics import part_metrics
+
+    y = np.r_[np.zeros(6), np.ones(6)].astype(np.int64)
+    y[[0, 11]] = -1  # unlabelled: in no part
+    data = _data({"c": y}, 12)
+    logits = np.zeros((12, 2), np.float32)
+    logits[np.arange(12), y.clip(0)] = 1.0
+    logits[3] = [0.0, 1.0]  # one mistake
+    parts = part_metrics(data, np.arange(12), {"c/logits": logits}, k=5)
+    assert len(parts) == 5  # 10 labelled samples, interleaved: two per part
+    assert sorted(p["accuracy"] for p in parts) == [0.5, 1.0, 1.0, 1.0, 1.0]
+    assert part_metrics(data, np.array([0, 1]), {"c/logits": logits[:2]}) == []  # one labelled sample: no spread
+
+
 def test_groups_key_checked_where_it_enters(tmp_path: Path) -> None:
     path = _spectra_case(tmp_path)
     cfg = yaml.safe_load(path.read_text())
@@ -168,6 +214,8 @@ def test_a_label_only_choice_within_noise_gives_way_to_the_distilled_one() -> No
     assert distilled_within_noise(figs, steady, prefer, "ridge", higher_is_better=True) is None
     assert distilled_within_noise(figs, noisy, prefer, "student_trees", higher_is_better=True) is None  # distilled
     assert distilled_within_noise(figs, noisy, [], "ridge", higher_is_better=True) is None  # distillation skipped
+    name, why = distilled_within_noise(figs, noisy, prefer, "ridge", True, "validation")  # parts of one split
+    assert name == "extra_trees_teacher_labels" and "validation split's parts" in why
     rmse = {"ridge": 8.5, "ridge_teacher_labels": 9.1}  # lower is better
     folds = {"ridge": [6.0, 11.0, 8.5], "ridge_teacher_labels": [9.0, 8.0, 10.3]}
     assert distilled_within_noise(rmse, folds, ["ridge_teacher_labels"], "ridge", False)[0] == "ridge_teacher_labels"

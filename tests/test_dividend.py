@@ -116,6 +116,30 @@ def test_cross_validation_preferred_over_validation() -> None:
     assert dividend(m)["val_from"] == "validation"
 
 
+def test_several_targets_one_yardstick() -> None:
+    """With several targets the dividend compares what the recommendation compared: the standardised error over
+    every target (``recommended.yardstick``), on validation and on test, lower is better."""
+    yard = {"name": "standardised_error", "higher_is_better": False,
+            "targets": {"y": "regression", "c": "classification"}, "scale": {"y": 2.0}}
+
+    def both(rmse: float, acc: float) -> dict:
+        return {"rmse": rmse, "c/accuracy": acc}
+
+    m = {"primary_metric": "rmse",
+         "models": {"student_baseline": {"metrics": both(1.0, 0.9)}, "student": {"metrics": both(1.2, 0.98)}},
+         "references": {"extra_trees": {**both(0.9, 0.5), "val": both(0.9, 0.5), "trained_on": "labels"}},
+         "recommended": {"model": "student", "metric": "standardised_error", "yardstick": yard,
+                         "val": {"student": 0.32, "extra_trees": 0.475}}}
+    d = dividend(m)
+    assert d["metric"] == "standardised_error" and d["higher_is_better"] is False
+    # the first target alone would call extra_trees (RMSE 0.9) better than the student (1.2)
+    assert d["recommended_test"] == pytest.approx((1.2 / 2 + 0.02) / 2)
+    assert d["label_only_test"] == {"model": "student_baseline", "test": pytest.approx((1.0 / 2 + 0.1) / 2)}
+    assert d["test"] == pytest.approx(0.3 - 0.31) and d["test"] < 0  # the baseline is better over both
+    assert d["label_only_val"]["model"] == "extra_trees" and d["val"] == pytest.approx(0.475 - 0.32)
+    assert "standardised error" in d["sentence"]
+
+
 def test_no_recommendation_or_no_label_only_candidate() -> None:
     m = _rmse_run()
     assert dividend({k: v for k, v in m.items() if k != "recommended"}) is None

@@ -32,7 +32,7 @@ from cmkd.classical.linear import LINEAR, linear_model
 from cmkd.classical.trees import LOG_EPS, FitMemo, Spilled, fit_once, flat_features, forest, soft_targets
 from cmkd.config import ExperimentConfig, ReferencesConfig, StudentConfig, default_of
 from cmkd.data.arrays import TEXT_VOCAB, UNLABELLED, MultimodalData
-from cmkd.evaluation.metrics import HIGHER_IS_BETTER, task_metrics
+from cmkd.evaluation.metrics import HIGHER_IS_BETTER, part_metrics, task_metrics
 
 ALGORITHMS = ("random_forest", "extra_trees", "hist_gradient_boosting", "ridge", "pls")
 KINDS = ("labels", "teacher_labels", "self_training")  # what a reference is trained on (``trained_on``)
@@ -251,7 +251,9 @@ def _entry(data: MultimodalData, val: np.ndarray, test: np.ndarray, x_val: np.nd
     ``model``), how it was trained and its fit time."""
     entry: dict = dict(task_metrics(data, test, model.predict(x_test)))
     vm = model if val_model is None else val_model
-    entry.update({"val": task_metrics(data, val, vm.predict(x_val)) if len(val) else {},
+    vp = vm.predict(x_val) if len(val) else {}
+    entry.update({"val": task_metrics(data, val, vp) if len(val) else {},
+                  "val_parts": part_metrics(data, val, vp) if len(val) else [],
                   "algorithm": algo, "trained_on": how, "n_fit": int(n_fit),
                   "fit_s": round(time.perf_counter() - t0, 3)})
     return entry

@@ -17,12 +17,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from cmkd.evaluation.metrics import HIGHER_IS_BETTER
+from cmkd.evaluation.metrics import HIGHER_IS_BETTER, yardstick_figure
 
 __all__ = ["dividend", "label_only_candidates"]
 
 BASELINE = "student_baseline"  # cmkd.config.Role.BASELINE (evaluation keeps to figures, not the config)
-_LABEL = {"rmse": "RMSE", "mae": "MAE", "r2": "R2", "accuracy": "accuracy", "macro_f1": "macro F1"}
+_LABEL = {"rmse": "RMSE", "mae": "MAE", "r2": "R2", "accuracy": "accuracy", "macro_f1": "macro F1",
+          "standardised_error": "standardised error"}
 
 
 def _num(x: Any) -> float | None:
@@ -51,26 +52,35 @@ def label_only_candidates(metrics: dict) -> list[str]:
     return names
 
 
-def _test_figure(metrics: dict, name: str, metric: str) -> float | None:
+def _figure(m: Any, metric: str, yard: dict | None) -> float | None:
+    """The figure of a metrics dict ``m``: ``metric``'s value, or with several targets the yardstick's
+    (``recommended.yardstick``, :func:`cmkd.evaluation.metrics.yardstick_figure`)."""
+    if not isinstance(m, dict):
+        return None
+    return _num(yardstick_figure(m, yard) if yard else m.get(metric))
+
+
+def _test_figure(metrics: dict, name: str, metric: str, yard: dict | None = None) -> float | None:
     """``name``'s test figure: ``models[name]["metrics"]`` or the reference's flat (or ``metrics``) entry."""
     if isinstance(_get(metrics, "models", name), dict):
-        return _num(_get(metrics, "models", name, "metrics", metric))
+        return _figure(_get(metrics, "models", name, "metrics"), metric, yard)
     ref = _get(metrics, "references", name)
     if isinstance(ref, dict):
-        return _num(ref.get(metric) if metric in ref else _get(ref, "metrics", metric))
+        return _figure(ref if (metric in ref or yard) else ref.get("metrics"), metric, yard)
     return None
 
 
-def _val_figure(metrics: dict, name: str, metric: str, selection: dict) -> float | None:
+def _val_figure(metrics: dict, name: str, metric: str, selection: dict, yard: dict | None = None
+                ) -> float | None:
     """``name``'s validation figure: the one the recommendation compared (``selection``), else the model's own
     (``models[name]["val_metrics"]``, a reference's ``val``); None where unknown."""
     v = _num(selection.get(name))
     if v is not None:
         return v
-    own = _get(metrics, "models", name, "val_metrics", metric)
+    own = _get(metrics, "models", name, "val_metrics")
     if own is None:
-        own = _get(metrics, "references", name, "val", metric)
-    return _num(own)
+        own = _get(metrics, "references", name, "val")
+    return _figure(own, metric, yard)
 
 
 def _best(figures: dict[str, float | None], higher: bool) -> str | None:
@@ -153,18 +163,20 @@ def dividend(metrics: dict) -> dict | None:
     names = label_only_candidates(metrics)
     if not rec_name or not names:
         return None
-    metric = str(metrics.get("primary_metric", ""))
-    higher = HIGHER_IS_BETTER.get(metric.rsplit("/", 1)[-1], True)
+    # the figure the recommendation compared: the primary metric, or with several targets the yardstick over all
+    yard = rec.get("yardstick") if isinstance(rec.get("yardstick"), dict) else None
+    metric = str(rec.get("metric") or metrics.get("primary_metric", ""))
+    higher = bool(yard["higher_is_better"]) if yard else HIGHER_IS_BETTER.get(metric.rsplit("/", 1)[-1], True)
     cv = rec.get("cv")
     by_cv = isinstance(cv, dict) and bool(cv)
     selection: dict = cv if by_cv else (rec.get("val") if isinstance(rec.get("val"), dict) else {})
     if by_cv:  # every candidate's cross-validated figure, student_baseline's too (metrics["selection"])
         folds = _get(metrics, "selection", "candidates") or {}
         selection = {**{k: v.get("mean") for k, v in folds.items() if isinstance(v, dict)}, **selection}
-    vals = {n: _val_figure(metrics, n, metric, selection) for n in names}
-    tests = {n: _test_figure(metrics, n, metric) for n in names}
+    vals = {n: _val_figure(metrics, n, metric, selection, yard) for n in names}
+    tests = {n: _test_figure(metrics, n, metric, yard) for n in names}
     bv, bt = _best(vals, higher), _best(tests, higher)
-    rv, rt = _val_figure(metrics, rec_name, metric, selection), _test_figure(metrics, rec_name, metric)
+    rv, rt = _val_figure(metrics, rec_name, metric, selection, yard), _test_figure(metrics, rec_name, metric, yard)
     lt_test = tests[bt] if bt is not None else None
     g_test = _gain(rt, lt_test, higher)
     out: dict[str, Any] = {

@@ -139,6 +139,67 @@ def primary_metric(data: MultimodalData) -> str:
     return "accuracy" if first == "classification" else "rmse"
 
 
+VAL_PARTS = 10  # parts of the validation split: their figures give a lead on validation its paired standard error
+
+
+class Yardstick:
+    """The figure every selection compares: the primary metric with one target; with several, the mean over
+    targets of RMSE / (the target's std on the labelled training samples) or of 1 - accuracy (lower is better)."""
+
+    def __init__(self, data: MultimodalData, labelled: np.ndarray) -> None:
+        self.targets = dict(data.target_kinds)
+        self.name = primary_metric(data) if len(self.targets) == 1 else "standardised_error"
+        self.higher_is_better = HIGHER_IS_BETTER.get(self.name, False)
+        self.scale: dict[str, float] = {}
+        for t, kind in self.targets.items():
+            if kind == "regression":
+                y = data.targets[t][labelled].reshape(len(labelled), -1)
+                with np.errstate(all="ignore"):
+                    s = float(np.sqrt(np.nanmean(np.nanvar(y, axis=0)))) if len(y) else float("nan")
+                self.scale[t] = s if np.isfinite(s) and s > 0 else 1.0
+
+    def describe(self) -> dict:
+        """What metrics.json records (``recommended.yardstick``): enough for :func:`yardstick_figure`."""
+        return {"name": self.name, "higher_is_better": self.higher_is_better, "targets": dict(self.targets),
+                "scale": dict(self.scale)}
+
+    def __call__(self, m: dict) -> float:
+        """The figure from a :func:`task_metrics` dict (NaN where a target is missing)."""
+        return yardstick_figure(m, self.describe())
+
+    def better(self, a: float, b: float) -> bool:
+        """Is figure ``a`` better than ``b``?"""
+        return a > b if self.higher_is_better else a < b
+
+
+def yardstick_figure(m: dict, yard: dict) -> float:
+    """The yardstick's figure from a :func:`task_metrics` dict ``m`` and a :meth:`Yardstick.describe` dict
+    ``yard`` (NaN where a target's figure is missing)."""
+    targets = yard["targets"]
+    if len(targets) == 1:
+        v = m.get(yard["name"], np.nan)
+        return float(v) if isinstance(v, (int, float)) else float("nan")
+    parts = []
+    for i, (t, kind) in enumerate(targets.items()):
+        pre = "" if i == 0 else f"{t}/"  # task_metrics: the first target's metrics unprefixed
+        v = m.get(pre + ("accuracy" if kind == "classification" else "rmse"), np.nan)
+        v = float(v) if isinstance(v, (int, float)) else float("nan")
+        parts.append(1.0 - v if kind == "classification" else v / float(yard["scale"].get(t, 1.0)))
+    return float(np.mean(parts))
+
+
+def part_metrics(data: MultimodalData, idx: np.ndarray, preds: dict[str, np.ndarray], k: int = VAL_PARTS
+                 ) -> list[dict[str, float]]:
+    """:func:`task_metrics` on each of ``k`` interleaved parts of the labelled samples among ``idx`` (``preds``
+    aligned with ``idx``): per-part figures, whose spread gives a paired standard error of one model's lead
+    over another on the same samples. Empty with fewer than 2 labelled samples."""
+    pos = np.flatnonzero(np.isin(idx, data.labelled(idx)))
+    if len(pos) < 2:
+        return []
+    return [task_metrics(data, idx[p], {key: v[p] for key, v in preds.items()})
+            for p in (pos[j::k] for j in range(min(k, len(pos))))]
+
+
 def example_inputs(data: MultimodalData, modalities: list[str], n: int = 1) -> dict[str, torch.Tensor]:
     """The first ``n`` test samples' inputs, as tensors (for latency and export)."""
     idx = data.indices(2)[:n]

@@ -40,7 +40,7 @@ from cmkd.classical.trees import ALGORITHM, FitMemo, TreeStudent, export_tree_st
 from cmkd.classical.trees_onnx import check_onnx, ensemble_onnx, save_onnx
 from cmkd.config import ExperimentConfig
 from cmkd.data.arrays import MultimodalData
-from cmkd.evaluation.metrics import predict, task_metrics
+from cmkd.evaluation.metrics import HIGHER_IS_BETTER, Yardstick, part_metrics, predict, task_metrics
 from cmkd.export.sidecar import tree_card, write_card
 from cmkd.runtime import read_card, sidecar_path
 from cmkd.training.distributed import THREADS
@@ -155,7 +155,8 @@ def classical_fits(cfg: ExperimentConfig, data: MultimodalData, smods: list[str]
 
                 fits.trees = tree_student().fit(data, train_all, outputs, mask, val, memo=memo)
                 val_preds = fits.trees.predict(data, val)
-                fits.trees_metrics = {"val": task_metrics(data, val, val_preds)}
+                fits.trees_metrics = {"val": task_metrics(data, val, val_preds),
+                                      "val_parts": part_metrics(data, val, val_preds)}
                 val_lab = data.labelled(val) if cfg.student.refit else val[:0]
                 if len(val_lab):  # student.refit: the final fit adds the labelled validation samples, as the
                     # network's does; the validation figure (and each output's std) stay the first fit's
@@ -250,10 +251,13 @@ def classical_finish(cfg: ExperimentConfig, data: MultimodalData, smods: list[st
     fitted = {rename[k]: m for k, m in fits.fitted.items()}
     if refs:
         metrics["references"] = refs
-    cands: dict[str, dict] = {}
+    cands: dict[str, dict] = {}  # name -> {"val": validation metrics, "parts": per-part metrics (VAL_PARTS)}
     if "student" in metrics["models"] and student is not None:
-        cands["student"] = {"val": student_val if student_val is not None
-                            else task_metrics(data, val, predict(student, data, val, device=device))}
+        if student_val is not None:
+            cands["student"] = {"val": student_val, "parts": []}
+        else:
+            p = predict(student, data, val, device=device)
+            cands["student"] = {"val": task_metrics(data, val, p), "parts": part_metrics(data, val, p)}
     ts = fits.trees
     if ts is not None:
         ex = fits.trees_export
@@ -269,33 +273,67 @@ def classical_finish(cfg: ExperimentConfig, data: MultimodalData, smods: list[st
         if fits.trees_refit_on_val:
             metrics["models"]["student_trees"]["refit_on_val"] = fits.trees_refit_on_val
         metrics["export_trees"] = ex
-        cands["student_trees"] = {"val": val_m}
+        cands["student_trees"] = {"val": val_m, "parts": fits.trees_metrics.get("val_parts", [])}
         fitted["student_trees"] = ts
     for k, v in refs.items():
+        parts = v.pop("val_parts", []) if isinstance(v, dict) else []  # for the recommendation, not metrics.json
         if isinstance(v, dict) and isinstance(v.get("val"), dict) and v["val"]:
-            cands[k] = {"val": v["val"]}
+            cands[k] = {"val": v["val"], "parts": parts}
     if cv is not None:  # few labels: every candidate by its cross-validated figure
         cands = {k: {"val": cv["figures"][k]} for k in cands if k in cv["figures"]}
         if cands:
             metrics["recommended"] = recommendation(cands, cv["metric"], cv["higher_is_better"],
                                                     prefer=frozenset(cv.get("prefer", ())))
             rec = metrics["recommended"]
-            rec.update({"selected_by": "cross-validation", "cv": rec["val"]})
+            rec.update({"selected_by": "cross-validation", "cv": rec["val"], "metric": cv["metric"]})
+            if cv.get("yardstick"):
+                rec["yardstick"] = cv["yardstick"]
             rec["why"] = rec["why"].replace("best validation", "best cross-validated")
-            from cmkd.pipeline.crossval import distilled_within_noise
-
-            swap = distilled_within_noise({k: v["val"] for k, v in cands.items()}, cv.get("folds", {}),
-                                          list(cv.get("prefer", ())), rec["model"], cv["higher_is_better"])
-            if swap is not None:
-                rec["model"], rec["why"] = swap
+            _within_noise(rec, {k: v["val"] for k, v in cands.items()}, cv.get("folds", {}),
+                          list(cv.get("prefer", ())), cv["higher_is_better"], "cross-validation")
         return fitted
     if cands:
-        metrics["recommended"] = recommendation(cands, metric)
-        metrics["recommended"]["selected_by"] = "validation"
+        yard = Yardstick(data, data.labelled(data.indices(0)))
+        # with student.refit the network's figure is its best epoch's, of the first target alone (its history's):
+        # then every candidate is compared on that figure
+        first_only = student_val is not None and "student" in cands and len(yard.targets) > 1
+        name = metric if first_only else yard.name
+        hib = HIGHER_IS_BETTER.get(metric, True) if first_only else yard.higher_is_better
+
+        def figure(m: dict) -> float:
+            return float(m.get(metric, np.nan)) if first_only else yard(m)
+
+        vals = {k: figure(v["val"]) for k, v in cands.items()}
+        parts = {k: [figure(m) for m in v["parts"]] for k, v in cands.items() if len(v["parts"]) > 1}
+        rec = metrics["recommended"] = recommendation(vals, name, hib)
+        rec.update({"selected_by": "validation", "metric": name})
+        if name == yard.name and len(yard.targets) > 1:
+            rec["yardstick"] = yard.describe()
         if student_val is not None and "student" in cands:
-            metrics["recommended"]["student_val_from"] = "before the refit on train + validation (best epoch)"
-            metrics["recommended"]["why"] += "; the network's figure is from before its refit on train + validation"
+            rec["student_val_from"] = "before the refit on train + validation (best epoch)"
+            rec["why"] += "; the network's figure is from before its refit on train + validation"
+        _within_noise(rec, vals, parts, _learnt_from_teacher(metrics, cands), hib, "validation")
     return fitted
+
+
+def _learnt_from_teacher(metrics: dict, cands: dict) -> list[str]:
+    """Selection on validation: the candidates that learnt from the teacher (the tree student, the references on
+    its pseudo-labels, the distilled network unless the safe fallback replaced it by the baseline)."""
+    names = [k for k in cands if k == "student_trees" or k.endswith("_teacher_labels")]
+    if "student" in cands and (metrics.get("distill") or {}).get("fallback") is False:
+        names.append("student")
+    return names
+
+
+def _within_noise(rec: dict, vals: dict[str, float], parts: dict[str, list[float]], prefer: list[str],
+                  higher_is_better: bool, source: str) -> None:
+    """The best candidate that learnt from the teacher replaces a label-only recommendation it trails within one
+    paired standard error (:func:`cmkd.pipeline.crossval.distilled_within_noise`); ``rec`` says so."""
+    from cmkd.pipeline.crossval import distilled_within_noise
+
+    swap = distilled_within_noise(vals, parts, prefer, rec["model"], higher_is_better, source)
+    if swap is not None:
+        rec["model"], rec["why"] = swap
 
 
 def _tree_predict(name: str, model, data: MultimodalData, smods: list[str], idx: np.ndarray  # noqa: ANN001
@@ -330,7 +368,9 @@ def deploy_recommended(cfg: ExperimentConfig, data: MultimodalData, smods: list[
         vals = rec.get("val", {})
         ok = [k for k in vals if k == "student" or k in fitted]
         if cfg.export.model == "auto" and ok:
-            hib = metrics.get("primary_metric") in ("accuracy", "macro_f1", "r2")
+            yard = rec.get("yardstick") or {}
+            hib = bool(yard["higher_is_better"]) if yard else HIGHER_IS_BETTER.get(
+                str(rec.get("metric") or metrics.get("primary_metric")), True)
             best = (max if hib else min)(ok, key=lambda k: vals[k])
             note = f"{want} has no ONNX form here; the best exportable candidate on validation is deployed"
             want = best

@@ -179,7 +179,8 @@ def _cv_figures(st: RunState) -> dict | None:
 
     st.metrics["selection"] = st.cv
     return {"figures": figures(st), "folds": fold_figures(st), "metric": st.cv["metric"],
-            "higher_is_better": st.cv["higher_is_better"], "prefer": learnt_from_teacher(st)}
+            "higher_is_better": st.cv["higher_is_better"], "prefer": learnt_from_teacher(st),
+            "yardstick": st.cv_yard.describe() if len(st.cv_yard.targets) > 1 else None}
 
 
 def stage_deploy(st: RunState) -> None:
