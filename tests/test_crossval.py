@@ -59,6 +59,9 @@ def test_yardstick_several_targets_standardised() -> None:
     s = float(np.sqrt(np.var(y1)))
     got = yard({"rmse": 5.0, "b/accuracy": 0.75})
     assert got == pytest.approx((5.0 / s + 0.25) / 2)
+    # a target without a figure (no labels among these samples) tells no candidate apart: the others decide
+    assert yard({"rmse": 5.0, "b/accuracy": float("nan")}) == pytest.approx(5.0 / s)
+    assert np.isnan(yard({"b/accuracy": float("nan")}))
     one = Yardstick(_data({"a": y1}, 40), np.arange(40))
     assert one.name == "rmse" and one({"rmse": 3.0}) == 3.0
 

@@ -164,7 +164,7 @@ class Yardstick:
                 "scale": dict(self.scale)}
 
     def __call__(self, m: dict) -> float:
-        """The figure from a :func:`task_metrics` dict (NaN where a target is missing)."""
+        """The figure from a :func:`task_metrics` dict (:func:`yardstick_figure`)."""
         return yardstick_figure(m, self.describe())
 
     def better(self, a: float, b: float) -> bool:
@@ -174,7 +174,7 @@ class Yardstick:
 
 def yardstick_figure(m: dict, yard: dict) -> float:
     """The yardstick's figure from a :func:`task_metrics` dict ``m`` and a :meth:`Yardstick.describe` dict
-    ``yard`` (NaN where a target's figure is missing)."""
+    ``yard``: over the targets with a figure in ``m`` (NaN where none has one)."""
     targets = yard["targets"]
     if len(targets) == 1:
         v = m.get(yard["name"], np.nan)
@@ -185,7 +185,8 @@ def yardstick_figure(m: dict, yard: dict) -> float:
         v = m.get(pre + ("accuracy" if kind == "classification" else "rmse"), np.nan)
         v = float(v) if isinstance(v, (int, float)) else float("nan")
         parts.append(1.0 - v if kind == "classification" else v / float(yard["scale"].get(t, 1.0)))
-    return float(np.mean(parts))
+    finite = [p for p in parts if np.isfinite(p)]  # a target without labels here tells no candidate apart
+    return float(np.mean(finite)) if finite else float("nan")
 
 
 def part_metrics(data: MultimodalData, idx: np.ndarray, preds: dict[str, np.ndarray], k: int = VAL_PARTS

@@ -11,7 +11,10 @@ Kept apart from the network stages so that they can move with the pipeline:
   ``metrics["models"]["student_trees"]`` plus ``student_trees.onnx`` and its figures in
   ``metrics["export_trees"]``, and ``metrics["recommended"]``: the best on validation among the distilled network
   student, the tree student and the references (ties toward the cheaper model, see
-  :func:`cmkd.classical.references.recommend`).
+  :func:`cmkd.classical.references.recommend`), on the run's yardstick
+  (:class:`cmkd.evaluation.metrics.Yardstick`: with several targets, the standardised error over all); a label-only
+  best within one paired standard error of the best distilled candidate gives way to it, as in cross-validation
+  (the standard error from the validation split's parts, :func:`cmkd.evaluation.metrics.part_metrics`).
 - :func:`deploy_recommended` (last, after the recipe's analysis has read the network's files): with
   ``export.model`` ``auto`` and a tree model recommended (the tree student or a RandomForest / ExtraTrees /
   HistGradientBoosting reference), ``student.onnx`` becomes that model (same inputs and outputs as the

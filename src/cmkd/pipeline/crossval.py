@@ -37,8 +37,9 @@ recommendation (:func:`cmkd.pipeline.classical_stage.classical_finish`) then com
 cross-validated figure (a tie goes to a model that learnt from the teacher: :func:`learnt_from_teacher`), and the
 deployed models are refitted on every labelled sample (``student.refit``).
 
-With several targets the figure is one yardstick over all (:func:`yardstick`): the mean over targets of the RMSE
-divided by the target's standard deviation on the labelled training samples, or of the error rate (1 - accuracy).
+With several targets the figure is one yardstick over all (:class:`cmkd.evaluation.metrics.Yardstick`): the mean
+over targets of the RMSE divided by the target's standard deviation on the labelled training samples, or of the
+error rate (1 - accuracy).
 """
 
 from __future__ import annotations
