@@ -84,8 +84,11 @@ def report(runs: list[dict]) -> str:
     unit = "points of accuracy, or % of the RMSE"
     return "\n".join([
         "## Selection on validation: a label-only choice within noise (`python benchmarks/validation_noise.py`)", "",
-        "Default runs, today's code, on every recorded run whose recommendation on validation was a model trained "
-        "on the labels alone (the rule changes no other run). Before: the strictly best on validation "
+        "Default runs, today's code, on every recorded run whose recommendation on validation was, when it was "
+        "recorded, a model trained on the labels alone (`benchmarks/label_fraction_runs.jsonl`, "
+        "`benchmarks/recommended_runs.jsonl`); with today's code most of them recommend the network student "
+        "before the rule applies. The rule changes no run whose strictly best candidate learnt from the teacher. "
+        "Before: the strictly best on validation "
         "(`recommended.best_on_val`). Now: the best candidate that learnt from the teacher where it trails that "
         "model by no more than one paired standard error of the validation split's 10 parts. Test figures; change "
         f"in {unit}.", "", *rows, "",
