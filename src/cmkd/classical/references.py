@@ -67,6 +67,8 @@ class ReferenceSettings:
         max_fit_samples: at most this many training samples per fit (a seeded random subset).
         raw_sequences: False: a sequence modality's features are its per-channel summary alone (see
             :func:`cmkd.classical.trees.flat_features`).
+        val_parts: the validation figures of each part of the validation split too (``val_parts``, for the
+            recommendation's paired standard error); False where the caller scores whole folds.
     """
 
     seed: int = 0
@@ -79,6 +81,7 @@ class ReferenceSettings:
     text_vocab: int = TEXT_VOCAB
     max_fit_samples: int = MAX_FIT_SAMPLES
     raw_sequences: bool = True
+    val_parts: bool = True
 
     @classmethod
     def from_config(cls, cfg: ExperimentConfig, **run: object) -> ReferenceSettings:
@@ -246,14 +249,16 @@ def _teacher_labels(data: MultimodalData, t_idx: np.ndarray, teacher: dict[str, 
 
 
 def _entry(data: MultimodalData, val: np.ndarray, test: np.ndarray, x_val: np.ndarray, x_test: np.ndarray,
-           algo: str, how: str, model: _Model, n_fit: int, t0: float, val_model: _Model | None = None) -> dict:
+           algo: str, how: str, model: _Model, n_fit: int, t0: float, val_model: _Model | None = None,
+           parts: bool = True) -> dict:
     """A reference's result: test metrics (of ``model``), validation metrics (of ``val_model``, default
-    ``model``), how it was trained and its fit time."""
+    ``model``; with ``parts`` also per part of the validation split, ``val_parts``), how it was trained and its
+    fit time."""
     entry: dict = dict(task_metrics(data, test, model.predict(x_test)))
     vm = model if val_model is None else val_model
     vp = vm.predict(x_val) if len(val) else {}
     entry.update({"val": task_metrics(data, val, vp) if len(val) else {},
-                  "val_parts": part_metrics(data, val, vp) if len(val) else [],
+                  "val_parts": part_metrics(data, val, vp) if len(val) and parts else [],
                   "algorithm": algo, "trained_on": how, "n_fit": int(n_fit),
                   "fit_s": round(time.perf_counter() - t0, 3)})
     return entry
@@ -331,7 +336,8 @@ def references(data: MultimodalData, student_modalities: list[str], train_labell
         if not model.models:
             return
         keep = model if final is None or not final.models else final
-        out[name] = _entry(data, val, test, x_val, x_test, algo, how, keep, n_fit, t0, val_model=model)
+        out[name] = _entry(data, val, test, x_val, x_test, algo, how, keep, n_fit, t0, val_model=model,
+                           parts=o.val_parts)
         if keep is not model:
             out[name]["refit_on_val"] = int(len(val_lab))
         if models is not None:

@@ -145,7 +145,7 @@ def _ref_settings(st: RunState, algorithms: tuple[str, ...], kinds: tuple[str, .
                   ) -> ReferenceSettings:
     r = st.cfg.references
     return ReferenceSettings(seed=st.cfg.seed, n_estimators=r.n_estimators, algorithms=algorithms, kinds=kinds,
-                             refit=False, n_jobs=1, raw_sequences=raw_sequences)
+                             refit=False, n_jobs=1, raw_sequences=raw_sequences, val_parts=False)
 
 
 def _say(st: RunState, text: str) -> None:
