@@ -157,6 +157,11 @@ def test_validation_selection_one_yardstick_over_several_targets(tmp_path: Path)
     assert d["recommended_test"] == pytest.approx(yardstick_figure(rec_test, yard))
     assert "val_parts" not in (tmp_path / "run" / "metrics.json").read_text()
     assert VAL_PARTS == 10
+    # with student.refit the network is compared as early stopping left it, on the same yardstick
+    r = cmkd.run(str(tmp_path / "exp.yaml"), tmp_path / "refit", quiet=True, overrides=["student.refit=true"])
+    rec = r["recommended"]
+    assert rec["metric"] == "standardised_error" and "student_val_from" in rec
+    assert np.isfinite(rec["val"]["student"]) and 0 < rec["val"]["student"] < 1
 
 
 def test_parts_of_the_validation_split() -> None:

@@ -297,20 +297,12 @@ def classical_finish(cfg: ExperimentConfig, data: MultimodalData, smods: list[st
         return fitted
     if cands:
         yard = Yardstick(data, data.labelled(data.indices(0)))
-        # with student.refit the network's figure is its best epoch's, of the first target alone (its history's):
-        # then every candidate is compared on that figure
-        first_only = student_val is not None and "student" in cands and len(yard.targets) > 1
-        name = metric if first_only else yard.name
-        hib = HIGHER_IS_BETTER.get(metric, True) if first_only else yard.higher_is_better
-
-        def figure(m: dict) -> float:
-            return float(m.get(metric, np.nan)) if first_only else yard(m)
-
-        vals = {k: figure(v["val"]) for k, v in cands.items()}
-        parts = {k: [figure(m) for m in v["parts"]] for k, v in cands.items() if len(v["parts"]) > 1}
-        rec = metrics["recommended"] = recommendation(vals, name, hib)
-        rec.update({"selected_by": "validation", "metric": name})
-        if name == yard.name and len(yard.targets) > 1:
+        vals = {k: yard(v["val"]) for k, v in cands.items()}
+        parts = {k: [yard(m) for m in v["parts"]] for k, v in cands.items() if len(v["parts"]) > 1}
+        hib = yard.higher_is_better
+        rec = metrics["recommended"] = recommendation(vals, yard.name, hib)
+        rec.update({"selected_by": "validation", "metric": yard.name})
+        if len(yard.targets) > 1:
             rec["yardstick"] = yard.describe()
         if student_val is not None and "student" in cands:
             rec["student_val_from"] = "before the refit on train + validation (best epoch)"

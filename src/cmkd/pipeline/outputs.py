@@ -56,7 +56,10 @@ def _selection_val(st: RunState) -> dict[str, float] | None:
     without a refit (the network is scored on validation as it is)."""
     if not st.cfg.student.refit or "student" not in st.models:
         return None
-    v = network_val(st, _deployed_network(st))
+    role = _deployed_network(st)
+    if role in st.val_metrics:  # several targets: every target's figure (the recommendation's yardstick)
+        return st.val_metrics[role]
+    v = network_val(st, role)
     return {primary_metric(st.data): st.sign * v} if np.isfinite(v) else None
 
 

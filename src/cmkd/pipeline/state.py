@@ -56,6 +56,9 @@ class RunState:
     safe: dict[str, Any] = field(default_factory=dict)  # safe distillation: whether the fallback was taken
     # with student.ensemble > 1: each ensemble's validation figure (sign x primary metric, before any refit)
     ensemble_val: dict[str, float] = field(default_factory=dict)
+    # with several targets: each network's validation metrics (every target) as early stopping left it, before any
+    # refit; the fallback and the recommendation compare the run's yardstick over them
+    val_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     pruned: tuple[MultimodalNet, float] | None = None  # stage_prune: (the pruned, fine-tuned student, sparsity)
     # evaluation and outputs
     metrics: dict[str, Any] = field(default_factory=dict)

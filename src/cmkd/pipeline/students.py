@@ -13,7 +13,7 @@ import torch
 
 from cmkd.data.arrays import build_data
 from cmkd.errors import CmkdError
-from cmkd.evaluation.metrics import predict, primary_metric, task_metrics
+from cmkd.evaluation.metrics import Yardstick, predict, primary_metric, task_metrics
 from cmkd.nn.checkpoint import build_model
 from cmkd.nn.models import MultimodalNet, ensemble_of
 from cmkd.pipeline import crossval
@@ -89,16 +89,25 @@ def train_student(st: RunState, role: str, mods: list[str], distil: bool, t_mode
         return nets[0] if len(nets) == 1 else ensemble_of(nets, cfg.distill.temperature)
 
     model, chosen = one(members), one(before_refit)  # chosen: as early stopping left them (before any refit)
-    if len(members) > 1:
+    if len(members) > 1 or (len(data.target_kinds) > 1 and len(st.val)):
         preds = predict(chosen, data, st.val, device=st.dev)
-        st.ensemble_val[role] = st.sign * task_metrics(data, st.val, preds)[primary_metric(data)]
+        mm = task_metrics(data, st.val, preds)
+        if len(members) > 1:
+            st.ensemble_val[role] = st.sign * mm[primary_metric(data)]
+        if len(data.target_kinds) > 1:
+            st.val_metrics[role] = mm
     st.models[role] = model
     return model
 
 
 def network_val(st: RunState, role: str) -> float:
-    """``sign`` x a network's validation figure as the run compares networks (the fallback, the recommendation
-    after a refit): an ensemble's own (:attr:`RunState.ensemble_val`), else the best epoch's of its history."""
+    """A network's validation figure as the run compares networks (the fallback), higher = better: with several
+    targets the run's yardstick over all of them (:attr:`RunState.val_metrics`, negated where lower is better),
+    else ``sign`` x an ensemble's own (:attr:`RunState.ensemble_val`) or the best epoch's of its history."""
+    if role in st.val_metrics:
+        yard = Yardstick(st.data, st.train)
+        v = yard(st.val_metrics[role])
+        return v if yard.higher_is_better else -v
     return st.ensemble_val.get(role, best_val(st.histories, role, st.sign))
 
 
