@@ -109,7 +109,7 @@ def test_network_val_prefers_the_ensembles_figure() -> None:
 
     from cmkd.pipeline.students import network_val
 
-    st = SimpleNamespace(ensemble_val={"student": 0.7}, sign=1.0,
+    st = SimpleNamespace(ensemble_val={"student": 0.7}, sign=1.0, val_metrics={},
                          histories={"student": [{"val_metric": 0.9}], "student_baseline": [{"val_metric": 0.6}]})
     assert network_val(st, "student") == 0.7  # the ensemble's, not its first member's best epoch
     assert network_val(st, "student_baseline") == 0.6
