@@ -152,7 +152,10 @@ def summary(runs: list[dict]) -> str:
             + ". The run chose on validation, where the network was ahead; its validation figure is that of the "
               "epoch early stopping chose on the same samples (optimistic), and validation and test differ"
             + (" (houston's validation pixels are whole polygons of the training scene, its test pixels the "
-               "official test area)." if any(r["recipe"] == "houston" for r in behind) else "."))
+               "official test area)." if any(r["recipe"] == "houston" for r in behind) else ".")
+            + "".join(f" For {', '.join(n)} the figure here is the first target's alone; the run compared the "
+                      "standardised error over all targets." for n in [[r["recipe"] for r in behind
+                                                                       if r["recipe"] in SEVERAL_TARGETS]] if n))
     if close:
         out.append("Within 1 point / 2%: " + "; ".join(f"{r['recipe']} {gap(r)}" for r in close) + ".")
     if ahead:
