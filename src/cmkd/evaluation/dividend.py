@@ -166,7 +166,7 @@ def dividend(metrics: dict) -> dict | None:
     # the figure the recommendation compared: the primary metric, or with several targets the yardstick over all
     yard = rec.get("yardstick") if isinstance(rec.get("yardstick"), dict) else None
     metric = str(rec.get("metric") or metrics.get("primary_metric", ""))
-    higher = bool(yard["higher_is_better"]) if yard else HIGHER_IS_BETTER.get(metric.rsplit("/", 1)[-1], True)
+    higher = HIGHER_IS_BETTER.get(metric.rsplit("/", 1)[-1], True)
     cv = rec.get("cv")
     by_cv = isinstance(cv, dict) and bool(cv)
     selection: dict = cv if by_cv else (rec.get("val") if isinstance(rec.get("val"), dict) else {})

@@ -12,7 +12,8 @@ from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error, mean_
 from cmkd.data.arrays import MultimodalData, make_batch
 from cmkd.nn.models import MultimodalNet
 
-HIGHER_IS_BETTER = {"accuracy": True, "macro_f1": True, "rmse": False, "mae": False, "r2": True}
+HIGHER_IS_BETTER = {"accuracy": True, "macro_f1": True, "rmse": False, "mae": False, "r2": True,
+                    "standardised_error": False}  # the last: :class:`Yardstick` over several targets
 
 
 @torch.no_grad()
@@ -149,7 +150,7 @@ class Yardstick:
     def __init__(self, data: MultimodalData, labelled: np.ndarray) -> None:
         self.targets = dict(data.target_kinds)
         self.name = primary_metric(data) if len(self.targets) == 1 else "standardised_error"
-        self.higher_is_better = HIGHER_IS_BETTER.get(self.name, False)
+        self.higher_is_better = HIGHER_IS_BETTER[self.name]
         self.scale: dict[str, float] = {}
         for t, kind in self.targets.items():
             if kind == "regression":

@@ -363,9 +363,7 @@ def deploy_recommended(cfg: ExperimentConfig, data: MultimodalData, smods: list[
         vals = rec.get("val", {})
         ok = [k for k in vals if k == "student" or k in fitted]
         if cfg.export.model == "auto" and ok:
-            yard = rec.get("yardstick") or {}
-            hib = bool(yard["higher_is_better"]) if yard else HIGHER_IS_BETTER.get(
-                str(rec.get("metric") or metrics.get("primary_metric")), True)
+            hib = HIGHER_IS_BETTER.get(str(rec.get("metric") or metrics.get("primary_metric")).rsplit("/", 1)[-1], True)
             best = (max if hib else min)(ok, key=lambda k: vals[k])
             note = f"{want} has no ONNX form here; the best exportable candidate on validation is deployed"
             want = best
