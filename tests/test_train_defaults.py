@@ -86,3 +86,36 @@ def test_turn_images_turns_each_image_sample_by_one_of_the_eight_symmetries_and_
         seen.add(hits[0])
     assert len(seen) == 8  # every symmetry is drawn (64 samples)
     assert turn_images({"img": img}, net, False)["img"] is img
+
+
+def test_fit_without_validation_samples_runs_every_epoch_and_trains_the_same_weights():
+    """A fold of cross-validation trains for a chosen epoch count with no validation samples: no per-epoch scoring,
+    every epoch runs, the last state stays, and the weights are those of the same training scored each epoch."""
+    import numpy as np
+    import torch
+    from helpers import make_arrays
+
+    from cmkd.data.arrays import build_data, fit_stats
+    from cmkd.nn.checkpoint import build_model
+    from cmkd.training.distill import teacher_loss
+    from cmkd.training.fit import FitSettings, fit, set_seed
+
+    cfg = validate(make_config(epochs=3), source="test")
+    data = build_data(make_arrays(n=80), cfg.data, 0)
+    train, val = np.arange(60), np.arange(60, 80)
+    stats = fit_stats(data, train)
+    mcfg = cfg.student.model_copy(update={"patience": 10})
+    mods = list(cfg.student.modalities)
+    weights, hists = [], []
+    for v in (val, train[:0]):
+        set_seed(0)
+        net = build_model(data, mods, mcfg, cfg)
+        net.set_stats(stats)
+        hist = fit(net, data, train, v, mcfg, teacher_loss(mcfg),
+                   FitSettings(seed=0, target_stats=stats, quiet=True, select_best=False))
+        hists.append(hist)
+        weights.append(torch.cat([p.detach().flatten() for p in net.parameters()]))
+    assert [len(h) for h in hists] == [3, 3]
+    assert all("val_metric" in r for r in hists[0])
+    assert all("val_metric" not in r and "train_loss" in r for r in hists[1])
+    assert torch.equal(weights[0], weights[1])

@@ -126,8 +126,9 @@ def lead(a: list[float], b: list[float], higher_is_better: bool) -> tuple[float,
 
 
 def _fold_net(st: RunState, role: str, mods: list[str], mcfg, loss, fit_idx: np.ndarray,  # noqa: ANN001
-              hold: np.ndarray, seed: int, cache: dict | None = None, mask: np.ndarray | None = None) -> dict:
-    """A network trained on ``fit_idx`` for ``role``'s chosen epoch count; its predictions on every sample."""
+              seed: int, cache: dict | None = None, mask: np.ndarray | None = None) -> dict:
+    """A network trained on ``fit_idx`` for ``role``'s chosen epoch count (no validation samples, so no per-epoch
+    scoring: the held-out fold is scored once, by the caller); its predictions on every sample."""
     data = st.data
     ep = best_epoch(st.histories, role, st.sign)
     fcfg = mcfg.model_copy(update={"epochs": ep, "patience": ep + 1,
@@ -135,7 +136,7 @@ def _fold_net(st: RunState, role: str, mods: list[str], mcfg, loss, fit_idx: np.
     set_seed(seed)
     net = build_model(data, mods, mcfg, st.cfg)
     net.set_stats(st.stats)
-    fit(net, data, fit_idx, hold, fcfg, loss,
+    fit(net, data, fit_idx, fit_idx[:0], fcfg, loss,
         FitSettings(seed=seed, target_stats=st.stats, teacher_cache=cache, kd_mask=mask, quiet=True,
                     desc=f"{role} (fold)", device=st.dev, select_best=False))
     return predict(net, data, np.arange(data.n), device=st.dev)
@@ -220,7 +221,7 @@ def choose_teacher(st: RunState) -> None:
              f"{len(pool)} labelled samples")
     for f, hold in enumerate(folds):
         fit_idx = np.setdiff1d(pool, hold)
-        p = _fold_net(st, "teacher", tmods, cfg.teacher, teacher_loss(cfg.teacher), fit_idx, hold,
+        p = _fold_net(st, "teacher", tmods, cfg.teacher, teacher_loss(cfg.teacher), fit_idx,
                       cfg.seed + 5000 + f)
         outs["network"].append(p)
         per["network"].append(yard(task_metrics(data, hold, {k: v[hold] for k, v in p.items()})))
@@ -282,7 +283,7 @@ def label_only(st: RunState) -> None:
     for f, hold in enumerate(st.cv_folds):
         fit_idx = np.setdiff1d(st.cv_pool, hold)
         p = _fold_net(st, "student_baseline", smods, cfg.student,
-                      make_loss(cfg, cfg.student.width, None, baseline=True), fit_idx, hold, cfg.seed + 6000 + f)
+                      make_loss(cfg, cfg.student.width, None, baseline=True), fit_idx, cfg.seed + 6000 + f)
         per["student_baseline"].append(yard(task_metrics(data, hold, {k: v[hold] for k, v in p.items()})))
         if algos:
             refs = references(data, smods, fit_idx, fit_idx, hold, hold, settings=_ref_settings(st, algos, ("labels",)))
@@ -321,7 +322,7 @@ def distilled(st: RunState) -> None:
                 for k, v in part.items()}
         folds.append((hold, np.setdiff1d(st.cv_pool, hold), all_idx, tout))
         p = _fold_net(st, "student", smods, cfg.student,
-                      make_loss(cfg, cfg.student.width, st.teacher.width), all_idx, hold, cfg.seed + 7000 + f,
+                      make_loss(cfg, cfg.student.width, st.teacher.width), all_idx, cfg.seed + 7000 + f,
                       cache=cache, mask=st.kd_mask)
         per["student"].append(yard(task_metrics(data, hold, {k: v[hold] for k, v in p.items()})))
     if st.classical is not None:  # then the forests, once the run's own are fitted: one set in memory at a time

@@ -88,7 +88,9 @@ def _optimiser(model: MultimodalNet, loss_fn: CompositeLoss, cfg: ModelConfig, w
         ``(params, opt, sched)``.
     """
     params = list(model.parameters()) + list(loss_fn.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=WEIGHT_DECAY)
+    # foreach: one call per step for all parameters, not a Python loop over them (torch's default on CPU); the same
+    # arithmetic, the same figures, about 0.8 ms less per step on a small network (benchmarks/cv_cost.md)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=WEIGHT_DECAY, foreach=True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: _lr_factor(e, warmup, cfg.epochs))
     return params, opt, sched
 
@@ -303,7 +305,7 @@ def _unwrap(step: torch.nn.Module) -> _Step:
 def _epoch_info(row: dict, val: dict, metric: str, sign: float, history: list[dict], bad: int, epoch: int,
                 cfg: ModelConfig) -> str:
     """The progress line of one epoch: train loss, validation metric, and an early stop when there is one."""
-    info = f"loss {row['train_loss']:.3f}  val {metric} {val[metric]:.3f}"
+    info = f"loss {row['train_loss']:.3f}" + (f"  val {metric} {val[metric]:.3f}" if metric in val else "")
     if bad >= cfg.patience and epoch + 1 < cfg.epochs:  # early stop: say so, the bar stays at k/N
         best_k = max(range(len(history)), key=lambda i: sign * history[i]["val_metric"]) + 1
         info += f"  stopped early at epoch {epoch + 1} (best {best_k})"
@@ -350,7 +352,8 @@ def fit(model: MultimodalNet, data: MultimodalData, train_idx: np.ndarray, val_i
         model: the network.
         data: the dataset.
         train_idx: training sample indices.
-        val_idx: validation sample indices (early stopping on the primary metric).
+        val_idx: validation sample indices (early stopping on the primary metric); none: no early stopping, every
+            epoch runs and the last state stays (a fold of cross-validation, which trains for a chosen count).
         cfg: epochs, batch size, learning rate, patience (auto ones: :func:`schedule_for`).
         loss_fn: a CompositeLoss (its projections are trained too).
         settings: seed, checkpointing, teacher outputs, device, ... (:class:`FitSettings`).
@@ -384,9 +387,12 @@ def fit(model: MultimodalNet, data: MultimodalData, train_idx: np.ndarray, val_i
             sums, nb = _train_epoch(step, opt, params, feed, train_idx, cfg, o.seed, epoch, o.desc)
             lr = opt.param_groups[0]["lr"]
             sched.step()
-            row, val = _epoch_row(model, data, val_idx, metric, epoch, lr, sums, nb, o.device)
+            if len(val_idx):
+                row, val = _epoch_row(model, data, val_idx, metric, epoch, lr, sums, nb, o.device)
+                best_score, best_state, bad = _keep_best(sign * val[metric], best_score, best_state, bad, model)
+            else:  # no validation samples: every epoch runs and the last state stays
+                row, val = {"epoch": epoch + 1, "lr": lr, **{f"train_{k}": v / nb for k, v in sums.items()}}, {}
             history.append(row)
-            best_score, best_state, bad = _keep_best(sign * val[metric], best_score, best_state, bad, model)
             done = bad >= cfg.patience or epoch + 1 == cfg.epochs
             if o.ckpt_path and me == 0:
                 _save_checkpoint(o.ckpt_path, model, loss_fn, opt, sched, history, best_score, best_state, bad,
