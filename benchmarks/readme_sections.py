@@ -7,8 +7,8 @@ from a script:
   only when its .md exists; those of :data:`NOTE_WHEN_ABSENT` with a note instead);
 - ``docs/small-data.md``, between ``<!-- small-real:start -->`` / ``<!-- small-real:end -->``: the small real
   cases (``benchmarks/small_real.md``, from ``benchmarks/small_real.py``), or a note while it does not exist; and
-  likewise ``cv-threshold``, ``cv-cost`` and ``memory-scale`` (``benchmarks/cv_threshold.md``, ``cv_cost.md``,
-  ``memory_scale.md``);
+  likewise ``cv-threshold``, ``cv-cost``, ``memory-scale`` and ``fold-epochs`` (``benchmarks/cv_threshold.md``,
+  ``cv_cost.md``, ``memory_scale.md``, ``fold_epochs.md``);
 - ``README.md``, between ``<!-- headline:start -->`` / ``<!-- headline:end -->``: the headline table, the
   label-scarce rows of ``benchmarks/label_fraction.md`` (5 seeds: the recommended model, the distilled network,
   the network on the labels alone and the best classical reference).
@@ -39,6 +39,7 @@ SECTIONS = [("recommended", "The recommended student against the best classical 
             ("small_data", "Small data: the default network against one-line classical models"),
             ("small_real", "Small real cases: the distillation dividend with few labels"),
             ("validation_noise", "Selection on validation: a label-only choice within noise"),
+            ("fold_epochs", "Cross-validation's fold networks: does their epoch count make it optimistic?"),
             ("habitat", "Habitat design"),
             ("microgrid", "Microgrid controller"),
             ("recycling", "Recycling sorter"),
@@ -119,7 +120,7 @@ def blocks() -> dict[Path, dict[str, str]]:
                            "more": more()},
             SMALL_DATA_PAGE: {"small-real": _body("small_real", 3) or _note("small_real"),
                               **{k.replace("_", "-"): _body(k, 3) or _note(k)
-                                 for k in ("cv_threshold", "cv_cost", "memory_scale")}},
+                                 for k in ("cv_threshold", "cv_cost", "memory_scale", "fold_epochs")}},
             README: {"headline": headline()}}
 
 
