@@ -88,9 +88,7 @@ def _optimiser(model: MultimodalNet, loss_fn: CompositeLoss, cfg: ModelConfig, w
         ``(params, opt, sched)``.
     """
     params = list(model.parameters()) + list(loss_fn.parameters())
-    # foreach: one call per step for all parameters, not a Python loop over them (torch's default on CPU): the same
-    # weights, bit for bit, in less time (docs/small-data.md, the cost)
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=WEIGHT_DECAY, foreach=True)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=WEIGHT_DECAY)  # foreach=True: tried, see docs/small-data.md
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: _lr_factor(e, warmup, cfg.epochs))
     return params, opt, sched
 
