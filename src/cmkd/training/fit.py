@@ -116,12 +116,14 @@ def schedule_for(cfg: ModelConfig, n: int) -> ModelConfig:
 
 def _epoch_row(model: MultimodalNet, data: MultimodalData, val_idx: np.ndarray, metric: str, epoch: int,
                lr: float, sums: dict[str, float], nb: int, device: torch.device | str) -> tuple[dict, dict]:
-    """Score the model on the validation samples; return the epoch's history row and the validation metrics."""
+    """Score the model on the validation samples; return the epoch's history row and the validation metrics (none
+    without validation samples: the row holds the training figures alone)."""
+    row = {"epoch": epoch + 1, "lr": lr, **{f"train_{k}": v / nb for k, v in sums.items()}}
+    if not len(val_idx):
+        return row, {}
     preds = predict(model, data, val_idx, device=device)
     val = task_metrics(data, val_idx, preds)
-    row = {"epoch": epoch + 1, "lr": lr, **{f"train_{k}": v / nb for k, v in sums.items()},
-           "val_loss": validation_loss(model, data, val_idx, preds), "val_metric": val[metric]}
-    return row, val
+    return {**row, "val_loss": validation_loss(model, data, val_idx, preds), "val_metric": val[metric]}, val
 
 
 def validation_loss(model: MultimodalNet, data: MultimodalData, idx: np.ndarray, preds: dict[str, np.ndarray]
@@ -385,11 +387,9 @@ def fit(model: MultimodalNet, data: MultimodalData, train_idx: np.ndarray, val_i
             sums, nb = _train_epoch(step, opt, params, feed, train_idx, cfg, o.seed, epoch, o.desc)
             lr = opt.param_groups[0]["lr"]
             sched.step()
-            if len(val_idx):
-                row, val = _epoch_row(model, data, val_idx, metric, epoch, lr, sums, nb, o.device)
+            row, val = _epoch_row(model, data, val_idx, metric, epoch, lr, sums, nb, o.device)
+            if val:  # no validation samples: every epoch runs and the last state stays
                 best_score, best_state, bad = _keep_best(sign * val[metric], best_score, best_state, bad, model)
-            else:  # no validation samples: every epoch runs and the last state stays
-                row, val = {"epoch": epoch + 1, "lr": lr, **{f"train_{k}": v / nb for k, v in sums.items()}}, {}
             history.append(row)
             done = bad >= cfg.patience or epoch + 1 == cfg.epochs
             if o.ckpt_path and me == 0:
