@@ -79,3 +79,16 @@ def test_import_cmkd_help_and_list_need_no_torch() -> None:
     r = subprocess.run([sys.executable, "-c", BLOCK + "sys.argv = ['cmkd', '--help']\nfrom cmkd.cli import main\n"
                         "main()"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "Usage:" in r.stdout, r.stderr
+
+
+def test_a_run_that_fails_on_its_input_exits_before_loading_scikit_learn(tmp_path: Path) -> None:
+    """A missing data file is reported without loading scikit-learn (half the start-up of `cmkd run`): the classical
+    models import it when they first fit."""
+    (tmp_path / "x.yaml").write_text("name: x\ndata:\n  path: nothere.npz\n  modalities: {a: {kind: vector}}\n"
+                                     "  targets: {y: {kind: regression}}\nteacher: {modalities: [a]}\n"
+                                     "student: {modalities: [a]}\n")
+    code = ("import sys; sys.modules['sklearn'] = None\n"
+            "sys.argv = ['cmkd', 'run', 'x.yaml', '--out', 'o']\nfrom cmkd.cli import main\nmain()\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert "nothere.npz" in _one_error_line(r) and "data file not found" in r.stderr
+    assert not (tmp_path / "o").exists()

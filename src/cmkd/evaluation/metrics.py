@@ -7,7 +7,6 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error, mean_squared_error, r2_score
 
 from cmkd.data.arrays import MultimodalData, make_batch
 from cmkd.nn.models import MultimodalNet
@@ -47,6 +46,8 @@ def predict(model: MultimodalNet, data: MultimodalData, idx: np.ndarray, batch_s
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     """Accuracy and macro F1."""
+    from sklearn.metrics import accuracy_score, f1_score  # imported when first needed: a failing command exits sooner
+
     return {"accuracy": float(accuracy_score(y_true, y_pred)),
             "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0))}
 
@@ -63,6 +64,8 @@ def rmse(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     """RMSE, MAE and R^2 over observed (non-NaN) values, averaged over output columns."""
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
     y_true, y_pred = y_true.reshape(len(y_true), -1), y_pred.reshape(len(y_pred), -1)
     rm, ma, r2 = [], [], []
     for k in range(y_true.shape[1]):
