@@ -1,6 +1,6 @@
 """``python -m cmkd``: the ``cmkd`` command line."""
 
-from cmkd.cli import main
+from cmkd.cli import entry
 
 if __name__ == "__main__":
-    main()
+    entry()

@@ -404,6 +404,39 @@ def main() -> None:
             signal.signal(sig, handler)
 
 
+def entry() -> None:
+    """The ``cmkd`` program (the console script, ``python -m cmkd``, ``python -m cmkd.cli``): :func:`main`, ending
+    the process at once when a command stops with a non-zero code (an error, an interrupt) while a run's classical
+    fits still work in their daemon thread (:class:`cmkd.pipeline.classical_stage.Background`). Python 3.11 ends
+    such a thread at interpreter exit by unwinding it, and a thread inside C++ then aborts the whole process
+    ("terminate called without an active exception", exit 134 instead of 2, 130 or 143; a daemon thread inside
+    torch does every time). The run folder is settled by then: only the output streams are flushed."""
+    try:
+        main()
+    except SystemExit as e:
+        code = e.code
+        if code and _background_alive():
+            if not isinstance(code, int):  # sys.exit("message"): the message on stderr, code 1
+                print(code, file=sys.stderr)
+                code = 1
+            import os
+
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        raise
+
+
+def _background_alive() -> bool:
+    """Is a run's classical-fits thread still working?"""
+    stage = sys.modules.get("cmkd.pipeline.classical_stage")  # not imported: no such thread
+    if stage is None:
+        return False
+    import threading
+
+    return any(t.name == stage.THREAD_NAME and t.is_alive() for t in threading.enumerate())
+
+
 def _app() -> object:
     mount_recipe_commands(sys.argv[1:])
     return app(standalone_mode=False)
@@ -446,4 +479,4 @@ def guarded(call: Callable[[], object]) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry()

@@ -197,6 +197,9 @@ def _keep_exportable(cfg: ExperimentConfig, fits: ClassicalFits, fitted: dict, m
     trim_heap()
 
 
+THREAD_NAME = "cmkd-classical"  # :class:`Background`'s thread (:func:`cmkd.cli.entry` looks for it at exit)
+
+
 class Background:
     """``fn(*args, stop=<Event>)`` in a daemon thread (a run that fails elsewhere exits without waiting for it),
     its outcome in a :class:`concurrent.futures.Future`; :meth:`result` waits for it and re-raises its error."""
@@ -214,7 +217,7 @@ class Background:
             except BaseException as e:  # noqa: BLE001 - handed to the caller of result()
                 self.future.set_exception(e)
 
-        threading.Thread(target=call, name="cmkd-classical", daemon=True).start()
+        threading.Thread(target=call, name=THREAD_NAME, daemon=True).start()
 
     def result(self) -> Any:
         """The function's value (raises its error). ``waited_s``: the seconds the first call waited for the
