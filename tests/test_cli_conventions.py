@@ -14,6 +14,8 @@ from cmkd.config import validate
 from cmkd.errors import CmkdError, require
 
 BLOCK = "import sys; sys.modules['torch'] = None; sys.modules['sklearn'] = None\n"
+MISSING_DATA_YAML = ("name: x\ndata:\n  path: nothere.npz\n  modalities: {a: {kind: vector}}\n"
+                     "  targets: {y: {kind: regression}}\nteacher: {modalities: [a]}\nstudent: {modalities: [a]}\n")
 
 
 def cmkd_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -84,9 +86,7 @@ def test_import_cmkd_help_and_list_need_no_torch() -> None:
 def test_a_run_that_fails_on_its_input_exits_before_loading_scikit_learn(tmp_path: Path) -> None:
     """A missing data file is reported without loading scikit-learn (half the start-up of `cmkd run`): the classical
     models import it when they first fit."""
-    (tmp_path / "x.yaml").write_text("name: x\ndata:\n  path: nothere.npz\n  modalities: {a: {kind: vector}}\n"
-                                     "  targets: {y: {kind: regression}}\nteacher: {modalities: [a]}\n"
-                                     "student: {modalities: [a]}\n")
+    (tmp_path / "x.yaml").write_text(MISSING_DATA_YAML)
     code = ("import sys; sys.modules['sklearn'] = None\n"
             "sys.argv = ['cmkd', 'run', 'x.yaml', '--out', 'o']\nfrom cmkd.cli import main\nmain()\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
@@ -99,9 +99,7 @@ def test_an_error_exit_with_the_classical_thread_inside_torch_keeps_its_code(tmp
     """A run that fails while its classical-fits thread is inside native code: the program (`entry`) still exits
     with 2 and one error line. `main` alone (the in-process function) shows what it guards against: Python 3.11
     unwinds a daemon thread at interpreter exit and, inside torch, the process aborts."""
-    (tmp_path / "x.yaml").write_text("name: x\ndata:\n  path: nothere.npz\n  modalities: {a: {kind: vector}}\n"
-                                     "  targets: {y: {kind: regression}}\nteacher: {modalities: [a]}\n"
-                                     "student: {modalities: [a]}\n")
+    (tmp_path / "x.yaml").write_text(MISSING_DATA_YAML)
     code = ("import sys, threading, time, torch\n"
             "from cmkd.pipeline.classical_stage import THREAD_NAME\n"
             "def work():\n    a = torch.randn(300, 300)\n    while True:\n        a = torch.tanh(a @ a)\n"
