@@ -7,13 +7,13 @@ User mistakes print one line (``error: ...``) on stderr and exit with code 2; ne
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from cmkd.errors import CmkdError
+from cmkd.exits import SIGNALLED, background_alive, guarded, on_signal
 from cmkd.io import check_out_file, dumps, model_dir
 from cmkd.pipeline.rundir import output_folder  # light: no torch, no numpy
 
@@ -352,49 +352,16 @@ def mount_recipe_commands(argv: list[str]) -> None:
             _MOUNTED[name] = False
 
 
-def _click_exceptions() -> tuple[type, type, type, type]:
-    """Click's exception types (vendored by newer typer)."""
-    try:
-        from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
-        from typer.exceptions import Abort
-    except ImportError:  # typer with an external click
-        from click.exceptions import Abort, ClickException, NoArgsIsHelpError, UsageError
-    return ClickException, UsageError, NoArgsIsHelpError, Abort
-
-
-_SIGNALLED: list[int] = []  # the signal that interrupted this process (SIGINT / SIGTERM)
-
-
-def _on_signal(signum: int, frame: object) -> None:
-    """SIGINT and SIGTERM interrupt the command like Ctrl-C (the run keeps its checkpoints for --resume)."""
-    _SIGNALLED.append(signum)
-    raise KeyboardInterrupt
-
-
-def _interrupted(argv: list[str]) -> None:
-    """One line saying how to continue, and the shell's exit code for the signal (130 SIGINT, 143 SIGTERM)."""
-    import shlex
-    import signal
-
-    signum = _SIGNALLED[0] if _SIGNALLED else signal.SIGINT
-    hint = ""
-    if argv[:1] == ["run"]:
-        again = [a for a in argv if a != "--overwrite"] + ([] if "--resume" in argv else ["--resume"])
-        hint = f"; rerun with --resume to continue: cmkd {shlex.join(again)}"
-    typer.echo(f"error: interrupted by {signal.Signals(signum).name}{hint}", err=True)
-    sys.exit(128 + int(signum))
-
-
 def main() -> None:
     """Entry point: run the app, turning user mistakes (typer's usage errors too) into one-line errors with exit
     code 2, and SIGINT / SIGTERM into one line saying how to resume."""
     import signal
 
-    _SIGNALLED.clear()
+    SIGNALLED.clear()
     saved = {}
     try:
         for sig in (signal.SIGINT, signal.SIGTERM):
-            saved[sig] = signal.signal(sig, _on_signal)
+            saved[sig] = signal.signal(sig, on_signal)
     except ValueError:  # not the main thread (main() called in-process by a test): leave the handlers alone
         pass
     try:
@@ -415,7 +382,7 @@ def entry() -> None:
         main()
     except SystemExit as e:
         code = e.code
-        if code and _background_alive():
+        if code and background_alive():
             if not isinstance(code, int):  # sys.exit("message"): the message on stderr, code 1
                 print(code, file=sys.stderr)
                 code = 1
@@ -427,55 +394,9 @@ def entry() -> None:
         raise
 
 
-def _background_alive() -> bool:
-    """Is a run's classical-fits thread still working?"""
-    stage = sys.modules.get("cmkd.pipeline.classical_stage")  # not imported: no such thread
-    if stage is None:
-        return False
-    import threading
-
-    return any(t.name == stage.THREAD_NAME and t.is_alive() for t in threading.enumerate())
-
-
 def _app() -> object:
     mount_recipe_commands(sys.argv[1:])
     return app(standalone_mode=False)
-
-
-def guarded(call: Callable[[], object]) -> None:
-    """Run ``call`` (the app, or one command's function in-process, as the fuzz test does) and turn what it
-    raises into the CLI's exits: one ``error: ...`` line and code 2 for a user's mistake, 130 / 143 with how to
-    resume for an interrupt; its return value, when a non-zero int, is the exit code."""
-    click_error, usage_error, no_args, abort = _click_exceptions()
-    try:
-        rc = call()
-        if _SIGNALLED or rc == 130:  # typer turns KeyboardInterrupt into exit code 130, silently
-            _interrupted(sys.argv[1:])
-        if isinstance(rc, int) and rc:
-            sys.exit(rc)
-    except no_args as e:  # `cmkd` or `cmkd habitat` alone: the help
-        typer.echo(e.format_message())
-        sys.exit(0)
-    except usage_error as e:  # a missing or unknown option, a bad value: one line, with where to look
-        cmd = e.ctx.command_path if getattr(e, "ctx", None) is not None else "cmkd"
-        msg = " ".join(e.format_message().split())
-        typer.echo(f"error: {msg} (see `{cmd} --help`)", err=True)
-        sys.exit(2)
-    except click_error as e:
-        typer.echo(f"error: {' '.join(e.format_message().split())}", err=True)
-        sys.exit(e.exit_code or 1)
-    except abort:
-        _interrupted(sys.argv[1:])
-    except CmkdError as e:
-        msg = " ".join(str(e).splitlines()) or type(e).__name__  # always one line
-        typer.echo(f"error: {msg}", err=True)
-        sys.exit(2)
-    except OSError as e:  # the file system refused (permissions, full disk, ...): the user's to fix, not a bug
-        where = f"{e.filename}: " if e.filename else ""
-        typer.echo(f"error: {where}{e.strerror or e}", err=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        _interrupted(sys.argv[1:])
 
 
 if __name__ == "__main__":

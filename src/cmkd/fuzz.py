@@ -1,6 +1,6 @@
 """A seeded fuzzer of ``cmkd run``'s inputs: small random npz files and experiment YAMLs, mostly broken in some way.
 
-Each case is run in this process: the ``cmkd run`` command's function under :func:`cmkd.cli.guarded` (the
+Each case is run in this process: the ``cmkd run`` command's function under :func:`cmkd.exits.guarded` (the
 CLI's own error handling; ``SystemExit`` caught, stderr captured; typer's argument parsing skipped), with the
 pipeline cut after the data stage (validation, the output folder's lock and staging; no training) and then one
 output file and the run folder's real swap, so hundreds of cases run in a minute.
@@ -338,7 +338,8 @@ class _FailingRename:
 def run_case(argv: list[str], fail_rename: int | None = None) -> tuple[int, str, float]:
     """``cmkd ARGV`` in this process, the pipeline cut after its data stage (then one output file and the real
     swap; ``os.rename`` failing on its ``fail_rename``-th call): (exit code, stderr, seconds)."""
-    from cmkd.cli import guarded, run
+    from cmkd.cli import run
+    from cmkd.exits import guarded
     from cmkd.pipeline import core as pipeline
 
     assert argv[0] == "run" and argv[2] == "--out"
