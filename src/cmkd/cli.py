@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from cmkd.errors import CmkdError
-from cmkd.exits import SIGNALLED, background_alive, guarded, on_signal
+from cmkd.exits import SIGNALLED, end_at_once_if_working, guarded, on_signal
 from cmkd.io import check_out_file, dumps, model_dir
 from cmkd.pipeline.rundir import output_folder  # light: no torch, no numpy
 
@@ -372,25 +372,13 @@ def main() -> None:
 
 
 def entry() -> None:
-    """The ``cmkd`` program (the console script, ``python -m cmkd``, ``python -m cmkd.cli``): :func:`main`, ending
-    the process at once when a command stops with a non-zero code (an error, an interrupt) while a run's classical
-    fits still work in their daemon thread (:class:`cmkd.pipeline.classical_stage.Background`). Python 3.11 ends
-    such a thread at interpreter exit by unwinding it, and a thread inside C++ then aborts the whole process
-    ("terminate called without an active exception", exit 134 instead of 2, 130 or 143; a daemon thread inside
-    torch does every time). The run folder is settled by then: only the output streams are flushed."""
+    """The ``cmkd`` program (the console script, ``python -m cmkd``, ``python -m cmkd.cli``): :func:`main`; a
+    non-zero exit while a run's classical fits still work ends the process at once
+    (:func:`cmkd.exits.end_at_once_if_working`: no abort at interpreter exit)."""
     try:
         main()
     except SystemExit as e:
-        code = e.code
-        if code and background_alive():
-            if not isinstance(code, int):  # sys.exit("message"): the message on stderr, code 1
-                print(code, file=sys.stderr)
-                code = 1
-            import os
-
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
+        end_at_once_if_working(e.code)
         raise
 
 

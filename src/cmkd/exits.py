@@ -45,14 +45,26 @@ def interrupted(argv: list[str]) -> None:
     sys.exit(128 + int(signum))
 
 
-def background_alive() -> bool:
-    """Is a run's classical-fits thread still working?"""
-    stage = sys.modules.get("cmkd.pipeline.classical_stage")  # not imported: no such thread
-    if stage is None:
-        return False
+def end_at_once_if_working(code: object) -> None:
+    """End the process now with ``code`` (a non-zero ``SystemExit`` code) when a run's classical-fits thread
+    (:class:`cmkd.pipeline.classical_stage.Background`) still works; otherwise return. Python 3.11 ends a daemon
+    thread at interpreter exit by unwinding it, and a thread inside C++ then aborts the whole process ("terminate
+    called without an active exception", exit 134 instead of 2, 130 or 143; a daemon thread inside torch does every
+    time). The run folder is settled by then: only the output streams are flushed."""
     import threading
 
-    return any(t.name == stage.THREAD_NAME and t.is_alive() for t in threading.enumerate())
+    stage = sys.modules.get("cmkd.pipeline.classical_stage")  # not imported: no such thread
+    if not code or stage is None or not any(t.name == stage.THREAD_NAME and t.is_alive()
+                                            for t in threading.enumerate()):
+        return
+    if not isinstance(code, int):  # sys.exit("message"): the message on stderr, code 1
+        print(code, file=sys.stderr)
+        code = 1
+    import os
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def guarded(call: Callable[[], object]) -> None:

@@ -197,7 +197,7 @@ def _keep_exportable(cfg: ExperimentConfig, fits: ClassicalFits, fitted: dict, m
     trim_heap()
 
 
-THREAD_NAME = "cmkd-classical"  # :class:`Background`'s thread (:func:`cmkd.cli.entry` looks for it at exit)
+THREAD_NAME = "cmkd-classical"  # :class:`Background`'s thread (:func:`cmkd.exits.end_at_once_if_working` looks for it)
 
 
 class Background:
